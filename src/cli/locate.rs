@@ -1,0 +1,233 @@
+//! `lookout locate`: find each query in still images.
+//!
+//! Every query runs in one pass through each image, and the text is encoded once for all the images.
+//! For each image and query: the best box, its score and a crop (`<out>/<image>-<n>.jpg`), plus an annotated
+//! copy of the image (`<out>/<image>-annotated.jpg`). A bad image is reported and skipped; the others still run.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use serde::Serialize;
+
+use lookout::draw::{Canvas, annotate_detections, draw_banner};
+use lookout::geom::{Detection, PixelBox};
+use lookout::infer::postprocess::{DEFAULT_NMS_IOU, Selection, select};
+use lookout::infer::{Detector, ModelDir, QuerySet, SessionOptions, preprocess};
+
+use super::{Common, UsageError};
+
+#[derive(Debug, Args)]
+pub struct LocateArgs {
+    /// Images to search (PNG or JPEG).
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+    /// Directory for crops and annotated images.
+    #[arg(long, default_value = "out")]
+    pub out: PathBuf,
+    /// Also report every other box scoring at least T (0..1), after non-maximum suppression.
+    #[arg(long, value_name = "T")]
+    pub threshold: Option<f32>,
+    /// Report at most K boxes per query.
+    #[arg(long, value_name = "K")]
+    pub top_k: Option<usize>,
+    /// Drop boxes of the same query that overlap a better one by more than this IoU.
+    #[arg(long, default_value_t = DEFAULT_NMS_IOU)]
+    pub nms_iou: f32,
+    /// Print one JSON object per image on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Do not write crops and annotated images.
+    #[arg(long)]
+    pub no_images: bool,
+}
+
+/// One line of `--json` output.
+#[derive(Debug, Serialize)]
+pub struct ImageReport {
+    pub image: String,
+    pub width: u32,
+    pub height: u32,
+    pub model: String,
+    pub results: Vec<ResultItem>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub annotated: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ResultItem {
+    pub query: String,
+    #[serde(rename = "box")]
+    pub bbox: PixelBox,
+    pub score: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crop: Option<String>,
+}
+
+pub fn run(common: &Common, args: LocateArgs) -> anyhow::Result<ExitCode> {
+    if common.queries.is_empty() {
+        return Err(UsageError("no queries: give at least one with -q \"a vendor selling vegetables\"".into()).into());
+    }
+    if let Some(t) = args.threshold
+        && !(0.0..=1.0).contains(&t)
+    {
+        return Err(UsageError(format!("--threshold {t} is outside 0..1")).into());
+    }
+    let model_dir = super::resolve_model(&common.model)?;
+    let model = ModelDir::open_with(&model_dir, common.layout)?;
+    if model.is_test_model {
+        tracing::warn!("{}: test model with random weights: boxes are not meaningful", model.dir.display());
+    }
+    let opts = SessionOptions { intra_threads: common.intra_threads, ..SessionOptions::default() };
+    let mut detector = Detector::load(model, &opts)?;
+    let queries = detector.encode_queries(&common.queries)?;
+    let selection = Selection { threshold: args.threshold, nms_iou: args.nms_iou, top_k: args.top_k, always_best: true };
+    if !args.no_images {
+        std::fs::create_dir_all(&args.out)
+            .with_context(|| format!("cannot create the output directory {}", args.out.display()))?;
+    }
+
+    let mut failed = 0usize;
+    let stdout = std::io::stdout();
+    for image in &args.images {
+        match locate_one(&mut detector, &queries, image, &args, &selection) {
+            Ok(report) => {
+                let mut out = stdout.lock();
+                if args.json {
+                    serde_json::to_writer(&mut out, &report)?;
+                    writeln!(out)?;
+                } else {
+                    print_report(&mut out, &report)?;
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {}", super::error_chain(&e));
+            }
+        }
+    }
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
+}
+
+fn print_report(out: &mut impl Write, r: &ImageReport) -> std::io::Result<()> {
+    writeln!(out, "{} ({}x{}, model {})", r.image, r.width, r.height, r.model)?;
+    for item in &r.results {
+        let b = item.bbox;
+        write!(out, "  {:<40} {:.3}  [{:.0}, {:.0}, {:.0}, {:.0}]", item.query, item.score, b.x0, b.y0, b.x1, b.y1)?;
+        match &item.crop {
+            Some(c) => writeln!(out, "  {c}")?,
+            None => writeln!(out)?,
+        }
+    }
+    if let Some(a) = &r.annotated {
+        writeln!(out, "  annotated: {a}")?;
+    }
+    Ok(())
+}
+
+/// Opens an image as RGB8; the error names the file and says what is wrong with it.
+pub fn load_image(path: &Path) -> anyhow::Result<image::RgbImage> {
+    if !path.exists() {
+        return Err(UsageError(format!("{}: no such file", path.display())).into());
+    }
+    let reader = image::ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|e| UsageError(format!("{}: cannot read: {e}", path.display())))?;
+    if reader.format().is_none() {
+        return Err(UsageError(format!("{}: not an image lookout can read (use PNG or JPEG)", path.display())).into());
+    }
+    let img = reader
+        .decode()
+        .map_err(|e| UsageError(format!("{}: cannot decode the image ({e}); is the file complete?", path.display())))?;
+    Ok(img.to_rgb8())
+}
+
+fn locate_one(
+    detector: &mut Detector,
+    queries: &QuerySet,
+    path: &Path,
+    args: &LocateArgs,
+    selection: &Selection,
+) -> anyhow::Result<ImageReport> {
+    let img = load_image(path)?;
+    let (pixels, transform) =
+        preprocess::preprocess(detector.model.family, &detector.model.preprocessor, &img);
+    let raw = detector.run(pixels.view(), queries).with_context(|| format!("{}", path.display()))?;
+    let detections = select(&raw[0], &transform, selection);
+
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
+    let mut results = Vec::with_capacity(detections.len());
+    for (n, d) in detections.iter().enumerate() {
+        let crop = if args.no_images { None } else { Some(write_crop(&img, d, &args.out, &stem, n + 1)?) };
+        results.push(ResultItem {
+            query: queries.texts[d.query].clone(),
+            bbox: d.bbox,
+            score: d.score,
+            crop: crop.map(|p| p.display().to_string()),
+        });
+    }
+    let annotated = if args.no_images {
+        None
+    } else {
+        Some(write_annotated(img.clone(), &detections, &queries.texts, &args.out, &stem, detector.model.is_test_model)?)
+    };
+    Ok(ImageReport {
+        image: path.display().to_string(),
+        width: img.width(),
+        height: img.height(),
+        model: detector.model.name.clone(),
+        results,
+        annotated: annotated.map(|p| p.display().to_string()),
+    })
+}
+
+/// The crop of `d` from the original image; at least one pixel even for a degenerate box.
+fn write_crop(img: &image::RgbImage, d: &Detection, out: &Path, stem: &str, n: usize) -> anyhow::Result<PathBuf> {
+    let x0 = (d.bbox.x0.floor().max(0.0) as u32).min(img.width() - 1);
+    let y0 = (d.bbox.y0.floor().max(0.0) as u32).min(img.height() - 1);
+    let x1 = (d.bbox.x1.ceil() as u32).clamp(x0 + 1, img.width());
+    let y1 = (d.bbox.y1.ceil() as u32).clamp(y0 + 1, img.height());
+    let crop = image::imageops::crop_imm(img, x0, y0, x1 - x0, y1 - y0).to_image();
+    let path = out.join(format!("{stem}-{n}.jpg"));
+    save_jpeg(&crop, &path)?;
+    Ok(path)
+}
+
+fn write_annotated(
+    mut img: image::RgbImage,
+    detections: &[Detection],
+    labels: &[String],
+    out: &Path,
+    stem: &str,
+    test_model: bool,
+) -> anyhow::Result<PathBuf> {
+    {
+        let mut canvas = Canvas::from_image(&mut img);
+        annotate_detections(&mut canvas, detections, labels);
+        if test_model {
+            draw_banner(&mut canvas, "test model: boxes are not meaningful");
+        }
+    }
+    let path = out.join(format!("{stem}-annotated.jpg"));
+    save_jpeg(&img, &path)?;
+    Ok(path)
+}
+
+/// Writes to a temporary name and renames, so a full disk never leaves a half-written JPEG under the final name.
+fn save_jpeg(img: &image::RgbImage, path: &Path) -> anyhow::Result<()> {
+    let tmp = path.with_extension("jpg.tmp");
+    let write = || -> anyhow::Result<()> {
+        let file = std::fs::File::create(&tmp)?;
+        let mut w = std::io::BufWriter::new(file);
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut w, 92).encode_image(img)?;
+        w.into_inner().map_err(|e| e.into_error())?.sync_data()?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        e.context(format!("cannot write {}", path.display()))
+    })
+}

@@ -1,0 +1,123 @@
+//! Subcommands. `anyhow` is used here and nowhere in the library.
+
+pub mod locate;
+pub mod models;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Find what a sentence describes in an image or a live video.
+#[derive(Debug, Parser)]
+#[command(name = "lookout", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags shared by every subcommand.
+#[derive(Debug, Args, Clone)]
+pub struct Common {
+    /// What to find, as a sentence. Repeat for several queries: -q "a red car" -q "a dog".
+    #[arg(short = 'q', long = "query", global = true, value_name = "TEXT")]
+    pub queries: Vec<String>,
+    /// A model directory (Hugging Face layout) or a model name from `lookout models list`.
+    #[arg(short = 'm', long = "model", global = true, value_name = "DIR|NAME", default_value = DEFAULT_MODEL)]
+    pub model: String,
+    /// Graph layout to use when the model directory has both: "split" (queries encoded once) or "hf".
+    #[arg(long, global = true, value_name = "hf|split")]
+    pub layout: Option<lookout::infer::Layout>,
+    /// Threads ONNX Runtime uses inside one operator (0: one per core).
+    #[arg(long, global = true, default_value_t = lookout::infer::runtime::DEFAULT_INTRA_THREADS)]
+    pub intra_threads: usize,
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only warnings and errors.
+    #[arg(long, global = true)]
+    pub quiet: bool,
+}
+
+/// The model used when `-m` is not given.
+pub const DEFAULT_MODEL: &str = "owlvit-base-patch32";
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Find each query in still images: boxes, scores, crops and an annotated copy.
+    Locate(locate::LocateArgs),
+    /// List, download and inspect models.
+    Models(models::ModelsArgs),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Locate(args) => locate::run(&cli.common, args),
+        Command::Models(args) => models::run(&cli.common, args),
+    }
+}
+
+pub fn init_logging(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},ort=warn")));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+/// "outer: inner: innermost", without repeating a message that the outer one already contains.
+pub fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if out.contains(&s) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&s);
+    }
+    out
+}
+
+/// A usage error: bad input the user can fix (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Exit code 2 for bad input (a file, a query, a model directory), 1 for everything else.
+pub fn exit_code_for(e: &anyhow::Error) -> u8 {
+    use lookout::infer::InferError;
+    for cause in e.chain() {
+        if cause.is::<UsageError>() {
+            return 2;
+        }
+        if let Some(ie) = cause.downcast_ref::<InferError>() {
+            return match ie {
+                InferError::EmptyQuery
+                | InferError::NoQueries
+                | InferError::MissingFile { .. }
+                | InferError::BadFile { .. }
+                | InferError::Model { .. } => 2,
+                _ => 1,
+            };
+        }
+    }
+    1
+}
+
+/// Resolves `-m`: an existing directory is used as it is, a manifest name is fetched on first use.
+pub fn resolve_model(spec: &str) -> anyhow::Result<PathBuf> {
+    let path = PathBuf::from(spec);
+    if path.is_dir() {
+        return Ok(path);
+    }
+    models::resolve_name(spec)
+}

@@ -1,0 +1,624 @@
+//! Drawing boxes, labels and banners on packed RGB8 images.
+//!
+//! Used for `locate`'s annotated image and for every frame of the annotated video, so everything here
+//! works in place on the caller's buffer and allocates nothing per frame: labels are formatted into a
+//! fixed buffer on the stack, and glyphs come from the 8x8 bitmap font of [`font8x8`] (ASCII only;
+//! anything else is drawn as `?`).
+//!
+//! Coordinates are pixels with the origin at the top-left corner. Every operation is clipped to the canvas,
+//! so boxes and text partly (or wholly) outside it are fine.
+
+use std::fmt::Write as _;
+
+use crate::geom::{Detection, PixelBox};
+
+/// Width and height of one glyph of the bitmap font, in pixels at scale 1.
+pub const GLYPH_SIZE: u32 = 8;
+
+/// Red of the warning banner ([`draw_banner`]).
+pub const BANNER_COLOR: [u8; 3] = [200, 0, 0];
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum DrawError {
+    /// The buffer is shorter than `stride * (height - 1) + width * 3` bytes.
+    #[error("RGB buffer of {len} bytes is too small for {width}x{height} pixels with a stride of {stride} bytes")]
+    BufferTooSmall { len: usize, width: u32, height: u32, stride: usize },
+    /// The stride is shorter than a row of `width * 3` bytes.
+    #[error("stride of {stride} bytes is shorter than a row of {width} RGB pixels")]
+    StrideTooSmall { stride: usize, width: u32 },
+}
+
+/// A packed RGB8 image borrowed for drawing: `height` rows of `width` pixels, each row `stride` bytes apart.
+pub struct Canvas<'a> {
+    data: &'a mut [u8],
+    width: u32,
+    height: u32,
+    stride: usize,
+}
+
+impl<'a> Canvas<'a> {
+    /// A canvas over `data`, which holds `height` rows of `width` RGB pixels, each row starting `stride` bytes
+    /// after the previous one (the bytes between the end of a row and the next are never touched).
+    pub fn new(data: &'a mut [u8], width: u32, height: u32, stride: usize) -> Result<Self, DrawError> {
+        let row = width as usize * 3;
+        if stride < row {
+            return Err(DrawError::StrideTooSmall { stride, width });
+        }
+        let needed = if height == 0 { 0 } else { stride * (height as usize - 1) + row };
+        if data.len() < needed {
+            return Err(DrawError::BufferTooSmall { len: data.len(), width, height, stride });
+        }
+        Ok(Canvas { data, width, height, stride })
+    }
+
+    /// A canvas over an `image` RGB image (tightly packed rows).
+    pub fn from_image(img: &'a mut image::RgbImage) -> Self {
+        let (width, height) = img.dimensions();
+        let stride = width as usize * 3;
+        Canvas { data: img, width, height, stride }
+    }
+
+    /// Width in pixels.
+    pub fn width(&self) -> u32 {
+        self.width
+    }
+
+    /// Height in pixels.
+    pub fn height(&self) -> u32 {
+        self.height
+    }
+
+    /// Bytes from the start of one row to the start of the next.
+    pub fn stride(&self) -> usize {
+        self.stride
+    }
+
+    /// The colour of pixel (`x`, `y`), or `None` outside the canvas.
+    pub fn pixel(&self, x: u32, y: u32) -> Option<[u8; 3]> {
+        if x >= self.width || y >= self.height {
+            return None;
+        }
+        let i = y as usize * self.stride + x as usize * 3;
+        Some([self.data[i], self.data[i + 1], self.data[i + 2]])
+    }
+
+    /// Fills the rectangle of `w` x `h` pixels whose top-left corner is (`x`, `y`), clipped to the canvas.
+    pub fn fill_rect(&mut self, x: i32, y: i32, w: u32, h: u32, color: [u8; 3]) {
+        self.fill_span(x as i64, y as i64, x as i64 + w as i64, y as i64 + h as i64, color);
+    }
+
+    /// Fills `[x0, x1) x [y0, y1)` clipped to the canvas. All drawing ends up here.
+    fn fill_span(&mut self, x0: i64, y0: i64, x1: i64, y1: i64, color: [u8; 3]) {
+        let x0 = x0.clamp(0, self.width as i64) as usize;
+        let x1 = x1.clamp(0, self.width as i64) as usize;
+        let y0 = y0.clamp(0, self.height as i64) as usize;
+        let y1 = y1.clamp(0, self.height as i64) as usize;
+        if x0 >= x1 || y0 >= y1 {
+            return;
+        }
+        for row in y0..y1 {
+            let start = row * self.stride;
+            for px in self.data[start + x0 * 3..start + x1 * 3].chunks_exact_mut(3) {
+                px.copy_from_slice(&color);
+            }
+        }
+    }
+
+    /// Draws the outline of `b`, `thickness` pixels wide (at least 1) and inside the box, so that a box that
+    /// touches the image's border is drawn whole. The parts outside the canvas are clipped.
+    ///
+    /// The box's corners are rounded to the nearest pixel edge; a box thinner than a pixel is drawn one pixel wide.
+    pub fn draw_box(&mut self, b: &PixelBox, color: [u8; 3], thickness: u32) {
+        let Some((x0, y0, x1, y1)) = pixel_rect(b) else {
+            return;
+        };
+        let t = thickness.max(1) as i64;
+        // Top, bottom, left, right; the edges overlap at the corners when the box is thinner than 2t.
+        self.fill_span(x0, y0, x1, (y0 + t).min(y1), color);
+        self.fill_span(x0, (y1 - t).max(y0), x1, y1, color);
+        self.fill_span(x0, y0, (x0 + t).min(x1), y1, color);
+        self.fill_span((x1 - t).max(x0), y0, x1, y1, color);
+    }
+
+    /// Draws `text` with its top-left corner at (`x`, `y`), each glyph pixel a `scale` x `scale` square
+    /// (scale 0 counts as 1), on a filled background when `bg` is given. Clipped to the canvas.
+    ///
+    /// Characters outside printable ASCII are drawn as `?`. Returns the size of the text in pixels,
+    /// whether or not all of it was visible (see [`text_size`]).
+    pub fn draw_text(
+        &mut self,
+        x: i32,
+        y: i32,
+        text: &str,
+        color: [u8; 3],
+        bg: Option<[u8; 3]>,
+        scale: u32,
+    ) -> (u32, u32) {
+        let scale = scale.max(1);
+        let size = text_size(text, scale);
+        if let Some(bg) = bg {
+            self.fill_span(x as i64, y as i64, x as i64 + size.0 as i64, y as i64 + size.1 as i64, bg);
+        }
+        let advance = (GLYPH_SIZE * scale) as i64;
+        let mut gx = x as i64;
+        for c in text.chars() {
+            if gx >= self.width as i64 {
+                break;
+            }
+            if gx + advance > 0 {
+                self.draw_glyph(gx, y as i64, glyph(c), color, scale as i64);
+            }
+            gx += advance;
+        }
+        size
+    }
+
+    fn draw_glyph(&mut self, x: i64, y: i64, rows: &[u8; 8], color: [u8; 3], scale: i64) {
+        for (r, bits) in rows.iter().enumerate() {
+            if *bits == 0 {
+                continue;
+            }
+            let py = y + r as i64 * scale;
+            for c in 0..8 {
+                // font8x8 stores the leftmost pixel of a row in the least significant bit.
+                if bits & (1 << c) != 0 {
+                    let px = x + c * scale;
+                    self.fill_span(px, py, px + scale, py + scale, color);
+                }
+            }
+        }
+    }
+
+    /// Puts `text` on a label filled with `color` just above `b`, or inside the box at its top when there is
+    /// no room above (a box at the top edge). The label is shifted left to stay on the canvas when it can.
+    pub fn draw_label(&mut self, b: &PixelBox, text: &str, color: [u8; 3]) {
+        let Some((x0, y0, _, _)) = pixel_rect(b) else {
+            return;
+        };
+        let scale = label_scale(self.width, self.height);
+        let pad = scale as i64;
+        let (tw, th) = text_size(text, scale);
+        let (lw, lh) = (tw as i64 + 2 * pad, th as i64 + 2 * pad);
+        let x = x0.min(self.width as i64 - lw).max(0);
+        let y = if y0 - lh >= 0 { y0 - lh } else { y0.max(0) };
+        self.fill_span(x, y, x + lw, y + lh, color);
+        let (tx, ty) = (clamp_i32(x + pad), clamp_i32(y + pad));
+        self.draw_text(tx, ty, text, contrast_color(color), None, scale);
+    }
+}
+
+/// The box as the half-open pixel rectangle `[x0, x1) x [y0, y1)`, at least one pixel wide and high,
+/// or `None` when a corner is not a number.
+fn pixel_rect(b: &PixelBox) -> Option<(i64, i64, i64, i64)> {
+    if !(b.x0.is_finite() && b.y0.is_finite() && b.x1.is_finite() && b.y1.is_finite()) {
+        return None;
+    }
+    // Far outside any canvas, but small enough that the arithmetic on them cannot overflow.
+    const LIMIT: f32 = 1.0e9;
+    let round = |v: f32| v.clamp(-LIMIT, LIMIT).round() as i64;
+    let (x0, y0) = (round(b.x0.min(b.x1)), round(b.y0.min(b.y1)));
+    let (x1, y1) = (round(b.x0.max(b.x1)).max(x0 + 1), round(b.y0.max(b.y1)).max(y0 + 1));
+    Some((x0, y0, x1, y1))
+}
+
+fn clamp_i32(v: i64) -> i32 {
+    v.clamp(i32::MIN as i64, i32::MAX as i64) as i32
+}
+
+/// The bitmap of `c`: printable ASCII as it is, anything else as `?`.
+fn glyph(c: char) -> &'static [u8; 8] {
+    let code = if (' '..='~').contains(&c) { c as usize } else { '?' as usize };
+    &font8x8::legacy::BASIC_LEGACY[code]
+}
+
+/// Size in pixels of `text` drawn at `scale` (0 counts as 1): 8 pixels per character and 8 high, times scale.
+pub fn text_size(text: &str, scale: u32) -> (u32, u32) {
+    let scale = scale.max(1);
+    let chars = text.chars().count() as u32;
+    (chars.saturating_mul(GLYPH_SIZE * scale), GLYPH_SIZE * scale)
+}
+
+/// Black or white, whichever reads better on `bg`.
+pub fn contrast_color(bg: [u8; 3]) -> [u8; 3] {
+    // ITU-R BT.601 luma.
+    let luma = 299 * bg[0] as u32 + 587 * bg[1] as u32 + 114 * bg[2] as u32;
+    if luma > 140_000 { [0, 0, 0] } else { [255, 255, 255] }
+}
+
+/// Colours that are told apart easily and carry black or white text well (after Sasha Trubetskoy's
+/// "20 simple, distinct colors"), ordered so that neighbouring queries differ most.
+const PALETTE: [[u8; 3]; 12] = [
+    [60, 180, 75],   // green
+    [0, 130, 200],   // blue
+    [245, 130, 48],  // orange
+    [145, 30, 180],  // purple
+    [255, 225, 25],  // yellow
+    [70, 240, 240],  // cyan
+    [240, 50, 230],  // magenta
+    [230, 25, 75],   // red
+    [210, 245, 60],  // lime
+    [0, 128, 128],   // teal
+    [250, 190, 212], // pink
+    [170, 110, 40],  // brown
+];
+
+/// The colour for query (or track) `index`, from a fixed palette of 12 that repeats.
+pub fn color_for(index: usize) -> [u8; 3] {
+    PALETTE[index % PALETTE.len()]
+}
+
+/// Text scale for labels: 1 up to 800 pixels on the short side, then one step per 400 pixels, at most 4.
+pub fn label_scale(width: u32, height: u32) -> u32 {
+    (width.min(height) / 400).clamp(1, 4)
+}
+
+/// Box outline thickness: 2 pixels, and one more per 360 pixels on the short side beyond 360, at most 6.
+pub fn box_thickness(width: u32, height: u32) -> u32 {
+    (1 + width.min(height) / 360).clamp(2, 6)
+}
+
+/// What [`annotate_detections`] needs to know of one box.
+pub trait Annotated {
+    /// The box in pixels of the image drawn on.
+    fn bbox(&self) -> PixelBox;
+    /// Index of the query that found it: picks the label and the colour.
+    fn query(&self) -> usize;
+    /// Score, 0..1, printed with two decimals.
+    fn score(&self) -> f32;
+    /// The track id printed as `#id`, if the box belongs to a track.
+    fn track_id(&self) -> Option<u64> {
+        None
+    }
+}
+
+impl Annotated for Detection {
+    fn bbox(&self) -> PixelBox {
+        self.bbox
+    }
+    fn query(&self) -> usize {
+        self.query
+    }
+    fn score(&self) -> f32 {
+        self.score
+    }
+}
+
+/// Text of at most [`LabelText::CAPACITY`] bytes kept on the stack, so that labels are formatted without
+/// allocating; longer text is cut.
+struct LabelText {
+    buf: [u8; Self::CAPACITY],
+    len: usize,
+}
+
+impl LabelText {
+    const CAPACITY: usize = 96;
+
+    fn new() -> Self {
+        LabelText { buf: [0; Self::CAPACITY], len: 0 }
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII is ever written (see `write_str`).
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("?")
+    }
+}
+
+impl std::fmt::Write for LabelText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        for c in s.chars() {
+            if self.len == Self::CAPACITY {
+                break;
+            }
+            // The font has ASCII only; writing '?' here keeps the buffer valid UTF-8 whatever is cut.
+            self.buf[self.len] = if c.is_ascii() { c as u8 } else { b'?' };
+            self.len += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Draws each item's box in its query's colour, then a label `"<label> 0.42"` (and `" #<track id>"` for a
+/// track) above it. `labels[query]` names the query; a query without a label is shown as `q<index>`.
+///
+/// Labels are drawn after every box so that no box covers a label.
+pub fn annotate_detections<A: Annotated>(canvas: &mut Canvas<'_>, items: &[A], labels: &[String]) {
+    let thickness = box_thickness(canvas.width, canvas.height);
+    for item in items {
+        canvas.draw_box(&item.bbox(), color_for(item.query()), thickness);
+    }
+    for item in items {
+        let mut text = LabelText::new();
+        // Writing to a LabelText never fails.
+        let _ = match labels.get(item.query()) {
+            Some(label) => write!(text, "{label} {:.2}", item.score()),
+            None => write!(text, "q{} {:.2}", item.query(), item.score()),
+        };
+        if let Some(id) = item.track_id() {
+            let _ = write!(text, " #{id}");
+        }
+        canvas.draw_label(&item.bbox(), text.as_str(), color_for(item.query()));
+    }
+}
+
+/// Draws a loud red banner across the full width at the top with `text` in white, centred, as large as fits
+/// (scale 1 to 4). Returns the banner's height in pixels.
+///
+/// Used for warnings that must not be missed on any frame, such as "test model: boxes are not meaningful".
+pub fn draw_banner(canvas: &mut Canvas<'_>, text: &str) -> u32 {
+    let chars = text.chars().count() as u32;
+    let fits = |s: u32| chars * GLYPH_SIZE * s + 6 * s <= canvas.width;
+    let scale = (1..=4).rev().find(|&s| fits(s)).unwrap_or(1);
+    let pad = 3 * scale;
+    let height = GLYPH_SIZE * scale + 2 * pad;
+    canvas.fill_rect(0, 0, canvas.width, height, BANNER_COLOR);
+    let (tw, _) = text_size(text, scale);
+    let x = (canvas.width.saturating_sub(tw) / 2) as i32;
+    canvas.draw_text(x, pad as i32, text, [255, 255, 255], None, scale);
+    height
+}
+
+/// Draws `text` (a timestamp) in white on black at the bottom-left corner.
+pub fn draw_timestamp(canvas: &mut Canvas<'_>, text: &str) {
+    let scale = label_scale(canvas.width, canvas.height);
+    let pad = 2 * scale;
+    let (tw, th) = text_size(text, scale);
+    let y = canvas.height as i64 - th as i64 - 2 * pad as i64;
+    let y = clamp_i32(y);
+    canvas.fill_rect(0, y, tw + 2 * pad, th + 2 * pad, [0, 0, 0]);
+    canvas.draw_text(pad as i32, y.saturating_add(pad as i32), text, [255, 255, 255], None, scale);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BLACK: [u8; 3] = [0, 0, 0];
+    const RED: [u8; 3] = [255, 0, 0];
+
+    fn pb(x0: f32, y0: f32, x1: f32, y1: f32) -> PixelBox {
+        PixelBox { x0, y0, x1, y1 }
+    }
+
+    /// Pixels of `img` that differ from black.
+    fn changed(img: &image::RgbImage) -> Vec<(u32, u32)> {
+        img.enumerate_pixels().filter(|(_, _, p)| p.0 != BLACK).map(|(x, y, _)| (x, y)).collect()
+    }
+
+    #[test]
+    fn new_checks_buffer_and_stride() {
+        let mut buf = vec![0u8; 10 * 3 * 4];
+        assert!(Canvas::new(&mut buf, 10, 4, 30).is_ok());
+        assert!(matches!(Canvas::new(&mut buf, 10, 4, 29), Err(DrawError::StrideTooSmall { .. })));
+        assert!(matches!(Canvas::new(&mut buf, 10, 5, 30), Err(DrawError::BufferTooSmall { .. })));
+        // The last row needs no padding after it.
+        let mut buf = vec![0u8; 32 * 3 + 30];
+        assert!(Canvas::new(&mut buf, 10, 4, 32).is_ok());
+    }
+
+    #[test]
+    fn fill_rect_changes_exactly_the_rect() {
+        let mut img = image::RgbImage::new(10, 8);
+        Canvas::from_image(&mut img).fill_rect(2, 3, 4, 2, RED);
+        let expected: Vec<(u32, u32)> = (3..5).flat_map(|y| (2..6).map(move |x| (x, y))).collect();
+        let mut got = changed(&img);
+        got.sort_by_key(|&(x, y)| (y, x));
+        assert_eq!(got, expected);
+        assert_eq!(img.get_pixel(2, 3).0, RED);
+    }
+
+    #[test]
+    fn box_outline_leaves_inside_and_outside_alone() {
+        let mut img = image::RgbImage::new(20, 20);
+        Canvas::from_image(&mut img).draw_box(&pb(4.0, 5.0, 14.0, 15.0), RED, 1);
+        for (x, y, p) in img.enumerate_pixels() {
+            let on_edge = (4..14).contains(&x) && (5..15).contains(&y) && (x == 4 || x == 13 || y == 5 || y == 14);
+            assert_eq!(p.0 == RED, on_edge, "pixel ({x}, {y})");
+        }
+    }
+
+    #[test]
+    fn thick_box_grows_inward() {
+        let mut img = image::RgbImage::new(20, 20);
+        Canvas::from_image(&mut img).draw_box(&pb(0.0, 0.0, 20.0, 20.0), RED, 3);
+        assert_eq!(img.get_pixel(0, 0).0, RED);
+        assert_eq!(img.get_pixel(19, 19).0, RED);
+        assert_eq!(img.get_pixel(2, 10).0, RED);
+        assert_eq!(img.get_pixel(3, 10).0, BLACK);
+        assert_eq!(img.get_pixel(16, 10).0, BLACK);
+        assert_eq!(img.get_pixel(17, 10).0, RED);
+    }
+
+    #[test]
+    fn box_is_clipped_at_the_edges() {
+        let mut img = image::RgbImage::new(16, 16);
+        let mut canvas = Canvas::from_image(&mut img);
+        // Top and left edges are off the canvas; the bottom and right edges show.
+        canvas.draw_box(&pb(-5.0, -5.0, 10.0, 10.0), RED, 1);
+        assert_eq!(img.get_pixel(0, 9).0, RED);
+        assert_eq!(img.get_pixel(9, 0).0, RED);
+        assert_eq!(img.get_pixel(0, 0).0, BLACK);
+        assert_eq!(img.get_pixel(10, 9).0, BLACK);
+        assert_eq!(changed(&img).len(), 10 + 10 - 1);
+    }
+
+    #[test]
+    fn boxes_outside_or_broken_draw_nothing() {
+        let mut img = image::RgbImage::new(16, 16);
+        let mut canvas = Canvas::from_image(&mut img);
+        canvas.draw_box(&pb(20.0, 20.0, 30.0, 30.0), RED, 2);
+        canvas.draw_box(&pb(-30.0, 2.0, -20.0, 8.0), RED, 2);
+        canvas.draw_box(&pb(f32::NAN, 0.0, 5.0, 5.0), RED, 2);
+        canvas.draw_box(&pb(f32::NEG_INFINITY, 0.0, f32::INFINITY, 5.0), RED, 2);
+        canvas.draw_label(&pb(f32::NAN, 0.0, 5.0, 5.0), "x", RED);
+        assert!(changed(&img).is_empty());
+        // Huge but finite boxes are clipped, not overflowed.
+        Canvas::from_image(&mut img).draw_box(&pb(-1e30, -1e30, 1e30, 1e30), RED, 2);
+        assert!(changed(&img).is_empty());
+    }
+
+    #[test]
+    fn stride_padding_is_never_touched() {
+        let (w, h, stride) = (6u32, 5u32, 6 * 3 + 5);
+        let mut buf = vec![7u8; stride * h as usize];
+        let mut canvas = Canvas::new(&mut buf, w, h, stride).unwrap();
+        canvas.fill_rect(-3, -3, 100, 100, RED);
+        canvas.draw_text(0, 0, "WWW", [1, 2, 3], Some([4, 5, 6]), 1);
+        for row in 0..h as usize {
+            assert!(buf[row * stride + 18..(row + 1) * stride].iter().all(|&b| b == 7), "padding of row {row}");
+        }
+    }
+
+    /// The pixels of a glyph drawn at scale 1 match its bitmap exactly.
+    #[test]
+    fn text_renders_the_glyph_bitmap() {
+        let mut img = image::RgbImage::new(8, 8);
+        let size = Canvas::from_image(&mut img).draw_text(0, 0, "A", RED, None, 1);
+        assert_eq!(size, (8, 8));
+        let a = font8x8::legacy::BASIC_LEGACY['A' as usize];
+        for (x, y, p) in img.enumerate_pixels() {
+            assert_eq!(p.0 == RED, a[y as usize] & (1 << x) != 0, "pixel ({x}, {y})");
+        }
+        // 'A' has its crossbar on row 4: pixels 0..=5 (0x3F).
+        assert_eq!(a[4], 0x3F);
+    }
+
+    #[test]
+    fn text_scales_and_fills_background() {
+        let mut img = image::RgbImage::new(20, 20);
+        let bg = [0, 0, 90];
+        let size = Canvas::from_image(&mut img).draw_text(1, 1, "A", RED, Some(bg), 2);
+        assert_eq!(size, (16, 16));
+        let a = font8x8::legacy::BASIC_LEGACY['A' as usize];
+        for (x, y, p) in img.enumerate_pixels() {
+            let inside = (1..17).contains(&x) && (1..17).contains(&y);
+            let expected = if !inside {
+                BLACK
+            } else if a[((y - 1) / 2) as usize] & (1 << ((x - 1) / 2)) != 0 {
+                RED
+            } else {
+                bg
+            };
+            assert_eq!(p.0, expected, "pixel ({x}, {y})");
+        }
+    }
+
+    #[test]
+    fn text_is_clipped_and_unknown_chars_are_question_marks() {
+        let mut a = image::RgbImage::new(12, 6);
+        Canvas::from_image(&mut a).draw_text(-4, -2, "é€AB", RED, None, 1);
+        let mut b = image::RgbImage::new(12, 6);
+        Canvas::from_image(&mut b).draw_text(-4, -2, "??AB", RED, None, 1);
+        assert_eq!(a, b);
+        assert!(!changed(&a).is_empty());
+        // Far off-canvas text draws nothing.
+        let mut c = image::RgbImage::new(12, 6);
+        Canvas::from_image(&mut c).draw_text(i32::MIN, i32::MAX, "AB", RED, Some(RED), 3);
+        Canvas::from_image(&mut c).draw_text(50, 0, "AB", RED, Some(RED), 3);
+        assert!(changed(&c).is_empty());
+    }
+
+    #[test]
+    fn label_goes_above_the_box_or_inside_at_the_top() {
+        let mut img = image::RgbImage::new(100, 100);
+        Canvas::from_image(&mut img).draw_label(&pb(20.0, 50.0, 80.0, 90.0), "ab", RED);
+        let ys: Vec<u32> = changed(&img).iter().map(|&(_, y)| y).collect();
+        assert!(ys.iter().all(|&y| y < 50), "label above the box");
+        assert_eq!(*ys.iter().max().unwrap(), 49);
+
+        let mut img = image::RgbImage::new(100, 100);
+        Canvas::from_image(&mut img).draw_label(&pb(20.0, 0.0, 80.0, 90.0), "ab", RED);
+        let ys: Vec<u32> = changed(&img).iter().map(|&(_, y)| y).collect();
+        assert_eq!(*ys.iter().min().unwrap(), 0, "label inside the box, at its top");
+        assert!(ys.iter().all(|&y| y < 12));
+    }
+
+    #[test]
+    fn label_is_shifted_to_stay_on_the_canvas() {
+        let mut img = image::RgbImage::new(100, 100);
+        Canvas::from_image(&mut img).draw_label(&pb(95.0, 50.0, 100.0, 60.0), "abcd", RED);
+        let xs: Vec<u32> = changed(&img).iter().map(|&(x, _)| x).collect();
+        // 4 glyphs + 1 pixel of padding on each side.
+        assert_eq!(*xs.iter().min().unwrap(), 100 - 34);
+        assert_eq!(*xs.iter().max().unwrap(), 99);
+    }
+
+    #[test]
+    fn palette_colours_are_distinct_and_repeat() {
+        for i in 0..PALETTE.len() {
+            for j in 0..i {
+                assert_ne!(color_for(i), color_for(j));
+            }
+        }
+        assert_eq!(color_for(3), color_for(3 + PALETTE.len()));
+    }
+
+    struct Tracked(Detection, u64);
+
+    impl Annotated for Tracked {
+        fn bbox(&self) -> PixelBox {
+            self.0.bbox
+        }
+        fn query(&self) -> usize {
+            self.0.query
+        }
+        fn score(&self) -> f32 {
+            self.0.score
+        }
+        fn track_id(&self) -> Option<u64> {
+            Some(self.1)
+        }
+    }
+
+    #[test]
+    fn annotate_draws_box_and_label_in_the_query_colour() {
+        let det = Detection { query: 1, score: 0.4242, bbox: pb(40.0, 60.0, 120.0, 110.0) };
+        let labels = vec!["cat".to_string(), "a dog".to_string()];
+        let mut img = image::RgbImage::new(200, 150);
+        annotate_detections(&mut Canvas::from_image(&mut img), &[det], &labels);
+        let color = color_for(1);
+        assert_eq!(img.get_pixel(40, 90).0, color, "left edge");
+        assert_eq!(img.get_pixel(119, 90).0, color, "right edge");
+        assert_eq!(img.get_pixel(80, 90).0, BLACK, "inside");
+        assert_eq!(img.get_pixel(150, 90).0, BLACK, "outside");
+        // The label "a dog 0.42" (10 glyphs) sits on a filled strip above the box.
+        assert_eq!(img.get_pixel(40, 59).0, color);
+        assert_eq!(img.get_pixel(40 + 10 * 8 + 1, 59).0, color);
+        assert_eq!(img.get_pixel(40 + 10 * 8 + 2, 59).0, BLACK);
+
+        // With a track id the label is longer: "a dog 0.42 #7".
+        let mut img2 = image::RgbImage::new(200, 150);
+        annotate_detections(&mut Canvas::from_image(&mut img2), &[Tracked(det, 7)], &labels);
+        assert_eq!(img2.get_pixel(40 + 13 * 8 + 1, 59).0, color);
+        assert_eq!(img2.get_pixel(40 + 13 * 8 + 2, 59).0, BLACK);
+
+        // A query without a label is named by its index, and nothing panics.
+        let det = Detection { query: 9, ..det };
+        annotate_detections(&mut Canvas::from_image(&mut img), &[det], &labels);
+    }
+
+    #[test]
+    fn label_text_is_cut_and_ascii() {
+        let mut t = LabelText::new();
+        write!(t, "{}", "é".repeat(200)).unwrap();
+        assert_eq!(t.as_str().len(), LabelText::CAPACITY);
+        assert!(t.as_str().bytes().all(|b| b == b'?'));
+    }
+
+    #[test]
+    fn banner_spans_the_top_and_timestamp_the_bottom_left() {
+        let mut img = image::RgbImage::new(320, 240);
+        let h = draw_banner(&mut Canvas::from_image(&mut img), "test model: boxes are not meaningful");
+        // 36 glyphs fit at scale 1 only (36 * 16 + 12 > 320).
+        assert_eq!(h, 8 + 6);
+        assert_eq!(img.get_pixel(0, 0).0, BANNER_COLOR);
+        assert_eq!(img.get_pixel(319, h - 1).0, BANNER_COLOR);
+        assert_eq!(img.get_pixel(160, h).0, BLACK);
+        assert!((0..320).any(|x| img.get_pixel(x, 5).0 == [255, 255, 255]), "text is drawn");
+
+        draw_timestamp(&mut Canvas::from_image(&mut img), "00:01.5");
+        assert!((0..60).any(|x| img.get_pixel(x, 236).0 == [255, 255, 255]), "timestamp text is drawn");
+        assert_eq!(img.get_pixel(300, 236).0, BLACK);
+        assert_eq!(img.get_pixel(2, 200).0, BLACK);
+    }
+}

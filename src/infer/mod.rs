@@ -1,0 +1,57 @@
+//! The model layer: model directories, preprocessing, ONNX Runtime sessions, the class head and postprocessing.
+//!
+//! The flow for one image:
+//! 1. [`ModelDir::open`] reads a directory in the Hugging Face layout and picks the graph layout.
+//! 2. [`Detector::encode_queries`] tokenizes the queries and, in the split layout, runs the text encoder once.
+//!    The resulting [`QuerySet`] is reused for every image and every frame until the queries change.
+//! 3. [`preprocess::preprocess`] turns the image into the model's input tensor and records the [`Transform`].
+//! 4. [`Detector::run`] runs the image graph and the class head, giving a [`RawOutput`] per image.
+//! 5. [`postprocess`] turns raw outputs into [`Detection`]s in pixels.
+//!
+//! [`Transform`]: crate::geom::Transform
+//! [`Detection`]: crate::geom::Detection
+
+pub mod detector;
+pub mod head;
+pub mod model;
+pub mod postprocess;
+pub mod preprocess;
+pub mod runtime;
+pub mod text;
+
+pub use detector::{Detector, QuerySet, RawOutput};
+pub use model::{Family, Layout, ModelDir};
+pub use runtime::SessionOptions;
+
+use std::path::PathBuf;
+
+/// Errors of the model layer. Each names the file, model or query involved and says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum InferError {
+    #[error(
+        "ONNX Runtime library not found (looked in {looked}). Run `make deps` (or deploy/install-deps.sh --no-apt) \
+         to put it in .deps/, or set ORT_DYLIB_PATH to your libonnxruntime.so"
+    )]
+    RuntimeMissing { looked: String },
+    #[error("could not load ONNX Runtime from {path}: {message}. Set ORT_DYLIB_PATH to libonnxruntime.so 1.31 or newer")]
+    RuntimeLoad { path: PathBuf, message: String },
+    #[error("model directory {dir} is missing {file}. {hint}")]
+    MissingFile { dir: PathBuf, file: String, hint: String },
+    #[error("model directory {dir}: cannot read {file}: {message}")]
+    BadFile { dir: PathBuf, file: String, message: String },
+    #[error("model {dir}: {message}")]
+    Model { dir: PathBuf, message: String },
+    #[error("empty query: give a sentence that describes what to find, e.g. -q \"a person on a bicycle\"")]
+    EmptyQuery,
+    #[error("no queries: give at least one with -q \"...\"")]
+    NoQueries,
+    #[error("tokenizer {path}: {message}")]
+    Tokenizer { path: PathBuf, message: String },
+    #[error("ONNX Runtime failed in {graph}: {message}")]
+    Ort { graph: String, message: String },
+    #[error("{graph}: unexpected output {name}: {message}")]
+    Output { graph: String, name: String, message: String },
+}
+
+/// Shorthand for results of this module.
+pub type Result<T, E = InferError> = std::result::Result<T, E>;

@@ -1,0 +1,24 @@
+//! lookout: find what a sentence describes in an image or a live video.
+//!
+//! The library holds everything but the command line:
+//! - [`infer`]: model directories, preprocessing, ONNX Runtime sessions, the class head and postprocessing.
+//! - [`geom`]: boxes in model space and in pixels, and the one conversion between them.
+//! - [`models`]: the manifest of downloadable models and the verified downloader.
+//! - [`source`]: GStreamer ingest of files, RTSP, HTTP and V4L2 sources.
+//! - [`track`]: the tracker and the event engine.
+//! - [`sink`]: outputs (event log, annotated video, images).
+//! - [`draw`]: drawing boxes and labels on RGB images.
+//! - [`pipeline`]: GStreamer pipeline templates.
+//! - [`config`]: the TOML configuration for `watch`.
+
+pub mod config;
+pub mod draw;
+pub mod geom;
+pub mod infer;
+pub mod models;
+pub mod pipeline;
+pub mod redact;
+pub mod shutdown;
+pub mod sink;
+pub mod source;
+pub mod track;

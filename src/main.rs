@@ -1,0 +1,20 @@
+//! The `lookout` command. Thin: each subcommand owns its arguments and its `run()` in `cli/`.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    cli::init_logging(args.common.verbose, args.common.quiet);
+    match cli::run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            // One line, the whole chain: "what failed: why".
+            eprintln!("error: {}", cli::error_chain(&e));
+            ExitCode::from(cli::exit_code_for(&e))
+        }
+    }
+}

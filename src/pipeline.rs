@@ -1,0 +1,382 @@
+//! GStreamer pipeline templates: which elements decode, scale and convert a source's frames.
+//!
+//! The templates are TOML text files in `pipelines/`, embedded in the binary: `generic` (software decode, any
+//! machine) and `jetson` (nvv4l2decoder + nvvidconv). `pipelines/generic.toml` documents the contract and the
+//! placeholders. The platform is detected through the [`ElementRegistry`] seam; `--pipeline NAME|FILE` overrides it.
+//!
+//! The built pipeline is always `<source chain> ! tee name=t  t. ! <model branch>  [t. ! <full branch>]`: decode
+//! once, then scale for the model in one branch and, only when full frames are wanted, convert at full size in the
+//! other.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use serde::Deserialize;
+
+use crate::source::{FrameSettings, SourceKind, SourceSpec};
+
+/// The generic software template.
+pub const GENERIC_TEMPLATE: &str = include_str!("../pipelines/generic.toml");
+/// The NVIDIA Jetson template.
+pub const JETSON_TEMPLATE: &str = include_str!("../pipelines/jetson.toml");
+
+/// Built-in templates, in the order automatic selection tries them (most specific first).
+const BUILTIN: &[(&str, &str)] = &[("jetson", JETSON_TEMPLATE), ("generic", GENERIC_TEMPLATE)];
+
+/// Placeholders a template may use; see `pipelines/generic.toml`.
+pub const PLACEHOLDERS: &[&str] =
+    &["location", "uri", "device", "model_caps", "model_caps_rgba", "full_caps", "full_caps_rgba", "sink_props"];
+
+/// Names the built pipeline must contain.
+pub const TEE: &str = "t";
+pub const MODEL_SINK: &str = "model_sink";
+pub const MODEL_CAPS: &str = "model_caps";
+pub const FULL_SINK: &str = "full_sink";
+
+/// Appsink queueing for live sources: keep only the newest frame.
+pub const LIVE_SINK_PROPS: &str = "max-buffers=1 drop=true";
+/// Appsink queueing for files: a few frames, then block (backpressure into the decoder).
+pub const FILE_SINK_PROPS: &str = "max-buffers=4 drop=false";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("unknown pipeline template `{name}`: use one of {builtins} or the path of a template file (see pipelines/generic.toml)", builtins = builtin_names().join(", "))]
+    UnknownTemplate { name: String },
+    #[error("could not read pipeline template `{}`: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("pipeline template `{name}` is not valid (TOML with keys file, rtsp, http, v4l2, model_branch, full_branch, requires): {message}")]
+    Invalid { name: String, message: String },
+    #[error("pipeline template `{name}` needs GStreamer elements that are not installed here: {}; use `--pipeline generic`", missing.join(", "))]
+    MissingElements { name: String, missing: Vec<String> },
+    #[error("pipeline template `{name}` uses the unknown placeholder `{{{placeholder}}}`; known: {}", PLACEHOLDERS.join(", "))]
+    UnknownPlaceholder { name: String, placeholder: String },
+    #[error("pipeline template `{name}` does not parse: {message}")]
+    Parse { name: String, message: String },
+    #[error("pipeline template `{name}` has no {what} named `{element}` (see the contract in pipelines/generic.toml)")]
+    MissingNamed { name: String, element: String, what: &'static str },
+    #[error("could not initialise GStreamer: {0}; check that the GStreamer 1.x runtime is installed")]
+    Init(String),
+}
+
+/// The test seam for platform detection: which elements exist. [`GstRegistry`] asks GStreamer; tests use a fake.
+pub trait ElementRegistry {
+    /// True if an element factory of this name is registered.
+    fn has(&self, element: &str) -> bool;
+}
+
+/// The real GStreamer registry.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GstRegistry;
+
+impl ElementRegistry for GstRegistry {
+    fn has(&self, element: &str) -> bool {
+        gst::init().is_ok() && gst::ElementFactory::find(element).is_some()
+    }
+}
+
+/// Which template to use, from `--pipeline`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum PipelineChoice {
+    /// The first built-in template whose elements are all installed (`jetson`, then `generic`).
+    #[default]
+    Auto,
+    /// A built-in template by name.
+    Builtin(String),
+    /// A template file.
+    File(PathBuf),
+}
+
+impl PipelineChoice {
+    /// `None` or `auto` → [`PipelineChoice::Auto`]; a built-in name → [`PipelineChoice::Builtin`];
+    /// anything else is a file path.
+    pub fn from_arg(arg: Option<&str>) -> PipelineChoice {
+        match arg {
+            None | Some("auto") => PipelineChoice::Auto,
+            Some(name) if BUILTIN.iter().any(|(n, _)| *n == name) => PipelineChoice::Builtin(name.to_string()),
+            Some(path) => PipelineChoice::File(PathBuf::from(path)),
+        }
+    }
+}
+
+/// The names of the built-in templates.
+pub fn builtin_names() -> Vec<&'static str> {
+    BUILTIN.iter().map(|(n, _)| *n).collect()
+}
+
+/// A parsed template.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineTemplate {
+    /// `generic`, `jetson`, or the file path.
+    #[serde(skip)]
+    pub name: String,
+    /// Elements that must be registered for automatic selection (default: none).
+    #[serde(default)]
+    pub requires: Vec<String>,
+    pub file: String,
+    pub rtsp: String,
+    pub http: String,
+    pub v4l2: String,
+    pub model_branch: String,
+    pub full_branch: String,
+}
+
+impl PipelineTemplate {
+    /// Parses template text; `name` is used in errors.
+    pub fn parse(name: &str, text: &str) -> Result<PipelineTemplate, PipelineError> {
+        let mut t: PipelineTemplate = toml::from_str(text)
+            .map_err(|e| PipelineError::Invalid { name: name.to_string(), message: e.to_string() })?;
+        t.name = name.to_string();
+        Ok(t)
+    }
+
+    /// A built-in template.
+    pub fn builtin(name: &str) -> Option<PipelineTemplate> {
+        let (_, text) = BUILTIN.iter().find(|(n, _)| *n == name)?;
+        Some(PipelineTemplate::parse(name, text).expect("built-in templates are valid (tested)"))
+    }
+
+    /// Reads a template file.
+    pub fn from_file(path: &Path) -> Result<PipelineTemplate, PipelineError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| PipelineError::Read { path: path.to_path_buf(), source })?;
+        PipelineTemplate::parse(&path.display().to_string(), &text)
+    }
+
+    /// The source chain for a kind of source.
+    pub fn source_chain(&self, kind: SourceKind) -> &str {
+        match kind {
+            SourceKind::File => &self.file,
+            SourceKind::Rtsp => &self.rtsp,
+            SourceKind::Http => &self.http,
+            SourceKind::V4l2 => &self.v4l2,
+        }
+    }
+
+    /// The required elements the registry lacks.
+    pub fn missing_elements(&self, registry: &dyn ElementRegistry) -> Vec<String> {
+        self.requires.iter().filter(|e| !registry.has(e)).cloned().collect()
+    }
+}
+
+/// Resolves a choice to a template. `Auto` picks `jetson` when the registry has nvv4l2decoder and nvvidconv,
+/// else `generic`; a named built-in whose elements are missing is an error that says so.
+pub fn select(choice: &PipelineChoice, registry: &dyn ElementRegistry) -> Result<PipelineTemplate, PipelineError> {
+    match choice {
+        PipelineChoice::Auto => {
+            for (name, _) in BUILTIN {
+                let t = PipelineTemplate::builtin(name).expect("listed");
+                if t.missing_elements(registry).is_empty() {
+                    return Ok(t);
+                }
+            }
+            Ok(PipelineTemplate::builtin("generic").expect("listed"))
+        }
+        PipelineChoice::Builtin(name) => {
+            let t = PipelineTemplate::builtin(name).ok_or_else(|| PipelineError::UnknownTemplate { name: name.clone() })?;
+            let missing = t.missing_elements(registry);
+            if missing.is_empty() { Ok(t) } else { Err(PipelineError::MissingElements { name: name.clone(), missing }) }
+        }
+        PipelineChoice::File(path) => {
+            let s = path.to_string_lossy();
+            if !path.exists() && !s.contains(['/', '.']) {
+                // A bare word that is not a built-in name: most likely a typo of one.
+                return Err(PipelineError::UnknownTemplate { name: s.into_owned() });
+            }
+            PipelineTemplate::from_file(path)
+        }
+    }
+}
+
+/// Whether rendering puts the real credentials in (to run it) or the redacted ones (to show it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credentials {
+    Include,
+    Redact,
+}
+
+/// The pipeline description for one source: the template's chain and branches with placeholders filled in.
+pub fn render(
+    template: &PipelineTemplate,
+    spec: &SourceSpec,
+    settings: &FrameSettings,
+    credentials: Credentials,
+) -> Result<String, PipelineError> {
+    let uri = match credentials {
+        Credentials::Include => spec.secret_uri().to_string(),
+        Credentials::Redact => spec.display.clone(),
+    };
+    let path = spec.path().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+    let uri = match spec.kind {
+        SourceKind::File => file_uri(spec.path().unwrap_or(Path::new(""))),
+        SourceKind::V4l2 => format!("v4l2://{path}"),
+        SourceKind::Rtsp | SourceKind::Http => uri,
+    };
+    let (model_caps, model_caps_rgba) = match settings.keep_aspect_longest {
+        // The size depends on the decoded size: the source sets it on `model_caps` when the caps are known.
+        Some(_) => ("video/x-raw,format=RGB".to_string(), "video/x-raw,format=RGBA".to_string()),
+        None => {
+            let (w, h) = settings.model_size;
+            (format!("video/x-raw,format=RGB,width={w},height={h}"), format!("video/x-raw,format=RGBA,width={w},height={h}"))
+        }
+    };
+    let sink_props = if spec.is_live() { LIVE_SINK_PROPS } else { FILE_SINK_PROPS };
+    let value = |key: &str| -> Option<String> {
+        Some(match key {
+            "location" => quote(&path),
+            "uri" => quote(&uri),
+            "device" => quote(&path),
+            "model_caps" => quote(&model_caps),
+            "model_caps_rgba" => quote(&model_caps_rgba),
+            "full_caps" => quote("video/x-raw,format=RGB"),
+            "full_caps_rgba" => quote("video/x-raw,format=RGBA"),
+            "sink_props" => sink_props.to_string(),
+            _ => return None,
+        })
+    };
+    let fill = |text: &str| fill_placeholders(text, &template.name, &value);
+    let mut out = format!("{} ! tee name={TEE}  {TEE}. ! {}", fill(template.source_chain(spec.kind))?, fill(&template.model_branch)?);
+    if settings.full_frames {
+        out.push_str(&format!("  {TEE}. ! {}", fill(&template.full_branch)?));
+    }
+    Ok(out)
+}
+
+/// The pipeline that would run for `spec`, with credentials redacted: for `lookout pipelines show` and logs.
+pub fn pipeline_description(
+    spec: &SourceSpec,
+    settings: &FrameSettings,
+    choice: &PipelineChoice,
+) -> Result<String, PipelineError> {
+    let template = select(choice, &GstRegistry)?;
+    render(&template, spec, settings, Credentials::Redact)
+}
+
+/// A parsed pipeline and the elements the source drives.
+#[derive(Debug)]
+pub struct BuiltPipeline {
+    pub pipeline: gst::Pipeline,
+    /// The tee right after the decoder; its sink pad sees every decoded frame.
+    pub tee: gst::Element,
+    pub model_caps: gst::Element,
+    pub model_sink: gst_app::AppSink,
+    /// Present when the description has a full branch.
+    pub full_sink: Option<gst_app::AppSink>,
+}
+
+/// Parses a rendered description and finds the named elements. `template_name` is for errors.
+/// The pipeline is left in the NULL state.
+pub fn build(description: &str, template_name: &str, full_frames: bool) -> Result<BuiltPipeline, PipelineError> {
+    gst::init().map_err(|e| PipelineError::Init(e.to_string()))?;
+    let name = || template_name.to_string();
+    let element = gst::parse::launch(description).map_err(|e| PipelineError::Parse { name: name(), message: e.to_string() })?;
+    let pipeline = element.downcast::<gst::Pipeline>().map_err(|_| PipelineError::Parse {
+        name: name(),
+        message: "the description is a single element, not a pipeline".into(),
+    })?;
+    let find = |element: &str, what: &'static str| {
+        pipeline.by_name(element).ok_or_else(|| PipelineError::MissingNamed { name: name(), element: element.into(), what })
+    };
+    let sink = |element: &str| -> Result<gst_app::AppSink, PipelineError> {
+        find(element, "appsink")?.downcast::<gst_app::AppSink>().map_err(|_| PipelineError::MissingNamed {
+            name: name(),
+            element: element.into(),
+            what: "appsink",
+        })
+    };
+    let tee = find(TEE, "tee")?;
+    let model_caps = find(MODEL_CAPS, "capsfilter")?;
+    let model_sink = sink(MODEL_SINK)?;
+    let full_sink = if full_frames { Some(sink(FULL_SINK)?) } else { None };
+    Ok(BuiltPipeline { pipeline, tee, model_caps, model_sink, full_sink })
+}
+
+/// Replaces `{key}` placeholders; `{` not followed by `key}` is left alone.
+fn fill_placeholders(
+    text: &str,
+    template: &str,
+    value: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, PipelineError> {
+    let mut out = String::with_capacity(text.len() + 64);
+    let mut rest = text;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let key_len = after.find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')).unwrap_or(after.len());
+        if key_len > 0 && after[key_len..].starts_with('}') {
+            let key = &after[..key_len];
+            let v = value(key).ok_or_else(|| PipelineError::UnknownPlaceholder {
+                name: template.to_string(),
+                placeholder: key.to_string(),
+            })?;
+            out.push_str(&v);
+            rest = &after[key_len + 1..];
+        } else {
+            out.push('{');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// A gst-launch quoted string: `"..."` with `"` and `\` escaped.
+fn quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn file_uri(path: &Path) -> String {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    gst::glib::filename_to_uri(&abs, None).map(|u| u.to_string()).unwrap_or_else(|_| format!("file://{}", abs.display()))
+}
+
+impl fmt::Display for PipelineChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PipelineChoice::Auto => f.write_str("auto"),
+            PipelineChoice::Builtin(name) => f.write_str(name),
+            PipelineChoice::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtins_parse_as_toml() {
+        for name in builtin_names() {
+            let t = PipelineTemplate::builtin(name).unwrap();
+            assert_eq!(t.name, name);
+        }
+    }
+
+    #[test]
+    fn placeholders_fill_and_reject_typos() {
+        let v = |k: &str| (k == "uri").then(|| "\"x\"".to_string());
+        assert_eq!(fill_placeholders("a uri={uri} {b c}", "t", &v).unwrap(), "a uri=\"x\" {b c}");
+        let err = fill_placeholders("a {urii}", "t", &v).unwrap_err().to_string();
+        assert!(err.contains("urii") && err.contains("known:"), "{err}");
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote(r#"a "b"\c"#), r#""a \"b\"\\c""#);
+    }
+
+    #[test]
+    fn render_redacts_and_keeps_secret_for_launch() {
+        let spec = SourceSpec::parse_unchecked("rtsp://u:hunter2@cam/live", 0).unwrap();
+        let t = PipelineTemplate::builtin("generic").unwrap();
+        let settings = FrameSettings { model_size: (640, 480), full_frames: true, ..Default::default() };
+        let shown = render(&t, &spec, &settings, Credentials::Redact).unwrap();
+        assert!(!shown.contains("hunter2") && shown.contains("rtsp://***@cam/live"), "{shown}");
+        assert!(shown.contains("width=640,height=480") && shown.contains(LIVE_SINK_PROPS) && shown.contains(FULL_SINK));
+        let run = render(&t, &spec, &settings, Credentials::Include).unwrap();
+        assert!(run.contains("hunter2"));
+    }
+}

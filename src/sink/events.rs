@@ -1,0 +1,339 @@
+//! The event log: `<out>/events.jsonl`, one JSON object per line, appended.
+//!
+//! Each line is written with a single `write` to a file opened in append mode, so a line is either in the
+//! file or not, and whatever was recorded survives a crash of the process (the kernel holds it).
+//! `sync_each_line` also survives a power cut, at the cost of an fsync per line.
+//! If a write fails half way (a full disk), the next line starts on a new line, so one broken line never
+//! spoils the ones after it.
+//!
+//! For file sources every field is deterministic except `wall_time`, which [`EventLogSettings::wall_time`]
+//! turns off, so that two runs over the same file give the same bytes.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::SinkError;
+use crate::geom::PixelBox;
+use crate::redact::redact_url;
+use crate::track::{TrackEvent, TrackEventKind};
+
+/// Name of the event log inside the output directory.
+pub const EVENTS_FILE_NAME: &str = "events.jsonl";
+
+/// One line of `events.jsonl`. Fields are written in this order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventRecord {
+    /// `"start"`, `"update"` or `"end"`.
+    #[serde(rename = "type")]
+    pub kind: TrackEventKind,
+    /// Display name of the source, with any password removed.
+    pub source: String,
+    /// The query's text.
+    pub query: String,
+    /// The query's short label.
+    pub label: String,
+    pub track_id: u64,
+    /// Index of the video frame.
+    pub frame: u64,
+    /// Stream time of the frame in seconds (to the microsecond), or null when the frame had no timestamp.
+    pub pts_s: Option<f64>,
+    /// When the line was written, RFC 3339 in UTC; omitted when the log is set to leave it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wall_time: Option<String>,
+    /// `[x0, y0, x1, y1]` in pixels of the frame.
+    #[serde(rename = "box")]
+    pub bbox: PixelBox,
+    pub score: f32,
+}
+
+impl EventRecord {
+    /// The record of a tracker event. `source` is redacted here (see [`redact_url`]); `wall_time` is left
+    /// empty for the log to stamp.
+    pub fn from_track_event(ev: &TrackEvent, source: &str, query: &str, label: &str, pts_ns: Option<u64>) -> Self {
+        EventRecord {
+            kind: ev.kind,
+            source: redact_url(source),
+            query: query.to_string(),
+            label: label.to_string(),
+            track_id: ev.track_id,
+            frame: ev.frame,
+            pts_s: pts_ns.map(pts_seconds),
+            wall_time: None,
+            bbox: ev.bbox,
+            score: ev.score,
+        }
+    }
+}
+
+/// Nanoseconds as seconds rounded to the microsecond, so the log reads `1.533333`, not `1.5333333330000001`.
+pub fn pts_seconds(pts_ns: u64) -> f64 {
+    (pts_ns as f64 / 1_000.0).round() / 1_000_000.0
+}
+
+/// `t` as RFC 3339 in UTC with milliseconds, such as `2023-11-14T22:13:20.000Z`. Times before 1970 are
+/// written as the epoch.
+pub fn format_rfc3339_utc(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Howard Hinnant's civil_from_days (http://howardhinnant.github.io/date_algorithms.html).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+/// What the user sets for the event log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventLogSettings {
+    /// Stamp each line with the wall-clock time it was written (`wall_time`). Default true; turn it off for
+    /// output that is the same byte for byte on every run over the same file.
+    pub wall_time: bool,
+    /// fsync the file after each line, so lines survive a power cut too. Default false.
+    pub sync_each_line: bool,
+}
+
+/// Default [`EventLogSettings::wall_time`].
+pub const DEFAULT_WALL_TIME: bool = true;
+/// Default [`EventLogSettings::sync_each_line`].
+pub const DEFAULT_SYNC_EACH_LINE: bool = false;
+
+impl Default for EventLogSettings {
+    fn default() -> Self {
+        EventLogSettings { wall_time: DEFAULT_WALL_TIME, sync_each_line: DEFAULT_SYNC_EACH_LINE }
+    }
+}
+
+/// Counters of an event log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventLogStats {
+    /// Lines written whole.
+    pub lines: u64,
+    /// Lines that could not be written.
+    pub errors: u64,
+}
+
+/// The event log of one run. Owned by the one stage that writes events; not shared between threads.
+#[derive(Debug)]
+pub struct EventLog {
+    path: PathBuf,
+    file: File,
+    settings: EventLogSettings,
+    /// The line being written, reused.
+    line: Vec<u8>,
+    /// The file does not end with a newline (a write failed half way): start the next line with one.
+    broken_line: bool,
+    stats: EventLogStats,
+}
+
+impl EventLog {
+    /// Opens (creating it and `out_dir` if needed) `<out_dir>/events.jsonl` for appending.
+    pub fn open(out_dir: &Path, settings: EventLogSettings) -> Result<Self, SinkError> {
+        std::fs::create_dir_all(out_dir)
+            .map_err(|error| SinkError::CreateDir { path: out_dir.to_path_buf(), error })?;
+        Self::open_file(&out_dir.join(EVENTS_FILE_NAME), settings)
+    }
+
+    /// Opens (creating it if needed) the log at `path` for appending; its directory must exist.
+    pub fn open_file(path: &Path, settings: EventLogSettings) -> Result<Self, SinkError> {
+        let open_err = |error| SinkError::Open { path: path.to_path_buf(), error };
+        let mut file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(open_err)?;
+        // A previous run that died half way through a line left the file without a final newline.
+        let broken_line = ends_without_newline(&mut file).map_err(open_err)?;
+        Ok(EventLog {
+            path: path.to_path_buf(),
+            file,
+            settings,
+            line: Vec::with_capacity(512),
+            broken_line,
+            stats: EventLogStats::default(),
+        })
+    }
+
+    /// The file written to.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn stats(&self) -> EventLogStats {
+        self.stats
+    }
+
+    /// Appends `record` as one line. Without a `wall_time`, the log stamps it now (when set to); with
+    /// `wall_time` turned off, any `wall_time` in the record is left out.
+    ///
+    /// On an error (such as a full disk) the record is lost, but the log stays usable: the caller logs the
+    /// error and goes on, and later lines are written once there is room again.
+    pub fn write(&mut self, record: &EventRecord) -> Result<(), SinkError> {
+        self.line.clear();
+        if self.broken_line {
+            self.line.push(b'\n');
+        }
+        let result = match (self.settings.wall_time, &record.wall_time) {
+            (true, None) => {
+                let stamped = EventRecord { wall_time: Some(format_rfc3339_utc(SystemTime::now())), ..record.clone() };
+                serde_json::to_writer(&mut self.line, &stamped)
+            }
+            (false, Some(_)) => {
+                serde_json::to_writer(&mut self.line, &EventRecord { wall_time: None, ..record.clone() })
+            }
+            _ => serde_json::to_writer(&mut self.line, record),
+        };
+        // Serialising a struct of strings and numbers into memory does not fail (NaN becomes null).
+        result.map_err(|e| SinkError::Write { path: self.path.clone(), error: io::Error::other(e) })?;
+        self.line.push(b'\n');
+
+        match write_line(&mut self.file, &self.line, self.settings.sync_each_line) {
+            Ok(()) => {
+                self.broken_line = false;
+                self.stats.lines += 1;
+                Ok(())
+            }
+            Err((written, error)) => {
+                if written > 0 {
+                    self.broken_line = self.line[written - 1] != b'\n';
+                }
+                self.stats.errors += 1;
+                Err(SinkError::Write { path: self.path.clone(), error })
+            }
+        }
+    }
+}
+
+/// Writes all of `line`, then syncs if asked. On an error, returns how many bytes were written before it.
+fn write_line(file: &mut File, line: &[u8], sync: bool) -> Result<(), (usize, io::Error)> {
+    let mut written = 0;
+    while written < line.len() {
+        match file.write(&line[written..]) {
+            Ok(0) => return Err((written, io::ErrorKind::WriteZero.into())),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err((written, e)),
+        }
+    }
+    file.flush().map_err(|e| (written, e))?;
+    if sync {
+        file.sync_data().map_err(|e| (written, e))?;
+    }
+    Ok(())
+}
+
+fn ends_without_newline(file: &mut File) -> io::Result<bool> {
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(false);
+    }
+    file.seek(SeekFrom::Start(len - 1))?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)?;
+    Ok(last[0] != b'\n')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn record(kind: TrackEventKind) -> EventRecord {
+        let ev = TrackEvent {
+            kind,
+            track_id: 3,
+            query: 0,
+            bbox: PixelBox { x0: 1.0, y0: 2.5, x1: 30.0, y1: 40.0 },
+            score: 0.42,
+            frame: 46,
+        };
+        EventRecord::from_track_event(&ev, "rtsp://admin:pw@cam1/live", "a red car", "car", Some(1_533_333_333))
+    }
+
+    #[test]
+    fn rfc3339_of_known_instants() {
+        let at = |s: u64, ms: u64| format_rfc3339_utc(UNIX_EPOCH + Duration::from_millis(s * 1000 + ms));
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+        assert_eq!(at(1_700_000_000, 999), "2023-11-14T22:13:20.999Z");
+        assert_eq!(at(4_107_542_399, 0), "2100-02-28T23:59:59.000Z");
+        assert_eq!(format_rfc3339_utc(UNIX_EPOCH - Duration::from_secs(5)), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn line_schema_is_stable() {
+        let json = serde_json::to_string(&record(TrackEventKind::Start)).unwrap();
+        assert_eq!(
+            json,
+            r#"{"type":"start","source":"rtsp://***@cam1/live","query":"a red car","label":"car","track_id":3,"frame":46,"pts_s":1.533333,"box":[1.0,2.5,30.0,40.0],"score":0.42}"#
+        );
+        let mut r = record(TrackEventKind::End);
+        r.pts_s = None;
+        r.wall_time = Some("2023-11-14T22:13:20.999Z".into());
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(
+            json.contains(r#""type":"end""#)
+                && json.contains(r#""pts_s":null,"wall_time":"2023-11-14T22:13:20.999Z","box""#)
+        );
+        assert_eq!(serde_json::from_str::<EventRecord>(&json).unwrap(), r);
+    }
+
+    #[test]
+    fn stamps_or_omits_wall_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = EventLog::open(dir.path(), EventLogSettings::default()).unwrap();
+        log.write(&record(TrackEventKind::Start)).unwrap();
+        let mut log = EventLog::open(dir.path(), EventLogSettings { wall_time: false, ..Default::default() }).unwrap();
+        let mut r = record(TrackEventKind::End);
+        r.wall_time = Some("2000-01-01T00:00:00.000Z".into());
+        log.write(&r).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(EVENTS_FILE_NAME)).unwrap();
+        let lines: Vec<EventRecord> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 2, "the second open appends");
+        let stamped = lines[0].wall_time.as_deref().unwrap();
+        assert!(stamped.len() == 24 && stamped.ends_with('Z') && stamped.as_bytes()[10] == b'T', "{stamped}");
+        assert_eq!(lines[1].wall_time, None);
+    }
+
+    #[test]
+    fn a_full_disk_is_a_write_error_naming_the_file_and_the_log_goes_on() {
+        let full = Path::new("/dev/full");
+        if !full.exists() {
+            return;
+        }
+        let mut log = EventLog::open_file(full, EventLogSettings::default()).unwrap();
+        for _ in 0..2 {
+            let err = log.write(&record(TrackEventKind::Update)).unwrap_err();
+            assert!(matches!(err, SinkError::Write { .. }), "{err}");
+            assert_eq!(err.io_error_kind(), Some(io::ErrorKind::StorageFull));
+            assert!(err.to_string().contains("/dev/full"), "{err}");
+        }
+        assert_eq!(log.stats(), EventLogStats { lines: 0, errors: 2 });
+    }
+
+    #[test]
+    fn a_broken_last_line_is_ended_before_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(EVENTS_FILE_NAME);
+        std::fs::write(&path, "{\"type\":\"sta").unwrap();
+        let mut log = EventLog::open(dir.path(), EventLogSettings { wall_time: false, ..Default::default() }).unwrap();
+        log.write(&record(TrackEventKind::Start)).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(serde_json::from_str::<EventRecord>(lines[1]).is_ok());
+    }
+}

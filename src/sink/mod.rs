@@ -1,0 +1,59 @@
+//! Outputs: the event log and the annotated video.
+//!
+//! - [`events`]: `events.jsonl`, one JSON object per line for each track's start, update and end.
+//! - [`video`]: annotated RGB frames encoded to an H.264 MP4 through GStreamer, written under a temporary
+//!   name and renamed only once complete; and [`video::probe_video`], which decodes a file back to count
+//!   its frames.
+//!
+//! Every error names the file involved and is returned to the caller, which logs it and keeps running:
+//! a full disk must not stop the detection.
+
+use std::io;
+use std::path::PathBuf;
+
+pub mod events;
+pub mod video;
+
+pub use events::{EVENTS_FILE_NAME, EventLog, EventLogSettings, EventLogStats, EventRecord, format_rfc3339_utc};
+pub use video::{SpeedPreset, VideoEncoder, VideoInfo, VideoSettings, VideoWriter, probe_video};
+
+/// Errors of the sinks. Each names the file and says what to check.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("cannot create output directory {}: {error}; check that it is a writable directory", path.display())]
+    CreateDir { path: PathBuf, error: io::Error },
+    #[error("cannot open {} for writing: {error}; check that its directory is writable", path.display())]
+    Open { path: PathBuf, error: io::Error },
+    #[error("cannot write to {}: {error}; check free disk space (what was being written is lost)", path.display())]
+    Write { path: PathBuf, error: io::Error },
+    #[error("cannot rename {} to {}: {error}", from.display(), to.display())]
+    Rename { from: PathBuf, to: PathBuf, error: io::Error },
+    #[error("cannot initialise GStreamer: {0}")]
+    GstInit(String),
+    #[error("GStreamer element {element} is not installed: {hint}")]
+    MissingElement { element: &'static str, hint: &'static str },
+    #[error("bad video settings for {}: {message}", path.display())]
+    Settings { path: PathBuf, message: String },
+    #[error(
+        "frame for {} has {len} bytes with a stride of {stride}, too few for {width}x{height} RGB pixels",
+        path.display()
+    )]
+    FrameSize { path: PathBuf, len: usize, stride: usize, width: u32, height: u32 },
+    #[error("writing video {} failed: {message}", path.display())]
+    Video { path: PathBuf, message: String },
+    #[error("cannot read video {}: {message}", path.display())]
+    Probe { path: PathBuf, message: String },
+}
+
+impl SinkError {
+    /// The kind of the underlying I/O error, if there is one (for example `StorageFull` for a full disk).
+    pub fn io_error_kind(&self) -> Option<io::ErrorKind> {
+        match self {
+            SinkError::CreateDir { error, .. }
+            | SinkError::Open { error, .. }
+            | SinkError::Write { error, .. }
+            | SinkError::Rename { error, .. } => Some(error.kind()),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Decoded frames as the consumer gets them: RGB at model size, and optionally at full size.
+
+use std::fmt;
+use std::ops::Deref;
+use std::time::Instant;
+
+use gstreamer as gst;
+use gstreamer_video as gst_video;
+use gstreamer_video::prelude::*;
+
+/// One decoded frame of one source.
+#[derive(Debug)]
+pub struct Frame {
+    /// [`super::SourceSpec::id`] of the source.
+    pub source: usize,
+    /// Decoded frame index, 0-based, counted before any drop (so gaps show what a live source dropped).
+    /// Across reconnects of a live source it keeps counting up.
+    pub index: u64,
+    /// Presentation time in nanoseconds (stream time for files; restarts after a live reconnect).
+    pub pts_ns: Option<u64>,
+    /// When the frame left GStreamer; `received.elapsed()` is its age.
+    pub received: Instant,
+    /// Whether this frame is picked for inference (see `FrameSettings::every` and `fps`).
+    pub infer: bool,
+    /// RGB at the model size (stretched for OWL-ViT, aspect kept for OWLv2).
+    pub model: RgbFrame,
+    /// RGB at the decoded size, when `FrameSettings::full_frames` is on.
+    pub full: Option<RgbFrame>,
+    /// Decoded size, in pixels.
+    pub orig_width: u32,
+    pub orig_height: u32,
+}
+
+/// An RGB image, 3 bytes per pixel, rows `stride` bytes apart (GStreamer pads rows to 4 bytes).
+#[derive(Debug)]
+pub struct RgbFrame {
+    pub width: u32,
+    pub height: u32,
+    /// Bytes from one row to the next; at least `width * 3`.
+    pub stride: usize,
+    /// The pixels: `stride * height` bytes (the last row may be only `width * 3`).
+    pub data: FrameData,
+}
+
+impl RgbFrame {
+    /// Wraps packed RGB (`stride = width * 3`), e.g. for tests of the consumer.
+    pub fn from_packed(width: u32, height: u32, data: Vec<u8>) -> RgbFrame {
+        assert_eq!(data.len(), width as usize * height as usize * 3, "packed RGB size");
+        RgbFrame { width, height, stride: width as usize * 3, data: FrameData::Owned(data) }
+    }
+
+    /// Row `y` without its padding.
+    pub fn row(&self, y: u32) -> &[u8] {
+        let start = y as usize * self.stride;
+        &self.data[start..start + self.width as usize * 3]
+    }
+
+    /// The pixels with row padding removed: `width * height * 3` bytes.
+    pub fn to_packed(&self) -> Vec<u8> {
+        if self.stride == self.width as usize * 3 {
+            return self.data[..self.width as usize * 3 * self.height as usize].to_vec();
+        }
+        let mut out = Vec::with_capacity(self.width as usize * self.height as usize * 3);
+        for y in 0..self.height {
+            out.extend_from_slice(self.row(y));
+        }
+        out
+    }
+
+    /// Maps a sample from an RGB appsink without copying.
+    pub(crate) fn from_sample(sample: &gst::Sample) -> Result<RgbFrame, String> {
+        let caps = sample.caps().ok_or("sample without caps")?;
+        let info = gst_video::VideoInfo::from_caps(caps).map_err(|e| format!("caps {caps}: {e}"))?;
+        if info.format() != gst_video::VideoFormat::Rgb {
+            return Err(format!("expected RGB, got {:?}; the template's branch must end in format=RGB", info.format()));
+        }
+        let buffer = sample.buffer_owned().ok_or("sample without buffer")?;
+        let frame = gst_video::VideoFrame::from_buffer_readable(buffer, &info)
+            .map_err(|_| "could not map the frame's buffer".to_string())?;
+        let stride = usize::try_from(frame.plane_stride()[0]).map_err(|_| "negative stride".to_string())?;
+        let (width, height) = (frame.width(), frame.height());
+        let len = frame.plane_data(0).map_err(|e| e.to_string())?.len();
+        if len < stride * (height as usize).saturating_sub(1) + width as usize * 3 {
+            return Err(format!("buffer of {len} bytes is too small for {width}x{height} RGB, stride {stride}"));
+        }
+        Ok(RgbFrame { width, height, stride, data: FrameData::Mapped(frame) })
+    }
+}
+
+/// Pixel bytes: either mapped straight from the GStreamer buffer (no copy), or owned.
+///
+/// Holding a mapped frame holds its GStreamer buffer; a consumer that keeps frames for long should copy them
+/// (`to_vec()` or [`RgbFrame::to_packed`]) so the pipeline's buffer pools are not starved.
+pub enum FrameData {
+    Mapped(gst_video::VideoFrame<gst_video::video_frame::Readable>),
+    Owned(Vec<u8>),
+}
+
+impl Deref for FrameData {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            // Plane 0 of an RGB frame was checked when the frame was mapped.
+            FrameData::Mapped(frame) => frame.plane_data(0).unwrap_or(&[]),
+            FrameData::Owned(v) => v,
+        }
+    }
+}
+
+impl fmt::Debug for FrameData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self {
+            FrameData::Mapped(_) => "Mapped",
+            FrameData::Owned(_) => "Owned",
+        };
+        write!(f, "FrameData::{kind}({} bytes)", self.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_rows() {
+        let f = RgbFrame::from_packed(2, 2, (0..12).collect());
+        assert_eq!(f.row(1), &[6, 7, 8, 9, 10, 11]);
+        assert_eq!(f.to_packed(), (0..12).collect::<Vec<u8>>());
+        let padded = RgbFrame { width: 1, height: 2, stride: 4, data: FrameData::Owned(vec![1, 2, 3, 0, 4, 5, 6]) };
+        assert_eq!(padded.to_packed(), [1, 2, 3, 4, 5, 6]);
+    }
+}

@@ -1,0 +1,48 @@
+//! What a file holds before it is played: duration, size and frame rate, for progress bars.
+
+use std::path::Path;
+use std::time::Duration;
+
+use gstreamer as gst;
+use gstreamer_pbutils as gst_pbutils;
+
+/// How long discovery may take before giving up (a healthy file needs well under a second).
+const DISCOVER_TIMEOUT_S: u64 = 10;
+
+/// A file's first video stream, as the discoverer sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaInfo {
+    pub duration: Option<Duration>,
+    pub width: u32,
+    pub height: u32,
+    /// Frames per second, when the container states a fixed rate.
+    pub framerate: Option<f64>,
+    /// `duration * framerate`, rounded: an estimate (containers may have variable frame rates).
+    pub frame_count: Option<u64>,
+}
+
+/// Probes a local file. `None` if it cannot be read or has no video stream.
+pub fn probe_media(path: &Path) -> Option<MediaInfo> {
+    gst::init().ok()?;
+    let abs = std::path::absolute(path).ok()?;
+    if !abs.is_file() {
+        return None;
+    }
+    let uri = gst::glib::filename_to_uri(&abs, None).ok()?;
+    let discoverer = gst_pbutils::Discoverer::new(gst::ClockTime::from_seconds(DISCOVER_TIMEOUT_S)).ok()?;
+    let info = discoverer.discover_uri(&uri).ok()?;
+    let video = info.video_streams().into_iter().next()?;
+    let duration = info.duration().map(|d| Duration::from_nanos(d.nseconds()));
+    let rate = video.framerate();
+    let framerate = (rate.numer() > 0 && rate.denom() > 0).then(|| rate.numer() as f64 / rate.denom() as f64);
+    let frame_count = match (duration, framerate) {
+        (Some(d), Some(fps)) => Some((d.as_secs_f64() * fps).round() as u64),
+        _ => None,
+    };
+    Some(MediaInfo { duration, width: video.width(), height: video.height(), framerate, frame_count })
+}
+
+/// A file's duration, for a progress bar. `None` if unknown.
+pub fn probe_duration(path: &Path) -> Option<Duration> {
+    probe_media(path)?.duration
+}

@@ -1,0 +1,676 @@
+//! The source thread: builds the pipeline, pulls and pairs frames, pushes them to the queue, and supervises.
+//!
+//! Threads and locks:
+//! - the source thread owns the pipeline and does all pulling, pairing and pushing;
+//! - GStreamer's streaming thread runs the pad probe on the tee, which only touches `DecodedLog` (its own mutex,
+//!   never held across anything else) and atomics in [`SourceStats`];
+//! - the consumer only touches the [`FrameQueue`].
+//!
+//! Nothing takes two locks at once.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use tracing::{debug, error, info, warn};
+
+use super::{
+    Frame, FrameQueue, FrameSettings, Notify, Pushed, QueuePolicy, ReconnectSettings, RgbFrame, SourceError,
+    SourceSpec, SourceState, SourceStats, SourceStatsSnapshot,
+};
+use crate::pipeline::{self, BuiltPipeline, Credentials, GstRegistry, PipelineChoice, PipelineTemplate};
+use crate::shutdown::ShutdownToken;
+
+/// How often the source thread wakes while waiting for a frame, to look at the bus, the watchdog and shutdown.
+const POLL: Duration = Duration::from_millis(100);
+/// How long a live source waits for the full-size twin of a model frame before dropping the pair.
+const LIVE_PAIR_TIMEOUT: Duration = Duration::from_secs(1);
+/// Decoded frames remembered for matching pulled frames back to their decoded index.
+const DECODED_LOG_LEN: usize = 256;
+/// PTS jitter tolerated by the `fps` gate: containers round timestamps (30 fps in a 1/1000 timebase).
+const FPS_TOLERANCE_NS: u64 = 1_000_000;
+
+/// Why a live source's pipeline was restarted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestartReason {
+    /// The stream ended (a camera or server closed it).
+    Eos,
+    /// GStreamer reported an error; the message has its password removed.
+    Error(String),
+    /// No frame came for this long (the stall watchdog).
+    Stalled { after_ms: u64 },
+}
+
+impl fmt::Display for RestartReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RestartReason::Eos => f.write_str("end of stream"),
+            RestartReason::Error(message) => write!(f, "error: {message}"),
+            RestartReason::Stalled { after_ms } => write!(f, "stalled: no frame for {after_ms} ms"),
+        }
+    }
+}
+
+/// Less common spawn parameters.
+#[derive(Debug, Clone, Default)]
+pub struct SpawnOptions {
+    /// The pipeline template (`--pipeline`). Default: automatic.
+    pub pipeline: PipelineChoice,
+    /// The [`Notify`] the source's queue signals; give every source the same one to wait on all of them with
+    /// [`super::next_batch`]. Default: a new one.
+    pub notify: Option<Arc<Notify>>,
+}
+
+/// A running source. Dropping it closes the queue and joins the thread.
+#[derive(Debug)]
+pub struct SourceHandle {
+    pub spec: SourceSpec,
+    pub stats: Arc<SourceStats>,
+    /// Where the frames come out. Close it to tell the source the consumer is gone.
+    pub queue: FrameQueue,
+    thread: Option<JoinHandle<Result<(), SourceError>>>,
+}
+
+/// How a source ended.
+#[derive(Debug)]
+pub struct SourceExit {
+    pub stats: SourceStatsSnapshot,
+    /// `None` for a clean end (file finished, shutdown, consumer gone).
+    pub error: Option<SourceError>,
+}
+
+impl SourceHandle {
+    /// Waits for the source thread to end (after shutdown, the end of a file, or a fatal error) and returns its
+    /// final stats. A panic on the thread is reported as [`SourceError::Panicked`].
+    pub fn join(mut self) -> SourceExit {
+        let error = self.join_thread();
+        SourceExit { stats: self.stats.snapshot(), error }
+    }
+
+    /// True once the source thread has ended.
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    fn join_thread(&mut self) -> Option<SourceError> {
+        let thread = self.thread.take()?;
+        match thread.join() {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                let message = self.spec.scrub(&message);
+                error!(source = %self.spec.display, %message, "source thread panicked");
+                self.queue.close();
+                self.stats.set_state(SourceState::Ended);
+                self.stats.set_last_error(format!("panic: {message}"));
+                Some(SourceError::Panicked { name: self.spec.display.clone(), message })
+            }
+        }
+    }
+}
+
+impl Drop for SourceHandle {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            // No detached threads: the source sees the closed queue within one poll and ends.
+            self.queue.close();
+            self.join_thread();
+        }
+    }
+}
+
+/// Starts a source with the automatic pipeline template and its own [`Notify`].
+pub fn spawn(
+    spec: SourceSpec,
+    settings: &FrameSettings,
+    reconnect: &ReconnectSettings,
+    shutdown: ShutdownToken,
+) -> Result<SourceHandle, SourceError> {
+    spawn_with(spec, settings, reconnect, shutdown, SpawnOptions::default())
+}
+
+/// Starts a source: checks the settings, renders and test-parses the pipeline (so a template typo fails here,
+/// not later on the thread), and starts the source thread.
+pub fn spawn_with(
+    spec: SourceSpec,
+    settings: &FrameSettings,
+    reconnect: &ReconnectSettings,
+    shutdown: ShutdownToken,
+    options: SpawnOptions,
+) -> Result<SourceHandle, SourceError> {
+    settings.validate()?;
+    gst::init().map_err(|e| SourceError::Init(e.to_string()))?;
+    let pipeline_err = |source| SourceError::Pipeline { name: spec.display.clone(), source };
+    let template = pipeline::select(&options.pipeline, &GstRegistry).map_err(pipeline_err)?;
+    let description = pipeline::render(&template, &spec, settings, Credentials::Include).map_err(pipeline_err)?;
+    drop(pipeline::build(&description, &template.name, settings.full_frames).map_err(pipeline_err)?);
+
+    let live = spec.is_live();
+    let policy = if live { QueuePolicy::DropOldest } else { QueuePolicy::Block };
+    let notify = options.notify.unwrap_or_else(Notify::new);
+    let queue = FrameQueue::new(settings.queue_capacity(live), policy, notify);
+    let stats = Arc::new(SourceStats::default());
+    info!(source = %spec.display, kind = %spec.kind, live, template = %template.name, queue = queue.capacity(), "starting source");
+    if let Ok(shown) = pipeline::render(&template, &spec, settings, Credentials::Redact) {
+        debug!(source = %spec.display, pipeline = %shown, "pipeline");
+    }
+    let source = Source {
+        spec: spec.clone(),
+        settings: settings.clone(),
+        reconnect: reconnect.clone(),
+        shutdown,
+        stats: stats.clone(),
+        queue: queue.clone(),
+        template,
+        description,
+        gate: InferGate::new(settings),
+        last_index: None,
+    };
+    let thread = std::thread::Builder::new()
+        .name(format!("src{}-{}", spec.id, spec.short_name))
+        .spawn(move || source.run())
+        .map_err(|source| SourceError::Thread { name: spec.display.clone(), source })?;
+    Ok(SourceHandle { spec, stats, queue, thread: Some(thread) })
+}
+
+/// How one pipeline run ended.
+enum RunEnd {
+    Shutdown,
+    ConsumerGone,
+    Stopped { reason: RestartReason, frames: u64 },
+    Fatal(SourceError),
+}
+
+/// What became of one pulled frame.
+enum Delivery {
+    Delivered,
+    /// Dropped before the queue (no full-size twin).
+    Skipped,
+    ConsumerGone,
+    Shutdown,
+    Failed(String),
+}
+
+/// The source thread's state.
+struct Source {
+    spec: SourceSpec,
+    settings: FrameSettings,
+    reconnect: ReconnectSettings,
+    shutdown: ShutdownToken,
+    stats: Arc<SourceStats>,
+    queue: FrameQueue,
+    template: PipelineTemplate,
+    /// The launch description, with credentials: never logged.
+    description: String,
+    gate: InferGate,
+    /// The last decoded index handed out, for frames the decoded log cannot match.
+    last_index: Option<u64>,
+}
+
+impl Source {
+    fn run(mut self) -> Result<(), SourceError> {
+        let result = self.supervise();
+        self.stats.set_state(SourceState::Ended);
+        self.queue.close();
+        match &result {
+            Ok(()) => info!(source = %self.spec.display, stats = ?self.stats.snapshot(), "source ended"),
+            Err(e) => {
+                self.stats.set_last_error(e.to_string());
+                error!(source = %self.spec.display, error = %e, "source ended with an error");
+            }
+        }
+        result
+    }
+
+    /// `run()` of the NVR pattern: run the pipeline, and for a live source restart it with backoff.
+    fn supervise(&mut self) -> Result<(), SourceError> {
+        let name = self.spec.display.clone();
+        let mut failures: u32 = 0;
+        loop {
+            if self.shutdown.is_stopping() || self.queue.is_closed() {
+                return Ok(());
+            }
+            self.stats.set_state(SourceState::Connecting);
+            let (reason, frames) = match self.run_once() {
+                RunEnd::Shutdown => {
+                    debug!(source = %name, "stopping: shutdown requested");
+                    return Ok(());
+                }
+                RunEnd::ConsumerGone => {
+                    debug!(source = %name, "stopping: the consumer closed the queue");
+                    return Ok(());
+                }
+                RunEnd::Fatal(e) => return Err(e),
+                RunEnd::Stopped { reason, frames } => (reason, frames),
+            };
+            if !matches!(reason, RestartReason::Eos) {
+                self.stats.set_last_error(format!("{name}: {reason}"));
+            }
+            if !self.spec.is_live() {
+                return match reason {
+                    RestartReason::Eos if frames > 0 => Ok(()),
+                    RestartReason::Eos => Err(SourceError::Stream {
+                        name,
+                        message: "the file ended before any video frame: check that it has a video stream".into(),
+                    }),
+                    other => Err(SourceError::Stream {
+                        name,
+                        message: format!("{other}; check that the file is complete and plays in another player"),
+                    }),
+                };
+            }
+            // A run that delivered frames was a success that later ended: start counting afresh.
+            failures = if frames > 0 { 1 } else { failures + 1 };
+            if let Some(max) = self.reconnect.max_attempts
+                && failures >= max
+            {
+                return Err(SourceError::GaveUp { name, attempts: failures, last: reason.to_string() });
+            }
+            let backoff = self.reconnect.backoff(failures);
+            warn!(
+                source = %name,
+                %reason,
+                frames,
+                failures,
+                backoff_ms = backoff.as_millis() as u64,
+                "live source stopped; reconnecting after backoff"
+            );
+            self.stats.set_state(SourceState::Backoff);
+            if self.shutdown.wait_timeout(backoff) {
+                return Ok(());
+            }
+            SourceStats::add(&self.stats.reconnects, 1);
+        }
+    }
+
+    /// `run_once()` of the NVR pattern: one pipeline from start to end.
+    fn run_once(&mut self) -> RunEnd {
+        let built = match pipeline::build(&self.description, &self.template.name, self.settings.full_frames) {
+            Ok(b) => b,
+            Err(source) => return RunEnd::Fatal(SourceError::Pipeline { name: self.spec.display.clone(), source }),
+        };
+        let _stop = StopOnDrop(built.pipeline.clone());
+        let decoded = Arc::new(DecodedLog::default());
+        self.install_probe(&built, decoded.clone());
+        let Some(bus) = built.pipeline.bus() else {
+            return RunEnd::Fatal(SourceError::Stream { name: self.spec.display.clone(), message: "pipeline has no bus".into() });
+        };
+        if built.pipeline.set_state(gst::State::Playing).is_err() {
+            let message = self.bus_error(&bus).unwrap_or_else(|| "the pipeline could not start".into());
+            return RunEnd::Stopped { reason: RestartReason::Error(message), frames: 0 };
+        }
+
+        let stall = self.reconnect.stall_timeout();
+        let pair_timeout = if self.spec.is_live() { LIVE_PAIR_TIMEOUT } else { stall };
+        let mut pending_full: Option<gst::Sample> = None;
+        let mut last_frame = Instant::now();
+        let mut frames: u64 = 0;
+        loop {
+            if self.shutdown.is_stopping() {
+                // EOS lets elements that care (muxers added later) finish; the guard then stops the pipeline.
+                built.pipeline.send_event(gst::event::Eos::new());
+                return RunEnd::Shutdown;
+            }
+            if self.queue.is_closed() {
+                return RunEnd::ConsumerGone;
+            }
+            if let Some(message) = self.bus_error(&bus) {
+                return RunEnd::Stopped { reason: RestartReason::Error(message), frames };
+            }
+            match built.model_sink.try_pull_sample(gst::ClockTime::from_nseconds(POLL.as_nanos() as u64)) {
+                Some(sample) => {
+                    match self.deliver(&sample, &built, &decoded, &mut pending_full, pair_timeout) {
+                        Delivery::Delivered => {
+                            if frames == 0 {
+                                self.stats.set_state(SourceState::Streaming);
+                                info!(source = %self.spec.display, "streaming");
+                            }
+                            frames += 1;
+                        }
+                        Delivery::Skipped => {}
+                        Delivery::ConsumerGone => return RunEnd::ConsumerGone,
+                        Delivery::Shutdown => return RunEnd::Shutdown,
+                        Delivery::Failed(message) => {
+                            return RunEnd::Stopped { reason: RestartReason::Error(message), frames };
+                        }
+                    }
+                    last_frame = Instant::now();
+                }
+                None if built.model_sink.is_eos() => {
+                    // Demuxers post their error and then push EOS: prefer the error.
+                    let reason = self.bus_error(&bus).map_or(RestartReason::Eos, RestartReason::Error);
+                    return RunEnd::Stopped { reason, frames };
+                }
+                None if last_frame.elapsed() >= stall => {
+                    let after_ms = last_frame.elapsed().as_millis() as u64;
+                    return RunEnd::Stopped { reason: RestartReason::Stalled { after_ms }, frames };
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Counts decoded frames and remembers their index by PTS; on new caps, notes the decoded size and, when the
+    /// aspect ratio is kept, sets the model size on the `model_caps` capsfilter. Runs on GStreamer's streaming
+    /// thread, before the caps event reaches the branches, so the capsfilter is set before they negotiate.
+    fn install_probe(&self, built: &BuiltPipeline, decoded: Arc<DecodedLog>) {
+        let Some(pad) = built.tee.static_pad("sink") else { return };
+        let stats = self.stats.clone();
+        let settings = self.settings.clone();
+        let model_caps = built.model_caps.clone();
+        let name = self.spec.display.clone();
+        pad.add_probe(
+            gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST | gst::PadProbeType::EVENT_DOWNSTREAM,
+            move |_, info| {
+                match &info.data {
+                    Some(gst::PadProbeData::Buffer(buffer)) => decoded.record(buffer, &stats),
+                    Some(gst::PadProbeData::BufferList(list)) => list.iter().for_each(|b| decoded.record(b, &stats)),
+                    Some(gst::PadProbeData::Event(event)) => {
+                        if let gst::EventView::Caps(caps) = event.view()
+                            && let Some(s) = caps.caps().structure(0)
+                            && let (Ok(w), Ok(h)) = (s.get::<i32>("width"), s.get::<i32>("height"))
+                        {
+                            let (w, h) = (w.max(1) as u32, h.max(1) as u32);
+                            decoded.set_dims(w, h);
+                            if settings.keep_aspect_longest.is_some() {
+                                let (mw, mh) = settings.model_size_for(w, h);
+                                let mut new = model_caps.property::<gst::Caps>("caps");
+                                if let Some(s) = new.make_mut().structure_mut(0) {
+                                    s.set("width", mw as i32);
+                                    s.set("height", mh as i32);
+                                }
+                                model_caps.set_property("caps", &new);
+                            }
+                            debug!(source = %name, width = w, height = h, "decoded size");
+                        }
+                    }
+                    _ => {}
+                }
+                gst::PadProbeReturn::Ok
+            },
+        );
+    }
+
+    /// Turns a model sample (and its full-size twin) into a [`Frame`] and queues it by the source's policy.
+    fn deliver(
+        &mut self,
+        sample: &gst::Sample,
+        built: &BuiltPipeline,
+        decoded: &DecodedLog,
+        pending_full: &mut Option<gst::Sample>,
+        pair_timeout: Duration,
+    ) -> Delivery {
+        let received = Instant::now();
+        SourceStats::add(&self.stats.frames_received, 1);
+        let pts_ns = sample.buffer().and_then(|b| b.pts()).map(|t| t.nseconds());
+        let model = match RgbFrame::from_sample(sample) {
+            Ok(f) => f,
+            Err(e) => return Delivery::Failed(format!("model frame: {e}")),
+        };
+        let full = match &built.full_sink {
+            None => None,
+            Some(sink) => match take_full(sink, pts_ns, pending_full, pair_timeout) {
+                Some(s) => match RgbFrame::from_sample(&s) {
+                    Ok(f) => Some(f),
+                    Err(e) => return Delivery::Failed(format!("full frame: {e}")),
+                },
+                None => {
+                    SourceStats::add(&self.stats.dropped_unpaired, 1);
+                    debug!(source = %self.spec.display, ?pts_ns, "no full-size twin; frame dropped");
+                    return Delivery::Skipped;
+                }
+            },
+        };
+        let (index, orig_width, orig_height) = match decoded.take(pts_ns) {
+            Some(d) => (d.index, d.width, d.height),
+            None => {
+                let (w, h) = full.as_ref().map_or(decoded.dims(), |f| (f.width, f.height));
+                (self.last_index.map_or(0, |i| i + 1), w, h)
+            }
+        };
+        self.last_index = Some(index);
+        let infer = self.gate.decide(index, pts_ns);
+        let frame = Frame {
+            source: self.spec.id,
+            index,
+            pts_ns,
+            received,
+            infer,
+            model,
+            full,
+            orig_width,
+            orig_height,
+        };
+        let pushed = match self.queue.policy() {
+            // Live: never wait; the oldest queued frame makes room.
+            QueuePolicy::DropOldest => self.queue.push(frame),
+            // File: wait for the consumer (backpressure), but notice a shutdown while waiting.
+            QueuePolicy::Block => {
+                let mut frame = frame;
+                loop {
+                    match self.queue.push_timeout(frame, POLL) {
+                        Pushed::TimedOut(f) if self.shutdown.is_stopping() => {
+                            drop(f);
+                            return Delivery::Shutdown;
+                        }
+                        Pushed::TimedOut(f) => frame = f,
+                        other => break other,
+                    }
+                }
+            }
+        };
+        match pushed {
+            Pushed::Queued => {}
+            Pushed::Evicted(_) => SourceStats::add(&self.stats.dropped_queue, 1),
+            Pushed::Closed(_) => return Delivery::ConsumerGone,
+            Pushed::TimedOut(_) => unreachable!("handled above"),
+        }
+        SourceStats::add(&self.stats.frames_delivered, 1);
+        if infer {
+            SourceStats::add(&self.stats.inference_frames, 1);
+        }
+        Delivery::Delivered
+    }
+
+    /// The first error on the bus, redacted, if any; warnings are logged and skipped.
+    fn bus_error(&self, bus: &gst::Bus) -> Option<String> {
+        while let Some(msg) = bus.pop() {
+            match msg.view() {
+                gst::MessageView::Error(err) => {
+                    let from = msg.src().map(|s| s.name().to_string()).unwrap_or_default();
+                    let message = self.spec.scrub(&format!("{} ({from})", err.error()));
+                    let details = err.debug().map(|d| self.spec.scrub(&d)).unwrap_or_default();
+                    debug!(source = %self.spec.display, %message, %details, "GStreamer error");
+                    return Some(message);
+                }
+                gst::MessageView::Warning(w) => {
+                    let message = self.spec.scrub(&w.error().to_string());
+                    debug!(source = %self.spec.display, %message, "GStreamer warning");
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+}
+
+/// Pulls the full-size sample with the same PTS as the model sample.
+///
+/// Files deliver every frame on both branches, so the twin is next. A live source's appsinks may drop different
+/// frames: older full samples are skipped, a newer one is kept for the next model frame and this one is dropped.
+fn take_full(
+    sink: &gst_app::AppSink,
+    pts_ns: Option<u64>,
+    pending: &mut Option<gst::Sample>,
+    timeout: Duration,
+) -> Option<gst::Sample> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let sample = match pending.take() {
+            Some(s) => s,
+            None => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return None;
+                }
+                sink.try_pull_sample(gst::ClockTime::from_nseconds(left.as_nanos() as u64))?
+            }
+        };
+        let full_pts = sample.buffer().and_then(|b| b.pts()).map(|t| t.nseconds());
+        match (full_pts, pts_ns) {
+            (a, b) if a == b => return Some(sample),
+            (Some(a), Some(b)) if a < b => continue,
+            (Some(_), Some(_)) => {
+                *pending = Some(sample);
+                return None;
+            }
+            // Without timestamps, pair in order.
+            _ => return Some(sample),
+        }
+    }
+}
+
+/// One decoded frame as the tee saw it.
+#[derive(Debug, Clone, Copy)]
+struct Decoded {
+    pts_ns: Option<u64>,
+    index: u64,
+    width: u32,
+    height: u32,
+}
+
+/// Recently decoded frames, written by the pad probe (streaming thread) and read by the source thread.
+#[derive(Debug, Default)]
+struct DecodedLog {
+    /// Oldest first; at most [`DECODED_LOG_LEN`].
+    entries: Mutex<VecDeque<Decoded>>,
+    /// The decoded size from the last caps event.
+    dims: Mutex<(u32, u32)>,
+}
+
+impl DecodedLog {
+    fn record(&self, buffer: &gst::BufferRef, stats: &SourceStats) {
+        let index = stats.frames_decoded.fetch_add(1, Ordering::Relaxed);
+        let (width, height) = self.dims();
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= DECODED_LOG_LEN {
+            entries.pop_front();
+        }
+        entries.push_back(Decoded { pts_ns: buffer.pts().map(|t| t.nseconds()), index, width, height });
+    }
+
+    /// The entry for this PTS, forgetting it and everything older (those were dropped on the way).
+    fn take(&self, pts_ns: Option<u64>) -> Option<Decoded> {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.is_empty() {
+            return None;
+        }
+        let pos = match pts_ns {
+            Some(_) => entries.iter().position(|d| d.pts_ns == pts_ns)?,
+            None => 0,
+        };
+        let found = entries.get(pos).copied();
+        entries.drain(..=pos);
+        found
+    }
+
+    fn set_dims(&self, width: u32, height: u32) {
+        *self.dims.lock().unwrap_or_else(|e| e.into_inner()) = (width, height);
+    }
+
+    fn dims(&self) -> (u32, u32) {
+        *self.dims.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Decides which frames are for inference: every Nth decoded frame, or at most F per second of stream time.
+#[derive(Debug)]
+struct InferGate {
+    every: u64,
+    fps: Option<f64>,
+    last_slot: Option<u64>,
+    last_pts: Option<u64>,
+}
+
+impl InferGate {
+    fn new(settings: &FrameSettings) -> InferGate {
+        InferGate { every: settings.every.max(1) as u64, fps: settings.fps, last_slot: None, last_pts: None }
+    }
+
+    fn decide(&mut self, index: u64, pts_ns: Option<u64>) -> bool {
+        match (self.fps, pts_ns) {
+            (Some(fps), Some(pts)) => {
+                // Timestamps restart after a live reconnect.
+                if self.last_pts.is_some_and(|last| pts < last) {
+                    self.last_slot = None;
+                }
+                self.last_pts = Some(pts);
+                let slot = ((pts + FPS_TOLERANCE_NS) as f64 * fps / 1e9).floor() as u64;
+                let infer = self.last_slot.is_none_or(|last| slot > last);
+                if infer {
+                    self.last_slot = Some(slot);
+                }
+                infer
+            }
+            _ => index.is_multiple_of(self.every),
+        }
+    }
+}
+
+/// Stops the pipeline however `run_once` returns.
+struct StopOnDrop(gst::Pipeline);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.set_state(gst::State::Null);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_n() {
+        let mut g = InferGate::new(&FrameSettings { every: 3, ..Default::default() });
+        let picked: Vec<u64> = (0..10).filter(|&i| g.decide(i, Some(i * 33_333_333))).collect();
+        assert_eq!(picked, [0, 3, 6, 9]);
+    }
+
+    #[test]
+    fn fps_by_stream_time() {
+        let mut g = InferGate::new(&FrameSettings { fps: Some(10.0), ..Default::default() });
+        // 30 fps with truncated timestamps: 33_333_333 ns apart.
+        let picked: Vec<u64> = (0..30).filter(|&i| g.decide(i, Some(i * 33_333_333))).collect();
+        assert_eq!(picked, (0..30).step_by(3).collect::<Vec<_>>());
+        // A reconnect restarts the timestamps.
+        assert!(g.decide(30, Some(0)));
+    }
+
+    #[test]
+    fn decoded_log_matches_and_forgets_older() {
+        gst::init().unwrap();
+        let log = DecodedLog::default();
+        let stats = SourceStats::default();
+        for pts in [0u64, 10, 20, 30] {
+            let mut b = gst::Buffer::new();
+            b.get_mut().unwrap().set_pts(gst::ClockTime::from_nseconds(pts));
+            log.record(&b, &stats);
+        }
+        assert_eq!(log.take(Some(20)).unwrap().index, 2);
+        assert!(log.take(Some(10)).is_none());
+        assert_eq!(log.take(Some(30)).unwrap().index, 3);
+        assert!(log.take(None).is_none());
+    }
+}

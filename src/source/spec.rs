@@ -1,0 +1,335 @@
+//! What a source argument on the command line means: its kind, its secret URI, and the names it is shown under.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::redact::redact_url;
+
+use super::SourceError;
+
+/// The URL schemes `lookout watch` understands, as listed in error messages.
+pub const SUPPORTED_SOURCES: &str = "a video file path (or file://), rtsp://, rtsps://, rtspt://, http://, https:// \
+     (progressive or HLS) or a V4L2 camera such as /dev/video0 (or v4l2:///dev/video0)";
+
+/// The longest short name, in bytes; longer names are cut (output directories stay readable).
+const MAX_SHORT_NAME: usize = 48;
+
+/// What kind of input a source is. Decides the pipeline template and whether the source is live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SourceKind {
+    /// A local file: read as fast as the consumer allows, every frame, in order.
+    File,
+    /// An RTSP camera or server: live.
+    Rtsp,
+    /// An HTTP(S) URL (HLS playlists, MJPEG cameras, progressive files): treated as live.
+    Http,
+    /// A V4L2 camera: live.
+    V4l2,
+}
+
+impl SourceKind {
+    /// True for sources that run in real time whether or not anyone reads them (RTSP, HTTP, V4L2).
+    ///
+    /// Live sources drop stale frames (appsink `drop=true`, queue drops the oldest) so latency stays bounded;
+    /// files block instead, so every frame is processed, in order, deterministically.
+    /// HTTP counts as live because cameras and HLS live playlists are the common case; a progressive file over
+    /// HTTP therefore also drops frames when the consumer is slow.
+    pub fn is_live(self) -> bool {
+        !matches!(self, SourceKind::File)
+    }
+
+    /// A lower-case name for logs and templates: `file`, `rtsp`, `http`, `v4l2`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::File => "file",
+            SourceKind::Rtsp => "rtsp",
+            SourceKind::Http => "http",
+            SourceKind::V4l2 => "v4l2",
+        }
+    }
+}
+
+impl fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One source as given on the command line.
+///
+/// The secret URI (with any password) is private: only [`SourceSpec::secret_uri`] hands it out, for the pipeline.
+/// `Debug` and `Display` show the redacted [`SourceSpec::display`] name.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SourceSpec {
+    /// The position of the source on the command line; frames carry it.
+    pub id: usize,
+    pub kind: SourceKind,
+    /// The argument with `user:password@` removed; use it in every message, log line and event.
+    pub display: String,
+    /// A filesystem-safe name for output directories (`cam1`, `2024-05-01`, `video0`).
+    /// Unique only after [`dedupe_short_names`].
+    pub short_name: String,
+    /// The argument as given (URL with credentials, or path). Never logged.
+    secret: String,
+    /// For files and V4L2 devices: the path on disk.
+    path: Option<PathBuf>,
+}
+
+impl SourceSpec {
+    /// Parses a source argument and checks that a file or device exists.
+    ///
+    /// Errors name the argument (redacted) and say what is supported.
+    pub fn parse(arg: &str, id: usize) -> Result<SourceSpec, SourceError> {
+        let spec = SourceSpec::parse_unchecked(arg, id)?;
+        if let Some(path) = &spec.path {
+            match (spec.kind, std::fs::metadata(path)) {
+                (SourceKind::File, Ok(m)) if m.is_dir() => return Err(SourceError::NotAFile { path: path.clone() }),
+                (SourceKind::File, Ok(_)) => {}
+                (SourceKind::File, Err(_)) => return Err(SourceError::FileNotFound { path: path.clone() }),
+                (_, Ok(_)) => {}
+                (_, Err(_)) => return Err(SourceError::DeviceNotFound { device: path.clone() }),
+            }
+        }
+        Ok(spec)
+    }
+
+    /// Parses a source argument without touching the filesystem: for describing pipelines of sources that are not
+    /// present here (`lookout pipelines show /dev/video0` on a laptop) and for tests.
+    pub fn parse_unchecked(arg: &str, id: usize) -> Result<SourceSpec, SourceError> {
+        let arg = arg.trim();
+        if arg.is_empty() {
+            return Err(SourceError::EmptyArgument);
+        }
+        let display = redact_url(arg);
+        let (kind, path) = match scheme_of(arg) {
+            None if arg.starts_with("/dev/video") => (SourceKind::V4l2, Some(PathBuf::from(arg))),
+            None => (SourceKind::File, Some(PathBuf::from(arg))),
+            Some(scheme) => match scheme.to_ascii_lowercase().as_str() {
+                "rtsp" | "rtsps" | "rtspt" => (SourceKind::Rtsp, None),
+                "http" | "https" => (SourceKind::Http, None),
+                "file" => (SourceKind::File, Some(PathBuf::from(percent_decode(&arg["file://".len()..])))),
+                "v4l2" => (SourceKind::V4l2, Some(PathBuf::from(&arg["v4l2://".len()..]))),
+                _ => return Err(SourceError::UnsupportedScheme { scheme: scheme.to_string(), name: display }),
+            },
+        };
+        if matches!(kind, SourceKind::Rtsp | SourceKind::Http) && host_of(arg).is_empty() {
+            return Err(SourceError::InvalidUrl { name: display, reason: "it has no host".into() });
+        }
+        let short_name = short_name_for(kind, arg, path.as_deref(), id);
+        Ok(SourceSpec { id, kind, display, short_name, secret: arg.to_string(), path })
+    }
+
+    /// The URI or path with credentials: for building the pipeline only. Never log it.
+    pub fn secret_uri(&self) -> &str {
+        &self.secret
+    }
+
+    /// The file or device path, for [`SourceKind::File`] and [`SourceKind::V4l2`].
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// See [`SourceKind::is_live`].
+    pub fn is_live(&self) -> bool {
+        self.kind.is_live()
+    }
+
+    /// Removes this source's secrets from a message that may quote them (GStreamer errors sometimes name the URL):
+    /// the full secret URI becomes the display name, and the password, raw or percent-decoded, becomes `***`.
+    pub fn scrub(&self, message: &str) -> String {
+        let mut out = message.replace(&self.secret, &self.display);
+        if let Some(password) = password_of(&self.secret) {
+            for form in [password.to_string(), percent_decode(password)] {
+                if !form.is_empty() {
+                    out = out.replace(&form, "***");
+                }
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Debug for SourceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SourceSpec")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("display", &self.display)
+            .field("short_name", &self.short_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for SourceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.display)
+    }
+}
+
+/// Makes short names unique within one run by appending `-2`, `-3`, ... to repeats, in order.
+pub fn dedupe_short_names(specs: &mut [SourceSpec]) {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let taken: Vec<String> = specs.iter().map(|s| s.short_name.clone()).collect();
+    for spec in specs.iter_mut() {
+        let count = seen.entry(spec.short_name.clone()).or_insert(0);
+        *count += 1;
+        if *count > 1 {
+            let mut n = *count;
+            let mut candidate = format!("{}-{n}", spec.short_name);
+            while taken.contains(&candidate) {
+                n += 1;
+                candidate = format!("{}-{n}", spec.short_name);
+            }
+            *count = n;
+            spec.short_name = candidate;
+        }
+    }
+}
+
+/// The scheme of `scheme://...`, if the argument has a valid one.
+fn scheme_of(arg: &str) -> Option<&str> {
+    let end = arg.find("://")?;
+    let scheme = &arg[..end];
+    let valid = !scheme.is_empty()
+        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    valid.then_some(scheme)
+}
+
+/// The `user:password@host:port` part of a URL.
+fn authority_of(url: &str) -> &str {
+    let Some(start) = url.find("://") else { return "" };
+    let rest = &url[start + 3..];
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    &rest[..end]
+}
+
+fn host_of(url: &str) -> &str {
+    let authority = authority_of(url);
+    let host_port = authority.rfind('@').map_or(authority, |at| &authority[at + 1..]);
+    if let Some(v6) = host_port.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or("");
+    }
+    host_port.split(':').next().unwrap_or("")
+}
+
+fn password_of(url: &str) -> Option<&str> {
+    let authority = authority_of(url);
+    let userinfo = &authority[..authority.rfind('@')?];
+    userinfo.split_once(':').map(|(_, password)| password)
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(v) = u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16)
+        {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `cam1` for `rtsp://user:pw@10.0.0.5/cam1`, `2024-05-01` for `footage/2024-05-01.mp4`, `video0` for `/dev/video0`;
+/// the host when a URL has no path; `source{id}` when nothing usable is left.
+fn short_name_for(kind: SourceKind, arg: &str, path: Option<&Path>, id: usize) -> String {
+    let raw = match (kind, path) {
+        (SourceKind::File | SourceKind::V4l2, Some(path)) => {
+            path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+        }
+        _ => {
+            let authority_end = arg.find("://").map_or(0, |s| s + 3 + authority_of(arg).len());
+            let path = &arg[authority_end..];
+            let path = path.split(['?', '#']).next().unwrap_or("");
+            let last = path.rsplit('/').find(|seg| !seg.is_empty()).unwrap_or("");
+            let stem = match last.rsplit_once('.') {
+                Some((stem, _ext)) if !stem.is_empty() => stem,
+                _ => last,
+            };
+            if stem.is_empty() { host_of(arg).to_string() } else { percent_decode(stem) }
+        }
+    };
+    let mut name: String =
+        raw.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect();
+    name = name.trim_matches(['.', '_']).to_string();
+    if name.len() > MAX_SHORT_NAME {
+        name.truncate(MAX_SHORT_NAME);
+    }
+    if name.is_empty() { format!("source{id}") } else { name }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_and_names() {
+        let s = SourceSpec::parse_unchecked("rtsp://admin:hunter2@10.0.0.5:554/cam1", 0).unwrap();
+        assert_eq!(s.kind, SourceKind::Rtsp);
+        assert_eq!(s.display, "rtsp://***@10.0.0.5:554/cam1");
+        assert_eq!(s.short_name, "cam1");
+        assert_eq!(s.secret_uri(), "rtsp://admin:hunter2@10.0.0.5:554/cam1");
+        assert!(!format!("{s:?}").contains("hunter2"));
+
+        let s = SourceSpec::parse_unchecked("rtsp://10.0.0.5:554", 1).unwrap();
+        assert_eq!(s.short_name, "10.0.0.5");
+        let s = SourceSpec::parse_unchecked("https://example.com/live/stream.m3u8?token=x", 2).unwrap();
+        assert_eq!((s.kind, s.short_name.as_str()), (SourceKind::Http, "stream"));
+        let s = SourceSpec::parse_unchecked("footage/2024-05-01.mp4", 3).unwrap();
+        assert_eq!((s.kind, s.short_name.as_str()), (SourceKind::File, "2024-05-01"));
+        let s = SourceSpec::parse_unchecked("/dev/video0", 4).unwrap();
+        assert_eq!((s.kind, s.short_name.as_str()), (SourceKind::V4l2, "video0"));
+        let s = SourceSpec::parse_unchecked("v4l2:///dev/video2", 4).unwrap();
+        assert_eq!((s.kind, s.path().unwrap()), (SourceKind::V4l2, Path::new("/dev/video2")));
+        let s = SourceSpec::parse_unchecked("file:///tmp/a%20b.mkv", 5).unwrap();
+        assert_eq!(s.path().unwrap(), Path::new("/tmp/a b.mkv"));
+        assert_eq!(s.short_name, "a_b");
+        let s = SourceSpec::parse_unchecked("rtsp://cam/..", 6).unwrap();
+        assert_eq!(s.short_name, "source6");
+    }
+
+    #[test]
+    fn unknown_scheme_is_named() {
+        let err = SourceSpec::parse("ftp://user:pw@x/a.mp4", 0).unwrap_err().to_string();
+        assert!(err.contains("ftp"), "{err}");
+        assert!(err.contains("rtsp://") && err.contains("/dev/video0"), "{err}");
+        assert!(!err.contains("pw@"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let err = SourceSpec::parse("/nonexistent/clip.mp4", 0).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/clip.mp4"), "{err}");
+        let err = SourceSpec::parse("/dev/video99", 0).unwrap_err().to_string();
+        assert!(err.contains("/dev/video99"), "{err}");
+        assert!(SourceSpec::parse("rtsp://", 0).is_err());
+    }
+
+    #[test]
+    fn scrub_removes_password_forms() {
+        let s = SourceSpec::parse_unchecked("rtsp://admin:p%40ss@cam/x", 0).unwrap();
+        let msg = "failed rtsp://admin:p%40ss@cam/x (auth p@ss)";
+        assert_eq!(s.scrub(msg), "failed rtsp://***@cam/x (auth ***)");
+    }
+
+    #[test]
+    fn dedupe() {
+        let mut specs: Vec<SourceSpec> = ["a/cam.mp4", "b/cam.mp4", "cam-2.mp4", "c/cam.mp4"]
+            .iter()
+            .enumerate()
+            .map(|(i, a)| SourceSpec::parse_unchecked(a, i).unwrap())
+            .collect();
+        dedupe_short_names(&mut specs);
+        let names: Vec<&str> = specs.iter().map(|s| s.short_name.as_str()).collect();
+        assert_eq!(names, ["cam", "cam-3", "cam-2", "cam-4"]);
+    }
+}

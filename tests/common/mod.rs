@@ -1,0 +1,69 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    root().join("tests/fixtures").join(name)
+}
+
+pub fn golden(rel: &str) -> PathBuf {
+    root().join("tests/golden").join(rel)
+}
+
+pub fn tiny_model(family: &str) -> PathBuf {
+    root().join("models/tiny").join(family)
+}
+
+/// A `.npy` array: shape and data as f64 (float32, float64, int64 and int32 are read).
+#[derive(Debug, Clone)]
+pub struct Npy {
+    pub shape: Vec<usize>,
+    pub data: Vec<f64>,
+}
+
+/// Reads a little-endian, C-order `.npy` file, as `np.save` writes it.
+pub fn read_npy(path: &Path) -> Npy {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(&bytes[..6], b"\x93NUMPY", "{}: not a .npy file", path.display());
+    let (header_len, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        _ => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
+    };
+    let header = std::str::from_utf8(&bytes[start..start + header_len]).unwrap();
+    assert!(header.contains("'fortran_order': False"), "{}: Fortran order", path.display());
+    let descr = header.split("'descr': '").nth(1).unwrap().split('\'').next().unwrap();
+    let shape_text = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
+    let shape: Vec<usize> =
+        shape_text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| s.parse().unwrap()).collect();
+    let body = &bytes[start + header_len..];
+    let data: Vec<f64> = match descr {
+        "<f4" => body.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+        "<f8" => body.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
+        "<i8" => body.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+        "<i4" => body.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+        other => panic!("{}: unsupported dtype {other}", path.display()),
+    };
+    assert_eq!(data.len(), shape.iter().product::<usize>(), "{}: size", path.display());
+    Npy { shape, data }
+}
+
+/// Largest absolute difference, with its index.
+pub fn max_abs_diff(a: impl IntoIterator<Item = f64>, b: impl IntoIterator<Item = f64>) -> (f64, usize) {
+    let mut worst = (0.0f64, 0usize);
+    let mut n = 0;
+    for (i, (x, y)) in a.into_iter().zip(b).enumerate() {
+        let d = (x - y).abs();
+        if d > worst.0 || d.is_nan() {
+            worst = (d, i);
+        }
+        n += 1;
+    }
+    assert!(n > 0, "nothing compared");
+    worst
+}
