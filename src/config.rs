@@ -1,1 +1,284 @@
-//! TODO
+//! The TOML configuration of `lookout watch`.
+//!
+//! Everything here can also be given on the command line for a quick start (`-q`, sources as arguments,
+//! `--every`, `--out`); the file is for standing deployments. Unknown keys are errors, so that a typo
+//! never silently leaves a setting at its default.
+//!
+//! ```toml
+//! [output]
+//! dir = "runs/today"          # default "out"
+//! annotate = true             # default false
+//!
+//! [inference]
+//! every = 3                   # infer every 3rd frame (default 1)
+//!
+//! [[source]]
+//! name = "gate"               # default: derived from the URL or file name
+//! url = "rtsp://user:pass@10.0.0.5/stream"
+//!
+//! [[query]]
+//! text = "a person snatching a chain"
+//! label = "snatching"         # default: the text
+//! threshold = 0.25            # default 0.2
+//! min_frames = 3              # k of the last `window` inference frames (default 2 of 3)
+//! window = 5
+//! sources = ["gate"]          # default: every source
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Default score threshold of a standing query.
+pub const DEFAULT_THRESHOLD: f32 = 0.2;
+/// Default k of k-of-n hysteresis: matches needed among the last [`DEFAULT_WINDOW`] inference frames.
+pub const DEFAULT_MIN_FRAMES: u32 = 2;
+/// Default n of k-of-n hysteresis.
+pub const DEFAULT_WINDOW: u32 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config {path}: cannot read: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The model; the command line's `-m` overrides it.
+    #[serde(default)]
+    pub model: ModelConfig,
+    #[serde(default)]
+    pub output: OutputConfig,
+    #[serde(default)]
+    pub inference: InferenceConfig,
+    /// Reconnection of live sources.
+    #[serde(default)]
+    pub reconnect: ReconnectConfig,
+    /// Sources, in addition to those on the command line.
+    #[serde(default, rename = "source")]
+    pub sources: Vec<SourceConfig>,
+    /// Standing queries, in addition to `-q`.
+    #[serde(default, rename = "query")]
+    pub queries: Vec<QueryConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// A model directory or a name from `lookout models list`. Default: the command line's `-m`.
+    pub name: Option<String>,
+    /// "split" or "hf". Default: split when the directory has it.
+    pub layout: Option<String>,
+    /// ONNX Runtime intra-op threads; default 0 (one per core).
+    pub intra_threads: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// Output directory. Default "out".
+    pub dir: Option<PathBuf>,
+    /// Write `<dir>/<source>/annotated.mp4`. Default false.
+    pub annotate: Option<bool>,
+    /// Republish the annotated stream over RTSP at this address (e.g. "127.0.0.1:8554"). Default: off.
+    pub serve_rtsp: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceConfig {
+    /// Infer every Nth decoded frame. Default 1.
+    pub every: Option<u32>,
+    /// Infer at most this many frames per second of stream time (instead of `every`). Default: off.
+    pub fps: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReconnectConfig {
+    /// First wait after a live source fails, in ms. Default 500.
+    pub initial_ms: Option<u64>,
+    /// Longest wait between attempts, in ms. Default 30000.
+    pub max_ms: Option<u64>,
+    /// Growth of the wait after each failure. Default 2.0.
+    pub multiplier: Option<f64>,
+    /// Give up after this many failed attempts in a row. Default: never.
+    pub max_attempts: Option<u32>,
+    /// A live source that delivers no frame for this long is restarted, in ms. Default 10000.
+    pub stall_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Name used in output paths, events and logs. Default: derived from the URL or file name.
+    pub name: Option<String>,
+    /// A file path, `rtsp://`, `http(s)://` or `/dev/videoN`.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QueryConfig {
+    /// The sentence to find.
+    pub text: String,
+    /// Short name in events, alerts and on the video. Default: the text.
+    pub label: Option<String>,
+    /// Score (0..1) at or above which a box counts as a match. Default [`DEFAULT_THRESHOLD`].
+    pub threshold: Option<f32>,
+    /// Matches needed among the last `window` inference frames before an event starts. Default [`DEFAULT_MIN_FRAMES`].
+    pub min_frames: Option<u32>,
+    /// The n of k-of-n. Default [`DEFAULT_WINDOW`].
+    pub window: Option<u32>,
+    /// Names of the sources this query applies to. Default: every source.
+    #[serde(default)]
+    pub sources: Vec<String>,
+}
+
+/// A standing query with every default filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StandingQuery {
+    pub text: String,
+    pub label: String,
+    pub threshold: f32,
+    pub min_frames: u32,
+    pub window: u32,
+    /// Empty: every source.
+    pub sources: Vec<String>,
+}
+
+impl StandingQuery {
+    /// A query from `-q`: the defaults, every source.
+    pub fn from_text(text: &str, threshold: Option<f32>) -> Self {
+        StandingQuery {
+            text: text.to_string(),
+            label: text.to_string(),
+            threshold: threshold.unwrap_or(DEFAULT_THRESHOLD),
+            min_frames: DEFAULT_MIN_FRAMES,
+            window: DEFAULT_WINDOW,
+            sources: Vec::new(),
+        }
+    }
+
+    pub fn applies_to(&self, source_name: &str) -> bool {
+        self.sources.is_empty() || self.sources.iter().any(|s| s == source_name)
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            // toml's message spans lines (it quotes the offending line); keep it to one.
+            message: e.message().to_string() + &span_hint(text, e.span()),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid { path: path.to_path_buf(), message };
+        for q in &self.queries {
+            if q.text.trim().is_empty() {
+                return Err(invalid("a [[query]] has an empty text".into()));
+            }
+            if let Some(t) = q.threshold
+                && !(0.0..=1.0).contains(&t)
+            {
+                return Err(invalid(format!("query {:?}: threshold {t} is outside 0..1", q.text)));
+            }
+            let (k, n) = (q.min_frames.unwrap_or(DEFAULT_MIN_FRAMES), q.window.unwrap_or(DEFAULT_WINDOW));
+            if k == 0 || k > n {
+                return Err(invalid(format!("query {:?}: min_frames {k} must be between 1 and window {n}", q.text)));
+            }
+        }
+        if let Some(every) = self.inference.every
+            && every == 0
+        {
+            return Err(invalid("inference.every must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// The standing queries of the file with defaults filled in.
+    pub fn standing_queries(&self) -> Vec<StandingQuery> {
+        self.queries
+            .iter()
+            .map(|q| StandingQuery {
+                text: q.text.clone(),
+                label: q.label.clone().unwrap_or_else(|| q.text.clone()),
+                threshold: q.threshold.unwrap_or(DEFAULT_THRESHOLD),
+                min_frames: q.min_frames.unwrap_or(DEFAULT_MIN_FRAMES),
+                window: q.window.unwrap_or(DEFAULT_WINDOW),
+                sources: q.sources.clone(),
+            })
+            .collect()
+    }
+}
+
+fn span_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(r) => format!(" (line {})", text[..r.start.min(text.len())].lines().count().max(1)),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_file() {
+        let c = Config::parse(
+            r#"
+            [output]
+            dir = "runs/today"
+            annotate = true
+            [inference]
+            every = 3
+            [[source]]
+            name = "gate"
+            url = "rtsp://u:p@cam/x"
+            [[query]]
+            text = "a person lying on the ground"
+            threshold = 0.3
+            min_frames = 3
+            window = 5
+            sources = ["gate"]
+            "#,
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.inference.every, Some(3));
+        let q = &c.standing_queries()[0];
+        assert_eq!((q.threshold, q.min_frames, q.window), (0.3, 3, 5));
+        assert_eq!(q.label, "a person lying on the ground");
+        assert!(q.applies_to("gate") && !q.applies_to("other"));
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_that_names_it() {
+        let err = Config::parse("[output]\ndirr = \"x\"\n", Path::new("lookout.toml")).unwrap_err().to_string();
+        assert!(err.contains("lookout.toml") && err.contains("dirr") && err.contains("line 2"), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let e = Config::parse("[[query]]\ntext = \"x\"\nmin_frames = 4\nwindow = 3\n", Path::new("c.toml"));
+        assert!(e.unwrap_err().to_string().contains("min_frames 4"));
+        assert!(Config::parse("[[query]]\ntext = \" \"\n", Path::new("c.toml")).is_err());
+    }
+}

@@ -22,3 +22,4 @@ pub mod shutdown;
 pub mod sink;
 pub mod source;
 pub mod track;
+pub mod watch;

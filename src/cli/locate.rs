@@ -7,6 +7,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
@@ -42,6 +43,24 @@ pub struct LocateArgs {
     /// Do not write crops and annotated images.
     #[arg(long)]
     pub no_images: bool,
+    /// Print a JSON line of per-image timings (preprocess, inference, postprocess, in ms) on stderr at the end.
+    /// Used by `make bench-locate`.
+    #[arg(long)]
+    pub timings: bool,
+}
+
+/// Per-image timings for `--timings`.
+#[derive(Debug, Default, Serialize)]
+struct Timings {
+    model_load_ms: f64,
+    encode_queries_ms: f64,
+    preprocess_ms: Vec<f64>,
+    infer_ms: Vec<f64>,
+    post_ms: Vec<f64>,
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }
 
 /// One line of `--json` output.
@@ -81,8 +100,13 @@ pub fn run(common: &Common, args: LocateArgs) -> anyhow::Result<ExitCode> {
         tracing::warn!("{}: test model with random weights: boxes are not meaningful", model.dir.display());
     }
     let opts = SessionOptions { intra_threads: common.intra_threads, ..SessionOptions::default() };
+    let mut timings = Timings::default();
+    let t0 = Instant::now();
     let mut detector = Detector::load(model, &opts)?;
+    timings.model_load_ms = ms(t0.elapsed());
+    let t0 = Instant::now();
     let queries = detector.encode_queries(&common.queries)?;
+    timings.encode_queries_ms = ms(t0.elapsed());
     let selection = Selection { threshold: args.threshold, nms_iou: args.nms_iou, top_k: args.top_k, always_best: true };
     if !args.no_images {
         std::fs::create_dir_all(&args.out)
@@ -92,7 +116,7 @@ pub fn run(common: &Common, args: LocateArgs) -> anyhow::Result<ExitCode> {
     let mut failed = 0usize;
     let stdout = std::io::stdout();
     for image in &args.images {
-        match locate_one(&mut detector, &queries, image, &args, &selection) {
+        match locate_one(&mut detector, &queries, image, &args, &selection, &mut timings) {
             Ok(report) => {
                 let mut out = stdout.lock();
                 if args.json {
@@ -107,6 +131,9 @@ pub fn run(common: &Common, args: LocateArgs) -> anyhow::Result<ExitCode> {
                 eprintln!("error: {}", super::error_chain(&e));
             }
         }
+    }
+    if args.timings {
+        eprintln!("{}", serde_json::to_string(&timings)?);
     }
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
 }
@@ -150,12 +177,18 @@ fn locate_one(
     path: &Path,
     args: &LocateArgs,
     selection: &Selection,
+    timings: &mut Timings,
 ) -> anyhow::Result<ImageReport> {
     let img = load_image(path)?;
-    let (pixels, transform) =
-        preprocess::preprocess(detector.model.family, &detector.model.preprocessor, &img);
+    let t0 = Instant::now();
+    let (pixels, transform) = preprocess::preprocess(detector.model.family, &detector.model.preprocessor, &img);
+    let t1 = Instant::now();
     let raw = detector.run(pixels.view(), queries).with_context(|| format!("{}", path.display()))?;
+    let t2 = Instant::now();
     let detections = select(&raw[0], &transform, selection);
+    timings.preprocess_ms.push(ms(t1 - t0));
+    timings.infer_ms.push(ms(t2 - t1));
+    timings.post_ms.push(ms(t2.elapsed()));
 
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
     let mut results = Vec::with_capacity(detections.len());

@@ -2,6 +2,7 @@
 
 pub mod locate;
 pub mod models;
+pub mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,6 +49,8 @@ pub const DEFAULT_MODEL: &str = "owlvit-base-patch32";
 pub enum Command {
     /// Find each query in still images: boxes, scores, crops and an annotated copy.
     Locate(locate::LocateArgs),
+    /// Search every frame of files, streams and cameras for standing queries: events, annotated video.
+    Watch(watch::WatchArgs),
     /// List, download and inspect models.
     Models(models::ModelsArgs),
 }
@@ -55,6 +58,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Locate(args) => locate::run(&cli.common, args),
+        Command::Watch(args) => watch::run(&cli.common, args),
         Command::Models(args) => models::run(&cli.common, args),
     }
 }
@@ -98,6 +102,13 @@ pub fn exit_code_for(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
         if cause.is::<UsageError>() {
             return 2;
+        }
+        if let Some(me) = cause.downcast_ref::<lookout::models::ModelsError>() {
+            use lookout::models::ModelsError as M;
+            return match me {
+                M::UnknownModel { .. } | M::NotADirectory { .. } | M::NotFetched { .. } => 2,
+                _ => 1,
+            };
         }
         if let Some(ie) = cause.downcast_ref::<InferError>() {
             return match ie {

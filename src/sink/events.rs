@@ -37,6 +37,7 @@ pub struct EventRecord {
     pub query: String,
     /// The query's short label.
     pub label: String,
+    /// The tracker's id of the object, unique within the source.
     pub track_id: u64,
     /// Index of the video frame.
     pub frame: u64,
@@ -48,6 +49,7 @@ pub struct EventRecord {
     /// `[x0, y0, x1, y1]` in pixels of the frame.
     #[serde(rename = "box")]
     pub bbox: PixelBox,
+    /// Score of the detection, 0..1.
     pub score: f32,
 }
 
@@ -172,6 +174,7 @@ impl EventLog {
         &self.path
     }
 
+    /// Lines written and failed so far.
     pub fn stats(&self) -> EventLogStats {
         self.stats
     }

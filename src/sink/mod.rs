@@ -20,27 +20,37 @@ pub use video::{SpeedPreset, VideoEncoder, VideoInfo, VideoSettings, VideoWriter
 /// Errors of the sinks. Each names the file and says what to check.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
+    /// An output directory could not be created.
     #[error("cannot create output directory {}: {error}; check that it is a writable directory", path.display())]
     CreateDir { path: PathBuf, error: io::Error },
+    /// A file could not be opened or created.
     #[error("cannot open {} for writing: {error}; check that its directory is writable", path.display())]
     Open { path: PathBuf, error: io::Error },
+    /// Writing a file failed (for example, the disk is full).
     #[error("cannot write to {}: {error}; check free disk space (what was being written is lost)", path.display())]
     Write { path: PathBuf, error: io::Error },
+    /// A finished file could not be given its final name.
     #[error("cannot rename {} to {}: {error}", from.display(), to.display())]
     Rename { from: PathBuf, to: PathBuf, error: io::Error },
+    /// `gst::init` failed.
     #[error("cannot initialise GStreamer: {0}")]
     GstInit(String),
+    /// A GStreamer element is not installed.
     #[error("GStreamer element {element} is not installed: {hint}")]
     MissingElement { element: &'static str, hint: &'static str },
+    /// The video settings cannot work (empty size, zero frame rate, a path without a file name).
     #[error("bad video settings for {}: {message}", path.display())]
     Settings { path: PathBuf, message: String },
+    /// A frame buffer is smaller than its size and stride say.
     #[error(
         "frame for {} has {len} bytes with a stride of {stride}, too few for {width}x{height} RGB pixels",
         path.display()
     )]
     FrameSize { path: PathBuf, len: usize, stride: usize, width: u32, height: u32 },
+    /// The encoding pipeline failed, or did not finish in time.
     #[error("writing video {} failed: {message}", path.display())]
     Video { path: PathBuf, message: String },
+    /// A video could not be decoded by [`probe_video`].
     #[error("cannot read video {}: {message}", path.display())]
     Probe { path: PathBuf, message: String },
 }

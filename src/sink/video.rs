@@ -16,7 +16,7 @@
 //! # Threads and states
 //!
 //! The caller's thread pushes frames and finishes. One named thread (`video-bus`) watches the pipeline's
-//! bus and records the outcome in [`Shared`]: end-of-stream, or the first error. On an error it also sets
+//! bus and records the outcome in `Shared`: end-of-stream, or the first error. On an error it also sets
 //! the pipeline to NULL, which wakes a `push` blocked on a full queue (it returns at once with the error)
 //! instead of leaving it blocked forever on a pipeline that no longer drains (a full disk, for one).
 //!
@@ -54,7 +54,9 @@ pub enum VideoEncoder {
     /// x264enc when it is installed, else openh264enc.
     #[default]
     Auto,
+    /// x264enc (gstreamer1.0-plugins-ugly).
     X264,
+    /// openh264enc (gstreamer1.0-plugins-bad), for where x264 is not installed.
     OpenH264,
 }
 
@@ -391,6 +393,7 @@ impl VideoWriter {
         self.frames
     }
 
+    /// The settings the writer was created with.
     pub fn settings(&self) -> &VideoSettings {
         &self.settings
     }
@@ -604,7 +607,9 @@ fn make_encoder(settings: &VideoSettings) -> Result<(gst::Element, &'static str)
 pub struct VideoInfo {
     /// Frames decoded.
     pub frames: u64,
+    /// Width of the decoded frames in pixels.
     pub width: u32,
+    /// Height of the decoded frames in pixels.
     pub height: u32,
     /// Duration as the container states it, or else up to the end of the last frame.
     pub duration: Option<Duration>,

@@ -193,8 +193,11 @@ impl TrackEventKind {
 /// A notification for the event log.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TrackEvent {
+    /// Start, update or end.
     pub kind: TrackEventKind,
+    /// The track's id.
     pub track_id: u64,
+    /// Index of the track's query.
     pub query: usize,
     /// The box of the detection that matched, on `frame`. For `End`: the last matched box.
     pub bbox: PixelBox,
@@ -311,6 +314,7 @@ pub struct Tracker {
 }
 
 impl Tracker {
+    /// A tracker without tracks; the first track gets id 1.
     pub fn new(settings: TrackerSettings) -> Self {
         Tracker {
             settings,
@@ -322,10 +326,12 @@ impl Tracker {
         }
     }
 
+    /// The settings the tracker was created with.
     pub fn settings(&self) -> &TrackerSettings {
         &self.settings
     }
 
+    /// Counters so far.
     pub fn stats(&self) -> TrackerStats {
         self.stats
     }
@@ -335,6 +341,7 @@ impl Tracker {
         self.tracks.len()
     }
 
+    /// True when there is no live track.
     pub fn is_empty(&self) -> bool {
         self.tracks.is_empty()
     }

@@ -1,0 +1,59 @@
+# lookout: the two commands a new user runs are `make demo` and `make test`.
+# Every target installs what it needs first (deploy/install-deps.sh is idempotent and quick when all is there).
+
+CARGO ?= cargo
+PYTHON ?= python3
+VENV ?= .venv
+DEMO_MODEL ?= owlvit-base-patch32
+DEMO_OUT ?= out/demo
+export ORT_DYLIB_PATH ?= $(CURDIR)/.deps/onnxruntime/libonnxruntime.so
+
+.PHONY: all deps build demo test lint fmt clippy export export-full bench-locate bench-watch clean
+
+all: build
+
+## deps: apt packages (GStreamer, mosquitto) and the ONNX Runtime library in .deps/
+deps:
+	bash deploy/install-deps.sh
+
+## build: the release binary at target/release/lookout
+build: deps
+	$(CARGO) build --release --locked
+
+## demo: run the main job on bundled real footage and photos; writes $(DEMO_OUT)/
+demo: build
+	bash deploy/demo.sh "$(DEMO_MODEL)" "$(DEMO_OUT)"
+
+## test: install what is missing, build, run every test
+test: deps
+	$(CARGO) test --locked --all-targets
+	$(CARGO) test --locked --doc
+
+lint: deps
+	$(CARGO) fmt --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt
+
+# Development only: the Python environment that exports models and golden files (torch, transformers; ~3 GB).
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -r models/requirements-export.txt
+
+## export: regenerate the committed tiny models, tokenizers, fixtures and golden files
+export: $(VENV)/bin/python
+	$(VENV)/bin/python models/export_owl.py
+
+## export-full: full-size random-weight OWL-ViT B/32 and OWLv2 B/16 in models/full/ (never committed; for benchmarks)
+export-full: $(VENV)/bin/python
+	$(VENV)/bin/python models/export_owl.py --full
+
+## bench-locate: lookout vs the transformers pipeline vs plain onnxruntime, full-size OWL-ViT B/32
+bench-locate: build $(VENV)/bin/python
+	test -d models/full/owlvit-b32 || $(VENV)/bin/python models/export_owl.py --full --only owlvit
+	$(VENV)/bin/python models/bench_locate.py --model models/full/owlvit-b32 --lookout target/release/lookout
+
+clean:
+	$(CARGO) clean
+	rm -rf out

@@ -1,0 +1,205 @@
+//! `lookout watch`: standing queries on every frame of files, RTSP/HTTP streams and cameras.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use lookout::config::{Config, StandingQuery};
+use lookout::infer::{Detector, Layout, ModelDir, SessionOptions};
+use lookout::pipeline::PipelineChoice;
+use lookout::shutdown::{Level, Shutdown};
+use lookout::source::{ReconnectSettings, SourceSpec, probe_media};
+use lookout::watch::{self, WatchSettings};
+
+use super::{Common, UsageError};
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Sources: video files, rtsp:// or http(s):// URLs (HLS included), or V4L2 devices (/dev/video0).
+    #[arg(value_name = "SOURCE")]
+    pub sources: Vec<String>,
+    /// Output directory: events.jsonl, summary.json, and <source>/annotated.mp4.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Write <out>/<source>/annotated.mp4 with boxes, labels, track ids, scores and time.
+    #[arg(long)]
+    pub annotate: bool,
+    /// Infer every Nth frame; the tracker carries the boxes in between.
+    #[arg(long, value_name = "N", conflicts_with = "fps")]
+    pub every: Option<u32>,
+    /// Infer at most F frames per second of each source.
+    #[arg(long, value_name = "F")]
+    pub fps: Option<f64>,
+    /// Score threshold for the -q queries (0..1).
+    #[arg(long, value_name = "T")]
+    pub threshold: Option<f32>,
+    /// A TOML config (sources, queries with labels, thresholds and sources, output, reconnect limits).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Pipeline template: auto, a built-in name (generic, jetson) or a template file.
+    #[arg(long, value_name = "NAME|FILE")]
+    pub pipeline: Option<String>,
+    /// Stop (and drain) after this many seconds.
+    #[arg(long, value_name = "S")]
+    pub max_seconds: Option<f64>,
+    /// Leave the wall-clock time out of events (for byte-identical replays).
+    #[arg(long)]
+    pub no_wall_time: bool,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(common: &Common, args: WatchArgs) -> anyhow::Result<ExitCode> {
+    let config = match &args.config {
+        Some(path) => Config::load(path).map_err(|e| UsageError(e.to_string()))?,
+        None => Config::default(),
+    };
+
+    // Queries: -q first, then the config's.
+    let mut queries: Vec<StandingQuery> =
+        common.queries.iter().map(|q| StandingQuery::from_text(q, args.threshold)).collect();
+    queries.extend(config.standing_queries());
+    if queries.is_empty() {
+        return Err(UsageError("no queries: give at least one with -q \"a person on the ground\" or a [[query]] in --config".into()).into());
+    }
+    if let Some(q) = queries.iter().find(|q| q.text.trim().is_empty()) {
+        return Err(UsageError(format!("empty query (label {:?}): give a sentence that describes what to find", q.label)).into());
+    }
+
+    // Sources: arguments first, then the config's. A bad one is reported and left out; the rest run.
+    let mut specs = Vec::new();
+    let mut names = Vec::new();
+    let mut bad = Vec::new();
+    let all: Vec<(String, Option<String>)> = args
+        .sources
+        .iter()
+        .map(|s| (s.clone(), None))
+        .chain(config.sources.iter().map(|s| (s.url.clone(), s.name.clone())))
+        .collect();
+    if all.is_empty() {
+        return Err(UsageError("no sources: give video files, rtsp:// URLs or /dev/videoN, or [[source]] in --config".into()).into());
+    }
+    for (i, (arg, name)) in all.iter().enumerate() {
+        match SourceSpec::parse(arg, i) {
+            Ok(spec) => {
+                specs.push(spec);
+                names.push(name.clone());
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                bad.push(e.to_string());
+            }
+        }
+    }
+    if specs.is_empty() {
+        return Err(UsageError(format!("no usable source ({})", bad.join("; "))).into());
+    }
+
+    let model_arg = config.model.name.clone().filter(|_| common.model == super::DEFAULT_MODEL).unwrap_or(common.model.clone());
+    let layout = match (common.layout, config.model.layout.as_deref()) {
+        (Some(l), _) => Some(l),
+        (None, Some(l)) => Some(l.parse::<Layout>().map_err(UsageError)?),
+        (None, None) => None,
+    };
+    let model = ModelDir::open_with(&super::resolve_model(&model_arg)?, layout)?;
+    let test_model = model.is_test_model;
+    if test_model {
+        eprintln!(
+            "\n  *** {}: TEST MODEL with random weights: boxes are not meaningful ***\n",
+            model.dir.display()
+        );
+    }
+    let intra = config.model.intra_threads.unwrap_or(common.intra_threads);
+    let detector = Detector::load(model, &SessionOptions { intra_threads: intra, ..SessionOptions::default() })?;
+
+    let r = &config.reconnect;
+    let defaults = ReconnectSettings::default();
+    let reconnect = ReconnectSettings {
+        initial_ms: r.initial_ms.unwrap_or(defaults.initial_ms),
+        max_ms: r.max_ms.unwrap_or(defaults.max_ms),
+        multiplier: r.multiplier.unwrap_or(defaults.multiplier),
+        max_attempts: r.max_attempts.or(defaults.max_attempts),
+        stall_timeout_ms: r.stall_timeout_ms.unwrap_or(defaults.stall_timeout_ms),
+    };
+    let out_dir = args.out.clone().or(config.output.dir.clone()).unwrap_or_else(|| PathBuf::from("out"));
+    let settings = WatchSettings {
+        out_dir: out_dir.clone(),
+        annotate: args.annotate || config.output.annotate.unwrap_or(false),
+        every: args.every.or(config.inference.every).unwrap_or(1).max(1),
+        fps: args.fps.or(config.inference.fps),
+        max_duration: args.max_seconds.map(Duration::from_secs_f64),
+        wall_time: !args.no_wall_time,
+        test_model,
+        reconnect,
+        pipeline: PipelineChoice::from_arg(args.pipeline.as_deref()),
+        progress: true,
+        source_names: names,
+        ..WatchSettings::default()
+    };
+
+    // Ctrl-C / SIGTERM: the first drains, the second exits at once.
+    let shutdown = Shutdown::new();
+    {
+        let shutdown = shutdown.clone();
+        ctrlc::set_handler(move || match shutdown.escalate() {
+            Level::Abort => {
+                eprintln!("\nsecond interrupt: exiting now");
+                std::process::exit(130);
+            }
+            _ => eprintln!("\ninterrupt: finishing queued frames and closing files (interrupt again to exit now)"),
+        })
+        .context("installing the Ctrl-C handler")?;
+    }
+
+    let progress = Arc::new(watch::Progress::default());
+    let bar = progress_bar(&specs, progress.clone(), settings.every);
+    let summary = watch::run(detector, queries, specs, settings, shutdown.token(), progress)?;
+    if let Some((bar, stop, thread)) = bar {
+        stop.store(true, Ordering::Relaxed);
+        let _ = thread.join();
+        bar.finish_and_clear();
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        eprint!("{summary}");
+        eprintln!("events: {}", out_dir.join("events.jsonl").display());
+    }
+    let any_error = summary.sources.iter().any(|s| s.error.is_some()) || !bad.is_empty();
+    Ok(if any_error { ExitCode::from(2) } else { ExitCode::SUCCESS })
+}
+
+type BarHandle = (indicatif::ProgressBar, Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<()>);
+
+/// A progress bar over the frames of the file sources (frames, fps, ETA); none for live-only runs or non-terminals.
+fn progress_bar(specs: &[SourceSpec], progress: Arc<watch::Progress>, _every: u32) -> Option<BarHandle> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() || specs.iter().any(|s| s.is_live()) {
+        return None;
+    }
+    let total: u64 = specs.iter().filter_map(|s| s.path().and_then(probe_media)).filter_map(|m| m.frame_count).sum();
+    let bar = indicatif::ProgressBar::new(total.max(1));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} frames  {per_sec}  ETA {eta}  {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (b, s) = (bar.clone(), stop.clone());
+    let thread = std::thread::Builder::new()
+        .name("progress".into())
+        .spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                b.set_position(progress.frames_processed.load(Ordering::Relaxed));
+                b.set_message(format!("events {}", progress.events.load(Ordering::Relaxed)));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+        .ok()?;
+    Some((bar, stop, thread))
+}

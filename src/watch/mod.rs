@@ -1,0 +1,683 @@
+//! `watch`: standing queries on every frame of several sources, with tracking, events and annotated video.
+//!
+//! Threads and channels (every channel bounded):
+//! ```text
+//! source-<name> (one per source) ── FrameQueue (live: drop oldest, cap 2 | file: block, cap 4) ──┐
+//!                                                                                               ▼
+//!                         infer: one Detector shared by every source; takes one frame per source per round
+//!                                (fair: a fast file cannot starve a camera) and runs them as one batch
+//!                                                                                               │
+//!                             per source: crossbeam bounded(POST_QUEUE), blocking ◄─────────────┘
+//!                                                                                               ▼
+//! post-<name> (one per source): tracker (a box on every frame), events.jsonl, annotated.mp4
+//! ```
+//! Live sources never fall behind: their queue drops the oldest frame, and the counters show it.
+//! Files block at every step (backpressure), so every frame is processed, in order, and the same file and model
+//! give the same output.
+//!
+//! Shutdown: the first request drains (sources stop, queued frames are finished, the video is closed and
+//! renamed into place, every track gets its `end` event); the caller exits at once on the second.
+
+pub mod stats;
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+use ndarray::{Array4, Axis};
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::config::StandingQuery;
+use crate::draw::{Canvas, annotate_detections, draw_banner, draw_timestamp};
+use crate::geom::{Detection, Transform};
+use crate::infer::postprocess::{Selection, select};
+use crate::infer::preprocess::{self, Family};
+use crate::infer::{Detector, QuerySet};
+use crate::pipeline::PipelineChoice;
+use crate::shutdown::ShutdownToken;
+use crate::sink::{EventLog, EventLogSettings, EventRecord, VideoSettings, VideoWriter};
+use crate::source::{
+    self, Frame, FrameQueue, FrameSettings, Notify, ReconnectSettings, SourceHandle, SourceSpec, SourceStatsSnapshot,
+};
+use crate::track::{TrackOutput, Tracker, TrackerSettings};
+use stats::{LatencyHistogram, LatencySummary};
+
+/// Frames in flight between the inference thread and one source's post thread.
+const POST_QUEUE: usize = 4;
+/// How long the inference thread waits for a frame before looking at shutdown again.
+const POLL: Duration = Duration::from_millis(100);
+/// Frame index → PTS entries kept per source, to timestamp events of recent frames.
+const PTS_MEMORY: usize = 512;
+/// Text drawn on every frame made with a random-weight test model.
+pub const TEST_MODEL_BANNER: &str = "test model: boxes are not meaningful";
+
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("no sources: give files, rtsp:// or http(s):// URLs, or /dev/videoN")]
+    NoSources,
+    #[error("no queries: give at least one with -q \"...\" or a [[query]] in the config")]
+    NoQueries,
+    #[error("query {query:?} applies to source {source_name:?}, which is not one of the sources ({known})")]
+    QueryWithoutSource { query: String, source_name: String, known: String },
+    #[error(transparent)]
+    Infer(#[from] crate::infer::InferError),
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkError),
+    #[error("could not start thread {name}: {error}")]
+    Thread { name: String, error: std::io::Error },
+    #[error("every source failed to start; the first: {0}")]
+    AllSourcesFailed(String),
+}
+
+/// What `watch` does, beyond the sources and queries.
+#[derive(Debug, Clone)]
+pub struct WatchSettings {
+    /// Output directory: `events.jsonl`, `summary.json`, and one directory per source. Default "out".
+    pub out_dir: PathBuf,
+    /// Write `<out>/<source>/annotated.mp4`. Default false.
+    pub annotate: bool,
+    /// Infer every Nth frame (the tracker carries boxes in between). Default 1.
+    pub every: u32,
+    /// Instead of `every`: at most this many inferences per second of stream time. Default: off.
+    pub fps: Option<f64>,
+    /// Stop (drain) after this long. Default: run until the files end or Ctrl-C.
+    pub max_duration: Option<Duration>,
+    /// Put the wall-clock time in each event. Default true; off for byte-identical golden tests.
+    pub wall_time: bool,
+    /// Draw [`TEST_MODEL_BANNER`] on every annotated frame.
+    pub test_model: bool,
+    pub tracker: TrackerSettings,
+    pub reconnect: ReconnectSettings,
+    pub pipeline: PipelineChoice,
+    /// Draw a progress bar for files on stderr (when it is a terminal). Default true.
+    pub progress: bool,
+    /// Source names as the config gives them, by position; `None` keeps the derived name.
+    pub source_names: Vec<Option<String>>,
+}
+
+impl Default for WatchSettings {
+    fn default() -> Self {
+        WatchSettings {
+            out_dir: PathBuf::from("out"),
+            annotate: false,
+            every: 1,
+            fps: None,
+            max_duration: None,
+            wall_time: true,
+            test_model: false,
+            tracker: TrackerSettings::default(),
+            reconnect: ReconnectSettings::default(),
+            pipeline: PipelineChoice::Auto,
+            progress: true,
+            source_names: Vec::new(),
+        }
+    }
+}
+
+/// Per-source figures at the end of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceSummary {
+    pub source: String,
+    pub name: String,
+    pub frames_decoded: u64,
+    pub frames_processed: u64,
+    pub frames_inferred: u64,
+    pub frames_dropped: u64,
+    pub reconnects: u64,
+    pub events: u64,
+    /// Age of a frame when inference started on it (decode → inference): bounded for live sources.
+    pub frame_age: LatencySummary,
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub annotated: Option<PathBuf>,
+}
+
+/// The end-of-run report, also written to `<out>/summary.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub sources: Vec<SourceSummary>,
+    /// Time of one inference batch (preprocess + model + class head + selection).
+    pub inference: LatencySummary,
+    pub batches: u64,
+    pub events: u64,
+    pub wall_seconds: f64,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "summary ({:.1} s):", self.wall_seconds)?;
+        for s in &self.sources {
+            writeln!(
+                f,
+                "  {}: decoded {}, processed {}, inferred {}, dropped {}, reconnects {}, events {}, frame age p50 {:.0} ms p95 {:.0} ms{}",
+                s.source,
+                s.frames_decoded,
+                s.frames_processed,
+                s.frames_inferred,
+                s.frames_dropped,
+                s.reconnects,
+                s.events,
+                s.frame_age.p50_ms,
+                s.frame_age.p95_ms,
+                s.error.as_ref().map(|e| format!(" (error: {e})")).unwrap_or_default()
+            )?;
+        }
+        writeln!(
+            f,
+            "  inference: {} batches, p50 {:.1} ms, p95 {:.1} ms; events {}",
+            self.batches, self.inference.p50_ms, self.inference.p95_ms, self.events
+        )
+    }
+}
+
+/// One frame on its way from the inference thread to its post thread.
+struct Processed {
+    frame: Frame,
+    /// `Some` on inference frames (possibly empty), `None` on frames the tracker carries.
+    detections: Option<Vec<Detection>>,
+}
+
+/// Live counters a progress bar can read while the run goes on.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub frames_processed: std::sync::atomic::AtomicU64,
+    pub events: std::sync::atomic::AtomicU64,
+}
+
+/// Runs `watch` until every file has ended, `max_duration` passed, or a stop was requested on `shutdown`.
+///
+/// A source that fails to start is reported and left out; the others run.
+pub fn run(
+    mut detector: Detector,
+    queries: Vec<StandingQuery>,
+    sources: Vec<SourceSpec>,
+    settings: WatchSettings,
+    shutdown: ShutdownToken,
+    progress: Arc<Progress>,
+) -> Result<Summary, WatchError> {
+    if sources.is_empty() {
+        return Err(WatchError::NoSources);
+    }
+    if queries.is_empty() {
+        return Err(WatchError::NoQueries);
+    }
+    let mut specs = sources;
+    for (spec, name) in specs.iter_mut().zip(&settings.source_names) {
+        if let Some(name) = name {
+            spec.short_name = name.clone();
+        }
+    }
+    source::dedupe_short_names(&mut specs);
+    check_query_sources(&queries, &specs)?;
+
+    let started = Instant::now();
+    let texts: Vec<String> = queries.iter().map(|q| q.text.clone()).collect();
+    let query_set = detector.encode_queries(&texts)?;
+    detector.warm_up(&query_set)?;
+
+    let family = detector.model.family;
+    let size = detector.input_size();
+    let frame_settings = FrameSettings {
+        model_size: (size, size),
+        keep_aspect_longest: (family == Family::Owlv2).then_some(size),
+        full_frames: settings.annotate,
+        every: settings.every,
+        fps: settings.fps,
+        ..FrameSettings::default()
+    };
+
+    std::fs::create_dir_all(&settings.out_dir).map_err(|error| crate::sink::SinkError::CreateDir {
+        path: settings.out_dir.clone(),
+        error,
+    })?;
+    let event_log = Arc::new(Mutex::new(EventLog::open(
+        &settings.out_dir,
+        EventLogSettings { wall_time: settings.wall_time, ..EventLogSettings::default() },
+    )?));
+
+    // Sources.
+    let notify = Notify::new();
+    let mut handles: Vec<SourceHandle> = Vec::new();
+    let mut failed: Vec<SourceSummary> = Vec::new();
+    for spec in specs {
+        let options = source::SpawnOptions { pipeline: settings.pipeline.clone(), notify: Some(notify.clone()) };
+        match source::spawn_with(spec.clone(), &frame_settings, &settings.reconnect, shutdown.clone(), options) {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                warn!(source = %spec.display, error = %e, "source not started");
+                failed.push(SourceSummary {
+                    source: spec.display.clone(),
+                    name: spec.short_name.clone(),
+                    frames_decoded: 0,
+                    frames_processed: 0,
+                    frames_inferred: 0,
+                    frames_dropped: 0,
+                    reconnects: 0,
+                    events: 0,
+                    frame_age: LatencySummary::default(),
+                    error: Some(e.to_string()),
+                    annotated: None,
+                });
+            }
+        }
+    }
+    if handles.is_empty() {
+        return Err(WatchError::AllSourcesFailed(failed.first().and_then(|f| f.error.clone()).unwrap_or_default()));
+    }
+
+    // Post stages, one per source.
+    let mut post_threads: Vec<JoinHandle<PostStats>> = Vec::new();
+    let mut post_senders: Vec<Sender<Processed>> = Vec::new();
+    for h in &handles {
+        let (tx, rx) = bounded::<Processed>(POST_QUEUE);
+        let stage = PostStage {
+            spec: h.spec.clone(),
+            rx,
+            tracker: Tracker::new(settings.tracker.clone()),
+            event_log: event_log.clone(),
+            queries: queries.clone(),
+            settings: settings.clone(),
+            video_fps: h.spec.path().and_then(source::probe_media).and_then(|m| m.framerate),
+            progress: progress.clone(),
+        };
+        let name = format!("post-{}", h.spec.short_name);
+        let t = std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || stage.run())
+            .map_err(|error| WatchError::Thread { name, error })?;
+        post_threads.push(t);
+        post_senders.push(tx);
+    }
+
+    // Inference on this thread's child; the caller's thread only supervises.
+    let queues: Vec<FrameQueue> = handles.iter().map(|h| h.queue.clone()).collect();
+    let infer = InferStage {
+        detector,
+        query_set,
+        applies: handles
+            .iter()
+            .map(|h| queries.iter().map(|q| q.applies_to(&h.spec.short_name)).collect())
+            .collect(),
+        thresholds: queries.iter().map(|q| q.threshold).collect(),
+        live: handles.iter().map(|h| h.spec.is_live()).collect(),
+        every: settings.every,
+        fps: settings.fps,
+        queues,
+        notify,
+        outputs: post_senders,
+        shutdown: shutdown.clone(),
+        max_duration: settings.max_duration,
+        started,
+    };
+    let infer_thread = std::thread::Builder::new()
+        .name("infer".into())
+        .spawn(move || infer.run())
+        .map_err(|error| WatchError::Thread { name: "infer".into(), error })?;
+
+    let infer_stats = infer_thread.join().unwrap_or_else(|_| {
+        warn!("inference thread panicked");
+        InferStats::default()
+    });
+    // Inference is over (files ended, or a stop): stop the sources and collect everything.
+    let exits: Vec<_> = handles
+        .into_iter()
+        .map(|h| {
+            h.queue.close();
+            (h.spec.clone(), h.join())
+        })
+        .collect();
+    let post_stats: Vec<PostStats> = post_threads
+        .into_iter()
+        .map(|t| {
+            t.join().unwrap_or_else(|_| {
+                warn!("a post thread panicked");
+                PostStats::default()
+            })
+        })
+        .collect();
+
+    let mut summaries = Vec::new();
+    for (i, (spec, exit)) in exits.into_iter().enumerate() {
+        let s: SourceStatsSnapshot = exit.stats;
+        let post = post_stats.get(i).cloned().unwrap_or_default();
+        summaries.push(SourceSummary {
+            source: spec.display.clone(),
+            name: spec.short_name.clone(),
+            frames_decoded: s.frames_decoded,
+            frames_processed: post.frames,
+            frames_inferred: infer_stats.inferred.get(i).copied().unwrap_or(0),
+            frames_dropped: s.frames_dropped,
+            reconnects: s.reconnects,
+            events: post.events,
+            frame_age: infer_stats.frame_age.get(i).map(|h| h.summary()).unwrap_or_default(),
+            error: exit.error.map(|e| e.to_string()).or(post.error),
+            annotated: post.annotated,
+        });
+    }
+    summaries.extend(failed);
+    let summary = Summary {
+        events: summaries.iter().map(|s| s.events).sum(),
+        sources: summaries,
+        inference: infer_stats.batch_latency.summary(),
+        batches: infer_stats.batches,
+        wall_seconds: started.elapsed().as_secs_f64(),
+    };
+    let path = settings.out_dir.join("summary.json");
+    if let Err(e) = std::fs::write(&path, serde_json::to_vec_pretty(&summary).unwrap_or_default()) {
+        warn!(path = %path.display(), error = %e, "could not write the summary");
+    }
+    Ok(summary)
+}
+
+fn check_query_sources(queries: &[StandingQuery], specs: &[SourceSpec]) -> Result<(), WatchError> {
+    let known: Vec<&str> = specs.iter().map(|s| s.short_name.as_str()).collect();
+    for q in queries {
+        for name in &q.sources {
+            if !known.contains(&name.as_str()) {
+                return Err(WatchError::QueryWithoutSource {
+                    query: q.label.clone(),
+                    source_name: name.clone(),
+                    known: known.join(", "),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Default)]
+struct InferStats {
+    batches: u64,
+    batch_latency: LatencyHistogram,
+    /// Per source: frames inferred, and their age at inference.
+    inferred: Vec<u64>,
+    frame_age: Vec<LatencyHistogram>,
+}
+
+/// The inference stage: one model session for every source.
+struct InferStage {
+    detector: Detector,
+    query_set: QuerySet,
+    /// `applies[source][query]`.
+    applies: Vec<Vec<bool>>,
+    thresholds: Vec<f32>,
+    live: Vec<bool>,
+    every: u32,
+    fps: Option<f64>,
+    queues: Vec<FrameQueue>,
+    notify: Arc<Notify>,
+    outputs: Vec<Sender<Processed>>,
+    shutdown: ShutdownToken,
+    max_duration: Option<Duration>,
+    started: Instant,
+}
+
+impl InferStage {
+    fn run(mut self) -> InferStats {
+        let n = self.queues.len();
+        let mut stats =
+            InferStats { inferred: vec![0; n], frame_age: vec![LatencyHistogram::default(); n], ..Default::default() };
+        // Per source: index and PTS of the last inferred frame, for pacing live sources whose marked frames were
+        // dropped (a live queue keeps the newest frames, which may all be unmarked).
+        let mut last_inferred: Vec<Option<(u64, Option<u64>)>> = vec![None; n];
+        let size = self.detector.input_size() as usize;
+        let mut batch_tensor = Array4::<f32>::zeros((0, 3, size, size));
+        let min_threshold = self.thresholds.iter().copied().fold(1.0f32, f32::min);
+        let selection = Selection { threshold: Some(min_threshold), always_best: false, ..Selection::default() };
+        let mut stopped = false;
+        loop {
+            if !stopped && self.max_duration.is_some_and(|d| self.started.elapsed() >= d) {
+                info!("--max-seconds reached; draining");
+                stopped = true;
+                for q in &self.queues {
+                    q.close();
+                }
+            }
+            if self.shutdown.is_aborting() {
+                break;
+            }
+            let batch = source::next_batch(&self.queues, &self.notify, POLL);
+            if batch.items.is_empty() {
+                if batch.all_closed {
+                    break;
+                }
+                continue;
+            }
+            // Decide which frames to infer.
+            let mut to_infer: Vec<usize> = Vec::new();
+            for (k, (src, frame)) in batch.items.iter().enumerate() {
+                if self.should_infer(*src, frame, &last_inferred) {
+                    to_infer.push(k);
+                }
+            }
+            let mut results: Vec<Option<Vec<Detection>>> = vec![None; batch.items.len()];
+            if !to_infer.is_empty() {
+                let t0 = Instant::now();
+                if batch_tensor.len_of(Axis(0)) != to_infer.len() {
+                    batch_tensor = Array4::<f32>::zeros((to_infer.len(), 3, size, size));
+                }
+                let mut transforms = Vec::with_capacity(to_infer.len());
+                let mut ok = vec![true; to_infer.len()];
+                for (b, &k) in to_infer.iter().enumerate() {
+                    let (src, frame) = &batch.items[k];
+                    stats.frame_age[*src].record(frame.received.elapsed());
+                    let m = &frame.model;
+                    let slot = batch_tensor.index_axis_mut(Axis(0), b);
+                    if let Err(e) = preprocess::tensor_from_scaled_rgb(
+                        self.detector.model.family,
+                        &self.detector.model.preprocessor,
+                        &m.data,
+                        m.width,
+                        m.height,
+                        m.stride,
+                        slot,
+                    ) {
+                        warn!(error = %e, "frame skipped");
+                        ok[b] = false;
+                    }
+                    transforms.push(match self.detector.model.family {
+                        Family::OwlVit => Transform::stretch(frame.orig_width, frame.orig_height),
+                        Family::Owlv2 => Transform::pad_square(frame.orig_width, frame.orig_height),
+                    });
+                }
+                match self.detector.run(batch_tensor.view(), &self.query_set) {
+                    Ok(raws) => {
+                        for (b, &k) in to_infer.iter().enumerate() {
+                            if !ok[b] {
+                                continue;
+                            }
+                            let src = batch.items[k].0;
+                            let dets: Vec<Detection> = select(&raws[b], &transforms[b], &selection)
+                                .into_iter()
+                                .filter(|d| self.applies[src][d.query] && d.score >= self.thresholds[d.query])
+                                .collect();
+                            results[k] = Some(dets);
+                            stats.inferred[src] += 1;
+                            let f = &batch.items[k].1;
+                            last_inferred[src] = Some((f.index, f.pts_ns));
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "inference failed; frames passed on without detections"),
+                }
+                stats.batches += 1;
+                stats.batch_latency.record(t0.elapsed());
+            }
+            for ((src, frame), detections) in batch.items.into_iter().zip(results) {
+                // Blocking: a post thread that falls behind slows inference, and live queues then drop.
+                if self.outputs[src].send(Processed { frame, detections }).is_err() {
+                    warn!(source = src, "post thread gone");
+                }
+            }
+        }
+        stats
+    }
+
+    fn should_infer(&self, src: usize, frame: &Frame, last: &[Option<(u64, Option<u64>)>]) -> bool {
+        if frame.infer {
+            return true;
+        }
+        if !self.live[src] {
+            return false;
+        }
+        match (last[src], self.fps) {
+            (None, _) => true,
+            (Some((_, Some(last_pts))), Some(fps)) => {
+                frame.pts_ns.is_some_and(|p| p.saturating_sub(last_pts) as f64 >= 1e9 / fps)
+            }
+            (Some((last_index, _)), _) => frame.index >= last_index + self.every as u64,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct PostStats {
+    frames: u64,
+    events: u64,
+    error: Option<String>,
+    annotated: Option<PathBuf>,
+}
+
+/// One source's tracking, events and annotated video.
+struct PostStage {
+    spec: SourceSpec,
+    rx: Receiver<Processed>,
+    tracker: Tracker,
+    event_log: Arc<Mutex<EventLog>>,
+    queries: Vec<StandingQuery>,
+    settings: WatchSettings,
+    video_fps: Option<f64>,
+    progress: Arc<Progress>,
+}
+
+impl PostStage {
+    fn run(mut self) -> PostStats {
+        let mut stats = PostStats::default();
+        let labels: Vec<String> = self.queries.iter().map(|q| q.label.clone()).collect();
+        let mut pts_of: VecDeque<(u64, Option<u64>)> = VecDeque::with_capacity(PTS_MEMORY);
+        let mut video: Option<VideoWriter> = None;
+        let mut video_failed = false;
+        let mut tracks: Vec<TrackOutput> = Vec::new();
+        let dir = self.settings.out_dir.join(&self.spec.short_name);
+        let mut first_pts: Option<u64> = None;
+
+        while let Ok(p) = self.rx.recv() {
+            let frame = p.frame;
+            stats.frames += 1;
+            self.progress.frames_processed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if pts_of.len() == PTS_MEMORY {
+                pts_of.pop_front();
+            }
+            pts_of.push_back((frame.index, frame.pts_ns));
+            tracks.clear();
+            match &p.detections {
+                Some(dets) => self.tracker.update_into(frame.index, dets, &mut tracks),
+                None => self.tracker.predict_into(frame.index, &mut tracks),
+            }
+            let events: Vec<_> = self.tracker.drain_events().collect();
+            stats.events += self.write_events(&events, &pts_of, &mut stats);
+
+            if self.settings.annotate
+                && !video_failed
+                && let Some(full) = &frame.full
+            {
+                if video.is_none() {
+                    let fps = self.video_fps.unwrap_or(30.0);
+                    let (n, d) = fps_fraction(fps);
+                    let _ = std::fs::create_dir_all(&dir);
+                    match VideoWriter::create(&dir.join("annotated.mp4"), VideoSettings::new(full.width, full.height, n, d))
+                    {
+                        Ok(w) => video = Some(w),
+                        Err(e) => {
+                            warn!(source = %self.spec.display, error = %e, "annotated video disabled");
+                            stats.error = Some(e.to_string());
+                            video_failed = true;
+                        }
+                    }
+                }
+                if let Some(w) = video.as_mut() {
+                    let mut rgb = full.data.to_vec();
+                    if let Ok(mut canvas) = Canvas::new(&mut rgb, full.width, full.height, full.stride) {
+                        let shown: Vec<TrackOutput> = tracks.iter().filter(|t| t.confirmed && !t.lost).copied().collect();
+                        annotate_detections(&mut canvas, &shown, &labels);
+                        let pts = frame.pts_ns.unwrap_or(0);
+                        let t0 = *first_pts.get_or_insert(pts);
+                        draw_timestamp(&mut canvas, &format!("{} #{} t={:.2}s", self.spec.short_name, frame.index, (pts.saturating_sub(t0)) as f64 / 1e9));
+                        if self.settings.test_model {
+                            draw_banner(&mut canvas, TEST_MODEL_BANNER);
+                        }
+                    }
+                    if let Err(e) = w.push(&rgb, full.stride, frame.pts_ns.unwrap_or(frame.index * 33_333_333)) {
+                        warn!(source = %self.spec.display, error = %e, "annotated video stopped");
+                        stats.error = Some(e.to_string());
+                        video = None;
+                        video_failed = true;
+                    }
+                }
+            }
+        }
+        // End of stream or shutdown: every live track ends, and the video is closed properly.
+        let events: Vec<_> = self.tracker.finish().collect();
+        stats.events += self.write_events(&events, &pts_of, &mut stats);
+        if let Some(w) = video {
+            match w.finish() {
+                Ok(path) => stats.annotated = Some(path),
+                Err(e) => {
+                    warn!(source = %self.spec.display, error = %e, "annotated video could not be finished");
+                    stats.error = Some(e.to_string());
+                }
+            }
+        }
+        stats
+    }
+
+    fn write_events(
+        &self,
+        events: &[crate::track::TrackEvent],
+        pts_of: &VecDeque<(u64, Option<u64>)>,
+        stats: &mut PostStats,
+    ) -> u64 {
+        let mut written = 0;
+        for ev in events {
+            let pts = pts_of.iter().rev().find(|(i, _)| *i == ev.frame).and_then(|(_, p)| *p);
+            let q = &self.queries[ev.query];
+            let record = EventRecord::from_track_event(ev, &self.spec.display, &q.text, &q.label, pts);
+            let result = self.event_log.lock().unwrap_or_else(|e| e.into_inner()).write(&record);
+            match result {
+                Ok(()) => {
+                    written += 1;
+                    self.progress.events.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(e) => {
+                    // A full disk must not stop detection: report, count, go on.
+                    warn!(error = %e, "event not written");
+                    stats.error = Some(e.to_string());
+                }
+            }
+        }
+        written
+    }
+}
+
+/// A frame rate as a GStreamer fraction (29.97 → 30000/1001).
+fn fps_fraction(fps: f64) -> (u32, u32) {
+    if (fps * 1001.0 / 1000.0 - (fps * 1001.0 / 1000.0).round()).abs() < 1e-3 && fps.fract() != 0.0 {
+        (((fps * 1001.0).round()) as u32, 1001)
+    } else {
+        ((fps * 1000.0).round() as u32, 1000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ntsc_rates_become_1001_fractions() {
+        assert_eq!(fps_fraction(29.97002997), (30000, 1001));
+        assert_eq!(fps_fraction(25.0), (25000, 1000));
+    }
+}
