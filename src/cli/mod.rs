@@ -103,6 +103,12 @@ pub fn exit_code_for(e: &anyhow::Error) -> u8 {
         if cause.is::<UsageError>() {
             return 2;
         }
+        if let Some(we) = cause.downcast_ref::<lookout::watch::WatchError>() {
+            use lookout::watch::WatchError as W;
+            if matches!(we, W::NoSources | W::NoQueries | W::QueryWithoutSource { .. } | W::AllSourcesFailed(_)) {
+                return 2;
+            }
+        }
         if let Some(me) = cause.downcast_ref::<lookout::models::ModelsError>() {
             use lookout::models::ModelsError as M;
             return match me {

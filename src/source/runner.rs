@@ -35,6 +35,8 @@ const LIVE_PAIR_TIMEOUT: Duration = Duration::from_secs(1);
 const DECODED_LOG_LEN: usize = 256;
 /// PTS jitter tolerated by the `fps` gate: containers round timestamps (30 fps in a 1/1000 timebase).
 const FPS_TOLERANCE_NS: u64 = 1_000_000;
+/// A file whose video stops this much (and over 10%) short of its stated duration is reported as truncated.
+const TRUNCATION_MIN_NS: u64 = 1_000_000_000;
 
 /// Why a live source's pipeline was restarted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,6 +178,7 @@ pub fn spawn_with(
         description,
         gate: InferGate::new(settings),
         last_index: None,
+        last_end_ns: None,
     };
     let thread = std::thread::Builder::new()
         .name(format!("src{}-{}", spec.id, spec.short_name))
@@ -216,6 +219,8 @@ struct Source {
     gate: InferGate,
     /// The last decoded index handed out, for frames the decoded log cannot match.
     last_index: Option<u64>,
+    /// PTS + duration of the last frame pulled in this run.
+    last_end_ns: Option<u64>,
 }
 
 impl Source {
@@ -301,6 +306,7 @@ impl Source {
             Err(source) => return RunEnd::Fatal(SourceError::Pipeline { name: self.spec.display.clone(), source }),
         };
         let _stop = StopOnDrop(built.pipeline.clone());
+        self.last_end_ns = None;
         let decoded = Arc::new(DecodedLog::default());
         self.install_probe(&built, decoded.clone());
         let Some(bus) = built.pipeline.bus() else {
@@ -349,7 +355,10 @@ impl Source {
                 }
                 None if built.model_sink.is_eos() => {
                     // Demuxers post their error and then push EOS: prefer the error.
-                    let reason = self.bus_error(&bus).map_or(RestartReason::Eos, RestartReason::Error);
+                    let reason = self
+                        .bus_error(&bus)
+                        .or_else(|| self.truncation(&built.pipeline))
+                        .map_or(RestartReason::Eos, RestartReason::Error);
                     return RunEnd::Stopped { reason, frames };
                 }
                 None if last_frame.elapsed() >= stall => {
@@ -414,6 +423,10 @@ impl Source {
         let received = Instant::now();
         SourceStats::add(&self.stats.frames_received, 1);
         let pts_ns = sample.buffer().and_then(|b| b.pts()).map(|t| t.nseconds());
+        if let Some(pts) = pts_ns {
+            let duration = sample.buffer().and_then(|b| b.duration()).map_or(0, |d| d.nseconds());
+            self.last_end_ns = Some(pts + duration);
+        }
         let model = match RgbFrame::from_sample(sample) {
             Ok(f) => f,
             Err(e) => return Delivery::Failed(format!("model frame: {e}")),
@@ -481,6 +494,26 @@ impl Source {
             SourceStats::add(&self.stats.inference_frames, 1);
         }
         Delivery::Delivered
+    }
+
+    /// For a file that reached its end: an error if the last frame is well short of the duration the container
+    /// states. A file cut short after its index (an MP4 with `faststart`, a copy interrupted half-way) plays its
+    /// first part and ends without any GStreamer error; this is how it is noticed.
+    fn truncation(&self, pipeline: &gst::Pipeline) -> Option<String> {
+        if self.spec.is_live() {
+            return None;
+        }
+        let duration_ns = pipeline.query_duration::<gst::ClockTime>()?.nseconds();
+        let end_ns = self.last_end_ns.unwrap_or(0);
+        let missing_ns = duration_ns.saturating_sub(end_ns);
+        // Tolerate container rounding and audio tracks a little longer than the video.
+        (missing_ns > TRUNCATION_MIN_NS && missing_ns * 10 > duration_ns).then(|| {
+            format!(
+                "the video ends at {:.2} s but the file says it lasts {:.2} s: it is truncated or damaged",
+                end_ns as f64 / 1e9,
+                duration_ns as f64 / 1e9
+            )
+        })
     }
 
     /// The first error on the bus, redacted, if any; warnings are logged and skipped.

@@ -1,0 +1,197 @@
+//! `lookout watch` on files, end to end: real GStreamer, real ONNX Runtime, the tiny model.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{fixture, golden, tiny_model};
+
+fn lookout() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lookout"));
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+fn watch(args: &[&str], sources: &[&Path], out: &Path) -> Output {
+    lookout()
+        .arg("watch")
+        .args(sources)
+        .arg("--out")
+        .arg(out)
+        .arg("-m")
+        .arg(tiny_model("owlvit"))
+        .args(["--intra-threads", "1", "--no-wall-time", "--json"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn summary(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!("no JSON summary ({e}); stderr: {}", String::from_utf8_lossy(&o.stderr))
+    })
+}
+
+/// Writes a short clip with GStreamer: `encode` is the part between the test source and the file sink.
+fn make_clip(path: &Path, frames: u32, encode: &str) {
+    let desc = format!(
+        "videotestsrc num-buffers={frames} pattern=ball ! video/x-raw,width=320,height=240,framerate=25/1 ! {encode} ! filesink location={}",
+        path.display()
+    );
+    let status = Command::new("gst-launch-1.0").arg("-q").args(desc.split(' ')).status().unwrap();
+    assert!(status.success(), "could not make {}", path.display());
+}
+
+const QUERIES: [&str; 4] = ["-q", "a person riding a bicycle", "-q", "a car"];
+
+#[test]
+fn bikes_events_match_the_golden_file_and_the_video_has_every_frame() {
+    let out = tempfile::tempdir().unwrap();
+    let bikes = fixture("bikes.mp4");
+    let mut args = QUERIES.to_vec();
+    args.extend(["--threshold", "0.45", "--annotate"]);
+    let o = watch(&args, &[&bikes], out.path());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s = summary(&o);
+    let src = &s["sources"][0];
+    assert_eq!(src["frames_decoded"], 250);
+    assert_eq!(src["frames_processed"], 250);
+    assert_eq!(src["frames_inferred"], 250);
+    assert_eq!(src["frames_dropped"], 0);
+
+    let video = lookout::sink::probe_video(&out.path().join("bikes/annotated.mp4")).unwrap();
+    assert_eq!((video.frames, video.width, video.height), (250, 640, 272));
+
+    let got = std::fs::read_to_string(out.path().join("events.jsonl")).unwrap();
+    let golden_path = golden("watch/bikes-owlvit.events.jsonl");
+    if std::env::var_os("LOOKOUT_BLESS").is_some() {
+        std::fs::create_dir_all(golden_path.parent().unwrap()).unwrap();
+        std::fs::write(&golden_path, &got).unwrap();
+    }
+    let want = std::fs::read_to_string(&golden_path).unwrap();
+    compare_events(&got, &want);
+}
+
+/// Same events in the same order: kinds, tracks, frames and queries exactly; boxes within 0.5 px and scores
+/// within 1e-3 (ONNX Runtime may order float sums differently on another CPU).
+fn compare_events(got: &str, want: &str) {
+    let parse = |s: &str| -> Vec<serde_json::Value> { s.lines().map(|l| serde_json::from_str(l).unwrap()).collect() };
+    let (g, w) = (parse(got), parse(want));
+    assert!(!w.is_empty(), "the golden file has events");
+    assert_eq!(g.len(), w.len(), "number of events");
+    for (i, (a, b)) in g.iter().zip(&w).enumerate() {
+        for key in ["type", "source", "query", "label", "track_id", "frame", "pts_s"] {
+            assert_eq!(a[key], b[key], "event {i}: {key}");
+        }
+        assert!(a.get("wall_time").is_none(), "--no-wall-time");
+        let (ab, bb) = (a["box"].as_array().unwrap(), b["box"].as_array().unwrap());
+        for k in 0..4 {
+            assert!((ab[k].as_f64().unwrap() - bb[k].as_f64().unwrap()).abs() <= 0.5, "event {i}: box {ab:?} vs {bb:?}");
+        }
+        assert!((a["score"].as_f64().unwrap() - b["score"].as_f64().unwrap()).abs() <= 1e-3, "event {i}: score");
+    }
+}
+
+#[test]
+fn every_nth_frame_is_inferred_and_every_frame_is_annotated() {
+    let out = tempfile::tempdir().unwrap();
+    let clip = out.path().join("ball.mp4");
+    make_clip(&clip, 60, "x264enc key-int-max=10 ! mp4mux");
+    let mut args = QUERIES.to_vec();
+    args.extend(["--every", "7", "--annotate"]);
+    let o = watch(&args, &[&clip], &out.path().join("run"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let src = &summary(&o)["sources"][0];
+    assert_eq!(src["frames_processed"], 60);
+    assert_eq!(src["frames_inferred"], 9, "frames 0, 7, ..., 56");
+    let video = lookout::sink::probe_video(&out.path().join("run/ball/annotated.mp4")).unwrap();
+    assert_eq!((video.frames, video.width, video.height), (60, 320, 240));
+}
+
+#[test]
+fn other_containers_and_codecs() {
+    let out = tempfile::tempdir().unwrap();
+    let mkv = out.path().join("ball.mkv");
+    make_clip(&mkv, 30, "vp8enc deadline=1 ! matroskamux");
+    let avi = out.path().join("ball.avi");
+    make_clip(&avi, 20, "jpegenc ! avimux");
+    let o = watch(&QUERIES, &[&mkv, &avi], &out.path().join("run"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s = summary(&o);
+    let frames: Vec<_> = s["sources"].as_array().unwrap().iter().map(|x| x["frames_processed"].clone()).collect();
+    assert_eq!(frames, [30, 20]);
+}
+
+#[test]
+fn bad_sources_are_named_and_the_good_one_still_runs() {
+    let out = tempfile::tempdir().unwrap();
+    let truncated = out.path().join("truncated.mp4");
+    let bytes = std::fs::read(fixture("bikes.mp4")).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let missing = PathBuf::from("/nonexistent/footage.mp4");
+    let good = out.path().join("good.mp4");
+    make_clip(&good, 15, "x264enc ! mp4mux");
+    let o = lookout()
+        .args(["watch", "ftp://cam/x", "rtsp://user:secret@"])
+        .arg(&missing)
+        .arg(&truncated)
+        .arg(&good)
+        .arg("--out")
+        .arg(out.path().join("run"))
+        .arg("-m")
+        .arg(tiny_model("owlvit"))
+        .args(["-q", "a ball", "--json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("ftp"), "unknown scheme named: {stderr}");
+    assert!(stderr.contains("/nonexistent/footage.mp4"), "missing file named: {stderr}");
+    assert!(!stderr.contains("secret"), "password leaked: {stderr}");
+    let s = summary(&o);
+    let sources = s["sources"].as_array().unwrap();
+    let good = sources.iter().find(|x| x["name"] == "good").unwrap();
+    assert_eq!(good["frames_processed"], 15);
+    let trunc = sources.iter().find(|x| x["name"] == "truncated").unwrap();
+    // A truncated MP4 either plays what it has or fails; either way it is reported and the run goes on.
+    assert!(trunc["error"].is_string() || trunc["frames_processed"].as_u64().unwrap() < 250, "{trunc}");
+}
+
+#[test]
+fn config_errors_name_the_key_and_the_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad_key = dir.path().join("bad.toml");
+    std::fs::write(&bad_key, "[output]\ndirectory = \"x\"\n").unwrap();
+    let o = watch(&QUERIES, &[&fixture("bikes.mp4")], dir.path()).status;
+    assert!(o.success());
+    let o = lookout()
+        .args(["watch"])
+        .arg(fixture("bikes.mp4"))
+        .arg("--config")
+        .arg(&bad_key)
+        .args(["-q", "x", "-m"])
+        .arg(tiny_model("owlvit"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("bad.toml") && stderr.contains("directory"), "{stderr}");
+
+    let orphan = dir.path().join("orphan.toml");
+    std::fs::write(&orphan, "[[query]]\ntext = \"a red car\"\nsources = [\"gate\"]\n").unwrap();
+    let o = lookout()
+        .args(["watch"])
+        .arg(fixture("bikes.mp4"))
+        .arg("--config")
+        .arg(&orphan)
+        .arg("--out")
+        .arg(dir.path().join("run"))
+        .arg("-m")
+        .arg(tiny_model("owlvit"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("a red car") && stderr.contains("gate") && stderr.contains("bikes"), "{stderr}");
+}
