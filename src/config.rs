@@ -22,8 +22,16 @@
 //! threshold = 0.25            # default 0.2
 //! min_frames = 3              # k of the last `window` inference frames (default 2 of 3)
 //! window = 5
+//! end_after_s = 2.0           # the event ends once the match is missing this long (default 2)
+//! post_roll_s = 5.0           # evidence kept after the event's end (default 5)
+//! pre_roll_s = 5.0            # evidence kept before the event's start (default 5)
+//! cooldown_s = 10.0           # no new event for the same track this soon after one ends (default 10)
+//! update_interval_s = 5.0     # least time between two `update` events (default 5; 0: every match)
 //! sources = ["gate"]          # default: every source
 //! ```
+//!
+//! Times are seconds of stream time (the frames' timestamps), not of the wall clock: a file replayed faster
+//! than real time gives the same events. See [`crate::track::lifecycle`] for how they drive an event.
 
 use std::path::{Path, PathBuf};
 
@@ -35,6 +43,18 @@ pub const DEFAULT_THRESHOLD: f32 = 0.2;
 pub const DEFAULT_MIN_FRAMES: u32 = 2;
 /// Default n of k-of-n hysteresis.
 pub const DEFAULT_WINDOW: u32 = 3;
+/// Default seconds without a match before an event ends: long enough to ride over a person walking behind a
+/// pillar or a few frames of motion blur, short enough that the `end` line follows the scene.
+pub const DEFAULT_END_AFTER_S: f64 = 2.0;
+/// Default seconds of evidence kept after an event's end (the clip's tail), as CCTV NVRs do.
+pub const DEFAULT_POST_ROLL_S: f64 = 5.0;
+/// Default seconds of evidence kept before an event's start (the clip's head, from the pre-roll ring).
+pub const DEFAULT_PRE_ROLL_S: f64 = 5.0;
+/// Default seconds after an event's end during which the same query and track cannot start another: one
+/// person pacing in and out of a doorway gives one alert, not one every few seconds.
+pub const DEFAULT_COOLDOWN_S: f64 = 10.0;
+/// Default least seconds between two `update` events of one event.
+pub const DEFAULT_UPDATE_INTERVAL_S: f64 = 5.0;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -136,6 +156,18 @@ pub struct QueryConfig {
     pub min_frames: Option<u32>,
     /// The n of k-of-n. Default [`DEFAULT_WINDOW`].
     pub window: Option<u32>,
+    /// Seconds of stream time without a match before an event ends. Default [`DEFAULT_END_AFTER_S`] (2).
+    pub end_after_s: Option<f64>,
+    /// Seconds of evidence after an event's end. Default [`DEFAULT_POST_ROLL_S`] (5).
+    pub post_roll_s: Option<f64>,
+    /// Seconds of evidence before an event's start. Default [`DEFAULT_PRE_ROLL_S`] (5).
+    pub pre_roll_s: Option<f64>,
+    /// Seconds after an event's end before the same track can start another for this query.
+    /// Default [`DEFAULT_COOLDOWN_S`] (10).
+    pub cooldown_s: Option<f64>,
+    /// Least seconds between two `update` events of one event; 0 sends one on every match.
+    /// Default [`DEFAULT_UPDATE_INTERVAL_S`] (5).
+    pub update_interval_s: Option<f64>,
     /// Names of the sources this query applies to. Default: every source.
     #[serde(default)]
     pub sources: Vec<String>,
@@ -149,6 +181,16 @@ pub struct StandingQuery {
     pub threshold: f32,
     pub min_frames: u32,
     pub window: u32,
+    /// Seconds without a match before an event ends.
+    pub end_after_s: f64,
+    /// Seconds of evidence after an event's end.
+    pub post_roll_s: f64,
+    /// Seconds of evidence before an event's start.
+    pub pre_roll_s: f64,
+    /// Seconds after an event's end before the same track can start another.
+    pub cooldown_s: f64,
+    /// Least seconds between two `update` events.
+    pub update_interval_s: f64,
     /// Empty: every source.
     pub sources: Vec<String>,
 }
@@ -162,6 +204,11 @@ impl StandingQuery {
             threshold: threshold.unwrap_or(DEFAULT_THRESHOLD),
             min_frames: DEFAULT_MIN_FRAMES,
             window: DEFAULT_WINDOW,
+            end_after_s: DEFAULT_END_AFTER_S,
+            post_roll_s: DEFAULT_POST_ROLL_S,
+            pre_roll_s: DEFAULT_PRE_ROLL_S,
+            cooldown_s: DEFAULT_COOLDOWN_S,
+            update_interval_s: DEFAULT_UPDATE_INTERVAL_S,
             sources: Vec::new(),
         }
     }
@@ -203,6 +250,22 @@ impl Config {
             if k == 0 || k > n {
                 return Err(invalid(format!("query {:?}: min_frames {k} must be between 1 and window {n}", q.text)));
             }
+            for (key, value) in [
+                ("end_after_s", q.end_after_s),
+                ("post_roll_s", q.post_roll_s),
+                ("pre_roll_s", q.pre_roll_s),
+                ("cooldown_s", q.cooldown_s),
+                ("update_interval_s", q.update_interval_s),
+            ] {
+                if let Some(v) = value
+                    && !(v.is_finite() && v >= 0.0)
+                {
+                    return Err(invalid(format!(
+                        "query {:?}: {key} {v} must be a number of seconds, 0 or more",
+                        q.text
+                    )));
+                }
+            }
         }
         if let Some(every) = self.inference.every
             && every == 0
@@ -222,6 +285,11 @@ impl Config {
                 threshold: q.threshold.unwrap_or(DEFAULT_THRESHOLD),
                 min_frames: q.min_frames.unwrap_or(DEFAULT_MIN_FRAMES),
                 window: q.window.unwrap_or(DEFAULT_WINDOW),
+                end_after_s: q.end_after_s.unwrap_or(DEFAULT_END_AFTER_S),
+                post_roll_s: q.post_roll_s.unwrap_or(DEFAULT_POST_ROLL_S),
+                pre_roll_s: q.pre_roll_s.unwrap_or(DEFAULT_PRE_ROLL_S),
+                cooldown_s: q.cooldown_s.unwrap_or(DEFAULT_COOLDOWN_S),
+                update_interval_s: q.update_interval_s.unwrap_or(DEFAULT_UPDATE_INTERVAL_S),
                 sources: q.sources.clone(),
             })
             .collect()
@@ -230,7 +298,10 @@ impl Config {
 
 fn span_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
     match span {
-        Some(r) => format!(" (line {})", text[..r.start.min(text.len())].lines().count().max(1)),
+        Some(r) => format!(
+            " (line {})",
+            text.as_bytes()[..r.start.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+        ),
         None => String::new(),
     }
 }
@@ -280,5 +351,36 @@ mod tests {
         let e = Config::parse("[[query]]\ntext = \"x\"\nmin_frames = 4\nwindow = 3\n", Path::new("c.toml"));
         assert!(e.unwrap_err().to_string().contains("min_frames 4"));
         assert!(Config::parse("[[query]]\ntext = \" \"\n", Path::new("c.toml")).is_err());
+        let e = Config::parse("[[query]]\ntext = \"x\"\ncooldown_s = -1.0\n", Path::new("c.toml")).unwrap_err();
+        assert!(e.to_string().contains("\"x\": cooldown_s -1"), "{e}");
+        let e = Config::parse("[[query]]\ntext = \"x\"\nend_after_s = nan\n", Path::new("c.toml")).unwrap_err();
+        assert!(e.to_string().contains("end_after_s NaN"), "{e}");
+    }
+
+    #[test]
+    fn event_times_default_per_query_and_can_be_set() {
+        let c = Config::parse(
+            "[[query]]\ntext = \"a\"\n[[query]]\ntext = \"b\"\nend_after_s = 1.5\npost_roll_s = 0\npre_roll_s = 2\ncooldown_s = 30\nupdate_interval_s = 0\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        let q = c.standing_queries();
+        assert_eq!(
+            (q[0].end_after_s, q[0].post_roll_s, q[0].pre_roll_s, q[0].cooldown_s, q[0].update_interval_s),
+            (
+                DEFAULT_END_AFTER_S,
+                DEFAULT_POST_ROLL_S,
+                DEFAULT_PRE_ROLL_S,
+                DEFAULT_COOLDOWN_S,
+                DEFAULT_UPDATE_INTERVAL_S
+            )
+        );
+        assert_eq!(
+            (q[1].end_after_s, q[1].post_roll_s, q[1].pre_roll_s, q[1].cooldown_s, q[1].update_interval_s),
+            (1.5, 0.0, 2.0, 30.0, 0.0)
+        );
+        let from_cli = StandingQuery::from_text("a", None);
+        assert_eq!(from_cli, q[0]);
+        assert!(Config::parse("[[query]]\ntext = \"x\"\ncooldown = 3\n", Path::new("c.toml")).is_err());
     }
 }

@@ -36,10 +36,13 @@ pub const MODEL_SINK: &str = "model_sink";
 pub const MODEL_CAPS: &str = "model_caps";
 pub const FULL_SINK: &str = "full_sink";
 
-/// Appsink queueing for live sources: keep only the newest frame.
-pub const LIVE_SINK_PROPS: &str = "max-buffers=1 drop=true";
-/// Appsink queueing for files: a few frames, then block (backpressure into the decoder).
-pub const FILE_SINK_PROPS: &str = "max-buffers=4 drop=false";
+/// Appsink behaviour for live sources (RTSP, V4L2): keep only the newest frame, hand it over at once.
+pub const LIVE_SINK_PROPS: &str = "sync=false max-buffers=1 drop=true";
+/// Appsink behaviour for HTTP: keep only the newest frame, but at the stream's own pace (`sync=true`): HLS and
+/// progressive files over HTTP are not live sources to GStreamer and would otherwise be raced through and dropped.
+pub const HTTP_SINK_PROPS: &str = "sync=true max-buffers=1 drop=true";
+/// Appsink behaviour for files: as fast as the consumer goes, a few frames, then block (backpressure).
+pub const FILE_SINK_PROPS: &str = "sync=false max-buffers=4 drop=false";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -47,7 +50,9 @@ pub enum PipelineError {
     UnknownTemplate { name: String },
     #[error("could not read pipeline template `{}`: {source}", path.display())]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("pipeline template `{name}` is not valid (TOML with keys file, rtsp, http, v4l2, model_branch, full_branch, requires): {message}")]
+    #[error(
+        "pipeline template `{name}` is not valid (TOML with keys file, rtsp, http, v4l2, model_branch, full_branch, requires): {message}"
+    )]
     Invalid { name: String, message: String },
     #[error("pipeline template `{name}` needs GStreamer elements that are not installed here: {}; use `--pipeline generic`", missing.join(", "))]
     MissingElements { name: String, missing: Vec<String> },
@@ -176,7 +181,8 @@ pub fn select(choice: &PipelineChoice, registry: &dyn ElementRegistry) -> Result
             Ok(PipelineTemplate::builtin("generic").expect("listed"))
         }
         PipelineChoice::Builtin(name) => {
-            let t = PipelineTemplate::builtin(name).ok_or_else(|| PipelineError::UnknownTemplate { name: name.clone() })?;
+            let t =
+                PipelineTemplate::builtin(name).ok_or_else(|| PipelineError::UnknownTemplate { name: name.clone() })?;
             let missing = t.missing_elements(registry);
             if missing.is_empty() { Ok(t) } else { Err(PipelineError::MissingElements { name: name.clone(), missing }) }
         }
@@ -220,10 +226,17 @@ pub fn render(
         Some(_) => ("video/x-raw,format=RGB".to_string(), "video/x-raw,format=RGBA".to_string()),
         None => {
             let (w, h) = settings.model_size;
-            (format!("video/x-raw,format=RGB,width={w},height={h}"), format!("video/x-raw,format=RGBA,width={w},height={h}"))
+            (
+                format!("video/x-raw,format=RGB,width={w},height={h}"),
+                format!("video/x-raw,format=RGBA,width={w},height={h}"),
+            )
         }
     };
-    let sink_props = if spec.is_live() { LIVE_SINK_PROPS } else { FILE_SINK_PROPS };
+    let sink_props = match spec.kind {
+        SourceKind::File => FILE_SINK_PROPS,
+        SourceKind::Http => HTTP_SINK_PROPS,
+        SourceKind::Rtsp | SourceKind::V4l2 => LIVE_SINK_PROPS,
+    };
     let value = |key: &str| -> Option<String> {
         Some(match key {
             "location" => quote(&path),
@@ -238,7 +251,11 @@ pub fn render(
         })
     };
     let fill = |text: &str| fill_placeholders(text, &template.name, &value);
-    let mut out = format!("{} ! tee name={TEE}  {TEE}. ! {}", fill(template.source_chain(spec.kind))?, fill(&template.model_branch)?);
+    let mut out = format!(
+        "{} ! tee name={TEE}  {TEE}. ! {}",
+        fill(template.source_chain(spec.kind))?,
+        fill(&template.model_branch)?
+    );
     if settings.full_frames {
         out.push_str(&format!("  {TEE}. ! {}", fill(&template.full_branch)?));
     }
@@ -272,13 +289,18 @@ pub struct BuiltPipeline {
 pub fn build(description: &str, template_name: &str, full_frames: bool) -> Result<BuiltPipeline, PipelineError> {
     gst::init().map_err(|e| PipelineError::Init(e.to_string()))?;
     let name = || template_name.to_string();
-    let element = gst::parse::launch(description).map_err(|e| PipelineError::Parse { name: name(), message: e.to_string() })?;
+    let element =
+        gst::parse::launch(description).map_err(|e| PipelineError::Parse { name: name(), message: e.to_string() })?;
     let pipeline = element.downcast::<gst::Pipeline>().map_err(|_| PipelineError::Parse {
         name: name(),
         message: "the description is a single element, not a pipeline".into(),
     })?;
     let find = |element: &str, what: &'static str| {
-        pipeline.by_name(element).ok_or_else(|| PipelineError::MissingNamed { name: name(), element: element.into(), what })
+        pipeline.by_name(element).ok_or_else(|| PipelineError::MissingNamed {
+            name: name(),
+            element: element.into(),
+            what,
+        })
     };
     let sink = |element: &str| -> Result<gst_app::AppSink, PipelineError> {
         find(element, "appsink")?.downcast::<gst_app::AppSink>().map_err(|_| PipelineError::MissingNamed {
@@ -305,7 +327,8 @@ fn fill_placeholders(
     while let Some(open) = rest.find('{') {
         out.push_str(&rest[..open]);
         let after = &rest[open + 1..];
-        let key_len = after.find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')).unwrap_or(after.len());
+        let key_len =
+            after.find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')).unwrap_or(after.len());
         if key_len > 0 && after[key_len..].starts_with('}') {
             let key = &after[..key_len];
             let v = value(key).ok_or_else(|| PipelineError::UnknownPlaceholder {
@@ -330,7 +353,9 @@ fn quote(s: &str) -> String {
 
 fn file_uri(path: &Path) -> String {
     let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    gst::glib::filename_to_uri(&abs, None).map(|u| u.to_string()).unwrap_or_else(|_| format!("file://{}", abs.display()))
+    gst::glib::filename_to_uri(&abs, None)
+        .map(|u| u.to_string())
+        .unwrap_or_else(|_| format!("file://{}", abs.display()))
 }
 
 impl fmt::Display for PipelineChoice {

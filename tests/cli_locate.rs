@@ -131,7 +131,14 @@ fn incomplete_model_directory_names_the_file_and_the_fetch_command() {
     for f in ["config.json", "preprocessor_config.json"] {
         std::fs::copy(tiny_model("owlvit").join(f), dir.path().join(f)).unwrap();
     }
-    let o = lookout().args(["locate"]).arg(fixture("coffee.png")).arg("-m").arg(dir.path()).args(["-q", "a cup"]).output().unwrap();
+    let o = lookout()
+        .args(["locate"])
+        .arg(fixture("coffee.png"))
+        .arg("-m")
+        .arg(dir.path())
+        .args(["-q", "a cup"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("tokenizer.json") && stderr.contains("lookout models fetch"), "{stderr}");
@@ -140,7 +147,12 @@ fn incomplete_model_directory_names_the_file_and_the_fetch_command() {
 
 #[test]
 fn unknown_model_name_lists_the_known_ones() {
-    let o = lookout().args(["locate"]).arg(fixture("coffee.png")).args(["-m", "no-such-model", "-q", "x"]).output().unwrap();
+    let o = lookout()
+        .args(["locate"])
+        .arg(fixture("coffee.png"))
+        .args(["-m", "no-such-model", "-q", "x"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("no-such-model") && stderr.contains("owlvit-base-patch32"), "{stderr}");

@@ -24,11 +24,16 @@ const NVIDIA_STAND_INS: &[(&str, &str)] =
     &[("nvv4l2decoder", "identity"), ("nvvidconv", "identity"), ("video/x-raw(memory:NVMM)", "video/x-raw")];
 
 fn sources() -> Vec<SourceSpec> {
-    ["clip with spaces \"q\".mp4", "rtsp://user:hunter2@10.0.0.5:554/cam1", "https://example.com/live.m3u8", "/dev/video0"]
-        .iter()
-        .enumerate()
-        .map(|(i, a)| SourceSpec::parse_unchecked(a, i).unwrap())
-        .collect()
+    [
+        "clip with spaces \"q\".mp4",
+        "rtsp://user:hunter2@10.0.0.5:554/cam1",
+        "https://example.com/live.m3u8",
+        "/dev/video0",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, a)| SourceSpec::parse_unchecked(a, i).unwrap())
+    .collect()
 }
 
 #[test]

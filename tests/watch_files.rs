@@ -28,9 +28,8 @@ fn watch(args: &[&str], sources: &[&Path], out: &Path) -> Output {
 }
 
 fn summary(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!("no JSON summary ({e}); stderr: {}", String::from_utf8_lossy(&o.stderr))
-    })
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("no JSON summary ({e}); stderr: {}", String::from_utf8_lossy(&o.stderr)))
 }
 
 /// Writes a short clip with GStreamer: `encode` is the part between the test source and the file sink.
@@ -73,23 +72,55 @@ fn bikes_events_match_the_golden_file_and_the_video_has_every_frame() {
     compare_events(&got, &want);
 }
 
-/// Same events in the same order: kinds, tracks, frames and queries exactly; boxes within 0.5 px and scores
-/// within 1e-3 (ONNX Runtime may order float sums differently on another CPU).
+/// Same events in the same order: kinds, ids, tracks, frames, times, reasons and queries exactly; boxes within 0.5 px
+/// and scores within 1e-3 (ONNX Runtime may order float sums differently on another CPU). The source is compared
+/// by file name, since the checkout's path differs from machine to machine. Every event has one `start` first and
+/// one `end` last, all with the same id.
 fn compare_events(got: &str, want: &str) {
     let parse = |s: &str| -> Vec<serde_json::Value> { s.lines().map(|l| serde_json::from_str(l).unwrap()).collect() };
     let (g, w) = (parse(got), parse(want));
     assert!(!w.is_empty(), "the golden file has events");
     assert_eq!(g.len(), w.len(), "number of events");
+    let file_name = |v: &serde_json::Value| Path::new(v.as_str().unwrap()).file_name().unwrap().to_owned();
+    let close = |a: &serde_json::Value, b: &serde_json::Value, tolerance: f64| {
+        (a.as_f64().unwrap() - b.as_f64().unwrap()).abs() <= tolerance
+    };
+    let close_box = |a: &serde_json::Value, b: &serde_json::Value| {
+        let (a, b) = (a.as_array().unwrap(), b.as_array().unwrap());
+        a.len() == 4 && b.len() == 4 && (0..4).all(|k| close(&a[k], &b[k], 0.5))
+    };
     for (i, (a, b)) in g.iter().zip(&w).enumerate() {
-        for key in ["type", "source", "query", "label", "track_id", "frame", "pts_s"] {
-            assert_eq!(a[key], b[key], "event {i}: {key}");
+        for key in [
+            "type",
+            "event_id",
+            "query",
+            "label",
+            "track_id",
+            "frame",
+            "pts_s",
+            "start",
+            "end",
+            "duration_s",
+            "reason",
+            "clips",
+        ] {
+            assert_eq!(a.get(key), b.get(key), "event {i}: {key}");
         }
-        assert!(a.get("wall_time").is_none(), "--no-wall-time");
-        let (ab, bb) = (a["box"].as_array().unwrap(), b["box"].as_array().unwrap());
-        for k in 0..4 {
-            assert!((ab[k].as_f64().unwrap() - bb[k].as_f64().unwrap()).abs() <= 0.5, "event {i}: box {ab:?} vs {bb:?}");
-        }
-        assert!((a["score"].as_f64().unwrap() - b["score"].as_f64().unwrap()).abs() <= 1e-3, "event {i}: score");
+        assert_eq!(file_name(&a["source"]), file_name(&b["source"]), "event {i}: source");
+        assert!(!a.to_string().contains("wall_time"), "--no-wall-time");
+        assert!(close_box(&a["box"], &b["box"]), "event {i}: box {} vs {}", a["box"], b["box"]);
+        assert!(close(&a["score"], &b["score"], 1e-3), "event {i}: score");
+        let (ap, bp) = (&a["peak"], &b["peak"]);
+        assert_eq!((&ap["frame"], &ap["pts_s"]), (&bp["frame"], &bp["pts_s"]), "event {i}: peak");
+        assert!(close_box(&ap["box"], &bp["box"]) && close(&ap["score"], &bp["score"], 1e-3), "event {i}: peak");
+    }
+    let mut kinds: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for e in &g {
+        kinds.entry(e["event_id"].as_str().unwrap()).or_default().push(e["type"].as_str().unwrap());
+    }
+    for (id, k) in kinds {
+        assert!(k[0] == "start" && k[k.len() - 1] == "end", "{id}: {k:?}");
+        assert_eq!((k.iter().filter(|t| **t == "start").count(), k.iter().filter(|t| **t == "end").count()), (1, 1));
     }
 }
 

@@ -107,7 +107,8 @@ pub fn run(common: &Common, args: LocateArgs) -> anyhow::Result<ExitCode> {
     let t0 = Instant::now();
     let queries = detector.encode_queries(&common.queries)?;
     timings.encode_queries_ms = ms(t0.elapsed());
-    let selection = Selection { threshold: args.threshold, nms_iou: args.nms_iou, top_k: args.top_k, always_best: true };
+    let selection =
+        Selection { threshold: args.threshold, nms_iou: args.nms_iou, top_k: args.top_k, always_best: true };
     if !args.no_images {
         std::fs::create_dir_all(&args.out)
             .with_context(|| format!("cannot create the output directory {}", args.out.display()))?;

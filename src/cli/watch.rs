@@ -53,6 +53,12 @@ pub struct WatchArgs {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Republish the annotated video of each source at rtsp://ADDR:PORT/<source> (PORT alone: on 127.0.0.1).
+    #[arg(long, value_name = "[ADDR:]PORT")]
+    pub serve_rtsp: Option<String>,
+    /// Decode and track without running the model (to measure the video pipeline alone).
+    #[arg(long, hide = true)]
+    pub decode_only: bool,
 }
 
 pub fn run(common: &Common, args: WatchArgs) -> anyhow::Result<ExitCode> {
@@ -66,10 +72,17 @@ pub fn run(common: &Common, args: WatchArgs) -> anyhow::Result<ExitCode> {
         common.queries.iter().map(|q| StandingQuery::from_text(q, args.threshold)).collect();
     queries.extend(config.standing_queries());
     if queries.is_empty() {
-        return Err(UsageError("no queries: give at least one with -q \"a person on the ground\" or a [[query]] in --config".into()).into());
+        return Err(UsageError(
+            "no queries: give at least one with -q \"a person on the ground\" or a [[query]] in --config".into(),
+        )
+        .into());
     }
     if let Some(q) = queries.iter().find(|q| q.text.trim().is_empty()) {
-        return Err(UsageError(format!("empty query (label {:?}): give a sentence that describes what to find", q.label)).into());
+        return Err(UsageError(format!(
+            "empty query (label {:?}): give a sentence that describes what to find",
+            q.label
+        ))
+        .into());
     }
 
     // Sources: arguments first, then the config's. A bad one is reported and left out; the rest run.
@@ -83,7 +96,10 @@ pub fn run(common: &Common, args: WatchArgs) -> anyhow::Result<ExitCode> {
         .chain(config.sources.iter().map(|s| (s.url.clone(), s.name.clone())))
         .collect();
     if all.is_empty() {
-        return Err(UsageError("no sources: give video files, rtsp:// URLs or /dev/videoN, or [[source]] in --config".into()).into());
+        return Err(UsageError(
+            "no sources: give video files, rtsp:// URLs or /dev/videoN, or [[source]] in --config".into(),
+        )
+        .into());
     }
     for (i, (arg, name)) in all.iter().enumerate() {
         match SourceSpec::parse(arg, i) {
@@ -101,7 +117,8 @@ pub fn run(common: &Common, args: WatchArgs) -> anyhow::Result<ExitCode> {
         return Err(UsageError(format!("no usable source ({})", bad.join("; "))).into());
     }
 
-    let model_arg = config.model.name.clone().filter(|_| common.model == super::DEFAULT_MODEL).unwrap_or(common.model.clone());
+    let model_arg =
+        config.model.name.clone().filter(|_| common.model == super::DEFAULT_MODEL).unwrap_or(common.model.clone());
     let layout = match (common.layout, config.model.layout.as_deref()) {
         (Some(l), _) => Some(l),
         (None, Some(l)) => Some(l.parse::<Layout>().map_err(UsageError)?),
@@ -110,10 +127,7 @@ pub fn run(common: &Common, args: WatchArgs) -> anyhow::Result<ExitCode> {
     let model = ModelDir::open_with(&super::resolve_model(&model_arg)?, layout)?;
     let test_model = model.is_test_model;
     if test_model {
-        eprintln!(
-            "\n  *** {}: TEST MODEL with random weights: boxes are not meaningful ***\n",
-            model.dir.display()
-        );
+        eprintln!("\n  *** {}: TEST MODEL with random weights: boxes are not meaningful ***\n", model.dir.display());
     }
     let intra = config.model.intra_threads.unwrap_or(common.intra_threads);
     let detector = Detector::load(model, &SessionOptions { intra_threads: intra, ..SessionOptions::default() })?;
@@ -140,6 +154,11 @@ pub fn run(common: &Common, args: WatchArgs) -> anyhow::Result<ExitCode> {
         pipeline: PipelineChoice::from_arg(args.pipeline.as_deref()),
         progress: true,
         source_names: names,
+        decode_only: args.decode_only,
+        serve_rtsp: match &args.serve_rtsp {
+            Some(a) => Some(lookout::sink::rtsp::parse_listen(a).map_err(UsageError)?),
+            None => config.output.serve_rtsp.as_deref().map(lookout::sink::rtsp::parse_listen).transpose().map_err(UsageError)?,
+        },
         ..WatchSettings::default()
     };
 

@@ -85,7 +85,9 @@ fn check_io(session: &Session, path: &Path, inputs: &[&str], outputs: &[&str]) -
         if !session.inputs().iter().any(|o| o.name() == *name) {
             return Err(InferError::Model {
                 dir: path.to_path_buf(),
-                message: format!("graph has no input {name:?}; is this an OWL-ViT/OWLv2 export in the expected layout?"),
+                message: format!(
+                    "graph has no input {name:?}; is this an OWL-ViT/OWLv2 export in the expected layout?"
+                ),
             });
         }
     }
@@ -93,7 +95,9 @@ fn check_io(session: &Session, path: &Path, inputs: &[&str], outputs: &[&str]) -
         if !session.outputs().iter().any(|o| o.name() == *name) {
             return Err(InferError::Model {
                 dir: path.to_path_buf(),
-                message: format!("graph has no output {name:?}; is this an OWL-ViT/OWLv2 export in the expected layout?"),
+                message: format!(
+                    "graph has no output {name:?}; is this an OWL-ViT/OWLv2 export in the expected layout?"
+                ),
             });
         }
     }
@@ -203,7 +207,9 @@ impl Detector {
                     let logits = extract::<Ix3>(&outputs, &path, "logits")?.index_axis_move(Axis(0), 0);
                     let boxes = extract::<Ix3>(&outputs, &path, "pred_boxes")?.index_axis_move(Axis(0), 0);
                     let objectness = match outputs.get("objectness_logits") {
-                        Some(_) => Some(extract::<Ix2>(&outputs, &path, "objectness_logits")?.index_axis_move(Axis(0), 0)),
+                        Some(_) => {
+                            Some(extract::<Ix2>(&outputs, &path, "objectness_logits")?.index_axis_move(Axis(0), 0))
+                        }
                         None => None,
                     };
                     out.push(RawOutput { logits, boxes, objectness });

@@ -33,7 +33,9 @@ pub enum InferError {
          to put it in .deps/, or set ORT_DYLIB_PATH to your libonnxruntime.so"
     )]
     RuntimeMissing { looked: String },
-    #[error("could not load ONNX Runtime from {path}: {message}. Set ORT_DYLIB_PATH to libonnxruntime.so 1.31 or newer")]
+    #[error(
+        "could not load ONNX Runtime from {path}: {message}. Set ORT_DYLIB_PATH to libonnxruntime.so 1.31 or newer"
+    )]
     RuntimeLoad { path: PathBuf, message: String },
     #[error("model directory {dir} is missing {file}. {hint}")]
     MissingFile { dir: PathBuf, file: String, hint: String },

@@ -144,12 +144,13 @@ impl ModelDir {
                 });
             }
         };
-        let preprocessor =
-            PreprocessorConfig::from_json(&read("preprocessor_config.json")?).map_err(|e| InferError::BadFile {
+        let preprocessor = PreprocessorConfig::from_json_for(family, &read("preprocessor_config.json")?).map_err(|e| {
+            InferError::BadFile {
                 dir: dir.to_path_buf(),
                 file: "preprocessor_config.json".into(),
                 message: e.to_string(),
-            })?;
+            }
+        })?;
         let available: Vec<Layout> = [Layout::Split, Layout::Hf]
             .into_iter()
             .filter(|l| l.files().iter().all(|f| dir.join(f).is_file()))
@@ -158,7 +159,11 @@ impl ModelDir {
             Some(l) if available.contains(&l) => l,
             Some(l) => {
                 let missing = l.files().iter().find(|f| !dir.join(f).is_file()).copied().unwrap_or_default();
-                return Err(InferError::MissingFile { dir: dir.to_path_buf(), file: missing.into(), hint: hint_for(dir) });
+                return Err(InferError::MissingFile {
+                    dir: dir.to_path_buf(),
+                    file: missing.into(),
+                    hint: hint_for(dir),
+                });
             }
             None => *available.first().ok_or_else(|| InferError::MissingFile {
                 dir: dir.to_path_buf(),

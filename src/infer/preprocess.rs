@@ -1029,7 +1029,7 @@ mod tests {
     use super::*;
     use image::Rgb;
 
-    /// The synthetic test image of `gen_golden.py` (see the module's golden files): smooth ramps plus a 0/255
+    /// The synthetic test image of `tests/golden/preprocess/gen_golden.py`: smooth ramps plus a 0/255
     /// checkerboard in the lower left, where bicubic overshoots and clipping matters.
     fn synth(w: u32, h: u32) -> RgbImage {
         RgbImage::from_fn(w, h, |x, y| {

@@ -38,7 +38,11 @@ pub struct QueryTokenizer {
 
 impl std::fmt::Debug for QueryTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QueryTokenizer").field("path", &self.path).field("bos", &self.bos).field("eos", &self.eos).finish()
+        f.debug_struct("QueryTokenizer")
+            .field("path", &self.path)
+            .field("bos", &self.bos)
+            .field("eos", &self.eos)
+            .finish()
     }
 }
 
@@ -49,8 +53,10 @@ impl QueryTokenizer {
         // Padding and truncation are done here, the same way for every tokenizer.json, whatever it says.
         inner.with_padding(None);
         inner.with_truncation(None).map_err(|e| err(e.to_string()))?;
-        let bos = inner.token_to_id(BOS).ok_or_else(|| err(format!("has no {BOS} token; it is not a CLIP tokenizer")))?;
-        let eos = inner.token_to_id(EOS).ok_or_else(|| err(format!("has no {EOS} token; it is not a CLIP tokenizer")))?;
+        let bos =
+            inner.token_to_id(BOS).ok_or_else(|| err(format!("has no {BOS} token; it is not a CLIP tokenizer")))?;
+        let eos =
+            inner.token_to_id(EOS).ok_or_else(|| err(format!("has no {EOS} token; it is not a CLIP tokenizer")))?;
         let vocab = inner.get_vocab_size(true) as u32;
         if eos + 1 != vocab {
             return Err(err(format!(

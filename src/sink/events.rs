@@ -6,8 +6,31 @@
 //! If a write fails half way (a full disk), the next line starts on a new line, so one broken line never
 //! spoils the ones after it.
 //!
-//! For file sources every field is deterministic except `wall_time`, which [`EventLogSettings::wall_time`]
-//! turns off, so that two runs over the same file give the same bytes.
+//! For file sources every field is deterministic except the wall-clock times (`wall_time`, and those of
+//! `start` and `end`), which [`EventLogSettings::wall_time`] turns off, so that two runs over the same file
+//! give the same bytes.
+//!
+//! # Lines
+//!
+//! Each line is one notification of the event engine ([`crate::track::lifecycle`]): `start`, `update` or
+//! `end`, all three with the same `event_id`:
+//!
+//! ```json
+//! {"type":"start","event_id":"gate-0-7-120","source":"rtsp://***@10.0.0.5/stream","query":"a person climbing the fence","label":"climbing","track_id":7,"frame":122,"pts_s":4.88,"box":[310.0,42.5,388.0,260.0],"score":0.41,"start":{"frame":120,"pts_s":4.8},"peak":{"frame":122,"pts_s":4.88,"score":0.41,"box":[310.0,42.5,388.0,260.0]},"clips":{"status":"none","clip":null,"crop_clip":null,"snapshot":null,"crop_snapshot":null,"sidecar":null}}
+//! {"type":"end","event_id":"gate-0-7-120",...,"start":{"frame":120,"pts_s":4.8},"end":{"frame":301,"pts_s":12.04},"duration_s":7.24,"peak":{...},"reason":"lost","clips":{...}}
+//! ```
+//!
+//! - `frame`, `pts_s`: the frame on which the line was decided; `box`, `score`: the latest match (on `end`,
+//!   the last one). `pts_s` is stream time in seconds: the frame's PTS, or its index / 25 without one.
+//! - `start`, `end`: the event's first and last match, with `wall_time` when the log has wall-clock times.
+//! - `peak`: the best score of the event so far, its frame and its box.
+//! - `reason` (on `end`): `lost` (no match for `end_after_s`), `eos` (the stream ended) or `shutdown`.
+//! - `clips`: where the evidence will be, relative to the output directory, and `status`: `none` (no clip
+//!   writer: the paths are null), `pending` (a [`ClipSink`] will write them; they may not exist yet),
+//!   `written` or `failed`.
+//!
+//! A record made from a bare tracker event ([`EventRecord::from_track_event`]) has only the fields up to
+//! `score`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -19,18 +42,22 @@ use serde::{Deserialize, Serialize};
 use super::SinkError;
 use crate::geom::PixelBox;
 use crate::redact::redact_url;
-use crate::track::{TrackEvent, TrackEventKind};
+use crate::track::{EndReason, FrameTime, LifecycleEvent, LifecycleKind, TrackEvent, TrackEventKind};
 
 /// Name of the event log inside the output directory.
 pub const EVENTS_FILE_NAME: &str = "events.jsonl";
 
-/// One line of `events.jsonl`. Fields are written in this order.
+/// One line of `events.jsonl`. Fields are written in this order; the optional ones are left out when
+/// `None` (see the module documentation for which lines have which).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventRecord {
     /// `"start"`, `"update"` or `"end"`.
     #[serde(rename = "type")]
     pub kind: TrackEventKind,
+    /// The same on an event's `start`, `update`s and `end`; also the stem of its clip files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
     /// Display name of the source, with any password removed.
     pub source: String,
     /// The query's text.
@@ -51,14 +78,132 @@ pub struct EventRecord {
     pub bbox: PixelBox,
     /// Score of the detection, 0..1.
     pub score: f32,
+    /// The event's first match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<Stamp>,
+    /// The event's last match (on `end`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<Stamp>,
+    /// Seconds from `start` to `end` (on `end`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_s: Option<f64>,
+    /// The best match of the event so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak: Option<Peak>,
+    /// Why the event ended (on `end`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<EndReason>,
+    /// The event's clips and snapshots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clips: Option<Clips>,
+}
+
+/// A point of an event in time: a frame, its stream time and (optionally) its wall-clock time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stamp {
+    /// Index of the video frame.
+    pub frame: u64,
+    /// Stream time in seconds, to the microsecond.
+    pub pts_s: f64,
+    /// When the frame was captured or decoded, RFC 3339 in UTC; omitted when the log leaves wall-clock times out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wall_time: Option<String>,
+}
+
+impl Stamp {
+    fn of(at: &FrameTime) -> Self {
+        Stamp { frame: at.frame, pts_s: round_us(at.pts_s), wall_time: at.wall.map(format_rfc3339_utc) }
+    }
+}
+
+/// The best match of an event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peak {
+    pub frame: u64,
+    pub pts_s: f64,
+    pub score: f32,
+    #[serde(rename = "box")]
+    pub bbox: PixelBox,
+}
+
+/// Whether an event's clips exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClipsStatus {
+    /// Nothing is written for this event (no clip writer); the paths are null.
+    None,
+    /// A clip writer will write the files at these paths; they may not exist yet (a clip is complete only
+    /// after the post-roll that follows the `end`).
+    Pending,
+    /// The files are complete.
+    Written,
+    /// The clip writer could not write them (a full disk, a failed encoder); the paths are of what was meant.
+    Failed,
+}
+
+/// Where an event's evidence is, relative to the output directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Clips {
+    pub status: ClipsStatus,
+    /// `<source>/<event-id>.mp4`: the full frame, pre-roll to post-roll.
+    pub clip: Option<String>,
+    /// `<source>/<event-id>-crop.mp4`: cropped to the event's boxes.
+    pub crop_clip: Option<String>,
+    /// `<source>/<event-id>.jpg`: the full frame at the peak, with its box.
+    pub snapshot: Option<String>,
+    /// `<source>/<event-id>-crop.jpg`: the crop at the peak.
+    pub crop_snapshot: Option<String>,
+    /// `<source>/<event-id>.json`: every frame's box and score.
+    pub sidecar: Option<String>,
+}
+
+impl Clips {
+    /// No evidence is written: status `none`, every path null.
+    pub fn none() -> Self {
+        Clips {
+            status: ClipsStatus::None,
+            clip: None,
+            crop_clip: None,
+            snapshot: None,
+            crop_snapshot: None,
+            sidecar: None,
+        }
+    }
+
+    /// The paths a clip writer writes for `event_id` of the source whose directory is `source_dir` (its short
+    /// name), with status `pending`.
+    pub fn planned(source_dir: &str, event_id: &str) -> Self {
+        let path = |suffix: &str| Some(format!("{source_dir}/{event_id}{suffix}"));
+        Clips {
+            status: ClipsStatus::Pending,
+            clip: path(".mp4"),
+            crop_clip: path("-crop.mp4"),
+            snapshot: path(".jpg"),
+            crop_snapshot: path("-crop.jpg"),
+            sidecar: path(".json"),
+        }
+    }
+}
+
+/// The seam between the event engine and the clip writer (issue 4, "Clips and snapshots"), which is not
+/// written yet: the watch loop tells it of every notification and logs the [`Clips`] it answers.
+pub trait ClipSink {
+    /// Told of each notification before its line (if any) is logged; `closed` means the post-roll is over
+    /// and the clip can be finished. Returns what it will write for the event: [`Clips::planned`] with status
+    /// `pending`, or [`Clips::none`]. The answer to `closed` is not logged.
+    fn on_event(&mut self, event: &LifecycleEvent) -> Clips;
 }
 
 impl EventRecord {
     /// The record of a tracker event. `source` is redacted here (see [`redact_url`]); `wall_time` is left
-    /// empty for the log to stamp.
+    /// empty for the log to stamp. It has none of the event engine's fields (`event_id`, `start`, ...).
     pub fn from_track_event(ev: &TrackEvent, source: &str, query: &str, label: &str, pts_ns: Option<u64>) -> Self {
         EventRecord {
             kind: ev.kind,
+            event_id: None,
             source: redact_url(source),
             query: query.to_string(),
             label: label.to_string(),
@@ -68,8 +213,60 @@ impl EventRecord {
             wall_time: None,
             bbox: ev.bbox,
             score: ev.score,
+            start: None,
+            end: None,
+            duration_s: None,
+            peak: None,
+            reason: None,
+            clips: None,
         }
     }
+
+    /// The line of an event engine notification, or `None` for `closed` (which has none). `source` is
+    /// redacted here; `wall_time` is left empty for the log to stamp.
+    pub fn from_lifecycle(ev: &LifecycleEvent, source: &str, query: &str, label: &str, clips: Clips) -> Option<Self> {
+        let kind = match ev.kind {
+            LifecycleKind::Start => TrackEventKind::Start,
+            LifecycleKind::Update => TrackEventKind::Update,
+            LifecycleKind::End(_) => TrackEventKind::End,
+            LifecycleKind::Closed => return None,
+        };
+        Some(EventRecord {
+            kind,
+            event_id: Some(ev.event_id.clone()),
+            source: redact_url(source),
+            query: query.to_string(),
+            label: label.to_string(),
+            track_id: ev.track_id,
+            frame: ev.at.frame,
+            pts_s: Some(round_us(ev.at.pts_s)),
+            wall_time: None,
+            bbox: ev.last.bbox,
+            score: ev.last.score,
+            start: Some(Stamp::of(&ev.start.at)),
+            end: ev.end.as_ref().map(Stamp::of),
+            duration_s: ev.end.map(|end| round_us(end.pts_s - ev.start.at.pts_s)),
+            peak: Some(Peak {
+                frame: ev.peak.at.frame,
+                pts_s: round_us(ev.peak.at.pts_s),
+                score: ev.peak.score,
+                bbox: ev.peak.bbox,
+            }),
+            reason: ev.reason(),
+            clips: Some(clips),
+        })
+    }
+
+    /// The record without any wall-clock time (its own, and those of `start` and `end`).
+    pub fn without_wall_times(&self) -> Self {
+        let strip = |s: &Option<Stamp>| s.as_ref().map(|s| Stamp { wall_time: None, ..s.clone() });
+        EventRecord { wall_time: None, start: strip(&self.start), end: strip(&self.end), ..self.clone() }
+    }
+}
+
+/// Seconds rounded to the microsecond, so the log reads `1.96`, not `1.9600000000000002`.
+pub fn round_us(s: f64) -> f64 {
+    (s * 1e6).round() / 1e6
 }
 
 /// Nanoseconds as seconds rounded to the microsecond, so the log reads `1.533333`, not `1.5333333330000001`.
@@ -180,7 +377,7 @@ impl EventLog {
     }
 
     /// Appends `record` as one line. Without a `wall_time`, the log stamps it now (when set to); with
-    /// `wall_time` turned off, any `wall_time` in the record is left out.
+    /// `wall_time` turned off, every wall-clock time in the record is left out (`start` and `end` too).
     ///
     /// On an error (such as a full disk) the record is lost, but the log stays usable: the caller logs the
     /// error and goes on, and later lines are written once there is room again.
@@ -194,9 +391,7 @@ impl EventLog {
                 let stamped = EventRecord { wall_time: Some(format_rfc3339_utc(SystemTime::now())), ..record.clone() };
                 serde_json::to_writer(&mut self.line, &stamped)
             }
-            (false, Some(_)) => {
-                serde_json::to_writer(&mut self.line, &EventRecord { wall_time: None, ..record.clone() })
-            }
+            (false, _) => serde_json::to_writer(&mut self.line, &record.without_wall_times()),
             _ => serde_json::to_writer(&mut self.line, record),
         };
         // Serialising a struct of strings and numbers into memory does not fail (NaN becomes null).
@@ -292,6 +487,65 @@ mod tests {
                 && json.contains(r#""pts_s":null,"wall_time":"2023-11-14T22:13:20.999Z","box""#)
         );
         assert_eq!(serde_json::from_str::<EventRecord>(&json).unwrap(), r);
+    }
+
+    fn lifecycle_event(kind: LifecycleKind) -> LifecycleEvent {
+        use crate::track::Sample;
+        let at = |frame: u64| FrameTime { frame, pts_s: frame as f64 / 25.0, wall: None };
+        let sample = |frame: u64, score: f32| Sample {
+            at: at(frame),
+            bbox: PixelBox { x0: 1.0, y0: 2.5, x1: 30.0, y1: 40.0 },
+            score,
+        };
+        LifecycleEvent {
+            kind,
+            event_id: "cam1-0-3-46".into(),
+            query: 0,
+            track_id: 3,
+            at: at(99),
+            last: sample(49, 0.4),
+            start: sample(46, 0.3),
+            end: matches!(kind, LifecycleKind::End(_)).then(|| at(49)),
+            peak: Sample {
+                at: FrameTime { wall: Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000)), ..at(47) },
+                ..sample(47, 0.42)
+            },
+            pre_roll_s: 5.0,
+            post_roll_s: 5.0,
+        }
+    }
+
+    #[test]
+    fn lifecycle_line_schema_is_stable() {
+        let ev = lifecycle_event(LifecycleKind::End(EndReason::Lost));
+        let mut ev_wall = ev.clone();
+        ev_wall.start.at.wall = Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        let r = EventRecord::from_lifecycle(
+            &ev_wall,
+            "rtsp://admin:pw@cam1/live",
+            "a red car",
+            "car",
+            Clips::planned("cam1", &ev.event_id),
+        )
+        .unwrap();
+        let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            json,
+            r#"{"type":"end","event_id":"cam1-0-3-46","source":"rtsp://***@cam1/live","query":"a red car","label":"car","track_id":3,"frame":99,"pts_s":3.96,"box":[1.0,2.5,30.0,40.0],"score":0.4,"start":{"frame":46,"pts_s":1.84,"wall_time":"2023-11-14T22:13:20.000Z"},"end":{"frame":49,"pts_s":1.96},"duration_s":0.12,"peak":{"frame":47,"pts_s":1.88,"score":0.42,"box":[1.0,2.5,30.0,40.0]},"reason":"lost","clips":{"status":"pending","clip":"cam1/cam1-0-3-46.mp4","crop_clip":"cam1/cam1-0-3-46-crop.mp4","snapshot":"cam1/cam1-0-3-46.jpg","crop_snapshot":"cam1/cam1-0-3-46-crop.jpg","sidecar":"cam1/cam1-0-3-46.json"}}"#
+        );
+        assert_eq!(serde_json::from_str::<EventRecord>(&json).unwrap(), r);
+        assert!(!serde_json::to_string(&r.without_wall_times()).unwrap().contains("wall_time"));
+
+        let start =
+            EventRecord::from_lifecycle(&lifecycle_event(LifecycleKind::Start), "cam1", "q", "l", Clips::none());
+        let json = serde_json::to_string(&start.unwrap()).unwrap();
+        assert!(json.starts_with(r#"{"type":"start","event_id":"cam1-0-3-46","#), "{json}");
+        assert!(!json.contains("\"end\"") && !json.contains("reason") && !json.contains("duration_s"), "{json}");
+        assert!(json.ends_with(r#""clips":{"status":"none","clip":null,"crop_clip":null,"snapshot":null,"crop_snapshot":null,"sidecar":null}}"#));
+        assert!(
+            EventRecord::from_lifecycle(&lifecycle_event(LifecycleKind::Closed), "c", "q", "l", Clips::none())
+                .is_none()
+        );
     }
 
     #[test]

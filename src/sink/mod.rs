@@ -11,7 +11,9 @@
 use std::io;
 use std::path::PathBuf;
 
+pub mod alerts;
 pub mod events;
+pub mod rtsp;
 pub mod video;
 
 pub use events::{EVENTS_FILE_NAME, EventLog, EventLogSettings, EventLogStats, EventRecord, format_rfc3339_utc};

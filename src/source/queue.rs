@@ -343,7 +343,8 @@ mod tests {
         assert!(matches!(q.push(1), Pushed::Queued));
         assert!(matches!(q.push_timeout(2, Duration::from_millis(20)), Pushed::TimedOut(2)));
         let q2 = q.clone();
-        let producer = std::thread::spawn(move || matches!(q2.push_timeout(2, Duration::from_secs(10)), Pushed::Queued));
+        let producer =
+            std::thread::spawn(move || matches!(q2.push_timeout(2, Duration::from_secs(10)), Pushed::Queued));
         assert_eq!(q.pop_timeout(Duration::from_secs(10)), Popped::Item(1));
         assert!(producer.join().unwrap());
         assert_eq!(q.pop_timeout(Duration::from_secs(10)), Popped::Item(2));

@@ -22,7 +22,7 @@ use tracing::{debug, error, info, warn};
 
 use super::{
     Frame, FrameQueue, FrameSettings, Notify, Pushed, QueuePolicy, ReconnectSettings, RgbFrame, SourceError,
-    SourceSpec, SourceState, SourceStats, SourceStatsSnapshot,
+    SourceKind, SourceSpec, SourceState, SourceStats, SourceStatsSnapshot,
 };
 use crate::pipeline::{self, BuiltPipeline, Credentials, GstRegistry, PipelineChoice, PipelineTemplate};
 use crate::shutdown::ShutdownToken;
@@ -179,6 +179,7 @@ pub fn spawn_with(
         gate: InferGate::new(settings),
         last_index: None,
         last_end_ns: None,
+        last_warning: None,
     };
     let thread = std::thread::Builder::new()
         .name(format!("src{}-{}", spec.id, spec.short_name))
@@ -190,8 +191,14 @@ pub fn spawn_with(
 /// How one pipeline run ended.
 enum RunEnd {
     Shutdown,
+    /// An HTTP stream with a known duration (a progressive file, an HLS playlist with an end) reached its end:
+    /// it is over, not disconnected.
+    Finished,
     ConsumerGone,
-    Stopped { reason: RestartReason, frames: u64 },
+    Stopped {
+        reason: RestartReason,
+        frames: u64,
+    },
     Fatal(SourceError),
 }
 
@@ -221,6 +228,8 @@ struct Source {
     last_index: Option<u64>,
     /// PTS + duration of the last frame pulled in this run.
     last_end_ns: Option<u64>,
+    /// The last GStreamer warning of this run (rtspsrc warns "Could not read from resource" before its EOS).
+    last_warning: Option<String>,
 }
 
 impl Source {
@@ -252,6 +261,10 @@ impl Source {
                     debug!(source = %name, "stopping: shutdown requested");
                     return Ok(());
                 }
+                RunEnd::Finished => {
+                    info!(source = %name, "stream reached its end (it has a duration, so it is not live)");
+                    return Ok(());
+                }
                 RunEnd::ConsumerGone => {
                     debug!(source = %name, "stopping: the consumer closed the queue");
                     return Ok(());
@@ -268,6 +281,16 @@ impl Source {
                     RestartReason::Eos => Err(SourceError::Stream {
                         name,
                         message: "the file ended before any video frame: check that it has a video stream".into(),
+                    }),
+                    // decodebin drops a demuxer's error when it comes while the demuxer is being started (its
+                    // error filtering during autoplugging races with qtdemux's streaming thread), so a damaged
+                    // file can also show up as silence: say what that most likely means.
+                    RestartReason::Stalled { after_ms } if frames == 0 => Err(SourceError::Stream {
+                        name,
+                        message: format!(
+                            "no video frame within {after_ms} ms of opening it and no error from GStreamer: it is \
+                             probably damaged or not a video; check that it plays in another player"
+                        ),
                     }),
                     other => Err(SourceError::Stream {
                         name,
@@ -286,6 +309,7 @@ impl Source {
             warn!(
                 source = %name,
                 %reason,
+                warning = self.last_warning.as_deref().unwrap_or(""),
                 frames,
                 failures,
                 backoff_ms = backoff.as_millis() as u64,
@@ -307,10 +331,14 @@ impl Source {
         };
         let _stop = StopOnDrop(built.pipeline.clone());
         self.last_end_ns = None;
+        self.last_warning = None;
         let decoded = Arc::new(DecodedLog::default());
         self.install_probe(&built, decoded.clone());
         let Some(bus) = built.pipeline.bus() else {
-            return RunEnd::Fatal(SourceError::Stream { name: self.spec.display.clone(), message: "pipeline has no bus".into() });
+            return RunEnd::Fatal(SourceError::Stream {
+                name: self.spec.display.clone(),
+                message: "pipeline has no bus".into(),
+            });
         };
         if built.pipeline.set_state(gst::State::Playing).is_err() {
             let message = self.bus_error(&bus).unwrap_or_else(|| "the pipeline could not start".into());
@@ -355,10 +383,11 @@ impl Source {
                 }
                 None if built.model_sink.is_eos() => {
                     // Demuxers post their error and then push EOS: prefer the error.
-                    let reason = self
-                        .bus_error(&bus)
-                        .or_else(|| self.truncation(&built.pipeline))
-                        .map_or(RestartReason::Eos, RestartReason::Error);
+                    let error = self.bus_error(&bus).or_else(|| self.truncation(&built.pipeline));
+                    if error.is_none() && self.spec.kind == SourceKind::Http && has_duration(&built.pipeline) {
+                        return RunEnd::Finished;
+                    }
+                    let reason = error.map_or(RestartReason::Eos, RestartReason::Error);
                     return RunEnd::Stopped { reason, frames };
                 }
                 None if last_frame.elapsed() >= stall => {
@@ -454,17 +483,8 @@ impl Source {
         };
         self.last_index = Some(index);
         let infer = self.gate.decide(index, pts_ns);
-        let frame = Frame {
-            source: self.spec.id,
-            index,
-            pts_ns,
-            received,
-            infer,
-            model,
-            full,
-            orig_width,
-            orig_height,
-        };
+        let frame =
+            Frame { source: self.spec.id, index, pts_ns, received, infer, model, full, orig_width, orig_height };
         let pushed = match self.queue.policy() {
             // Live: never wait; the oldest queued frame makes room.
             QueuePolicy::DropOldest => self.queue.push(frame),
@@ -517,19 +537,25 @@ impl Source {
     }
 
     /// The first error on the bus, redacted, if any; warnings are logged and skipped.
-    fn bus_error(&self, bus: &gst::Bus) -> Option<String> {
+    fn bus_error(&mut self, bus: &gst::Bus) -> Option<String> {
         while let Some(msg) = bus.pop() {
             match msg.view() {
                 gst::MessageView::Error(err) => {
                     let from = msg.src().map(|s| s.name().to_string()).unwrap_or_default();
-                    let message = self.spec.scrub(&format!("{} ({from})", err.error()));
                     let details = err.debug().map(|d| self.spec.scrub(&d)).unwrap_or_default();
+                    // The debug string is "file.c(line): function (): /element/path:\nthe useful part".
+                    let message = match details.rsplit_once(":\n").map(|(_, tail)| tail.trim()) {
+                        Some(tail) if !tail.is_empty() => format!("{} ({from}: {tail})", err.error()),
+                        _ => format!("{} ({from})", err.error()),
+                    };
+                    let message = self.spec.scrub(&message);
                     debug!(source = %self.spec.display, %message, %details, "GStreamer error");
                     return Some(message);
                 }
                 gst::MessageView::Warning(w) => {
                     let message = self.spec.scrub(&w.error().to_string());
                     debug!(source = %self.spec.display, %message, "GStreamer warning");
+                    self.last_warning = Some(message);
                 }
                 _ => {}
             }
@@ -659,6 +685,11 @@ impl InferGate {
             _ => index.is_multiple_of(self.every),
         }
     }
+}
+
+/// True if the pipeline knows how long it lasts: files and VOD streams do, live streams do not.
+fn has_duration(pipeline: &gst::Pipeline) -> bool {
+    pipeline.query_duration::<gst::ClockTime>().is_some_and(|d| d > gst::ClockTime::ZERO)
 }
 
 /// Stops the pipeline however `run_once` returns.

@@ -1,9 +1,17 @@
-//! Tracking: carrying boxes from one inference frame to the next, and the lifecycle events of each track.
+//! Tracking: carrying boxes from one inference frame to the next, and the events made of them.
 //!
 //! - [`tracker`]: a ByteTrack-style multi-object tracker, one per source, that gives each object a stable id,
 //!   predicts its box on the frames between inference frames, and reports when a track starts, is
-//!   updated and ends.
+//!   updated and ends. It is the association layer.
+//! - [`lifecycle`]: the event engine, a state machine per (query, track) fed with the tracker's outputs, that
+//!   decides when an event starts (k-of-n hysteresis), is updated and ends (after `end_after`, a post-roll and
+//!   a cooldown), in stream time.
 
+pub mod lifecycle;
 pub mod tracker;
 
+pub use lifecycle::{
+    EndReason, EventLifecycle, EventSettings, EventSink, FrameTime, LifecycleEvent, LifecycleKind, LifecycleStats,
+    Sample, StreamClock,
+};
 pub use tracker::{TrackEvent, TrackEventKind, TrackOutput, Tracker, TrackerSettings, TrackerStats};

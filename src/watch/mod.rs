@@ -9,22 +9,25 @@
 //!                                                                                               │
 //!                             per source: crossbeam bounded(POST_QUEUE), blocking ◄─────────────┘
 //!                                                                                               ▼
-//! post-<name> (one per source): tracker (a box on every frame), events.jsonl, annotated.mp4
+//! post-<name> (one per source): tracker (a box on every frame), event engine, events.jsonl, annotated.mp4
 //! ```
+//! The post stage feeds the tracker's outputs to the event engine ([`crate::track::lifecycle`]), in stream time:
+//! the frame's PTS, or its index / 25 for a frame without one. The engine, not the tracker, decides when an event
+//! starts and ends; each of its notifications becomes a line of `events.jsonl`.
 //! Live sources never fall behind: their queue drops the oldest frame, and the counters show it.
 //! Files block at every step (backpressure), so every frame is processed, in order, and the same file and model
 //! give the same output.
 //!
 //! Shutdown: the first request drains (sources stop, queued frames are finished, the video is closed and
-//! renamed into place, every track gets its `end` event); the caller exits at once on the second.
+//! renamed into place, every open event gets its `end` line with `reason: shutdown`); the caller exits at once on
+//! the second. When a file simply ends, open events end with `reason: eos`.
 
 pub mod stats;
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 use ndarray::{Array4, Axis};
@@ -39,19 +42,22 @@ use crate::infer::preprocess::{self, Family};
 use crate::infer::{Detector, QuerySet};
 use crate::pipeline::PipelineChoice;
 use crate::shutdown::ShutdownToken;
-use crate::sink::{EventLog, EventLogSettings, EventRecord, VideoSettings, VideoWriter};
+use crate::sink::events::{ClipSink, Clips};
+use crate::sink::{EventLog, EventLogSettings, EventRecord, VideoSettings, VideoWriter, format_rfc3339_utc};
 use crate::source::{
     self, Frame, FrameQueue, FrameSettings, Notify, ReconnectSettings, SourceHandle, SourceSpec, SourceStatsSnapshot,
 };
-use crate::track::{TrackOutput, Tracker, TrackerSettings};
+use crate::track::lifecycle::FALLBACK_FPS;
+use crate::track::{
+    EndReason, EventLifecycle, EventSettings, EventSink, FrameTime, LifecycleEvent, StreamClock, TrackOutput, Tracker,
+    TrackerSettings,
+};
 use stats::{LatencyHistogram, LatencySummary};
 
 /// Frames in flight between the inference thread and one source's post thread.
 const POST_QUEUE: usize = 4;
 /// How long the inference thread waits for a frame before looking at shutdown again.
 const POLL: Duration = Duration::from_millis(100);
-/// Frame index → PTS entries kept per source, to timestamp events of recent frames.
-const PTS_MEMORY: usize = 512;
 /// Text drawn on every frame made with a random-weight test model.
 pub const TEST_MODEL_BANNER: &str = "test model: boxes are not meaningful";
 
@@ -97,6 +103,10 @@ pub struct WatchSettings {
     pub progress: bool,
     /// Source names as the config gives them, by position; `None` keeps the derived name.
     pub source_names: Vec<Option<String>>,
+    /// Decode, scale and track but never run the model: measures the pipeline alone (`make bench-watch`).
+    pub decode_only: bool,
+    /// Republish each source's annotated video at `rtsp://ADDRESS:PORT/<source>`. Default: off.
+    pub serve_rtsp: Option<(String, u16)>,
 }
 
 impl Default for WatchSettings {
@@ -114,6 +124,8 @@ impl Default for WatchSettings {
             pipeline: PipelineChoice::Auto,
             progress: true,
             source_names: Vec::new(),
+            decode_only: false,
+            serve_rtsp: None,
         }
     }
 }
@@ -224,16 +236,14 @@ pub fn run(
     let frame_settings = FrameSettings {
         model_size: (size, size),
         keep_aspect_longest: (family == Family::Owlv2).then_some(size),
-        full_frames: settings.annotate,
+        full_frames: settings.annotate || settings.serve_rtsp.is_some(),
         every: settings.every,
         fps: settings.fps,
         ..FrameSettings::default()
     };
 
-    std::fs::create_dir_all(&settings.out_dir).map_err(|error| crate::sink::SinkError::CreateDir {
-        path: settings.out_dir.clone(),
-        error,
-    })?;
+    std::fs::create_dir_all(&settings.out_dir)
+        .map_err(|error| crate::sink::SinkError::CreateDir { path: settings.out_dir.clone(), error })?;
     let event_log = Arc::new(Mutex::new(EventLog::open(
         &settings.out_dir,
         EventLogSettings { wall_time: settings.wall_time, ..EventLogSettings::default() },
@@ -269,20 +279,31 @@ pub fn run(
         return Err(WatchError::AllSourcesFailed(failed.first().and_then(|f| f.error.clone()).unwrap_or_default()));
     }
 
+    let rtsp = match &settings.serve_rtsp {
+        Some((address, port)) => Some(Arc::new(crate::sink::rtsp::RtspPublisher::start(address, *port)?)),
+        None => None,
+    };
+
     // Post stages, one per source.
     let mut post_threads: Vec<JoinHandle<PostStats>> = Vec::new();
     let mut post_senders: Vec<Sender<Processed>> = Vec::new();
     for h in &handles {
         let (tx, rx) = bounded::<Processed>(POST_QUEUE);
+        let video_fps = h.spec.path().and_then(source::probe_media).and_then(|m| m.framerate);
         let stage = PostStage {
             spec: h.spec.clone(),
             rx,
-            tracker: Tracker::new(settings.tracker.clone()),
+            tracker: Tracker::new(tracker_settings_for_events(&settings.tracker, &queries, video_fps)),
             event_log: event_log.clone(),
+            event_id_prefix: event_id_prefix(&h.spec, SystemTime::now()),
+            clip_sink: None,
             queries: queries.clone(),
             settings: settings.clone(),
-            video_fps: h.spec.path().and_then(source::probe_media).and_then(|m| m.framerate),
+            video_fps,
             progress: progress.clone(),
+            shutdown: shutdown.clone(),
+            started,
+            rtsp: rtsp.clone(),
         };
         let name = format!("post-{}", h.spec.short_name);
         let t = std::thread::Builder::new()
@@ -298,14 +319,12 @@ pub fn run(
     let infer = InferStage {
         detector,
         query_set,
-        applies: handles
-            .iter()
-            .map(|h| queries.iter().map(|q| q.applies_to(&h.spec.short_name)).collect())
-            .collect(),
+        applies: handles.iter().map(|h| queries.iter().map(|q| q.applies_to(&h.spec.short_name)).collect()).collect(),
         thresholds: queries.iter().map(|q| q.threshold).collect(),
         live: handles.iter().map(|h| h.spec.is_live()).collect(),
         every: settings.every,
         fps: settings.fps,
+        decode_only: settings.decode_only,
         queues,
         notify,
         outputs: post_senders,
@@ -408,6 +427,7 @@ struct InferStage {
     live: Vec<bool>,
     every: u32,
     fps: Option<f64>,
+    decode_only: bool,
     queues: Vec<FrameQueue>,
     notify: Arc<Notify>,
     outputs: Vec<Sender<Processed>>,
@@ -517,6 +537,9 @@ impl InferStage {
     }
 
     fn should_infer(&self, src: usize, frame: &Frame, last: &[Option<(u64, Option<u64>)>]) -> bool {
+        if self.decode_only {
+            return false;
+        }
         if frame.infer {
             return true;
         }
@@ -547,19 +570,97 @@ struct PostStage {
     rx: Receiver<Processed>,
     tracker: Tracker,
     event_log: Arc<Mutex<EventLog>>,
+    /// Starts every event id of the source (see [`event_id_prefix`]).
+    event_id_prefix: String,
+    /// The clip writer, told of every event; none yet, so every event's `clips.status` is `none`.
+    clip_sink: Option<Box<dyn ClipSink + Send>>,
     queries: Vec<StandingQuery>,
     settings: WatchSettings,
     video_fps: Option<f64>,
     progress: Arc<Progress>,
+    /// Read once the frames stop coming, to tell a shutdown from the end of the stream.
+    shutdown: ShutdownToken,
+    /// When the run started, for `max_duration` (which stops the run like a shutdown).
+    started: Instant,
+    /// The RTSP server for `--serve-rtsp`, shared by every source.
+    rtsp: Option<Arc<crate::sink::rtsp::RtspPublisher>>,
+}
+
+/// The tracker settings for a source: `base`, keeping a lost track at least as long as the longest
+/// `end_after_s` of the queries (in frames at `video_fps`, or 25 fps), so that an object back within
+/// `end_after_s` keeps its track id and so its event.
+fn tracker_settings_for_events(
+    base: &TrackerSettings,
+    queries: &[StandingQuery],
+    video_fps: Option<f64>,
+) -> TrackerSettings {
+    let fps = video_fps.filter(|f| f.is_finite() && *f > 0.0).unwrap_or(FALLBACK_FPS);
+    let end_after_s = queries.iter().map(|q| q.end_after_s).fold(0.0f64, f64::max);
+    let frames = (end_after_s * fps).ceil().min(1e9) as u64 + 1;
+    TrackerSettings { max_age_frames: base.max_age_frames.max(frames), ..base.clone() }
+}
+
+/// The prefix of a source's event ids: its short name. A live source adds the run's start time
+/// (`gate-20231114T221320Z`), so that the ids, and the clip files named after them, of a restarted service
+/// never collide with those of the run before; a file's ids stay the same on every run.
+fn event_id_prefix(spec: &SourceSpec, run_started: SystemTime) -> String {
+    if !spec.is_live() {
+        return spec.short_name.clone();
+    }
+    // 2023-11-14T22:13:20.000Z → 20231114T221320Z
+    let stamp: String = format_rfc3339_utc(run_started)[..19].chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    format!("{}-{stamp}Z", spec.short_name)
+}
+
+/// The post stage's [`EventSink`]: each notification goes to the clip writer (when there is one) and then, as a
+/// line, to `events.jsonl`.
+struct LogSink<'a> {
+    log: &'a Mutex<EventLog>,
+    /// The source's display name (redacted by [`EventRecord::from_lifecycle`]).
+    source: &'a str,
+    queries: &'a [StandingQuery],
+    clip_sink: &'a mut Option<Box<dyn ClipSink + Send>>,
+    progress: &'a Progress,
+    stats: &'a mut PostStats,
+}
+
+impl EventSink for LogSink<'_> {
+    fn on_event(&mut self, ev: &LifecycleEvent) {
+        let clips = match self.clip_sink {
+            Some(c) => c.on_event(ev),
+            None => Clips::none(),
+        };
+        let Some(q) = self.queries.get(ev.query) else {
+            return;
+        };
+        let Some(record) = EventRecord::from_lifecycle(ev, self.source, &q.text, &q.label, clips) else {
+            return;
+        };
+        let result = self.log.lock().unwrap_or_else(|e| e.into_inner()).write(&record);
+        match result {
+            Ok(()) => {
+                self.stats.events += 1;
+                self.progress.events.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(e) => {
+                // A full disk must not stop detection: report, count, go on.
+                warn!(event = %ev.event_id, error = %e, "event not written");
+                self.stats.error = Some(e.to_string());
+            }
+        }
+    }
 }
 
 impl PostStage {
     fn run(mut self) -> PostStats {
         let mut stats = PostStats::default();
         let labels: Vec<String> = self.queries.iter().map(|q| q.label.clone()).collect();
-        let mut pts_of: VecDeque<(u64, Option<u64>)> = VecDeque::with_capacity(PTS_MEMORY);
+        let mut lifecycle =
+            EventLifecycle::new(self.event_id_prefix.clone(), self.queries.iter().map(EventSettings::from).collect());
+        let mut clock = StreamClock::new();
         let mut video: Option<VideoWriter> = None;
         let mut video_failed = false;
+        let mut rtsp_feed: Option<crate::sink::rtsp::RtspFeed> = None;
         let mut tracks: Vec<TrackOutput> = Vec::new();
         let dir = self.settings.out_dir.join(&self.spec.short_name);
         let mut first_pts: Option<u64> = None;
@@ -568,28 +669,50 @@ impl PostStage {
             let frame = p.frame;
             stats.frames += 1;
             self.progress.frames_processed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if pts_of.len() == PTS_MEMORY {
-                pts_of.pop_front();
-            }
-            pts_of.push_back((frame.index, frame.pts_ns));
+            let at = FrameTime {
+                frame: frame.index,
+                pts_s: clock.seconds(frame.index, frame.pts_ns),
+                // When the frame left GStreamer: for a live source, close to when it was captured.
+                wall: match self.settings.wall_time {
+                    true => SystemTime::now().checked_sub(frame.received.elapsed()),
+                    false => None,
+                },
+            };
+            let mut sink = LogSink {
+                log: &self.event_log,
+                source: &self.spec.display,
+                queries: &self.queries,
+                clip_sink: &mut self.clip_sink,
+                progress: &self.progress,
+                stats: &mut stats,
+            };
             tracks.clear();
             match &p.detections {
-                Some(dets) => self.tracker.update_into(frame.index, dets, &mut tracks),
-                None => self.tracker.predict_into(frame.index, &mut tracks),
+                Some(dets) => {
+                    self.tracker.update_into(frame.index, dets, &mut tracks);
+                    lifecycle.update(at, &tracks, &mut sink);
+                }
+                None => {
+                    self.tracker.predict_into(frame.index, &mut tracks);
+                    lifecycle.advance(at, &mut sink);
+                }
             }
-            let events: Vec<_> = self.tracker.drain_events().collect();
-            stats.events += self.write_events(&events, &pts_of, &mut stats);
+            // The tracker's own start/end notifications are not events: the event engine decides those.
+            self.tracker.drain_events().for_each(drop);
 
-            if self.settings.annotate
-                && !video_failed
+            let want_video = self.settings.annotate && !video_failed;
+            let want_rtsp = self.rtsp.is_some();
+            if (want_video || want_rtsp)
                 && let Some(full) = &frame.full
             {
-                if video.is_none() {
+                if want_video && video.is_none() {
                     let fps = self.video_fps.unwrap_or(30.0);
                     let (n, d) = fps_fraction(fps);
                     let _ = std::fs::create_dir_all(&dir);
-                    match VideoWriter::create(&dir.join("annotated.mp4"), VideoSettings::new(full.width, full.height, n, d))
-                    {
+                    match VideoWriter::create(
+                        &dir.join("annotated.mp4"),
+                        VideoSettings::new(full.width, full.height, n, d),
+                    ) {
                         Ok(w) => video = Some(w),
                         Err(e) => {
                             warn!(source = %self.spec.display, error = %e, "annotated video disabled");
@@ -598,30 +721,61 @@ impl PostStage {
                         }
                     }
                 }
-                if let Some(w) = video.as_mut() {
-                    let mut rgb = full.data.to_vec();
-                    if let Ok(mut canvas) = Canvas::new(&mut rgb, full.width, full.height, full.stride) {
-                        let shown: Vec<TrackOutput> = tracks.iter().filter(|t| t.confirmed && !t.lost).copied().collect();
-                        annotate_detections(&mut canvas, &shown, &labels);
-                        let pts = frame.pts_ns.unwrap_or(0);
-                        let t0 = *first_pts.get_or_insert(pts);
-                        draw_timestamp(&mut canvas, &format!("{} #{} t={:.2}s", self.spec.short_name, frame.index, (pts.saturating_sub(t0)) as f64 / 1e9));
-                        if self.settings.test_model {
-                            draw_banner(&mut canvas, TEST_MODEL_BANNER);
+                let mut rgb = full.data.to_vec();
+                if let Ok(mut canvas) = Canvas::new(&mut rgb, full.width, full.height, full.stride) {
+                    let shown: Vec<TrackOutput> = tracks.iter().filter(|t| t.confirmed && !t.lost).copied().collect();
+                    annotate_detections(&mut canvas, &shown, &labels);
+                    let pts = frame.pts_ns.unwrap_or(0);
+                    let t0 = *first_pts.get_or_insert(pts);
+                    draw_timestamp(
+                        &mut canvas,
+                        &format!(
+                            "{} #{} t={:.2}s",
+                            self.spec.short_name,
+                            frame.index,
+                            (pts.saturating_sub(t0)) as f64 / 1e9
+                        ),
+                    );
+                    if self.settings.test_model {
+                        draw_banner(&mut canvas, TEST_MODEL_BANNER);
+                    }
+                }
+                if let Some(publisher) = &self.rtsp {
+                    if rtsp_feed.is_none() {
+                        match publisher.feed(&self.spec.short_name, full.width, full.height) {
+                            Ok(feed) => rtsp_feed = Some(feed),
+                            Err(e) => warn!(source = %self.spec.display, error = %e, "RTSP republishing failed"),
                         }
                     }
-                    if let Err(e) = w.push(&rgb, full.stride, frame.pts_ns.unwrap_or(frame.index * 33_333_333)) {
-                        warn!(source = %self.spec.display, error = %e, "annotated video stopped");
-                        stats.error = Some(e.to_string());
-                        video = None;
-                        video_failed = true;
+                    if let Some(feed) = &rtsp_feed {
+                        feed.push(&rgb, full.stride);
                     }
+                }
+                if let Some(w) = video.as_mut()
+                    && let Err(e) = w.push(&rgb, full.stride, frame.pts_ns.unwrap_or(frame.index * 33_333_333))
+                {
+                    warn!(source = %self.spec.display, error = %e, "annotated video stopped");
+                    stats.error = Some(e.to_string());
+                    video = None;
+                    video_failed = true;
                 }
             }
         }
-        // End of stream or shutdown: every live track ends, and the video is closed properly.
-        let events: Vec<_> = self.tracker.finish().collect();
-        stats.events += self.write_events(&events, &pts_of, &mut stats);
+        // End of stream or shutdown: every open event ends, and the video is closed properly. `max_duration`
+        // stops the run as a shutdown does (the file did not end).
+        let stopped =
+            self.shutdown.is_stopping() || self.settings.max_duration.is_some_and(|d| self.started.elapsed() >= d);
+        let reason = if stopped { EndReason::Shutdown } else { EndReason::Eos };
+        let mut sink = LogSink {
+            log: &self.event_log,
+            source: &self.spec.display,
+            queries: &self.queries,
+            clip_sink: &mut self.clip_sink,
+            progress: &self.progress,
+            stats: &mut stats,
+        };
+        lifecycle.finish(reason, &mut sink);
+        self.tracker.finish().for_each(drop);
         if let Some(w) = video {
             match w.finish() {
                 Ok(path) => stats.annotated = Some(path),
@@ -632,33 +786,6 @@ impl PostStage {
             }
         }
         stats
-    }
-
-    fn write_events(
-        &self,
-        events: &[crate::track::TrackEvent],
-        pts_of: &VecDeque<(u64, Option<u64>)>,
-        stats: &mut PostStats,
-    ) -> u64 {
-        let mut written = 0;
-        for ev in events {
-            let pts = pts_of.iter().rev().find(|(i, _)| *i == ev.frame).and_then(|(_, p)| *p);
-            let q = &self.queries[ev.query];
-            let record = EventRecord::from_track_event(ev, &self.spec.display, &q.text, &q.label, pts);
-            let result = self.event_log.lock().unwrap_or_else(|e| e.into_inner()).write(&record);
-            match result {
-                Ok(()) => {
-                    written += 1;
-                    self.progress.events.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                Err(e) => {
-                    // A full disk must not stop detection: report, count, go on.
-                    warn!(error = %e, "event not written");
-                    stats.error = Some(e.to_string());
-                }
-            }
-        }
-        written
     }
 }
 

@@ -1,0 +1,540 @@
+//! MQTT alerts against a real broker: `mosquitto`, started by each test on 127.0.0.1 on a free port.
+//!
+//! A subscriber in the test (rumqttc, QoS 1) receives what the [`Alerter`] publishes. The broker is killed in
+//! the middle of a run and started again on the same port; every event must arrive, in order, the ones made
+//! while it was down flagged `delivered_late`. Nothing sleeps blindly: every wait polls a condition against a
+//! deadline. Without mosquitto installed (`apt install mosquitto`, or `deploy/install-deps.sh`) the tests say
+//! so and pass.
+//!
+//! The restart test's broker keeps its sessions on disk, and the test has it save them (SIGUSR1) once the
+//! subscriber is subscribed: otherwise the restarted broker would forget the subscriber, and whatever the
+//! alerter delivers before the subscriber has subscribed again would go nowhere, which is the broker's
+//! business, not the alerter's.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use lookout::sink::alerts::{AlertSettings, Alerter, MqttSettings};
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+
+/// Longest wait for any one condition.
+const WAIT: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------------------------------------------
+// The broker.
+
+fn mosquitto() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join("mosquitto"))
+        .find(|p| p.is_file())
+}
+
+macro_rules! require_mosquitto {
+    () => {
+        match mosquitto() {
+            Some(bin) => bin,
+            None => {
+                eprintln!(
+                    "SKIPPED: mosquitto is not installed (apt install mosquitto, or deploy/install-deps.sh); \
+                     the MQTT alert tests need a real broker"
+                );
+                return;
+            }
+        }
+    };
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A mosquitto process; killed when dropped.
+struct Broker {
+    child: Child,
+    #[allow(dead_code)]
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Broker {
+    /// Starts mosquitto on 127.0.0.1:`port`, with its config, log and (when `persistent`) database in `dir`,
+    /// and waits until the port takes connections.
+    fn start(bin: &Path, dir: &Path, port: u16, persistent: bool) -> Broker {
+        std::fs::create_dir_all(dir).unwrap();
+        // mosquitto started as root drops to the `mosquitto` user, which must be able to write the database.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let mut conf = format!("listener {port} 127.0.0.1\nallow_anonymous true\n");
+        if persistent {
+            conf += &format!("persistence true\npersistence_location {}/\nautosave_interval 0\n", dir.display());
+        } else {
+            conf += "persistence false\n";
+        }
+        let conf_path = dir.join("mosquitto.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("mosquitto.log")).unwrap();
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let mut broker = Broker { child, port, dir: dir.to_path_buf() };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok() {
+                return broker;
+            }
+            if let Some(status) = broker.child.try_wait().unwrap() {
+                panic!("mosquitto exited ({status}) before listening on {port}:\n{}", broker.log());
+            }
+            assert!(Instant::now() < deadline, "mosquitto is not listening on {port} after 10 s:\n{}", broker.log());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default()
+    }
+
+    /// Has mosquitto write its database (SIGUSR1) and waits until the file is there.
+    fn save_db(&self) {
+        let db = self.dir.join("mosquitto.db");
+        let _ = std::fs::remove_file(&db);
+        let ok = Command::new("kill").arg("-USR1").arg(self.child.id().to_string()).status().unwrap().success();
+        assert!(ok, "kill -USR1 mosquitto failed");
+        wait_until("mosquitto to save its database", || db.is_file());
+    }
+
+    /// Kills mosquitto (SIGKILL: no goodbye to its clients) and waits for it to be gone.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {WAIT:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The subscriber.
+
+#[derive(Debug, Clone)]
+struct Msg {
+    topic: String,
+    payload: Vec<u8>,
+    retain: bool,
+}
+
+/// A rumqttc client subscribed to `lookout/#` at QoS 1, on its own thread, reconnecting by itself.
+struct Subscriber {
+    rx: Receiver<Option<Msg>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    /// Everything received so far, in order.
+    seen: Vec<Msg>,
+    subacks: usize,
+}
+
+impl Subscriber {
+    /// `persistent`: a session the broker keeps (clean session off), so it queues messages while we are away.
+    fn start(port: u16, client_id: &str, persistent: bool) -> Subscriber {
+        let mut o = MqttOptions::new(client_id, "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(5)).set_clean_session(!persistent);
+        let (client, mut connection) = Client::new(o, 16);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("test-subscriber".into())
+            .spawn(move || {
+                while !stop2.load(Ordering::Relaxed) {
+                    match connection.recv_timeout(Duration::from_millis(100)) {
+                        Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                            client.try_subscribe("lookout/#", QoS::AtLeastOnce).unwrap();
+                        }
+                        Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => {
+                            let _ = tx.send(None);
+                        }
+                        Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                            let m = Msg { topic: p.topic.clone(), payload: p.payload.to_vec(), retain: p.retain };
+                            let _ = tx.send(Some(m));
+                        }
+                        Ok(Ok(_)) | Err(_) => {}
+                        // The broker is down: try again a little later (the next recv reconnects).
+                        Ok(Err(_)) => std::thread::sleep(Duration::from_millis(50)),
+                    }
+                }
+            })
+            .unwrap();
+        Subscriber { rx, stop, thread: Some(thread), seen: Vec::new(), subacks: 0 }
+    }
+
+    /// Collects messages until `cond` holds, or fails at the deadline showing what came.
+    fn wait_for(&mut self, what: &str, cond: impl Fn(&Subscriber) -> bool) {
+        let deadline = Instant::now() + WAIT;
+        while !cond(self) {
+            match self.rx.recv_deadline(deadline) {
+                Ok(Some(m)) => self.seen.push(m),
+                Ok(None) => self.subacks += 1,
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "timed out after {WAIT:?} waiting for {what}; received {} messages: {:?}",
+                    self.seen.len(),
+                    self.seen.iter().map(describe).collect::<Vec<_>>()
+                ),
+                Err(RecvTimeoutError::Disconnected) => panic!("the subscriber thread died waiting for {what}"),
+            }
+        }
+    }
+
+    /// The payloads seen on the availability topic, in order.
+    fn availability(&self) -> Vec<String> {
+        self.seen
+            .iter()
+            .filter(|m| m.topic == "lookout/available")
+            .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+            .collect()
+    }
+
+    /// The events seen, in order of arrival (duplicates included).
+    fn events(&self) -> Vec<serde_json::Value> {
+        self.seen
+            .iter()
+            .filter(|m| m.topic.ends_with("/events"))
+            .map(|m| serde_json::from_slice(&m.payload).expect("an event is JSON"))
+            .collect()
+    }
+
+    /// The event numbers of the snapshots seen, in order of arrival (duplicates included).
+    fn snapshot_numbers(&self) -> Vec<u64> {
+        self.seen
+            .iter()
+            .filter(|m| m.topic.ends_with("/snapshot"))
+            .map(|m| u64::from_le_bytes(m.payload[4..12].try_into().unwrap()))
+            .collect()
+    }
+
+    /// The distinct event numbers seen.
+    fn event_numbers(&self) -> Vec<u64> {
+        let mut ns: Vec<u64> = self.events().iter().map(|e| e["n"].as_u64().unwrap()).collect();
+        ns.sort_unstable();
+        ns.dedup();
+        ns
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+fn describe(m: &Msg) -> String {
+    let body = if m.topic.ends_with("/snapshot") {
+        format!("<{} bytes>", m.payload.len())
+    } else {
+        String::from_utf8_lossy(&m.payload).into_owned()
+    };
+    format!("{}{} {body}", m.topic, if m.retain { " (retained)" } else { "" })
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The alerter.
+
+fn event(n: u64) -> Vec<u8> {
+    format!(r#"{{"type":"start","source":"gate","query":"a person","track_id":1,"n":{n}}}"#).into_bytes()
+}
+
+/// A stand-in for a JPEG: its bytes say which event it belongs to.
+fn snapshot(n: u64) -> Vec<u8> {
+    let mut v = vec![0xff, 0xd8, 0xff, 0xe0];
+    v.extend_from_slice(&n.to_le_bytes());
+    v.extend(std::iter::repeat_n(0u8, 2000));
+    v
+}
+
+fn settings(spool: &Path, port: u16) -> AlertSettings {
+    let mut m = MqttSettings::new(format!("mqtt://127.0.0.1:{port}"));
+    m.client_id = Some("lookout-test".into());
+    m.reconnect_initial_ms = 50;
+    m.reconnect_max_ms = 300;
+    m.keep_alive_s = 5;
+    let mut s = AlertSettings::new(spool);
+    s.mqtt = Some(m);
+    s.spool.sync = false;
+    s
+}
+
+fn send(alerter: &Alerter, n: u64) {
+    let snap = (n % 5 == 0).then(|| snapshot(n));
+    alerter.send("gate", &event(n), snap.as_deref());
+}
+
+/// Checks the events received: each of `1..=total` at least once, first arrivals in order, payloads as sent,
+/// `delivered_late` on the first arrival as `late` says (`None`: either). A duplicate, QoS 1's right, is late.
+fn check_events(sub: &Subscriber, total: u64, late: impl Fn(u64) -> Option<bool>) {
+    let events = sub.events();
+    let mut first: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut order = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        let n = e["n"].as_u64().unwrap();
+        let is_first = first.insert(n, i).is_none();
+        if is_first {
+            order.push(n);
+        }
+        let flagged = e.get("delivered_late") == Some(&serde_json::Value::Bool(true));
+        if let Some(expect_late) = if is_first { late(n) } else { Some(true) } {
+            assert_eq!(flagged, expect_late, "event {n}: delivered_late should be {expect_late}: {e}");
+        }
+        let mut expect: serde_json::Value = serde_json::from_slice(&event(n)).unwrap();
+        if flagged {
+            expect["delivered_late"] = true.into();
+        }
+        assert_eq!(e, &expect);
+    }
+    assert_eq!(order, (1..=total).collect::<Vec<_>>(), "first arrivals in order, none missing");
+    eprintln!("{} events received for {total} sent ({} duplicates)", events.len(), events.len() as u64 - total);
+}
+
+fn check_snapshots(sub: &Subscriber, total: u64) {
+    assert!(sub.seen.iter().filter(|m| m.topic.ends_with("/snapshot")).all(|m| m.topic == "lookout/gate/snapshot"));
+    let got = sub.snapshot_numbers();
+    let expect: Vec<u64> = (1..=total).filter(|n| n % 5 == 0).collect();
+    // A retained snapshot comes again when the subscriber subscribes again; keep first arrivals.
+    let mut firsts = Vec::new();
+    for n in got {
+        if !firsts.contains(&n) {
+            firsts.push(n);
+        }
+    }
+    assert_eq!(firsts, expect, "every snapshot, in order");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+#[test]
+fn every_event_arrives_in_order_across_a_broker_restart() {
+    let bin = require_mosquitto!();
+    let t0 = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let broker_dir = tmp.path().join("broker");
+    let broker = Broker::start(&bin, &broker_dir, port, true);
+    let mut sub = Subscriber::start(port, "test-subscriber", true);
+    sub.wait_for("the subscription", |s| s.subacks >= 1);
+    broker.save_db();
+
+    let alerter = Alerter::start(&settings(&tmp.path().join("spool"), port)).unwrap();
+    sub.wait_for("online", |s| s.availability().last().is_some_and(|a| a == "online"));
+    for n in 1..=20 {
+        send(&alerter, n);
+    }
+    sub.wait_for("events 1..=20", |s| s.event_numbers().len() == 20);
+    // And the alerter has their PUBACKs (20 events, 4 snapshots), so none is in flight when the broker dies.
+    wait_until("the acknowledgements", || alerter.stats().destinations[0].delivered >= 24);
+    let t_first = t0.elapsed();
+
+    broker.kill();
+    for n in 21..=40 {
+        send(&alerter, n);
+    }
+    // 20 events and 4 snapshots wait in the spool.
+    wait_until("the spool to hold what was sent while the broker is down", || {
+        alerter.stats().destinations[0].spool_entries >= 24
+    });
+    let down = alerter.stats().destinations[0].clone();
+    assert!(!down.connected && down.failures >= 1, "{down:?}");
+
+    let t_restart = Instant::now();
+    let _broker = Broker::start(&bin, &broker_dir, port, true);
+    for n in 41..=60 {
+        send(&alerter, n);
+    }
+    sub.wait_for("events 1..=60 and the last snapshot", |s| {
+        s.event_numbers().len() == 60 && s.snapshot_numbers().contains(&60)
+    });
+    let t_recovered = t_restart.elapsed();
+    // 1..=20 went out at once, 21..=40 waited in the spool; 41..=60 were sent as the broker came back, and go
+    // either way depending on whether the alerter had reconnected yet.
+    check_events(&sub, 60, |n| (n <= 40).then_some(n > 20));
+    check_snapshots(&sub, 60);
+
+    let stats = alerter.shutdown(Duration::from_secs(5));
+    sub.wait_for("offline after shutdown", |s| s.availability().last().is_some_and(|a| a == "offline"));
+    let d = &stats.destinations[0];
+    assert_eq!(d.destination, format!("mqtt://127.0.0.1:{port}"));
+    assert_eq!((d.offered, d.dropped, d.rejected, d.spool_entries), (72, 0, 0, 0), "{d:?}");
+    assert!(d.delivered >= 72 && d.delivered_late >= 24, "{d:?}");
+    let availability = sub.availability();
+    let onlines = availability.iter().filter(|a| *a == "online").count();
+    assert!(onlines >= 2, "online before the kill and again after the restart: {availability:?}");
+    let left: Vec<_> = std::fs::read_dir(tmp.path().join("spool/mqtt"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".alert"))
+        .collect();
+    assert!(left.is_empty(), "the spool is empty: {left:?}");
+    eprintln!(
+        "first 20 delivered in {t_first:?}; after the restart all 60 were in within {t_recovered:?}; total {:?}",
+        t0.elapsed()
+    );
+}
+
+/// A TCP relay between the alerter and the broker, so the test can cut the alerter's connection the way a
+/// network failure does: the broker sees the connection drop without a DISCONNECT, and sends the last will.
+struct Relay {
+    #[allow(dead_code)]
+    port: u16,
+    stop: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl Relay {
+    fn start(upstream: u16) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let threads: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let (stop2, conns2, threads2) = (stop.clone(), conns.clone(), threads.clone());
+        let acceptor = std::thread::spawn(move || {
+            for down in listener.incoming() {
+                if stop2.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(down) = down else { continue };
+                let Ok(up) = TcpStream::connect(("127.0.0.1", upstream)) else { continue };
+                conns2.lock().unwrap().extend([down.try_clone().unwrap(), up.try_clone().unwrap()]);
+                for (mut from, mut to) in [(down.try_clone().unwrap(), up.try_clone().unwrap()), (up, down)] {
+                    threads2.lock().unwrap().push(std::thread::spawn(move || {
+                        let mut buf = [0u8; 8192];
+                        while let Ok(n) = from.read(&mut buf) {
+                            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(Shutdown::Both);
+                    }));
+                }
+            }
+        });
+        Relay { port, stop, conns, threads, acceptor: Some(acceptor) }
+    }
+
+    /// Cuts every connection through the relay; new ones are still accepted.
+    fn cut(&self) {
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(("127.0.0.1", self.port)); // wakes the acceptor
+        if let Some(a) = self.acceptor.take() {
+            let _ = a.join();
+        }
+        self.cut();
+        for t in self.threads.lock().unwrap().drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn the_last_will_says_offline_when_the_connection_drops() {
+    let bin = require_mosquitto!();
+    let t0 = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = Broker::start(&bin, &tmp.path().join("broker"), port, false);
+    let relay = Relay::start(port);
+    let mut sub = Subscriber::start(port, "test-subscriber", false);
+    sub.wait_for("the subscription", |s| s.subacks >= 1);
+
+    let mut s = settings(&tmp.path().join("spool"), relay.port);
+    // Leaves the broker time to see the old connection go before the new one comes.
+    s.mqtt.as_mut().unwrap().reconnect_initial_ms = 300;
+    let alerter = Alerter::start(&s).unwrap();
+    sub.wait_for("online", |s| s.availability() == ["online"]);
+    send(&alerter, 1);
+    sub.wait_for("event 1", |s| s.event_numbers() == [1]);
+
+    relay.cut();
+    sub.wait_for("the last will", |s| s.availability() == ["online", "offline"]);
+    sub.wait_for("online again", |s| s.availability() == ["online", "offline", "online"]);
+    send(&alerter, 2);
+    sub.wait_for("event 2", |s| s.event_numbers() == [1, 2]);
+
+    alerter.shutdown(Duration::from_secs(5));
+    sub.wait_for("offline", |s| s.availability() == ["online", "offline", "online", "offline"]);
+    check_events(&sub, 2, |_| Some(false));
+
+    // A client that comes later reads the retained state.
+    let mut late = Subscriber::start(port, "late-subscriber", false);
+    late.wait_for("the retained availability", |s| s.availability() == ["offline"]);
+    assert!(late.seen.iter().any(|m| m.topic == "lookout/available" && m.retain));
+    eprintln!("last will test took {:?}", t0.elapsed());
+}
+
+#[test]
+fn alerts_left_at_shutdown_are_delivered_by_the_next_start() {
+    let bin = require_mosquitto!();
+    let t0 = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let spool = tmp.path().join("spool");
+
+    // No broker yet: a warning, not an error; the alerts wait in the spool.
+    let alerter = Alerter::start(&settings(&spool, port)).unwrap();
+    for n in 1..=5 {
+        send(&alerter, n);
+    }
+    let stats = alerter.shutdown(Duration::from_millis(300));
+    let d = &stats.destinations[0];
+    assert_eq!((d.offered, d.delivered, d.spool_entries, d.dropped), (6, 0, 6, 0), "{d:?}");
+    assert!(d.failures >= 1 && !d.connected, "{d:?}");
+
+    let _broker = Broker::start(&bin, &tmp.path().join("broker"), port, false);
+    let mut sub = Subscriber::start(port, "test-subscriber", false);
+    sub.wait_for("the subscription", |s| s.subacks >= 1);
+    let alerter = Alerter::start(&settings(&spool, port)).unwrap();
+    send(&alerter, 6);
+    sub.wait_for("events 1..=6", |s| s.event_numbers().len() == 6);
+    check_events(&sub, 6, |n| Some(n <= 5));
+    let stats = alerter.shutdown(Duration::from_secs(5));
+    let d = &stats.destinations[0];
+    assert_eq!((d.delivered_late, d.spool_entries), (6, 0), "5 events and a snapshot came from the spool: {d:?}");
+    eprintln!("spool across restarts took {:?}", t0.elapsed());
+}
