@@ -58,6 +58,17 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// How a test broker is configured.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    /// Forgets everything when it stops.
+    Ephemeral,
+    /// Keeps sessions and retained messages in its directory (saved on SIGUSR1).
+    Persistent,
+    /// Refuses every client.
+    NoLogin,
+}
+
 /// A mosquitto process; killed when dropped.
 struct Broker {
     child: Child,
@@ -69,17 +80,22 @@ struct Broker {
 impl Broker {
     /// Starts mosquitto on 127.0.0.1:`port`, with its config, log and (when `persistent`) database in `dir`,
     /// and waits until the port takes connections.
-    fn start(bin: &Path, dir: &Path, port: u16, persistent: bool) -> Broker {
+    fn start(bin: &Path, dir: &Path, port: u16, mode: Mode) -> Broker {
         std::fs::create_dir_all(dir).unwrap();
         // mosquitto started as root drops to the `mosquitto` user, which must be able to write the database.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let mut conf = format!("listener {port} 127.0.0.1\nallow_anonymous true\n");
-        if persistent {
-            conf += &format!("persistence true\npersistence_location {}/\nautosave_interval 0\n", dir.display());
-        } else {
-            conf += "persistence false\n";
+        let mut conf = format!("listener {port} 127.0.0.1\n");
+        conf += match mode {
+            Mode::Ephemeral => "allow_anonymous true\npersistence false\n".to_string(),
+            Mode::Persistent => format!(
+                "allow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 0\n",
+                dir.display()
+            ),
+            // No password file either: every login is refused.
+            Mode::NoLogin => "allow_anonymous false\npersistence false\n".to_string(),
         }
+        .as_str();
         let conf_path = dir.join("mosquitto.conf");
         std::fs::write(&conf_path, conf).unwrap();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("mosquitto.log")).unwrap();
@@ -129,6 +145,41 @@ impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Everything the library logged in this test binary (all tests share it).
+static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+struct Capture;
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Sends the library's logs to [`LOGS`] (once per test binary).
+fn capture_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        tracing_subscriber::fmt().with_writer(|| Capture).with_ansi(false).with_env_filter("lookout=debug").init();
+    });
+}
+
+fn logs() -> String {
+    String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned()
+}
+
+/// With `LOOKOUT_TEST_LOGS` set, shows what the library logged (run one test at a time to read it).
+fn show_logs() {
+    if std::env::var_os("LOOKOUT_TEST_LOGS").is_some() {
+        eprintln!("--- logs ---\n{}", logs());
     }
 }
 
@@ -342,11 +393,12 @@ fn check_snapshots(sub: &Subscriber, total: u64) {
 #[test]
 fn every_event_arrives_in_order_across_a_broker_restart() {
     let bin = require_mosquitto!();
+    capture_logs();
     let t0 = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
     let broker_dir = tmp.path().join("broker");
-    let broker = Broker::start(&bin, &broker_dir, port, true);
+    let broker = Broker::start(&bin, &broker_dir, port, Mode::Persistent);
     let mut sub = Subscriber::start(port, "test-subscriber", true);
     sub.wait_for("the subscription", |s| s.subacks >= 1);
     broker.save_db();
@@ -373,7 +425,7 @@ fn every_event_arrives_in_order_across_a_broker_restart() {
     assert!(!down.connected && down.failures >= 1, "{down:?}");
 
     let t_restart = Instant::now();
-    let _broker = Broker::start(&bin, &broker_dir, port, true);
+    let _broker = Broker::start(&bin, &broker_dir, port, Mode::Persistent);
     for n in 41..=60 {
         send(&alerter, n);
     }
@@ -405,6 +457,7 @@ fn every_event_arrives_in_order_across_a_broker_restart() {
         "first 20 delivered in {t_first:?}; after the restart all 60 were in within {t_recovered:?}; total {:?}",
         t0.elapsed()
     );
+    show_logs();
 }
 
 /// A TCP relay between the alerter and the broker, so the test can cut the alerter's connection the way a
@@ -475,10 +528,11 @@ impl Drop for Relay {
 #[test]
 fn the_last_will_says_offline_when_the_connection_drops() {
     let bin = require_mosquitto!();
+    capture_logs();
     let t0 = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
-    let _broker = Broker::start(&bin, &tmp.path().join("broker"), port, false);
+    let _broker = Broker::start(&bin, &tmp.path().join("broker"), port, Mode::Ephemeral);
     let relay = Relay::start(port);
     let mut sub = Subscriber::start(port, "test-subscriber", false);
     sub.wait_for("the subscription", |s| s.subacks >= 1);
@@ -511,6 +565,7 @@ fn the_last_will_says_offline_when_the_connection_drops() {
 #[test]
 fn alerts_left_at_shutdown_are_delivered_by_the_next_start() {
     let bin = require_mosquitto!();
+    capture_logs();
     let t0 = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -526,7 +581,7 @@ fn alerts_left_at_shutdown_are_delivered_by_the_next_start() {
     assert_eq!((d.offered, d.delivered, d.spool_entries, d.dropped), (6, 0, 6, 0), "{d:?}");
     assert!(d.failures >= 1 && !d.connected, "{d:?}");
 
-    let _broker = Broker::start(&bin, &tmp.path().join("broker"), port, false);
+    let _broker = Broker::start(&bin, &tmp.path().join("broker"), port, Mode::Ephemeral);
     let mut sub = Subscriber::start(port, "test-subscriber", false);
     sub.wait_for("the subscription", |s| s.subacks >= 1);
     let alerter = Alerter::start(&settings(&spool, port)).unwrap();
@@ -537,4 +592,30 @@ fn alerts_left_at_shutdown_are_delivered_by_the_next_start() {
     let d = &stats.destinations[0];
     assert_eq!((d.delivered_late, d.spool_entries), (6, 0), "5 events and a snapshot came from the spool: {d:?}");
     eprintln!("spool across restarts took {:?}", t0.elapsed());
+}
+
+#[test]
+fn a_refused_login_is_a_warning_that_names_the_broker_but_not_the_password() {
+    let bin = require_mosquitto!();
+    capture_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = Broker::start(&bin, &tmp.path().join("broker"), port, Mode::NoLogin);
+    let mut s = settings(&tmp.path().join("spool"), port);
+    let password = format!("hunter2-{port}");
+    s.mqtt.as_mut().unwrap().url = format!("mqtt://watcher:{password}@127.0.0.1:{port}");
+    let alerter = Alerter::start(&s).unwrap();
+    send(&alerter, 1);
+    wait_until("two refused logins", || alerter.stats().destinations[0].failures >= 2);
+    let stats = alerter.shutdown(Duration::from_millis(100));
+    assert_eq!(stats.destinations[0].spool_entries, 1, "the event waits in the spool: {stats:?}");
+
+    let logs = logs();
+    let warning = logs
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains(&format!("mqtt://127.0.0.1:{port}")))
+        .unwrap_or_else(|| panic!("no warning names the broker:\n{logs}"));
+    assert!(warning.contains("check the MQTT username and password"), "{warning}");
+    assert!(!logs.contains(&password), "the password is in the logs:\n{logs}");
+    show_logs();
 }

@@ -138,8 +138,18 @@ fn spawn_live(
 ) -> SourceHandle {
     let spec = SourceSpec::parse(url, id).unwrap();
     let settings = FrameSettings { model_size: (64, 64), ..Default::default() };
+    spawn_live_with(spec, &settings, reconnect, shutdown, notify)
+}
+
+fn spawn_live_with(
+    spec: SourceSpec,
+    settings: &FrameSettings,
+    reconnect: &ReconnectSettings,
+    shutdown: &Shutdown,
+    notify: &Arc<Notify>,
+) -> SourceHandle {
     let options = SpawnOptions { notify: Some(notify.clone()), ..Default::default() };
-    source::spawn_with(spec, &settings, reconnect, shutdown.token(), options).unwrap()
+    source::spawn_with(spec, settings, reconnect, shutdown.token(), options).unwrap()
 }
 
 /// A TCP port on 127.0.0.1 where nothing listens (bound, then released).
@@ -245,7 +255,10 @@ fn slow_consumer_gets_fresh_frames_and_drops_are_counted() {
     let server = RtspServer::start(0, "/live");
     let shutdown = Shutdown::new();
     let notify = Notify::new();
-    let cam = spawn_live(&format!("rtsp://127.0.0.1:{}/live", server.port), 0, &fast_reconnect(), &shutdown, &notify);
+    // Full frames too: the two appsinks of a live source drop independently and are paired by PTS.
+    let spec = SourceSpec::parse(&format!("rtsp://127.0.0.1:{}/live", server.port), 0).unwrap();
+    let settings = FrameSettings { model_size: (64, 64), full_frames: true, ..Default::default() };
+    let cam = spawn_live_with(spec, &settings, &fast_reconnect(), &shutdown, &notify);
     let mut consumer = Consumer::new(&[&cam], notify.clone());
     consumer.pump_until("first frame", Duration::from_secs(30), |c| c.got[0] >= 1);
 
@@ -258,12 +271,15 @@ fn slow_consumer_gets_fresh_frames_and_drops_are_counted() {
             Popped::Item(frame) => {
                 max_age = max_age.max(frame.received.elapsed());
                 indices.push(frame.index);
+                let full = frame.full.expect("full frame paired");
+                assert_eq!((full.width, full.height, frame.model.width), (320, 240, 64));
             }
             other => panic!("no frame from a live camera: {other:?}"),
         }
     }
     let s = cam.stats.snapshot();
     assert!(s.dropped_in_queue > 0 && s.frames_dropped >= s.dropped_in_queue, "{s:?}");
+    assert!(s.dropped_unpaired * 10 <= s.frames_decoded, "pairing rarely fails: {s:?}");
     assert!(indices.windows(2).all(|w| w[1] > w[0] + 1), "frames were skipped: {indices:?}");
     // The queue holds the 2 newest frames of a 20 fps stream: the popped one is ~50-100 ms old.
     assert!(max_age < Duration::from_millis(500), "{max_age:?}");

@@ -121,9 +121,13 @@ impl Stamp {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Peak {
+    /// Index of the video frame.
     pub frame: u64,
+    /// Stream time in seconds, to the microsecond.
     pub pts_s: f64,
+    /// The best score of the event so far.
     pub score: f32,
+    /// The box with that score, in pixels of the frame.
     #[serde(rename = "box")]
     pub bbox: PixelBox,
 }
@@ -147,6 +151,7 @@ pub enum ClipsStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Clips {
+    /// Whether the files exist.
     pub status: ClipsStatus,
     /// `<source>/<event-id>.mp4`: the full frame, pre-roll to post-roll.
     pub clip: Option<String>,

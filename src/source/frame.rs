@@ -83,7 +83,7 @@ impl RgbFrame {
         if len < stride * (height as usize).saturating_sub(1) + width as usize * 3 {
             return Err(format!("buffer of {len} bytes is too small for {width}x{height} RGB, stride {stride}"));
         }
-        Ok(RgbFrame { width, height, stride, data: FrameData::Mapped(frame) })
+        Ok(RgbFrame { width, height, stride, data: FrameData::Mapped(Box::new(frame)) })
     }
 }
 
@@ -92,7 +92,8 @@ impl RgbFrame {
 /// Holding a mapped frame holds its GStreamer buffer; a consumer that keeps frames for long should copy them
 /// (`to_vec()` or [`RgbFrame::to_packed`]) so the pipeline's buffer pools are not starved.
 pub enum FrameData {
-    Mapped(gst_video::VideoFrame<gst_video::video_frame::Readable>),
+    /// Boxed: a mapped `VideoFrame` is several hundred bytes.
+    Mapped(Box<gst_video::VideoFrame<gst_video::video_frame::Readable>>),
     Owned(Vec<u8>),
 }
 

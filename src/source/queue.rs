@@ -396,6 +396,6 @@ mod tests {
                 break;
             }
         }
-        assert!(!queues.iter().any(|q| !q.is_empty()));
+        assert!(queues.iter().all(|q| q.is_empty()));
     }
 }

@@ -160,7 +160,7 @@ pub fn spawn_with(
 
     let live = spec.is_live();
     let policy = if live { QueuePolicy::DropOldest } else { QueuePolicy::Block };
-    let notify = options.notify.unwrap_or_else(Notify::new);
+    let notify = options.notify.unwrap_or_default();
     let queue = FrameQueue::new(settings.queue_capacity(live), policy, notify);
     let stats = Arc::new(SourceStats::default());
     info!(source = %spec.display, kind = %spec.kind, live, template = %template.name, queue = queue.capacity(), "starting source");

@@ -201,8 +201,9 @@ pub struct LifecycleEvent {
     pub end: Option<FrameTime>,
     /// The best-scoring match so far (the earliest of equal scores).
     pub peak: Sample,
-    /// Seconds of evidence wanted before `start` and after `end`, from the query's settings.
+    /// Seconds of evidence wanted before `start`, from the query's settings.
     pub pre_roll_s: f64,
+    /// Seconds of evidence wanted after `end`, from the query's settings.
     pub post_roll_s: f64,
 }
 
@@ -236,9 +237,11 @@ impl EventSink for Vec<LifecycleEvent> {
 pub struct LifecycleStats {
     /// Inference frames seen.
     pub inference_frames: u64,
-    /// `start`, `update` and `end` notifications.
+    /// `start` notifications.
     pub started: u64,
+    /// `update` notifications.
     pub updates: u64,
+    /// `end` notifications.
     pub ended: u64,
     /// Pending runs that fell back to Idle without an event (flicker).
     pub flickers: u64,

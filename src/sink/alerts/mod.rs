@@ -221,21 +221,29 @@ impl Alerter {
         let mut planned = Vec::new();
         if let Some(m) = &settings.mqtt {
             let prepared = mqtt::Prepared::new(m)?;
-            let dir = settings.spool.dir.join(mqtt::SPOOL_SUBDIR);
-            planned.push((prepared.name(), dir, m.snapshots, "alert-mqtt".to_string(), Worker::Mqtt(Box::new(prepared))));
+            planned.push(Planned {
+                name: prepared.name(),
+                dir: settings.spool.dir.join(mqtt::SPOOL_SUBDIR),
+                takes_snapshots: m.snapshots,
+                thread_name: "alert-mqtt".to_string(),
+                worker: Worker::Mqtt(Box::new(prepared)),
+            });
         }
         for (i, w) in settings.webhooks.iter().enumerate() {
             let prepared = webhook::Prepared::new(w)?;
-            let dir = settings.spool.dir.join(prepared.spool_subdir());
-            planned.push((prepared.name(), dir, false, format!("alert-webhook-{i}"), Worker::Webhook(Box::new(prepared))));
+            planned.push(Planned {
+                name: prepared.name(),
+                dir: settings.spool.dir.join(prepared.spool_subdir()),
+                takes_snapshots: false,
+                thread_name: format!("alert-webhook-{i}"),
+                worker: Worker::Webhook(Box::new(prepared)),
+            });
         }
-        warn_about_orphan_spools(&settings.spool.dir, planned.iter().map(|p| &p.1));
+        warn_about_orphan_spools(&settings.spool.dir, planned.iter().map(|p| &p.dir));
 
-        let mut alerter = Alerter {
-            destinations: Vec::new(),
-            drop_timeout: Duration::from_millis(settings.shutdown_timeout_ms),
-        };
-        for (name, dir, takes_snapshots, thread_name, worker) in planned {
+        let drop_timeout = Duration::from_millis(settings.shutdown_timeout_ms);
+        let mut alerter = Alerter { destinations: Vec::new(), drop_timeout };
+        for Planned { name, dir, takes_snapshots, thread_name, worker } in planned {
             let spool = spool::Spool::open(&dir, &settings.spool)
                 .map_err(|error| AlertError::Spool { destination: name.clone(), error })?;
             if !spool.is_empty() {
@@ -247,6 +255,7 @@ impl Alerter {
                     dir.display()
                 );
             }
+            // For a person (and the orphan warning) to know whose alerts these are.
             let _ = std::fs::write(dir.join("destination.txt"), format!("{name}\n"));
             let (shared, rx) = Shared::new(name.clone(), spool, settings.queue_capacity);
             let outbox = Outbox::new(shared.clone(), rx);
@@ -336,11 +345,7 @@ impl Alerter {
         let stats = self.stats();
         for (d, s) in self.destinations.iter().zip(&stats.destinations) {
             let left = if s.spool_entries > 0 {
-                format!(
-                    "; {} left in {} for the next start",
-                    s.spool_entries,
-                    lock(&d.shared.spool).dir().display()
-                )
+                format!("; {} left in {} for the next start", s.spool_entries, lock(&d.shared.spool).dir().display())
             } else {
                 String::new()
             };
@@ -362,9 +367,18 @@ impl Drop for Alerter {
     }
 }
 
+/// A destination's checked settings, before its worker starts.
 enum Worker {
     Mqtt(Box<mqtt::Prepared>),
     Webhook(Box<webhook::Prepared>),
+}
+
+struct Planned {
+    name: String,
+    dir: PathBuf,
+    takes_snapshots: bool,
+    thread_name: String,
+    worker: Worker,
 }
 
 /// Spool directories that no configured destination uses hold alerts nobody will deliver: say so.
@@ -405,6 +419,21 @@ pub fn topic_level(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_alerter_can_be_shared_between_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Alerter>();
+    }
+
+    #[test]
+    fn without_destinations_nothing_happens() {
+        let tmp = tempfile::tempdir().unwrap();
+        let alerter = Alerter::start(&AlertSettings::new(tmp.path().join("spool"))).unwrap();
+        assert!(alerter.is_empty());
+        alerter.send("gate", b"{}", Some(b"jpeg"));
+        assert_eq!(alerter.shutdown(Duration::ZERO), AlertStats::default());
+    }
 
     #[test]
     fn source_names_become_single_topic_levels() {

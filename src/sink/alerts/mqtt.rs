@@ -25,9 +25,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rumqttc::tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 use rumqttc::tokio_rustls::rustls::pki_types::pem::PemObject;
 use rumqttc::tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rumqttc::tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 use rumqttc::{
     Client, ConnectReturnCode, Connection, ConnectionError, Event, LastWill, MqttOptions, NetworkOptions, Outgoing,
     Packet, QoS, RecvTimeoutError, TlsConfiguration, Transport,
@@ -744,10 +744,9 @@ fn describe(e: &ConnectionError, p: &Prepared) -> String {
         ConnectionError::Tls(t) => {
             format!("TLS failed: {t}; check ca_file and that the broker's certificate is for {}", p.broker.host)
         }
-        ConnectionError::NetworkTimeout => format!(
-            "no answer within {} s; check the host, the port and the firewall",
-            p.settings.connect_timeout_s
-        ),
+        ConnectionError::NetworkTimeout => {
+            format!("no answer within {} s; check the host, the port and the firewall", p.settings.connect_timeout_s)
+        }
         ConnectionError::MqttState(state) => format!("connection lost: {state}"),
         other => format!("connection lost: {other}"),
     }

@@ -258,7 +258,13 @@ impl Outbox {
                     (Some(m), Some(s)) if s < m.seq => s,
                     (Some(_), _) => {
                         let a = self.mem.pop_front().expect("front exists");
-                        return Some(Delivery { seq: a.seq, source: a.source, kind: a.kind, payload: a.payload, late: false });
+                        return Some(Delivery {
+                            seq: a.seq,
+                            source: a.source,
+                            kind: a.kind,
+                            payload: a.payload,
+                            late: false,
+                        });
                     }
                     (None, Some(s)) => s,
                     (None, None) => return None,
@@ -284,8 +290,12 @@ impl Outbox {
                     let moved = lock(&self.shared.spool).reject(from_spool);
                     lock(&self.shared.stats).rejected += 1;
                     match moved {
-                        Ok(to) => error!("alerts for {}: {e}; moved it to {} and went on", self.shared.name, to.display()),
-                        Err(e2) => error!("alerts for {}: {e}; and it could not be moved aside: {e2}", self.shared.name),
+                        Ok(to) => {
+                            error!("alerts for {}: {e}; moved it to {} and went on", self.shared.name, to.display())
+                        }
+                        Err(e2) => {
+                            error!("alerts for {}: {e}; and it could not be moved aside: {e2}", self.shared.name)
+                        }
                     }
                 }
             }
@@ -358,7 +368,10 @@ impl Outbox {
         if d.late {
             let mut spool = lock(&self.shared.spool);
             if let Err(e) = spool.remove(d.seq) {
-                error!("alerts for {}: {e}; the alert was delivered and will be delivered again at the next start", self.shared.name);
+                error!(
+                    "alerts for {}: {e}; the alert was delivered and will be delivered again at the next start",
+                    self.shared.name
+                );
             }
             self.shared.refresh_spool_stats(&spool);
         }
@@ -370,11 +383,8 @@ impl Outbox {
     /// The destination refused `d` for good: it is kept in `rejected/` and not retried.
     pub fn reject(&mut self, d: &Delivery, why: &str) {
         let mut spool = lock(&self.shared.spool);
-        let moved = if d.late {
-            spool.reject(d.seq)
-        } else {
-            spool.write_rejected(d.seq, &d.source, d.kind, &d.payload)
-        };
+        let moved =
+            if d.late { spool.reject(d.seq) } else { spool.write_rejected(d.seq, &d.source, d.kind, &d.payload) };
         self.shared.refresh_spool_stats(&spool);
         drop(spool);
         lock(&self.shared.stats).rejected += 1;
@@ -479,9 +489,8 @@ mod tests {
     fn backoff_grows_to_the_maximum_and_resets() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
         let d: Vec<Duration> = (0..5).map(|_| b.next_delay()).collect();
-        let within = |d: Duration, step: u64| {
-            d <= Duration::from_millis(step) && d >= Duration::from_millis(step * 3 / 4)
-        };
+        let within =
+            |d: Duration, step: u64| d <= Duration::from_millis(step) && d >= Duration::from_millis(step * 3 / 4);
         assert!(within(d[0], 100) && within(d[1], 200) && within(d[2], 350) && within(d[4], 350), "{d:?}");
         b.reset();
         assert!(within(b.next_delay(), 100));

@@ -351,7 +351,12 @@ mod tests {
         let snap = spool.read(7).unwrap();
         assert_eq!(
             snap,
-            SpooledAlert { seq: 7, source: "yard".into(), kind: AlertKind::Snapshot, payload: vec![0xff, 0xd8, b'\n', 0] }
+            SpooledAlert {
+                seq: 7,
+                source: "yard".into(),
+                kind: AlertKind::Snapshot,
+                payload: vec![0xff, 0xd8, b'\n', 0]
+            }
         );
         assert_eq!(spool.read(2).unwrap().payload, b"{\"n\":2}");
     }
@@ -374,7 +379,10 @@ mod tests {
         let err = spool.append(5, "gate", AlertKind::Event, &big).unwrap_err();
         assert!(err.to_string().contains("is full"), "{err}");
         assert_eq!(spool.len(), 2);
-        assert_eq!(spool.bytes(), fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum());
+        assert_eq!(
+            spool.bytes(),
+            fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum::<u64>()
+        );
     }
 
     #[test]

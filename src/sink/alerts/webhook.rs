@@ -122,7 +122,13 @@ impl Prepared {
             .max_redirects_will_error(false)
             .user_agent(concat!("lookout/", env!("CARGO_PKG_VERSION")))
             .build();
-        Ok(Prepared { url: s.url.clone(), name, host, agent: ureq::Agent::new_with_config(config), settings: s.clone() })
+        Ok(Prepared {
+            url: s.url.clone(),
+            name,
+            host,
+            agent: ureq::Agent::new_with_config(config),
+            settings: s.clone(),
+        })
     }
 
     /// The URL as logs name it.
@@ -133,8 +139,10 @@ impl Prepared {
     /// `webhook-<host>-<hash of the URL>`: stable for a URL, different for two URLs on one host.
     pub fn spool_subdir(&self) -> String {
         // FNV-1a: stable across builds and platforms, unlike std's hasher.
-        let hash = self.url.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-        let host: String = self.host.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' }).collect();
+        let hash =
+            self.url.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        let host: String =
+            self.host.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' }).collect();
         format!("webhook-{host}-{hash:016x}")
     }
 
@@ -165,7 +173,8 @@ impl Prepared {
                 let mut excerpt = String::new();
                 let _ = resp.body_mut().as_reader().take(BODY_EXCERPT_BYTES).read_to_string(&mut excerpt);
                 let excerpt = excerpt.split_whitespace().collect::<Vec<_>>().join(" ");
-                let why = if excerpt.is_empty() { format!("HTTP {status}") } else { format!("HTTP {status}: {excerpt}") };
+                let why =
+                    if excerpt.is_empty() { format!("HTTP {status}") } else { format!("HTTP {status}: {excerpt}") };
                 match status {
                     408 | 425 | 429 | 500..=599 => Outcome::Retry { why, after: retry_after },
                     300..=399 => Outcome::Reject(format!("{why} (a redirect; configure the URL it points to)")),
