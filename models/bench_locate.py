@@ -53,6 +53,8 @@ from pathlib import Path
 
 import numpy as np
 
+sys.dont_write_bytecode = True  # importing export_owl must not leave models/__pycache__ behind
+
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = [REPO / "tests" / "fixtures" / f"{n}.png" for n in ("astronaut", "coffee", "grace_hopper")]
 QUERIES_1 = ["a photo of an astronaut"]
@@ -278,6 +280,7 @@ def run_worker(kind: str, spec: dict, tmp: Path) -> dict:
     sp.write_text(json.dumps(spec))
     env = dict(os.environ)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
     if kind == "ort":
         # The floor's numpy head is a [P,512]x[512,Q] product: keep BLAS from starting threads that would compete
         # with ONNX Runtime's pool.

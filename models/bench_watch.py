@@ -19,7 +19,7 @@ One invocation measures, on this machine, with the same ONNX Runtime threads eve
                   sources of the 1080p clip; and 1 source with --annotate (adds full-frame RGB, drawing, encoding).
   5. queries      the end-to-end run (without --annotate, so only the queries differ) with 1 and with 20 queries.
   6. memory       VmRSS / VmHWM of the lookout process, read from /proc/<pid>/status every second, during a replay
-                  of the 10-minute clip (`--every 25 --annotate`, full model), 5 queries.
+                  of the 10-minute clip (`--every 50 --annotate`: 300 inferences, full model), 5 queries.
 
 Steady state, by differencing: every end-to-end and decode-only figure runs twice, on the 250-frame clip and on
 its 50-frame prefix, and
@@ -442,6 +442,38 @@ def machine() -> dict:
     }
 
 
+def busy_processes(interval: float = 2.0, top: int = 5) -> str:
+    """The processes that used the most CPU over `interval` seconds (from /proc/<pid>/stat), with their nice value:
+    what else was running while the benchmark ran."""
+
+    def snapshot():
+        out = {}
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                stat = (d / "stat").read_text()
+                comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+                f = stat[stat.rindex(")") + 2 :].split()
+                out[int(d.name)] = (comm, int(f[11]) + int(f[12]), int(f[16]))  # utime + stime, nice
+            except (OSError, ValueError, IndexError):
+                pass
+        return out
+
+    hz = os.sysconf("SC_CLK_TCK")
+    a = snapshot()
+    time.sleep(interval)
+    b = snapshot()
+    rows = []
+    for pid, (comm, ticks, nice) in b.items():
+        if pid in a and pid != os.getpid():
+            cpu = 100.0 * (ticks - a[pid][1]) / hz / interval
+            if cpu >= 5:
+                rows.append((cpu, comm, nice))
+    rows.sort(reverse=True)
+    return ", ".join(f"{c} {cpu:.0f}%{f' (nice {n})' if n else ''}" for cpu, c, n in rows[:top]) or "none over 5%"
+
+
 def wait_for_load(limit: float, minutes: float) -> str:
     deadline = time.monotonic() + 60 * minutes
     while True:
@@ -468,7 +500,7 @@ def main(argv=None) -> int:
     ap.add_argument("--work", type=Path, default=REPO / "out" / "bench", help="clips and run outputs")
     ap.add_argument("--quick", action="store_true", help="smoke test: tiny model, short clips; figures mean nothing")
     ap.add_argument("--alone-n", type=int, default=None, help="timed inferences for 'alone' (default 20; quick 5)")
-    ap.add_argument("--rss-every", type=int, default=25, help="--every for the 10-minute memory replay")
+    ap.add_argument("--rss-every", type=int, default=50, help="--every for the 10-minute memory replay (300 inferences)")
     ap.add_argument("--rss-warmup", type=float, default=None, help="seconds after streaming starts before 'start'")
     ap.add_argument("--wait-load", type=float, default=None, help="wait for the 1-min load below this (default 2.5)")
     ap.add_argument("--wait-minutes", type=float, default=25.0)
@@ -516,6 +548,8 @@ def main(argv=None) -> int:
     load_note = "no wait (--quick)" if wait_load <= 0 else wait_for_load(wait_load, a.wait_minutes)
     log(f"load: {load_note}")
     load_start = loadavg()
+    others_start = busy_processes()
+    log(f"  busiest processes now: {others_start}")
 
     log("inference alone (preprocessed tensors):")
     alone = infer_alone_locate(model, still, QUERIES_5, alone_n)
@@ -542,6 +576,7 @@ def main(argv=None) -> int:
                         sample_rss=True)
         rss = rss_figures(rss_run, rss_warmup)
     load_end = loadavg()
+    others_end = busy_processes()
 
     # ---- table
     ratio = e2e5.ms_per_frame / alone["p50_ms"]
@@ -596,6 +631,7 @@ def main(argv=None) -> int:
     log(f"  model {model.relative_to(REPO) if model.is_relative_to(REPO) else model}; clip {clip_long.name} "
         f"(differenced against {clip_short.name}); load at start {fmt_load(load_start)}, at end {fmt_load(load_end)}; "
         f"{load_note}")
+    log(f"  busiest processes at the start: {others_start}; at the end: {others_end}")
     head = ("figure", "value", "target", "notes")
     log("  " + "  ".join(h.ljust(w[i]) for i, h in enumerate(head)))
     log("  " + "  ".join("-" * w[i] for i in range(4)))
@@ -604,7 +640,7 @@ def main(argv=None) -> int:
 
     result = {
         "machine": m, "model": str(model), "threads": THREADS, "quick": a.quick, "load_note": load_note,
-        "load_start": load_start, "load_end": load_end,
+        "load_start": load_start, "load_end": load_end, "busy_start": others_start, "busy_end": others_end,
         "alone": alone, "ort_python": ort_py,
         "e2e": {k: {"fps": s.fps, "ms_per_frame": s.ms_per_frame, "watch_infer_ms_per_frame": s.busy_ms_per_frame,
                     "batch_p50_ms": s.batch_p50}

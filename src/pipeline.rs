@@ -30,10 +30,13 @@ const BUILTIN: &[(&str, &str)] = &[("jetson", JETSON_TEMPLATE), ("generic", GENE
 pub const PLACEHOLDERS: &[&str] =
     &["location", "uri", "device", "model_caps", "model_caps_rgba", "full_caps", "full_caps_rgba", "sink_props"];
 
-/// Names the built pipeline must contain.
+/// The tee after the decoder (the built pipeline must contain these names).
 pub const TEE: &str = "t";
+/// The appsink of the model branch.
 pub const MODEL_SINK: &str = "model_sink";
+/// The capsfilter that sets the model size.
 pub const MODEL_CAPS: &str = "model_caps";
+/// The appsink of the full-size branch.
 pub const FULL_SINK: &str = "full_sink";
 
 /// Appsink behaviour for live sources (RTSP, V4L2): keep only the newest frame, hand it over at once.
@@ -121,11 +124,17 @@ pub struct PipelineTemplate {
     /// Elements that must be registered for automatic selection (default: none).
     #[serde(default)]
     pub requires: Vec<String>,
+    /// Source chain for files (`{location}`), ending in decoded video.
     pub file: String,
+    /// Source chain for RTSP (`{uri}`).
     pub rtsp: String,
+    /// Source chain for HTTP(S) and HLS (`{uri}`).
     pub http: String,
+    /// Source chain for V4L2 cameras (`{device}`).
     pub v4l2: String,
+    /// Tee branch to RGB at the model size: capsfilter `model_caps`, appsink `model_sink`.
     pub model_branch: String,
+    /// Tee branch to RGB at full size: appsink `full_sink`.
     pub full_branch: String,
 }
 
@@ -200,7 +209,9 @@ pub fn select(choice: &PipelineChoice, registry: &dyn ElementRegistry) -> Result
 /// Whether rendering puts the real credentials in (to run it) or the redacted ones (to show it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Credentials {
+    /// The real URI, to launch the pipeline. Never log the result.
     Include,
+    /// The redacted display name, to show or log the pipeline.
     Redact,
 }
 
@@ -275,10 +286,13 @@ pub fn pipeline_description(
 /// A parsed pipeline and the elements the source drives.
 #[derive(Debug)]
 pub struct BuiltPipeline {
+    /// The whole pipeline, in the NULL state.
     pub pipeline: gst::Pipeline,
     /// The tee right after the decoder; its sink pad sees every decoded frame.
     pub tee: gst::Element,
+    /// The capsfilter named `model_caps` (its width/height are set at run time when the aspect is kept).
     pub model_caps: gst::Element,
+    /// RGB frames at the model size.
     pub model_sink: gst_app::AppSink,
     /// Present when the description has a full branch.
     pub full_sink: Option<gst_app::AppSink>,

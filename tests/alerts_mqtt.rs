@@ -344,7 +344,7 @@ fn settings(spool: &Path, port: u16) -> AlertSettings {
 }
 
 fn send(alerter: &Alerter, n: u64) {
-    let snap = (n % 5 == 0).then(|| snapshot(n));
+    let snap = n.is_multiple_of(5).then(|| snapshot(n));
     alerter.send("gate", &event(n), snap.as_deref());
 }
 
@@ -377,7 +377,7 @@ fn check_events(sub: &Subscriber, total: u64, late: impl Fn(u64) -> Option<bool>
 fn check_snapshots(sub: &Subscriber, total: u64) {
     assert!(sub.seen.iter().filter(|m| m.topic.ends_with("/snapshot")).all(|m| m.topic == "lookout/gate/snapshot"));
     let got = sub.snapshot_numbers();
-    let expect: Vec<u64> = (1..=total).filter(|n| n % 5 == 0).collect();
+    let expect: Vec<u64> = (1..=total).filter(|n| n.is_multiple_of(5)).collect();
     // A retained snapshot comes again when the subscriber subscribes again; keep first arrivals.
     let mut firsts = Vec::new();
     for n in got {

@@ -5,8 +5,9 @@
 //! portrait). For each family, each graph layout and each photo this checks, in order:
 //! 1. the pixel tensor of our preprocessing against the processor's;
 //! 2. the raw logits and boxes of the whole Rust path (our pixels, our tokens, ONNX Runtime, our class head);
-//! 3. the post-processed boxes and scores in pixels against `post_process_grounded_object_detection`;
-//! and separately the token ids of a set of sentences against the Python tokenizers.
+//! 3. the post-processed boxes and scores in pixels against `post_process_grounded_object_detection`.
+//!
+//! Separately, it checks the token ids of a set of sentences against the Python tokenizers.
 
 mod common;
 

@@ -243,6 +243,18 @@ fn unreachable_camera_backs_off_without_crashing_and_can_give_up() {
     assert!(!err.to_string().contains(PASSWORD) && err.to_string().contains("***@127.0.0.1"), "{err}");
     assert_eq!(gave_up.stats.state, SourceState::Ended);
 
+    // Dropping a handle whose source sits in a long backoff does not wait for the backoff.
+    let patient = ReconnectSettings { initial_ms: 60_000, max_ms: 60_000, ..reconnect.clone() };
+    let waiting = spawn_live(&url, 2, &patient, &shutdown, &notify);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while waiting.stats.state() != SourceState::Backoff {
+        assert!(Instant::now() < deadline, "never backed off: {:?}", waiting.stats.snapshot());
+        assert!(matches!(waiting.queue.pop_timeout(Duration::from_millis(50)), Popped::Empty));
+    }
+    let started = Instant::now();
+    drop(waiting);
+    assert!(started.elapsed() < Duration::from_secs(5), "drop waited {:?}", started.elapsed());
+
     shutdown.drain();
     let started = Instant::now();
     let exit = retrying.join();

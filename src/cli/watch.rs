@@ -157,7 +157,13 @@ pub fn run(common: &Common, args: WatchArgs) -> anyhow::Result<ExitCode> {
         decode_only: args.decode_only,
         serve_rtsp: match &args.serve_rtsp {
             Some(a) => Some(lookout::sink::rtsp::parse_listen(a).map_err(UsageError)?),
-            None => config.output.serve_rtsp.as_deref().map(lookout::sink::rtsp::parse_listen).transpose().map_err(UsageError)?,
+            None => config
+                .output
+                .serve_rtsp
+                .as_deref()
+                .map(lookout::sink::rtsp::parse_listen)
+                .transpose()
+                .map_err(UsageError)?,
         },
         ..WatchSettings::default()
     };

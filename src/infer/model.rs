@@ -144,13 +144,14 @@ impl ModelDir {
                 });
             }
         };
-        let preprocessor = PreprocessorConfig::from_json_for(family, &read("preprocessor_config.json")?).map_err(|e| {
-            InferError::BadFile {
-                dir: dir.to_path_buf(),
-                file: "preprocessor_config.json".into(),
-                message: e.to_string(),
-            }
-        })?;
+        let preprocessor =
+            PreprocessorConfig::from_json_for(family, &read("preprocessor_config.json")?).map_err(|e| {
+                InferError::BadFile {
+                    dir: dir.to_path_buf(),
+                    file: "preprocessor_config.json".into(),
+                    message: e.to_string(),
+                }
+            })?;
         let available: Vec<Layout> = [Layout::Split, Layout::Hf]
             .into_iter()
             .filter(|l| l.files().iter().all(|f| dir.join(f).is_file()))

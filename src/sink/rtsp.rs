@@ -138,7 +138,8 @@ impl RtspPublisher {
             .mount_points()
             .ok_or_else(|| SinkError::Video { path: path.clone().into(), message: "no mount points".into() })?
             .add_factory(&path, factory);
-        let feed = RtspFeed { appsrc: slot, width, height, url: format!("rtsp://{}:{}{path}", self.address, self.port) };
+        let feed =
+            RtspFeed { appsrc: slot, width, height, url: format!("rtsp://{}:{}{path}", self.address, self.port) };
         tracing::info!(url = %feed.url, "annotated stream available");
         mounted.insert(name.to_string(), feed.clone());
         Ok(feed)

@@ -26,15 +26,18 @@ pub struct Frame {
     pub model: RgbFrame,
     /// RGB at the decoded size, when `FrameSettings::full_frames` is on.
     pub full: Option<RgbFrame>,
-    /// Decoded size, in pixels.
+    /// Decoded width, in pixels: the space the boxes are mapped back to.
     pub orig_width: u32,
+    /// Decoded height, in pixels.
     pub orig_height: u32,
 }
 
 /// An RGB image, 3 bytes per pixel, rows `stride` bytes apart (GStreamer pads rows to 4 bytes).
 #[derive(Debug)]
 pub struct RgbFrame {
+    /// Width in pixels.
     pub width: u32,
+    /// Height in pixels.
     pub height: u32,
     /// Bytes from one row to the next; at least `width * 3`.
     pub stride: usize,
@@ -92,8 +95,9 @@ impl RgbFrame {
 /// Holding a mapped frame holds its GStreamer buffer; a consumer that keeps frames for long should copy them
 /// (`to_vec()` or [`RgbFrame::to_packed`]) so the pipeline's buffer pools are not starved.
 pub enum FrameData {
-    /// Boxed: a mapped `VideoFrame` is several hundred bytes.
+    /// The GStreamer buffer, mapped for reading. Boxed: a mapped `VideoFrame` is several hundred bytes.
     Mapped(Box<gst_video::VideoFrame<gst_video::video_frame::Readable>>),
+    /// Bytes owned by Rust (tests, copies).
     Owned(Vec<u8>),
 }
 

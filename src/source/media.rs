@@ -12,8 +12,11 @@ const DISCOVER_TIMEOUT_S: u64 = 10;
 /// A file's first video stream, as the discoverer sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MediaInfo {
+    /// Length of the file, when the container states it.
     pub duration: Option<Duration>,
+    /// Width of the first video stream, in pixels.
     pub width: u32,
+    /// Height of the first video stream, in pixels.
     pub height: u32,
     /// Frames per second, when the container states a fixed rate.
     pub framerate: Option<f64>,

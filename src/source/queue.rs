@@ -41,6 +41,7 @@ pub enum Pushed<T> {
 /// The result of a pop.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Popped<T> {
+    /// The oldest item.
     Item(T),
     /// Nothing arrived in time; the queue is still open.
     Empty,
@@ -59,10 +60,12 @@ pub struct Notify {
 }
 
 impl Notify {
+    /// A new notifier, shared by the queues of one consumer.
     pub fn new() -> Arc<Notify> {
         Arc::new(Notify::default())
     }
 
+    /// The number of notifications so far; read it before checking the queues, then pass it to [`Notify::wait`].
     pub fn generation(&self) -> u64 {
         *lock(&self.generation)
     }
@@ -91,7 +94,9 @@ impl Notify {
 /// Counters of one queue, readable at any time.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct QueueCounters {
+    /// Items accepted (including ones later evicted).
     pub pushed: u64,
+    /// Items taken by the consumer.
     pub popped: u64,
     /// Items evicted by [`QueuePolicy::DropOldest`].
     pub dropped: u64,
@@ -147,10 +152,12 @@ impl<T> FrameQueue<T> {
         }
     }
 
+    /// The most items the queue holds.
     pub fn capacity(&self) -> usize {
         self.inner.capacity
     }
 
+    /// What a full queue does.
     pub fn policy(&self) -> QueuePolicy {
         self.inner.policy
     }
@@ -254,18 +261,22 @@ impl<T> FrameQueue<T> {
         self.inner.notify.notify();
     }
 
+    /// True once [`FrameQueue::close`] was called (items may still be waiting to be popped).
     pub fn is_closed(&self) -> bool {
         lock(&self.inner.state).closed
     }
 
+    /// Items waiting now.
     pub fn len(&self) -> usize {
         lock(&self.inner.state).items.len()
     }
 
+    /// No item waiting now.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// Pushed, popped and dropped counts since the queue was made.
     pub fn counters(&self) -> QueueCounters {
         QueueCounters {
             pushed: self.inner.pushed.load(Ordering::Relaxed),

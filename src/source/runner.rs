@@ -272,8 +272,12 @@ impl Source {
                 RunEnd::Fatal(e) => return Err(e),
                 RunEnd::Stopped { reason, frames } => (reason, frames),
             };
-            if !matches!(reason, RestartReason::Eos) {
-                self.stats.set_last_error(format!("{name}: {reason}"));
+            match (&reason, &self.last_warning) {
+                (RestartReason::Eos, None) => {}
+                (RestartReason::Eos, Some(warning)) => {
+                    self.stats.set_last_error(format!("{name}: {reason} after warning: {warning}"))
+                }
+                _ => self.stats.set_last_error(format!("{name}: {reason}")),
             }
             if !self.spec.is_live() {
                 return match reason {
@@ -316,10 +320,25 @@ impl Source {
                 "live source stopped; reconnecting after backoff"
             );
             self.stats.set_state(SourceState::Backoff);
-            if self.shutdown.wait_timeout(backoff) {
+            if !self.wait_backoff(backoff) {
                 return Ok(());
             }
             SourceStats::add(&self.stats.reconnects, 1);
+        }
+    }
+
+    /// Waits out a backoff; false if shutdown came or the consumer closed the queue meanwhile (checked every
+    /// [`POLL`], so dropping a [`SourceHandle`] never waits for a long backoff).
+    fn wait_backoff(&self, backoff: Duration) -> bool {
+        let deadline = Instant::now() + backoff;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            if self.shutdown.wait_timeout(left.min(POLL)) || self.queue.is_closed() {
+                return false;
+            }
         }
     }
 

@@ -64,6 +64,7 @@ impl fmt::Display for SourceKind {
 pub struct SourceSpec {
     /// The position of the source on the command line; frames carry it.
     pub id: usize,
+    /// File, RTSP, HTTP or V4L2: decides the pipeline and whether the source is live.
     pub kind: SourceKind,
     /// The argument with `user:password@` removed; use it in every message, log line and event.
     pub display: String,

@@ -58,6 +58,7 @@ pub struct SourceStats {
 /// A copy of a source's counters at one moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceStatsSnapshot {
+    /// Where the source was when the snapshot was taken.
     pub state: SourceState,
     /// Frames out of the decoder, over all connections.
     pub frames_decoded: u64,
@@ -82,6 +83,7 @@ pub struct SourceStatsSnapshot {
 }
 
 impl SourceStats {
+    /// A consistent-enough copy of the counters (each is read atomically, not all at one instant).
     pub fn snapshot(&self) -> SourceStatsSnapshot {
         let decoded = self.frames_decoded.load(Ordering::Relaxed);
         let received = self.frames_received.load(Ordering::Relaxed);
@@ -102,10 +104,12 @@ impl SourceStats {
         }
     }
 
+    /// The state now.
     pub fn state(&self) -> SourceState {
         SourceState::from_u8(self.state.load(Ordering::Acquire))
     }
 
+    /// The last error, password removed.
     pub fn last_error(&self) -> Option<String> {
         self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }

@@ -298,6 +298,16 @@ impl Alerter {
         }
     }
 
+    /// Sends a snapshot (JPEG) on its own, for when it is written after its event (the peak frame is known only
+    /// later). It goes only to the destinations that take snapshots, in order with the events.
+    pub fn send_snapshot(&self, source: &str, jpeg: &[u8]) {
+        let source: Arc<str> = Arc::from(source);
+        let jpeg: Arc<[u8]> = Arc::from(jpeg);
+        for d in self.destinations.iter().filter(|d| d.takes_snapshots) {
+            d.shared.offer(&source, AlertKind::Snapshot, &jpeg);
+        }
+    }
+
     /// [`Alerter::send`] for an event that is a JSON value.
     pub fn send_value(&self, source: &str, event: &serde_json::Value, snapshot_jpeg: Option<&[u8]>) {
         if self.destinations.is_empty() {

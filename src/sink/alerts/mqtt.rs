@@ -2,11 +2,15 @@
 //!
 //! # States of the worker
 //!
-//! | state | what it does | leaves for |
-//! |---|---|---|
-//! | down (no [`Session`]) | alerts arriving go to the spool; waits for the next attempt (backoff) | connecting |
-//! | connecting (`connected == false`) | waits for CONNACK, at most `connect_timeout_s` + 1 s | up, or down on error |
-//! | up (`connected == true`) | publishes `online`; sends the oldest alerts, at most `max_inflight` unacknowledged | down on any error |
+//! | state | session | what it does | leaves for |
+//! |---|---|---|---|
+//! | down | `None` | spools arriving alerts; waits out the backoff | connecting |
+//! | connecting | `connected_at: None` | waits for CONNACK (`connect_timeout_s` + 1 s) | up; down on error |
+//! | up | `connected_at: Some` | publishes `online`, then the oldest alerts (`max_inflight` unacked) | down on error |
+//!
+//! Going down starts the backoff (`reconnect_initial_ms`, doubling up to `reconnect_max_ms`); it starts again
+//! from the beginning only after a connection that held for 10 s, so a broker that accepts and then drops
+//! every connection is not hammered.
 //!
 //! Every connection is a fresh `Client`/`Connection` pair with a clean session. rumqttc keeps unacknowledged
 //! publishes across reconnects only when the broker still has the session, and drops them otherwise (a broker
@@ -74,6 +78,8 @@ pub(crate) const SPOOL_SUBDIR: &str = "mqtt";
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// How long shutdown waits, past its deadline, for `offline` to be acknowledged and DISCONNECT to go out.
 const FINISH_GRACE: Duration = Duration::from_secs(1);
+/// A connection that held this long ends an outage: the next loss is news, and retries start fast again.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// Warn again about a broker that stays down at most this often.
 const REWARN_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -435,8 +441,8 @@ struct InFlight {
 struct Session {
     client: Client,
     connection: Connection,
-    /// CONNACK received.
-    connected: bool,
+    /// When CONNACK came; `None` while connecting.
+    connected_at: Option<Instant>,
     /// Handed to rumqttc, packet id not known yet, in the order handed over.
     unassigned: VecDeque<InFlight>,
     /// Sent, waiting for PUBACK, by packet id.
@@ -457,11 +463,15 @@ impl Session {
     }
 }
 
-/// The current outage, for logging it once rather than at every attempt.
+/// The current outage, for logging it once rather than at every attempt. It lasts until a connection has held
+/// for [`STABLE_AFTER`], so that a connection that keeps dropping right after CONNACK (two devices with one
+/// client id take the session from each other) is one outage, with growing waits and few warnings.
 struct Outage {
     since: Instant,
     attempts: u64,
     last_warned: Instant,
+    /// "Connected again" was logged.
+    recovered: bool,
 }
 
 struct Worker {
@@ -516,12 +526,12 @@ impl Worker {
         net.set_connection_timeout(self.p.settings.connect_timeout_s);
         connection.eventloop.set_network_options(net);
         debug!("MQTT broker {}: connecting as {}", self.p.name, self.p.client_id);
-        Session { client, connection, connected: false, unassigned: VecDeque::new(), awaiting: HashMap::new() }
+        Session { client, connection, connected_at: None, unassigned: VecDeque::new(), awaiting: HashMap::new() }
     }
 
     /// Sends what the window allows, then waits a little for the broker. An error ends the session.
     fn step(&mut self, s: &mut Session, deadline: Option<Instant>) -> Result<(), String> {
-        let timeout = if s.connected {
+        let timeout = if s.connected_at.is_some() {
             while s.outstanding() < usize::from(self.p.settings.max_inflight) {
                 let Some(d) = self.outbox.next() else { break };
                 self.publish(s, d)?;
@@ -545,7 +555,7 @@ impl Worker {
                 Ok(())
             }
             Ok(Err(e)) => Err(describe(&e, &self.p)),
-            Err(RecvTimeoutError::Timeout) if s.connected => Ok(()),
+            Err(RecvTimeoutError::Timeout) if s.connected_at.is_some() => Ok(()),
             Err(RecvTimeoutError::Timeout) => Err(format!(
                 "no CONNACK within {} s; check the host, the port and the firewall",
                 self.p.settings.connect_timeout_s
@@ -557,17 +567,20 @@ impl Worker {
     fn handle(&mut self, s: &mut Session, event: Event) -> Result<(), String> {
         match event {
             Event::Incoming(Packet::ConnAck(_)) => {
-                s.connected = true;
-                self.backoff.reset();
+                s.connected_at = Some(Instant::now());
                 self.outbox.rewind();
                 self.outbox.note_connected(true);
                 let waiting = self.outbox.spooled();
-                match self.outage.take() {
-                    Some(o) => info!(
-                        "MQTT broker {}: connected again after {:.0} s; delivering {waiting} spooled alerts first",
-                        self.p.name,
-                        o.since.elapsed().as_secs_f64()
-                    ),
+                match &mut self.outage {
+                    Some(o) if !o.recovered => {
+                        o.recovered = true;
+                        info!(
+                            "MQTT broker {}: connected again after {:.1} s; delivering {waiting} spooled alerts first",
+                            self.p.name,
+                            o.since.elapsed().as_secs_f64()
+                        );
+                    }
+                    Some(_) => debug!("MQTT broker {}: connected again", self.p.name),
                     None => info!("MQTT broker {}: connected as {}", self.p.name, self.p.client_id),
                 }
                 self.publish_availability(s, AVAILABLE_ONLINE)?;
@@ -625,6 +638,7 @@ impl Worker {
 
     /// The session ended: what it had not confirmed goes back to the spool, to be sent first next time.
     fn lost(&mut self, s: Session, why: &str) {
+        let connected_at = s.connected_at;
         let mut unconfirmed: Vec<Delivery> = s
             .unassigned
             .into_iter()
@@ -644,26 +658,39 @@ impl Worker {
         self.outbox.note_failure(false);
         let spooled = self.outbox.spooled();
         let now = Instant::now();
+        if connected_at.is_some_and(|t| now.duration_since(t) >= STABLE_AFTER) {
+            self.outage = None;
+            self.backoff.reset();
+        }
         match &mut self.outage {
             None => {
                 warn!(
                     "MQTT broker {}: {why}. Alerts wait in the spool ({spooled} now) and are delivered when it is back",
                     self.p.name
                 );
-                self.outage = Some(Outage { since: now, attempts: 1, last_warned: now });
+                self.outage = Some(Outage { since: now, attempts: 1, last_warned: now, recovered: false });
             }
             Some(o) => {
                 o.attempts += 1;
+                let flapping = if connected_at.is_some() {
+                    format!(
+                        " (the connection drops soon after it is made: is another client using client id {}?)",
+                        self.p.client_id
+                    )
+                } else {
+                    String::new()
+                };
                 if now.duration_since(o.last_warned) >= REWARN_INTERVAL {
                     o.last_warned = now;
                     warn!(
-                        "MQTT broker {}: still unreachable after {} attempts over {:.0} s: {why}; {spooled} alerts spooled",
+                        "MQTT broker {}: still failing after {} attempts over {:.0} s: {why}{flapping}; {spooled} \
+                         alerts spooled",
                         self.p.name,
                         o.attempts,
                         now.duration_since(o.since).as_secs_f64()
                     );
                 } else {
-                    debug!("MQTT broker {}: attempt {} failed: {why}", self.p.name, o.attempts);
+                    debug!("MQTT broker {}: attempt {} failed: {why}{flapping}", self.p.name, o.attempts);
                 }
             }
         }
@@ -673,7 +700,7 @@ impl Worker {
     /// confirmed into the spool for the next start.
     fn finish(&mut self, session: Option<Session>) {
         if let Some(mut s) = session {
-            if s.connected && self.publish_availability(&mut s, AVAILABLE_OFFLINE).is_ok() {
+            if s.connected_at.is_some() && self.publish_availability(&mut s, AVAILABLE_OFFLINE).is_ok() {
                 let grace = Instant::now() + FINISH_GRACE;
                 while s.availability_pending() && !self.pump(&mut s, grace) {}
                 let _ = s.client.try_disconnect();
@@ -747,8 +774,10 @@ fn describe(e: &ConnectionError, p: &Prepared) -> String {
         ConnectionError::NetworkTimeout => {
             format!("no answer within {} s; check the host, the port and the firewall", p.settings.connect_timeout_s)
         }
-        ConnectionError::MqttState(state) => format!("connection lost: {state}"),
-        other => format!("connection lost: {other}"),
+        ConnectionError::MqttState(state) => {
+            format!("connection lost: {state} (the broker stopped, or the network between us failed)")
+        }
+        other => format!("connection lost: {other} (the broker stopped, or the network between us failed)"),
     }
 }
 

@@ -286,18 +286,22 @@ impl Outbox {
                         late: true,
                     });
                 }
-                Err(e) => {
-                    let moved = lock(&self.shared.spool).reject(from_spool);
+                Err(e @ SpoolError::Corrupt { .. }) => {
+                    let mut spool = lock(&self.shared.spool);
+                    let moved = spool.reject(from_spool);
+                    self.shared.refresh_spool_stats(&spool);
+                    drop(spool);
                     lock(&self.shared.stats).rejected += 1;
                     match moved {
                         Ok(to) => {
                             error!("alerts for {}: {e}; moved it to {} and went on", self.shared.name, to.display())
                         }
-                        Err(e2) => {
-                            error!("alerts for {}: {e}; and it could not be moved aside: {e2}", self.shared.name)
-                        }
+                        Err(e2) => error!("alerts for {}: {e}; it could not be moved aside: {e2}", self.shared.name),
                     }
                 }
+                // Perhaps passing (no file descriptors left): skip it for now, it stays in the spool and is tried
+                // again after the next reconnect or start.
+                Err(e) => error!("alerts for {}: {e}; skipping it for now", self.shared.name),
             }
         }
     }

@@ -5,7 +5,7 @@
 //! | state | what it does | leaves for |
 //! |---|---|---|
 //! | up | POSTs the oldest alert; new alerts wait in memory | retrying, on a retryable failure |
-//! | retrying | alerts arriving go to the spool; waits out the backoff, then POSTs the oldest (from the spool) | up, on a 2xx |
+//! | retrying | spools arriving alerts; waits out the backoff, then POSTs the oldest | up, on a 2xx |
 //!
 //! One request at a time, so the receiver sees alerts in order. The outcome of a request:
 //! - 2xx: delivered (and removed from the spool if it came from there);
