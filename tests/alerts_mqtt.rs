@@ -67,6 +67,8 @@ enum Mode {
     Persistent,
     /// Refuses every client.
     NoLogin,
+    /// Also listens with TLS on this port, with `ca.pem`, `server.pem` and `server.key` from its directory.
+    Tls(u16),
 }
 
 /// A mosquitto process; killed when dropped.
@@ -94,6 +96,11 @@ impl Broker {
             ),
             // No password file either: every login is refused.
             Mode::NoLogin => "allow_anonymous false\npersistence false\n".to_string(),
+            Mode::Tls(tls_port) => format!(
+                "allow_anonymous true\npersistence false\nlistener {tls_port} 127.0.0.1\ncafile {d}/ca.pem\n\
+                 certfile {d}/server.pem\nkeyfile {d}/server.key\n",
+                d = dir.display()
+            ),
         }
         .as_str();
         let conf_path = dir.join("mosquitto.conf");
@@ -617,5 +624,100 @@ fn a_refused_login_is_a_warning_that_names_the_broker_but_not_the_password() {
         .unwrap_or_else(|| panic!("no warning names the broker:\n{logs}"));
     assert!(warning.contains("check the MQTT username and password"), "{warning}");
     assert!(!logs.contains(&password), "the password is in the logs:\n{logs}");
+    show_logs();
+}
+
+/// A private CA and a certificate for `localhost` and 127.0.0.1 signed by it, made with the `openssl` command
+/// in `dir`; false when there is no `openssl`.
+fn make_certificates(dir: &Path) -> bool {
+    std::fs::create_dir_all(dir).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(dir).stdin(Stdio::null()).output();
+        match out {
+            Ok(o) if o.status.success() => Some(()),
+            Ok(o) => panic!("openssl {args:?} failed: {}", String::from_utf8_lossy(&o.stderr)),
+            Err(_) => None,
+        }
+    };
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n\
+         extendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let made = (|| {
+        run(&[
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=lookout test CA"],
+            &["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        ]
+        .concat())?;
+        run(&[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]].concat())?;
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ])
+    })();
+    if made.is_none() {
+        return false;
+    }
+    // mosquitto started as root reads them as the `mosquitto` user.
+    use std::os::unix::fs::PermissionsExt;
+    for f in ["ca.pem", "server.pem", "server.key"] {
+        std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    true
+}
+
+#[test]
+fn mqtts_with_a_private_ca() {
+    let bin = require_mosquitto!();
+    capture_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let broker_dir = tmp.path().join("broker");
+    if !make_certificates(&broker_dir) {
+        eprintln!("SKIPPED: no openssl command to make test certificates");
+        return;
+    }
+    let (port, tls_port) = (free_port(), free_port());
+    let _broker = Broker::start(&bin, &broker_dir, port, Mode::Tls(tls_port));
+    let mut sub = Subscriber::start(port, "test-subscriber", false);
+    sub.wait_for("the subscription", |s| s.subacks >= 1);
+
+    let mut s = settings(&tmp.path().join("spool"), tls_port);
+    let m = s.mqtt.as_mut().unwrap();
+    m.url = format!("mqtts://localhost:{tls_port}");
+    m.ca_file = Some(broker_dir.join("ca.pem"));
+    let alerter = Alerter::start(&s).unwrap();
+    send(&alerter, 1);
+    sub.wait_for("event 1 over TLS", |s| s.event_numbers() == [1] && s.availability() == ["online"]);
+    alerter.shutdown(Duration::from_secs(5));
+    check_events(&sub, 1, |_| Some(false));
+
+    // Without the private CA the broker's certificate is not trusted: a warning, and the alert waits.
+    let mut s = settings(&tmp.path().join("spool-untrusted"), tls_port);
+    s.mqtt.as_mut().unwrap().url = format!("mqtts://localhost:{tls_port}");
+    let alerter = Alerter::start(&s).unwrap();
+    send(&alerter, 2);
+    wait_until("a failed TLS handshake", || alerter.stats().destinations[0].failures >= 1);
+    let stats = alerter.shutdown(Duration::from_millis(100));
+    assert_eq!(stats.destinations[0].delivered, 0, "{stats:?}");
+    let logs = logs();
+    assert!(logs.contains(&format!("mqtts://localhost:{tls_port}: TLS failed")), "{logs}");
     show_logs();
 }

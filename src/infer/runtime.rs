@@ -4,13 +4,18 @@
 //! from PyPI here and with the CUDA/TensorRT library of NVIDIA's Jetson wheel on a Jetson.
 //! The library is looked for, in order, at `ORT_DYLIB_PATH`, in the project's `.deps/onnxruntime/`
 //! (where `make deps` puts it), and next to the binary. A missing library is an error, never a panic.
+//!
+//! Every session is built by [`build_session`], which asks [`device::choose`] for the execution provider of the
+//! graph (see `device.rs` for the fallback order of `--device auto` and the TensorRT engine cache).
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use ort::environment::Environment;
-use ort::session::builder::GraphOptimizationLevel;
+use ort::ep::ExecutionProviderDispatch;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 
+use super::device::{self, Attempt, CacheKey, Device, GraphRole, Missing, OrtProbe, Provider, TensorRtSettings};
 use super::{InferError, Result};
 
 const LIB_NAME: &str = "libonnxruntime.so";
@@ -22,6 +27,12 @@ pub struct SessionOptions {
     pub intra_threads: usize,
     /// Graph optimisation level, 0 (none) to 3 (all). Default: 3.
     pub optimization_level: u8,
+    /// Where the image graph (and the hf layout's single graph) runs. Default [`device::DEFAULT_DEVICE`] (auto).
+    pub device: Device,
+    /// Where the text encoder runs; it runs only when the queries change. Default `None`: the same as `device`.
+    pub text_device: Option<Device>,
+    /// Used by graphs that run on TensorRT. Default: [`TensorRtSettings::default`] (fp16 on a Jetson).
+    pub tensorrt: TensorRtSettings,
 }
 
 /// Default for [`SessionOptions::intra_threads`]: let ONNX Runtime decide.
@@ -31,11 +42,25 @@ pub const DEFAULT_OPTIMIZATION_LEVEL: u8 = 3;
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions { intra_threads: DEFAULT_INTRA_THREADS, optimization_level: DEFAULT_OPTIMIZATION_LEVEL }
+        SessionOptions {
+            intra_threads: DEFAULT_INTRA_THREADS,
+            optimization_level: DEFAULT_OPTIMIZATION_LEVEL,
+            device: device::DEFAULT_DEVICE,
+            text_device: None,
+            tensorrt: TensorRtSettings::default(),
+        }
     }
 }
 
 impl SessionOptions {
+    /// The device a graph of this role runs on.
+    pub fn device_for(&self, role: GraphRole) -> Device {
+        match role {
+            GraphRole::Text => self.text_device.unwrap_or(self.device),
+            GraphRole::Image | GraphRole::Combined => self.device,
+        }
+    }
+
     pub(crate) fn level(&self) -> GraphOptimizationLevel {
         match self.optimization_level {
             0 => GraphOptimizationLevel::Disable,
@@ -126,22 +151,163 @@ pub fn loaded_library() -> Option<&'static Path> {
     }
 }
 
-/// Builds a CPU session for one graph.
+/// Builds the session for one graph on the provider [`device::choose`] picks for it, and logs which one it got.
 pub(crate) fn build_session(path: &Path, opts: &SessionOptions) -> Result<ort::session::Session> {
     let env = environment()?;
+    let role = GraphRole::from_path(path);
+    let device = opts.device_for(role);
     let graph = path.display().to_string();
-    let err = |e: &dyn std::fmt::Display| InferError::Ort { graph: graph.clone(), message: e.to_string() };
-    let mut builder = ort::session::Session::builder(env).map_err(|e| err(&e))?;
-    builder = builder.with_optimization_level(opts.level()).map_err(|e| err(&e))?;
-    if opts.intra_threads > 0 {
-        builder = builder.with_intra_threads(opts.intra_threads).map_err(|e| err(&e))?;
+    let probe = OrtProbe::loaded();
+    let chosen = device::choose(&graph, device, &probe, |provider| build_on(env, path, role, opts, provider))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| graph.clone());
+    if device == Device::Cpu {
+        tracing::debug!("{name}: runs on {}", chosen.describe());
+    } else {
+        tracing::info!("{name}: runs on {} (--device {device})", chosen.describe());
     }
-    builder.commit_from_file(path).map_err(|e| err(&e))
+    if let Ok(mut used) = PROVIDERS_USED.lock() {
+        used.push((path.to_path_buf(), chosen.provider));
+    }
+    Ok(chosen.value)
+}
+
+/// Every session built by this process, with the provider it got, in order (bounded by the number of sessions
+/// built, a handful per model).
+static PROVIDERS_USED: std::sync::Mutex<Vec<(PathBuf, Provider)>> = std::sync::Mutex::new(Vec::new());
+
+/// The graphs this process built sessions for, and the provider each got: for `models prepare` and summaries.
+pub fn providers_used() -> Vec<(PathBuf, Provider)> {
+    PROVIDERS_USED.lock().map(|u| u.clone()).unwrap_or_default()
+}
+
+/// One attempt: a fresh builder, the provider registered with `error_on_failure`, then the session.
+///
+/// A failure to register, or to build the session on a GPU provider, makes the provider unavailable (auto moves
+/// on); a failure on the CPU is the graph's own fault and is returned as it is.
+fn build_on(
+    env: &Environment,
+    path: &Path,
+    role: GraphRole,
+    opts: &SessionOptions,
+    provider: Provider,
+) -> std::result::Result<ort::session::Session, Attempt<InferError>> {
+    let graph = path.display().to_string();
+    let fatal =
+        |e: &dyn std::fmt::Display| Attempt::Fatal(InferError::Ort { graph: graph.clone(), message: e.to_string() });
+    let refused = |e: &dyn std::fmt::Display| {
+        Attempt::Unavailable(Missing::Failed { provider: provider.kind(), message: e.to_string() })
+    };
+    let mut builder = ort::session::Session::builder(env).map_err(|e| fatal(&e))?;
+    builder = builder.with_optimization_level(opts.level()).map_err(|e| fatal(&e))?;
+    if opts.intra_threads > 0 {
+        builder = builder.with_intra_threads(opts.intra_threads).map_err(|e| fatal(&e))?;
+    }
+    let providers = match provider {
+        Provider::Cpu => Vec::new(),
+        Provider::Cuda(n) => vec![cuda(n)],
+        Provider::TensorRt(n) => {
+            let trt = tensorrt(path, role, &opts.tensorrt, n).map_err(|e| fatal(&e))?;
+            // Nodes TensorRT cannot take run on CUDA rather than on the CPU (ONNX Runtime adds the CPU last).
+            vec![trt, cuda(n)]
+        }
+    };
+    if !providers.is_empty() {
+        builder = with_providers(builder, &providers).map_err(|e| refused(&e))?;
+    }
+    builder.commit_from_file(path).map_err(|e| if provider == Provider::Cpu { fatal(&e) } else { refused(&e) })
+}
+
+fn with_providers(builder: SessionBuilder, providers: &[ExecutionProviderDispatch]) -> ort::Result<SessionBuilder> {
+    builder.with_execution_providers(providers).map_err(|e| ort::Error::new(e.message().to_string()))
+}
+
+fn cuda(device: u32) -> ExecutionProviderDispatch {
+    ort::ep::CUDA::default().with_device_id(device as i32).build().error_on_failure()
+}
+
+/// The TensorRT provider for one graph: precision, workspace, optimisation profile, and the engine and timing
+/// caches in the graph's own cache directory (created here, with a `key.txt` that says what it was built for).
+fn tensorrt(
+    path: &Path,
+    role: GraphRole,
+    trt: &TensorRtSettings,
+    device: u32,
+) -> std::result::Result<ExecutionProviderDispatch, String> {
+    trt.validate()?;
+    let (dir, shapes) = tensorrt_cache_dir(path, role, trt)?;
+    tracing::info!(
+        "{}: TensorRT engine cache {} (fp16 {}); building an engine takes minutes, `lookout models prepare` does it \
+         ahead of time",
+        path.display(),
+        dir.display(),
+        trt.fp16
+    );
+    let mut ep = ort::ep::TensorRT::default()
+        .with_device_id(device as i32)
+        .with_fp16(trt.fp16)
+        .with_max_workspace_size(usize::try_from(trt.workspace_bytes).unwrap_or(usize::MAX))
+        .with_engine_cache(true)
+        .with_engine_cache_path(dir.display())
+        .with_timing_cache(true)
+        .with_timing_cache_path(dir.display());
+    if let Some(shapes) = shapes {
+        ep = ep
+            .with_profile_min_shapes(shapes.min)
+            .with_profile_opt_shapes(shapes.opt)
+            .with_profile_max_shapes(shapes.max);
+    }
+    Ok(ep.build().error_on_failure())
+}
+
+/// The engine cache directory of a graph (created, with its `key.txt`), and the profile shapes it is keyed by.
+///
+/// The shapes need the model's input size, read from the model directory (`<dir>/onnx/<graph>.onnx`); a graph
+/// outside a model directory gets no explicit profile (TensorRT then builds for the shapes it first sees).
+pub fn tensorrt_cache_dir(
+    path: &Path,
+    role: GraphRole,
+    trt: &TensorRtSettings,
+) -> std::result::Result<(PathBuf, Option<device::ProfileShapes>), String> {
+    let model = path.parent().and_then(Path::parent).and_then(|dir| super::ModelDir::open(dir).ok());
+    let shapes = model.as_ref().map(|m| role.profile_shapes(m.image_size, trt));
+    let model_name = model.as_ref().map(|m| m.name.clone()).unwrap_or_else(|| "graph".into());
+    let started = std::time::Instant::now();
+    let model_sha256 = device::file_sha256(path)
+        .map_err(|e| format!("cannot read {} to key its engine cache: {e}", path.display()))?;
+    tracing::debug!(graph = %path.display(), ms = started.elapsed().as_millis() as u64, "hashed graph");
+    let key = CacheKey {
+        model_sha256,
+        provider: "tensorrt".into(),
+        runtime: device::ort_build_info(),
+        platform: device::platform_release().unwrap_or_default(),
+        shapes: shapes.clone().unwrap_or(device::ProfileShapes {
+            min: String::new(),
+            opt: String::new(),
+            max: String::new(),
+        }),
+        fp16: trt.fp16,
+    };
+    let dir = key.dir(&trt.cache_root, &model_name, path);
+    std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(dir.join("key.txt"), key.canonical())).map_err(|e| {
+        format!("cannot create the TensorRT engine cache {}: {e}; set [tensorrt] cache_dir", dir.display())
+    })?;
+    Ok((dir, shapes))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_device_defaults_to_the_main_device() {
+        let o = SessionOptions { device: Device::TensorRt(0), ..SessionOptions::default() };
+        assert_eq!(o.device_for(GraphRole::Text), Device::TensorRt(0));
+        let o = SessionOptions { text_device: Some(Device::Cuda(0)), ..o };
+        assert_eq!(
+            (o.device_for(GraphRole::Text), o.device_for(GraphRole::Image)),
+            (Device::Cuda(0), Device::TensorRt(0))
+        );
+    }
 
     #[test]
     fn candidates_include_project_deps() {

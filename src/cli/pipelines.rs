@@ -1,0 +1,208 @@
+//! `lookout pipelines`: which GStreamer pipeline `watch` would run for a source, for debugging with
+//! `gst-launch-1.0`, and which templates this machine can run.
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+
+use lookout::infer::{Family, ModelDir};
+use lookout::models::{self, OnMissing};
+use lookout::pipeline::{self, Credentials, ElementRegistry, GstRegistry, PipelineChoice, PipelineTemplate};
+use lookout::source::{FrameSettings, SourceSpec};
+
+use super::{Common, UsageError};
+
+#[derive(Debug, Args)]
+pub struct PipelinesArgs {
+    #[command(subcommand)]
+    pub command: PipelinesCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PipelinesCommand {
+    /// Print the pipeline `watch` would run for SOURCE (password removed), and a gst-launch-1.0 line to try it.
+    Show {
+        /// A video file, rtsp:// or http(s):// URL, or /dev/videoN; it need not be reachable from here.
+        #[arg(value_name = "SOURCE")]
+        source: String,
+        /// Pipeline template: auto, a built-in name (generic, jetson) or a template file.
+        #[arg(long, value_name = "NAME|FILE")]
+        pipeline: Option<String>,
+        /// Include the full-size branch, as `watch --annotate` does.
+        #[arg(long)]
+        annotate: bool,
+        /// Only the pipeline description, nothing else (for scripts).
+        #[arg(long)]
+        bare: bool,
+    },
+    /// The built-in templates, and whether this machine has the GStreamer elements each needs.
+    List,
+}
+
+pub fn run(common: &Common, args: PipelinesArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        PipelinesCommand::Show { source, pipeline, annotate, bare } => {
+            show(common, &source, pipeline.as_deref(), annotate, bare)
+        }
+        PipelinesCommand::List => {
+            for name in pipeline::builtin_names() {
+                let t = PipelineTemplate::builtin(name).expect("built-in templates parse (tested)");
+                let missing = t.missing_elements(&GstRegistry);
+                if missing.is_empty() {
+                    println!("{name:<10} usable here (needs: {})", needs(&t));
+                } else {
+                    println!("{name:<10} not usable here: missing {}", missing.join(", "));
+                }
+            }
+            let auto = pipeline::select(&PipelineChoice::Auto, &GstRegistry)?;
+            println!("auto picks: {}", auto.name);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn needs(t: &PipelineTemplate) -> String {
+    if t.requires.is_empty() { "nothing special".into() } else { t.requires.join(", ") }
+}
+
+fn show(common: &Common, source: &str, choice: Option<&str>, annotate: bool, bare: bool) -> anyhow::Result<ExitCode> {
+    let spec = SourceSpec::parse_unchecked(source, 0).map_err(|e| UsageError(e.to_string()))?;
+    let choice = PipelineChoice::from_arg(choice);
+    let template = pipeline::select(&choice, &GstRegistry).map_err(|e| UsageError(e.to_string()))?;
+    let (settings, model_note) = frame_settings(&common.model, annotate);
+    let description = pipeline::render(&template, &spec, &settings, Credentials::Redact)?;
+    if bare {
+        println!("{description}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("source:   {} ({}, {})", spec.display, spec.kind, if spec.is_live() { "live" } else { "file" });
+    println!("template: {} ({})", template.name, why(&choice, &template, &GstRegistry));
+    println!("model:    {model_note}");
+    println!("\n{description}\n");
+    println!("To run it alone (appsinks replaced by fakesink, which prints nothing; -v prints the negotiated caps):");
+    println!("  gst-launch-1.0 -v {}", shell_quote(&launchable(&description)));
+    if spec.display != spec.secret_uri() {
+        println!("The URL's credentials were replaced by ***: put yours back in before running it.");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Why this template: for `auto`, which elements the templates before it lack.
+fn why(choice: &PipelineChoice, chosen: &PipelineTemplate, registry: &dyn ElementRegistry) -> String {
+    match choice {
+        PipelineChoice::Auto => {
+            let mut skipped = Vec::new();
+            for name in pipeline::builtin_names() {
+                if name == chosen.name {
+                    break;
+                }
+                if let Some(t) = PipelineTemplate::builtin(name) {
+                    skipped.push(format!("{name} needs {} (missing here)", t.missing_elements(registry).join(", ")));
+                }
+            }
+            if skipped.is_empty() {
+                format!("auto: its elements are installed: {}", needs(chosen))
+            } else {
+                format!("auto; {}", skipped.join("; "))
+            }
+        }
+        PipelineChoice::Builtin(_) => "--pipeline".into(),
+        PipelineChoice::File(path) => format!("--pipeline {}", path.display()),
+    }
+}
+
+/// The model-branch shape `watch` would use with `-m`, without downloading anything: the model's own size when
+/// it is here, else OWL-ViT's 768x768.
+fn frame_settings(model: &str, annotate: bool) -> (FrameSettings, String) {
+    let base = FrameSettings { full_frames: annotate, ..FrameSettings::default() };
+    let opened = models::resolve(model, &OnMissing::Fail).ok().and_then(|dir| ModelDir::open(&dir).ok());
+    match opened {
+        Some(m) => {
+            let size = m.image_size;
+            let owlv2 = m.family == Family::Owlv2;
+            let settings =
+                FrameSettings { model_size: (size, size), keep_aspect_longest: owlv2.then_some(size), ..base };
+            let shape =
+                if owlv2 { format!("longer side {size}, padded by the model") } else { format!("{size}x{size}") };
+            (settings, format!("{} ({shape})", m.name))
+        }
+        None => {
+            let (w, h) = base.model_size;
+            (base, format!("{model} is not downloaded here; showing the default {w}x{h} model branch"))
+        }
+    }
+}
+
+/// The description with each `appsink` turned into a `fakesink` (dropping the appsink-only properties), so that
+/// gst-launch-1.0 can run it without lookout pulling frames.
+fn launchable(description: &str) -> String {
+    let mut out = Vec::new();
+    let mut in_appsink = false;
+    for token in description.split(' ') {
+        if token == "appsink" {
+            in_appsink = true;
+            out.push("fakesink");
+            continue;
+        }
+        if token == "!" || token.ends_with('.') {
+            in_appsink = false;
+        }
+        if in_appsink && (token.starts_with("max-buffers=") || token.starts_with("drop=")) {
+            continue;
+        }
+        out.push(token);
+    }
+    out.join(" ")
+}
+
+/// Single-quoted for a POSIX shell.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn launchable_swaps_appsinks_for_fakesinks() {
+        let d = "a ! tee name=t  t. ! queue ! appsink name=model_sink sync=false enable-last-sample=false \
+                 max-buffers=1 drop=true  t. ! queue ! appsink name=full_sink sync=false max-buffers=4 drop=false";
+        assert_eq!(
+            launchable(d),
+            "a ! tee name=t  t. ! queue ! fakesink name=model_sink sync=false enable-last-sample=false  t. ! queue ! \
+             fakesink name=full_sink sync=false"
+        );
+        assert_eq!(shell_quote("a 'b'"), r"'a '\''b'\'''");
+    }
+
+    #[test]
+    fn launchable_line_parses_with_gstreamer() {
+        let spec = SourceSpec::parse_unchecked("rtsp://u:secret@cam.example/live", 0).unwrap();
+        let t = PipelineTemplate::builtin("generic").unwrap();
+        let settings = FrameSettings { full_frames: true, ..FrameSettings::default() };
+        let d = pipeline::render(&t, &spec, &settings, Credentials::Redact).unwrap();
+        assert!(!d.contains("secret"));
+        gstreamer::init().unwrap();
+        let launched = launchable(&d);
+        assert!(!launched.contains("appsink"), "{launched}");
+        gstreamer::parse::launch(&launched).expect("the gst-launch line parses");
+    }
+
+    struct Fake(&'static [&'static str]);
+    impl ElementRegistry for Fake {
+        fn has(&self, e: &str) -> bool {
+            self.0.contains(&e)
+        }
+    }
+
+    #[test]
+    fn auto_explains_why_jetson_was_passed_over() {
+        let generic = PipelineTemplate::builtin("generic").unwrap();
+        let w = why(&PipelineChoice::Auto, &generic, &Fake(&["nvvidconv"]));
+        assert_eq!(w, "auto; jetson needs nvv4l2decoder (missing here)");
+        let jetson = PipelineTemplate::builtin("jetson").unwrap();
+        let w = why(&PipelineChoice::Auto, &jetson, &Fake(&["nvv4l2decoder", "nvvidconv"]));
+        assert!(w.contains("nvv4l2decoder, nvvidconv"), "{w}");
+    }
+}
