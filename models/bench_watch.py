@@ -431,6 +431,8 @@ def machine() -> dict:
     rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
                            capture_output=True, text=True).stdout.strip()
+    # The binary may be older than the checkout (or a copy elsewhere): say when it was built.
+    built = time.strftime("%Y-%m-%d %H:%M", time.localtime(LOOKOUT.stat().st_mtime))
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -438,7 +440,8 @@ def machine() -> dict:
         "kernel": platform.release(),
         "gstreamer": gstv[1].split()[-1] if len(gstv) > 1 else "?",
         "onnxruntime": ort_v,
-        "lookout": rev.stdout.strip() + (" (with uncommitted changes)" if dirty else ""),
+        "lookout": f"{LOOKOUT} built {built}; checkout {rev.stdout.strip()}"
+        + (" with uncommitted changes" if dirty else ""),
     }
 
 

@@ -86,6 +86,9 @@ pub struct Config {
     /// Standing queries, in addition to `-q`.
     #[serde(default, rename = "query")]
     pub queries: Vec<QueryConfig>,
+    /// TensorRT settings, used when a graph runs on TensorRT (see `--device`).
+    #[serde(default)]
+    pub tensorrt: crate::infer::device::TensorRtConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -97,6 +100,12 @@ pub struct ModelConfig {
     pub layout: Option<String>,
     /// ONNX Runtime intra-op threads; default 0 (one per core).
     pub intra_threads: Option<usize>,
+    /// Where the model runs: "auto", "cpu", "cuda[:N]" or "tensorrt[:N]". Default "auto"; `--device` overrides.
+    pub device: Option<crate::infer::Device>,
+    /// Where the text encoder runs, if not on `device`. Default: `device`.
+    pub text_device: Option<crate::infer::Device>,
+    /// ONNX Runtime graph optimisation, 0 (none) to 3 (all). Default 3.
+    pub optimization_level: Option<u8>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -266,6 +275,11 @@ impl Config {
                     )));
                 }
             }
+        }
+        if let Some(level) = self.model.optimization_level
+            && level > 3
+        {
+            return Err(invalid(format!("model.optimization_level {level} is outside 0..3")));
         }
         if let Some(every) = self.inference.every
             && every == 0

@@ -10,6 +10,7 @@
 //! - [`draw`]: drawing boxes and labels on RGB images.
 //! - [`pipeline`]: GStreamer pipeline templates.
 //! - [`config`]: the TOML configuration for `watch`.
+//! - [`watchdog`]: systemd notifications (ready, watchdog, stopping).
 
 pub mod config;
 pub mod draw;
@@ -23,3 +24,4 @@ pub mod sink;
 pub mod source;
 pub mod track;
 pub mod watch;
+pub mod watchdog;

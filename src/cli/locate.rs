@@ -16,7 +16,7 @@ use serde::Serialize;
 use lookout::draw::{Canvas, annotate_detections, draw_banner};
 use lookout::geom::{Detection, PixelBox};
 use lookout::infer::postprocess::{DEFAULT_NMS_IOU, Selection, select};
-use lookout::infer::{Detector, ModelDir, QuerySet, SessionOptions, preprocess};
+use lookout::infer::{Detector, ModelDir, QuerySet, preprocess};
 
 use super::{Common, UsageError};
 
@@ -99,7 +99,7 @@ pub fn run(common: &Common, args: LocateArgs) -> anyhow::Result<ExitCode> {
     if model.is_test_model {
         tracing::warn!("{}: test model with random weights: boxes are not meaningful", model.dir.display());
     }
-    let opts = SessionOptions { intra_threads: common.intra_threads, ..SessionOptions::default() };
+    let opts = common.session.options(common.intra_threads, &lookout::config::Config::default())?;
     let mut timings = Timings::default();
     let t0 = Instant::now();
     let mut detector = Detector::load(model, &opts)?;

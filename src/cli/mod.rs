@@ -2,6 +2,9 @@
 
 pub mod locate;
 pub mod models;
+pub mod pipelines;
+pub mod prepare;
+pub mod session;
 pub mod watch;
 
 use std::path::PathBuf;
@@ -34,6 +37,9 @@ pub struct Common {
     /// Threads ONNX Runtime uses inside one operator (0: one per core).
     #[arg(long, global = true, default_value_t = lookout::infer::runtime::DEFAULT_INTRA_THREADS)]
     pub intra_threads: usize,
+    /// --device, --text-device, --graph-opt-level and the TensorRT flags.
+    #[command(flatten)]
+    pub session: session::SessionArgs,
     /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -51,8 +57,10 @@ pub enum Command {
     Locate(locate::LocateArgs),
     /// Search every frame of files, streams and cameras for standing queries: events, annotated video.
     Watch(watch::WatchArgs),
-    /// List, download and inspect models.
+    /// List, download, inspect and prepare models.
     Models(models::ModelsArgs),
+    /// Show the GStreamer pipeline a source would run with, and the templates this machine can run.
+    Pipelines(pipelines::PipelinesArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -60,6 +68,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Locate(args) => locate::run(&cli.common, args),
         Command::Watch(args) => watch::run(&cli.common, args),
         Command::Models(args) => models::run(&cli.common, args),
+        Command::Pipelines(args) => pipelines::run(&cli.common, args),
     }
 }
 

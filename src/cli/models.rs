@@ -39,10 +39,14 @@ pub enum ModelsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Build a model's sessions ahead of time (TensorRT engines: `--device tensorrt`), so the first frame does
+    /// not wait for them.
+    Prepare(super::prepare::PrepareArgs),
 }
 
-pub fn run(_common: &Common, args: ModelsArgs) -> anyhow::Result<ExitCode> {
+pub fn run(common: &Common, args: ModelsArgs) -> anyhow::Result<ExitCode> {
     match args.command {
+        ModelsCommand::Prepare(args) => super::prepare::run(common, args),
         ModelsCommand::List { json } => {
             let listed = models::list()?;
             if json {

@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::Args;
 
 use lookout::config::{Config, StandingQuery};
-use lookout::infer::{Detector, Layout, ModelDir, SessionOptions};
+use lookout::infer::{Detector, Layout, ModelDir};
 use lookout::pipeline::PipelineChoice;
 use lookout::shutdown::{Level, Shutdown};
 use lookout::source::{ReconnectSettings, SourceSpec, probe_media};
@@ -130,7 +130,7 @@ pub fn run(common: &Common, args: WatchArgs) -> anyhow::Result<ExitCode> {
         eprintln!("\n  *** {}: TEST MODEL with random weights: boxes are not meaningful ***\n", model.dir.display());
     }
     let intra = config.model.intra_threads.unwrap_or(common.intra_threads);
-    let detector = Detector::load(model, &SessionOptions { intra_threads: intra, ..SessionOptions::default() })?;
+    let detector = Detector::load(model, &common.session.options(intra, &config)?)?;
 
     let r = &config.reconnect;
     let defaults = ReconnectSettings::default();
@@ -184,7 +184,30 @@ pub fn run(common: &Common, args: WatchArgs) -> anyhow::Result<ExitCode> {
 
     let progress = Arc::new(watch::Progress::default());
     let bar = progress_bar(&specs, progress.clone(), settings.every);
-    let summary = watch::run(detector, queries, specs, settings, shutdown.token(), progress)?;
+    // systemd (deploy/lookout.service is Type=notify with WatchdogSec): ready once the model is loaded, and a
+    // watchdog fed while the inference loop goes round.
+    let notifier = lookout::watchdog::Notifier::from_env();
+    let dog = match lookout::watchdog::watchdog_timeout() {
+        Some(t) if notifier.is_enabled() => {
+            let p = progress.clone();
+            Some(
+                lookout::watchdog::Watchdog::spawn(
+                    notifier.clone(),
+                    t / 2,
+                    lookout::watchdog::advanced(move || p.infer_rounds.load(Ordering::Relaxed)),
+                )
+                .context("starting the watchdog thread")?,
+            )
+        }
+        _ => None,
+    };
+    notifier.ready();
+    let result = watch::run(detector, queries, specs, settings, shutdown.token(), progress.clone());
+    notifier.stopping();
+    if let Some(d) = dog {
+        d.stop();
+    }
+    let summary = result?;
     if let Some((bar, stop, thread)) = bar {
         stop.store(true, Ordering::Relaxed);
         let _ = thread.join();

@@ -12,6 +12,7 @@
 //! [`Detection`]: crate::geom::Detection
 
 pub mod detector;
+pub mod device;
 pub mod head;
 pub mod model;
 pub mod postprocess;
@@ -20,6 +21,7 @@ pub mod runtime;
 pub mod text;
 
 pub use detector::{Detector, QuerySet, RawOutput};
+pub use device::Device;
 pub use model::{Family, Layout, ModelDir};
 pub use runtime::SessionOptions;
 
@@ -53,6 +55,8 @@ pub enum InferError {
     Ort { graph: String, message: String },
     #[error("{graph}: unexpected output {name}: {message}")]
     Output { graph: String, name: String, message: String },
+    #[error(transparent)]
+    Device(#[from] device::DeviceError),
 }
 
 /// Shorthand for results of this module.

@@ -198,6 +198,9 @@ struct Processed {
 pub struct Progress {
     pub frames_processed: std::sync::atomic::AtomicU64,
     pub events: std::sync::atomic::AtomicU64,
+    /// Rounds of the inference loop, including rounds without frames: the systemd watchdog is fed while it moves,
+    /// so cameras that are down do not cause restarts, but a stuck inference does.
+    pub infer_rounds: std::sync::atomic::AtomicU64,
 }
 
 /// Runs `watch` until every file has ended, `max_duration` passed, or a stop was requested on `shutdown`.
@@ -325,6 +328,7 @@ pub fn run(
         every: settings.every,
         fps: settings.fps,
         decode_only: settings.decode_only,
+        progress: progress.clone(),
         queues,
         notify,
         outputs: post_senders,
@@ -428,6 +432,7 @@ struct InferStage {
     every: u32,
     fps: Option<f64>,
     decode_only: bool,
+    progress: Arc<Progress>,
     queues: Vec<FrameQueue>,
     notify: Arc<Notify>,
     outputs: Vec<Sender<Processed>>,
@@ -450,6 +455,7 @@ impl InferStage {
         let selection = Selection { threshold: Some(min_threshold), always_best: false, ..Selection::default() };
         let mut stopped = false;
         loop {
+            self.progress.infer_rounds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if !stopped && self.max_duration.is_some_and(|d| self.started.elapsed() >= d) {
                 info!("--max-seconds reached; draining");
                 stopped = true;
