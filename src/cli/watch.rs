@@ -56,6 +56,13 @@ pub struct WatchArgs {
     /// Republish the annotated video of each source at rtsp://ADDR:PORT/<source> (PORT alone: on 127.0.0.1).
     #[arg(long, value_name = "[ADDR:]PORT")]
     pub serve_rtsp: Option<String>,
+    /// Publish every event to this MQTT broker (mqtt://[user:pass@]HOST[:PORT], QoS 1, topics lookout/<source>/events
+    /// and lookout/available). Alerts wait in <out>/alert-spool while the broker is down.
+    #[arg(long, value_name = "URL")]
+    pub mqtt: Option<String>,
+    /// POST every event as JSON to this URL (repeatable), with retries; spooled while it is down.
+    #[arg(long, value_name = "URL")]
+    pub webhook: Vec<String>,
     /// Decode and track without running the model (to measure the video pipeline alone).
     #[arg(long, hide = true)]
     pub decode_only: bool,
@@ -155,6 +162,14 @@ pub fn run(common: &Common, args: WatchArgs) -> anyhow::Result<ExitCode> {
         progress: true,
         source_names: names,
         decode_only: args.decode_only,
+        alerts: if args.mqtt.is_none() && args.webhook.is_empty() {
+            None
+        } else {
+            let mut a = lookout::sink::alerts::AlertSettings::new(out_dir.join("alert-spool"));
+            a.mqtt = args.mqtt.as_deref().map(lookout::sink::alerts::MqttSettings::new);
+            a.webhooks = args.webhook.iter().map(|u| lookout::sink::alerts::WebhookSettings::new(u.as_str())).collect();
+            Some(a)
+        },
         serve_rtsp: match &args.serve_rtsp {
             Some(a) => Some(lookout::sink::rtsp::parse_listen(a).map_err(UsageError)?),
             None => config

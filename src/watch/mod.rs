@@ -73,6 +73,8 @@ pub enum WatchError {
     Infer(#[from] crate::infer::InferError),
     #[error(transparent)]
     Sink(#[from] crate::sink::SinkError),
+    #[error(transparent)]
+    Alert(#[from] crate::sink::alerts::AlertError),
     #[error("could not start thread {name}: {error}")]
     Thread { name: String, error: std::io::Error },
     #[error("every source failed to start; the first: {0}")]
@@ -107,6 +109,8 @@ pub struct WatchSettings {
     pub decode_only: bool,
     /// Republish each source's annotated video at `rtsp://ADDRESS:PORT/<source>`. Default: off.
     pub serve_rtsp: Option<(String, u16)>,
+    /// MQTT and webhook alerts for every event line (after it is in events.jsonl). Default: off.
+    pub alerts: Option<crate::sink::alerts::AlertSettings>,
 }
 
 impl Default for WatchSettings {
@@ -126,6 +130,7 @@ impl Default for WatchSettings {
             source_names: Vec::new(),
             decode_only: false,
             serve_rtsp: None,
+            alerts: None,
         }
     }
 }
@@ -287,6 +292,11 @@ pub fn run(
         None => None,
     };
 
+    let alerter = match &settings.alerts {
+        Some(a) => Some(Arc::new(crate::sink::alerts::Alerter::start(a)?)),
+        None => None,
+    };
+
     // Post stages, one per source.
     let mut post_threads: Vec<JoinHandle<PostStats>> = Vec::new();
     let mut post_senders: Vec<Sender<Processed>> = Vec::new();
@@ -307,6 +317,7 @@ pub fn run(
             shutdown: shutdown.clone(),
             started,
             rtsp: rtsp.clone(),
+            alerter: alerter.clone(),
         };
         let name = format!("post-{}", h.spec.short_name);
         let t = std::thread::Builder::new()
@@ -362,6 +373,12 @@ pub fn run(
             })
         })
         .collect();
+    // Every post thread is done, so this is the last reference: deliver what can be delivered in time; the rest
+    // stays in the spool for the next start.
+    if let Some(alerter) = alerter.and_then(|a| Arc::try_unwrap(a).ok()) {
+        let timeout = if shutdown.is_aborting() { Duration::ZERO } else { Duration::from_secs(5) };
+        alerter.shutdown(timeout);
+    }
 
     let mut summaries = Vec::new();
     for (i, (spec, exit)) in exits.into_iter().enumerate() {
@@ -590,6 +607,8 @@ struct PostStage {
     started: Instant,
     /// The RTSP server for `--serve-rtsp`, shared by every source.
     rtsp: Option<Arc<crate::sink::rtsp::RtspPublisher>>,
+    /// MQTT/webhook alerts, shared by every source.
+    alerter: Option<Arc<crate::sink::alerts::Alerter>>,
 }
 
 /// The tracker settings for a source: `base`, keeping a lost track at least as long as the longest
@@ -628,6 +647,9 @@ struct LogSink<'a> {
     clip_sink: &'a mut Option<Box<dyn ClipSink + Send>>,
     progress: &'a Progress,
     stats: &'a mut PostStats,
+    alerter: Option<&'a crate::sink::alerts::Alerter>,
+    /// Topic-safe source name for alerts.
+    short_name: &'a str,
 }
 
 impl EventSink for LogSink<'_> {
@@ -647,6 +669,12 @@ impl EventSink for LogSink<'_> {
             Ok(()) => {
                 self.stats.events += 1;
                 self.progress.events.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // events.jsonl first (the source of truth), then the alert; the alerter never blocks.
+                if let Some(alerter) = self.alerter
+                    && let Ok(value) = serde_json::to_value(&record)
+                {
+                    alerter.send_value(self.short_name, &value, None);
+                }
             }
             Err(e) => {
                 // A full disk must not stop detection: report, count, go on.
@@ -691,6 +719,8 @@ impl PostStage {
                 clip_sink: &mut self.clip_sink,
                 progress: &self.progress,
                 stats: &mut stats,
+                alerter: self.alerter.as_deref(),
+                short_name: &self.spec.short_name,
             };
             tracks.clear();
             match &p.detections {
@@ -779,6 +809,8 @@ impl PostStage {
             clip_sink: &mut self.clip_sink,
             progress: &self.progress,
             stats: &mut stats,
+            alerter: self.alerter.as_deref(),
+            short_name: &self.spec.short_name,
         };
         lifecycle.finish(reason, &mut sink);
         self.tracker.finish().for_each(drop);
