@@ -54,6 +54,11 @@ bench-locate: build $(VENV)/bin/python
 	test -d models/full/owlvit-b32 || $(VENV)/bin/python models/export_owl.py --full --only owlvit
 	$(VENV)/bin/python models/bench_locate.py --model models/full/owlvit-b32 --lookout target/release/lookout
 
+## bench-watch: watch end to end vs inference alone, decode-only 1/2/4 x 1080p, 1 vs 20 queries, RSS over a 10-min replay
+bench-watch: build $(VENV)/bin/python
+	test -d models/full/owlvit-b32 || $(VENV)/bin/python models/export_owl.py --full --only owlvit
+	$(VENV)/bin/python models/bench_watch.py --model models/full/owlvit-b32 --lookout target/release/lookout
+
 clean:
 	$(CARGO) clean
 	rm -rf out
