@@ -13,8 +13,10 @@ One invocation measures, on this machine, with the same ONNX Runtime threads eve
                   GStreamer, inference, tracking, events, drawing and H.264 encoding of the annotated 1080p video),
                   and the same without --annotate (no full-size frames, no drawing, no encoding).
   3. alone        the same model on preprocessed tensors: `locate --timings` infer_ms (image_embedder.onnx + class
-                  head, the image already resized and normalised), first image dropped as warm-up; plus, as a
-                  cross-check when onnxruntime imports here, image_embedder.onnx in Python on a fixed tensor.
+                  head, the image already resized and normalised), first image dropped as warm-up, measured before
+                  and again after the two 5-query end-to-end runs (the ratio uses the mean of the two medians: the
+                  load of a shared machine drifts); plus, as a cross-check when onnxruntime imports here,
+                  image_embedder.onnx in Python on a fixed tensor.
   4. decode only  `watch --decode-only` (decode, scale, track; the model never runs) with 1, 2 and 4 parallel
                   sources of the 1080p clip; and 1 source with --annotate (adds full-frame RGB, drawing, encoding).
   5. queries      the end-to-end run (without --annotate, so only the queries differ) with 1 and with 20 queries.
@@ -41,6 +43,9 @@ memory flat over the 10-minute replay (here: end <= start + 5 %). The exit code 
 something could not run). /proc/loadavg is recorded before and after every run; the machine may be shared. With
 --wait-load L (the default outside --quick: 2.5) the benchmark first waits, polling every 20 s for at most
 --wait-minutes, until the 1-minute load average is below L, and says whether it got there.
+
+--parts ratio,queries,decode,memory picks what to measure (default: all; "ratio" is items 2 and 3, "queries" 5,
+"decode" 4, "memory" 6), e.g. to measure one part again when the machine is quieter.
 
 --quick: a smoke test of this script in about a minute: the tiny model, 50/25-frame 1080p clips, a 30 s loop for
 memory, 5 timed inferences; its figures mean nothing.
@@ -95,6 +100,7 @@ QUERIES_20 = [
 QUERIES_5 = QUERIES_20[:5]
 QUERIES_1 = QUERIES_20[:1]
 
+PARTS = ("ratio", "queries", "decode", "memory")
 TARGET_RATIO = 1.10
 TARGET_QUERIES = 1.10
 TARGET_RSS_GROWTH = 0.05
@@ -311,6 +317,10 @@ class Steady:
         self.busy_ms_per_frame = busy / d_frames if d_frames > 0 and li["count"] else float("nan")
         self.batch_p50 = li["p50_ms"]
 
+    def as_dict(self) -> dict:
+        return {"fps": self.fps, "fps_per_source": self.fps_per_source, "ms_per_frame": self.ms_per_frame,
+                "watch_infer_ms_per_frame": self.busy_ms_per_frame, "batch_p50_ms": self.batch_p50}
+
     def loads(self) -> str:
         return f"{self.short.load_before[0]:.2f}->{self.short.load_after[0]:.2f}, {self.long.load_before[0]:.2f}->{self.long.load_after[0]:.2f}"
 
@@ -507,8 +517,12 @@ def main(argv=None) -> int:
     ap.add_argument("--rss-warmup", type=float, default=None, help="seconds after streaming starts before 'start'")
     ap.add_argument("--wait-load", type=float, default=None, help="wait for the 1-min load below this (default 2.5)")
     ap.add_argument("--wait-minutes", type=float, default=25.0)
-    ap.add_argument("--skip-rss", action="store_true", help="leave out the 10-minute memory replay")
+    ap.add_argument("--parts", default=",".join(PARTS),
+                    help=f"what to measure, comma-separated from {','.join(PARTS)} (default: all)")
     a = ap.parse_args(argv)
+    parts = {x.strip() for x in a.parts.split(",") if x.strip()}
+    if not parts or parts - set(PARTS):
+        ap.error(f"--parts: choose from {','.join(PARTS)}")
 
     LOOKOUT, WORK, THREADS, RUNS = a.lookout.resolve(), a.work.resolve(), a.threads, []
     ENV = dict(os.environ)
@@ -543,7 +557,7 @@ def main(argv=None) -> int:
     still = WORK / f"bikes-1080p-frame{still_index}.png"
     make_1080p(clip_long, long_n)
     make_1080p(clip_short, short_n)
-    if not a.skip_rss:
+    if "memory" in parts:
         make_loop(clip_loop, loop_copies)
     make_still(clip_long, still, still_index)
     log(f"  {clip_long.name}, {clip_short.name}, {clip_loop.name} in {WORK}")
@@ -554,78 +568,96 @@ def main(argv=None) -> int:
     others_start = busy_processes()
     log(f"  busiest processes now: {others_start}")
 
-    log("inference alone (preprocessed tensors):")
-    alone = infer_alone_locate(model, still, QUERIES_5, alone_n)
-    ort_py = infer_alone_ort(model, alone_n)
+    rows, result = [], {}
+    if "ratio" in parts:
+        log("inference alone (preprocessed tensors), before the end-to-end runs:")
+        alone_before = infer_alone_locate(model, still, QUERIES_5, alone_n)
+        ort_py = infer_alone_ort(model, alone_n)
+        log(f"end to end (--every 1), steady state = difference of the {long_n}- and {short_n}-frame runs:")
+        e2e5 = pair("e2e 5 queries --annotate", clip_long, clip_short, queries=QUERIES_5, model=model, annotate=True)
+        e2e5n = pair("e2e 5 queries", clip_long, clip_short, queries=QUERIES_5, model=model)
+        # Again after them: on a shared machine the load drifts, and the two 5-query runs are compared with the mean.
+        log("inference alone, after the 5-query end-to-end runs:")
+        alone_after = infer_alone_locate(model, still, QUERIES_5, alone_n)
+        alone_p50 = (alone_before["p50_ms"] + alone_after["p50_ms"]) / 2
+        for when, al in (("before", alone_before), ("after", alone_after)):
+            rows.append((f"inference alone, {when} (locate --timings)",
+                         f"p50 {al['p50_ms']:.1f} ms (min {al['min_ms']:.1f})", "",
+                         f"n={al['n']}, load {al['load'][0][0]:.2f}->{al['load'][1][0]:.2f}"))
+        rows.append(("inference alone, mean of the two p50s", f"{alone_p50:.1f} ms", "", "image_embedder + class head"))
+        if ort_py:
+            rows.append(("  cross-check: onnxruntime (Python), image_embedder",
+                         f"p50 {ort_py['p50_ms']:.1f} ms (min {ort_py['min_ms']:.1f})", "",
+                         f"n={ort_py['n']}, load {ort_py['load'][0][0]:.2f}->{ort_py['load'][1][0]:.2f}"))
+        for name, key, e in (("--annotate", "5q_annotate", e2e5), ("no --annotate", "5q", e2e5n)):
+            r = e.ms_per_frame / alone_p50
+            rows += [
+                (f"e2e 5 queries, --every 1, {name}", f"{e.fps:.3f} frames/s ({e.ms_per_frame:.1f} ms/frame)", "",
+                 f"load {e.loads()}"),
+                ("  watch's inference per frame (mean, p50)", f"{e.busy_ms_per_frame:.1f} ms, {e.batch_p50:.1f} ms", "",
+                 f"{e.busy_ms_per_frame / alone_p50:.3f} x alone; preprocess+model+head+select"),
+                ("  e2e per frame / watch's inference per frame", f"{e.ms_per_frame / e.busy_ms_per_frame:.3f}", "",
+                 "1.00: the inference thread never waits for frames"),
+                ("  ratio e2e per frame / inference alone", f"{r:.3f}",
+                 f"<= {TARGET_RATIO:.2f}  {verdict(r <= TARGET_RATIO)}", ""),
+            ]
+            result.setdefault("e2e", {})[key] = e.as_dict() | {"ratio_to_alone": r}
+        result |= {"alone_before": alone_before, "alone_after": alone_after, "alone_p50_ms": alone_p50,
+                   "ort_python": ort_py}
 
-    log(f"end to end (--every 1), steady state = difference of the {long_n}- and {short_n}-frame runs:")
-    e2e5 = pair("e2e 5 queries --annotate", clip_long, clip_short, queries=QUERIES_5, model=model, annotate=True)
-    e2e5n = pair("e2e 5 queries", clip_long, clip_short, queries=QUERIES_5, model=model)
-    e2e1 = pair("e2e 1 query", clip_long, clip_short, queries=QUERIES_1, model=model)
-    e2e20 = pair("e2e 20 queries", clip_long, clip_short, queries=QUERIES_20, model=model)
+    if "queries" in parts:
+        log("end to end without --annotate, 1 query and 20 queries:")
+        e2e1 = pair("e2e 1 query", clip_long, clip_short, queries=QUERIES_1, model=model)
+        e2e20 = pair("e2e 20 queries", clip_long, clip_short, queries=QUERIES_20, model=model)
+        q_ratio = e2e20.ms_per_frame / e2e1.ms_per_frame
+        rows += [
+            ("e2e 1 query, no --annotate", f"{e2e1.fps:.3f} frames/s ({e2e1.ms_per_frame:.1f} ms/frame)", "",
+             f"load {e2e1.loads()}"),
+            ("e2e 20 queries, no --annotate", f"{e2e20.fps:.3f} frames/s ({e2e20.ms_per_frame:.1f} ms/frame)", "",
+             f"load {e2e20.loads()}"),
+            ("20 queries / 1 query (time per frame)", f"{q_ratio:.3f}",
+             f"<= {TARGET_QUERIES:.2f}  {verdict(q_ratio <= TARGET_QUERIES)}", ""),
+        ]
+        result.setdefault("e2e", {}).update({"1q": e2e1.as_dict(), "20q": e2e20.as_dict()})
+        result["ratio_20q_1q"] = q_ratio
 
-    log("decode only (--decode-only: decode + scale to the model size + track, no inference):")
-    dec = {}
-    for n in (1, 2, 4):
-        dec[n] = pair(f"decode-only x{n}", clip_long, clip_short, n_sources=n, queries=QUERIES_5, model=model,
-                      decode_only=True)
-    dec_ann = pair("decode-only x1 --annotate", clip_long, clip_short, queries=QUERIES_5, model=model,
-                   decode_only=True, annotate=True)
+    if "decode" in parts:
+        log("decode only (--decode-only: decode + scale to the model size + track, no inference):")
+        dec = {}
+        for n in (1, 2, 4):
+            dec[n] = pair(f"decode-only x{n}", clip_long, clip_short, n_sources=n, queries=QUERIES_5, model=model,
+                          decode_only=True)
+            rows.append((f"decode only, {n} x 1080p source{'s' if n > 1 else ''}",
+                         f"{dec[n].fps_per_source:.1f} frames/s per source, {dec[n].fps:.1f} total", "",
+                         f"load {dec[n].loads()}"))
+        dec_ann = pair("decode-only x1 --annotate", clip_long, clip_short, queries=QUERIES_5, model=model,
+                       decode_only=True, annotate=True)
+        rows.append(("decode only, 1 x 1080p, --annotate", f"{dec_ann.fps:.1f} frames/s", "",
+                     f"load {dec_ann.loads()}"))
+        result["decode_only"] = {str(n): {"fps_per_source": d.fps_per_source, "fps_total": d.fps}
+                                 for n, d in dec.items()}
+        result["decode_only_annotate_fps"] = dec_ann.fps
 
-    rss = None
-    if not a.skip_rss:
+    if "memory" in parts:
         log(f"memory: {clip_loop.name} (--every {a.rss_every} --annotate), VmRSS every second:")
         rss_run = watch("memory replay", [clip_loop], QUERIES_5, model, "memory", every=a.rss_every, annotate=True,
                         sample_rss=True)
         rss = rss_figures(rss_run, rss_warmup)
+        if rss:
+            growth = (rss["end_mib"] - rss["start_mib"]) / rss["start_mib"]
+            rows += [
+                (f"RSS, {rss['stream_s'] / 60:.1f} min replay (--every {a.rss_every})",
+                 f"start {rss['start_mib']:.0f} MiB (t={rss['start_at_s']:.0f} s), end {rss['end_mib']:.0f} MiB "
+                 f"(t={rss['end_at_s']:.0f} s)",
+                 f"end <= start +{TARGET_RSS_GROWTH:.0%}  {verdict(growth <= TARGET_RSS_GROWTH)}",
+                 f"{growth:+.1%}, slope {rss['slope_mib_per_min']:+.2f} MiB/min"),
+                ("  RSS max / VmHWM", f"{rss['max_mib']:.0f} MiB / {rss['hwm_mib']:.0f} MiB", "",
+                 f"{rss['samples']} samples; load {rss_run.load_before[0]:.2f}->{rss_run.load_after[0]:.2f}"),
+            ]
+        result |= {"rss": rss, "rss_samples": rss_run.rss}
     load_end = loadavg()
     others_end = busy_processes()
 
-    # ---- table
-    ratio = e2e5.ms_per_frame / alone["p50_ms"]
-    ratio_n = e2e5n.ms_per_frame / alone["p50_ms"]
-    q_ratio = e2e20.ms_per_frame / e2e1.ms_per_frame
-    rows = [
-        ("inference alone (locate --timings infer_ms)", f"p50 {alone['p50_ms']:.1f} ms (min {alone['min_ms']:.1f})", "",
-         f"n={alone['n']}, load {alone['load'][0][0]:.2f}->{alone['load'][1][0]:.2f}"),
-    ]
-    if ort_py:
-        rows.append(("  cross-check: onnxruntime (Python), image_embedder",
-                     f"p50 {ort_py['p50_ms']:.1f} ms (min {ort_py['min_ms']:.1f})", "",
-                     f"n={ort_py['n']}, load {ort_py['load'][0][0]:.2f}->{ort_py['load'][1][0]:.2f}"))
-    for name, e, r in (("--annotate", e2e5, ratio), ("no --annotate", e2e5n, ratio_n)):
-        rows += [
-            (f"e2e 5 queries, --every 1, {name}", f"{e.fps:.3f} frames/s ({e.ms_per_frame:.1f} ms/frame)", "",
-             f"load {e.loads()}"),
-            ("  watch's inference per frame (mean, p50)", f"{e.busy_ms_per_frame:.1f} ms, {e.batch_p50:.1f} ms", "",
-             f"{e.busy_ms_per_frame / alone['p50_ms']:.3f} x alone; preprocess+model+head+select"),
-            ("  ratio e2e per frame / inference alone", f"{r:.3f}",
-             f"<= {TARGET_RATIO:.2f}  {verdict(r <= TARGET_RATIO)}", ""),
-        ]
-    rows += [
-        ("e2e 1 query, no --annotate", f"{e2e1.fps:.3f} frames/s ({e2e1.ms_per_frame:.1f} ms/frame)", "",
-         f"load {e2e1.loads()}"),
-        ("e2e 20 queries, no --annotate", f"{e2e20.fps:.3f} frames/s ({e2e20.ms_per_frame:.1f} ms/frame)", "",
-         f"load {e2e20.loads()}"),
-        ("20 queries / 1 query (time per frame)", f"{q_ratio:.3f}",
-         f"<= {TARGET_QUERIES:.2f}  {verdict(q_ratio <= TARGET_QUERIES)}", ""),
-    ]
-    for n, d in dec.items():
-        rows.append((f"decode only, {n} x 1080p source{'s' if n > 1 else ''}",
-                     f"{d.fps_per_source:.1f} frames/s per source, {d.fps:.1f} total", "", f"load {d.loads()}"))
-    rows.append(("decode only, 1 x 1080p, --annotate", f"{dec_ann.fps:.1f} frames/s",
-                 "", f"load {dec_ann.loads()}"))
-    if rss:
-        growth = (rss["end_mib"] - rss["start_mib"]) / rss["start_mib"]
-        rows += [
-            (f"RSS, {rss['stream_s'] / 60:.1f} min replay (--every {a.rss_every})",
-             f"start {rss['start_mib']:.0f} MiB (t={rss['start_at_s']:.0f} s), end {rss['end_mib']:.0f} MiB "
-             f"(t={rss['end_at_s']:.0f} s)",
-             f"end <= start +{TARGET_RSS_GROWTH:.0%}  {verdict(growth <= TARGET_RSS_GROWTH)}",
-             f"{growth:+.1%}, slope {rss['slope_mib_per_min']:+.2f} MiB/min"),
-            ("  RSS max / VmHWM", f"{rss['max_mib']:.0f} MiB / {rss['hwm_mib']:.0f} MiB", "",
-             f"{rss['samples']} samples; load {rss_run.load_before[0]:.2f}->{rss_run.load_after[0]:.2f}"),
-        ]
     w = [max(len(r[i]) for r in rows) for i in range(4)]
     log("")
     log(f"bench-watch results{' (--quick: tiny model, figures mean nothing)' if a.quick else ''}")
@@ -642,21 +674,15 @@ def main(argv=None) -> int:
         log("  " + "  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip())
 
     result = {
-        "machine": m, "model": str(model), "threads": THREADS, "quick": a.quick, "load_note": load_note,
-        "load_start": load_start, "load_end": load_end, "busy_start": others_start, "busy_end": others_end,
-        "alone": alone, "ort_python": ort_py,
-        "e2e": {k: {"fps": s.fps, "ms_per_frame": s.ms_per_frame, "watch_infer_ms_per_frame": s.busy_ms_per_frame,
-                    "batch_p50_ms": s.batch_p50}
-                for k, s in (("5q_annotate", e2e5), ("5q", e2e5n), ("1q", e2e1), ("20q", e2e20))},
-        "ratio_e2e_alone": ratio, "ratio_e2e_alone_no_annotate": ratio_n, "ratio_20q_1q": q_ratio,
-        "decode_only": {str(n): {"fps_per_source": d.fps_per_source, "fps_total": d.fps} for n, d in dec.items()},
-        "decode_only_annotate_fps": dec_ann.fps,
-        "rss": rss, "rss_samples": rss_run.rss if rss else None,
+        "machine": m, "model": str(model), "threads": THREADS, "quick": a.quick, "parts": sorted(parts),
+        "load_note": load_note, "load_start": load_start, "load_end": load_end, "busy_start": others_start,
+        "busy_end": others_end, **result,
         "runs": [{"label": r.label, "wall_seconds": r.wall, "proc_wall_seconds": r.proc_wall,
                   "load_before": r.load_before, "load_after": r.load_after, "summary": r.summary} for r in RUNS],
     }
-    (WORK / "bench_watch.json").write_text(json.dumps(result, indent=1))
-    log(f"  all figures and every run's summary: {WORK / 'bench_watch.json'}")
+    out = WORK / ("bench_watch_quick.json" if a.quick else "bench_watch.json")
+    out.write_text(json.dumps(result, indent=1))
+    log(f"  all figures and every run's summary: {out}")
     return 0
 
 
