@@ -7,6 +7,10 @@
 //! The built pipeline is always `<source chain> ! tee name=t  t. ! <model branch>  [t. ! <full branch>]`: decode
 //! once, then scale for the model in one branch and, only when full frames are wanted, convert at full size in the
 //! other.
+//!
+//! A template also names the H.264 encoders that turn annotated or cropped frames back into video
+//! ([`PipelineTemplate::encoder`]): software x264 in `generic`, NVENC in `jetson`. [`usable_encoder`] falls back to
+//! the generic one, with a warning, where a template's encoder cannot be instantiated.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -27,8 +31,20 @@ pub const JETSON_TEMPLATE: &str = include_str!("../pipelines/jetson.toml");
 const BUILTIN: &[(&str, &str)] = &[("jetson", JETSON_TEMPLATE), ("generic", GENERIC_TEMPLATE)];
 
 /// Placeholders a template may use; see `pipelines/generic.toml`.
-pub const PLACEHOLDERS: &[&str] =
-    &["location", "uri", "device", "model_caps", "model_caps_rgba", "full_caps", "full_caps_rgba", "sink_props"];
+pub const PLACEHOLDERS: &[&str] = &[
+    "location",
+    "uri",
+    "device",
+    "model_caps",
+    "model_caps_rgba",
+    "full_caps",
+    "full_caps_rgba",
+    "sensor_id",
+    "width",
+    "height",
+    "framerate",
+    "sink_props",
+];
 
 /// The tee after the decoder (the built pipeline must contain these names).
 pub const TEE: &str = "t";
@@ -54,7 +70,7 @@ pub enum PipelineError {
     #[error("could not read pipeline template `{}`: {source}", path.display())]
     Read { path: PathBuf, source: std::io::Error },
     #[error(
-        "pipeline template `{name}` is not valid (TOML with keys file, rtsp, http, v4l2, model_branch, full_branch, requires): {message}"
+        "pipeline template `{name}` is not valid (TOML with keys file, rtsp, http, v4l2, csi, model_branch, full_branch, encoder, encoder_live, requires): {message}"
     )]
     Invalid { name: String, message: String },
     #[error("pipeline template `{name}` needs GStreamer elements that are not installed here: {}; use `--pipeline generic`", missing.join(", "))]
@@ -67,7 +83,33 @@ pub enum PipelineError {
     MissingNamed { name: String, element: String, what: &'static str },
     #[error("could not initialise GStreamer: {0}; check that the GStreamer 1.x runtime is installed")]
     Init(String),
+    #[error("pipeline template `{name}` has no `{key}` chain: {hint}")]
+    NoChain { name: String, key: &'static str, hint: &'static str },
+    #[error("the {purpose} encoder of pipeline template `{name}` cannot be made here: {message}")]
+    Encoder { name: String, purpose: EncoderPurpose, message: String },
 }
+
+/// What a template's encoder is for: decides which key is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EncoderPurpose {
+    /// Files: the annotated video, cropped and transcoded clips (key `encoder`).
+    Record,
+    /// Live republishing over RTSP, low latency (key `encoder_live`, default `encoder`).
+    Live,
+}
+
+impl fmt::Display for EncoderPurpose {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EncoderPurpose::Record => "recording",
+            EncoderPurpose::Live => "live",
+        })
+    }
+}
+
+/// Why a template without a `csi` chain cannot open `csi://` sources.
+const CSI_HINT: &str = "CSI cameras (csi://N) need an NVIDIA Jetson and the jetson template (`--pipeline jetson`; \
+     auto picks it where nvv4l2decoder and nvvidconv are installed); elsewhere use a USB camera as /dev/videoN";
 
 /// The test seam for platform detection: which elements exist. [`GstRegistry`] asks GStreamer; tests use a fake.
 pub trait ElementRegistry {
@@ -132,10 +174,20 @@ pub struct PipelineTemplate {
     pub http: String,
     /// Source chain for V4L2 cameras (`{device}`).
     pub v4l2: String,
+    /// Source chain for Jetson CSI cameras (`{sensor_id}`, `{width}`, `{height}`, `{framerate}`). Default: none,
+    /// and a CSI source is then an error that says what it needs.
+    #[serde(default)]
+    pub csi: Option<String>,
     /// Tee branch to RGB at the model size: capsfilter `model_caps`, appsink `model_sink`.
     pub model_branch: String,
     /// Tee branch to RGB at full size: appsink `full_sink`.
     pub full_branch: String,
+    /// H.264 encoder for recordings: a gst-launch fragment from raw video (system memory) to `h264parse`.
+    /// Read it with [`PipelineTemplate::encoder`].
+    pub encoder: String,
+    /// H.264 encoder for live republishing (low latency). Default: `encoder`.
+    #[serde(default)]
+    pub encoder_live: Option<String>,
 }
 
 impl PipelineTemplate {
@@ -160,13 +212,27 @@ impl PipelineTemplate {
         PipelineTemplate::parse(&path.display().to_string(), &text)
     }
 
-    /// The source chain for a kind of source.
-    pub fn source_chain(&self, kind: SourceKind) -> &str {
-        match kind {
+    /// The source chain for a kind of source; an error for a CSI source when the template has no `csi` chain.
+    pub fn source_chain(&self, kind: SourceKind) -> Result<&str, PipelineError> {
+        Ok(match kind {
             SourceKind::File => &self.file,
             SourceKind::Rtsp => &self.rtsp,
             SourceKind::Http => &self.http,
             SourceKind::V4l2 => &self.v4l2,
+            SourceKind::Csi => self.csi.as_deref().ok_or_else(|| PipelineError::NoChain {
+                name: self.name.clone(),
+                key: "csi",
+                hint: CSI_HINT,
+            })?,
+        })
+    }
+
+    /// The encoder fragment for `purpose`, as written in the template: raw video in (system memory, any format
+    /// its first element accepts; lookout feeds RGB), parsed H.264 out. See [`usable_encoder`] for the fallback.
+    pub fn encoder(&self, purpose: EncoderPurpose) -> &str {
+        match purpose {
+            EncoderPurpose::Record => &self.encoder,
+            EncoderPurpose::Live => self.encoder_live.as_deref().unwrap_or(&self.encoder),
         }
     }
 
@@ -230,8 +296,9 @@ pub fn render(
     let uri = match spec.kind {
         SourceKind::File => file_uri(spec.path().unwrap_or(Path::new(""))),
         SourceKind::V4l2 => format!("v4l2://{path}"),
-        SourceKind::Rtsp | SourceKind::Http => uri,
+        SourceKind::Rtsp | SourceKind::Http | SourceKind::Csi => uri,
     };
+    let csi = spec.csi().unwrap_or_default();
     let (model_caps, model_caps_rgba) = match settings.keep_aspect_longest {
         // The size depends on the decoded size: the source sets it on `model_caps` when the caps are known.
         Some(_) => ("video/x-raw,format=RGB".to_string(), "video/x-raw,format=RGBA".to_string()),
@@ -246,7 +313,7 @@ pub fn render(
     let sink_props = match spec.kind {
         SourceKind::File => FILE_SINK_PROPS,
         SourceKind::Http => HTTP_SINK_PROPS,
-        SourceKind::Rtsp | SourceKind::V4l2 => LIVE_SINK_PROPS,
+        SourceKind::Rtsp | SourceKind::V4l2 | SourceKind::Csi => LIVE_SINK_PROPS,
     };
     let value = |key: &str| -> Option<String> {
         Some(match key {
@@ -257,6 +324,10 @@ pub fn render(
             "model_caps_rgba" => quote(&model_caps_rgba),
             "full_caps" => quote("video/x-raw,format=RGB"),
             "full_caps_rgba" => quote("video/x-raw,format=RGBA"),
+            "sensor_id" => csi.sensor_id.to_string(),
+            "width" => csi.width.to_string(),
+            "height" => csi.height.to_string(),
+            "framerate" => format!("{}/{}", csi.fps_n, csi.fps_d),
             "sink_props" => sink_props.to_string(),
             _ => return None,
         })
@@ -264,7 +335,7 @@ pub fn render(
     let fill = |text: &str| fill_placeholders(text, &template.name, &value);
     let mut out = format!(
         "{} ! tee name={TEE}  {TEE}. ! {}",
-        fill(template.source_chain(spec.kind))?,
+        fill(template.source_chain(spec.kind)?)?,
         fill(&template.model_branch)?
     );
     if settings.full_frames {
@@ -328,6 +399,88 @@ pub fn build(description: &str, template_name: &str, full_frames: bool) -> Resul
     let model_sink = sink(MODEL_SINK)?;
     let full_sink = if full_frames { Some(sink(FULL_SINK)?) } else { None };
     Ok(BuiltPipeline { pipeline, tee, model_caps, model_sink, full_sink })
+}
+
+/// Instantiates an encoder fragment as a bin with a ghost `sink` pad (raw video in) and a ghost `src` pad (H.264
+/// out), in the NULL state. `template_name` and `purpose` are for errors.
+pub fn encoder_bin(fragment: &str, template_name: &str, purpose: EncoderPurpose) -> Result<gst::Bin, PipelineError> {
+    let fail = |message: String| PipelineError::Encoder { name: template_name.to_string(), purpose, message };
+    gst::init().map_err(|e| PipelineError::Init(e.to_string()))?;
+    let bin = gst::parse::bin_from_description(fragment, true).map_err(|e| fail(e.to_string()))?;
+    let one_chain = "it must be one chain from raw video to h264parse";
+    for pad in ["sink", "src"] {
+        if bin.static_pad(pad).is_none() {
+            return Err(fail(format!("it has no unlinked {pad} pad: {one_chain}")));
+        }
+    }
+    // Only one unlinked pad of each direction becomes a ghost pad: any other would be left dangling.
+    for element in bin.iterate_recurse().into_iter().flatten() {
+        if let Some(pad) = element.pads().into_iter().find(|p| !p.is_linked()) {
+            return Err(fail(format!("{}:{} is not linked: {one_chain}", element.name(), pad.name())));
+        }
+    }
+    Ok(bin)
+}
+
+/// The factory name of the first element in `bin` (searched recursively) whose klass contains `klass_part`:
+/// `Encoder` finds the encoder of an encoder bin, `Decoder` the decoder of a running source pipeline.
+/// Bins and audio and subtitle elements are skipped.
+pub fn find_element_by_klass(bin: &gst::Bin, klass_part: &str) -> Option<String> {
+    elements_by_klass(bin, klass_part).into_iter().next()
+}
+
+/// The factory names, without repeats, of every element in `bin` (recursively) whose klass contains
+/// `klass_part`, leaving out bins and audio and subtitle elements. For the video decoders of a running pipeline: decodebin
+/// adds them once the stream's caps are known, so ask after the first frame.
+pub fn elements_by_klass(bin: &gst::Bin, klass_part: &str) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for element in bin.iterate_recurse().into_iter().flatten() {
+        let Some(factory) = element.factory() else { continue };
+        let klass = factory.klass();
+        // decodebin and uridecodebin are "Generic/Bin/Decoder": the bins, not the decoders they plug.
+        let skip = ["Audio", "Subtitle", "Bin"].iter().any(|k| klass.contains(k));
+        if klass.contains(klass_part) && !skip {
+            let name = factory.name().to_string();
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    names
+}
+
+/// The decoder decodebin would plug here for a stream of these caps: the highest-ranked decoder whose sink pad takes
+/// them (decodebin skips elements ranked below marginal, and so does this). `None` if no installed decoder takes
+/// them. On a Jetson with JetPack's plugins this is nvv4l2decoder for H.264 and H.265.
+pub fn decoder_for_caps(caps: &gst::CapsRef) -> Option<String> {
+    gst::init().ok()?;
+    // Sorted by decreasing rank, as decodebin tries them.
+    gst::ElementFactory::factories_with_type(gst::ElementFactoryType::DECODER, gst::Rank::MARGINAL)
+        .iter()
+        .find(|f| f.can_sink_any_caps(caps))
+        .map(|f| f.name().to_string())
+}
+
+/// The encoder fragment of `template` for `purpose` when it instantiates here (every element exists and takes
+/// its properties), else the generic template's, with a warning that says which is used and why.
+///
+/// This catches missing elements; an encoder that exists but fails when it starts (no encoder device in a
+/// container, say) is caught by the sinks, which fall back in the same way.
+pub fn usable_encoder(template: &PipelineTemplate, purpose: EncoderPurpose) -> String {
+    let fragment = template.encoder(purpose);
+    match encoder_bin(fragment, &template.name, purpose) {
+        Ok(_) => fragment.to_string(),
+        Err(e) => {
+            let generic = generic_encoder(purpose);
+            tracing::warn!(error = %e, fallback = %generic, "using the generic software encoder");
+            generic
+        }
+    }
+}
+
+/// The generic template's encoder for `purpose`: the software fallback.
+pub fn generic_encoder(purpose: EncoderPurpose) -> String {
+    PipelineTemplate::builtin("generic").expect("built-in templates are valid (tested)").encoder(purpose).to_string()
 }
 
 /// Replaces `{key}` placeholders; `{` not followed by `key}` is left alone.

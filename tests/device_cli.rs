@@ -127,7 +127,41 @@ fn pipelines_show_redacts_and_picks_generic_here() {
     assert_eq!(stdout(&o).lines().count(), 1);
     assert!(stdout(&o).starts_with("filesrc location=\"/videos/a.mp4\""), "{}", stdout(&o));
 
+    // The Jetson template is shown from here too (to check it before deploying), saying it cannot run here.
     let o = lookout(&["pipelines", "show", "/videos/a.mp4", "--pipeline", "jetson"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("NOT usable here, missing nvv4l2decoder, nvvidconv"), "{out}");
+    assert!(out.contains("parsebin ! nvv4l2decoder ! tee name=t"), "{out}");
+    // Its NVENC encoder is listed, with what watch would use instead here.
+    assert!(out.contains("encoder:  videoconvert ! video/x-raw,format=RGBA ! nvvidconv"), "{out}");
+    assert!(
+        out.contains("not available here, watch would use: videoconvert ! video/x-raw,format=I420 ! x264enc"),
+        "{out}"
+    );
+}
+
+#[test]
+fn pipelines_show_csi_cameras_and_the_decoder_of_a_file() {
+    let o = lookout(&["pipelines", "show", "csi://0?width=1280&height=720&framerate=60", "--pipeline", "jetson"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("source:   csi://0?width=1280&height=720&framerate=60 (csi, live)"), "{out}");
+    assert!(
+        out.contains("nvarguscamerasrc sensor-id=0 ! video/x-raw(memory:NVMM),width=1280,height=720,framerate=60/1"),
+        "{out}"
+    );
+
+    // The generic template has no CSI chain: one line that names the source and says what it needs.
+    let o = lookout(&["pipelines", "show", "csi://0"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("nvv4l2decoder") && stderr(&o).contains("--pipeline generic"), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("csi://0") && err.contains("NVIDIA Jetson") && err.contains("--pipeline jetson"), "{err}");
+
+    // A file that is here: the decoder decodebin will plug for it.
+    let bikes = common::fixture("bikes.mp4").display().to_string();
+    let o = lookout(&["pipelines", "show", &bikes]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("decoder:  avdec_h264 (what decodebin picks here for video/x-h264"), "{}", stdout(&o));
 }

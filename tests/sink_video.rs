@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use lookout::draw::{Canvas, annotate_detections, draw_banner, draw_timestamp};
 use lookout::geom::{Detection, PixelBox};
+use lookout::pipeline::{self, EncoderPurpose, PipelineTemplate};
 use lookout::sink::{
     EVENTS_FILE_NAME, EventLog, EventLogSettings, EventRecord, SinkError, VideoEncoder, VideoSettings, VideoWriter,
     probe_video,
@@ -84,6 +85,52 @@ fn openh264_writes_a_playable_file_too() {
     writer.finish().unwrap();
     let info = probe_video(&path).unwrap();
     assert_eq!((info.frames, info.width, info.height), (12, 320, 240));
+}
+
+#[test]
+fn the_generic_template_encoder_writes_a_playable_file_at_an_odd_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("template.mp4");
+    let (w, h) = (321u32, 241u32);
+    let settings = VideoSettings {
+        template_encoder: Some(pipeline::generic_encoder(EncoderPurpose::Record)),
+        ..VideoSettings::new(w, h, FPS as u32, 1)
+    };
+    let mut writer = VideoWriter::create(&path, settings).unwrap();
+    assert!(writer.template_encoder_used());
+    assert_eq!(writer.encoder(), "x264enc");
+    for i in 0..15 {
+        writer.push(annotated_frame(w, h, i).as_raw(), w as usize * 3, frame_pts_ns(i)).unwrap();
+    }
+    writer.finish().unwrap();
+    assert!(is_h264_mp4(&path));
+    let info = probe_video(&path).unwrap();
+    assert_eq!((info.frames, info.width, info.height), (15, 320, 240));
+}
+
+#[test]
+fn a_template_encoder_that_cannot_be_made_falls_back_to_the_built_in_one() {
+    // The Jetson template's NVENC encoder, where there is no NVENC (here), and one with a typo anywhere.
+    let jetson = PipelineTemplate::builtin("jetson").unwrap().encoder(EncoderPurpose::Record).to_string();
+    let typo = "videoconvert ! x264enc speed-preset=veryfast key-int-maxx=60 ! h264parse".to_string();
+    let have_nvenc = gstreamer::init().is_ok() && gstreamer::ElementFactory::find("nvv4l2h264enc").is_some();
+    for fragment in [jetson, typo] {
+        if have_nvenc && fragment.contains("nvv4l2h264enc") {
+            continue;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fallback.mp4");
+        let settings =
+            VideoSettings { template_encoder: Some(fragment.clone()), ..VideoSettings::new(320, 240, FPS as u32, 1) };
+        let mut writer = VideoWriter::create(&path, settings).unwrap();
+        assert!(!writer.template_encoder_used(), "{fragment}");
+        assert!(["x264enc", "openh264enc"].contains(&writer.encoder()), "{}", writer.encoder());
+        for i in 0..6 {
+            writer.push(annotated_frame(320, 240, i).as_raw(), 320 * 3, frame_pts_ns(i)).unwrap();
+        }
+        writer.finish().unwrap();
+        assert_eq!(probe_video(&path).unwrap().frames, 6, "{fragment}");
+    }
 }
 
 #[test]

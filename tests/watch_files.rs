@@ -58,6 +58,8 @@ fn bikes_events_match_the_golden_file_and_the_video_has_every_frame() {
     assert_eq!(src["frames_processed"], 250);
     assert_eq!(src["frames_inferred"], 250);
     assert_eq!(src["frames_dropped"], 0);
+    // The element that decoded the video, found in the running pipeline (nvv4l2decoder on a Jetson).
+    assert_eq!(src["decoder"], "avdec_h264");
 
     let video = lookout::sink::probe_video(&out.path().join("bikes/annotated.mp4")).unwrap();
     assert_eq!((video.frames, video.width, video.height), (250, 640, 272));
@@ -152,6 +154,8 @@ fn other_containers_and_codecs() {
     let s = summary(&o);
     let frames: Vec<_> = s["sources"].as_array().unwrap().iter().map(|x| x["frames_processed"].clone()).collect();
     assert_eq!(frames, [30, 20]);
+    let decoders: Vec<_> = s["sources"].as_array().unwrap().iter().map(|x| x["decoder"].clone()).collect();
+    assert_eq!(decoders, ["vp8dec", "jpegdec"]);
 }
 
 #[test]

@@ -7,8 +7,10 @@ use clap::{Args, Subcommand};
 
 use lookout::infer::{Family, ModelDir};
 use lookout::models::{self, OnMissing};
-use lookout::pipeline::{self, Credentials, ElementRegistry, GstRegistry, PipelineChoice, PipelineTemplate};
-use lookout::source::{FrameSettings, SourceSpec};
+use lookout::pipeline::{
+    self, Credentials, ElementRegistry, EncoderPurpose, GstRegistry, PipelineChoice, PipelineError, PipelineTemplate,
+};
+use lookout::source::{FrameSettings, SourceKind, SourceSpec};
 
 use super::{Common, UsageError};
 
@@ -20,9 +22,10 @@ pub struct PipelinesArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum PipelinesCommand {
-    /// Print the pipeline `watch` would run for SOURCE (password removed), and a gst-launch-1.0 line to try it.
+    /// Print the pipeline `watch` would run for SOURCE (password removed), its encoders, and a gst-launch-1.0 line
+    /// to try it. A built-in template whose elements are missing here is still shown (for a Jetson, from a laptop).
     Show {
-        /// A video file, rtsp:// or http(s):// URL, or /dev/videoN; it need not be reachable from here.
+        /// A video file, rtsp:// or http(s):// URL, /dev/videoN or csi://N; it need not be reachable from here.
         #[arg(value_name = "SOURCE")]
         source: String,
         /// Pipeline template: auto, a built-in name (generic, jetson) or a template file.
@@ -68,16 +71,47 @@ fn needs(t: &PipelineTemplate) -> String {
 fn show(common: &Common, source: &str, choice: Option<&str>, annotate: bool, bare: bool) -> anyhow::Result<ExitCode> {
     let spec = SourceSpec::parse_unchecked(source, 0).map_err(|e| UsageError(e.to_string()))?;
     let choice = PipelineChoice::from_arg(choice);
-    let template = pipeline::select(&choice, &GstRegistry).map_err(|e| UsageError(e.to_string()))?;
+    // A built-in template is shown even where its elements are missing: checking the Jetson pipeline from a laptop
+    // is what this is for. `watch` refuses it here.
+    let (template, missing) = match pipeline::select(&choice, &GstRegistry) {
+        Ok(t) => (t, Vec::new()),
+        Err(PipelineError::MissingElements { name, missing }) => match PipelineTemplate::builtin(&name) {
+            Some(t) => (t, missing),
+            None => return Err(UsageError(format!("unknown pipeline template `{name}`")).into()),
+        },
+        Err(e) => return Err(UsageError(e.to_string()).into()),
+    };
     let (settings, model_note) = frame_settings(&common.model, annotate);
-    let description = pipeline::render(&template, &spec, &settings, Credentials::Redact)?;
+    let description = pipeline::render(&template, &spec, &settings, Credentials::Redact)
+        .map_err(|e| UsageError(format!("source `{}`: {e}", spec.display)))?;
     if bare {
         println!("{description}");
         return Ok(ExitCode::SUCCESS);
     }
     println!("source:   {} ({}, {})", spec.display, spec.kind, if spec.is_live() { "live" } else { "file" });
-    println!("template: {} ({})", template.name, why(&choice, &template, &GstRegistry));
+    let mut reason = why(&choice, &template, &GstRegistry);
+    if !missing.is_empty() {
+        reason.push_str(&format!(
+            "; NOT usable here, missing {}: shown as it would run where they are",
+            missing.join(", ")
+        ));
+    }
+    println!("template: {} ({reason})", template.name);
     println!("model:    {model_note}");
+    if let Some(decoder) = spec.path().filter(|_| spec.kind == SourceKind::File).and_then(decoder_for_file) {
+        println!("decoder:  {decoder}");
+    }
+    for (label, purpose, what) in [
+        ("encoder:  ", EncoderPurpose::Record, "--annotate video and clips"),
+        ("live:     ", EncoderPurpose::Live, "--serve-rtsp"),
+    ] {
+        let fragment = template.encoder(purpose);
+        let note = match pipeline::encoder_bin(fragment, &template.name, purpose) {
+            Ok(_) => what.to_string(),
+            Err(_) => format!("{what}; not available here, watch would use: {}", pipeline::generic_encoder(purpose)),
+        };
+        println!("{label}{fragment}  ({note})");
+    }
     println!("\n{description}\n");
     println!("To run it alone (appsinks replaced by fakesink, which prints nothing; -v prints the negotiated caps):");
     println!("  gst-launch-1.0 -v {}", shell_quote(&launchable(&description)));
@@ -109,6 +143,18 @@ fn why(choice: &PipelineChoice, chosen: &PipelineTemplate, registry: &dyn Elemen
         PipelineChoice::Builtin(_) => "--pipeline".into(),
         PipelineChoice::File(path) => format!("--pipeline {}", path.display()),
     }
+}
+
+/// Which decoder decodebin would plug for a local file here: the highest-ranked video decoder that takes the
+/// file's video caps, as the discoverer reports them. `None` when the file cannot be read.
+fn decoder_for_file(path: &std::path::Path) -> Option<String> {
+    let caps = lookout::source::probe_video_caps(path)?;
+    // The full caps hold the codec data in hex: the media type says enough.
+    let media = caps.structure(0).map(|s| s.name().to_string()).unwrap_or_default();
+    Some(match pipeline::decoder_for_caps(&caps) {
+        Some(name) => format!("{name} (what decodebin picks here for {media}; `watch` reports the one that ran)"),
+        None => format!("no decoder installed here takes {media}: install the GStreamer plugin for it"),
+    })
 }
 
 /// The model-branch shape `watch` would use with `-m`, without downloading anything: the model's own size when

@@ -20,7 +20,8 @@ use super::{Common, UsageError};
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
-    /// Sources: video files, rtsp:// or http(s):// URLs (HLS included), or V4L2 devices (/dev/video0).
+    /// Sources: video files, rtsp:// or http(s):// URLs (HLS included), V4L2 devices (/dev/video0), or Jetson CSI
+    /// cameras (csi://0, csi://1?width=1280&height=720&framerate=60).
     #[arg(value_name = "SOURCE")]
     pub sources: Vec<String>,
     /// Output directory: events.jsonl, summary.json, and <source>/annotated.mp4.

@@ -1,7 +1,8 @@
 //! Republishing the annotated video over RTSP, for live viewing (`watch --serve-rtsp`).
 //!
 //! One RTSP server per process, one mount per source (`rtsp://ADDR:PORT/<source>`). Each mount is a shared
-//! media: `appsrc ! videoconvert ! x264enc (zerolatency) ! rtph264pay`. Frames are pushed only while a client
+//! media: `appsrc ! <encoder> ! rtph264pay`, where the encoder is the pipeline template's `encoder_live`
+//! (x264enc zerolatency in `generic`, nvv4l2h264enc on a Jetson). Frames are pushed only while a client
 //! watches; the appsrc is leaky (drops the oldest of at most [`MAX_QUEUED`] frames), so a slow viewer never slows
 //! detection. The server binds to the address given, 127.0.0.1 unless the user says otherwise.
 
@@ -16,6 +17,7 @@ use gstreamer_rtsp_server as rtsp_server;
 use gstreamer_rtsp_server::prelude::*;
 
 use super::SinkError;
+use crate::pipeline::{EncoderPurpose, encoder_bin, generic_encoder};
 
 /// Frames an appsrc holds before dropping the oldest.
 pub const MAX_QUEUED: u64 = 2;
@@ -32,6 +34,8 @@ pub struct RtspPublisher {
     source_id: Option<gst::glib::SourceId>,
     thread: Option<JoinHandle<()>>,
     mounted: Mutex<HashMap<String, RtspFeed>>,
+    /// The encoder fragment of every mount (raw video in, parsed H.264 out).
+    encoder: String,
 }
 
 impl std::fmt::Debug for RtspPublisher {
@@ -66,8 +70,17 @@ pub fn parse_listen(arg: &str) -> Result<(String, u16), String> {
 }
 
 impl RtspPublisher {
-    /// Starts the server on `address:port` (port 0: any free port, see [`RtspPublisher::port`]).
+    /// Starts the server on `address:port` (port 0: any free port, see [`RtspPublisher::port`]) with the generic
+    /// template's live encoder (x264enc, zerolatency).
     pub fn start(address: &str, port: u16) -> Result<RtspPublisher, SinkError> {
+        RtspPublisher::start_with_encoder(address, port, &generic_encoder(EncoderPurpose::Live))
+    }
+
+    /// Starts the server with `encoder`, a gst-launch fragment from raw video to parsed H.264 (a template's
+    /// `encoder_live`, from [`crate::pipeline::usable_encoder`]). An encoder that cannot be instantiated here is
+    /// replaced by the generic one, with a warning: the media is only built when the first viewer comes, too late
+    /// to say so clearly.
+    pub fn start_with_encoder(address: &str, port: u16, encoder: &str) -> Result<RtspPublisher, SinkError> {
         gst::init().map_err(|e| SinkError::GstInit(e.to_string()))?;
         let context = gst::glib::MainContext::new();
         let server = rtsp_server::RTSPServer::new();
@@ -85,7 +98,15 @@ impl RtspPublisher {
                 SinkError::Video { path: format!("rtsp://{address}:{port}").into(), message: e.to_string() }
             })?
         };
-        tracing::info!(address, port, "serving annotated video over RTSP");
+        let encoder = match encoder_bin(encoder, "--serve-rtsp", EncoderPurpose::Live) {
+            Ok(_) => encoder.to_string(),
+            Err(e) => {
+                let generic = generic_encoder(EncoderPurpose::Live);
+                tracing::warn!(error = %e, fallback = %generic, "using the generic software encoder for RTSP");
+                generic
+            }
+        };
+        tracing::info!(address, port, %encoder, "serving annotated video over RTSP");
         Ok(RtspPublisher {
             address: address.to_string(),
             port,
@@ -95,11 +116,17 @@ impl RtspPublisher {
             source_id: Some(source_id),
             thread: Some(thread),
             mounted: Mutex::new(HashMap::new()),
+            encoder,
         })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The encoder fragment every mount uses (after any fallback).
+    pub fn encoder(&self) -> &str {
+        &self.encoder
     }
 
     /// The feed for `name` at `width` x `height`, mounting it on first use.
@@ -110,12 +137,11 @@ impl RtspPublisher {
         }
         let path = format!("/{name}");
         let factory = rtsp_server::RTSPMediaFactory::new();
+        let encoder = &self.encoder;
         factory.set_launch(&format!(
             "( appsrc name=src is-live=true format=time do-timestamp=true leaky-type=downstream max-buffers={MAX_QUEUED} \
              caps=video/x-raw,format=RGB,width={width},height={height},framerate=0/1 \
-             ! videoconvert ! video/x-raw,format=I420 \
-             ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 \
-             ! rtph264pay name=pay0 pt=96 config-interval=1 )"
+             ! {encoder} ! rtph264pay name=pay0 pt=96 config-interval=1 )"
         ));
         factory.set_shared(true);
         let slot: Arc<Mutex<Option<gst_app::AppSrc>>> = Arc::new(Mutex::new(None));

@@ -2,9 +2,13 @@
 //!
 //! ```text
 //! appsrc (RGB, time format, not live, blocks when max_queued_frames are queued)
-//!   ─ videoconvert [─ videoscale to even size] ─ I420 ─ x264enc | openh264enc ─ h264parse ─ mp4mux
-//!   ─ filesink <name>.part
+//!   [─ videoscale to even size] ─ encoder ─ mp4mux ─ filesink <name>.part
+//! encoder: the pipeline template's (`template_encoder`, e.g. nvvidconv ! nvv4l2h264enc ! h264parse on a Jetson)
+//!          or the built-in one: videoconvert ─ I420 ─ x264enc | openh264enc ─ h264parse
 //! ```
+//!
+//! A template encoder that cannot be made or started is replaced by the built-in one, with a warning: a Jetson
+//! whose encoder is busy or missing in a container still records.
 //!
 //! The file is written as `<name>.part` and renamed to `<name>` only after end-of-stream reached the sink
 //! and the file was synced, so a file under the final name is always complete and plays: mp4mux writes the
@@ -110,8 +114,12 @@ pub struct VideoSettings {
     pub fps_n: u32,
     /// Frame rate denominator; must be positive.
     pub fps_d: u32,
-    /// Default [`VideoEncoder::Auto`].
+    /// The built-in encoder, used when `template_encoder` is `None` or fails. Default [`VideoEncoder::Auto`].
     pub encoder: VideoEncoder,
+    /// The pipeline template's encoder fragment ([`crate::pipeline::usable_encoder`] with
+    /// [`crate::pipeline::EncoderPurpose::Record`]): raw video in, parsed H.264 out. When set it is tried first and
+    /// the built-in settings below (`speed_preset` to `bitrate_kbps`) do not apply to it. Default `None`.
+    pub template_encoder: Option<String>,
     /// x264 only. Default [`SpeedPreset::Veryfast`].
     pub speed_preset: SpeedPreset,
     /// x264 only: `tune=zerolatency` (no B-frames, no lookahead: less delay and memory, larger files).
@@ -136,6 +144,7 @@ impl VideoSettings {
             fps_n,
             fps_d,
             encoder: VideoEncoder::default(),
+            template_encoder: None,
             speed_preset: SpeedPreset::default(),
             zerolatency: false,
             key_int_max: DEFAULT_KEY_INT_MAX,
@@ -226,7 +235,10 @@ pub struct VideoWriter {
     path: PathBuf,
     part_path: PathBuf,
     settings: VideoSettings,
-    encoder: &'static str,
+    /// The encoder element's factory name.
+    encoder: String,
+    /// True when the template's encoder is in use (false: the built-in one, by choice or after a fallback).
+    template_encoder_used: bool,
     /// Layout of the frames given to appsrc (its stride is GStreamer's default for RGB: rows padded to 4 bytes).
     info: gst_video::VideoInfo,
     frame_duration_ns: u64,
@@ -271,7 +283,22 @@ impl VideoWriter {
             .map(|d| d.nseconds())
             .unwrap_or(0);
 
-        let result = Self::build(&part_location, &settings, &info);
+        let from_template = settings.template_encoder.as_deref().map(|fragment| {
+            let result = Self::build(&part_location, &settings, &info, EncoderChoice::Template(fragment));
+            if let Err(e) = &result {
+                tracing::warn!(
+                    path = %path.display(),
+                    encoder = %fragment,
+                    error = %e.message(),
+                    "the pipeline template's encoder failed; using the built-in software encoder"
+                );
+            }
+            result
+        });
+        let (result, template_encoder_used) = match from_template {
+            Some(Ok(running)) => (Ok(running), true),
+            _ => (Self::build(&part_location, &settings, &info, EncoderChoice::Builtin), false),
+        };
         let (running, encoder) = match result {
             Ok(ok) => ok,
             Err(e) => {
@@ -279,12 +306,13 @@ impl VideoWriter {
                 return Err(e.into_sink_error(path));
             }
         };
-        tracing::debug!(path = %path.display(), encoder, "started annotated video");
+        tracing::debug!(path = %path.display(), encoder = %encoder, "started annotated video");
         Ok(VideoWriter {
             path: path.to_path_buf(),
             part_path,
             settings,
             encoder,
+            template_encoder_used,
             info,
             frame_duration_ns,
             first_pts_ns: None,
@@ -298,7 +326,8 @@ impl VideoWriter {
         location: &str,
         settings: &VideoSettings,
         info: &gst_video::VideoInfo,
-    ) -> Result<(Running, &'static str), BuildError> {
+        choice: EncoderChoice,
+    ) -> Result<(Running, String), BuildError> {
         let caps = info.to_caps().map_err(|e| BuildError::Other(format!("no caps for {info:?}: {e}")))?;
         let appsrc = make("appsrc", "install gstreamer1.0-plugins-base")?
             .dynamic_cast::<gst_app::AppSrc>()
@@ -310,30 +339,41 @@ impl VideoWriter {
         appsrc.set_block(true);
         appsrc.set_max_bytes(info.size() as u64 * settings.max_queued_frames.max(1) as u64);
 
-        let convert = make("videoconvert", "install gstreamer1.0-plugins-base")?;
+        // H.264 in 4:2:0 needs even sizes: scale an odd-sized frame down by one pixel first.
         let (even_w, even_h) = ((settings.width & !1).max(2), (settings.height & !1).max(2));
-        let scale = if (even_w, even_h) != (settings.width, settings.height) {
-            Some(make("videoscale", "install gstreamer1.0-plugins-base")?)
-        } else {
-            None
+        let mut resize: Vec<gst::Element> = Vec::new();
+        if (even_w, even_h) != (settings.width, settings.height) {
+            let even = gst_video::VideoCapsBuilder::new().width(even_w as i32).height(even_h as i32).build();
+            let filter = make("capsfilter", "install gstreamer1.0-plugins-base")?;
+            filter.set_property("caps", &even);
+            resize = vec![make("videoscale", "install gstreamer1.0-plugins-base")?, filter];
+        }
+        let (encode, encoder_name): (Vec<gst::Element>, String) = match choice {
+            EncoderChoice::Template(fragment) => {
+                let bin = crate::pipeline::encoder_bin(fragment, "template", crate::pipeline::EncoderPurpose::Record)
+                    .map_err(|e| BuildError::Other(e.to_string()))?;
+                let name = crate::pipeline::find_element_by_klass(&bin, "Encoder").unwrap_or_else(|| "encoder".into());
+                (vec![bin.upcast()], name)
+            }
+            EncoderChoice::Builtin => {
+                let convert = make("videoconvert", "install gstreamer1.0-plugins-base")?;
+                let i420 = gst_video::VideoCapsBuilder::new().format(gst_video::VideoFormat::I420).build();
+                let filter = make("capsfilter", "install gstreamer1.0-plugins-base")?;
+                filter.set_property("caps", &i420);
+                let (encoder, encoder_name) = make_encoder(settings)?;
+                let parse = make("h264parse", "install gstreamer1.0-plugins-bad (h264parse)")?;
+                (vec![convert, filter, encoder, parse], encoder_name.to_string())
+            }
         };
-        let i420 = gst_video::VideoCapsBuilder::new()
-            .format(gst_video::VideoFormat::I420)
-            .width(even_w as i32)
-            .height(even_h as i32)
-            .build();
-        let filter = make("capsfilter", "install gstreamer1.0-plugins-base")?;
-        filter.set_property("caps", &i420);
-        let (encoder, encoder_name) = make_encoder(settings)?;
-        let parse = make("h264parse", "install gstreamer1.0-plugins-bad (h264parse)")?;
         let mux = make("mp4mux", "install gstreamer1.0-plugins-good (mp4mux)")?;
         let sink = make("filesink", "install gstreamer1.0-plugins-base")?;
         sink.set_property("location", location);
 
         let pipeline = gst::Pipeline::with_name("video-writer");
-        let mut chain: Vec<&gst::Element> = vec![appsrc.upcast_ref(), &convert];
-        chain.extend(scale.as_ref());
-        chain.extend([&filter, &encoder, &parse, &mux, &sink]);
+        let mut chain: Vec<&gst::Element> = vec![appsrc.upcast_ref()];
+        chain.extend(&resize);
+        chain.extend(&encode);
+        chain.extend([&mux, &sink]);
         pipeline
             .add_many(chain.iter().copied())
             .map_err(|e| BuildError::Other(format!("cannot build pipeline: {e}")))?;
@@ -383,9 +423,15 @@ impl VideoWriter {
         &self.part_path
     }
 
-    /// The encoder element in use: `"x264enc"` or `"openh264enc"`.
-    pub fn encoder(&self) -> &'static str {
-        self.encoder
+    /// The encoder element in use: `"x264enc"` or `"openh264enc"` built in, or the template's (`nvv4l2h264enc`).
+    pub fn encoder(&self) -> &str {
+        &self.encoder
+    }
+
+    /// True when the pipeline template's encoder is in use; false when the built-in one is, because no template
+    /// encoder was given or because it failed (a warning says why).
+    pub fn template_encoder_used(&self) -> bool {
+        self.template_encoder_used
     }
 
     /// Frames pushed so far.
@@ -550,6 +596,14 @@ fn watch_bus(bus: &gst::Bus, pipeline: &gst::Pipeline, shared: &Shared) {
     }
 }
 
+/// Which encoder [`VideoWriter::build`] tries.
+enum EncoderChoice<'a> {
+    /// A pipeline template's gst-launch fragment.
+    Template(&'a str),
+    /// x264enc or openh264enc, as `VideoSettings::encoder` says.
+    Builtin,
+}
+
 /// Errors while building, before the writer knows its own path.
 enum BuildError {
     Missing { element: &'static str, hint: &'static str },
@@ -557,6 +611,13 @@ enum BuildError {
 }
 
 impl BuildError {
+    fn message(&self) -> String {
+        match self {
+            BuildError::Missing { element, hint } => format!("GStreamer element {element} is missing: {hint}"),
+            BuildError::Other(message) => message.clone(),
+        }
+    }
+
     fn into_sink_error(self, path: &Path) -> SinkError {
         match self {
             BuildError::Missing { element, hint } => SinkError::MissingElement { element, hint },

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use gstreamer as gst;
 use gstreamer_pbutils as gst_pbutils;
+use gstreamer_pbutils::prelude::*;
 
 /// How long discovery may take before giving up (a healthy file needs well under a second).
 const DISCOVER_TIMEOUT_S: u64 = 10;
@@ -48,4 +49,18 @@ pub fn probe_media(path: &Path) -> Option<MediaInfo> {
 /// A file's duration, for a progress bar. `None` if unknown.
 pub fn probe_duration(path: &Path) -> Option<Duration> {
     probe_media(path)?.duration
+}
+
+/// The caps of a local file's first video stream as its demuxer states them (`video/x-h264, profile=high, ...`):
+/// what decodebin will look for a decoder for. `None` if the file cannot be read or has no video stream.
+pub fn probe_video_caps(path: &Path) -> Option<gst::Caps> {
+    gst::init().ok()?;
+    let abs = std::path::absolute(path).ok()?;
+    if !abs.is_file() {
+        return None;
+    }
+    let uri = gst::glib::filename_to_uri(&abs, None).ok()?;
+    let discoverer = gst_pbutils::Discoverer::new(gst::ClockTime::from_seconds(DISCOVER_TIMEOUT_S)).ok()?;
+    let info = discoverer.discover_uri(&uri).ok()?;
+    info.video_streams().into_iter().next()?.caps()
 }

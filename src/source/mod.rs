@@ -1,4 +1,4 @@
-//! Ingest for `lookout watch`: GStreamer pipelines that turn files, RTSP and HTTP streams and V4L2 cameras into
+//! Ingest for `lookout watch`: GStreamer pipelines that turn files, RTSP and HTTP streams, V4L2 and CSI cameras into
 //! RGB frames at the model's size, one bounded queue per source.
 //!
 //! Each source runs its own pipeline on its own named thread (`src<id>-<short name>`):
@@ -10,7 +10,7 @@
 //! ```
 //!
 //! Live and file sources differ on purpose, and [`SourceKind::is_live`] decides which applies:
-//! - **live** (RTSP, HTTP, V4L2) never falls behind: the appsinks keep one buffer and drop the rest, and the queue
+//! - **live** (RTSP, HTTP, V4L2, CSI) never falls behind: the appsinks keep one buffer and drop the rest, and the queue
 //!   evicts its oldest frame when full ([`QueuePolicy::DropOldest`]), counting every drop;
 //! - **file** blocks: the queue waits for room ([`QueuePolicy::Block`]), the appsinks stop taking buffers, and the
 //!   decoder waits; every frame arrives, in order, as fast as the consumer goes (`sync=false`).
@@ -28,14 +28,17 @@ mod spec;
 mod stats;
 
 pub use frame::{Frame, FrameData, RgbFrame};
-pub use media::{MediaInfo, probe_duration, probe_media};
+pub use media::{MediaInfo, probe_duration, probe_media, probe_video_caps};
 pub use queue::{Batch, FrameQueue, Notify, Popped, Pushed, QueueCounters, QueuePolicy, next_batch};
 pub use runner::{RestartReason, SourceExit, SourceHandle, SpawnOptions, spawn, spawn_with};
 pub use settings::{
     DEFAULT_BACKOFF_MULTIPLIER, DEFAULT_EVERY, DEFAULT_FILE_QUEUE, DEFAULT_INITIAL_BACKOFF_MS, DEFAULT_LIVE_QUEUE,
     DEFAULT_MAX_BACKOFF_MS, DEFAULT_MODEL_SIZE, DEFAULT_STALL_TIMEOUT_MS, FrameSettings, ReconnectSettings,
 };
-pub use spec::{SUPPORTED_SOURCES, SourceKind, SourceSpec, dedupe_short_names};
+pub use spec::{
+    CsiCamera, DEFAULT_CSI_FPS, DEFAULT_CSI_HEIGHT, DEFAULT_CSI_WIDTH, SUPPORTED_SOURCES, SourceKind, SourceSpec,
+    dedupe_short_names,
+};
 pub use stats::{SourceState, SourceStats, SourceStatsSnapshot};
 
 use std::path::PathBuf;

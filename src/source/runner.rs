@@ -387,7 +387,10 @@ impl Source {
                         Delivery::Delivered => {
                             if frames == 0 {
                                 self.stats.set_state(SourceState::Streaming);
-                                info!(source = %self.spec.display, "streaming");
+                                // The decoder exists by now: decodebin plugs it when the stream's caps are known.
+                                let decoder = video_decoder(&built.pipeline);
+                                info!(source = %self.spec.display, %decoder, "streaming");
+                                self.stats.set_decoder(decoder);
                             }
                             frames += 1;
                         }
@@ -704,6 +707,13 @@ impl InferGate {
             _ => index.is_multiple_of(self.every),
         }
     }
+}
+
+/// The video decoders in a running pipeline, by factory name (`avdec_h264`, `nvv4l2decoder`; two joined by `+`
+/// when a stream has two), or `none` when the source delivers raw video.
+fn video_decoder(pipeline: &gst::Pipeline) -> String {
+    let decoders = pipeline::elements_by_klass(pipeline.upcast_ref(), "Decoder");
+    if decoders.is_empty() { "none".to_string() } else { decoders.join("+") }
 }
 
 /// True if the pipeline knows how long it lasts: files and VOD streams do, live streams do not.

@@ -10,7 +10,17 @@ use super::SourceError;
 
 /// The URL schemes `lookout watch` understands, as listed in error messages.
 pub const SUPPORTED_SOURCES: &str = "a video file path (or file://), rtsp://, rtsps://, rtspt://, http://, https:// \
-     (progressive or HLS) or a V4L2 camera such as /dev/video0 (or v4l2:///dev/video0)";
+     (progressive or HLS), a V4L2 camera such as /dev/video0 (or v4l2:///dev/video0) or a Jetson CSI camera such as \
+     csi://0";
+
+/// Default [`CsiCamera::width`]: 1080p, a mode every common Jetson CSI sensor (IMX219, IMX477) has.
+pub const DEFAULT_CSI_WIDTH: u32 = 1920;
+/// Default [`CsiCamera::height`].
+pub const DEFAULT_CSI_HEIGHT: u32 = 1080;
+/// Default [`CsiCamera::fps_n`] / [`CsiCamera::fps_d`]: 30 frames per second.
+pub const DEFAULT_CSI_FPS: (u32, u32) = (30, 1);
+/// Largest CSI sensor number accepted (Jetson carriers have up to 6 or 8 CSI ports; 15 leaves room).
+pub const MAX_CSI_SENSOR_ID: u32 = 15;
 
 /// The longest short name, in bytes; longer names are cut (output directories stay readable).
 const MAX_SHORT_NAME: usize = 48;
@@ -26,10 +36,12 @@ pub enum SourceKind {
     Http,
     /// A V4L2 camera: live.
     V4l2,
+    /// A Jetson CSI camera (`csi://N`, through libargus): live.
+    Csi,
 }
 
 impl SourceKind {
-    /// True for sources that run in real time whether or not anyone reads them (RTSP, HTTP, V4L2).
+    /// True for sources that run in real time whether or not anyone reads them (RTSP, HTTP, V4L2, CSI).
     ///
     /// Live sources drop stale frames (appsink `drop=true`, queue drops the oldest) so latency stays bounded;
     /// files block instead, so every frame is processed, in order, deterministically.
@@ -39,13 +51,14 @@ impl SourceKind {
         !matches!(self, SourceKind::File)
     }
 
-    /// A lower-case name for logs and templates: `file`, `rtsp`, `http`, `v4l2`.
+    /// A lower-case name for logs and templates: `file`, `rtsp`, `http`, `v4l2`, `csi`.
     pub fn as_str(self) -> &'static str {
         match self {
             SourceKind::File => "file",
             SourceKind::Rtsp => "rtsp",
             SourceKind::Http => "http",
             SourceKind::V4l2 => "v4l2",
+            SourceKind::Csi => "csi",
         }
     }
 }
@@ -53,6 +66,80 @@ impl SourceKind {
 impl fmt::Display for SourceKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// A Jetson CSI camera: `csi://N[?width=W&height=H&framerate=F]`, for nvarguscamerasrc.
+///
+/// The size and rate must be a mode the sensor has (`nvargus_nvraw --lps` or the nvarguscamerasrc log lists them);
+/// libargus picks the sensor mode that fits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CsiCamera {
+    /// nvarguscamerasrc `sensor-id`: the N of `csi://N`.
+    pub sensor_id: u32,
+    /// Capture width in pixels. Default [`DEFAULT_CSI_WIDTH`].
+    pub width: u32,
+    /// Capture height in pixels. Default [`DEFAULT_CSI_HEIGHT`].
+    pub height: u32,
+    /// Frame rate numerator. Default 30.
+    pub fps_n: u32,
+    /// Frame rate denominator. Default 1.
+    pub fps_d: u32,
+}
+
+impl Default for CsiCamera {
+    fn default() -> Self {
+        CsiCamera {
+            sensor_id: 0,
+            width: DEFAULT_CSI_WIDTH,
+            height: DEFAULT_CSI_HEIGHT,
+            fps_n: DEFAULT_CSI_FPS.0,
+            fps_d: DEFAULT_CSI_FPS.1,
+        }
+    }
+}
+
+impl CsiCamera {
+    /// Parses what follows `csi://`: `N` and optional `width`, `height` and `framerate` (`30`, or `30000/1001`)
+    /// query parameters. The error is the reason, to be put after the source's name.
+    pub fn parse(rest: &str) -> Result<CsiCamera, String> {
+        let (id, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let id = id.trim_end_matches('/');
+        let sensor_id = match id.parse::<u32>() {
+            Ok(n) if n <= MAX_CSI_SENSOR_ID => n,
+            _ => {
+                return Err(format!(
+                    "`{id}` is not a CSI sensor number: write csi://0, csi://1, ... (nvarguscamerasrc sensor-id, \
+                     0 to {MAX_CSI_SENSOR_ID})"
+                ));
+            }
+        };
+        let mut camera = CsiCamera { sensor_id, ..CsiCamera::default() };
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            // Sizes up to 16K; rates as fractions up to 1000 fps in a 1/1001 timebase (1001000/1001).
+            let number = |v: &str, max: u32| -> Result<u32, String> {
+                v.parse::<u32>()
+                    .ok()
+                    .filter(|n| *n > 0 && *n <= max)
+                    .ok_or_else(|| format!("{key} `{v}` is not a positive whole number of at most {max}"))
+            };
+            match key {
+                "width" => camera.width = number(value, 16_384)?,
+                "height" => camera.height = number(value, 16_384)?,
+                "framerate" => {
+                    let (n, d) = value.split_once('/').unwrap_or((value, "1"));
+                    (camera.fps_n, camera.fps_d) = (number(n, 1_001_000)?, number(d, 1_001_000)?);
+                }
+                other => {
+                    return Err(format!(
+                        "unknown parameter `{other}`: use width, height and framerate \
+                                        (csi://0?width=1280&height=720&framerate=60)"
+                    ));
+                }
+            }
+        }
+        Ok(camera)
     }
 }
 
@@ -75,6 +162,8 @@ pub struct SourceSpec {
     secret: String,
     /// For files and V4L2 devices: the path on disk.
     path: Option<PathBuf>,
+    /// For CSI cameras: the sensor, size and rate.
+    csi: Option<CsiCamera>,
 }
 
 impl SourceSpec {
@@ -103,10 +192,17 @@ impl SourceSpec {
             return Err(SourceError::EmptyArgument);
         }
         let display = redact_url(arg);
+        let mut csi = None;
         let (kind, path) = match scheme_of(arg) {
             None if arg.starts_with("/dev/video") => (SourceKind::V4l2, Some(PathBuf::from(arg))),
             None => (SourceKind::File, Some(PathBuf::from(arg))),
             Some(scheme) => match scheme.to_ascii_lowercase().as_str() {
+                "csi" => {
+                    let camera = CsiCamera::parse(&arg["csi://".len()..])
+                        .map_err(|reason| SourceError::InvalidUrl { name: display.clone(), reason })?;
+                    csi = Some(camera);
+                    (SourceKind::Csi, None)
+                }
                 "rtsp" | "rtsps" | "rtspt" => (SourceKind::Rtsp, None),
                 "http" | "https" => (SourceKind::Http, None),
                 "file" => (SourceKind::File, Some(PathBuf::from(percent_decode(&arg["file://".len()..])))),
@@ -118,7 +214,11 @@ impl SourceSpec {
             return Err(SourceError::InvalidUrl { name: display, reason: "it has no host".into() });
         }
         let short_name = short_name_for(kind, arg, path.as_deref(), id);
-        Ok(SourceSpec { id, kind, display, short_name, secret: arg.to_string(), path })
+        let short_name = match csi {
+            Some(camera) => format!("csi{}", camera.sensor_id),
+            None => short_name,
+        };
+        Ok(SourceSpec { id, kind, display, short_name, secret: arg.to_string(), path, csi })
     }
 
     /// The URI or path with credentials: for building the pipeline only. Never log it.
@@ -129,6 +229,11 @@ impl SourceSpec {
     /// The file or device path, for [`SourceKind::File`] and [`SourceKind::V4l2`].
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
+    }
+
+    /// The camera of a [`SourceKind::Csi`] source.
+    pub fn csi(&self) -> Option<CsiCamera> {
+        self.csi
     }
 
     /// See [`SourceKind::is_live`].
@@ -296,6 +401,38 @@ mod tests {
         assert_eq!(s.short_name, "a_b");
         let s = SourceSpec::parse_unchecked("rtsp://cam/..", 6).unwrap();
         assert_eq!(s.short_name, "source6");
+    }
+
+    #[test]
+    fn csi_cameras_parse_with_defaults_and_parameters() {
+        let s = SourceSpec::parse("csi://0", 0).unwrap();
+        assert_eq!((s.kind, s.short_name.as_str(), s.display.as_str()), (SourceKind::Csi, "csi0", "csi://0"));
+        assert_eq!(s.csi(), Some(CsiCamera::default()));
+        assert!(s.is_live() && s.path().is_none());
+
+        let s = SourceSpec::parse_unchecked("csi://1?width=1280&height=720&framerate=60", 3).unwrap();
+        let want = CsiCamera { sensor_id: 1, width: 1280, height: 720, fps_n: 60, fps_d: 1 };
+        assert_eq!((s.csi(), s.short_name.as_str()), (Some(want), "csi1"));
+        let s = SourceSpec::parse_unchecked("CSI://2/?framerate=30000/1001", 0).unwrap();
+        assert_eq!(s.csi().map(|c| (c.sensor_id, c.fps_n, c.fps_d)), Some((2, 30000, 1001)));
+        assert_eq!(SourceSpec::parse_unchecked("/dev/video0", 0).unwrap().csi(), None);
+    }
+
+    #[test]
+    fn bad_csi_urls_say_what_to_write() {
+        for (arg, expect) in [
+            ("csi://", "sensor number"),
+            ("csi://cam", "`cam` is not a CSI sensor number"),
+            ("csi://99", "0 to 15"),
+            ("csi://0?width=0", "width `0`"),
+            ("csi://0?height=abc", "height `abc`"),
+            ("csi://0?framerate=30/0", "framerate `0`"),
+            ("csi://0?fps=30", "unknown parameter `fps`"),
+        ] {
+            let err = SourceSpec::parse(arg, 0).unwrap_err().to_string();
+            assert!(err.contains(arg) && err.contains(expect), "{arg}: {err}");
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub struct SourceStats {
     state: AtomicU8,
     /// Redacted; only the source thread writes it.
     last_error: Mutex<Option<String>>,
+    /// The video decoder of the current connection; only the source thread writes it.
+    decoder: Mutex<Option<String>>,
 }
 
 /// A copy of a source's counters at one moment.
@@ -80,6 +82,10 @@ pub struct SourceStatsSnapshot {
     pub reconnects: u64,
     /// The last error, password removed.
     pub last_error: Option<String>,
+    /// The GStreamer element that decodes the video (`avdec_h264` in software, `nvv4l2decoder` on a Jetson), as
+    /// found in the running pipeline once frames flow; `"none"` when the source delivers raw video (a CSI or
+    /// YUYV camera); `None` before the first frame.
+    pub decoder: Option<String>,
 }
 
 impl SourceStats {
@@ -101,6 +107,7 @@ impl SourceStats {
             inference_frames: self.inference_frames.load(Ordering::Relaxed),
             reconnects: self.reconnects.load(Ordering::Relaxed),
             last_error: self.last_error(),
+            decoder: self.decoder(),
         }
     }
 
@@ -122,6 +129,15 @@ impl SourceStats {
             SourceState::Ended => 3,
         };
         self.state.store(v, Ordering::Release);
+    }
+
+    /// The video decoder in use, once known: see [`SourceStatsSnapshot::decoder`].
+    pub fn decoder(&self) -> Option<String> {
+        self.decoder.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn set_decoder(&self, decoder: String) {
+        *self.decoder.lock().unwrap_or_else(|e| e.into_inner()) = Some(decoder);
     }
 
     /// Records an error; the caller has already redacted it.

@@ -40,7 +40,7 @@ use crate::geom::{Detection, Transform};
 use crate::infer::postprocess::{Selection, select};
 use crate::infer::preprocess::{self, Family};
 use crate::infer::{Detector, QuerySet};
-use crate::pipeline::PipelineChoice;
+use crate::pipeline::{self, EncoderPurpose, PipelineChoice};
 use crate::shutdown::ShutdownToken;
 use crate::sink::events::{ClipSink, Clips};
 use crate::sink::{EventLog, EventLogSettings, EventRecord, VideoSettings, VideoWriter, format_rfc3339_utc};
@@ -63,7 +63,7 @@ pub const TEST_MODEL_BANNER: &str = "test model: boxes are not meaningful";
 
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
-    #[error("no sources: give files, rtsp:// or http(s):// URLs, or /dev/videoN")]
+    #[error("no sources: give files, rtsp:// or http(s):// URLs, /dev/videoN or csi://N")]
     NoSources,
     #[error("no queries: give at least one with -q \"...\" or a [[query]] in the config")]
     NoQueries,
@@ -140,6 +140,9 @@ impl Default for WatchSettings {
 pub struct SourceSummary {
     pub source: String,
     pub name: String,
+    /// The element that decoded the video (`avdec_h264`, `nvv4l2decoder` when the Jetson's hardware decodes,
+    /// `none` for raw video); `None` if no frame came.
+    pub decoder: Option<String>,
     pub frames_decoded: u64,
     pub frames_processed: u64,
     pub frames_inferred: u64,
@@ -170,8 +173,9 @@ impl std::fmt::Display for Summary {
         for s in &self.sources {
             writeln!(
                 f,
-                "  {}: decoded {}, processed {}, inferred {}, dropped {}, reconnects {}, events {}, frame age p50 {:.0} ms p95 {:.0} ms{}",
+                "  {}: decoder {}, decoded {}, processed {}, inferred {}, dropped {}, reconnects {}, events {}, frame age p50 {:.0} ms p95 {:.0} ms{}",
                 s.source,
+                s.decoder.as_deref().unwrap_or("unknown (no frame)"),
                 s.frames_decoded,
                 s.frames_processed,
                 s.frames_inferred,
@@ -270,6 +274,7 @@ pub fn run(
                 failed.push(SourceSummary {
                     source: spec.display.clone(),
                     name: spec.short_name.clone(),
+                    decoder: None,
                     frames_decoded: 0,
                     frames_processed: 0,
                     frames_inferred: 0,
@@ -287,8 +292,19 @@ pub fn run(
         return Err(WatchError::AllSourcesFailed(failed.first().and_then(|f| f.error.clone()).unwrap_or_default()));
     }
 
+    // The encoders come from the same template as the sources' decoders (NVENC on a Jetson), with the generic
+    // software encoder where the template's cannot be made here.
+    let encoder_for = |purpose: EncoderPurpose| match pipeline::select(&settings.pipeline, &pipeline::GstRegistry) {
+        Ok(template) => pipeline::usable_encoder(&template, purpose),
+        Err(_) => pipeline::generic_encoder(purpose),
+    };
+    let record_encoder = settings.annotate.then(|| encoder_for(EncoderPurpose::Record));
     let rtsp = match &settings.serve_rtsp {
-        Some((address, port)) => Some(Arc::new(crate::sink::rtsp::RtspPublisher::start(address, *port)?)),
+        Some((address, port)) => Some(Arc::new(crate::sink::rtsp::RtspPublisher::start_with_encoder(
+            address,
+            *port,
+            &encoder_for(EncoderPurpose::Live),
+        )?)),
         None => None,
     };
 
@@ -318,6 +334,7 @@ pub fn run(
             started,
             rtsp: rtsp.clone(),
             alerter: alerter.clone(),
+            record_encoder: record_encoder.clone(),
         };
         let name = format!("post-{}", h.spec.short_name);
         let t = std::thread::Builder::new()
@@ -387,6 +404,7 @@ pub fn run(
         summaries.push(SourceSummary {
             source: spec.display.clone(),
             name: spec.short_name.clone(),
+            decoder: s.decoder.clone(),
             frames_decoded: s.frames_decoded,
             frames_processed: post.frames,
             frames_inferred: infer_stats.inferred.get(i).copied().unwrap_or(0),
@@ -609,6 +627,8 @@ struct PostStage {
     rtsp: Option<Arc<crate::sink::rtsp::RtspPublisher>>,
     /// MQTT/webhook alerts, shared by every source.
     alerter: Option<Arc<crate::sink::alerts::Alerter>>,
+    /// The pipeline template's encoder for the annotated video.
+    record_encoder: Option<String>,
 }
 
 /// The tracker settings for a source: `base`, keeping a lost track at least as long as the longest
@@ -745,10 +765,11 @@ impl PostStage {
                     let fps = self.video_fps.unwrap_or(30.0);
                     let (n, d) = fps_fraction(fps);
                     let _ = std::fs::create_dir_all(&dir);
-                    match VideoWriter::create(
-                        &dir.join("annotated.mp4"),
-                        VideoSettings::new(full.width, full.height, n, d),
-                    ) {
+                    let video_settings = VideoSettings {
+                        template_encoder: self.record_encoder.clone(),
+                        ..VideoSettings::new(full.width, full.height, n, d)
+                    };
+                    match VideoWriter::create(&dir.join("annotated.mp4"), video_settings) {
                         Ok(w) => video = Some(w),
                         Err(e) => {
                             warn!(source = %self.spec.display, error = %e, "annotated video disabled");
