@@ -60,6 +60,8 @@ fn bikes_events_match_the_golden_file_and_the_video_has_every_frame() {
     assert_eq!(src["frames_dropped"], 0);
     // The element that decoded the video, found in the running pipeline (nvv4l2decoder on a Jetson).
     assert_eq!(src["decoder"], "avdec_h264");
+    // And the one that encoded the annotated video (nvv4l2h264enc on a Jetson).
+    assert_eq!(src["encoder"], "x264enc");
 
     let video = lookout::sink::probe_video(&out.path().join("bikes/annotated.mp4")).unwrap();
     assert_eq!((video.frames, video.width, video.height), (250, 640, 272));

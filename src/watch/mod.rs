@@ -154,6 +154,9 @@ pub struct SourceSummary {
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub annotated: Option<PathBuf>,
+    /// The element that encoded `annotated` (`x264enc`, `nvv4l2h264enc` when the Jetson's NVENC does).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoder: Option<String>,
 }
 
 /// The end-of-run report, also written to `<out>/summary.json`.
@@ -173,7 +176,7 @@ impl std::fmt::Display for Summary {
         for s in &self.sources {
             writeln!(
                 f,
-                "  {}: decoder {}, decoded {}, processed {}, inferred {}, dropped {}, reconnects {}, events {}, frame age p50 {:.0} ms p95 {:.0} ms{}",
+                "  {}: decoder {}, decoded {}, processed {}, inferred {}, dropped {}, reconnects {}, events {}, frame age p50 {:.0} ms p95 {:.0} ms{}{}",
                 s.source,
                 s.decoder.as_deref().unwrap_or("unknown (no frame)"),
                 s.frames_decoded,
@@ -184,6 +187,7 @@ impl std::fmt::Display for Summary {
                 s.events,
                 s.frame_age.p50_ms,
                 s.frame_age.p95_ms,
+                s.encoder.as_ref().map(|e| format!(", annotated video encoded by {e}")).unwrap_or_default(),
                 s.error.as_ref().map(|e| format!(" (error: {e})")).unwrap_or_default()
             )?;
         }
@@ -284,6 +288,7 @@ pub fn run(
                     frame_age: LatencySummary::default(),
                     error: Some(e.to_string()),
                     annotated: None,
+                    encoder: None,
                 });
             }
         }
@@ -414,6 +419,7 @@ pub fn run(
             frame_age: infer_stats.frame_age.get(i).map(|h| h.summary()).unwrap_or_default(),
             error: exit.error.map(|e| e.to_string()).or(post.error),
             annotated: post.annotated,
+            encoder: post.encoder,
         });
     }
     summaries.extend(failed);
@@ -603,6 +609,8 @@ struct PostStats {
     events: u64,
     error: Option<String>,
     annotated: Option<PathBuf>,
+    /// The annotated video's encoder element.
+    encoder: Option<String>,
 }
 
 /// One source's tracking, events and annotated video.
@@ -770,7 +778,11 @@ impl PostStage {
                         ..VideoSettings::new(full.width, full.height, n, d)
                     };
                     match VideoWriter::create(&dir.join("annotated.mp4"), video_settings) {
-                        Ok(w) => video = Some(w),
+                        Ok(w) => {
+                            info!(source = %self.spec.display, encoder = %w.encoder(), "annotated video started");
+                            stats.encoder = Some(w.encoder().to_string());
+                            video = Some(w);
+                        }
                         Err(e) => {
                             warn!(source = %self.spec.display, error = %e, "annotated video disabled");
                             stats.error = Some(e.to_string());
@@ -860,6 +872,40 @@ fn fps_fraction(fps: f64) -> (u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_summary_names_the_decoder_and_encoder_of_each_source() {
+        let source = |decoder: Option<&str>, encoder: Option<&str>| SourceSummary {
+            source: "rtsp://***@cam/1".into(),
+            name: "1".into(),
+            decoder: decoder.map(String::from),
+            frames_decoded: 10,
+            frames_processed: 10,
+            frames_inferred: 10,
+            frames_dropped: 0,
+            reconnects: 0,
+            events: 0,
+            frame_age: LatencySummary::default(),
+            error: None,
+            annotated: None,
+            encoder: encoder.map(String::from),
+        };
+        let summary = Summary {
+            sources: vec![source(Some("nvv4l2decoder"), Some("nvv4l2h264enc")), source(None, None)],
+            inference: LatencySummary::default(),
+            batches: 1,
+            events: 0,
+            wall_seconds: 1.0,
+        };
+        let text = summary.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].starts_with("  rtsp://***@cam/1: decoder nvv4l2decoder, decoded 10,"), "{text}");
+        assert!(lines[1].ends_with(", annotated video encoded by nvv4l2h264enc"), "{text}");
+        assert!(lines[2].contains("decoder unknown (no frame),") && !lines[2].contains("encoded by"), "{text}");
+        let json = serde_json::to_value(&summary).unwrap();
+        assert_eq!(json["sources"][0]["decoder"], "nvv4l2decoder");
+        assert!(json["sources"][1]["decoder"].is_null() && json["sources"][1].get("encoder").is_none());
+    }
 
     #[test]
     fn ntsc_rates_become_1001_fractions() {
