@@ -142,6 +142,17 @@ fn pipelines_show_redacts_and_picks_generic_here() {
 }
 
 #[test]
+fn pipelines_list_says_which_encoders_work_here() {
+    let o = lookout(&["pipelines", "list"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("encoders: recording x264enc; live x264enc"), "{out}");
+    if gstreamer::init().is_ok() && gstreamer::ElementFactory::find("nvv4l2h264enc").is_none() {
+        assert!(out.contains("encoders: recording not available here"), "{out}");
+    }
+}
+
+#[test]
 fn pipelines_show_csi_cameras_and_the_decoder_of_a_file() {
     let o = lookout(&["pipelines", "show", "csi://0?width=1280&height=720&framerate=60", "--pipeline", "jetson"]);
     assert!(o.status.success(), "{}", stderr(&o));

@@ -38,7 +38,7 @@ pub enum PipelinesCommand {
         #[arg(long)]
         bare: bool,
     },
-    /// The built-in templates, and whether this machine has the GStreamer elements each needs.
+    /// The built-in templates, whether this machine has the GStreamer elements each needs, and their encoders.
     List,
 }
 
@@ -56,12 +56,28 @@ pub fn run(common: &Common, args: PipelinesArgs) -> anyhow::Result<ExitCode> {
                 } else {
                     println!("{name:<10} not usable here: missing {}", missing.join(", "));
                 }
+                println!("{:<10} encoders: {}", "", encoders_here(&t));
             }
             let auto = pipeline::select(&PipelineChoice::Auto, &GstRegistry)?;
             println!("auto picks: {}", auto.name);
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Which element encodes for each purpose, if the template's encoder can be made here.
+fn encoders_here(t: &PipelineTemplate) -> String {
+    [EncoderPurpose::Record, EncoderPurpose::Live]
+        .iter()
+        .map(|&purpose| match pipeline::encoder_bin(t.encoder(purpose), &t.name, purpose) {
+            Ok(bin) => {
+                let name = pipeline::find_element_by_klass(&bin, "Encoder").unwrap_or_else(|| "?".into());
+                format!("{purpose} {name}")
+            }
+            Err(_) => format!("{purpose} not available here (watch would use the generic software encoder)"),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn needs(t: &PipelineTemplate) -> String {
