@@ -430,8 +430,8 @@ pub fn find_element_by_klass(bin: &gst::Bin, klass_part: &str) -> Option<String>
 }
 
 /// The factory names, without repeats, of every element in `bin` (recursively) whose klass contains
-/// `klass_part`, leaving out bins and audio and subtitle elements. For the video decoders of a running pipeline: decodebin
-/// adds them once the stream's caps are known, so ask after the first frame.
+/// `klass_part`, leaving out bins and audio and subtitle elements. For the video decoders of a running pipeline:
+/// decodebin adds them once the stream's caps are known, so ask after the first frame.
 pub fn elements_by_klass(bin: &gst::Bin, klass_part: &str) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for element in bin.iterate_recurse().into_iter().flatten() {
@@ -451,7 +451,7 @@ pub fn elements_by_klass(bin: &gst::Bin, klass_part: &str) -> Vec<String> {
 
 /// The decoder decodebin would plug here for a stream of these caps: the highest-ranked decoder whose sink pad takes
 /// them (decodebin skips elements ranked below marginal, and so does this). `None` if no installed decoder takes
-/// them. On a Jetson with JetPack's plugins this is nvv4l2decoder for H.264 and H.265.
+/// them. On a Jetson with JetPack's plugins it should be nvv4l2decoder for H.264 and H.265 (unverified here).
 pub fn decoder_for_caps(caps: &gst::CapsRef) -> Option<String> {
     gst::init().ok()?;
     // Sorted by decreasing rank, as decodebin tries them.
