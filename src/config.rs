@@ -28,6 +28,14 @@
 //! cooldown_s = 10.0           # no new event for the same track this soon after one ends (default 10)
 //! update_interval_s = 5.0     # least time between two `update` events (default 5; 0: every match)
 //! sources = ["gate"]          # default: every source
+//!
+//! [alerts.mqtt]
+//! url = "mqtt://broker.lan:1883"  # see crate::sink::alerts::config for every key
+//! password_file = "/etc/lookout/mqtt-password"
+//!
+//! [retention]
+//! max_disk_gb = 200.0         # see crate::sink::retention (default: no limit)
+//! max_age_days = 14.0
 //! ```
 //!
 //! Times are seconds of stream time (the frames' timestamps), not of the wall clock: a file replayed faster
@@ -89,6 +97,13 @@ pub struct Config {
     /// TensorRT settings, used when a graph runs on TensorRT (see `--device`).
     #[serde(default)]
     pub tensorrt: crate::infer::device::TensorRtConfig,
+    /// MQTT and webhook alerts (`[alerts.mqtt]`, `[[alerts.webhooks]]`, `[alerts.spool]`); see
+    /// [`crate::sink::alerts::config`]. Default: none.
+    #[serde(default)]
+    pub alerts: crate::sink::alerts::AlertsConfig,
+    /// Deleting the oldest outputs (`[retention]`); see [`crate::sink::retention`]. Default: keep everything.
+    #[serde(default)]
+    pub retention: crate::sink::retention::RetentionConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

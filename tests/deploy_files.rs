@@ -158,11 +158,16 @@ fn systemd_units_restart_watch_log_and_clean_up() {
 
     let retention = unit(&read(&deploy("lookout-retention.service")));
     assert_eq!(one(&retention, "Service", "Type"), "oneshot");
+    // The same retention logic as `watch` (never events.jsonl, files being written or the spool).
     let cleanups = &retention["Service"]["ExecStart"];
+    assert_eq!(cleanups.len(), 1, "{cleanups:?}");
     assert!(
-        cleanups[0].contains("${LOOKOUT_OUT}") && cleanups[0].contains("-mtime +${LOOKOUT_RETENTION_DAYS} -delete")
+        cleanups[0].starts_with("/usr/local/bin/lookout retention --config /etc/lookout/lookout.toml")
+            && cleanups[0].contains("--out ${LOOKOUT_OUT}")
+            && cleanups[0].contains("--max-age-days ${LOOKOUT_RETENTION_DAYS}"),
+        "{}",
+        cleanups[0]
     );
-    assert!(cleanups.iter().all(|c| c.contains("-mindepth 1")), "never deletes the output directory itself");
     let timer = unit(&read(&deploy("lookout-retention.timer")));
     assert!(!one(&timer, "Timer", "OnUnitActiveSec").is_empty());
     assert_eq!(one(&timer, "Install", "WantedBy"), "timers.target");
@@ -216,10 +221,29 @@ fn example_config_loads_with_four_cameras_and_three_queries() {
     assert_eq!(config.model.device, Some(lookout::infer::Device::Auto));
     // The planned keys are there, commented out, and clearly marked.
     let text = read(&path);
-    for table in ["# [clips]", "# [mqtt]", "# [retention]"] {
-        assert!(text.contains(table), "{table}");
-    }
+    assert!(text.contains("# [clips]"));
     assert!(text.contains("Planned (not read yet"));
+    // Retention and MQTT alerts with the real keys, the password kept out of the file.
+    let retention =
+        lookout::sink::retention::RetentionSettings::from_config(Path::new("/out"), &config.retention, None, None)
+            .unwrap()
+            .expect("[retention] sets limits");
+    assert_eq!(
+        (retention.max_bytes, retention.max_age.map(|d| d.as_secs())),
+        (Some(200_000_000_000), Some(14 * 86_400))
+    );
+    let mqtt = config.alerts.mqtt.as_ref().expect("[alerts.mqtt]");
+    assert!(mqtt.url.starts_with("mqtts://") && mqtt.password.is_none(), "{mqtt:?}");
+    assert_eq!(mqtt.password_file.as_deref(), Some(Path::new("/etc/lookout/mqtt-password")));
+    assert!(!text.contains("\npassword ="), "no inline password");
+    for topic in ["<prefix>/available", "<prefix>/<source>/events", "<prefix>/<source>/snapshot"] {
+        assert!(text.contains(topic), "the topics are documented: {topic}");
+    }
+    // Applying the section needs the password file: the error names it, and says what to do.
+    let e = config.alerts.settings(Path::new("/out"), None, &[]).unwrap_err().to_string();
+    assert!(e.contains("/etc/lookout/mqtt-password") && e.contains("readable"), "{e}");
+    let spool = config.alerts.spool.dir.as_deref();
+    assert_eq!(spool, Some(Path::new("/var/lib/lookout/alert-spool")), "the spool is under ReadWritePaths");
 }
 
 #[test]

@@ -4,6 +4,7 @@ pub mod locate;
 pub mod models;
 pub mod pipelines;
 pub mod prepare;
+pub mod retention;
 pub mod session;
 pub mod watch;
 
@@ -61,6 +62,8 @@ pub enum Command {
     Models(models::ModelsArgs),
     /// Show the GStreamer pipeline a source would run with, and the templates this machine can run.
     Pipelines(pipelines::PipelinesArgs),
+    /// Delete the oldest clips and snapshots of an output directory to keep it within [retention] limits.
+    Retention(retention::RetentionArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -69,6 +72,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Watch(args) => watch::run(&cli.common, args),
         Command::Models(args) => models::run(&cli.common, args),
         Command::Pipelines(args) => pipelines::run(&cli.common, args),
+        Command::Retention(args) => retention::run(args),
     }
 }
 

@@ -58,12 +58,21 @@ pub struct WatchArgs {
     #[arg(long, value_name = "[ADDR:]PORT")]
     pub serve_rtsp: Option<String>,
     /// Publish every event to this MQTT broker (mqtt://[user:pass@]HOST[:PORT], QoS 1, topics lookout/<source>/events
-    /// and lookout/available). Alerts wait in <out>/alert-spool while the broker is down.
+    /// and lookout/available). Alerts wait in <out>/alert-spool while the broker is down. Replaces the url of
+    /// [alerts.mqtt] in --config, keeping its other settings.
     #[arg(long, value_name = "URL")]
     pub mqtt: Option<String>,
-    /// POST every event as JSON to this URL (repeatable), with retries; spooled while it is down.
+    /// POST every event as JSON to this URL (repeatable), with retries; spooled while it is down. Added to the
+    /// [[alerts.webhooks]] of --config.
     #[arg(long, value_name = "URL")]
     pub webhook: Vec<String>,
+    /// Keep the output directory under this many GB (10^9 bytes), deleting the oldest clips and snapshots first
+    /// (never events.jsonl). Overrides [retention] max_disk_gb.
+    #[arg(long, value_name = "GB")]
+    pub max_disk_gb: Option<f64>,
+    /// Delete clips and snapshots older than this many days. Overrides [retention] max_age_days.
+    #[arg(long, value_name = "DAYS")]
+    pub max_age_days: Option<f64>,
     /// Decode and track without running the model (to measure the video pipeline alone).
     #[arg(long, hide = true)]
     pub decode_only: bool,
@@ -163,14 +172,17 @@ pub fn run(common: &Common, args: WatchArgs) -> anyhow::Result<ExitCode> {
         progress: true,
         source_names: names,
         decode_only: args.decode_only,
-        alerts: if args.mqtt.is_none() && args.webhook.is_empty() {
-            None
-        } else {
-            let mut a = lookout::sink::alerts::AlertSettings::new(out_dir.join("alert-spool"));
-            a.mqtt = args.mqtt.as_deref().map(lookout::sink::alerts::MqttSettings::new);
-            a.webhooks = args.webhook.iter().map(|u| lookout::sink::alerts::WebhookSettings::new(u.as_str())).collect();
-            Some(a)
-        },
+        alerts: config
+            .alerts
+            .settings(&out_dir, args.mqtt.as_deref(), &args.webhook)
+            .map_err(|e| UsageError(format!("{}: {e}", config_name(&args))))?,
+        retention: lookout::sink::retention::RetentionSettings::from_config(
+            &out_dir,
+            &config.retention,
+            args.max_disk_gb,
+            args.max_age_days,
+        )
+        .map_err(|e| UsageError(e.to_string()))?,
         serve_rtsp: match &args.serve_rtsp {
             Some(a) => Some(lookout::sink::rtsp::parse_listen(a).map_err(UsageError)?),
             None => config
@@ -237,6 +249,14 @@ pub fn run(common: &Common, args: WatchArgs) -> anyhow::Result<ExitCode> {
     }
     let any_error = summary.sources.iter().any(|s| s.error.is_some()) || !bad.is_empty();
     Ok(if any_error { ExitCode::from(2) } else { ExitCode::SUCCESS })
+}
+
+/// How errors name the config: its path, or "the command line" without one.
+fn config_name(args: &WatchArgs) -> String {
+    match &args.config {
+        Some(p) => format!("config {}", p.display()),
+        None => "the command line".into(),
+    }
 }
 
 type BarHandle = (indicatif::ProgressBar, Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<()>);

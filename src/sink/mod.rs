@@ -12,7 +12,9 @@ use std::io;
 use std::path::PathBuf;
 
 pub mod alerts;
+pub mod disk;
 pub mod events;
+pub mod retention;
 pub mod rtsp;
 pub mod video;
 
@@ -65,6 +67,17 @@ impl SinkError {
             | SinkError::Open { error, .. }
             | SinkError::Write { error, .. }
             | SinkError::Rename { error, .. } => Some(error.kind()),
+            _ => None,
+        }
+    }
+
+    /// The file and the underlying I/O error, if there is one.
+    pub fn io_error(&self) -> Option<(&std::path::Path, &io::Error)> {
+        match self {
+            SinkError::CreateDir { path, error }
+            | SinkError::Open { path, error }
+            | SinkError::Write { path, error }
+            | SinkError::Rename { to: path, error, .. } => Some((path, error)),
             _ => None,
         }
     }

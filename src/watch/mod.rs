@@ -42,6 +42,7 @@ use crate::infer::preprocess::{self, Family};
 use crate::infer::{Detector, QuerySet};
 use crate::pipeline::{self, EncoderPurpose, PipelineChoice};
 use crate::shutdown::ShutdownToken;
+use crate::sink::disk::WriteFailures;
 use crate::sink::events::{ClipSink, Clips};
 use crate::sink::{EventLog, EventLogSettings, EventRecord, VideoSettings, VideoWriter, format_rfc3339_utc};
 use crate::source::{
@@ -75,6 +76,8 @@ pub enum WatchError {
     Sink(#[from] crate::sink::SinkError),
     #[error(transparent)]
     Alert(#[from] crate::sink::alerts::AlertError),
+    #[error(transparent)]
+    Retention(#[from] crate::sink::retention::RetentionError),
     #[error("could not start thread {name}: {error}")]
     Thread { name: String, error: std::io::Error },
     #[error("every source failed to start; the first: {0}")]
@@ -111,6 +114,8 @@ pub struct WatchSettings {
     pub serve_rtsp: Option<(String, u16)>,
     /// MQTT and webhook alerts for every event line (after it is in events.jsonl). Default: off.
     pub alerts: Option<crate::sink::alerts::AlertSettings>,
+    /// Deleting the oldest clips and snapshots of `out_dir` on a `retention` thread. Default: off.
+    pub retention: Option<crate::sink::retention::RetentionSettings>,
 }
 
 impl Default for WatchSettings {
@@ -131,6 +136,7 @@ impl Default for WatchSettings {
             decode_only: false,
             serve_rtsp: None,
             alerts: None,
+            retention: None,
         }
     }
 }
@@ -264,6 +270,8 @@ pub fn run(
         &settings.out_dir,
         EventLogSettings { wall_time: settings.wall_time, ..EventLogSettings::default() },
     )?));
+    // A full disk is reported once for the whole run, whichever writer meets it first.
+    let write_failures = Arc::new(WriteFailures::new(&settings.out_dir));
 
     // Sources.
     let notify = Notify::new();
@@ -317,6 +325,16 @@ pub fn run(
         Some(a) => Some(Arc::new(crate::sink::alerts::Alerter::start(a)?)),
         None => None,
     };
+    let retention = match &settings.retention {
+        Some(r) => {
+            let mut r = r.clone();
+            if let Some(a) = &settings.alerts {
+                r.protect.push(a.spool.dir.clone());
+            }
+            Some(crate::sink::retention::Retention::spawn(r)?)
+        }
+        None => None,
+    };
 
     // Post stages, one per source.
     let mut post_threads: Vec<JoinHandle<PostStats>> = Vec::new();
@@ -340,6 +358,7 @@ pub fn run(
             rtsp: rtsp.clone(),
             alerter: alerter.clone(),
             record_encoder: record_encoder.clone(),
+            write_failures: write_failures.clone(),
         };
         let name = format!("post-{}", h.spec.short_name);
         let t = std::thread::Builder::new()
@@ -401,6 +420,9 @@ pub fn run(
         let timeout = if shutdown.is_aborting() { Duration::ZERO } else { Duration::from_secs(5) };
         alerter.shutdown(timeout);
     }
+    if let Some(r) = retention {
+        r.stop();
+    }
 
     let mut summaries = Vec::new();
     for (i, (spec, exit)) in exits.into_iter().enumerate() {
@@ -431,8 +453,11 @@ pub fn run(
         wall_seconds: started.elapsed().as_secs_f64(),
     };
     let path = settings.out_dir.join("summary.json");
-    if let Err(e) = std::fs::write(&path, serde_json::to_vec_pretty(&summary).unwrap_or_default()) {
-        warn!(path = %path.display(), error = %e, "could not write the summary");
+    match std::fs::write(&path, serde_json::to_vec_pretty(&summary).unwrap_or_default()) {
+        Ok(()) => write_failures.succeeded(),
+        Err(e) => {
+            write_failures.failed(&path, &e);
+        }
     }
     Ok(summary)
 }
@@ -637,6 +662,8 @@ struct PostStage {
     alerter: Option<Arc<crate::sink::alerts::Alerter>>,
     /// The pipeline template's encoder for the annotated video.
     record_encoder: Option<String>,
+    /// Failed writes of the output directory, shared by every source.
+    write_failures: Arc<WriteFailures>,
 }
 
 /// The tracker settings for a source: `base`, keeping a lost track at least as long as the longest
@@ -678,6 +705,7 @@ struct LogSink<'a> {
     alerter: Option<&'a crate::sink::alerts::Alerter>,
     /// Topic-safe source name for alerts.
     short_name: &'a str,
+    write_failures: &'a WriteFailures,
 }
 
 impl EventSink for LogSink<'_> {
@@ -695,6 +723,7 @@ impl EventSink for LogSink<'_> {
         let result = self.log.lock().unwrap_or_else(|e| e.into_inner()).write(&record);
         match result {
             Ok(()) => {
+                self.write_failures.succeeded();
                 self.stats.events += 1;
                 self.progress.events.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 // events.jsonl first (the source of truth), then the alert; the alerter never blocks.
@@ -705,9 +734,17 @@ impl EventSink for LogSink<'_> {
                 }
             }
             Err(e) => {
-                // A full disk must not stop detection: report, count, go on.
-                warn!(event = %ev.event_id, error = %e, "event not written");
-                self.stats.error = Some(e.to_string());
+                // A full disk must not stop detection: report once (not once per event), count, go on.
+                let reported = match e.io_error() {
+                    Some((path, io)) => self.write_failures.failed(path, io),
+                    None => {
+                        warn!(event = %ev.event_id, error = %e, "event not written");
+                        Some(e.to_string())
+                    }
+                };
+                if let Some(message) = reported {
+                    self.stats.error.get_or_insert(message);
+                }
             }
         }
     }
@@ -749,6 +786,7 @@ impl PostStage {
                 stats: &mut stats,
                 alerter: self.alerter.as_deref(),
                 short_name: &self.spec.short_name,
+                write_failures: &self.write_failures,
             };
             tracks.clear();
             match &p.detections {
@@ -844,6 +882,7 @@ impl PostStage {
             stats: &mut stats,
             alerter: self.alerter.as_deref(),
             short_name: &self.spec.short_name,
+            write_failures: &self.write_failures,
         };
         lifecycle.finish(reason, &mut sink);
         self.tracker.finish().for_each(drop);

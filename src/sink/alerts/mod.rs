@@ -65,11 +65,13 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
+pub mod config;
 pub mod mqtt;
 mod queue;
 pub mod spool;
 pub mod webhook;
 
+pub use config::{AlertsConfig, AlertsConfigError};
 pub use mqtt::MqttSettings;
 pub use spool::{SpoolError, SpoolSettings};
 pub use webhook::WebhookSettings;

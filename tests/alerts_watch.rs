@@ -1,0 +1,671 @@
+//! Alerts end to end, through the binary: `lookout watch FILE --config cfg.toml` with `[alerts.mqtt]` or
+//! `[[alerts.webhooks]]`, the tiny model, and a broker (mosquitto) or an HTTP server started by the test on
+//! 127.0.0.1 on a free port.
+//!
+//! What is checked, against `events.jsonl` (the source of truth): every line arrives, first arrivals in the
+//! order of the file, none missing, each payload the line itself (plus `delivered_late` on those that waited in
+//! the spool); duplicates, QoS 1's right, are allowed and counted. Events are told apart by
+//! `event_id` + `type` + `frame`.
+//!
+//! Nothing sleeps blindly: every wait polls a condition against a deadline. Without mosquitto installed
+//! (`apt install mosquitto`, or `deploy/install-deps.sh`) the MQTT tests say so and pass; the webhook test always
+//! runs.
+
+mod common;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+
+use common::{fixture, tiny_model};
+
+/// Longest wait for any one condition.
+const WAIT: Duration = Duration::from_secs(60);
+/// Longest a whole `lookout watch` run may take (the machine may be busy).
+const RUN_DEADLINE: Duration = Duration::from_secs(300);
+/// The MQTT password of the tests: it must never show up in what lookout prints.
+const PASSWORD: &str = "pw-Zq8v3-never-printed";
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {WAIT:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// lookout.
+
+/// `lookout watch` running in the background, its stdout (the JSON summary) and stderr going to files.
+struct Run {
+    child: Child,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Run {
+    fn start(source: &Path, out: &Path, config: &Path, extra: &[&str]) -> Run {
+        let stdout = out.with_extension("stdout");
+        let stderr = out.with_extension("stderr");
+        let child = Command::new(env!("CARGO_BIN_EXE_lookout"))
+            .env("RUST_LOG", "lookout=debug,warn")
+            .arg("watch")
+            .arg(source)
+            .arg("--out")
+            .arg(out)
+            .arg("--config")
+            .arg(config)
+            .arg("-m")
+            .arg(tiny_model("owlvit"))
+            .args(["--intra-threads", "1", "--no-wall-time", "--json"])
+            .args(["-q", "a person riding a bicycle", "-q", "a car", "--threshold", "0.45"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        Run { child, stdout, stderr }
+    }
+
+    fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
+    /// Waits for the end of the run; returns its status, its summary and its stderr.
+    fn finish(mut self) -> (ExitStatus, serde_json::Value, String) {
+        let deadline = Instant::now() + RUN_DEADLINE;
+        let status = loop {
+            if let Some(s) = self.exited() {
+                break s;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                panic!("lookout watch did not finish in {RUN_DEADLINE:?}:\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let stdout = std::fs::read(&self.stdout).unwrap();
+        let stderr = self.stderr();
+        let summary = serde_json::from_slice(&stdout)
+            .unwrap_or_else(|e| panic!("no JSON summary ({e}) ({status}); stderr:\n{stderr}"));
+        (status, summary, stderr)
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The lines of `events.jsonl`, parsed.
+fn event_lines(out: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(out.join("events.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn line_count(out: &Path) -> usize {
+    std::fs::read_to_string(out.join("events.jsonl")).map(|s| s.lines().count()).unwrap_or(0)
+}
+
+/// What tells events apart: `event_id`, `type` and `frame`.
+fn key(e: &serde_json::Value) -> (String, String, u64) {
+    (e["event_id"].as_str().unwrap().to_string(), e["type"].as_str().unwrap().to_string(), e["frame"].as_u64().unwrap())
+}
+
+fn is_late(e: &serde_json::Value) -> bool {
+    e.get("delivered_late") == Some(&serde_json::Value::Bool(true))
+}
+
+/// Checks what arrived (in order of arrival, duplicates included) against `events.jsonl`: first arrivals in the
+/// file's order, none missing, each the line itself (plus `delivered_late`); duplicates allowed.
+/// Returns whether each line's first arrival was late.
+fn check_arrivals(lines: &[serde_json::Value], arrived: &[serde_json::Value]) -> Vec<bool> {
+    let index: BTreeMap<_, usize> = lines.iter().enumerate().map(|(i, l)| (key(l), i)).collect();
+    assert_eq!(index.len(), lines.len(), "event_id + type + frame tells the lines of events.jsonl apart");
+    let mut first: Vec<Option<bool>> = vec![None; lines.len()];
+    let mut order = Vec::new();
+    let mut duplicates = 0;
+    for e in arrived {
+        let i = *index.get(&key(e)).unwrap_or_else(|| panic!("an alert that is not in events.jsonl: {e}"));
+        let mut expect = lines[i].clone();
+        if is_late(e) {
+            expect["delivered_late"] = true.into();
+        }
+        assert_eq!(e, &expect, "the alert is the line of events.jsonl");
+        match first[i] {
+            None => {
+                first[i] = Some(is_late(e));
+                order.push(i);
+            }
+            // QoS 1's right: sent again by lookout after a lost acknowledgement (then late), or by the broker
+            // to the subscriber after the restart.
+            Some(_) => duplicates += 1,
+        }
+    }
+    let missing: Vec<usize> = (0..lines.len()).filter(|i| first[*i].is_none()).collect();
+    assert!(missing.is_empty(), "lines of events.jsonl never delivered: {missing:?}");
+    assert_eq!(order, (0..lines.len()).collect::<Vec<_>>(), "first arrivals in the order of events.jsonl");
+    eprintln!("{} alerts for {} lines ({duplicates} duplicates)", arrived.len(), lines.len());
+    first.into_iter().map(Option::unwrap).collect()
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The broker and the subscriber.
+
+fn mosquitto() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join("mosquitto"))
+        .find(|p| p.is_file())
+}
+
+macro_rules! require_mosquitto {
+    () => {
+        match mosquitto() {
+            Some(bin) => bin,
+            None => {
+                eprintln!(
+                    "SKIPPED: mosquitto is not installed (apt install mosquitto, or deploy/install-deps.sh); \
+                     the MQTT alert tests need a real broker"
+                );
+                return;
+            }
+        }
+    };
+}
+
+/// A mosquitto process that keeps its sessions in its directory (saved on SIGUSR1), so that the subscriber's
+/// subscription survives a restart; killed when dropped.
+struct Broker {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Broker {
+    fn start(bin: &Path, dir: &Path, port: u16) -> Broker {
+        std::fs::create_dir_all(dir).unwrap();
+        // mosquitto started as root drops to the `mosquitto` user, which must be able to write the database.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let conf = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
+             autosave_interval 0\n",
+            dir.display()
+        );
+        let conf_path = dir.join("mosquitto.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("mosquitto.log")).unwrap();
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let mut broker = Broker { child, dir: dir.to_path_buf() };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok() {
+                return broker;
+            }
+            if let Some(status) = broker.child.try_wait().unwrap() {
+                panic!("mosquitto exited ({status}) before listening on {port}:\n{}", broker.log());
+            }
+            assert!(Instant::now() < deadline, "mosquitto is not listening on {port} after 10 s:\n{}", broker.log());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default()
+    }
+
+    /// Has mosquitto write its database (SIGUSR1) and waits until the file is there.
+    fn save_db(&self) {
+        let db = self.dir.join("mosquitto.db");
+        let _ = std::fs::remove_file(&db);
+        let ok = Command::new("kill").arg("-USR1").arg(self.child.id().to_string()).status().unwrap().success();
+        assert!(ok, "kill -USR1 mosquitto failed");
+        wait_until("mosquitto to save its database", || db.is_file());
+    }
+
+    /// Stops mosquitto (SIGTERM) and waits for it to be gone. It drops its clients' connections without a word,
+    /// as a crash does, but first saves what it has queued for the subscriber's session: a message it has
+    /// acknowledged to lookout must reach the subscriber after the restart, or the test would blame lookout for
+    /// the broker's loss. (SIGKILL loses those, and the library test `alerts_mqtt.rs` covers it by waiting for
+    /// the acknowledgements first.)
+    fn stop(mut self) {
+        let ok = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap().success();
+        assert!(ok, "kill -TERM mosquitto failed");
+        let deadline = Instant::now() + WAIT;
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "mosquitto did not stop on SIGTERM:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Msg {
+    topic: String,
+    payload: Vec<u8>,
+}
+
+/// A rumqttc client subscribed to `lookout/#` at QoS 1 with a session the broker keeps, on its own thread,
+/// reconnecting by itself.
+struct Subscriber {
+    rx: Receiver<Option<Msg>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    seen: Vec<Msg>,
+    subacks: usize,
+}
+
+impl Subscriber {
+    fn start(port: u16) -> Subscriber {
+        let mut o = MqttOptions::new("test-subscriber", "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(5)).set_clean_session(false);
+        let (client, mut connection) = Client::new(o, 16);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("test-subscriber".into())
+            .spawn(move || {
+                while !stop2.load(Ordering::Relaxed) {
+                    match connection.recv_timeout(Duration::from_millis(100)) {
+                        Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                            client.try_subscribe("lookout/#", QoS::AtLeastOnce).unwrap();
+                        }
+                        Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => {
+                            let _ = tx.send(None);
+                        }
+                        Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                            let _ = tx.send(Some(Msg { topic: p.topic.clone(), payload: p.payload.to_vec() }));
+                        }
+                        Ok(Ok(_)) | Err(_) => {}
+                        // The broker is down: try again a little later (the next recv reconnects).
+                        Ok(Err(_)) => std::thread::sleep(Duration::from_millis(50)),
+                    }
+                }
+            })
+            .unwrap();
+        Subscriber { rx, stop, thread: Some(thread), seen: Vec::new(), subacks: 0 }
+    }
+
+    /// Takes what has arrived so far, without waiting.
+    fn poll(&mut self) {
+        while let Ok(m) = self.rx.try_recv() {
+            match m {
+                Some(m) => self.seen.push(m),
+                None => self.subacks += 1,
+            }
+        }
+    }
+
+    /// Collects messages until `cond` holds, or fails at the deadline showing what came.
+    fn wait_for(&mut self, what: &str, cond: impl Fn(&Subscriber) -> bool) {
+        let deadline = Instant::now() + WAIT;
+        while !cond(self) {
+            match self.rx.recv_deadline(deadline) {
+                Ok(Some(m)) => self.seen.push(m),
+                Ok(None) => self.subacks += 1,
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("timed out after {WAIT:?} waiting for {what}; received {} messages", self.seen.len())
+                }
+                Err(RecvTimeoutError::Disconnected) => panic!("the subscriber thread died waiting for {what}"),
+            }
+        }
+    }
+
+    /// The events received on `lookout/bikes/events`, in order of arrival (duplicates included).
+    fn events(&self) -> Vec<serde_json::Value> {
+        self.seen
+            .iter()
+            .filter(|m| m.topic.ends_with("/events"))
+            .inspect(|m| assert_eq!(m.topic, "lookout/bikes/events"))
+            .map(|m| serde_json::from_slice(&m.payload).expect("an event is JSON"))
+            .collect()
+    }
+
+    /// Distinct events received.
+    fn distinct(&self) -> usize {
+        let mut keys: Vec<_> = self.events().iter().map(key).collect();
+        keys.sort();
+        keys.dedup();
+        keys.len()
+    }
+
+    fn availability(&self) -> Vec<String> {
+        self.seen
+            .iter()
+            .filter(|m| m.topic == "lookout/available")
+            .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+            .collect()
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+/// A config whose `[alerts.mqtt]` points at the broker on `port`, with the password in a file, and fast
+/// reconnects.
+fn mqtt_config(dir: &Path, port: u16) -> PathBuf {
+    let pw = dir.join("mqtt-password");
+    std::fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
+    let path = dir.join("lookout.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[alerts.mqtt]
+url = "mqtt://127.0.0.1:{port}"
+username = "lookout"
+password_file = "{}"
+client_id = "lookout-e2e"
+keep_alive_s = 5
+connect_timeout_s = 2
+reconnect_initial_ms = 50
+reconnect_max_ms = 300
+"#,
+            pw.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The file watched: bikes.mp4, whose tiny-model events (at threshold 0.45) span the whole clip, played
+/// `times` times over (re-encoded once by GStreamer), so that a run lasts long enough to hold an outage.
+fn long_clip(dir: &Path, times: usize) -> PathBuf {
+    let path = dir.join("bikes.mp4");
+    let bikes = fixture("bikes.mp4");
+    if times == 1 {
+        std::fs::copy(&bikes, &path).unwrap();
+        return path;
+    }
+    let mut desc = format!(
+        "concat name=c ! videoconvert ! x264enc speed-preset=ultrafast key-int-max=25 ! video/x-h264,profile=high \
+         ! mp4mux ! filesink location={}",
+        path.display()
+    );
+    for _ in 0..times {
+        desc += &format!(" filesrc location={} ! qtdemux ! h264parse ! avdec_h264 ! c.", bikes.display());
+    }
+    let status = Command::new("gst-launch-1.0").arg("-q").args(desc.split(' ')).status().unwrap();
+    assert!(status.success(), "could not make {}", path.display());
+    path
+}
+
+fn spool_entries(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| d.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "alert")).count())
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+#[test]
+fn every_event_line_arrives_in_order_across_a_broker_restart_during_the_run() {
+    let bin = require_mosquitto!();
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let broker_dir = tmp.path().join("broker");
+    let broker = Broker::start(&bin, &broker_dir, port);
+    let mut sub = Subscriber::start(port);
+    sub.wait_for("the subscription", |s| s.subacks >= 1);
+    broker.save_db();
+
+    let clip = long_clip(tmp.path(), 3);
+    let config = mqtt_config(tmp.path(), port);
+    let out = tmp.path().join("out");
+    let t0 = Instant::now();
+    let mut run = Run::start(&clip, &out, &config, &[]);
+
+    // Some events arrive live; then the broker dies while lookout goes on writing events.
+    sub.wait_for("the first events, live", |s| s.distinct() >= 5);
+    broker.stop();
+    let at_kill = line_count(&out);
+    let t_kill = t0.elapsed();
+    // While it is down, more events are written (and spooled); then it comes back on the same port.
+    let deadline = Instant::now() + WAIT;
+    while line_count(&out) < at_kill + 20 && run.exited().is_none() {
+        assert!(Instant::now() < deadline, "no events written while the broker was down");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let at_restart = line_count(&out);
+    let still_running = run.exited().is_none();
+    let t_restart = t0.elapsed();
+    let _broker = Broker::start(&bin, &broker_dir, port);
+    let (status, summary, stderr) = run.finish();
+    assert!(status.success(), "{status}:\n{stderr}");
+    assert!(
+        still_running && at_restart >= at_kill + 20,
+        "the outage must fall inside the run: {at_kill} lines at the kill, {at_restart} at the restart"
+    );
+    let src = &summary["sources"][0];
+    assert_eq!(src["frames_processed"], src["frames_decoded"], "{summary}");
+
+    let lines = event_lines(&out);
+    sub.wait_for("every line of events.jsonl", |s| s.distinct() >= lines.len());
+    let late = check_arrivals(&lines, &sub.events());
+    // Every line written while the broker was down waited in the spool, and says so.
+    for (i, l) in late.iter().enumerate().take(at_restart).skip(at_kill) {
+        assert!(*l, "line {i}, written while the broker was down, is flagged delivered_late: {}", lines[i]);
+    }
+    let n_late = late.iter().filter(|l| **l).count();
+    assert!(late[..3].iter().all(|l| !l), "the first lines went out live");
+    assert!(!late[lines.len() - 1], "the last line went out live, after the restart");
+    assert!(sub.availability().iter().filter(|a| *a == "online").count() >= 2, "online again after the restart");
+    sub.wait_for("offline at the end", |s| s.availability().last().is_some_and(|a| a == "offline"));
+    assert_eq!(spool_entries(&out.join("alert-spool/mqtt")), 0, "the spool is empty at the end");
+    assert!(!stderr.contains(PASSWORD), "the password is never printed:\n{stderr}");
+    eprintln!(
+        "{} lines; broker killed at {t_kill:?} (line {at_kill}), back at {t_restart:?} (line {at_restart}); {n_late} \
+         delivered late; run took {:?}",
+        lines.len(),
+        t0.elapsed()
+    );
+}
+
+#[test]
+fn a_broker_down_for_the_whole_run_gets_every_alert_from_the_next_run() {
+    let bin = require_mosquitto!();
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = mqtt_config(tmp.path(), port);
+    let clip = long_clip(tmp.path(), 1);
+    let out = tmp.path().join("out");
+
+    // No broker at all: the run completes, events.jsonl is complete, and every line waits in the spool.
+    let (status, summary, stderr) = Run::start(&clip, &out, &config, &[]).finish();
+    assert!(status.success(), "{status}:\n{stderr}");
+    assert_eq!(summary["sources"][0]["frames_processed"], 250, "{summary}");
+    let lines = event_lines(&out);
+    assert!(lines.len() >= 20, "bikes.mp4 gives events: {}", lines.len());
+    assert_eq!(summary["events"], lines.len(), "{summary}");
+    let spool = out.join("alert-spool/mqtt");
+    assert_eq!(spool_entries(&spool), lines.len(), "each line is in the spool");
+    assert!(
+        stderr.contains(&format!("mqtt://127.0.0.1:{port}")) && stderr.contains("left in"),
+        "the log names the broker and says what waits:\n{stderr}"
+    );
+    assert!(!stderr.contains(PASSWORD), "the password is never printed:\n{stderr}");
+
+    // The broker appears; the next run (which finds nothing new: threshold 1) delivers them all, late, in order.
+    let broker = Broker::start(&bin, &tmp.path().join("broker"), port);
+    let mut sub = Subscriber::start(port);
+    sub.wait_for("the subscription", |s| s.subacks >= 1);
+    let (status, _, stderr) = Run::start(&clip, &out, &config, &["--threshold", "1.0"]).finish();
+    assert!(status.success(), "{status}:\n{stderr}");
+    assert_eq!(event_lines(&out), lines, "the second run adds no event");
+    sub.wait_for("every line of events.jsonl", |s| s.distinct() >= lines.len());
+    let late = check_arrivals(&lines, &sub.events());
+    assert!(late.iter().all(|l| *l), "every alert came from the spool, so is late");
+    assert_eq!(spool_entries(&spool), 0, "the spool is empty");
+    drop(sub);
+    drop(broker);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Webhooks.
+
+/// An HTTP server on 127.0.0.1 that answers the first `fail_first` POSTs with 503, then 200, and records each
+/// request's body, its `Authorization` header and when it came.
+struct Hook {
+    stop: Arc<AtomicBool>,
+    port: u16,
+    requests: Arc<Mutex<Vec<(serde_json::Value, Option<String>, u16, Instant)>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Hook {
+    fn start(fail_first: usize) -> Hook {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let requests: Arc<Mutex<Vec<_>>> = Arc::default();
+        let mut script: VecDeque<u16> = std::iter::repeat_n(503, fail_first).collect();
+        let (stop2, requests2) = (stop.clone(), requests.clone());
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let status = script.pop_front().unwrap_or(200);
+                if let Some((body, auth)) = serve(conn, status) {
+                    requests2.lock().unwrap().push((body, auth, status, Instant::now()));
+                }
+            }
+        });
+        Hook { stop, port, requests, thread: Some(thread) }
+    }
+}
+
+impl Drop for Hook {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(("127.0.0.1", self.port)); // wakes the acceptor
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+/// Reads one POST and answers `status`; the body and the Authorization header, or `None` if it was not a
+/// whole request.
+fn serve(conn: TcpStream, status: u16) -> Option<(serde_json::Value, Option<String>)> {
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    if !line.starts_with("POST ") {
+        return None;
+    }
+    let (mut len, mut auth) = (0, None);
+    loop {
+        line.clear();
+        reader.read_line(&mut line).ok()?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        let (k, v) = l.split_once(':')?;
+        match k.trim().to_ascii_lowercase().as_str() {
+            "content-length" => len = v.trim().parse().ok()?,
+            "authorization" => auth = Some(v.trim().to_string()),
+            _ => {}
+        }
+    }
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).ok()?;
+    let mut conn = conn;
+    let _ = write!(conn, "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+    Some((serde_json::from_slice(&body).expect("the body is JSON"), auth))
+}
+
+#[test]
+fn a_webhook_that_fails_at_first_gets_every_event_in_order_after_retries() {
+    let tmp = tempfile::tempdir().unwrap();
+    const FAILURES: usize = 5;
+    let hook = Hook::start(FAILURES);
+    let config = tmp.path().join("lookout.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[[alerts.webhooks]]
+url = "http://127.0.0.1:{}/hook"
+headers = {{ Authorization = "Bearer tok-{PASSWORD}" }}
+timeout_ms = 2000
+retry_initial_ms = 100
+retry_max_ms = 400
+"#,
+            hook.port
+        ),
+    )
+    .unwrap();
+    let clip = long_clip(tmp.path(), 1);
+    let out = tmp.path().join("out");
+    let (status, summary, stderr) = Run::start(&clip, &out, &config, &[]).finish();
+    assert!(status.success(), "{status}:\n{stderr}");
+    assert_eq!(summary["sources"][0]["frames_processed"], 250, "{summary}");
+    let lines = event_lines(&out);
+    assert!(lines.len() >= 20, "bikes.mp4 gives events: {}", lines.len());
+    // The run waits (up to 5 s) for deliveries at its end; what is left would be in the spool.
+    assert_eq!(spool_entries(&out.join("alert-spool")), 0);
+    let requests = hook.requests.lock().unwrap().clone();
+    let ok: Vec<serde_json::Value> = requests.iter().filter(|r| r.2 == 200).map(|r| r.0.clone()).collect();
+    let late = check_arrivals(&lines, &ok);
+    assert!(late[0], "the first event waited in the spool through the failures");
+    assert!(requests.iter().all(|r| r.1.as_deref() == Some(&*format!("Bearer tok-{PASSWORD}"))), "the header is sent");
+    // Retries back off: 100 ms, 200 ms, 400 ms, 400 ms, each less up to a quarter of jitter.
+    assert_eq!(requests.iter().take(FAILURES).filter(|r| r.2 == 503).count(), FAILURES);
+    let gaps: Vec<Duration> = requests.windows(2).take(FAILURES).map(|w| w[1].3 - w[0].3).collect();
+    for (i, (gap, min)) in gaps.iter().zip([100, 200, 400, 400, 400]).enumerate() {
+        assert!(*gap >= Duration::from_millis(min) * 3 / 4, "retry {i} came after {gap:?}, before the backoff");
+    }
+    assert!(!stderr.contains(PASSWORD), "header values are never printed:\n{stderr}");
+    eprintln!("retry gaps {gaps:?}");
+}

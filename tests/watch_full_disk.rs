@@ -1,0 +1,154 @@
+//! `lookout watch` with its output directory on a full disk: a real 2 MiB tmpfs, filled up but for a few
+//! pages, so that `events.jsonl` runs out of room part way through bikes.mp4.
+//!
+//! Where mounting is not permitted (not root, or in a container without CAP_SYS_ADMIN) the test falls back to
+//! a real limit of another kind: RLIMIT_FSIZE on the lookout process (with SIGXFSZ ignored, so that a write past
+//! the limit fails with EFBIG instead of killing it). It prints which one it used; it never passes without
+//! either.
+//!
+//! What must hold: detection goes on to the end of the file (the summary's frame counts are complete), the
+//! failure is reported once, on one line that names the directory and says "disk full", and the events written
+//! before the disk filled are intact.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{fixture, tiny_model};
+
+/// Room left on the tmpfs before the run: a few pages, a few dozen event lines.
+const ROOM_BYTES: u64 = 16 * 1024;
+
+fn watch(out: &Path, wrap: Option<u64>) -> Output {
+    let lookout = env!("CARGO_BIN_EXE_lookout");
+    let mut args: Vec<String> = vec!["watch".into(), fixture("bikes.mp4").display().to_string()];
+    args.extend(["--out".into(), out.display().to_string()]);
+    args.extend(["-m".into(), tiny_model("owlvit").display().to_string()]);
+    for a in ["--intra-threads", "1", "--no-wall-time", "--json", "-q", "a person riding a bicycle", "-q", "a car"] {
+        args.push(a.into());
+    }
+    args.extend(["--threshold".into(), "0.45".into()]);
+    let mut cmd = match wrap {
+        None => Command::new(lookout),
+        // `trap '' XFSZ` ignores SIGXFSZ, and an ignored signal stays ignored across exec.
+        Some(limit) => {
+            let mut c = Command::new("bash");
+            c.args(["-c", "trap '' XFSZ; exec prlimit --fsize=\"$0\" -- \"$@\""]).arg(limit.to_string()).arg(lookout);
+            c
+        }
+    };
+    cmd.args(&args).env("RUST_LOG", "warn").output().unwrap()
+}
+
+fn summary(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("no JSON summary ({e}); stderr: {}", String::from_utf8_lossy(&o.stderr)))
+}
+
+/// A tmpfs mounted for the test; unmounted when dropped.
+struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Result<Tmpfs, String> {
+        std::fs::create_dir_all(dir).unwrap();
+        let o = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if o.status.success() {
+            Ok(Tmpfs { dir: dir.to_path_buf() })
+        } else {
+            Err(String::from_utf8_lossy(&o.stderr).trim().to_string())
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+    }
+}
+
+/// Fills the file system of `dir` until `room` bytes are left (as `statvfs` counts them, via `df`).
+fn fill(dir: &Path, room: u64) {
+    let avail = available_bytes(dir);
+    assert!(avail > room, "{}: only {avail} bytes free", dir.display());
+    let filler = dir.join("filler");
+    let f = std::fs::File::create(&filler).unwrap();
+    // tmpfs allocates what is written, not what set_len promises: write it.
+    use std::io::Write;
+    let mut w = std::io::BufWriter::new(f);
+    let chunk = vec![0xA5u8; 4096];
+    let mut left = avail - room;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        w.write_all(&chunk[..n]).unwrap();
+        left -= n as u64;
+    }
+    w.flush().unwrap();
+    let now = available_bytes(dir);
+    assert!(now <= room + 4096, "{}: {now} bytes still free after filling", dir.display());
+}
+
+fn available_bytes(dir: &Path) -> u64 {
+    let o = Command::new("df").args(["--output=avail", "-B1"]).arg(dir).output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    text.lines().nth(1).and_then(|l| l.trim().parse().ok()).unwrap_or_else(|| panic!("df: {text}"))
+}
+
+#[test]
+fn a_full_disk_is_reported_once_and_detection_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+
+    // What the run writes when there is room, to compare with.
+    let reference_out = tmp.path().join("reference");
+    let reference = watch(&reference_out, None);
+    assert!(reference.status.success(), "{}", String::from_utf8_lossy(&reference.stderr));
+    let all = std::fs::read_to_string(reference_out.join("events.jsonl")).unwrap();
+    let all: Vec<&str> = all.lines().collect();
+    assert!(all.len() >= 50, "bikes.mp4 gives enough events to fill the room: {}", all.len());
+
+    let mnt = tmp.path().join("mnt");
+    let (out, _mount, wrap) = match Tmpfs::mount(&mnt, "2m") {
+        Ok(m) => {
+            eprintln!("full disk: a 2 MiB tmpfs at {}, filled to {ROOM_BYTES} bytes free", mnt.display());
+            fill(&mnt, ROOM_BYTES);
+            (mnt.join("out"), Some(m), None)
+        }
+        Err(e) => {
+            eprintln!("full disk: cannot mount a tmpfs ({e}); using RLIMIT_FSIZE = {ROOM_BYTES} bytes instead");
+            (tmp.path().join("out"), None, Some(ROOM_BYTES))
+        }
+    };
+
+    let o = watch(&out, wrap);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let s = summary(&o);
+    // Detection went on to the end of the file.
+    let src = &s["sources"][0];
+    assert_eq!((src["frames_decoded"].as_u64(), src["frames_processed"].as_u64()), (Some(250), Some(250)), "{s}");
+    assert_eq!(src["frames_inferred"], 250, "{s}");
+    // One line says it, naming the directory; not one per event.
+    let reports: Vec<&str> = stderr.lines().filter(|l| l.contains("disk full")).collect();
+    assert_eq!(reports.len(), 1, "one report:\n{stderr}");
+    assert!(reports[0].contains(&out.display().to_string()), "names the directory: {}", reports[0]);
+    assert!(stderr.lines().count() <= 5, "no flood of errors:\n{stderr}");
+    // The run says something went wrong (exit code 2, the source's error), in the same words.
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    let error = src["error"].as_str().unwrap_or_default();
+    assert!(error.contains("disk full") && error.contains(&out.display().to_string()), "{error}");
+
+    // Every line that made it is whole and is the line the reference run wrote; lines are lost only from the
+    // point where the disk filled.
+    let got = std::fs::read_to_string(out.join("events.jsonl")).unwrap();
+    let whole: Vec<&str> = got.lines().filter(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()).collect();
+    assert!(!whole.is_empty() && whole.len() < all.len(), "{} of {} lines written", whole.len(), all.len());
+    assert_eq!(whole[..], all[..whole.len()], "the lines written are the first lines of the reference run");
+    let broken = got.lines().count() - whole.len();
+    assert!(broken <= 1, "at most the line being written when the disk filled is cut: {broken}");
+    eprintln!("{} of {} event lines written before the disk filled; report: {}", whole.len(), all.len(), reports[0]);
+}
