@@ -376,6 +376,14 @@ impl EventLog {
         &self.path
     }
 
+    /// The last line [`EventLog::write`] wrote, without its newline: the bytes alerts send, so that an alert is
+    /// the line itself (same numbers, same wall-clock times). Empty before the first write; after a failed write,
+    /// the line that failed.
+    pub fn last_line(&self) -> &[u8] {
+        let line = self.line.strip_suffix(b"\n").unwrap_or(&self.line);
+        line.strip_prefix(b"\n").unwrap_or(line)
+    }
+
     /// Lines written and failed so far.
     pub fn stats(&self) -> EventLogStats {
         self.stats

@@ -720,20 +720,22 @@ impl EventSink for LogSink<'_> {
         let Some(record) = EventRecord::from_lifecycle(ev, self.source, &q.text, &q.label, clips) else {
             return;
         };
-        let result = self.log.lock().unwrap_or_else(|e| e.into_inner()).write(&record);
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        let result = log.write(&record);
         match result {
             Ok(()) => {
+                // events.jsonl first (the source of truth), then the alert: the very bytes of the line. The
+                // alerter never blocks, so the log's lock is held only for a copy.
+                if let Some(alerter) = self.alerter {
+                    alerter.send(self.short_name, log.last_line(), None);
+                }
+                drop(log);
                 self.write_failures.succeeded();
                 self.stats.events += 1;
                 self.progress.events.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                // events.jsonl first (the source of truth), then the alert; the alerter never blocks.
-                if let Some(alerter) = self.alerter
-                    && let Ok(value) = serde_json::to_value(&record)
-                {
-                    alerter.send_value(self.short_name, &value, None);
-                }
             }
             Err(e) => {
+                drop(log);
                 // A full disk must not stop detection: report once (not once per event), count, go on.
                 let reported = match e.io_error() {
                     Some((path, io)) => self.write_failures.failed(path, io),
