@@ -134,9 +134,9 @@ fn line_count(out: &Path) -> usize {
     std::fs::read_to_string(out.join("events.jsonl")).map(|s| s.lines().count()).unwrap_or(0)
 }
 
-/// What tells events apart: `event_id`, `type` and `frame`.
-fn key(e: &serde_json::Value) -> (String, String, u64) {
-    (e["event_id"].as_str().unwrap().to_string(), e["type"].as_str().unwrap().to_string(), e["frame"].as_u64().unwrap())
+/// What tells events apart: `event_id`, `type` and `frame` (a line without a frame has `None`).
+fn key(e: &serde_json::Value) -> (String, String, Option<u64>) {
+    (e["event_id"].as_str().unwrap().to_string(), e["type"].as_str().unwrap().to_string(), e["frame"].as_u64())
 }
 
 fn is_late(e: &serde_json::Value) -> bool {
