@@ -25,6 +25,7 @@
 //! An alert delivered from the spool is "late": events get `"delivered_late": true`.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -62,6 +63,9 @@ pub(crate) struct Shared {
     pub stats: Mutex<DestinationStats>,
     /// Set once, when the alerter shuts down: the worker delivers what it can until then.
     deadline: OnceLock<Instant>,
+    /// Whether a spool write error (a full disk) was reported in this episode; cleared by the next write that
+    /// works, so a full disk gives one line, not one per alert.
+    spool_error_reported: AtomicBool,
     capacity: usize,
 }
 
@@ -93,6 +97,7 @@ impl Shared {
             spool: Mutex::new(spool),
             stats: Mutex::new(stats),
             deadline: OnceLock::new(),
+            spool_error_reported: AtomicBool::new(false),
             capacity,
         };
         (Arc::new(shared), rx)
@@ -139,6 +144,7 @@ impl Shared {
         match result {
             Ok(()) => {
                 stats.spooled += 1;
+                self.spool_error_reported.store(false, Ordering::Relaxed);
                 true
             }
             Err(e) => {
@@ -151,13 +157,15 @@ impl Shared {
                         self.name, self.name
                     ),
                     SpoolError::Full { .. } => {}
-                    e => error!(
+                    e if !self.spool_error_reported.swap(true, Ordering::Relaxed) => error!(
                         "alerts for {}: cannot spool a {} from {}: {e}; it is not delivered (it remains in \
-                         events.jsonl). Check free space and permissions there",
+                         events.jsonl), nor are the next ones until the spool can be written again. Check free \
+                         space and permissions there",
                         self.name,
                         alert.kind.as_str(),
                         alert.source
                     ),
+                    _ => {}
                 }
                 false
             }
@@ -509,6 +517,24 @@ mod tests {
     fn offer(shared: &Shared, n: u32) {
         let payload: Arc<[u8]> = format!("{{\"n\":{n}}}").into_bytes().into();
         shared.offer(&Arc::from("gate"), AlertKind::Event, &payload);
+    }
+
+    #[test]
+    fn a_spool_that_cannot_be_written_is_reported_once_per_episode() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("spool");
+        let (shared, _out) = outbox(&dir, 1);
+        offer(&shared, 1); // in the channel
+        std::fs::remove_dir_all(&dir).unwrap(); // every spool write fails from now on
+        for n in 2..=4 {
+            offer(&shared, n);
+        }
+        assert_eq!(lock(&shared.stats).dropped, 3);
+        assert!(shared.spool_error_reported.load(Ordering::Relaxed));
+        std::fs::create_dir_all(&dir).unwrap();
+        offer(&shared, 5);
+        assert_eq!(lock(&shared.stats).spooled, 1);
+        assert!(!shared.spool_error_reported.load(Ordering::Relaxed), "a write that works ends the episode");
     }
 
     fn n_of(d: &Delivery) -> u64 {
