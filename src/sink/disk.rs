@@ -3,25 +3,26 @@
 //! Every writer of the output directory (the event log, clips, snapshots) tells the one [`WriteFailures`] of
 //! the run about each write that failed and each that succeeded. The first failure of an episode logs one line
 //! that names the directory and, for a full disk, says "disk full"; the failures after it are only counted; the
-//! first success after them ends the episode with one line saying how many writes were lost. Detection never
-//! stops for it: the caller goes on with the next frame.
+//! first success after them ends the episode. Detection never stops for it: the caller goes on with the next
+//! frame.
+//!
+//! A disk that is nearly full flaps: a clip that fails is deleted, which frees room for a few event lines, and
+//! the next clip fills it again. So a new episode is reported only [`REREPORT_AFTER`] after the last report;
+//! those in between are counted (see [`WriteFailureStats`]) and logged at debug level.
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-use tracing::{error, info};
+use tracing::{debug, error, info};
+
+/// Least time between two reports of failing writes.
+pub const REREPORT_AFTER: Duration = Duration::from_secs(60);
 
 /// Whether an I/O error means there is no room: a full disk, a quota, or a file size limit (RLIMIT_FSIZE).
 pub fn is_disk_full(kind: io::ErrorKind) -> bool {
     matches!(kind, io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded | io::ErrorKind::FileTooLarge)
-}
-
-/// An episode of failures: from the first failed write to the next write that works.
-#[derive(Debug, Clone)]
-struct Episode {
-    /// Writes failed in it.
-    failed: u64,
 }
 
 /// Counters of [`WriteFailures`].
@@ -35,28 +36,59 @@ pub struct WriteFailureStats {
     pub first: Option<String>,
 }
 
+/// An episode of failures: from the first failed write to the next write that works.
+#[derive(Debug, Clone)]
+struct Episode {
+    /// Writes failed in it.
+    failed: u64,
+    /// Whether its beginning was reported (at error level).
+    reported: bool,
+}
+
+/// Idle: `episode` is `None`. Failing: `Some`, until a write works.
+#[derive(Debug, Default)]
+struct State {
+    episode: Option<Episode>,
+    last_report: Option<Instant>,
+    stats: WriteFailureStats,
+}
+
 /// The write failures of one output directory. Shared (behind an `Arc`) by every writer of the run; the
 /// internal mutex is held only to update counters and is never held while logging or writing.
 #[derive(Debug)]
 pub struct WriteFailures {
     dir: PathBuf,
-    state: Mutex<(Option<Episode>, WriteFailureStats)>,
+    rereport_after: Duration,
+    state: Mutex<State>,
 }
 
 impl WriteFailures {
     /// No failure yet, for the output directory `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        WriteFailures { dir: dir.into(), state: Mutex::new((None, WriteFailureStats::default())) }
+        Self::with_rereport_after(dir, REREPORT_AFTER)
+    }
+
+    /// [`WriteFailures::new`] with another least time between two reports.
+    pub fn with_rereport_after(dir: impl Into<PathBuf>, rereport_after: Duration) -> Self {
+        WriteFailures { dir: dir.into(), rereport_after, state: Mutex::new(State::default()) }
     }
 
     /// Records that writing `what` (a file) failed with `error`. Logs one line (and returns it) only when this
-    /// begins an episode.
+    /// begins an episode and the last report is at least [`REREPORT_AFTER`] old.
     pub fn failed(&self, what: &Path, error: &io::Error) -> Option<String> {
         let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let (episode, stats) = &mut *guard;
-        stats.failed += 1;
-        if let Some(e) = episode {
+        let state = &mut *guard;
+        state.stats.failed += 1;
+        if let Some(e) = &mut state.episode {
             e.failed += 1;
+            return None;
+        }
+        state.stats.episodes += 1;
+        let now = Instant::now();
+        if state.last_report.is_some_and(|t| now.duration_since(t) < self.rereport_after) {
+            state.episode = Some(Episode { failed: 1, reported: false });
+            drop(guard);
+            debug!("output directory {}: writing {} failed again: {error}", self.dir.display(), what.display());
             return None;
         }
         let message = if is_disk_full(error.kind()) {
@@ -74,30 +106,37 @@ impl WriteFailures {
                 what.display()
             )
         };
-        *episode = Some(Episode { failed: 1 });
-        stats.episodes += 1;
-        stats.first.get_or_insert_with(|| message.clone());
+        state.episode = Some(Episode { failed: 1, reported: true });
+        state.last_report = Some(now);
+        state.stats.first.get_or_insert_with(|| message.clone());
         drop(guard);
         error!("{message}");
         Some(message)
     }
 
-    /// Records a write that worked; ends an episode (with one line) if there was one.
+    /// Records a write that worked; ends an episode if there was one (with a line at info level when the episode
+    /// was reported).
     pub fn succeeded(&self) {
         let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(episode) = guard.0.take() else { return };
+        let Some(episode) = guard.episode.take() else { return };
         drop(guard);
-        info!("output directory {}: writing again, after {} failed writes", self.dir.display(), episode.failed);
+        let msg =
+            format!("output directory {}: writing again, after {} failed writes", self.dir.display(), episode.failed);
+        if episode.reported {
+            info!("{msg}");
+        } else {
+            debug!("{msg}");
+        }
     }
 
     /// Whether writes are failing now.
     pub fn failing(&self) -> bool {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).0.is_some()
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).episode.is_some()
     }
 
     /// The counters now.
     pub fn stats(&self) -> WriteFailureStats {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).1.clone()
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).stats.clone()
     }
 }
 
@@ -107,7 +146,7 @@ mod tests {
 
     #[test]
     fn one_line_per_episode() {
-        let w = WriteFailures::new("/data/out");
+        let w = WriteFailures::with_rereport_after("/data/out", Duration::ZERO);
         let full = io::Error::from(io::ErrorKind::StorageFull);
         let first = w.failed(Path::new("/data/out/events.jsonl"), &full).expect("the first failure is reported");
         assert!(first.contains("/data/out") && first.contains("disk full") && !first.contains('\n'), "{first}");
@@ -123,5 +162,19 @@ mod tests {
         assert_eq!((s.failed, s.episodes), (102, 2));
         assert_eq!(s.first.as_deref(), Some(first.as_str()));
         assert!(is_disk_full(io::ErrorKind::FileTooLarge) && !is_disk_full(io::ErrorKind::NotFound));
+    }
+
+    #[test]
+    fn a_flapping_disk_is_reported_once_a_minute() {
+        let w = WriteFailures::new("/data/out");
+        let full = io::Error::from(io::ErrorKind::StorageFull);
+        let mut reports = 0;
+        for _ in 0..50 {
+            reports += usize::from(w.failed(Path::new("/data/out/events.jsonl"), &full).is_some());
+            w.succeeded();
+        }
+        assert_eq!(reports, 1);
+        let s = w.stats();
+        assert_eq!((s.failed, s.episodes), (50, 50));
     }
 }
