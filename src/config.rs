@@ -8,6 +8,7 @@
 //! [output]
 //! dir = "runs/today"          # default "out"
 //! annotate = true             # default false
+//! clips = true                # each event's clip and evidence in dir/<source>/ (default true)
 //!
 //! [inference]
 //! every = 3                   # infer every 3rd frame (default 1)
@@ -132,6 +133,9 @@ pub struct OutputConfig {
     pub annotate: Option<bool>,
     /// Republish the annotated stream over RTSP at this address (e.g. "127.0.0.1:8554"). Default: off.
     pub serve_rtsp: Option<String>,
+    /// Write each event's clip (`<dir>/<source>/<event-id>.mp4`, pre-roll to post-roll) and evidence. Default
+    /// true.
+    pub clips: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

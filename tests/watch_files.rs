@@ -21,7 +21,7 @@ fn watch(args: &[&str], sources: &[&Path], out: &Path) -> Output {
         .arg(out)
         .arg("-m")
         .arg(tiny_model("owlvit"))
-        .args(["--intra-threads", "1", "--no-wall-time", "--json"])
+        .args(["--intra-threads", "1", "--no-wall-time", "--json", "--no-clips"])
         .args(args)
         .output()
         .unwrap()

@@ -24,7 +24,7 @@ pub struct WatchArgs {
     /// cameras (csi://0, csi://1?width=1280&height=720&framerate=60).
     #[arg(value_name = "SOURCE")]
     pub sources: Vec<String>,
-    /// Output directory: events.jsonl, summary.json, and <source>/annotated.mp4.
+    /// Output directory: events.jsonl, summary.json, and <source>/ (the events' clips, annotated.mp4).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Write <out>/<source>/annotated.mp4 with boxes, labels, track ids, scores and time.
@@ -73,6 +73,10 @@ pub struct WatchArgs {
     /// Delete clips and snapshots older than this many days. Overrides [retention] max_age_days.
     #[arg(long, value_name = "DAYS")]
     pub max_age_days: Option<f64>,
+    /// Write no clips: by default each event gets <out>/<source>/<event-id>.mp4, from its pre-roll to its
+    /// post-roll, cut from the source's own encoded video (and its evidence).
+    #[arg(long)]
+    pub no_clips: bool,
     /// Decode and track without running the model (to measure the video pipeline alone).
     #[arg(long, hide = true)]
     pub decode_only: bool,
@@ -172,6 +176,8 @@ pub fn run(common: &Common, args: WatchArgs) -> anyhow::Result<ExitCode> {
         progress: true,
         source_names: names,
         decode_only: args.decode_only,
+        clips: (!args.no_clips && config.output.clips.unwrap_or(true))
+            .then(lookout::sink::clips::ClipSettings::default),
         alerts: config
             .alerts
             .settings(&out_dir, args.mqtt.as_deref(), &args.webhook)

@@ -27,7 +27,19 @@
 //! - `reason` (on `end`): `lost` (no match for `end_after_s`), `eos` (the stream ended) or `shutdown`.
 //! - `clips`: where the evidence will be, relative to the output directory, and `status`: `none` (no clip
 //!   writer: the paths are null), `pending` (a [`ClipSink`] will write them; they may not exist yet),
-//!   `written` or `failed`.
+//!   `written` or `failed` (with a short `error`).
+//!
+//! When the clip writer has finished an event's evidence (after the post-roll that follows its `end`), one
+//! more line gives the final status, with the same `event_id` ([`ClipsRecord`]):
+//!
+//! ```json
+//! {"type":"clips","event_id":"gate-0-7-120","source":"rtsp://***@10.0.0.5/stream","query":"a person climbing the fence","label":"climbing","track_id":7,"clips":{"status":"written","clip":"gate/gate-0-7-120.mp4","crop_clip":"gate/gate-0-7-120-crop.mp4","snapshot":"gate/gate-0-7-120.jpg","crop_snapshot":"gate/gate-0-7-120-crop.jpg","sidecar":"gate/gate-0-7-120.json"}}
+//! {"type":"clips","event_id":"gate-0-8-300",...,"clips":{"status":"failed",...,"error":"writing gate/gate-0-8-300.mp4 failed: ..."}}
+//! ```
+//!
+//! Its paths are of the files that exist when `written` (a path is null for evidence that is not made), and of
+//! what was meant when `failed`. The `clips` line of an event comes after its `end` line, but other events'
+//! lines may come in between (clips are written on their own threads).
 //!
 //! A record made from a bare tracker event ([`EventRecord::from_track_event`]) has only the fields up to
 //! `score`.
@@ -42,7 +54,7 @@ use serde::{Deserialize, Serialize};
 use super::SinkError;
 use crate::geom::PixelBox;
 use crate::redact::redact_url;
-use crate::track::{EndReason, FrameTime, LifecycleEvent, LifecycleKind, TrackEvent, TrackEventKind};
+use crate::track::{EndReason, FrameTime, LifecycleEvent, LifecycleKind, TrackEvent, TrackEventKind, TrackOutput};
 
 /// Name of the event log inside the output directory.
 pub const EVENTS_FILE_NAME: &str = "events.jsonl";
@@ -163,6 +175,9 @@ pub struct Clips {
     pub crop_snapshot: Option<String>,
     /// `<source>/<event-id>.json`: every frame's box and score.
     pub sidecar: Option<String>,
+    /// Why the evidence could not be written (`failed` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl Clips {
@@ -175,6 +190,7 @@ impl Clips {
             snapshot: None,
             crop_snapshot: None,
             sidecar: None,
+            error: None,
         }
     }
 
@@ -189,17 +205,72 @@ impl Clips {
             snapshot: path(".jpg"),
             crop_snapshot: path("-crop.jpg"),
             sidecar: path(".json"),
+            error: None,
         }
     }
 }
 
-/// The seam between the event engine and the clip writer (issue 4, "Clips and snapshots"), which is not
-/// written yet: the watch loop tells it of every notification and logs the [`Clips`] it answers.
+/// The seam between the watch loop and the clip writer ([`crate::sink::clips::ClipRecorder`]): the watch loop
+/// tells it of every frame and every notification, and logs the [`Clips`] it answers.
 pub trait ClipSink {
+    /// Told of every frame of the source, before its notifications: its time, its PTS in the pipeline's
+    /// timeline (to map stream time to the packets' time) and the tracker's outputs (the boxes and scores of
+    /// the sidecar). The default does nothing, for a sink that needs neither.
+    fn on_frame(&mut self, at: &FrameTime, pts_ns: Option<u64>, tracks: &[TrackOutput]) {
+        let _ = (at, pts_ns, tracks);
+    }
+
     /// Told of each notification before its line (if any) is logged; `closed` means the post-roll is over
     /// and the clip can be finished. Returns what it will write for the event: [`Clips::planned`] with status
     /// `pending`, or [`Clips::none`]. The answer to `closed` is not logged.
     fn on_event(&mut self, event: &LifecycleEvent) -> Clips;
+}
+
+/// The `type` of a [`ClipsRecord`]: always `"clips"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClipsLineKind {
+    Clips,
+}
+
+/// The last line of an event: the final status of its evidence (see the module documentation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClipsRecord {
+    /// Always `"clips"`.
+    #[serde(rename = "type")]
+    pub kind: ClipsLineKind,
+    /// The event's id, as on its `start`, `update` and `end` lines.
+    pub event_id: String,
+    /// Display name of the source, with any password removed.
+    pub source: String,
+    /// The query's text.
+    pub query: String,
+    /// The query's short label.
+    pub label: String,
+    /// The tracker's id of the object.
+    pub track_id: u64,
+    /// When the line was written, RFC 3339 in UTC; omitted when the log leaves wall-clock times out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wall_time: Option<String>,
+    /// The evidence, with its final status: `written` or `failed`.
+    pub clips: Clips,
+}
+
+impl ClipsRecord {
+    /// The line for `event_id`; `source` is redacted here.
+    pub fn new(event_id: &str, source: &str, query: &str, label: &str, track_id: u64, clips: Clips) -> Self {
+        ClipsRecord {
+            kind: ClipsLineKind::Clips,
+            event_id: event_id.to_string(),
+            source: redact_url(source),
+            query: query.to_string(),
+            label: label.to_string(),
+            track_id,
+            wall_time: None,
+            clips,
+        }
+    }
 }
 
 impl EventRecord {
@@ -409,6 +480,24 @@ impl EventLog {
         };
         // Serialising a struct of strings and numbers into memory does not fail (NaN becomes null).
         result.map_err(|e| SinkError::Write { path: self.path.clone(), error: io::Error::other(e) })?;
+        self.finish_line()
+    }
+
+    /// Appends an event's final `clips` line, stamped with the time now when the log has wall-clock times.
+    pub fn write_clips(&mut self, record: &ClipsRecord) -> Result<(), SinkError> {
+        self.line.clear();
+        if self.broken_line {
+            self.line.push(b'\n');
+        }
+        let wall_time = self.settings.wall_time.then(|| format_rfc3339_utc(SystemTime::now()));
+        let record = ClipsRecord { wall_time, ..record.clone() };
+        serde_json::to_writer(&mut self.line, &record)
+            .map_err(|e| SinkError::Write { path: self.path.clone(), error: io::Error::other(e) })?;
+        self.finish_line()
+    }
+
+    /// Ends the line in `self.line` and writes it.
+    fn finish_line(&mut self) -> Result<(), SinkError> {
         self.line.push(b'\n');
 
         match write_line(&mut self.file, &self.line, self.settings.sync_each_line) {

@@ -1,6 +1,7 @@
 //! Outputs: the event log and the annotated video.
 //!
 //! - [`events`]: `events.jsonl`, one JSON object per line for each track's start, update and end.
+//! - [`clips`]: each event's full-frame clip, cut from the source's encoded packets (pre-roll ring, clip workers).
 //! - [`video`]: annotated RGB frames encoded to an H.264 MP4 through GStreamer, written under a temporary
 //!   name and renamed only once complete; and [`video::probe_video`], which decodes a file back to count
 //!   its frames.
@@ -12,6 +13,7 @@ use std::io;
 use std::path::PathBuf;
 
 pub mod alerts;
+pub mod clips;
 pub mod disk;
 pub mod events;
 pub mod retention;

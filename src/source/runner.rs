@@ -67,6 +67,8 @@ pub struct SpawnOptions {
     /// The [`Notify`] the source's queue signals; give every source the same one to wait on all of them with
     /// [`super::next_batch`]. Default: a new one.
     pub notify: Option<Arc<Notify>>,
+    /// Where the encoded packets go (the input of the video decoder), for clips. Default: nowhere.
+    pub packet_tap: Option<Arc<crate::sink::clips::PacketTap>>,
 }
 
 /// A running source. Dropping it closes the queue and joins the thread.
@@ -177,6 +179,7 @@ pub fn spawn_with(
         template,
         description,
         gate: InferGate::new(settings),
+        packet_tap: options.packet_tap,
         last_index: None,
         last_end_ns: None,
         last_warning: None,
@@ -224,6 +227,8 @@ struct Source {
     /// The launch description, with credentials: never logged.
     description: String,
     gate: InferGate,
+    /// The clips' packet tap, installed on every run's decoder.
+    packet_tap: Option<Arc<crate::sink::clips::PacketTap>>,
     /// The last decoded index handed out, for frames the decoded log cannot match.
     last_index: Option<u64>,
     /// PTS + duration of the last frame pulled in this run.
@@ -353,6 +358,11 @@ impl Source {
         self.last_warning = None;
         let decoded = Arc::new(DecodedLog::default());
         self.install_probe(&built, decoded.clone());
+        if let Some(tap) = &self.packet_tap {
+            // A new run starts a new timeline: the ring starts again, clips being recorded are cut here.
+            tap.new_run();
+            crate::sink::clips::tap::install(&built.pipeline, tap);
+        }
         let Some(bus) = built.pipeline.bus() else {
             return RunEnd::Fatal(SourceError::Stream {
                 name: self.spec.display.clone(),

@@ -10,6 +10,9 @@
 //!                             per source: crossbeam bounded(POST_QUEUE), blocking ◄─────────────┘
 //!                                                                                               ▼
 //! post-<name> (one per source): tracker (a box on every frame), event engine, events.jsonl, annotated.mp4
+//!                               │ ClipRecorder: on start a feed of the source's encoded packets (pre-roll
+//!                               ▼ ring), after the post-roll a Finish job (bounded queues, never blocks)
+//! clip-<n> (shared): remux/transcode each event's clip, rename it into place, its evidence, its `clips` line
 //! ```
 //! The post stage feeds the tracker's outputs to the event engine ([`crate::track::lifecycle`]), in stream time:
 //! the frame's PTS, or its index / 25 for a frame without one. The engine, not the tracker, decides when an event
@@ -19,8 +22,8 @@
 //! give the same output.
 //!
 //! Shutdown: the first request drains (sources stop, queued frames are finished, the video is closed and
-//! renamed into place, every open event gets its `end` line with `reason: shutdown`); the caller exits at once on
-//! the second. When a file simply ends, open events end with `reason: eos`.
+//! renamed into place, every open event gets its `end` line with `reason: shutdown` and its clip is finished at
+//! the last packet received); the caller exits at once on the second. When a file simply ends, open events end with `reason: eos`.
 
 pub mod stats;
 
@@ -42,6 +45,7 @@ use crate::infer::preprocess::{self, Family};
 use crate::infer::{Detector, QuerySet};
 use crate::pipeline::{self, EncoderPurpose, PipelineChoice};
 use crate::shutdown::ShutdownToken;
+use crate::sink::clips::{ClipSettings, ClipStatsSnapshot, ClipWriter, PacketTap, RingSettings};
 use crate::sink::disk::WriteFailures;
 use crate::sink::events::{ClipSink, Clips};
 use crate::sink::{EventLog, EventLogSettings, EventRecord, VideoSettings, VideoWriter, format_rfc3339_utc};
@@ -59,6 +63,10 @@ use stats::{LatencyHistogram, LatencySummary};
 const POST_QUEUE: usize = 4;
 /// How long the inference thread waits for a frame before looking at shutdown again.
 const POLL: Duration = Duration::from_millis(100);
+/// Seconds the pre-roll ring keeps beyond the longest pre-roll: decoding runs ahead of the post stage (by the
+/// queues between them), and an event's start is its earliest match in the k-of-n window, some frames before it
+/// is decided.
+const RING_LAG_S: f64 = 3.0;
 /// Text drawn on every frame made with a random-weight test model.
 pub const TEST_MODEL_BANNER: &str = "test model: boxes are not meaningful";
 
@@ -69,7 +77,11 @@ pub enum WatchError {
     #[error("no queries: give at least one with -q \"...\" or a [[query]] in the config")]
     NoQueries,
     #[error("query {query:?} applies to source {source_name:?}, which is not one of the sources ({known})")]
-    QueryWithoutSource { query: String, source_name: String, known: String },
+    QueryWithoutSource {
+        query: String,
+        source_name: String,
+        known: String,
+    },
     #[error(transparent)]
     Infer(#[from] crate::infer::InferError),
     #[error(transparent)]
@@ -78,8 +90,13 @@ pub enum WatchError {
     Alert(#[from] crate::sink::alerts::AlertError),
     #[error(transparent)]
     Retention(#[from] crate::sink::retention::RetentionError),
+    #[error(transparent)]
+    Clip(#[from] crate::sink::clips::ClipError),
     #[error("could not start thread {name}: {error}")]
-    Thread { name: String, error: std::io::Error },
+    Thread {
+        name: String,
+        error: std::io::Error,
+    },
     #[error("every source failed to start; the first: {0}")]
     AllSourcesFailed(String),
 }
@@ -116,6 +133,9 @@ pub struct WatchSettings {
     pub alerts: Option<crate::sink::alerts::AlertSettings>,
     /// Deleting the oldest clips and snapshots of `out_dir` on a `retention` thread. Default: off.
     pub retention: Option<crate::sink::retention::RetentionSettings>,
+    /// Each event's clip (`<out>/<source>/<event-id>.mp4`, pre-roll to post-roll) and evidence. Default: off
+    /// here; the `watch` command turns it on unless `--no-clips`.
+    pub clips: Option<ClipSettings>,
 }
 
 impl Default for WatchSettings {
@@ -137,6 +157,7 @@ impl Default for WatchSettings {
             serve_rtsp: None,
             alerts: None,
             retention: None,
+            clips: None,
         }
     }
 }
@@ -173,6 +194,9 @@ pub struct Summary {
     pub inference: LatencySummary,
     pub batches: u64,
     pub events: u64,
+    /// Clips started, written and failed (when clips are on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clips: Option<ClipStatsSnapshot>,
     pub wall_seconds: f64,
 }
 
@@ -201,7 +225,11 @@ impl std::fmt::Display for Summary {
             f,
             "  inference: {} batches, p50 {:.1} ms, p95 {:.1} ms; events {}",
             self.batches, self.inference.p50_ms, self.inference.p95_ms, self.events
-        )
+        )?;
+        if let Some(c) = &self.clips {
+            writeln!(f, "  clips: {} written, {} failed", c.written, c.failed)?;
+        }
+        Ok(())
     }
 }
 
@@ -276,11 +304,25 @@ pub fn run(
     // Sources.
     let notify = Notify::new();
     let mut handles: Vec<SourceHandle> = Vec::new();
+    let mut taps: Vec<Option<Arc<PacketTap>>> = Vec::new();
     let mut failed: Vec<SourceSummary> = Vec::new();
     for spec in specs {
-        let options = source::SpawnOptions { pipeline: settings.pipeline.clone(), notify: Some(notify.clone()) };
+        // The ring keeps the longest pre-roll of the queries that apply to the source.
+        let tap = settings.clips.as_ref().map(|c| {
+            let pre_roll_s =
+                queries.iter().filter(|q| q.applies_to(&spec.short_name)).map(|q| q.pre_roll_s).fold(0.0f64, f64::max);
+            PacketTap::new(RingSettings { max_time_s: pre_roll_s + RING_LAG_S, max_bytes: c.ring_max_bytes })
+        });
+        let options = source::SpawnOptions {
+            pipeline: settings.pipeline.clone(),
+            notify: Some(notify.clone()),
+            packet_tap: tap.clone(),
+        };
         match source::spawn_with(spec.clone(), &frame_settings, &settings.reconnect, shutdown.clone(), options) {
-            Ok(h) => handles.push(h),
+            Ok(h) => {
+                handles.push(h);
+                taps.push(tap);
+            }
             Err(e) => {
                 warn!(source = %spec.display, error = %e, "source not started");
                 failed.push(SourceSummary {
@@ -336,10 +378,25 @@ pub fn run(
         None => None,
     };
 
+    let clip_writer = match &settings.clips {
+        Some(c) => Some(ClipWriter::start(c.clone(), event_log.clone(), alerter.clone())?),
+        None => None,
+    };
+
     // Post stages, one per source.
     let mut post_threads: Vec<JoinHandle<PostStats>> = Vec::new();
     let mut post_senders: Vec<Sender<Processed>> = Vec::new();
-    for h in &handles {
+    for (h, tap) in handles.iter().zip(&taps) {
+        let clip_sink: Option<Box<dyn ClipSink + Send>> = match (&clip_writer, tap) {
+            (Some(w), Some(tap)) => Some(Box::new(w.recorder(
+                tap.clone(),
+                &settings.out_dir,
+                &h.spec.short_name,
+                &h.spec.display,
+                queries.iter().map(|q| (q.text.clone(), q.label.clone())).collect(),
+            ))),
+            _ => None,
+        };
         let (tx, rx) = bounded::<Processed>(POST_QUEUE);
         let video_fps = h.spec.path().and_then(source::probe_media).and_then(|m| m.framerate);
         let stage = PostStage {
@@ -348,7 +405,7 @@ pub fn run(
             tracker: Tracker::new(tracker_settings_for_events(&settings.tracker, &queries, video_fps)),
             event_log: event_log.clone(),
             event_id_prefix: event_id_prefix(&h.spec, SystemTime::now()),
-            clip_sink: None,
+            clip_sink,
             queries: queries.clone(),
             settings: settings.clone(),
             video_fps,
@@ -414,7 +471,9 @@ pub fn run(
             })
         })
         .collect();
-    // Every post thread is done, so this is the last reference: deliver what can be delivered in time; the rest
+    // Every recorder is gone with its post thread: the workers finish the queued clips (each with a deadline).
+    let clips = clip_writer.map(ClipWriter::finish);
+    // Every post thread and clip worker is done, so this is the last reference: deliver what can be delivered in time; the rest
     // stays in the spool for the next start.
     if let Some(alerter) = alerter.and_then(|a| Arc::try_unwrap(a).ok()) {
         let timeout = if shutdown.is_aborting() { Duration::ZERO } else { Duration::from_secs(5) };
@@ -450,6 +509,7 @@ pub fn run(
         sources: summaries,
         inference: infer_stats.batch_latency.summary(),
         batches: infer_stats.batches,
+        clips,
         wall_seconds: started.elapsed().as_secs_f64(),
     };
     let path = settings.out_dir.join("summary.json");
@@ -646,7 +706,7 @@ struct PostStage {
     event_log: Arc<Mutex<EventLog>>,
     /// Starts every event id of the source (see [`event_id_prefix`]).
     event_id_prefix: String,
-    /// The clip writer, told of every event; none yet, so every event's `clips.status` is `none`.
+    /// The clip writer, told of every frame and event; without one every event's `clips.status` is `none`.
     clip_sink: Option<Box<dyn ClipSink + Send>>,
     queries: Vec<StandingQuery>,
     settings: WatchSettings,
@@ -792,14 +852,15 @@ impl PostStage {
             };
             tracks.clear();
             match &p.detections {
-                Some(dets) => {
-                    self.tracker.update_into(frame.index, dets, &mut tracks);
-                    lifecycle.update(at, &tracks, &mut sink);
-                }
-                None => {
-                    self.tracker.predict_into(frame.index, &mut tracks);
-                    lifecycle.advance(at, &mut sink);
-                }
+                Some(dets) => self.tracker.update_into(frame.index, dets, &mut tracks),
+                None => self.tracker.predict_into(frame.index, &mut tracks),
+            }
+            if let Some(c) = sink.clip_sink.as_mut() {
+                c.on_frame(&at, frame.pts_ns, &tracks);
+            }
+            match &p.detections {
+                Some(_) => lifecycle.update(at, &tracks, &mut sink),
+                None => lifecycle.advance(at, &mut sink),
             }
             // The tracker's own start/end notifications are not events: the event engine decides those.
             self.tracker.drain_events().for_each(drop);

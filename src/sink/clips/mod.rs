@@ -1,0 +1,744 @@
+//! Event clips: `<out>/<source>/<event-id>.mp4`, the full frame from the pre-roll to the post-roll, cut from the
+//! source's own encoded packets.
+//!
+//! ```text
+//! source pipeline: … ─ parser ─▶ [probe: PacketTap] ─▶ decoder ─ …           (GStreamer streaming thread)
+//!                                    │ pre-roll ring (last pre_roll_s, keyframe aligned, bounded in bytes)
+//!                                    └─▶ Feed of each event being recorded ──▶ appsrc of its clip pipeline
+//! post-<source>: ClipRecorder (the ClipSink of the watch loop): start → open a Feed, Start job;
+//!                closed (after the post-roll) → close the Feed, Finish job
+//! clip-<n> workers (bounded job queues): Start: build `appsrc ! h264parse ! mp4mux ! filesink` (H.264/H.265:
+//!                remux, no re-encode; other codecs: decode and encode to H.264) and hand it the feed;
+//!                Finish: EOS, wait for the muxer (with a deadline), rename `.<id>.mp4.part` → `<id>.mp4`, the
+//!                evidence (crop clip, snapshots, sidecar), then one `clips` line in events.jsonl.
+//! ```
+//!
+//! - **The tap** is a buffer probe on the input pad of the video decoder (found by its klass, inside decodebin
+//!   too), not a tee with an appsink: the packets are the ones the decoder decodes (frames are decoded once),
+//!   nothing is copied (the ring holds references), no template changes, and no leaky queue that could drop a
+//!   packet in the middle of a GOP and spoil the clip. The probe takes one mutex for microseconds and never waits
+//!   on a clip. A raw camera (V4L2 YUY2) has no decoder and so no packets: its events get `clips.status: failed`
+//!   with an error that says so.
+//! - **Timestamps:** packets and decoded frames share the pipeline's timeline; stream time (`FrameTime::pts_s`)
+//!   is that plus the [`crate::track::StreamClock`] offset, which [`ClipRecorder`] learns from each frame. A clip
+//!   starts at the keyframe at or before `start − pre_roll_s` (or the ring's first keyframe), and takes every
+//!   packet decoded up to `end + post_roll_s`, so it lasts at least pre + event + post (cut by the stream's own
+//!   start and end) and at most one GOP more. Its timestamps are moved to start near 0.
+//! - **Never half-written:** every clip is muxed to `.<event-id>.mp4.part` and renamed when the muxer has
+//!   finished. On shutdown the post stage ends every event (`reason: shutdown`), the clips are finished at the
+//!   last packet received, and [`ClipWriter::finish`] waits for the workers. Stale `.part` files of a crashed run
+//!   are removed when a source's recorder starts.
+//! - **Never stalls:** the job queues are bounded; when one is full the clip is marked failed at once. A feed
+//!   that grows past [`ClipSettings::max_clip_bytes`] (workers or disk too slow) fails its clip.
+//!
+//! Threads and locks: see [`tap`] for the tap and feed mutexes. A worker owns its pipelines (a map by
+//! recording id); a recording's jobs always go to the same worker, so its Finish follows its Start. The event
+//! log's mutex is taken alone, for one line.
+
+pub mod evidence_seam;
+pub mod ring;
+pub mod tap;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use serde::Serialize;
+use tracing::{debug, info, warn};
+
+use super::events::{ClipSink, Clips, ClipsRecord, ClipsStatus, EventLog};
+use crate::track::{FrameTime, LifecycleEvent, LifecycleKind, TrackOutput};
+pub use evidence_seam::{EvidenceSettings, FrameBox};
+pub use ring::{Packet, PreRollRing, RingSettings, RingStats};
+pub use tap::{Feed, PacketTap};
+
+/// Default [`ClipSettings::workers`].
+pub const DEFAULT_WORKERS: usize = 2;
+/// Default [`ClipSettings::queue_capacity`].
+pub const DEFAULT_QUEUE_CAPACITY: usize = 32;
+/// Default [`ClipSettings::max_clip_bytes`]: 256 MiB.
+pub const DEFAULT_MAX_CLIP_BYTES: usize = 256 << 20;
+/// Default [`ClipSettings::finish_timeout_ms`].
+pub const DEFAULT_FINISH_TIMEOUT_MS: u64 = 60_000;
+/// Default [`ClipSettings::encoder`]: the x264 settings of the annotated video (`sink/video.rs`).
+pub const DEFAULT_ENCODER: &str = "x264enc speed-preset=veryfast key-int-max=60";
+/// The frames of a source remembered for the sidecar's boxes before an event starts, beyond the pre-roll.
+const HISTORY_EXTRA_S: f64 = 15.0;
+/// At most this many frames are remembered for the sidecar before an event starts.
+const HISTORY_MAX_FRAMES: usize = 4096;
+
+/// What the user sets for clips.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClipSettings {
+    /// Clip worker threads (shared by every source). Default [`DEFAULT_WORKERS`].
+    pub workers: usize,
+    /// Jobs waiting for each worker; when full, the clip is marked failed (never blocks). Default
+    /// [`DEFAULT_QUEUE_CAPACITY`].
+    pub queue_capacity: usize,
+    /// The bytes a clip may hold in memory (before its worker takes it, or waiting in its appsrc); past it the
+    /// clip fails. Default [`DEFAULT_MAX_CLIP_BYTES`].
+    pub max_clip_bytes: usize,
+    /// Bytes of each source's pre-roll ring. Default [`ring::DEFAULT_MAX_BYTES`].
+    pub ring_max_bytes: usize,
+    /// How long finishing a clip (EOS through the muxer, or the encoder for a transcode) may take. Default
+    /// [`DEFAULT_FINISH_TIMEOUT_MS`].
+    pub finish_timeout_ms: u64,
+    /// gst-launch description of the raw-video → H.264 encoder for sources that are not H.264/H.265. Default
+    /// [`DEFAULT_ENCODER`].
+    pub encoder: String,
+    /// For the crop clip and the snapshots.
+    pub evidence: EvidenceSettings,
+}
+
+impl Default for ClipSettings {
+    fn default() -> Self {
+        ClipSettings {
+            workers: DEFAULT_WORKERS,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            max_clip_bytes: DEFAULT_MAX_CLIP_BYTES,
+            ring_max_bytes: ring::DEFAULT_MAX_BYTES,
+            finish_timeout_ms: DEFAULT_FINISH_TIMEOUT_MS,
+            encoder: DEFAULT_ENCODER.to_string(),
+            evidence: EvidenceSettings::default(),
+        }
+    }
+}
+
+/// Errors of the clip writer.
+#[derive(Debug, thiserror::Error)]
+pub enum ClipError {
+    #[error("could not start clip worker thread {name}: {error}")]
+    Thread { name: String, error: std::io::Error },
+    #[error("cannot initialise GStreamer for clips: {0}")]
+    GstInit(String),
+}
+
+/// Counters of the clip writer, shared by its workers and recorders.
+#[derive(Debug, Default)]
+pub struct ClipStats {
+    /// Events whose clip was started.
+    pub started: AtomicU64,
+    /// Clips written and renamed into place.
+    pub written: AtomicU64,
+    /// Clips that failed (the `clips` line says why).
+    pub failed: AtomicU64,
+    /// Jobs refused because a worker's queue was full.
+    pub queue_full: AtomicU64,
+}
+
+/// The counters at the end of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ClipStatsSnapshot {
+    pub started: u64,
+    pub written: u64,
+    pub failed: u64,
+    pub queue_full: u64,
+}
+
+impl ClipStats {
+    fn add(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> ClipStatsSnapshot {
+        ClipStatsSnapshot {
+            started: self.started.load(Ordering::Relaxed),
+            written: self.written.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            queue_full: self.queue_full.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Where the finished lines go: the event log (always), and the alerter (when there is one).
+#[derive(Clone)]
+struct Outputs {
+    log: Arc<Mutex<EventLog>>,
+    alerter: Option<Arc<crate::sink::alerts::Alerter>>,
+    stats: Arc<ClipStats>,
+}
+
+impl Outputs {
+    /// Writes the final `clips` line of an event, then alerts it (events.jsonl first, the source of truth).
+    fn write(&self, short_name: &str, record: &ClipsRecord, snapshot: Option<&[u8]>) {
+        match record.clips.status {
+            ClipsStatus::Written => ClipStats::add(&self.stats.written),
+            _ => ClipStats::add(&self.stats.failed),
+        }
+        let result = self.log.lock().unwrap_or_else(|e| e.into_inner()).write_clips(record);
+        match result {
+            Ok(()) => {
+                if let Some(a) = &self.alerter {
+                    if let Some(jpeg) = snapshot {
+                        a.send_snapshot(short_name, jpeg);
+                    }
+                    if let Ok(value) = serde_json::to_value(record) {
+                        a.send_value(short_name, &value, None);
+                    }
+                }
+            }
+            Err(e) => warn!(event = %record.event_id, error = %e, "clips line not written"),
+        }
+    }
+}
+
+/// A job for a clip worker.
+enum Job {
+    Start(StartJob),
+    Finish(Box<FinishJob>),
+}
+
+struct StartJob {
+    id: u64,
+    feed: Arc<Feed>,
+    tmp: PathBuf,
+}
+
+/// Everything the worker needs to finish an event's evidence and write its `clips` line.
+struct FinishJob {
+    id: u64,
+    feed: Arc<Feed>,
+    tmp: PathBuf,
+    /// `<out>/<source>`.
+    dir: PathBuf,
+    /// Relative paths, as in the event's lines.
+    planned: Clips,
+    record: ClipsRecord,
+    short_name: String,
+    /// The event's last notification (its `end`, or whatever came last).
+    event: LifecycleEvent,
+    boxes: Vec<FrameBox>,
+    /// Stream time minus pipeline time, in seconds.
+    offset_s: f64,
+}
+
+/// The clip writer: its workers, shared by every source of a run. Make one [`ClipRecorder`] per source with
+/// [`ClipWriter::recorder`]; [`ClipWriter::finish`] after the recorders are dropped.
+pub struct ClipWriter {
+    settings: Arc<ClipSettings>,
+    senders: Vec<Sender<Job>>,
+    threads: Vec<(String, JoinHandle<()>)>,
+    outputs: Outputs,
+    next_id: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for ClipWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClipWriter").field("workers", &self.threads.len()).finish()
+    }
+}
+
+impl ClipWriter {
+    /// Starts the workers (`clip-0`, `clip-1`, …).
+    pub fn start(
+        settings: ClipSettings,
+        log: Arc<Mutex<EventLog>>,
+        alerter: Option<Arc<crate::sink::alerts::Alerter>>,
+    ) -> Result<Self, ClipError> {
+        gst::init().map_err(|e| ClipError::GstInit(e.to_string()))?;
+        let settings = Arc::new(settings);
+        let outputs = Outputs { log, alerter, stats: Arc::new(ClipStats::default()) };
+        let mut senders = Vec::new();
+        let mut threads = Vec::new();
+        for i in 0..settings.workers.max(1) {
+            let (tx, rx) = bounded::<Job>(settings.queue_capacity.max(1));
+            let worker = Worker { settings: settings.clone(), outputs: outputs.clone(), running: HashMap::new() };
+            let name = format!("clip-{i}");
+            let handle = std::thread::Builder::new()
+                .name(name.clone())
+                .spawn(move || worker.run(rx))
+                .map_err(|error| ClipError::Thread { name: name.clone(), error })?;
+            senders.push(tx);
+            threads.push((name, handle));
+        }
+        Ok(ClipWriter { settings, senders, threads, outputs, next_id: Arc::new(AtomicU64::new(0)) })
+    }
+
+    /// The settings in use.
+    pub fn settings(&self) -> &ClipSettings {
+        &self.settings
+    }
+
+    /// The recorder (the [`ClipSink`]) of one source: `tap` is the source's packet tap, `out_dir` the run's
+    /// output directory, `queries` the (text, label) of every query. Removes stale `.part` files of an earlier
+    /// run from `<out_dir>/<short_name>`.
+    pub fn recorder(
+        &self,
+        tap: Arc<PacketTap>,
+        out_dir: &Path,
+        short_name: &str,
+        display: &str,
+        queries: Vec<(String, String)>,
+    ) -> ClipRecorder {
+        let dir = out_dir.join(short_name);
+        remove_stale_parts(&dir);
+        ClipRecorder {
+            tap,
+            senders: self.senders.clone(),
+            next_id: self.next_id.clone(),
+            settings: self.settings.clone(),
+            outputs: self.outputs.clone(),
+            dir,
+            short_name: short_name.to_string(),
+            display: display.to_string(),
+            queries,
+            offset_s: 0.0,
+            history: VecDeque::new(),
+            history_s: HISTORY_EXTRA_S,
+            active: HashMap::new(),
+        }
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> ClipStatsSnapshot {
+        self.outputs.stats.snapshot()
+    }
+
+    /// Waits for the workers to finish every queued clip (each bounded by `finish_timeout_ms`) and ends them.
+    /// Call after every [`ClipRecorder`] is dropped (the workers end when the last sender is gone).
+    pub fn finish(mut self) -> ClipStatsSnapshot {
+        self.senders.clear();
+        for (name, t) in self.threads.drain(..) {
+            if t.join().is_err() {
+                warn!(thread = %name, "clip worker panicked");
+            }
+        }
+        self.outputs.stats.snapshot()
+    }
+}
+
+/// Removes `.*.part` files (temporary names of clips and evidence) left in `dir` by a run that crashed.
+fn remove_stale_parts(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.ends_with(".part") {
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => info!(file = %e.path().display(), "removed a partial clip left by an earlier run"),
+                Err(error) => warn!(file = %e.path().display(), %error, "could not remove a stale partial clip"),
+            }
+        }
+    }
+}
+
+/// One event being recorded.
+struct Active {
+    id: u64,
+    worker: usize,
+    feed: Arc<Feed>,
+    tmp: PathBuf,
+    query: usize,
+    track_id: u64,
+    boxes: Vec<FrameBox>,
+    last: LifecycleEvent,
+    /// Set when the clip failed already (a full queue): every line says so.
+    error: Option<String>,
+}
+
+/// The tracks of one recent frame, for the boxes of an event's pre-roll.
+struct HistoryFrame {
+    at: FrameTime,
+    tracks: Vec<TrackOutput>,
+}
+
+/// One source's [`ClipSink`]: opens a feed on each event's start and hands the clip to a worker; lives on the
+/// source's post thread.
+pub struct ClipRecorder {
+    tap: Arc<PacketTap>,
+    senders: Vec<Sender<Job>>,
+    next_id: Arc<AtomicU64>,
+    settings: Arc<ClipSettings>,
+    outputs: Outputs,
+    /// `<out>/<source>`.
+    dir: PathBuf,
+    short_name: String,
+    /// Redacted when written.
+    display: String,
+    /// (text, label) by query index.
+    queries: Vec<(String, String)>,
+    /// Stream time minus pipeline time, from the last frame with a PTS.
+    offset_s: f64,
+    history: VecDeque<HistoryFrame>,
+    history_s: f64,
+    /// By event id.
+    active: HashMap<String, Active>,
+}
+
+impl ClipRecorder {
+    fn planned(&self, event_id: &str, error: &Option<String>) -> Clips {
+        let mut c = Clips::planned(&self.short_name, event_id);
+        if let Some(e) = error {
+            c.status = ClipsStatus::Failed;
+            c.error = Some(e.clone());
+        }
+        c
+    }
+
+    fn pipeline_ns(&self, stream_s: f64) -> u64 {
+        ((stream_s - self.offset_s).max(0.0) * 1e9) as u64
+    }
+
+    fn record(&self, ev: &LifecycleEvent, clips: Clips) -> ClipsRecord {
+        let (query, label) = self.queries.get(ev.query).cloned().unwrap_or_default();
+        ClipsRecord::new(&ev.event_id, &self.display, &query, &label, ev.track_id, clips)
+    }
+
+    fn start(&mut self, ev: &LifecycleEvent) -> Clips {
+        ClipStats::add(&self.outputs.stats.started);
+        let from_s = ev.start.at.pts_s - ev.pre_roll_s;
+        let feed = self.tap.open_feed(self.pipeline_ns(from_s), self.settings.max_clip_bytes);
+        feed.release_until(self.pipeline_ns(ev.last.at.pts_s + ev.post_roll_s));
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let worker = (id % self.senders.len().max(1) as u64) as usize;
+        let tmp = self.dir.join(format!(".{}.mp4.part", ev.event_id));
+        let _ = std::fs::create_dir_all(&self.dir);
+        // The boxes of the track since the pre-roll (up to a GOP earlier: the worker keeps those of the clip).
+        let boxes = self
+            .history
+            .iter()
+            .filter(|h| h.at.pts_s >= from_s - HISTORY_EXTRA_S)
+            .flat_map(|h| {
+                h.tracks
+                    .iter()
+                    .filter(|t| t.track_id == ev.track_id && t.query == ev.query && !t.lost)
+                    .map(|t| FrameBox { frame: h.at.frame, pts_s: h.at.pts_s, bbox: t.bbox, score: t.score })
+            })
+            .collect();
+        let job = Job::Start(StartJob { id, feed: feed.clone(), tmp: tmp.clone() });
+        let error = self.submit(worker, job).err();
+        if let Some(e) = &error {
+            feed.fail(e.clone());
+            self.tap.close_feed(&feed);
+        }
+        let clips = self.planned(&ev.event_id, &error);
+        self.active.insert(
+            ev.event_id.clone(),
+            Active { id, worker, feed, tmp, query: ev.query, track_id: ev.track_id, boxes, last: ev.clone(), error },
+        );
+        clips
+    }
+
+    fn submit(&self, worker: usize, job: Job) -> Result<(), String> {
+        let Some(tx) = self.senders.get(worker) else { return Err("no clip worker".into()) };
+        match tx.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                ClipStats::add(&self.outputs.stats.queue_full);
+                Err(format!(
+                    "the clip workers' queue is full ({} jobs): clips are made slower than events come",
+                    self.settings.queue_capacity
+                ))
+            }
+            Err(TrySendError::Disconnected(_)) => Err("the clip workers have stopped".into()),
+        }
+    }
+
+    fn closed(&mut self, ev: &LifecycleEvent) {
+        let Some(a) = self.active.remove(&ev.event_id) else { return };
+        self.tap.close_feed(&a.feed);
+        let planned = Clips::planned(&self.short_name, &ev.event_id);
+        if let Some(error) = a.error {
+            let mut clips = planned;
+            clips.status = ClipsStatus::Failed;
+            clips.error = Some(error);
+            self.outputs.write(&self.short_name, &self.record(&a.last, clips), None);
+            return;
+        }
+        let record = self.record(&a.last, planned.clone());
+        let job = FinishJob {
+            id: a.id,
+            feed: a.feed.clone(),
+            tmp: a.tmp,
+            dir: self.dir.clone(),
+            planned,
+            record,
+            short_name: self.short_name.clone(),
+            event: a.last,
+            boxes: a.boxes,
+            offset_s: self.offset_s,
+        };
+        if let Err(error) = self.submit(a.worker, Job::Finish(Box::new(job))) {
+            // The worker drops the pipeline and its `.part` when it ends.
+            a.feed.fail(error.clone());
+            let mut clips = Clips::planned(&self.short_name, &ev.event_id);
+            clips.status = ClipsStatus::Failed;
+            clips.error = Some(error);
+            self.outputs.write(&self.short_name, &self.record(ev, clips), None);
+        }
+    }
+}
+
+impl ClipSink for ClipRecorder {
+    fn on_frame(&mut self, at: &FrameTime, pts_ns: Option<u64>, tracks: &[TrackOutput]) {
+        if let Some(ns) = pts_ns {
+            self.offset_s = at.pts_s - ns as f64 / 1e9;
+        }
+        for a in self.active.values_mut() {
+            if let Some(t) = tracks.iter().find(|t| t.track_id == a.track_id && t.query == a.query && !t.lost) {
+                a.boxes.push(FrameBox { frame: at.frame, pts_s: at.pts_s, bbox: t.bbox, score: t.score });
+            }
+        }
+        self.history.push_back(HistoryFrame { at: *at, tracks: tracks.to_vec() });
+        while self.history.len() > HISTORY_MAX_FRAMES
+            || self.history.front().is_some_and(|h| h.at.pts_s < at.pts_s - self.history_s)
+        {
+            self.history.pop_front();
+        }
+    }
+
+    fn on_event(&mut self, ev: &LifecycleEvent) -> Clips {
+        match ev.kind {
+            LifecycleKind::Start => {
+                // The pre-roll of the longest query must fit in what is remembered.
+                self.history_s = self.history_s.max(ev.pre_roll_s + HISTORY_EXTRA_S);
+                self.start(ev)
+            }
+            LifecycleKind::Update | LifecycleKind::End(_) => {
+                let offset_s = self.offset_s;
+                let Some(a) = self.active.get_mut(&ev.event_id) else { return Clips::none() };
+                a.last = ev.clone();
+                let ns = |s: f64| ((s - offset_s).max(0.0) * 1e9) as u64;
+                match (ev.kind, ev.end) {
+                    (LifecycleKind::End(_), Some(end)) => a.feed.cut_after(ns(end.pts_s + ev.post_roll_s)),
+                    _ => a.feed.release_until(ns(ev.last.at.pts_s + ev.post_roll_s)),
+                }
+                let error = a.error.clone();
+                self.planned(&ev.event_id, &error)
+            }
+            LifecycleKind::Closed => {
+                self.closed(ev);
+                Clips::none()
+            }
+        }
+    }
+}
+
+/// A clip pipeline being fed.
+struct Running {
+    pipeline: gst::Pipeline,
+    tmp: PathBuf,
+}
+
+impl Running {
+    /// Stops the pipeline and removes its `.part`.
+    fn abandon(self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+/// A clip worker thread: owns the pipelines of the recordings routed to it.
+struct Worker {
+    settings: Arc<ClipSettings>,
+    outputs: Outputs,
+    running: HashMap<u64, Running>,
+}
+
+impl Worker {
+    fn run(mut self, rx: Receiver<Job>) {
+        while let Ok(job) = rx.recv() {
+            match job {
+                Job::Start(j) => self.start(j),
+                Job::Finish(j) => self.finish(*j),
+            }
+        }
+        // Recordings whose Finish never came (a full queue): nothing under a final name, no `.part` left.
+        for (_, r) in self.running.drain() {
+            r.abandon();
+        }
+    }
+
+    /// Builds the clip's pipeline and hands it the feed. Without caps yet (no packet has come), the feed keeps
+    /// buffering and Finish tries again.
+    fn start(&mut self, job: StartJob) {
+        let Some(caps) = job.feed.caps() else { return };
+        match build_clip_pipeline(&caps, &job.tmp, &self.settings.encoder) {
+            Ok((pipeline, appsrc)) => {
+                if job.feed.go_live(appsrc) {
+                    self.running.insert(job.id, Running { pipeline, tmp: job.tmp });
+                } else {
+                    Running { pipeline, tmp: job.tmp }.abandon();
+                }
+            }
+            Err(e) => job.feed.fail(e),
+        }
+    }
+
+    fn finish(&mut self, job: FinishJob) {
+        if !self.running.contains_key(&job.id) {
+            self.start(StartJob { id: job.id, feed: job.feed.clone(), tmp: job.tmp.clone() });
+        }
+        let running = self.running.remove(&job.id);
+        let (appsrc, summary) = job.feed.finish();
+        let final_path = job.dir.join(format!("{}.mp4", job.record.event_id));
+        let result = match (running, appsrc, summary.error.clone()) {
+            (Some(r), _, Some(error)) => {
+                r.abandon();
+                Err(error)
+            }
+            (_, _, Some(error)) => Err(error),
+            (Some(r), Some(appsrc), None) if summary.packets > 0 => {
+                self.complete(r, &appsrc, &final_path).map(|()| summary.first_pts_ns)
+            }
+            (r, _, None) => {
+                if let Some(r) = r {
+                    r.abandon();
+                }
+                Err(format!(
+                    "no encoded video packets came from {}: its video is raw (not compressed), so there is \
+                     nothing to cut a clip from; for a camera, choose its MJPEG or H.264 mode",
+                    crate::redact::redact_url(&job.record.source)
+                ))
+            }
+        };
+        let mut clips = job.planned.clone();
+        let mut snapshot = None;
+        match result {
+            Ok(first_pts_ns) => {
+                clips.status = ClipsStatus::Written;
+                let clip_start_s = first_pts_ns.map_or(0.0, |ns| ns as f64 / 1e9 + job.offset_s);
+                debug!(event = %job.record.event_id, clip_start_s, "clip written");
+                snapshot = self.evidence(&job, &final_path, clip_start_s, &mut clips);
+            }
+            Err(error) => {
+                warn!(event = %job.record.event_id, %error, "clip failed");
+                clips.status = ClipsStatus::Failed;
+                clips.error = Some(error);
+            }
+        }
+        let record = ClipsRecord { clips, ..job.record };
+        self.outputs.write(&job.short_name, &record, snapshot.as_deref());
+    }
+
+    /// EOS, wait for the muxer, rename into place.
+    fn complete(&self, r: Running, appsrc: &gst_app::AppSrc, final_path: &Path) -> Result<(), String> {
+        let _ = appsrc.end_of_stream();
+        let deadline = Instant::now() + Duration::from_millis(self.settings.finish_timeout_ms);
+        let outcome = wait_eos(&r.pipeline, deadline);
+        let _ = r.pipeline.set_state(gst::State::Null);
+        match outcome {
+            Ok(()) => std::fs::rename(&r.tmp, final_path).map_err(|e| {
+                let _ = std::fs::remove_file(&r.tmp);
+                format!("cannot rename {} to {}: {e}", r.tmp.display(), final_path.display())
+            }),
+            Err(e) => {
+                let _ = std::fs::remove_file(&r.tmp);
+                Err(format!("writing {} failed: {e}", final_path.display()))
+            }
+        }
+    }
+
+    /// The crop clip, snapshots and sidecar; null paths for what was not written. Returns the full snapshot.
+    fn evidence(&self, job: &FinishJob, clip: &Path, clip_start_s: f64, clips: &mut Clips) -> Option<Vec<u8>> {
+        use evidence_seam as ev;
+        if !ev::AVAILABLE {
+            clips.crop_clip = None;
+            clips.snapshot = None;
+            clips.crop_snapshot = None;
+            clips.sidecar = None;
+            return None;
+        }
+        let s = &self.settings.evidence;
+        let id = &job.record.event_id;
+        let boxes: Vec<FrameBox> = job.boxes.iter().filter(|b| b.pts_s >= clip_start_s - 1e-6).copied().collect();
+        let mut errors = Vec::new();
+        if let Err(e) = ev::write_crop_clip(clip, clip_start_s, &boxes, &job.dir.join(format!("{id}-crop.mp4")), s) {
+            errors.push(e.to_string());
+        }
+        let peak = &job.event.peak;
+        let peak = FrameBox { frame: peak.at.frame, pts_s: peak.at.pts_s, bbox: peak.bbox, score: peak.score };
+        let snapshot = match ev::write_snapshots(
+            clip,
+            clip_start_s,
+            &peak,
+            &job.record.label,
+            &job.dir.join(format!("{id}.jpg")),
+            &job.dir.join(format!("{id}-crop.jpg")),
+            s,
+        ) {
+            Ok(jpeg) => Some(jpeg),
+            Err(e) => {
+                errors.push(e.to_string());
+                None
+            }
+        };
+        let sidecar = ev::Sidecar { event_id: id.clone(), frames: boxes };
+        if let Err(e) = ev::write_sidecar(&job.dir.join(format!("{id}.json")), &sidecar) {
+            errors.push(e.to_string());
+        }
+        if !errors.is_empty() {
+            clips.status = ClipsStatus::Failed;
+            clips.error = Some(errors.join("; "));
+        }
+        snapshot
+    }
+}
+
+/// `appsrc ! h264parse|h265parse ! mp4mux ! filesink` for H.264/H.265 (a remux); for any other codec
+/// `appsrc ! decodebin ! videoconvert ! <encoder> ! h264parse ! mp4mux ! filesink` (a transcode). Playing.
+fn build_clip_pipeline(
+    caps: &gst::Caps,
+    tmp: &Path,
+    encoder: &str,
+) -> Result<(gst::Pipeline, gst_app::AppSrc), String> {
+    let codec = caps.structure(0).map(|s| s.name().to_string()).unwrap_or_default();
+    let middle = match codec.as_str() {
+        "video/x-h264" => "h264parse".to_string(),
+        "video/x-h265" => "h265parse".to_string(),
+        _ => format!("decodebin ! videoconvert ! {encoder} ! h264parse"),
+    };
+    let desc = format!(
+        "appsrc name=src format=time is-live=false block=false max-bytes=0 ! {middle} ! mp4mux ! filesink name=sink"
+    );
+    let pipeline = gst::parse::launch(&desc)
+        .map_err(|e| format!("clip pipeline for {codec} does not build: {e}; check the encoder `{encoder}`"))?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| "clip pipeline is not a pipeline".to_string())?;
+    let appsrc = pipeline
+        .by_name("src")
+        .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+        .ok_or_else(|| "clip pipeline has no appsrc".to_string())?;
+    appsrc.set_caps(Some(caps));
+    let sink = pipeline.by_name("sink").ok_or_else(|| "clip pipeline has no filesink".to_string())?;
+    sink.set_property("location", tmp.to_string_lossy().as_ref());
+    if pipeline.set_state(gst::State::Playing).is_err() {
+        let _ = pipeline.set_state(gst::State::Null);
+        return Err(format!("clip pipeline for {codec} could not start writing {}", tmp.display()));
+    }
+    Ok((pipeline, appsrc))
+}
+
+/// Waits for EOS (or an error) on the pipeline's bus until `deadline`.
+fn wait_eos(pipeline: &gst::Pipeline, deadline: Instant) -> Result<(), String> {
+    let bus = pipeline.bus().ok_or_else(|| "the clip pipeline has no bus".to_string())?;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err("the muxer did not finish in time".into());
+        }
+        let msg = bus.timed_pop_filtered(
+            gst::ClockTime::from_nseconds(left.as_nanos() as u64),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        );
+        match msg {
+            None => continue,
+            Some(m) => match m.view() {
+                gst::MessageView::Eos(_) => return Ok(()),
+                gst::MessageView::Error(e) => {
+                    let from = m.src().map(|s| s.name().to_string()).unwrap_or_default();
+                    return Err(format!("{} ({from})", e.error()));
+                }
+                _ => {}
+            },
+        }
+    }
+}

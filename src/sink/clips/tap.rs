@@ -1,0 +1,481 @@
+//! The packet tap: where a source's encoded packets go, and the [`Feed`]s that take them to clips.
+//!
+//! Threads and locks:
+//! - GStreamer's streaming thread (the decoder's input, see [`install`]) calls [`PacketTap::push`]: it takes
+//!   the tap's mutex, adds the packet to the ring and hands it to every open feed (taking each feed's mutex
+//!   inside the tap's);
+//! - the post thread opens and closes feeds ([`PacketTap::open_feed`], [`PacketTap::close_feed`]) under the
+//!   tap's mutex, and releases and cuts a feed's packets ([`Feed::release_until`], [`Feed::cut_after`]) under
+//!   the feed's alone;
+//! - a clip worker takes one feed's mutex alone ([`Feed::go_live`], [`Feed::finish`]).
+//!
+//! Lock order: tap, then feed. Nothing is held across I/O: a feed pushes into an `appsrc` that never blocks
+//! (`block=false`; the feed checks the appsrc's level and fails the clip instead of letting it grow without
+//! bound), so the decoder never waits for a clip.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+
+use super::ring::{Packet, PreRollRing, RingSettings, RingStats};
+
+/// A source's packet tap: its pre-roll ring and the feeds of the clips being recorded.
+#[derive(Debug)]
+pub struct PacketTap {
+    state: Mutex<TapState>,
+    /// Packets a feed could not take because it was over its bound (its clip fails).
+    pub dropped_packets: AtomicU64,
+}
+
+#[derive(Debug)]
+struct TapState {
+    ring: PreRollRing,
+    /// The decoder's input caps: the codec of the packets.
+    caps: Option<gst::Caps>,
+    /// The decoder whose packets are taken this run (decodebin may try and discard some first).
+    owner: Option<String>,
+    feeds: Vec<Arc<Feed>>,
+}
+
+impl PacketTap {
+    /// A tap with an empty ring.
+    pub fn new(ring: RingSettings) -> Arc<Self> {
+        Arc::new(PacketTap {
+            state: Mutex::new(TapState { ring: PreRollRing::new(ring), caps: None, owner: None, feeds: Vec::new() }),
+            dropped_packets: AtomicU64::new(0),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TapState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new pipeline run of the source starts: its timestamps start again, so the ring is emptied and clips
+    /// being recorded are cut here (they are finished, as far as they got, when their event closes).
+    pub fn new_run(&self) {
+        let mut s = self.lock();
+        s.ring.clear();
+        s.caps = None;
+        s.owner = None;
+        for f in s.feeds.drain(..) {
+            f.close();
+        }
+    }
+
+    /// A packet at the input of `decoder`, whose input caps are `caps`. Called on the streaming thread.
+    pub fn push(&self, decoder: &str, caps: Option<gst::Caps>, buffer: &gst::BufferRef) {
+        let mut s = self.lock();
+        match &s.owner {
+            Some(o) if o.as_str() != decoder => return,
+            Some(_) => {}
+            None => s.owner = Some(decoder.to_string()),
+        }
+        if let Some(caps) = caps
+            && s.caps.as_ref() != Some(&caps)
+        {
+            for f in &s.feeds {
+                f.set_caps_if_unset(&caps);
+            }
+            s.caps = Some(caps);
+        }
+        let packet = Packet::from_buffer(buffer);
+        for f in &s.feeds {
+            if !f.push(&packet) {
+                self.dropped_packets.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        s.ring.push(packet);
+    }
+
+    /// Starts a clip's feed at the keyframe presented at or before `from_ns` (see [`PreRollRing::since`]):
+    /// it holds the ring's packets from there and every packet that comes after, until it is closed or cut.
+    /// `max_bytes` bounds what it holds and what waits in its appsrc.
+    pub fn open_feed(&self, from_ns: u64, max_bytes: usize) -> Arc<Feed> {
+        let mut s = self.lock();
+        let feed = Arc::new(Feed::new(s.caps.clone(), max_bytes));
+        for p in s.ring.since(from_ns) {
+            feed.push(&p);
+        }
+        s.feeds.push(feed.clone());
+        feed
+    }
+
+    /// Stops a feed: no more packets go to it.
+    pub fn close_feed(&self, feed: &Arc<Feed>) {
+        self.lock().feeds.retain(|f| !Arc::ptr_eq(f, feed));
+        feed.close();
+    }
+
+    /// The ring's counters.
+    pub fn ring_stats(&self) -> RingStats {
+        self.lock().ring.stats()
+    }
+
+    /// Packets and bytes in the ring now.
+    pub fn ring_level(&self) -> (usize, usize) {
+        let s = self.lock();
+        (s.ring.len(), s.ring.bytes())
+    }
+}
+
+/// The packets of one clip, on their way from the tap to the clip's appsrc.
+///
+/// Packets are *held* until they are certainly part of the clip: up to the last match seen so far plus the
+/// post-roll ([`Feed::release_until`]), since the event's end is only known `end_after_s` later, when the
+/// packets after it have already come. Released packets go into the clip's appsrc once a worker has built its
+/// pipeline ([`Feed::go_live`]); the end of the event cuts the rest ([`Feed::cut_after`]).
+#[derive(Debug)]
+pub struct Feed {
+    inner: Mutex<FeedInner>,
+}
+
+#[derive(Debug)]
+struct FeedInner {
+    caps: Option<gst::Caps>,
+    /// Packets not yet in the appsrc, oldest first.
+    held: VecDeque<Packet>,
+    held_bytes: usize,
+    /// The clip's pipeline, once a worker has built it.
+    appsrc: Option<gst_app::AppSrc>,
+    max_bytes: usize,
+    /// Packets decoded up to this time may go into the appsrc.
+    release_ns: Option<u64>,
+    /// No packet decoded after this time is taken (the end of the post-roll).
+    cut_ns: Option<u64>,
+    /// No more packets: closed, cut, finished, or a new run of the source.
+    closed: bool,
+    /// Subtracted from every timestamp, so the clip's timeline starts near 0.
+    base_ns: Option<u64>,
+    /// The earliest presentation time that went into the clip: its first frame.
+    first_pts_ns: Option<u64>,
+    /// Packets that went into the appsrc.
+    packets: u64,
+    /// Packets taken (held or sent).
+    taken: u64,
+    error: Option<String>,
+}
+
+/// What a feed took, when it is finished.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedSummary {
+    /// Packets that went into the clip.
+    pub packets: u64,
+    /// Presentation time of the first frame of the clip, in the source pipeline's timeline (ns).
+    pub first_pts_ns: Option<u64>,
+    /// Why the feed failed, if it did.
+    pub error: Option<String>,
+}
+
+impl FeedInner {
+    /// Moves the released packets into the appsrc (when there is one). On an error the feed fails.
+    fn drain(&mut self) {
+        if self.error.is_some() {
+            return;
+        }
+        let Some(appsrc) = self.appsrc.clone() else { return };
+        let base = self.base_ns.unwrap_or(0);
+        while let Some(p) = self.held.front() {
+            let released = match (self.release_ns, p.decode_time_ns()) {
+                (Some(r), Some(t)) => t <= r,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            if !released {
+                break;
+            }
+            if appsrc.current_level_bytes() as usize > self.max_bytes {
+                let mb = self.max_bytes >> 20;
+                self.fail(format!(
+                    "the clip writer fell more than {mb} MiB behind the source: the disk or the encoder is too slow"
+                ));
+                return;
+            }
+            if appsrc.push_buffer(rebased(p, base)).is_err() {
+                self.fail("the clip pipeline stopped taking packets".into());
+                return;
+            }
+            if let Some(p) = self.held.pop_front() {
+                self.held_bytes -= p.size;
+                self.packets += 1;
+                if let Some(t) = p.pts_ns {
+                    self.first_pts_ns = Some(self.first_pts_ns.map_or(t, |f| f.min(t)));
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, error: String) {
+        self.error.get_or_insert(error);
+        self.held.clear();
+        self.held_bytes = 0;
+        self.closed = true;
+    }
+}
+
+impl Feed {
+    fn new(caps: Option<gst::Caps>, max_bytes: usize) -> Self {
+        Feed {
+            inner: Mutex::new(FeedInner {
+                caps,
+                held: VecDeque::new(),
+                held_bytes: 0,
+                appsrc: None,
+                max_bytes,
+                release_ns: None,
+                cut_ns: None,
+                closed: false,
+                base_ns: None,
+                first_pts_ns: None,
+                packets: 0,
+                taken: 0,
+                error: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FeedInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_caps_if_unset(&self, caps: &gst::Caps) {
+        let mut f = self.lock();
+        if f.caps.is_none() {
+            f.caps = Some(caps.clone());
+        }
+    }
+
+    /// The codec of the packets, once one has come.
+    pub fn caps(&self) -> Option<gst::Caps> {
+        self.lock().caps.clone()
+    }
+
+    /// Packets decoded up to `t_ns` (the pipeline's timeline) are certainly in the clip: the last match seen so
+    /// far plus the post-roll.
+    pub fn release_until(&self, t_ns: u64) {
+        let mut f = self.lock();
+        let t = f.cut_ns.map_or(t_ns, |c| c.min(t_ns));
+        f.release_ns = Some(f.release_ns.map_or(t, |r| r.max(t)));
+        f.drain();
+    }
+
+    /// Takes no packet decoded after `t_ns` (the end of the event plus its post-roll, in the pipeline's
+    /// timeline), and releases everything up to it. Cutting by decode time keeps every reference a taken
+    /// B-frame needs.
+    pub fn cut_after(&self, t_ns: u64) {
+        let mut f = self.lock();
+        f.cut_ns = Some(t_ns);
+        f.release_ns = Some(t_ns);
+        while f.held.back().and_then(Packet::decode_time_ns).is_some_and(|t| t > t_ns) {
+            if let Some(p) = f.held.pop_back() {
+                f.held_bytes -= p.size;
+            }
+        }
+        f.drain();
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+    }
+
+    /// Fails the clip with `error` (the first error is kept) and drops what it holds.
+    pub fn fail(&self, error: impl Into<String>) {
+        self.lock().fail(error.into());
+    }
+
+    /// Adds a packet; false if it had to be dropped because the feed is over its bound (then the clip fails).
+    fn push(&self, packet: &Packet) -> bool {
+        let mut f = self.lock();
+        if f.closed || f.error.is_some() {
+            return true;
+        }
+        if f.taken == 0 && !packet.keyframe {
+            return true;
+        }
+        if let (Some(cut), Some(t)) = (f.cut_ns, packet.decode_time_ns())
+            && t > cut
+        {
+            f.closed = true;
+            return true;
+        }
+        if f.base_ns.is_none() {
+            f.base_ns = match (packet.pts_ns, packet.dts_ns) {
+                (Some(p), Some(d)) => Some(p.min(d)),
+                (p, d) => p.or(d),
+            };
+        }
+        f.taken += 1;
+        f.held_bytes += packet.size;
+        f.held.push_back(packet.clone());
+        if f.held_bytes > f.max_bytes {
+            let mb = f.max_bytes >> 20;
+            f.fail(format!(
+                "the clip held more than {mb} MiB waiting for the event's end or for a clip worker: the workers \
+                 are overloaded or the event is very long"
+            ));
+            return false;
+        }
+        f.drain();
+        true
+    }
+
+    /// A worker's pipeline is playing: the released packets go into `appsrc`, and so will later ones. False if
+    /// the feed already failed.
+    pub fn go_live(&self, appsrc: gst_app::AppSrc) -> bool {
+        let mut f = self.lock();
+        if f.error.is_some() {
+            return false;
+        }
+        f.appsrc = Some(appsrc);
+        f.drain();
+        f.error.is_none()
+    }
+
+    /// No more packets: sends everything held (up to the cut) and returns the appsrc (to send it EOS) and what
+    /// the feed took.
+    pub fn finish(&self) -> (Option<gst_app::AppSrc>, FeedSummary) {
+        let mut f = self.lock();
+        f.closed = true;
+        if f.error.is_none() {
+            f.release_ns = Some(f.cut_ns.unwrap_or(u64::MAX));
+            f.drain();
+        }
+        let appsrc = f.appsrc.take();
+        (appsrc, FeedSummary { packets: f.packets, first_pts_ns: f.first_pts_ns, error: f.error.clone() })
+    }
+}
+
+/// The packet with its timestamps moved back by `base` ns (the buffer's memory is shared, not copied).
+fn rebased(packet: &Packet, base: u64) -> gst::Buffer {
+    let mut b = packet.buffer.copy();
+    {
+        let b = b.make_mut();
+        b.set_pts(packet.pts_ns.map(|t| gst::ClockTime::from_nseconds(t.saturating_sub(base))));
+        b.set_dts(packet.dts_ns.map(|t| gst::ClockTime::from_nseconds(t.saturating_sub(base))));
+    }
+    b
+}
+
+/// True for an element that decodes video or images (klass `Codec/Decoder/Video` or `Codec/Decoder/Image`).
+pub fn is_video_decoder(element: &gst::Element) -> bool {
+    element.factory().is_some_and(|f| {
+        let klass = f.klass();
+        klass.contains("Decoder") && (klass.contains("Video") || klass.contains("Image"))
+    })
+}
+
+/// Taps every video decoder of `pipeline`, those there now and those decodebin adds later: a probe on the
+/// decoder's input hands each encoded packet to `tap`. The first decoder that delivers a packet is the one
+/// taken (decodebin may try and discard others first). Call [`PacketTap::new_run`] before.
+pub fn install(pipeline: &gst::Pipeline, tap: &Arc<PacketTap>) {
+    let add = {
+        let tap = tap.clone();
+        move |element: &gst::Element| {
+            if !is_video_decoder(element) {
+                return;
+            }
+            let Some(pad) = element.static_pad("sink") else { return };
+            let tap = tap.clone();
+            let name = element.name().to_string();
+            pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, move |pad, info| {
+                match &info.data {
+                    Some(gst::PadProbeData::Buffer(b)) => tap.push(&name, pad.current_caps(), b),
+                    Some(gst::PadProbeData::BufferList(list)) => {
+                        let caps = pad.current_caps();
+                        list.iter().for_each(|b| tap.push(&name, caps.clone(), b))
+                    }
+                    _ => {}
+                }
+                gst::PadProbeReturn::Ok
+            });
+        }
+    };
+    let mut it = pipeline.iterate_recurse();
+    while let Ok(Some(element)) = it.next() {
+        add(&element);
+    }
+    pipeline.connect_deep_element_added(move |_, _, element| add(element));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    /// Packet `i` at `i * 40` ms (PTS = DTS), a keyframe every 10.
+    fn buffer(i: u64) -> gst::Buffer {
+        let mut b = gst::Buffer::with_size(100).unwrap();
+        {
+            let b = b.get_mut().unwrap();
+            let t = gst::ClockTime::from_nseconds(i * 40 * MS);
+            b.set_pts(t);
+            b.set_dts(t);
+            if !i.is_multiple_of(10) {
+                b.set_flags(gst::BufferFlags::DELTA_UNIT);
+            }
+        }
+        b
+    }
+
+    fn appsrc() -> (gst::Pipeline, gst_app::AppSrc) {
+        let p = gst::parse::launch("appsrc name=src format=time block=false max-bytes=0 ! fakesink sync=false")
+            .unwrap()
+            .downcast::<gst::Pipeline>()
+            .unwrap();
+        let src = p.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
+        p.set_state(gst::State::Playing).unwrap();
+        (p, src)
+    }
+
+    #[test]
+    fn a_feed_starts_at_the_keyframe_holds_until_released_and_stops_at_the_cut() {
+        gst::init().unwrap();
+        let tap = PacketTap::new(RingSettings { max_time_s: 10.0, max_bytes: 1 << 20 });
+        let caps = gst::Caps::builder("video/x-h264").build();
+        for i in 0..50 {
+            tap.push("dec", Some(caps.clone()), &buffer(i));
+        }
+        // Another decoder (one decodebin tried and dropped) is ignored.
+        tap.push("other", None, &buffer(50));
+        let feed = tap.open_feed(1000 * MS, 1 << 20);
+        assert_eq!(feed.caps(), Some(caps.clone()));
+        feed.release_until(1200 * MS);
+        let (pipeline, src) = appsrc();
+        assert!(feed.go_live(src));
+        for i in 50..100 {
+            tap.push("dec", Some(caps.clone()), &buffer(i));
+        }
+        feed.cut_after(2000 * MS);
+        for i in 100..120 {
+            tap.push("dec", Some(caps.clone()), &buffer(i));
+        }
+        let (appsrc, summary) = feed.finish();
+        assert!(appsrc.is_some());
+        // From the keyframe at 800 ms to the cut at 2000 ms: 31 packets of 40 ms.
+        assert_eq!(summary, FeedSummary { packets: 31, first_pts_ns: Some(800 * MS), error: None });
+        tap.close_feed(&feed);
+        pipeline.set_state(gst::State::Null).unwrap();
+        // A new run of the source empties the ring.
+        assert!(tap.ring_level().0 > 0);
+        tap.new_run();
+        assert_eq!(tap.ring_level(), (0, 0));
+    }
+
+    #[test]
+    fn a_feed_over_its_bound_fails_the_clip() {
+        gst::init().unwrap();
+        let tap = PacketTap::new(RingSettings::default());
+        let feed = tap.open_feed(0, 1000);
+        for i in 0..20 {
+            tap.push("dec", None, &buffer(i));
+        }
+        let (appsrc, summary) = feed.finish();
+        assert!(appsrc.is_none());
+        assert!(summary.error.unwrap().contains("MiB"));
+        assert_eq!(tap.dropped_packets.load(Ordering::Relaxed), 1);
+    }
+}

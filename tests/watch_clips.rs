@@ -1,0 +1,248 @@
+//! Event clips end to end: the real binary, real GStreamer, real ONNX Runtime and the tiny model.
+//!
+//! - bikes.mp4 (H.264): every event's clip exists, is H.264 remuxed (same codec, no re-encode), plays, and lasts
+//!   at least pre + event + post (cut by the file's start and end) and at most one GOP more;
+//! - a VP8 source is transcoded to H.264;
+//! - SIGTERM in the middle of an event leaves a playable clip, an `end` line with `reason: shutdown`, and no
+//!   `.part` file.
+
+mod common;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{fixture, tiny_model};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use serde_json::Value;
+
+fn lookout() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lookout"));
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+/// `lookout watch SOURCE --config CONFIG --out OUT` with the tiny model.
+fn watch_cmd(source: &Path, config: &Path, out: &Path) -> Command {
+    let mut c = lookout();
+    c.arg("watch")
+        .arg(source)
+        .arg("--config")
+        .arg(config)
+        .arg("--out")
+        .arg(out)
+        .arg("-m")
+        .arg(tiny_model("owlvit"))
+        .args(["--intra-threads", "1", "--no-wall-time", "--json"]);
+    c
+}
+
+fn write_config(dir: &Path, query: &str) -> PathBuf {
+    let path = dir.join("lookout.toml");
+    std::fs::write(&path, query).unwrap();
+    path
+}
+
+fn lines(out: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(out.join("events.jsonl")).unwrap_or_default();
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Writes a clip with GStreamer: `encode` is what goes between the test source and the file sink.
+fn make_clip(path: &Path, frames: u32, pattern: &str, encode: &str) {
+    let desc = format!(
+        "videotestsrc num-buffers={frames} pattern={pattern} ! video/x-raw,width=320,height=240,framerate=25/1 ! {encode} ! filesink location={}",
+        path.display()
+    );
+    let status = Command::new("gst-launch-1.0").arg("-q").args(desc.split(' ')).status().unwrap();
+    assert!(status.success(), "could not make {}", path.display());
+}
+
+/// What a clip holds: its video codec (the demuxed caps' name), its frames, and the presentation times of its
+/// first and last frame, by demuxing it with GStreamer (to EOS, with a deadline).
+#[derive(Debug)]
+struct ClipInfo {
+    codec: String,
+    packets: u64,
+    first_pts_s: f64,
+    last_pts_s: f64,
+}
+
+fn clip_info(path: &Path) -> ClipInfo {
+    gst::init().unwrap();
+    let desc = format!("filesrc location=\"{}\" ! qtdemux ! appsink name=s sync=false", path.display());
+    let pipeline = gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap();
+    let sink = pipeline.by_name("s").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut codec, mut packets, mut first, mut last) = (String::new(), 0u64, f64::MAX, f64::MIN);
+    while Instant::now() < deadline {
+        match sink.try_pull_sample(gst::ClockTime::from_mseconds(200)) {
+            Some(s) => {
+                if codec.is_empty() {
+                    codec = s.caps().and_then(|c| c.structure(0).map(|s| s.name().to_string())).unwrap_or_default();
+                }
+                let pts = s.buffer().and_then(|b| b.pts()).unwrap().nseconds() as f64 / 1e9;
+                first = first.min(pts);
+                last = last.max(pts);
+                packets += 1;
+            }
+            None if sink.is_eos() => break,
+            None => {}
+        }
+    }
+    assert!(sink.is_eos(), "{} did not demux to the end in time", path.display());
+    pipeline.set_state(gst::State::Null).unwrap();
+    ClipInfo { codec, packets, first_pts_s: first, last_pts_s: last }
+}
+
+fn no_part_files(dir: &Path) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        assert!(!name.ends_with(".part"), "temporary file left: {name}");
+    }
+}
+
+/// Keyframes of bikes.mp4 (presentation times): its longest GOP is 2.44 s.
+const BIKES_MAX_GOP_S: f64 = 2.44;
+const BIKES_FIRST_S: f64 = 0.08;
+const BIKES_LAST_S: f64 = 10.04;
+const FRAME_S: f64 = 0.04;
+
+#[test]
+fn bikes_clips_are_remuxed_and_span_pre_roll_to_post_roll() {
+    let out = tempfile::tempdir().unwrap();
+    let config = write_config(
+        out.path(),
+        "[[query]]\ntext = \"a person riding a bicycle\"\nthreshold = 0.52\npre_roll_s = 1.5\npost_roll_s = 1.0\n",
+    );
+    // A stale partial clip of a crashed run is removed at start.
+    std::fs::create_dir_all(out.path().join("run/bikes")).unwrap();
+    std::fs::write(out.path().join("run/bikes/.crashed.mp4.part"), b"half").unwrap();
+    let o = watch_cmd(&fixture("bikes.mp4"), &config, &out.path().join("run")).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run = out.path().join("run");
+    let all = lines(&run);
+    let ends: Vec<&Value> = all.iter().filter(|l| l["type"] == "end").collect();
+    let finals: Vec<&Value> = all.iter().filter(|l| l["type"] == "clips").collect();
+    assert!(!ends.is_empty(), "the query gives events on bikes.mp4");
+    assert_eq!(ends.len(), finals.len(), "one clips line per event");
+    for l in all.iter().filter(|l| l["type"] != "clips") {
+        assert_eq!(l["clips"]["status"], "pending", "{l}");
+    }
+    for end in ends {
+        let id = end["event_id"].as_str().unwrap();
+        let fin = finals.iter().find(|f| f["event_id"] == id).unwrap();
+        assert_eq!(fin["clips"]["status"], "written", "{fin}");
+        assert_eq!(fin["clips"]["clip"], format!("bikes/{id}.mp4"));
+        let clip = run.join(fin["clips"]["clip"].as_str().unwrap());
+        let info = clip_info(&clip);
+        assert_eq!(info.codec, "video/x-h264", "remuxed, not re-encoded");
+        let decoded = lookout::sink::probe_video(&clip).unwrap();
+        assert_eq!((decoded.width, decoded.height), (640, 272));
+        assert_eq!(decoded.frames, info.packets, "every packet of {id} decodes (it starts on a keyframe)");
+
+        // Wanted: from start - pre to end + post, cut by the file's first and last frame.
+        let (start, stop) = (end["start"]["pts_s"].as_f64().unwrap(), end["end"]["pts_s"].as_f64().unwrap());
+        let want_from = (start - 1.5).max(BIKES_FIRST_S);
+        let want_to = (stop + 1.0).min(BIKES_LAST_S);
+        let want = want_to - want_from;
+        let got = info.last_pts_s - info.first_pts_s;
+        assert!(got + 1e-3 >= want, "{id}: {got:.3} s < {want:.3} s wanted ({want_from}..{want_to})");
+        // One GOP more at most, and the frame or two a B-frame stream decodes ahead at the end.
+        assert!(got <= want + BIKES_MAX_GOP_S + 2.0 * FRAME_S + 1e-3, "{id}: {got:.3} s for {want:.3} s wanted");
+        assert_eq!(decoded.frames as f64, ((got / FRAME_S).round() + 1.0), "{id}: constant 25 fps, no gap");
+    }
+    no_part_files(&run.join("bikes"));
+    let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["clips"]["written"].as_u64(), Some(finals.len() as u64), "{s}");
+}
+
+#[test]
+fn a_vp8_source_is_transcoded_to_h264() {
+    let out = tempfile::tempdir().unwrap();
+    let webm = out.path().join("ball.webm");
+    make_clip(&webm, 75, "smpte", "vp8enc deadline=1 keyframe-max-dist=10 ! webmmux");
+    let config = write_config(out.path(), "[[query]]\ntext = \"a test pattern\"\nthreshold = 0.0\n");
+    let o = watch_cmd(&webm, &config, &out.path().join("run")).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run = out.path().join("run");
+    let finals: Vec<Value> = lines(&run).into_iter().filter(|l| l["type"] == "clips").collect();
+    assert!(!finals.is_empty(), "events on the test pattern");
+    for fin in &finals {
+        assert_eq!(fin["clips"]["status"], "written", "{fin}");
+        let clip = run.join(fin["clips"]["clip"].as_str().unwrap());
+        assert_eq!(clip_info(&clip).codec, "video/x-h264");
+        let decoded = lookout::sink::probe_video(&clip).unwrap();
+        assert_eq!((decoded.width, decoded.height), (320, 240));
+        assert!(decoded.frames >= 25, "{} frames", decoded.frames);
+    }
+    no_part_files(&run.join("ball"));
+}
+
+#[test]
+fn sigterm_in_an_event_leaves_a_playable_clip_and_a_shutdown_end() {
+    let out = tempfile::tempdir().unwrap();
+    // Long enough that the run is still going when it is stopped.
+    let long = out.path().join("long.mp4");
+    make_clip(&long, 6000, "smpte", "x264enc speed-preset=ultrafast key-int-max=25 ! mp4mux");
+    let config = write_config(out.path(), "[[query]]\ntext = \"a test pattern\"\nthreshold = 0.0\n");
+    let run = out.path().join("run");
+    let mut child = watch_cmd(&long, &config, &run).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if lines(&run).iter().any(|l| l["type"] == "start") {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "lookout ended before any event");
+        assert!(Instant::now() < deadline, "no start line within 120 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ok = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap().success();
+    assert!(ok);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "lookout did not stop within 60 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(status.success(), "{status}: {stderr}");
+    let all = lines(&run);
+    let ends: Vec<&Value> = all.iter().filter(|l| l["type"] == "end").collect();
+    assert!(!ends.is_empty());
+    assert!(ends.iter().all(|e| e["reason"] == "shutdown"), "{ends:?}");
+    for end in ends {
+        let fin = all.iter().find(|l| l["type"] == "clips" && l["event_id"] == end["event_id"]).unwrap();
+        assert_eq!(fin["clips"]["status"], "written", "{fin}");
+        let clip = run.join(fin["clips"]["clip"].as_str().unwrap());
+        let decoded = lookout::sink::probe_video(&clip).unwrap();
+        assert!(decoded.frames > 0, "the clip plays");
+        assert!(decoded.frames < 6000, "the clip is cut at the shutdown, not at the end of the file");
+    }
+    no_part_files(&run.join("long"));
+}
+
+#[test]
+fn a_raw_source_has_no_clip_and_the_clips_line_says_why() {
+    let out = tempfile::tempdir().unwrap();
+    let avi = out.path().join("raw.avi");
+    make_clip(&avi, 50, "smpte", "video/x-raw,format=I420 ! avimux");
+    let config = write_config(out.path(), "[[query]]\ntext = \"a test pattern\"\nthreshold = 0.0\n");
+    let o = watch_cmd(&avi, &config, &out.path().join("run")).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let finals: Vec<Value> = lines(&out.path().join("run")).into_iter().filter(|l| l["type"] == "clips").collect();
+    assert!(!finals.is_empty());
+    for fin in &finals {
+        assert_eq!(fin["clips"]["status"], "failed", "{fin}");
+        let error = fin["clips"]["error"].as_str().unwrap();
+        assert!(error.contains("raw") && error.contains("raw.avi"), "{error}");
+    }
+    no_part_files(&out.path().join("run/raw"));
+}
