@@ -117,7 +117,7 @@ fn bikes_clips_are_remuxed_and_span_pre_roll_to_post_roll() {
     let out = tempfile::tempdir().unwrap();
     let config = write_config(
         out.path(),
-        "[[query]]\ntext = \"a person riding a bicycle\"\nthreshold = 0.52\npre_roll_s = 1.5\npost_roll_s = 1.0\n",
+        "[[query]]\ntext = \"a person riding a bicycle\"\nthreshold = 0.62\npre_roll_s = 1.5\npost_roll_s = 1.0\n",
     );
     // A stale partial clip of a crashed run is removed at start.
     std::fs::create_dir_all(out.path().join("run/bikes")).unwrap();
@@ -233,7 +233,7 @@ fn sigterm_in_an_event_leaves_a_playable_clip_and_a_shutdown_end() {
 fn a_raw_source_has_no_clip_and_the_clips_line_says_why() {
     let out = tempfile::tempdir().unwrap();
     let avi = out.path().join("raw.avi");
-    make_clip(&avi, 50, "smpte", "video/x-raw,format=I420 ! avimux");
+    make_clip(&avi, 50, "smpte", "videoconvert ! video/x-raw,format=I420 ! avimux");
     let config = write_config(out.path(), "[[query]]\ntext = \"a test pattern\"\nthreshold = 0.0\n");
     let o = watch_cmd(&avi, &config, &out.path().join("run")).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

@@ -152,6 +152,10 @@ struct FeedInner {
     base_ns: Option<u64>,
     /// The earliest presentation time that went into the clip: its first frame.
     first_pts_ns: Option<u64>,
+    /// The latest presentation time taken (held or sent).
+    max_pts_ns: Option<u64>,
+    /// The latest presentation time sent.
+    sent_max_pts_ns: Option<u64>,
     /// Packets that went into the appsrc.
     packets: u64,
     /// Packets taken (held or sent).
@@ -203,9 +207,16 @@ impl FeedInner {
                 self.packets += 1;
                 if let Some(t) = p.pts_ns {
                     self.first_pts_ns = Some(self.first_pts_ns.map_or(t, |f| f.min(t)));
+                    self.sent_max_pts_ns = Some(self.sent_max_pts_ns.map_or(t, |m| m.max(t)));
                 }
             }
         }
+    }
+
+    /// After the cut: a B-frame decoded after it but shown before a frame already taken fills a hole in the
+    /// clip's presentation order, and is taken too.
+    fn fills_a_hole(&self, p: &Packet) -> bool {
+        !p.keyframe && matches!((p.pts_ns, self.max_pts_ns), (Some(t), Some(m)) if t < m)
     }
 
     fn fail(&mut self, error: String) {
@@ -230,6 +241,8 @@ impl Feed {
                 closed: false,
                 base_ns: None,
                 first_pts_ns: None,
+                max_pts_ns: None,
+                sent_max_pts_ns: None,
                 packets: 0,
                 taken: 0,
                 error: None,
@@ -263,17 +276,32 @@ impl Feed {
     }
 
     /// Takes no packet decoded after `t_ns` (the end of the event plus its post-roll, in the pipeline's
-    /// timeline), and releases everything up to it. Cutting by decode time keeps every reference a taken
-    /// B-frame needs.
+    /// timeline), except the B-frames that fill the holes before the last frame taken, and releases everything
+    /// up to it. Cutting by decode time keeps every reference a taken B-frame needs.
     pub fn cut_after(&self, t_ns: u64) {
         let mut f = self.lock();
         f.cut_ns = Some(t_ns);
         f.release_ns = Some(t_ns);
-        while f.held.back().and_then(Packet::decode_time_ns).is_some_and(|t| t > t_ns) {
-            if let Some(p) = f.held.pop_back() {
-                f.held_bytes -= p.size;
+        // Recompute the latest presentation time of what stays: what was sent, then the held packets in order.
+        let mut max_pts = f.sent_max_pts_ns;
+        let mut keep = f.held.len();
+        for (i, p) in f.held.iter().enumerate() {
+            let beyond = p.decode_time_ns().is_some_and(|t| t > t_ns);
+            let fills = !p.keyframe && matches!((p.pts_ns, max_pts), (Some(t), Some(m)) if t < m);
+            if beyond && !fills {
+                keep = i;
+                break;
+            }
+            if let Some(t) = p.pts_ns {
+                max_pts = Some(max_pts.map_or(t, |m| m.max(t)));
             }
         }
+        if keep < f.held.len() {
+            let dropped: usize = f.held.drain(keep..).map(|p| p.size).sum();
+            f.held_bytes -= dropped;
+            f.closed = true;
+        }
+        f.max_pts_ns = max_pts;
         f.drain();
     }
 
@@ -297,9 +325,13 @@ impl Feed {
         }
         if let (Some(cut), Some(t)) = (f.cut_ns, packet.decode_time_ns())
             && t > cut
+            && !f.fills_a_hole(packet)
         {
             f.closed = true;
             return true;
+        }
+        if let Some(t) = packet.pts_ns {
+            f.max_pts_ns = Some(f.max_pts_ns.map_or(t, |m| m.max(t)));
         }
         if f.base_ns.is_none() {
             f.base_ns = match (packet.pts_ns, packet.dts_ns) {
@@ -340,7 +372,8 @@ impl Feed {
         let mut f = self.lock();
         f.closed = true;
         if f.error.is_none() {
-            f.release_ns = Some(f.cut_ns.unwrap_or(u64::MAX));
+            // Everything held is in the clip (what the cut excludes was never taken, or was dropped).
+            f.release_ns = Some(u64::MAX);
             f.drain();
         }
         let appsrc = f.appsrc.take();
@@ -463,6 +496,57 @@ mod tests {
         assert!(tap.ring_level().0 > 0);
         tap.new_run();
         assert_eq!(tap.ring_level(), (0, 0));
+    }
+
+    /// Decode order I0 P3 B1 B2 P6 B4 B5 … (PTS in frames of 40 ms, DTS one frame earlier than the first B).
+    fn ibbp(n: u64) -> Vec<gst::Buffer> {
+        let mut order = Vec::new();
+        for g in (0..n).step_by(3) {
+            if g == 0 {
+                order.push(0);
+            } else {
+                order.extend([g, g - 2, g - 1]);
+            }
+        }
+        order
+            .into_iter()
+            .enumerate()
+            .map(|(d, p)| {
+                let mut b = gst::Buffer::with_size(10).unwrap();
+                {
+                    let b = b.get_mut().unwrap();
+                    b.set_pts(gst::ClockTime::from_nseconds(p * 40 * MS + 40 * MS));
+                    b.set_dts(gst::ClockTime::from_nseconds(d as u64 * 40 * MS));
+                    if p != 0 {
+                        b.set_flags(gst::BufferFlags::DELTA_UNIT);
+                    }
+                }
+                b
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_cut_keeps_the_b_frames_that_fill_holes() {
+        gst::init().unwrap();
+        let tap = PacketTap::new(RingSettings::default());
+        let feed = tap.open_feed(0, 1 << 20);
+        let (pipeline, src) = appsrc();
+        assert!(feed.go_live(src));
+        let buffers = ibbp(30);
+        for b in &buffers[..20] {
+            tap.push("dec", None, b);
+        }
+        // Decode order 10 is P at PTS frame 12 (… P12 B10 B11): cut by decode time at order 10, the B-frames
+        // 10 and 11 (decoded after the cut) are still taken, so frames 0..=12 are all there.
+        feed.cut_after(10 * 40 * MS);
+        for b in &buffers[20..] {
+            tap.push("dec", None, b);
+        }
+        let (_, summary) = feed.finish();
+        pipeline.set_state(gst::State::Null).unwrap();
+        assert_eq!(summary.packets, 13, "{summary:?}");
+        assert_eq!(summary.first_pts_ns, Some(40 * MS));
     }
 
     #[test]
