@@ -379,7 +379,12 @@ pub fn run(
     };
 
     let clip_writer = match &settings.clips {
-        Some(c) => Some(ClipWriter::start(c.clone(), event_log.clone(), alerter.clone())?),
+        Some(c) => {
+            let mut c = c.clone();
+            c.encoder = encoder_for(EncoderPurpose::Record);
+            c.evidence.encoder = c.encoder.clone();
+            Some(ClipWriter::start(c, event_log.clone(), alerter.clone())?)
+        }
         None => None,
     };
 
@@ -997,6 +1002,7 @@ mod tests {
             inference: LatencySummary::default(),
             batches: 1,
             events: 0,
+            clips: None,
             wall_seconds: 1.0,
         };
         let text = summary.to_string();

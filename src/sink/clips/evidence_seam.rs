@@ -38,7 +38,7 @@ impl Default for EvidenceSettings {
             crop_margin: 0.2,
             crop_min_size: 320,
             jpeg_quality: 90,
-            encoder: super::DEFAULT_ENCODER.to_string(),
+            encoder: crate::pipeline::generic_encoder(crate::pipeline::EncoderPurpose::Record),
         }
     }
 }

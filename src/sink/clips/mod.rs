@@ -67,8 +67,6 @@ pub const DEFAULT_QUEUE_CAPACITY: usize = 32;
 pub const DEFAULT_MAX_CLIP_BYTES: usize = 256 << 20;
 /// Default [`ClipSettings::finish_timeout_ms`].
 pub const DEFAULT_FINISH_TIMEOUT_MS: u64 = 60_000;
-/// Default [`ClipSettings::encoder`]: the x264 settings of the annotated video (`sink/video.rs`).
-pub const DEFAULT_ENCODER: &str = "x264enc speed-preset=veryfast key-int-max=60";
 /// The frames of a source remembered for the sidecar's boxes before an event starts, beyond the pre-roll.
 const HISTORY_EXTRA_S: f64 = 15.0;
 /// At most this many frames are remembered for the sidecar before an event starts.
@@ -90,8 +88,9 @@ pub struct ClipSettings {
     /// How long finishing a clip (EOS through the muxer, or the encoder for a transcode) may take. Default
     /// [`DEFAULT_FINISH_TIMEOUT_MS`].
     pub finish_timeout_ms: u64,
-    /// gst-launch description of the raw-video → H.264 encoder for sources that are not H.264/H.265. Default
-    /// [`DEFAULT_ENCODER`].
+    /// The raw-video → H.264 encoder for sources that are not H.264/H.265: a pipeline template's `encoder`
+    /// fragment (from a converter to `h264parse`). Default: the generic template's (x264); the watch loop uses
+    /// that of the sources' template (NVENC on a Jetson), or the generic one where it cannot be made.
     pub encoder: String,
     /// For the crop clip and the snapshots.
     pub evidence: EvidenceSettings,
@@ -105,7 +104,7 @@ impl Default for ClipSettings {
             max_clip_bytes: DEFAULT_MAX_CLIP_BYTES,
             ring_max_bytes: ring::DEFAULT_MAX_BYTES,
             finish_timeout_ms: DEFAULT_FINISH_TIMEOUT_MS,
-            encoder: DEFAULT_ENCODER.to_string(),
+            encoder: crate::pipeline::generic_encoder(crate::pipeline::EncoderPurpose::Record),
             evidence: EvidenceSettings::default(),
         }
     }
@@ -684,7 +683,8 @@ impl Worker {
 }
 
 /// `appsrc ! h264parse|h265parse ! mp4mux ! filesink` for H.264/H.265 (a remux); for any other codec
-/// `appsrc ! decodebin ! videoconvert ! <encoder> ! h264parse ! mp4mux ! filesink` (a transcode). Playing.
+/// `appsrc ! decodebin ! <encoder> ! mp4mux ! filesink` (a transcode; the encoder fragment ends in h264parse).
+/// Playing.
 fn build_clip_pipeline(
     caps: &gst::Caps,
     tmp: &Path,
@@ -694,7 +694,7 @@ fn build_clip_pipeline(
     let middle = match codec.as_str() {
         "video/x-h264" => "h264parse".to_string(),
         "video/x-h265" => "h265parse".to_string(),
-        _ => format!("decodebin ! videoconvert ! {encoder} ! h264parse"),
+        _ => format!("decodebin ! {encoder}"),
     };
     let desc = format!(
         "appsrc name=src format=time is-live=false block=false max-bytes=0 ! {middle} ! mp4mux ! filesink name=sink"
