@@ -77,11 +77,7 @@ pub enum WatchError {
     #[error("no queries: give at least one with -q \"...\" or a [[query]] in the config")]
     NoQueries,
     #[error("query {query:?} applies to source {source_name:?}, which is not one of the sources ({known})")]
-    QueryWithoutSource {
-        query: String,
-        source_name: String,
-        known: String,
-    },
+    QueryWithoutSource { query: String, source_name: String, known: String },
     #[error(transparent)]
     Infer(#[from] crate::infer::InferError),
     #[error(transparent)]
@@ -93,10 +89,7 @@ pub enum WatchError {
     #[error(transparent)]
     Clip(#[from] crate::sink::clips::ClipError),
     #[error("could not start thread {name}: {error}")]
-    Thread {
-        name: String,
-        error: std::io::Error,
-    },
+    Thread { name: String, error: std::io::Error },
     #[error("every source failed to start; the first: {0}")]
     AllSourcesFailed(String),
 }

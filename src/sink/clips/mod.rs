@@ -172,16 +172,12 @@ impl Outputs {
             ClipsStatus::Written => ClipStats::add(&self.stats.written),
             _ => ClipStats::add(&self.stats.failed),
         }
-        let result = self.log.lock().unwrap_or_else(|e| e.into_inner()).write_clips(record);
-        match result {
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        match log.write_clips(record) {
             Ok(()) => {
+                // events.jsonl first (the source of truth), then the alert: the very bytes of the line.
                 if let Some(a) = &self.alerter {
-                    if let Some(jpeg) = snapshot {
-                        a.send_snapshot(short_name, jpeg);
-                    }
-                    if let Ok(value) = serde_json::to_value(record) {
-                        a.send_value(short_name, &value, None);
-                    }
+                    a.send(short_name, log.last_line(), snapshot);
                 }
             }
             Err(e) => warn!(event = %record.event_id, error = %e, "clips line not written"),
