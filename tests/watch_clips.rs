@@ -4,7 +4,9 @@
 //!   at least pre + event + post (cut by the file's start and end) and at most one GOP more;
 //! - a VP8 source is transcoded to H.264;
 //! - SIGTERM in the middle of an event leaves a playable clip, an `end` line with `reason: shutdown`, and no
-//!   `.part` file.
+//!   `.part` file;
+//! - a live RTSP camera (an in-process gst-rtsp-server on 127.0.0.1) gets clips cut from its depayloaded packets;
+//! - a raw source has no clip, and its `clips` line says why.
 
 mod common;
 
@@ -15,8 +17,11 @@ use std::time::{Duration, Instant};
 
 use common::{fixture, tiny_model};
 use gstreamer as gst;
+use gstreamer::glib;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
+use gstreamer_rtsp_server as rtsp_server;
+use gstreamer_rtsp_server::prelude::*;
 use serde_json::Value;
 
 fn lookout() -> Command {
@@ -151,6 +156,10 @@ fn bikes_clips_are_remuxed_and_span_pre_roll_to_post_roll() {
         let want_to = (stop + 1.0).min(BIKES_LAST_S);
         let want = want_to - want_from;
         let got = info.last_pts_s - info.first_pts_s;
+        eprintln!(
+            "{id}: clip {got:.2} s ({} frames) for {want:.2} s wanted ({want_from:.2}..{want_to:.2})",
+            info.packets
+        );
         assert!(got + 1e-3 >= want, "{id}: {got:.3} s < {want:.3} s wanted ({want_from}..{want_to})");
         // One GOP more at most, and the frame or two a B-frame stream decodes ahead at the end.
         assert!(got <= want + BIKES_MAX_GOP_S + 2.0 * FRAME_S + 1e-3, "{id}: {got:.3} s for {want:.3} s wanted");
@@ -245,4 +254,91 @@ fn a_raw_source_has_no_clip_and_the_clips_line_says_why() {
         assert!(error.contains("raw") && error.contains("raw.avi"), "{error}");
     }
     no_part_files(&out.path().join("run/raw"));
+}
+
+/// A live H.264 camera (as in source_rtsp.rs): 25 fps, a keyframe every 10 frames, on 127.0.0.1 with its own GLib
+/// main loop thread, stopped on drop.
+struct RtspServer {
+    port: u16,
+    context: glib::MainContext,
+    main_loop: glib::MainLoop,
+    source_id: Option<glib::SourceId>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RtspServer {
+    fn start(mount: &str) -> RtspServer {
+        gst::init().unwrap();
+        let context = glib::MainContext::new();
+        let server = rtsp_server::RTSPServer::new();
+        server.set_address("127.0.0.1");
+        server.set_service("0");
+        let factory = rtsp_server::RTSPMediaFactory::new();
+        factory.set_launch(
+            "( videotestsrc is-live=true pattern=smpte ! video/x-raw,width=320,height=240,framerate=25/1 \
+             ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10 bframes=0 \
+             ! rtph264pay name=pay0 pt=96 config-interval=-1 )",
+        );
+        factory.set_shared(true);
+        server.mount_points().unwrap().add_factory(mount, factory);
+        let source_id = server.attach(Some(&context)).expect("RTSP server binds");
+        let port = u16::try_from(server.bound_port()).unwrap();
+        let main_loop = glib::MainLoop::new(Some(&context), false);
+        let thread = {
+            let main_loop = main_loop.clone();
+            std::thread::Builder::new().name(format!("rtsp-{port}")).spawn(move || main_loop.run()).unwrap()
+        };
+        RtspServer { port, context, main_loop, source_id: Some(source_id), thread: Some(thread) }
+    }
+}
+
+impl Drop for RtspServer {
+    fn drop(&mut self) {
+        if let Some(id) = self.source_id.take()
+            && let Some(source) = self.context.find_source_by_id(&id)
+        {
+            source.destroy();
+        }
+        self.main_loop.quit();
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_live_rtsp_camera_gets_clips_from_its_own_packets() {
+    let server = RtspServer::start("/cam");
+    let out = tempfile::tempdir().unwrap();
+    let config = write_config(
+        out.path(),
+        "[[query]]\ntext = \"a test pattern\"\nthreshold = 0.0\npre_roll_s = 1.0\npost_roll_s = 0.5\n",
+    );
+    let url = format!("rtsp://viewer:s3cret@127.0.0.1:{}/cam", server.port);
+    let run = out.path().join("run");
+    // --max-seconds stops the run as a shutdown does: open events end with `reason: shutdown`.
+    let o = watch_cmd(Path::new(&url), &config, &run).args(["--max-seconds", "6"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(!stderr.contains("s3cret"), "password leaked: {stderr}");
+    let all = lines(&run);
+    let finals: Vec<&Value> = all.iter().filter(|l| l["type"] == "clips").collect();
+    assert!(!finals.is_empty(), "events on the test pattern: {all:?}");
+    let dir = run.join(finals[0]["clips"]["clip"].as_str().unwrap()).parent().unwrap().to_path_buf();
+    for fin in finals {
+        assert!(!fin.to_string().contains("s3cret"));
+        assert_eq!(fin["clips"]["status"], "written", "{fin}");
+        let clip = run.join(fin["clips"]["clip"].as_str().unwrap());
+        let info = clip_info(&clip);
+        assert_eq!(info.codec, "video/x-h264", "remuxed");
+        let decoded = lookout::sink::probe_video(&clip).unwrap();
+        assert_eq!((decoded.width, decoded.height), (320, 240));
+        assert_eq!(decoded.frames, info.packets, "every packet decodes: the clip starts on a keyframe");
+        // The event's own span at least (the pre-roll is cut by when the stream started).
+        let end = all.iter().find(|l| l["type"] == "end" && l["event_id"] == fin["event_id"]).unwrap();
+        let span = end["end"]["pts_s"].as_f64().unwrap() - end["start"]["pts_s"].as_f64().unwrap();
+        assert!(info.last_pts_s - info.first_pts_s + 1e-3 >= span, "{fin}: clip shorter than the event ({span} s)");
+    }
+    no_part_files(&dir);
+    drop(server);
 }

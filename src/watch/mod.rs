@@ -470,7 +470,13 @@ pub fn run(
         })
         .collect();
     // Every recorder is gone with its post thread: the workers finish the queued clips (each with a deadline).
-    let clips = clip_writer.map(ClipWriter::finish);
+    let clips = clip_writer.map(ClipWriter::finish).map(|mut c| {
+        for tap in taps.iter().flatten() {
+            c.dropped_packets += tap.dropped_packets.load(std::sync::atomic::Ordering::Relaxed);
+            c.ring_gops_dropped_bytes += tap.ring_stats().gops_dropped_bytes;
+        }
+        c
+    });
     // Every post thread and clip worker is done, so this is the last reference: deliver what can be delivered in time; the rest
     // stays in the spool for the next start.
     if let Some(alerter) = alerter.and_then(|a| Arc::try_unwrap(a).ok()) {

@@ -135,10 +135,18 @@ pub struct ClipStats {
 /// The counters at the end of a run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct ClipStatsSnapshot {
+    /// Events whose clip was started.
     pub started: u64,
+    /// Clips written and renamed into place.
     pub written: u64,
+    /// Clips that failed (their `clips` line says why).
     pub failed: u64,
+    /// Jobs refused because a worker's queue was full.
     pub queue_full: u64,
+    /// Packets a clip could not take because it was over its bound (its clip failed), over every source.
+    pub dropped_packets: u64,
+    /// GOPs the pre-roll rings dropped to stay under their byte bound (a pre-roll shorter than asked).
+    pub ring_gops_dropped_bytes: u64,
 }
 
 impl ClipStats {
@@ -153,6 +161,7 @@ impl ClipStats {
             written: self.written.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             queue_full: self.queue_full.load(Ordering::Relaxed),
+            ..ClipStatsSnapshot::default()
         }
     }
 }
