@@ -629,6 +629,12 @@ impl Worker {
         let deadline = Instant::now() + Duration::from_millis(self.settings.finish_timeout_ms);
         let outcome = wait_eos(&r.pipeline, deadline);
         let _ = r.pipeline.set_state(gst::State::Null);
+        // On disk before it gets its final name, so that not even a power cut leaves a broken file under it.
+        let outcome = outcome.and_then(|()| {
+            std::fs::File::open(&r.tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| format!("cannot sync {}: {e}", r.tmp.display()))
+        });
         match outcome {
             Ok(()) => std::fs::rename(&r.tmp, final_path).map_err(|e| {
                 let _ = std::fs::remove_file(&r.tmp);
@@ -745,5 +751,89 @@ fn wait_eos(pipeline: &gst::Pipeline, deadline: Instant) -> Result<(), String> {
                 _ => {}
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::geom::PixelBox;
+    use crate::sink::EventLogSettings;
+    use crate::track::{EndReason, Sample};
+
+    fn event(kind: LifecycleKind) -> LifecycleEvent {
+        let at = |frame: u64| FrameTime { frame, pts_s: frame as f64 / 25.0, wall: None };
+        let sample = Sample { at: at(50), bbox: PixelBox { x0: 1.0, y0: 2.0, x1: 30.0, y1: 40.0 }, score: 0.5 };
+        LifecycleEvent {
+            kind,
+            event_id: "cam-0-3-50".into(),
+            query: 0,
+            track_id: 3,
+            at: at(60),
+            last: sample,
+            start: sample,
+            end: matches!(kind, LifecycleKind::End(_) | LifecycleKind::Closed).then(|| at(55)),
+            peak: sample,
+            pre_roll_s: 1.0,
+            post_roll_s: 1.0,
+        }
+    }
+
+    /// A recorder whose one worker queue (capacity 1) is already full and never drained.
+    fn recorder_with_a_full_queue(out: &Path) -> (ClipRecorder, Receiver<Job>) {
+        gst::init().unwrap();
+        let log = Arc::new(Mutex::new(
+            EventLog::open(out, EventLogSettings { wall_time: false, ..Default::default() }).unwrap(),
+        ));
+        let (tx, rx) = bounded::<Job>(1);
+        let tap = PacketTap::new(RingSettings::default());
+        let blocker = tap.open_feed(0, 1 << 20);
+        tx.try_send(Job::Start(StartJob { id: 99, feed: blocker, tmp: out.join("x") })).unwrap();
+        let settings = Arc::new(ClipSettings { queue_capacity: 1, ..ClipSettings::default() });
+        let outputs = Outputs { log, alerter: None, stats: Arc::new(ClipStats::default()) };
+        let recorder = ClipRecorder {
+            tap,
+            senders: vec![tx],
+            next_id: Arc::new(AtomicU64::new(0)),
+            settings,
+            outputs,
+            dir: out.join("cam"),
+            short_name: "cam".into(),
+            display: "rtsp://u:pw@cam/live".into(),
+            queries: vec![("a person".into(), "person".into())],
+            offset_s: 0.0,
+            history: VecDeque::new(),
+            history_s: HISTORY_EXTRA_S,
+            active: HashMap::new(),
+        };
+        (recorder, rx)
+    }
+
+    #[test]
+    fn a_full_queue_fails_the_clip_at_once_and_never_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut r, _rx) = recorder_with_a_full_queue(dir.path());
+        let started = Instant::now();
+        let clips = r.on_event(&event(LifecycleKind::Start));
+        assert_eq!(clips.status, ClipsStatus::Failed);
+        assert!(clips.error.as_deref().unwrap().contains("queue is full"), "{clips:?}");
+        assert_eq!(r.on_event(&event(LifecycleKind::End(EndReason::Lost))).status, ClipsStatus::Failed);
+        r.on_event(&event(LifecycleKind::Closed));
+        assert!(started.elapsed() < Duration::from_secs(1), "never waits for the workers");
+        assert_eq!(r.outputs.stats.snapshot().queue_full, 1);
+        let text = std::fs::read_to_string(dir.path().join(crate::sink::EVENTS_FILE_NAME)).unwrap();
+        let line: ClipsRecord = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line.clips.status, ClipsStatus::Failed);
+        assert_eq!((line.event_id.as_str(), line.source.as_str()), ("cam-0-3-50", "rtsp://***@cam/live"));
+        assert_eq!(line.clips.clip.as_deref(), Some("cam/cam-0-3-50.mp4"));
+    }
+
+    #[test]
+    fn stale_parts_are_removed_and_whole_files_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".a.mp4.part"), b"x").unwrap();
+        std::fs::write(dir.path().join("a.mp4"), b"x").unwrap();
+        remove_stale_parts(dir.path());
+        assert!(!dir.path().join(".a.mp4.part").exists() && dir.path().join("a.mp4").exists());
     }
 }
