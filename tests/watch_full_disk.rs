@@ -20,26 +20,21 @@ use common::{fixture, tiny_model};
 /// Room left on the tmpfs before the run: a few pages, a few dozen event lines.
 const ROOM_BYTES: u64 = 16 * 1024;
 
-fn watch(out: &Path, wrap: Option<u64>) -> Output {
+/// Room left for the test with clips: more than every event line needs, less than one clip (bikes.mp4 is
+/// 500 kB for 10 s, and a clip holds at least pre-roll + post-roll, 10 s, of it; the file's length at most).
+const ROOM_FOR_LINES_BYTES: u64 = 300 * 1024;
+
+/// `lookout watch bikes.mp4` into `out`; `wrap`: under RLIMIT_FSIZE of that many bytes; `extra`: more arguments.
+fn watch(out: &Path, wrap: Option<u64>, extra: &[&str]) -> Output {
     let lookout = env!("CARGO_BIN_EXE_lookout");
     let mut args: Vec<String> = vec!["watch".into(), fixture("bikes.mp4").display().to_string()];
     args.extend(["--out".into(), out.display().to_string()]);
     args.extend(["-m".into(), tiny_model("owlvit").display().to_string()]);
-    // Clips are tested in watch_clips.rs: without them the lines are in the same order on every run.
-    for a in [
-        "--intra-threads",
-        "1",
-        "--no-wall-time",
-        "--json",
-        "--no-clips",
-        "-q",
-        "a person riding a bicycle",
-        "-q",
-        "a car",
-    ] {
+    for a in ["--intra-threads", "1", "--no-wall-time", "--json", "-q", "a person riding a bicycle"] {
         args.push(a.into());
     }
     args.extend(["--threshold".into(), "0.45".into()]);
+    args.extend(extra.iter().map(|a| a.to_string()));
     let mut cmd = match wrap {
         None => Command::new(lookout),
         // `trap '' XFSZ` ignores SIGXFSZ, and an ignored signal stays ignored across exec.
@@ -111,37 +106,44 @@ fn available_bytes(dir: &Path) -> u64 {
     text.lines().nth(1).and_then(|l| l.trim().parse().ok()).unwrap_or_else(|| panic!("df: {text}"))
 }
 
+/// The output directory on a tmpfs with `room` bytes free, or, where mounting is not permitted, in `tmp` with
+/// RLIMIT_FSIZE = `room` for lookout (the last member). Says which.
+fn nearly_full(tmp: &Path, room: u64) -> (PathBuf, Option<Tmpfs>, Option<u64>) {
+    let mnt = tmp.join("mnt");
+    // LOOKOUT_TEST_NO_MOUNT=1 tries the fallback where mounting works too.
+    let mounted = match std::env::var_os("LOOKOUT_TEST_NO_MOUNT") {
+        Some(_) => Err("LOOKOUT_TEST_NO_MOUNT is set".to_string()),
+        None => Tmpfs::mount(&mnt, "2m"),
+    };
+    match mounted {
+        Ok(m) => {
+            eprintln!("full disk: a 2 MiB tmpfs at {}, filled to {room} bytes free", mnt.display());
+            fill(&mnt, room);
+            (mnt.join("out"), Some(m), None)
+        }
+        Err(e) => {
+            eprintln!("full disk: cannot mount a tmpfs ({e}); using RLIMIT_FSIZE = {room} bytes instead");
+            (tmp.join("out"), None, Some(room))
+        }
+    }
+}
+
 #[test]
 fn a_full_disk_is_reported_once_and_detection_goes_on() {
     let tmp = tempfile::tempdir().unwrap();
 
     // What the run writes when there is room, to compare with.
     let reference_out = tmp.path().join("reference");
-    let reference = watch(&reference_out, None);
+    // Clips are tested in watch_clips.rs and below: without them the lines are in the same order on every run.
+    let no_clips = ["--no-clips", "-q", "a car"];
+    let reference = watch(&reference_out, None, &no_clips);
     assert!(reference.status.success(), "{}", String::from_utf8_lossy(&reference.stderr));
     let all = std::fs::read_to_string(reference_out.join("events.jsonl")).unwrap();
     let all: Vec<&str> = all.lines().collect();
     assert!(all.len() >= 50, "bikes.mp4 gives enough events to fill the room: {}", all.len());
 
-    let mnt = tmp.path().join("mnt");
-    // LOOKOUT_TEST_NO_MOUNT=1 tries the fallback where mounting works too.
-    let mounted = match std::env::var_os("LOOKOUT_TEST_NO_MOUNT") {
-        Some(_) => Err("LOOKOUT_TEST_NO_MOUNT is set".to_string()),
-        None => Tmpfs::mount(&mnt, "2m"),
-    };
-    let (out, _mount, wrap) = match mounted {
-        Ok(m) => {
-            eprintln!("full disk: a 2 MiB tmpfs at {}, filled to {ROOM_BYTES} bytes free", mnt.display());
-            fill(&mnt, ROOM_BYTES);
-            (mnt.join("out"), Some(m), None)
-        }
-        Err(e) => {
-            eprintln!("full disk: cannot mount a tmpfs ({e}); using RLIMIT_FSIZE = {ROOM_BYTES} bytes instead");
-            (tmp.path().join("out"), None, Some(ROOM_BYTES))
-        }
-    };
-
-    let o = watch(&out, wrap);
+    let (out, _mount, wrap) = nearly_full(tmp.path(), ROOM_BYTES);
+    let o = watch(&out, wrap, &no_clips);
     let stderr = String::from_utf8_lossy(&o.stderr);
     let s = summary(&o);
     // Detection went on to the end of the file.
@@ -167,4 +169,46 @@ fn a_full_disk_is_reported_once_and_detection_goes_on() {
     let broken = got.lines().count() - whole.len();
     assert!(broken <= 1, "at most the line being written when the disk filled is cut: {broken}");
     eprintln!("{} of {} event lines written before the disk filled; report: {}", whole.len(), all.len(), reports[0]);
+}
+
+#[test]
+fn a_clip_that_does_not_fit_is_marked_failed_and_reported_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, mount, wrap) = nearly_full(tmp.path(), ROOM_FOR_LINES_BYTES);
+    let o = watch(&out, wrap, &[]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let s = summary(&o);
+    let src = &s["sources"][0];
+    assert_eq!((src["frames_decoded"].as_u64(), src["frames_processed"].as_u64()), (Some(250), Some(250)), "{s}");
+
+    // Every event's clip failed: each `clips` line that made it says so, and why.
+    let log = std::fs::read_to_string(out.join("events.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let clips: Vec<&serde_json::Value> = lines.iter().filter(|l| l["type"] == "clips").collect();
+    assert!(!clips.is_empty(), "clips lines are written (a failed clip frees its room):\n{log}");
+    for c in &clips {
+        assert_eq!(c["clips"]["status"], "failed", "{c}");
+    }
+    assert_eq!(s["clips"]["written"], 0, "{s}");
+    assert!(s["clips"]["failed"].as_u64() >= Some(clips.len() as u64), "{s}");
+    // Nothing under a clip's final name, no temporary file left.
+    let files: Vec<String> = std::fs::read_dir(out.join("bikes"))
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    assert!(!files.iter().any(|f| f.ends_with(".mp4") || f.ends_with(".part")), "{files:?}");
+
+    if mount.is_some() {
+        // The tmpfs: filesink says "no space left", which is the disk full that the event log meets too.
+        for c in &clips {
+            assert!(c["clips"]["error"].as_str().is_some_and(|e| e.contains("disk full")), "{c}");
+        }
+        let reports: Vec<&str> = stderr.lines().filter(|l| l.contains("disk full")).collect();
+        assert_eq!(reports.len(), 1, "one report for every clip and line that failed:\n{stderr}");
+        assert!(reports[0].contains(&out.display().to_string()), "names the directory: {}", reports[0]);
+        assert!(!stderr.contains("clip failed"), "not one line per clip:\n{stderr}");
+        eprintln!("{} clips failed and were marked so; report: {}", clips.len(), reports[0]);
+    } else {
+        // RLIMIT_FSIZE: filesink reports a plain write error (EFBIG), one warning per clip.
+        eprintln!("{} clips failed and were marked so (RLIMIT_FSIZE: reported per clip)", clips.len());
+    }
 }

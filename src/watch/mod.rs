@@ -376,7 +376,7 @@ pub fn run(
             let mut c = c.clone();
             c.encoder = encoder_for(EncoderPurpose::Record);
             c.evidence.encoder = c.encoder.clone();
-            Some(ClipWriter::start(c, event_log.clone(), alerter.clone())?)
+            Some(ClipWriter::start(c, event_log.clone(), alerter.clone(), write_failures.clone())?)
         }
         None => None,
     };

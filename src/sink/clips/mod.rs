@@ -53,6 +53,7 @@ use gstreamer_app as gst_app;
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
+use super::disk::WriteFailures;
 use super::events::{ClipSink, Clips, ClipsRecord, ClipsStatus, EventLog};
 use crate::track::{FrameTime, LifecycleEvent, LifecycleKind, TrackOutput};
 pub use evidence_seam::{EvidenceSettings, FrameBox};
@@ -166,12 +167,17 @@ impl ClipStats {
     }
 }
 
+/// The end of a clip's error when the disk is full (filesink's `GST_RESOURCE_ERROR_NO_SPACE_LEFT`).
+const NO_SPACE: &str = "disk full";
+
 /// Where the finished lines go: the event log (always), and the alerter (when there is one).
 #[derive(Clone)]
 struct Outputs {
     log: Arc<Mutex<EventLog>>,
     alerter: Option<Arc<crate::sink::alerts::Alerter>>,
     stats: Arc<ClipStats>,
+    /// Failed writes of the output directory (a full disk), reported once for the whole run.
+    write_failures: Arc<WriteFailures>,
 }
 
 impl Outputs {
@@ -188,8 +194,18 @@ impl Outputs {
                 if let Some(a) = &self.alerter {
                     a.send(short_name, log.last_line(), snapshot);
                 }
+                drop(log);
+                self.write_failures.succeeded();
             }
-            Err(e) => warn!(event = %record.event_id, error = %e, "clips line not written"),
+            Err(e) => {
+                drop(log);
+                match e.io_error() {
+                    Some((path, io)) => {
+                        self.write_failures.failed(path, io);
+                    }
+                    None => warn!(event = %record.event_id, error = %e, "clips line not written"),
+                }
+            }
         }
     }
 }
@@ -246,10 +262,11 @@ impl ClipWriter {
         settings: ClipSettings,
         log: Arc<Mutex<EventLog>>,
         alerter: Option<Arc<crate::sink::alerts::Alerter>>,
+        write_failures: Arc<WriteFailures>,
     ) -> Result<Self, ClipError> {
         gst::init().map_err(|e| ClipError::GstInit(e.to_string()))?;
         let settings = Arc::new(settings);
-        let outputs = Outputs { log, alerter, stats: Arc::new(ClipStats::default()) };
+        let outputs = Outputs { log, alerter, stats: Arc::new(ClipStats::default()), write_failures };
         let mut senders = Vec::new();
         let mut threads = Vec::new();
         for i in 0..settings.workers.max(1) {
@@ -614,7 +631,13 @@ impl Worker {
                 snapshot = self.evidence(&job, &final_path, clip_start_s, &mut clips);
             }
             Err(error) => {
-                warn!(event = %job.record.event_id, %error, "clip failed");
+                // A full disk is reported once for the run (with the event log's failures), not once per clip.
+                if error.ends_with(NO_SPACE) {
+                    let io = std::io::Error::new(std::io::ErrorKind::StorageFull, error.clone());
+                    self.outputs.write_failures.failed(&final_path, &io);
+                } else {
+                    warn!(event = %job.record.event_id, %error, "clip failed");
+                }
                 clips.status = ClipsStatus::Failed;
                 clips.error = Some(error);
             }
@@ -746,6 +769,9 @@ fn wait_eos(pipeline: &gst::Pipeline, deadline: Instant) -> Result<(), String> {
                 gst::MessageView::Eos(_) => return Ok(()),
                 gst::MessageView::Error(e) => {
                     let from = m.src().map(|s| s.name().to_string()).unwrap_or_default();
+                    if e.error().matches(gst::ResourceError::NoSpaceLeft) {
+                        return Err(format!("{} ({from}): {NO_SPACE}", e.error()));
+                    }
                     return Err(format!("{} ({from})", e.error()));
                 }
                 _ => {}
