@@ -816,7 +816,12 @@ mod tests {
         let blocker = tap.open_feed(0, 1 << 20);
         tx.try_send(Job::Start(StartJob { id: 99, feed: blocker, tmp: out.join("x") })).unwrap();
         let settings = Arc::new(ClipSettings { queue_capacity: 1, ..ClipSettings::default() });
-        let outputs = Outputs { log, alerter: None, stats: Arc::new(ClipStats::default()) };
+        let outputs = Outputs {
+            log,
+            alerter: None,
+            stats: Arc::new(ClipStats::default()),
+            write_failures: Arc::new(WriteFailures::new(out)),
+        };
         let recorder = ClipRecorder {
             tap,
             senders: vec![tx],
