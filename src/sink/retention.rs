@@ -14,7 +14,8 @@
 //!
 //! A pass walks the output directory (not following symbolic links, and not into another file system mounted
 //! below it). It first deletes files older than `max_age_days`; then, while the directory holds more than
-//! `max_disk_gb`, the oldest files by modification time, one at a time. Directories are left in place.
+//! `max_disk_gb`, the oldest events' files by modification time: an event's clip, crop clip, snapshots and
+//! sidecar (`<event-id>*.*`) go together, dated by the newest of them. Directories are left in place.
 //!
 //! Never deleted, whatever their age:
 //! - `events.jsonl` (and any `events*.jsonl`) and `summary.json`: the record of what was seen. They count
@@ -25,6 +26,7 @@
 //!
 //! Sizes are file lengths (what `du --apparent-size` shows), not allocated blocks.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -151,6 +153,15 @@ struct Candidate {
     modified: SystemTime,
 }
 
+/// The event a file belongs to: its directory and its name up to the first dot, without `-crop`
+/// (`gate/gate-0-7-120.mp4`, `gate/gate-0-7-120-crop.jpg` and `gate/gate-0-7-120.json` are one event).
+fn event_key(path: &Path) -> (PathBuf, String) {
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = name.split('.').next().unwrap_or_default();
+    (dir, stem.strip_suffix("-crop").unwrap_or(stem).to_string())
+}
+
 /// Whether a file of this name is never deleted (the event log, the summary, temporary files).
 fn is_protected_name(name: &str) -> bool {
     (name.starts_with("events") && name.ends_with(".jsonl"))
@@ -242,12 +253,24 @@ pub fn enforce(settings: &RetentionSettings, now: SystemTime) -> Result<Retentio
         }
     }
     if let Some(max) = settings.max_bytes {
+        // An event's files (clip, crop clip, snapshots, sidecar) go together, as old as the newest of them, so
+        // that no snapshot or sidecar outlives its clip.
+        let mut groups: BTreeMap<(PathBuf, String), (SystemTime, Vec<&Candidate>)> = BTreeMap::new();
         for c in &kept {
+            let g = groups.entry(event_key(&c.path)).or_insert((c.modified, Vec::new()));
+            g.0 = g.0.max(c.modified);
+            g.1.push(c);
+        }
+        let mut groups: Vec<_> = groups.into_iter().collect();
+        groups.sort_by(|a, b| a.1.0.cmp(&b.1.0).then_with(|| a.0.cmp(&b.0)));
+        for (_, (_, files)) in &groups {
             if total <= max {
                 break;
             }
-            if delete(c, &mut total, &mut stats) {
-                stats.deleted_for_space += 1;
+            for c in files {
+                if delete(c, &mut total, &mut stats) {
+                    stats.deleted_for_space += 1;
+                }
             }
         }
         if total > max {
@@ -425,6 +448,35 @@ mod tests {
         }
         assert_eq!((stats.deleted_old, stats.deleted_for_space), (3, 1));
         assert!(d.join("gate/deep/er").is_dir(), "directories stay");
+    }
+
+    #[test]
+    fn an_events_files_go_together_dated_by_the_newest() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        let now = SystemTime::now();
+        let e1 = [
+            file(d, "gate/gate-0-1-10.mp4", 1000, now, 5 * DAY),
+            file(d, "gate/gate-0-1-10-crop.mp4", 100, now, 5 * DAY),
+            file(d, "gate/gate-0-1-10-crop.jpg", 10, now, 5 * DAY),
+            // Rewritten later: the event counts as this new.
+            file(d, "gate/gate-0-1-10.json", 10, now, DAY),
+        ];
+        let e2 =
+            [file(d, "gate/gate-0-2-20.mp4", 1000, now, 3 * DAY), file(d, "gate/gate-0-2-20.jpg", 10, now, 3 * DAY)];
+        let other_dir = file(d, "yard/gate-0-1-10.mp4", 1000, now, 2 * DAY);
+        // 3130 bytes; at most 2500: e2 (the older event) goes, all of it; e1 stays, all of it.
+        let stats = enforce(&settings(d, Some(2500), None), now).unwrap();
+        assert!(e2.iter().all(|p| !p.exists()) && e1.iter().all(|p| p.exists()) && other_dir.exists());
+        assert_eq!((stats.deleted_for_space, stats.bytes_now), (2, 2120));
+        // At most 1500: the yard clip (2 days) goes before e1, whose clip is older but whose sidecar is newer; a
+        // file of the same name in another directory is another event.
+        enforce(&settings(d, Some(1500), None), now).unwrap();
+        assert!(!other_dir.exists() && e1.iter().all(|p| p.exists()));
+        // At most 100: e1 goes, all of it.
+        assert_eq!(enforce(&settings(d, Some(100), None), now).unwrap().deleted_for_space, 4);
+        assert!(e1.iter().all(|p| !p.exists()));
+        assert_eq!(event_key(Path::new("a/x-crop.jpg")), (PathBuf::from("a"), "x".to_string()));
     }
 
     #[test]
