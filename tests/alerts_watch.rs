@@ -676,3 +676,38 @@ retry_max_ms = 400
     assert!(!stderr.contains(PASSWORD), "header values are never printed:\n{stderr}");
     eprintln!("retry gaps {gaps:?}");
 }
+
+#[test]
+fn alert_mistakes_in_the_config_are_reported_before_anything_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases = [
+        // A bad port: named, without the password.
+        (format!("[alerts.mqtt]\nurl = \"mqtt://lookout:{PASSWORD}@broker:http\"\n"), "port \"http\" is not a port"),
+        // A password file that is not there: named.
+        (
+            "[alerts.mqtt]\nurl = \"mqtt://broker\"\npassword_file = \"/nonexistent/mqtt-pw\"\n".into(),
+            "/nonexistent/mqtt-pw",
+        ),
+        ("[[alerts.webhooks]]\nurl = \"ftp://example.com/x\"\n".into(), "scheme ftp:// is not supported"),
+        ("[alerts.mqtt]\nurl = \"mqtt://broker\"\nkeep_alive = 3\n".into(), "unknown field `keep_alive`"),
+    ];
+    for (i, (text, expect)) in cases.iter().enumerate() {
+        let config = tmp.path().join(format!("c{i}.toml"));
+        std::fs::write(&config, text).unwrap();
+        // The model does not exist: the alert settings are checked before it is looked for.
+        let o = Command::new(env!("CARGO_BIN_EXE_lookout"))
+            .arg("watch")
+            .arg(fixture("bikes.mp4"))
+            .args(["-q", "a person", "-m", "/nonexistent/model", "--config"])
+            .arg(&config)
+            .arg("--out")
+            .arg(tmp.path().join("out"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{text}: {stderr}");
+        assert!(stderr.contains(expect) && !stderr.contains("/nonexistent/model"), "{text}: {stderr}");
+        assert!(!stderr.contains(PASSWORD), "{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    }
+}

@@ -145,6 +145,22 @@ pub fn run(common: &Common, args: WatchArgs) -> anyhow::Result<ExitCode> {
         (None, Some(l)) => Some(l.parse::<Layout>().map_err(UsageError)?),
         (None, None) => None,
     };
+    // Alerts and retention are checked before the model loads, so that a mistake shows at once.
+    let out_dir = args.out.clone().or(config.output.dir.clone()).unwrap_or_else(|| PathBuf::from("out"));
+    let alerts = config
+        .alerts
+        .settings(&out_dir, args.mqtt.as_deref(), &args.webhook)
+        .map_err(|e| UsageError(format!("{}: {e}", config_name(&args))))?;
+    if let Some(a) = &alerts {
+        a.check().map_err(|e| UsageError(e.to_string()))?;
+    }
+    let retention = lookout::sink::retention::RetentionSettings::from_config(
+        &out_dir,
+        &config.retention,
+        args.max_disk_gb,
+        args.max_age_days,
+    )
+    .map_err(|e| UsageError(e.to_string()))?;
     let model = ModelDir::open_with(&super::resolve_model(&model_arg)?, layout)?;
     let test_model = model.is_test_model;
     if test_model {
@@ -162,7 +178,6 @@ pub fn run(common: &Common, args: WatchArgs) -> anyhow::Result<ExitCode> {
         max_attempts: r.max_attempts.or(defaults.max_attempts),
         stall_timeout_ms: r.stall_timeout_ms.unwrap_or(defaults.stall_timeout_ms),
     };
-    let out_dir = args.out.clone().or(config.output.dir.clone()).unwrap_or_else(|| PathBuf::from("out"));
     let settings = WatchSettings {
         out_dir: out_dir.clone(),
         annotate: args.annotate || config.output.annotate.unwrap_or(false),
@@ -178,17 +193,8 @@ pub fn run(common: &Common, args: WatchArgs) -> anyhow::Result<ExitCode> {
         decode_only: args.decode_only,
         clips: (!args.no_clips && config.output.clips.unwrap_or(true))
             .then(lookout::sink::clips::ClipSettings::default),
-        alerts: config
-            .alerts
-            .settings(&out_dir, args.mqtt.as_deref(), &args.webhook)
-            .map_err(|e| UsageError(format!("{}: {e}", config_name(&args))))?,
-        retention: lookout::sink::retention::RetentionSettings::from_config(
-            &out_dir,
-            &config.retention,
-            args.max_disk_gb,
-            args.max_age_days,
-        )
-        .map_err(|e| UsageError(e.to_string()))?,
+        alerts,
+        retention,
         serve_rtsp: match &args.serve_rtsp {
             Some(a) => Some(lookout::sink::rtsp::parse_listen(a).map_err(UsageError)?),
             None => config

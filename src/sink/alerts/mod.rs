@@ -120,6 +120,18 @@ pub struct AlertSettings {
 }
 
 impl AlertSettings {
+    /// Checks what [`Alerter::start`] checks (URLs, TLS files, ranges) without starting anything or touching the
+    /// spool, so that a mistake is reported before a model loads.
+    pub fn check(&self) -> Result<(), AlertError> {
+        if let Some(m) = &self.mqtt {
+            mqtt::Prepared::new(m)?;
+        }
+        for w in &self.webhooks {
+            webhook::Prepared::new(w)?;
+        }
+        Ok(())
+    }
+
     /// No destination, the spool at `spool_dir`, every other setting at its default.
     pub fn new(spool_dir: impl Into<PathBuf>) -> Self {
         AlertSettings {
@@ -445,6 +457,21 @@ mod tests {
         assert!(alerter.is_empty());
         alerter.send("gate", b"{}", Some(b"jpeg"));
         assert_eq!(alerter.shutdown(Duration::ZERO), AlertStats::default());
+    }
+
+    #[test]
+    fn settings_are_checked_without_starting() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = AlertSettings::new(tmp.path().join("spool"));
+        s.mqtt = Some(MqttSettings::new("mqtt://u:hunter2@broker:99999"));
+        let e = s.check().unwrap_err().to_string();
+        assert!(e.contains("99999") && !e.contains("hunter2"), "{e}");
+        s.mqtt = Some(MqttSettings::new("mqtt://broker"));
+        s.webhooks.push(WebhookSettings::new("ftp://x/y"));
+        assert!(s.check().unwrap_err().to_string().contains("ftp"));
+        s.webhooks[0] = WebhookSettings::new("http://127.0.0.1:9/hook");
+        s.check().unwrap();
+        assert!(!tmp.path().join("spool").exists(), "nothing is created");
     }
 
     #[test]
