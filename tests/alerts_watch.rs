@@ -62,6 +62,11 @@ struct Run {
 impl Run {
     /// `threshold`: of the two queries; 1.0 finds nothing.
     fn start(source: &Path, out: &Path, config: &Path, threshold: &str) -> Run {
+        Self::start_with(source, out, config, threshold, false)
+    }
+
+    /// [`Run::start`], with clips (and their `clips` lines) when `clips`.
+    fn start_with(source: &Path, out: &Path, config: &Path, threshold: &str, clips: bool) -> Run {
         let stdout = out.with_extension("stdout");
         let stderr = out.with_extension("stderr");
         let child = Command::new(env!("CARGO_BIN_EXE_lookout"))
@@ -75,7 +80,8 @@ impl Run {
             .arg("-m")
             .arg(tiny_model("owlvit"))
             // Clips are tested in watch_clips.rs; here the lines are the start/update/end of the events.
-            .args(["--intra-threads", "1", "--no-wall-time", "--json", "--no-clips"])
+            .args(["--intra-threads", "1", "--no-wall-time", "--json"])
+            .args(if clips { &[][..] } else { &["--no-clips"][..] })
             .args(["-q", "a person riding a bicycle", "-q", "a car", "--threshold", threshold])
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout).unwrap())
@@ -286,6 +292,7 @@ impl Drop for Broker {
 struct Msg {
     topic: String,
     payload: Vec<u8>,
+    retain: bool,
 }
 
 /// A rumqttc client subscribed to `lookout/#` at QoS 1 with a session the broker keeps, on its own thread,
@@ -300,8 +307,13 @@ struct Subscriber {
 
 impl Subscriber {
     fn start(port: u16) -> Subscriber {
-        let mut o = MqttOptions::new("test-subscriber", "127.0.0.1", port);
-        o.set_keep_alive(Duration::from_secs(5)).set_clean_session(false);
+        Self::start_as(port, "test-subscriber", false)
+    }
+
+    /// `clean`: a session the broker forgets (it still sends the retained messages on subscribing).
+    fn start_as(port: u16, client_id: &str, clean: bool) -> Subscriber {
+        let mut o = MqttOptions::new(client_id, "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(5)).set_clean_session(clean);
         let (client, mut connection) = Client::new(o, 16);
         let (tx, rx) = crossbeam_channel::unbounded();
         let stop = Arc::new(AtomicBool::new(false));
@@ -318,7 +330,8 @@ impl Subscriber {
                             let _ = tx.send(None);
                         }
                         Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
-                            let _ = tx.send(Some(Msg { topic: p.topic.clone(), payload: p.payload.to_vec() }));
+                            let m = Msg { topic: p.topic.clone(), payload: p.payload.to_vec(), retain: p.retain };
+                            let _ = tx.send(Some(m));
                         }
                         Ok(Ok(_)) | Err(_) => {}
                         // The broker is down: try again a little later (the next recv reconnects).
@@ -710,4 +723,58 @@ fn alert_mistakes_in_the_config_are_reported_before_anything_runs() {
         assert!(!stderr.contains(PASSWORD), "{stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
     }
+}
+
+#[test]
+fn clips_lines_and_snapshots_reach_the_broker_as_home_assistant_expects() {
+    let bin = require_mosquitto!();
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = Broker::start(&bin, &tmp.path().join("broker"), port);
+    let mut sub = Subscriber::start(port);
+    sub.wait_for("the subscription", |s| s.subacks >= 1);
+    let config = mqtt_config(tmp.path(), port);
+    let clip = long_clip(tmp.path(), 1);
+    let out = tmp.path().join("out");
+
+    let (status, summary, stderr) = Run::start_with(&clip, &out, &config, "0.45", true).finish();
+    assert!(status.success(), "{status}:\n{stderr}");
+    let lines = event_lines(&out);
+    let clips_lines = lines.iter().filter(|l| l["type"] == "clips").count();
+    let c = &summary["clips"];
+    let (written, failed) = (c["written"].as_u64().unwrap(), c["failed"].as_u64().unwrap());
+    assert!(clips_lines >= 10 && clips_lines as u64 == written + failed, "one clips line per event: {summary}");
+    // Every line, the clips lines too, in the order of events.jsonl.
+    sub.wait_for("every line of events.jsonl", |s| s.distinct() >= lines.len());
+    let late = check_arrivals(&lines, &sub.events());
+    assert!(late.iter().all(|l| !l), "the broker was up all along");
+
+    // Snapshots: JPEG on <prefix>/<source>/snapshot, once the evidence writer makes them.
+    let snapshots: Vec<&Msg> = sub.seen.iter().filter(|m| m.topic.ends_with("/snapshot")).collect();
+    // (A failed clip's line names the paths that were meant; a written one names what exists.)
+    let with_snapshot = lines
+        .iter()
+        .filter(|l| l["type"] == "clips" && l["clips"]["status"] == "written" && l["clips"]["snapshot"].is_string())
+        .count();
+    assert_eq!(snapshots.len(), with_snapshot, "one snapshot per written clips line that names one");
+    for m in &snapshots {
+        assert_eq!(m.topic, "lookout/bikes/snapshot");
+        assert!(m.payload.starts_with(&[0xff, 0xd8]), "a JPEG");
+    }
+
+    // A dashboard that connects later gets the retained state at once: offline (lookout has stopped) and the
+    // last snapshot, but no event.
+    let mut late_sub = Subscriber::start_as(port, "dashboard", true);
+    late_sub.wait_for("the retained availability", |s| !s.availability().is_empty());
+    if with_snapshot > 0 {
+        late_sub.wait_for("the retained snapshot", |s| s.seen.iter().any(|m| m.topic.ends_with("/snapshot")));
+    }
+    assert_eq!(late_sub.availability(), ["offline"]);
+    assert!(late_sub.seen.iter().all(|m| m.retain && !m.topic.ends_with("/events")), "only retained state");
+    eprintln!(
+        "{} lines ({clips_lines} clips lines), {} snapshots (evidence available: {})",
+        lines.len(),
+        snapshots.len(),
+        lookout::sink::clips::evidence_seam::AVAILABLE
+    );
 }
