@@ -2,6 +2,8 @@
 //!
 //! - [`events`]: `events.jsonl`, one JSON object per line for each track's start, update and end.
 //! - [`clips`]: each event's full-frame clip, cut from the source's encoded packets (pre-roll ring, clip workers).
+//! - [`evidence`]: what is made from an event's full-frame clip: the clip cropped to the event, the snapshots
+//!   and the sidecar JSON.
 //! - [`video`]: annotated RGB frames encoded to an H.264 MP4 through GStreamer, written under a temporary
 //!   name and renamed only once complete; and [`video::probe_video`], which decodes a file back to count
 //!   its frames.
@@ -16,11 +18,16 @@ pub mod alerts;
 pub mod clips;
 pub mod disk;
 pub mod events;
+pub mod evidence;
 pub mod retention;
 pub mod rtsp;
 pub mod video;
 
 pub use events::{EVENTS_FILE_NAME, EventLog, EventLogSettings, EventLogStats, EventRecord, format_rfc3339_utc};
+pub use evidence::{
+    CropRegion, EvidenceError, EvidenceFiles, EvidenceSettings, FrameBox, Sidecar, write_crop_clip, write_sidecar,
+    write_snapshots,
+};
 pub use video::{SpeedPreset, VideoEncoder, VideoInfo, VideoSettings, VideoWriter, probe_video};
 
 /// Errors of the sinks. Each names the file and says what to check.

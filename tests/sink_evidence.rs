@@ -1,0 +1,375 @@
+//! The evidence of an event (cropped clip, snapshots, sidecar), end to end through GStreamer and the file
+//! system, on a 2 s full-frame clip cut from tests/fixtures/bikes.mp4 (640x272, 25 fps).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use gstreamer_video as gst_video;
+use gstreamer_video::prelude::*;
+
+use lookout::draw::color_for;
+use lookout::geom::PixelBox;
+use lookout::sink::evidence::{
+    CropRegion, EvidenceError, EvidenceFiles, EvidenceSettings, FrameBox, SIDECAR_SCHEMA_VERSION, Sidecar,
+    write_crop_clip, write_sidecar, write_snapshots,
+};
+use lookout::sink::{VideoSettings, VideoWriter};
+use lookout::track::{EndReason, FrameTime, LifecycleEvent, LifecycleKind, Sample};
+
+const FPS: u64 = 25;
+/// The full clip is frames 50..100 of the fixture: stream time 2.0 s to 4.0 s.
+const FIRST_FRAME: u64 = 50;
+const CLIP_FRAMES: u64 = 50;
+const CLIP_START_S: f64 = FIRST_FRAME as f64 / FPS as f64;
+const DECODE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One decoded frame: its stream time and, when asked for, its pixels.
+struct Decoded {
+    pts: Duration,
+    size: (u32, u32),
+    image: Option<image::RgbImage>,
+}
+
+/// Decodes every frame of `path` to RGB (to end-of-stream, within a deadline), keeping the pixels of the
+/// frames for which `keep(index)` holds.
+fn decode(path: &Path, keep: impl Fn(u64) -> bool) -> Vec<Decoded> {
+    gst::init().unwrap();
+    let pipeline = gst::parse::launch(
+        "filesrc name=src ! decodebin ! videoconvert ! video/x-raw,format=RGB ! appsink name=sink sync=false",
+    )
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    pipeline.by_name("src").unwrap().set_property("location", path);
+    let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let deadline = Instant::now() + DECODE_TIMEOUT;
+    let mut frames = Vec::new();
+    while !sink.is_eos() {
+        assert!(Instant::now() < deadline, "{} did not decode within {DECODE_TIMEOUT:?}", path.display());
+        if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
+            panic!("decoding {} failed: {msg:?}", path.display());
+        }
+        let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(200)) else { continue };
+        let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
+        let buffer = sample.buffer().unwrap();
+        let index = frames.len() as u64;
+        let image = keep(index).then(|| {
+            let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).unwrap();
+            let stride = frame.plane_stride()[0] as usize;
+            let data = frame.plane_data(0).unwrap();
+            let row = info.width() as usize * 3;
+            let pixels = (0..info.height() as usize).flat_map(|y| &data[y * stride..y * stride + row]).copied();
+            image::RgbImage::from_raw(info.width(), info.height(), pixels.collect()).unwrap()
+        });
+        frames.push(Decoded {
+            pts: Duration::from_nanos(buffer.pts().unwrap().nseconds()),
+            size: (info.width(), info.height()),
+            image,
+        });
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    frames
+}
+
+/// The full-frame clip (frames 50..100 of the fixture, re-encoded to H.264 MP4) and its frames as decoded
+/// from it; made once per test process.
+fn full_clip() -> &'static (PathBuf, Vec<image::RgbImage>) {
+    static CLIP: OnceLock<(PathBuf, Vec<image::RgbImage>)> = OnceLock::new();
+    CLIP.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sink_evidence-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("full.mp4");
+        let source = decode(&common::fixture("bikes.mp4"), |i| (FIRST_FRAME..FIRST_FRAME + CLIP_FRAMES).contains(&i));
+        let mut writer = VideoWriter::create(&path, VideoSettings::new(640, 272, FPS as u32, 1)).unwrap();
+        for (i, frame) in source.iter().filter_map(|f| f.image.as_ref().map(|img| (f.pts, img))) {
+            writer.push(frame.as_raw(), 640 * 3, i.as_nanos() as u64).unwrap();
+        }
+        writer.finish().unwrap();
+        let frames: Vec<image::RgbImage> = decode(&path, |_| true).into_iter().map(|f| f.image.unwrap()).collect();
+        assert_eq!(frames.len() as u64, CLIP_FRAMES, "the full clip has every frame");
+        (path, frames)
+    })
+}
+
+/// The event's boxes: a box moving right and down over the clip, one per frame.
+fn boxes() -> Vec<FrameBox> {
+    (0..CLIP_FRAMES)
+        .map(|i| {
+            let (x, y) = (150.0 + 3.0 * i as f32, 40.0 + i as f32);
+            FrameBox {
+                frame: FIRST_FRAME + i,
+                pts_s: CLIP_START_S + i as f64 / FPS as f64,
+                bbox: PixelBox { x0: x, y0: y, x1: x + 80.0, y1: y + 120.0 },
+                score: 0.3 + 0.002 * i as f32,
+            }
+        })
+        .collect()
+}
+
+/// Names in `dir` (recursively) that end in `.part`.
+fn part_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(part_files(&path));
+        } else if path.to_string_lossy().ends_with(".part") {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// Mean absolute difference per channel of two images of the same size, over the pixels `mask` lets in.
+fn mean_abs_diff(a: &image::RgbImage, b: &image::RgbImage, mask: impl Fn(u32, u32) -> bool) -> f64 {
+    assert_eq!(a.dimensions(), b.dimensions());
+    let (mut sum, mut n) = (0u64, 0u64);
+    for (x, y, p) in a.enumerate_pixels() {
+        if mask(x, y) {
+            let q = b.get_pixel(x, y);
+            sum += (0..3).map(|c| (p[c] as i32 - q[c] as i32).unsigned_abs() as u64).sum::<u64>();
+            n += 3;
+        }
+    }
+    sum as f64 / n.max(1) as f64
+}
+
+/// `frame` cropped to `r` and scaled to its output size, as the crop clip should show it.
+fn expected_crop(frame: &image::RgbImage, r: &CropRegion) -> image::RgbImage {
+    let crop = image::imageops::crop_imm(frame, r.x, r.y, r.width, r.height).to_image();
+    image::imageops::resize(&crop, r.out_width, r.out_height, image::imageops::FilterType::Triangle)
+}
+
+/// True when the file is an MP4 (ISO BMFF `ftyp` box first) holding H.264 (`avc1` sample entry).
+fn is_h264_mp4(path: &Path) -> bool {
+    let bytes = std::fs::read(path).unwrap();
+    bytes.len() > 8 && &bytes[4..8] == b"ftyp" && bytes.windows(4).any(|w| w == b"avc1")
+}
+
+#[test]
+fn crop_clip_has_every_frame_at_one_even_size_and_shows_the_region() {
+    let (full, full_frames) = full_clip();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cam/ev-crop.mp4");
+    let boxes = boxes();
+    let s = EvidenceSettings::default();
+    let started = Instant::now();
+    let region = write_crop_clip(full, CLIP_START_S, &boxes, &out, &s).unwrap();
+    eprintln!("crop clip of {CLIP_FRAMES} frames, {region:?}, in {:?}", started.elapsed());
+
+    // The region: even, inside the frame, holding every box; the output even and at least the minimum.
+    for v in [region.x, region.y, region.width, region.height, region.out_width, region.out_height] {
+        assert_eq!(v % 2, 0, "{region:?}");
+    }
+    assert!(region.x + region.width <= 640 && region.y + region.height <= 272, "{region:?}");
+    for b in &boxes {
+        assert!(region.contains(&b.bbox), "{region:?} holds {:?}", b.bbox);
+    }
+    assert!(region.out_width.min(region.out_height) >= s.crop_min_size, "{region:?}");
+    // The union is 150..377 x 40..209; with the margin it is far smaller than the frame.
+    assert!(region.width < 400 && region.height < 272, "{region:?}");
+
+    // It plays to the end, every frame of the input is there, all at the one size.
+    assert!(out.is_file() && is_h264_mp4(&out));
+    let frames = decode(&out, |i| i == 0 || i == CLIP_FRAMES - 1);
+    assert_eq!(frames.len() as u64, CLIP_FRAMES);
+    assert!(frames.iter().all(|f| f.size == (region.out_width, region.out_height)), "constant size");
+    assert!(frames.windows(2).all(|w| w[0].pts < w[1].pts), "timestamps increase");
+
+    // It shows the region of the full frame: closer to it than to the region shifted by 24 pixels.
+    let shifted = CropRegion { x: region.x + 24, y: region.y.saturating_sub(24), ..region };
+    for (i, decoded) in [(0usize, &frames[0]), (CLIP_FRAMES as usize - 1, &frames[CLIP_FRAMES as usize - 1])] {
+        let got = decoded.image.as_ref().unwrap();
+        let right = mean_abs_diff(got, &expected_crop(&full_frames[i], &region), |_, _| true);
+        let wrong = mean_abs_diff(got, &expected_crop(&full_frames[i], &shifted), |_, _| true);
+        eprintln!("frame {i}: mean difference {right:.2} from the region, {wrong:.2} from the shifted one");
+        assert!(right < 12.0 && wrong > 2.0 * right, "frame {i}: {right:.2} vs {wrong:.2}");
+    }
+    assert!(part_files(dir.path()).is_empty(), "{:?}", part_files(dir.path()));
+}
+
+#[test]
+fn snapshots_are_the_peak_frame_with_its_box_and_the_crop() {
+    let (full, full_frames) = full_clip();
+    let dir = tempfile::tempdir().unwrap();
+    let (full_out, crop_out) = (dir.path().join("cam/ev.jpg"), dir.path().join("cam/ev-crop.jpg"));
+    // The peak is 1.0 s into the clip: its frame 25. A little off the frame's time, it is still the nearest.
+    let peak = FrameBox { pts_s: CLIP_START_S + 1.0 + 0.012, ..boxes()[25] };
+    let s = EvidenceSettings::default();
+    let started = Instant::now();
+    let bytes = write_snapshots(full, CLIP_START_S, &peak, "bike", &full_out, &crop_out, &s).unwrap();
+    eprintln!("snapshots in {:?}", started.elapsed());
+    assert_eq!(bytes, std::fs::read(&full_out).unwrap(), "the bytes returned are the file's");
+
+    let snapshot = image::load_from_memory_with_format(&bytes, image::ImageFormat::Jpeg).unwrap().to_rgb8();
+    assert_eq!(snapshot.dimensions(), (640, 272));
+    let crop = image::open(&crop_out).unwrap().to_rgb8();
+    let region = CropRegion::around([peak.bbox], 640, 272, &s).unwrap();
+    assert_eq!(crop.dimensions(), (region.out_width, region.out_height));
+    assert!(region.out_width.min(region.out_height) >= s.crop_min_size);
+
+    // The frame is the peak's: the crop (nothing drawn on it) is nearest to frame 25's.
+    let diffs: Vec<f64> =
+        (20..31).map(|i| mean_abs_diff(&crop, &expected_crop(&full_frames[i], &region), |_, _| true)).collect();
+    let nearest = 20 + diffs.iter().enumerate().min_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+    eprintln!("crop snapshot vs frames 20..=30: {diffs:.2?}");
+    assert_eq!(nearest, 25);
+    // So is the full snapshot, away from the box and its label.
+    let b = peak.bbox;
+    let away = |x: u32, y: u32| {
+        let (x, y) = (x as f32, y as f32);
+        !(x >= b.x0 - 4.0 && x <= b.x1.max(b.x0 + 120.0) + 4.0 && y >= b.y0 - 20.0 && y <= b.y1 + 4.0)
+    };
+    let diffs: Vec<f64> = (20..31).map(|i| mean_abs_diff(&snapshot, &full_frames[i], away)).collect();
+    let nearest = 20 + diffs.iter().enumerate().min_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+    assert_eq!(nearest, 25, "{diffs:.2?}");
+
+    // The box is drawn in the first query colour: the middle of each edge is that colour (within JPEG's
+    // error), and it was not before.
+    let colour = color_for(0);
+    let near = |p: [u8; 3]| (0..3).all(|c| (p[c] as i32 - colour[c] as i32).abs() <= 48);
+    let (xm, ym) = (((b.x0 + b.x1) / 2.0) as u32, ((b.y0 + b.y1) / 2.0) as u32);
+    for (x, y) in [(b.x0 as u32, ym), (b.x1 as u32 - 1, ym), (xm, b.y0 as u32), (xm, b.y1 as u32 - 1)] {
+        assert!(near(snapshot.get_pixel(x, y).0), "({x}, {y}) is {:?}, not {colour:?}", snapshot.get_pixel(x, y));
+        assert!(!near(full_frames[25].get_pixel(x, y).0), "({x}, {y}) had the colour already");
+    }
+    assert!(part_files(dir.path()).is_empty(), "{:?}", part_files(dir.path()));
+}
+
+#[test]
+fn a_peak_outside_the_clip_gives_its_first_or_last_frame() {
+    let (full, full_frames) = full_clip();
+    let dir = tempfile::tempdir().unwrap();
+    let s = EvidenceSettings::default();
+    for (pts_s, expected) in [(CLIP_START_S - 5.0, 0usize), (CLIP_START_S + 60.0, CLIP_FRAMES as usize - 1)] {
+        let peak = FrameBox { pts_s, ..boxes()[10] };
+        let (a, b) = (dir.path().join("a.jpg"), dir.path().join("b.jpg"));
+        write_snapshots(full, CLIP_START_S, &peak, "bike", &a, &b, &s).unwrap();
+        let crop = image::open(&b).unwrap().to_rgb8();
+        let region = CropRegion::around([peak.bbox], 640, 272, &s).unwrap();
+        let diffs: Vec<f64> = [0, expected.abs_diff(3), expected]
+            .iter()
+            .map(|&i| mean_abs_diff(&crop, &expected_crop(&full_frames[i], &region), |_, _| true))
+            .collect();
+        assert!(diffs[2] < diffs[1], "peak at {pts_s}: {diffs:.2?}");
+    }
+}
+
+fn lifecycle_end(boxes: &[FrameBox]) -> LifecycleEvent {
+    let at = |b: &FrameBox| FrameTime { frame: b.frame, pts_s: b.pts_s, wall: None };
+    let sample = |b: &FrameBox| Sample { at: at(b), bbox: b.bbox, score: b.score };
+    let last = boxes.last().unwrap();
+    LifecycleEvent {
+        kind: LifecycleKind::End(EndReason::Lost),
+        event_id: "cam-0-7-50".into(),
+        query: 0,
+        track_id: 7,
+        at: FrameTime { frame: last.frame + 10, pts_s: last.pts_s + 0.4, wall: None },
+        last: sample(last),
+        start: sample(&boxes[0]),
+        end: Some(at(last)),
+        peak: sample(&boxes[25]),
+        pre_roll_s: 5.0,
+        post_roll_s: 5.0,
+    }
+}
+
+#[test]
+fn sidecar_lists_every_frame_and_parses_back_without_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cam/cam-0-7-50.json");
+    let boxes = boxes();
+    // Every other frame was run through the model; given out of order.
+    let given: Vec<FrameBox> = boxes.iter().step_by(2).rev().copied().collect();
+    let source = "rtsp://admin:hunter2@10.0.0.5:554/stream";
+    let mut sidecar = Sidecar::new(&lifecycle_end(&boxes), source, "a person on a bike", "bike", CLIP_START_S, given);
+    sidecar.crop = CropRegion::around(boxes.iter().map(|b| b.bbox), 640, 272, &EvidenceSettings::default());
+    // Even a source put in by hand is written redacted.
+    sidecar.source = source.to_string();
+    write_sidecar(&out, &sidecar).unwrap();
+
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(!text.contains("hunter2") && !text.contains("admin"), "{text}");
+    let back: Sidecar = serde_json::from_str(&text).unwrap();
+    assert_eq!(back.source, "rtsp://***@10.0.0.5:554/stream");
+    assert_eq!(back, Sidecar { source: back.source.clone(), ..sidecar.clone() });
+    assert_eq!(back.schema_version, SIDECAR_SCHEMA_VERSION);
+    assert_eq!(back.files, EvidenceFiles::planned("cam-0-7-50"));
+    assert_eq!(back.files.crop_clip.as_deref(), Some("cam-0-7-50-crop.mp4"));
+    assert_eq!((back.start.frame, back.end.as_ref().unwrap().frame, back.peak.frame), (50, 99, 75));
+    // Every frame given is listed, in frame order, with its box and score (times to the microsecond).
+    let expected: Vec<FrameBox> =
+        boxes.iter().step_by(2).map(|b| FrameBox { pts_s: (b.pts_s * 1e6).round() / 1e6, ..*b }).collect();
+    assert_eq!(back.frames, expected);
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(json["frames"][0]["box"], serde_json::json!([150.0, 40.0, 230.0, 160.0]));
+    assert_eq!(json["crop"]["width"].as_u64().unwrap() % 2, 0);
+    assert!(part_files(dir.path()).is_empty());
+
+    // Written again (a second run over the same file), it replaces the first whole.
+    sidecar.frames.truncate(3);
+    write_sidecar(&out, &sidecar).unwrap();
+    let back: Sidecar = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(back.frames.len(), 3);
+}
+
+#[test]
+fn a_missing_or_corrupt_input_clip_is_a_named_error_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = EvidenceSettings::default();
+    let (crop, jpg, crop_jpg) =
+        (dir.path().join("out/x-crop.mp4"), dir.path().join("out/x.jpg"), dir.path().join("out/x-crop.jpg"));
+    let missing = dir.path().join("cam/missing.mp4");
+    let b = boxes();
+
+    let e = write_crop_clip(&missing, 0.0, &b, &crop, &s).unwrap_err();
+    assert!(matches!(e, EvidenceError::MissingClip { .. }), "{e}");
+    assert!(e.to_string().contains(&*missing.to_string_lossy()) && !e.to_string().contains('\n'), "{e}");
+    let e = write_snapshots(&missing, 0.0, &b[0], "bike", &jpg, &crop_jpg, &s).unwrap_err();
+    assert!(matches!(e, EvidenceError::MissingClip { .. }), "{e}");
+
+    // Garbage, and a real clip cut in half (mp4mux writes the index last: it does not play).
+    let garbage = dir.path().join("garbage.mp4");
+    std::fs::write(&garbage, (0..20_000u32).map(|i| (i * 7919 % 251) as u8).collect::<Vec<u8>>()).unwrap();
+    let bytes = std::fs::read(&full_clip().0).unwrap();
+    let truncated = dir.path().join("truncated.mp4");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    for input in [&garbage, &truncated] {
+        let t = Instant::now();
+        let e = write_crop_clip(input, 0.0, &b, &crop, &s).unwrap_err();
+        eprintln!("{e} after {:?}", t.elapsed());
+        assert!(matches!(e, EvidenceError::BadClip { .. }), "{}: {e}", input.display());
+        assert!(e.to_string().contains(&*input.to_string_lossy()) && !e.to_string().contains('\n'), "{e}");
+        let t = Instant::now();
+        let e = write_snapshots(input, 0.0, &b[0], "bike", &jpg, &crop_jpg, &s).unwrap_err();
+        eprintln!("{e} after {:?}", t.elapsed());
+        assert!(matches!(e, EvidenceError::BadClip { .. }), "{}: {e}", input.display());
+    }
+    for out in [&crop, &jpg, &crop_jpg] {
+        assert!(!out.exists(), "{}", out.display());
+    }
+    assert!(part_files(dir.path()).is_empty(), "{:?}", part_files(dir.path()));
+}
+
+#[test]
+fn a_bad_encoder_or_no_box_is_a_named_error_and_writes_nothing() {
+    let (full, _) = full_clip();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x-crop.mp4");
+    let s = EvidenceSettings { encoder: "nosuchenc bitrate=1".into(), ..Default::default() };
+    let e = write_crop_clip(full, CLIP_START_S, &boxes(), &out, &s).unwrap_err();
+    assert!(matches!(e, EvidenceError::Encoder { .. }), "{e}");
+    assert!(e.to_string().contains("nosuchenc") && e.to_string().contains("x-crop.mp4"), "{e}");
+
+    let e = write_crop_clip(full, CLIP_START_S, &[], &out, &EvidenceSettings::default()).unwrap_err();
+    assert!(matches!(e, EvidenceError::NoBox { .. }), "{e}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing written");
+}
