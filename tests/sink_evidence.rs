@@ -373,3 +373,61 @@ fn a_bad_encoder_or_no_box_is_a_named_error_and_writes_nothing() {
     assert!(matches!(e, EvidenceError::NoBox { .. }), "{e}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing written");
 }
+
+/// A tmpfs of `size` mounted on `dir` for the test; unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Result<Tmpfs, String> {
+        std::fs::create_dir_all(dir).unwrap();
+        let o = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if o.status.success() { Ok(Tmpfs(dir.to_path_buf())) } else { Err(String::from_utf8_lossy(&o.stderr).into()) }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// On a full disk (a 16 KiB tmpfs: less than the crop clip or a snapshot needs) each file is a `Write` error
+/// with `StorageFull` that names it and says what to do, and nothing is left behind, not even a `.part`.
+/// Where mounting is not permitted (not root, a container without CAP_SYS_ADMIN) it says so and checks nothing.
+#[test]
+fn a_full_disk_is_a_storage_full_error_naming_the_file_and_leaves_nothing() {
+    let (full, _) = full_clip();
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("small");
+    let _tmpfs = match Tmpfs::mount(&mnt, "16k") {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("cannot mount a tmpfs ({}); full-disk test not run", e.trim());
+            return;
+        }
+    };
+    let s = EvidenceSettings::default();
+    let b = boxes();
+    let crop = mnt.join("cam/ev-crop.mp4");
+    let e = write_crop_clip(full, CLIP_START_S, &b, &crop, &s).unwrap_err();
+    eprintln!("{e}");
+    assert!(matches!(e, EvidenceError::Write { .. }), "{e}");
+    assert_eq!(e.io_error_kind(), Some(std::io::ErrorKind::StorageFull), "{e}");
+    let text = e.to_string();
+    assert!(text.starts_with(&format!("could not write crop clip {}: ", crop.display())), "{text}");
+    assert!(text.contains("free disk space") && !text.contains('\n'), "{text}");
+
+    let (jpg, crop_jpg) = (mnt.join("cam/ev.jpg"), mnt.join("cam/ev-crop.jpg"));
+    let e = write_snapshots(full, CLIP_START_S, &b[25], "bike", &jpg, &crop_jpg, &s).unwrap_err();
+    eprintln!("{e}");
+    assert!(matches!(e, EvidenceError::Write { .. }), "{e}");
+    assert_eq!(e.io_error_kind(), Some(std::io::ErrorKind::StorageFull), "{e}");
+    for out in [&crop, &jpg, &crop_jpg] {
+        assert!(!out.exists(), "{}", out.display());
+    }
+    assert!(part_files(&mnt).is_empty(), "{:?}", part_files(&mnt));
+}

@@ -737,7 +737,7 @@ fn run_error(err: &gst::message::Error) -> RunError {
     let from = err.src().map(|s| s.name().to_string()).unwrap_or_else(|| "?".into());
     let text = format!("{error} (from {from})");
     if error.matches(gst::ResourceError::NoSpaceLeft) {
-        RunError::Write(io::Error::new(io::ErrorKind::StorageFull, "no space left on device"))
+        RunError::Write(io::Error::new(io::ErrorKind::StorageFull, "No space left on device"))
     } else if error.matches(gst::ResourceError::Write) || error.matches(gst::ResourceError::OpenWrite) {
         RunError::Write(io::Error::other(text))
     } else {
