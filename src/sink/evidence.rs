@@ -1074,4 +1074,36 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"{}");
         assert!(!part_path.exists());
     }
+
+    /// The sidecar's schema, field by field and in order: changing it means raising SIDECAR_SCHEMA_VERSION.
+    #[test]
+    fn sidecar_schema_is_stable() {
+        use crate::track::{EndReason, LifecycleKind, Sample};
+        let at = |frame: u64| FrameTime { frame, pts_s: frame as f64 / 25.0, wall: None };
+        let sample = |frame: u64, score: f32| Sample { at: at(frame), bbox: pb(1.0, 2.5, 30.0, 40.0), score };
+        let event = LifecycleEvent {
+            kind: LifecycleKind::End(EndReason::Lost),
+            event_id: "cam1-0-3-46".into(),
+            query: 0,
+            track_id: 3,
+            at: at(99),
+            last: sample(49, 0.4),
+            start: sample(46, 0.3),
+            end: Some(at(49)),
+            peak: sample(47, 0.5),
+            pre_roll_s: 5.0,
+            post_roll_s: 5.0,
+        };
+        let frames = vec![
+            FrameBox { frame: 48, pts_s: 1.92, bbox: pb(2.0, 3.0, 31.0, 41.0), score: 0.25 },
+            FrameBox { frame: 47, pts_s: 1.8800000000000001, bbox: pb(1.0, 2.5, 30.0, 40.0), score: 0.5 },
+        ];
+        let mut sidecar = Sidecar::new(&event, "rtsp://admin:pw@cam1/live", "a red car", "car", 0.04, frames);
+        sidecar.crop = Some(CropRegion { x: 0, y: 0, width: 40, height: 50, out_width: 320, out_height: 400 });
+        sidecar.files.crop_snapshot = None;
+        assert_eq!(
+            serde_json::to_string(&sidecar).unwrap(),
+            r#"{"schema_version":1,"event_id":"cam1-0-3-46","source":"rtsp://***@cam1/live","query":"a red car","label":"car","track_id":3,"start":{"frame":46,"pts_s":1.84},"end":{"frame":49,"pts_s":1.96},"peak":{"frame":47,"pts_s":1.88,"score":0.5,"box":[1.0,2.5,30.0,40.0]},"clip_start_s":0.04,"files":{"clip":"cam1-0-3-46.mp4","crop_clip":"cam1-0-3-46-crop.mp4","snapshot":"cam1-0-3-46.jpg","crop_snapshot":null},"crop":{"x":0,"y":0,"width":40,"height":50,"out_width":320,"out_height":400},"frames":[{"frame":47,"pts_s":1.88,"box":[1.0,2.5,30.0,40.0],"score":0.5},{"frame":48,"pts_s":1.92,"box":[2.0,3.0,31.0,41.0],"score":0.25}]}"#
+        );
+    }
 }
