@@ -431,3 +431,23 @@ fn a_full_disk_is_a_storage_full_error_naming_the_file_and_leaves_nothing() {
     }
     assert!(part_files(&mnt).is_empty(), "{:?}", part_files(&mnt));
 }
+
+#[test]
+fn jpeg_quality_and_minimum_size_are_applied_to_the_snapshots() {
+    let (full, _) = full_clip();
+    let dir = tempfile::tempdir().unwrap();
+    let peak = boxes()[25];
+    let mut sizes = Vec::new();
+    for (quality, min) in [(20u8, 160u32), (95, 480)] {
+        let s = EvidenceSettings { jpeg_quality: quality, crop_min_size: min, ..Default::default() };
+        let (a, b) = (dir.path().join(format!("{quality}.jpg")), dir.path().join(format!("{quality}-crop.jpg")));
+        let bytes = write_snapshots(full, CLIP_START_S, &peak, "bike", &a, &b, &s).unwrap();
+        let crop = image::open(&b).unwrap().to_rgb8();
+        // The peak box is 80 x 120; with the margin 112 x 168, scaled until its shorter side is `min`.
+        let r = CropRegion::around([peak.bbox], 640, 272, &s).unwrap();
+        assert_eq!(crop.dimensions(), (r.out_width, r.out_height));
+        assert_eq!(crop.width().min(crop.height()), min.max(r.width.min(r.height)), "{r:?}");
+        sizes.push(bytes.len());
+    }
+    assert!(sizes[0] * 2 < sizes[1], "quality 20 is much smaller than 95: {sizes:?}");
+}
