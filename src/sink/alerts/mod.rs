@@ -14,6 +14,11 @@
 //! workers deliver what they can until a deadline, and what is left stays in the spool for the next start.
 //! What is refused for good (an HTTP 4xx) is kept in the spool's `rejected/` directory instead of retried.
 //!
+//! # Configuration
+//!
+//! `[alerts.mqtt]`, `[[alerts.webhooks]]` and `[alerts.spool]` in the TOML config, with `--mqtt` and `--webhook`
+//! on the command line: see [`config`] for every key, its default, and where the MQTT password goes.
+//!
 //! # MQTT
 //!
 //! Topics, with the default prefix `lookout` (see [`MqttSettings`]), as Frigate users know them
