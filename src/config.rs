@@ -9,6 +9,7 @@
 //! dir = "runs/today"          # default "out"
 //! annotate = true             # default false
 //! clips = true                # each event's clip and evidence in dir/<source>/ (default true)
+//! max_open_clips = 16         # clips recorded at once; past it an event's clip fails at once (default 16)
 //!
 //! [inference]
 //! every = 3                   # infer every 3rd frame (default 1)
@@ -136,6 +137,10 @@ pub struct OutputConfig {
     /// Write each event's clip (`<dir>/<source>/<event-id>.mp4`, pre-roll to post-roll) and evidence. Default
     /// true.
     pub clips: Option<bool>,
+    /// Clips being recorded at once, over every source; past it a new event's clip fails at once with a reason
+    /// (memory, threads and file descriptors stay bounded). Default
+    /// [`crate::sink::clips::DEFAULT_MAX_OPEN_CLIPS`].
+    pub max_open_clips: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

@@ -191,8 +191,13 @@ pub fn run(common: &Common, args: WatchArgs) -> anyhow::Result<ExitCode> {
         progress: true,
         source_names: names,
         decode_only: args.decode_only,
-        clips: (!args.no_clips && config.output.clips.unwrap_or(true))
-            .then(lookout::sink::clips::ClipSettings::default),
+        clips: (!args.no_clips && config.output.clips.unwrap_or(true)).then(|| {
+            let d = lookout::sink::clips::ClipSettings::default();
+            lookout::sink::clips::ClipSettings {
+                max_open_clips: config.output.max_open_clips.unwrap_or(d.max_open_clips).max(1),
+                ..d
+            }
+        }),
         alerts,
         retention,
         serve_rtsp: match &args.serve_rtsp {

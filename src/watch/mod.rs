@@ -220,7 +220,11 @@ impl std::fmt::Display for Summary {
             self.batches, self.inference.p50_ms, self.inference.p95_ms, self.events
         )?;
         if let Some(c) = &self.clips {
-            writeln!(f, "  clips: {} written, {} failed", c.written, c.failed)?;
+            writeln!(
+                f,
+                "  clips: {} written, {} failed ({} over max_open_clips, {} at most at once)",
+                c.written, c.failed, c.over_cap, c.peak_open
+            )?;
         }
         Ok(())
     }

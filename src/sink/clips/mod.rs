@@ -68,6 +68,11 @@ pub const DEFAULT_QUEUE_CAPACITY: usize = 32;
 pub const DEFAULT_MAX_CLIP_BYTES: usize = 256 << 20;
 /// Default [`ClipSettings::finish_timeout_ms`].
 pub const DEFAULT_FINISH_TIMEOUT_MS: u64 = 60_000;
+/// Default [`ClipSettings::max_open_clips`].
+pub const DEFAULT_MAX_OPEN_CLIPS: usize = 16;
+/// A bus wait that returns empty-handed this long before its deadline did not wait at all (GStreamer's bus has
+/// no poll when the process ran out of file descriptors): the clip fails instead of spinning.
+const BUS_EARLY_RETURN: Duration = Duration::from_millis(20);
 /// The frames of a source remembered for the sidecar's boxes before an event starts, beyond the pre-roll.
 const HISTORY_EXTRA_S: f64 = 15.0;
 /// At most this many frames are remembered for the sidecar before an event starts.
@@ -81,6 +86,11 @@ pub struct ClipSettings {
     /// Jobs waiting for each worker; when full, the clip is marked failed (never blocks). Default
     /// [`DEFAULT_QUEUE_CAPACITY`].
     pub queue_capacity: usize,
+    /// Clips being recorded at once, over every source: each holds a pipeline (threads, a bus fd, a file) and
+    /// its packets from its event's start until its worker has finished it. Past it a new event's clip fails at
+    /// once (counted in [`ClipStatsSnapshot::over_cap`]), so memory, threads and fds stay bounded however many
+    /// events there are. Default [`DEFAULT_MAX_OPEN_CLIPS`].
+    pub max_open_clips: usize,
     /// The bytes a clip may hold in memory (before its worker takes it, or waiting in its appsrc); past it the
     /// clip fails. Default [`DEFAULT_MAX_CLIP_BYTES`].
     pub max_clip_bytes: usize,
@@ -102,6 +112,7 @@ impl Default for ClipSettings {
         ClipSettings {
             workers: DEFAULT_WORKERS,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            max_open_clips: DEFAULT_MAX_OPEN_CLIPS,
             max_clip_bytes: DEFAULT_MAX_CLIP_BYTES,
             ring_max_bytes: ring::DEFAULT_MAX_BYTES,
             finish_timeout_ms: DEFAULT_FINISH_TIMEOUT_MS,
@@ -131,6 +142,12 @@ pub struct ClipStats {
     pub failed: AtomicU64,
     /// Jobs refused because a worker's queue was full.
     pub queue_full: AtomicU64,
+    /// Clips refused because [`ClipSettings::max_open_clips`] were being recorded.
+    pub over_cap: AtomicU64,
+    /// Clips being recorded now (each holds an [`OpenSlot`]).
+    pub open: AtomicU64,
+    /// The most clips recorded at once.
+    pub peak_open: AtomicU64,
 }
 
 /// The counters at the end of a run.
@@ -144,6 +161,10 @@ pub struct ClipStatsSnapshot {
     pub failed: u64,
     /// Jobs refused because a worker's queue was full.
     pub queue_full: u64,
+    /// Clips refused at once because `max_open_clips` clips were being recorded.
+    pub over_cap: u64,
+    /// The most clips recorded at once (never more than `max_open_clips`).
+    pub peak_open: u64,
     /// Packets a clip could not take because it was over its bound (its clip failed), over every source.
     pub dropped_packets: u64,
     /// GOPs the pre-roll rings dropped to stay under their byte bound (a pre-roll shorter than asked).
@@ -162,8 +183,41 @@ impl ClipStats {
             written: self.written.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             queue_full: self.queue_full.load(Ordering::Relaxed),
+            over_cap: self.over_cap.load(Ordering::Relaxed),
+            peak_open: self.peak_open.load(Ordering::Relaxed),
             ..ClipStatsSnapshot::default()
         }
+    }
+}
+
+/// One of the [`ClipSettings::max_open_clips`] places of a clip being recorded: taken when its event starts,
+/// given back when dropped (its worker has finished the clip, or the clip failed before it got a pipeline).
+#[derive(Debug)]
+struct OpenSlot {
+    stats: Arc<ClipStats>,
+}
+
+impl OpenSlot {
+    /// A place, or `None` when `max` clips are open already (counted in `over_cap`). Never waits.
+    fn take(stats: &Arc<ClipStats>, max: usize) -> Option<OpenSlot> {
+        let max = max.max(1) as u64;
+        let taken = stats.open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1));
+        match taken {
+            Ok(before) => {
+                stats.peak_open.fetch_max(before + 1, Ordering::Relaxed);
+                Some(OpenSlot { stats: stats.clone() })
+            }
+            Err(_) => {
+                ClipStats::add(&stats.over_cap);
+                None
+            }
+        }
+    }
+}
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        self.stats.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -238,6 +292,8 @@ struct FinishJob {
     boxes: Vec<FrameBox>,
     /// Stream time minus pipeline time, in seconds.
     offset_s: f64,
+    /// Given back when the worker is done with the clip (this job is dropped).
+    _slot: Option<OpenSlot>,
 }
 
 /// The clip writer: its workers, shared by every source of a run. Make one [`ClipRecorder`] per source with
@@ -269,8 +325,11 @@ impl ClipWriter {
         let outputs = Outputs { log, alerter, stats: Arc::new(ClipStats::default()), write_failures };
         let mut senders = Vec::new();
         let mut threads = Vec::new();
+        // A clip in flight has at most one Start and one Finish waiting, and at most `max_open_clips` are in
+        // flight: with room for twice that, the Finish of a clip whose pipeline is open is never refused.
+        let capacity = settings.queue_capacity.max(2 * settings.max_open_clips).max(1);
         for i in 0..settings.workers.max(1) {
-            let (tx, rx) = bounded::<Job>(settings.queue_capacity.max(1));
+            let (tx, rx) = bounded::<Job>(capacity);
             let worker = Worker { settings: settings.clone(), outputs: outputs.clone(), running: HashMap::new() };
             let name = format!("clip-{i}");
             let handle = std::thread::Builder::new()
@@ -361,8 +420,10 @@ struct Active {
     track_id: u64,
     boxes: Vec<FrameBox>,
     last: LifecycleEvent,
-    /// Set when the clip failed already (a full queue): every line says so.
+    /// Set when the clip failed already (a full queue, too many clips open): every line says so.
     error: Option<String>,
+    /// Its place among the open clips; `None` once it failed.
+    slot: Option<OpenSlot>,
 }
 
 /// The tracks of one recent frame, for the boxes of an event's pre-roll.
@@ -415,6 +476,9 @@ impl ClipRecorder {
 
     fn start(&mut self, ev: &LifecycleEvent) -> Clips {
         ClipStats::add(&self.outputs.stats.started);
+        let Some(slot) = OpenSlot::take(&self.outputs.stats, self.settings.max_open_clips) else {
+            return self.refuse(ev);
+        };
         let from_s = ev.start.at.pts_s - ev.pre_roll_s;
         let feed = self.tap.open_feed(self.pipeline_ns(from_s), self.settings.max_clip_bytes);
         feed.release_until(self.pipeline_ns(ev.last.at.pts_s + ev.post_roll_s));
@@ -441,10 +505,46 @@ impl ClipRecorder {
             self.tap.close_feed(&feed);
         }
         let clips = self.planned(&ev.event_id, &error);
-        self.active.insert(
-            ev.event_id.clone(),
-            Active { id, worker, feed, tmp, query: ev.query, track_id: ev.track_id, boxes, last: ev.clone(), error },
+        let slot = error.is_none().then_some(slot);
+        let active = Active {
+            id,
+            worker,
+            feed,
+            tmp,
+            query: ev.query,
+            track_id: ev.track_id,
+            boxes,
+            last: ev.clone(),
+            error,
+            slot,
+        };
+        self.active.insert(ev.event_id.clone(), active);
+        clips
+    }
+
+    /// An event past [`ClipSettings::max_open_clips`]: its clip fails at once, and it holds nothing (no feed on
+    /// the tap, no pipeline, no boxes) until its `clips` line is written when it closes.
+    fn refuse(&mut self, ev: &LifecycleEvent) -> Clips {
+        let error = format!(
+            "{} clips were being recorded at once (max_open_clips): this event has no clip; raise max_open_clips \
+             in [output], or a query's threshold if it matches that often",
+            self.settings.max_open_clips.max(1)
         );
+        debug!(event = %ev.event_id, %error, "clip refused");
+        let clips = self.planned(&ev.event_id, &Some(error.clone()));
+        let active = Active {
+            id: u64::MAX,
+            worker: 0,
+            feed: Feed::failed(error.clone()),
+            tmp: PathBuf::new(),
+            query: ev.query,
+            track_id: ev.track_id,
+            boxes: Vec::new(),
+            last: ev.clone(),
+            error: Some(error),
+            slot: None,
+        };
+        self.active.insert(ev.event_id.clone(), active);
         clips
     }
 
@@ -486,6 +586,7 @@ impl ClipRecorder {
             event: a.last,
             boxes: a.boxes,
             offset_s: self.offset_s,
+            _slot: a.slot,
         };
         if let Err(error) = self.submit(a.worker, Job::Finish(Box::new(job))) {
             // The worker drops the pipeline and its `.part` when it ends.
@@ -503,7 +604,8 @@ impl ClipSink for ClipRecorder {
         if let Some(ns) = pts_ns {
             self.offset_s = at.pts_s - ns as f64 / 1e9;
         }
-        for a in self.active.values_mut() {
+        // A failed clip needs no boxes.
+        for a in self.active.values_mut().filter(|a| a.error.is_none()) {
             if let Some(t) = tracks.iter().find(|t| t.track_id == a.track_id && t.query == a.query && !t.lost) {
                 a.boxes.push(FrameBox { frame: at.frame, pts_s: at.pts_s, bbox: t.bbox, score: t.score });
             }
@@ -751,20 +853,34 @@ fn build_clip_pipeline(
     Ok((pipeline, appsrc))
 }
 
-/// Waits for EOS (or an error) on the pipeline's bus until `deadline`.
+/// Waits for EOS (or an error) on the pipeline's bus until `deadline`. Never spins: a wait that returns nothing
+/// well before the deadline (a bus without a poll, GStreamer's state when the process is out of file
+/// descriptors, or a flushing bus) fails the clip at once.
 fn wait_eos(pipeline: &gst::Pipeline, deadline: Instant) -> Result<(), String> {
     let bus = pipeline.bus().ok_or_else(|| "the clip pipeline has no bus".to_string())?;
+    wait_eos_with(deadline, |left| {
+        bus.timed_pop_filtered(
+            gst::ClockTime::from_nseconds(left.as_nanos() as u64),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+    })
+}
+
+/// [`wait_eos`] with `pop(left)`: the bus's next EOS or error within `left`.
+fn wait_eos_with(deadline: Instant, mut pop: impl FnMut(Duration) -> Option<gst::Message>) -> Result<(), String> {
+    // Each turn either returns or takes a message off the bus (EOS and errors only): bounded by the deadline.
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err("the muxer did not finish in time".into());
         }
-        let msg = bus.timed_pop_filtered(
-            gst::ClockTime::from_nseconds(left.as_nanos() as u64),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        );
-        match msg {
-            None => continue,
+        match pop(left) {
+            None if deadline.saturating_duration_since(Instant::now()) > BUS_EARLY_RETURN => {
+                return Err(
+                    "could not wait on the clip pipeline's bus (is the process out of file descriptors?)".into()
+                );
+            }
+            None => return Err("the muxer did not finish in time".into()),
             Some(m) => match m.view() {
                 gst::MessageView::Eos(_) => return Ok(()),
                 gst::MessageView::Error(e) => {
@@ -807,15 +923,21 @@ mod tests {
 
     /// A recorder whose one worker queue (capacity 1) is already full and never drained.
     fn recorder_with_a_full_queue(out: &Path) -> (ClipRecorder, Receiver<Job>) {
+        let (recorder, rx) = recorder_with(out, ClipSettings { queue_capacity: 1, ..ClipSettings::default() });
+        let blocker = recorder.tap.open_feed(0, 1 << 20);
+        recorder.senders[0].try_send(Job::Start(StartJob { id: 99, feed: blocker, tmp: out.join("x") })).unwrap();
+        (recorder, rx)
+    }
+
+    /// A recorder with one worker queue of `settings.queue_capacity` that no worker drains (the test does).
+    fn recorder_with(out: &Path, settings: ClipSettings) -> (ClipRecorder, Receiver<Job>) {
         gst::init().unwrap();
         let log = Arc::new(Mutex::new(
             EventLog::open(out, EventLogSettings { wall_time: false, ..Default::default() }).unwrap(),
         ));
-        let (tx, rx) = bounded::<Job>(1);
+        let (tx, rx) = bounded::<Job>(settings.queue_capacity);
         let tap = PacketTap::new(RingSettings::default());
-        let blocker = tap.open_feed(0, 1 << 20);
-        tx.try_send(Job::Start(StartJob { id: 99, feed: blocker, tmp: out.join("x") })).unwrap();
-        let settings = Arc::new(ClipSettings { queue_capacity: 1, ..ClipSettings::default() });
+        let settings = Arc::new(settings);
         let outputs = Outputs {
             log,
             alerter: None,
@@ -857,6 +979,71 @@ mod tests {
         assert_eq!(line.clips.status, ClipsStatus::Failed);
         assert_eq!((line.event_id.as_str(), line.source.as_str()), ("cam-0-3-50", "rtsp://***@cam/live"));
         assert_eq!(line.clips.clip.as_deref(), Some("cam/cam-0-3-50.mp4"));
+    }
+
+    fn event_of_track(kind: LifecycleKind, track_id: u64) -> LifecycleEvent {
+        LifecycleEvent { event_id: format!("cam-0-{track_id}-50"), track_id, ..event(kind) }
+    }
+
+    #[test]
+    fn past_max_open_clips_a_clip_fails_at_once_and_its_place_comes_back_when_a_clip_is_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = ClipSettings { queue_capacity: 16, max_open_clips: 2, ..ClipSettings::default() };
+        let (mut r, rx) = recorder_with(dir.path(), settings);
+        let started = Instant::now();
+        for track in 0..2 {
+            assert_eq!(r.on_event(&event_of_track(LifecycleKind::Start, track)).status, ClipsStatus::Pending);
+        }
+        // The third event at once is over the bound: failed at once, with the reason, and nothing held for it.
+        let third = r.on_event(&event_of_track(LifecycleKind::Start, 2));
+        assert_eq!(third.status, ClipsStatus::Failed);
+        let reason = third.error.unwrap();
+        assert!(reason.contains("2 clips were being recorded at once (max_open_clips)"), "{reason}");
+        assert!(!reason.contains('\n'));
+        assert_eq!(r.tap.open_feeds(), 2, "a refused clip takes no packets");
+        assert!(r.on_event(&event_of_track(LifecycleKind::Update, 2)).status == ClipsStatus::Failed);
+        let s = r.outputs.stats.snapshot();
+        assert_eq!((s.started, s.over_cap, s.peak_open), (3, 1, 2));
+        assert!(rx.try_recv().is_ok_and(|j| matches!(j, Job::Start(_))));
+        assert!(rx.try_recv().is_ok_and(|j| matches!(j, Job::Start(_))));
+        assert!(rx.is_empty(), "the refused clip sent no job");
+        // Track 0 closes: its place is held by its Finish job until the worker is done with it.
+        r.on_event(&event_of_track(LifecycleKind::Closed, 0));
+        let finish = rx.try_recv().unwrap();
+        assert_eq!(r.on_event(&event_of_track(LifecycleKind::Start, 3)).status, ClipsStatus::Failed);
+        drop(finish);
+        assert_eq!(r.on_event(&event_of_track(LifecycleKind::Start, 4)).status, ClipsStatus::Pending);
+        // The refused event's line is written when it closes, and says why.
+        r.on_event(&event_of_track(LifecycleKind::Closed, 2));
+        let text = std::fs::read_to_string(dir.path().join(crate::sink::EVENTS_FILE_NAME)).unwrap();
+        let line: ClipsRecord = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        assert_eq!((line.event_id.as_str(), line.clips.status), ("cam-0-2-50", ClipsStatus::Failed));
+        assert!(line.clips.error.unwrap().contains("max_open_clips"));
+        let s = r.outputs.stats.snapshot();
+        assert_eq!((s.over_cap, s.peak_open, r.outputs.stats.open.load(Ordering::Relaxed)), (2, 2, 2));
+        assert!(started.elapsed() < Duration::from_secs(2), "never waits");
+    }
+
+    #[test]
+    fn wait_eos_fails_at_once_on_a_bus_it_cannot_wait_on() {
+        gst::init().unwrap();
+        // A bus without a poll returns nothing at once (after a GStreamer-CRITICAL): one try, not a loop.
+        let mut tries = 0;
+        let started = Instant::now();
+        let error = wait_eos_with(Instant::now() + Duration::from_secs(10), |_| {
+            tries += 1;
+            None
+        })
+        .unwrap_err();
+        assert_eq!(tries, 1);
+        assert!(started.elapsed() < Duration::from_secs(1), "returned after {:?}", started.elapsed());
+        assert!(error.contains("could not wait on the clip pipeline's bus"), "{error}");
+        // A real bus that just has nothing waits until the deadline, and says the muxer was too slow.
+        let quiet = gst::parse::launch("fakesrc ! fakesink").unwrap().downcast::<gst::Pipeline>().unwrap();
+        let started = Instant::now();
+        let error = wait_eos(&quiet, Instant::now() + Duration::from_millis(200)).unwrap_err();
+        assert!(started.elapsed() >= Duration::from_millis(180), "{:?}", started.elapsed());
+        assert!(error.contains("did not finish in time"), "{error}");
     }
 
     #[test]

@@ -110,6 +110,11 @@ impl PacketTap {
         feed.close();
     }
 
+    /// Feeds taking packets now.
+    pub fn open_feeds(&self) -> usize {
+        self.lock().feeds.len()
+    }
+
     /// The ring's counters.
     pub fn ring_stats(&self) -> RingStats {
         self.lock().ring.stats()
@@ -248,6 +253,13 @@ impl Feed {
                 error: None,
             }),
         }
+    }
+
+    /// A feed that failed with `error` before it took anything (it is on no tap).
+    pub fn failed(error: String) -> Arc<Feed> {
+        let feed = Feed::new(None, 0);
+        feed.fail(error);
+        Arc::new(feed)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, FeedInner> {
