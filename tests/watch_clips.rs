@@ -342,3 +342,48 @@ fn a_live_rtsp_camera_gets_clips_from_its_own_packets() {
     no_part_files(&dir);
     drop(server);
 }
+
+/// Dozens of tracks at once (every box of the tiny model matches at threshold 0): never more than
+/// `max_open_clips` clips are recorded at once, the others fail at once and say why, every event still gets its
+/// one `clips` line, and those recorded are whole.
+#[test]
+fn many_simultaneous_events_never_open_more_clips_than_max_open_clips() {
+    let out = tempfile::tempdir().unwrap();
+    let config = write_config(
+        out.path(),
+        "[output]\nmax_open_clips = 3\n\n[[query]]\ntext = \"a person riding a bicycle\"\nthreshold = 0.0\n\
+         min_frames = 1\nwindow = 1\npre_roll_s = 0.5\npost_roll_s = 0.5\n",
+    );
+    let run = out.path().join("run");
+    let o = watch_cmd(&fixture("bikes.mp4"), &config, &run).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let all = lines(&run);
+    let starts: Vec<&Value> = all.iter().filter(|l| l["type"] == "start").collect();
+    let finals: Vec<&Value> = all.iter().filter(|l| l["type"] == "clips").collect();
+    let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+    eprintln!("{} events; clips {}", starts.len(), s["clips"]);
+    assert!(starts.len() >= 12, "dozens of simultaneous tracks wanted, got {} events", starts.len());
+    assert_eq!(starts.len(), finals.len(), "one clips line per event");
+    let c = &s["clips"];
+    let peak = c["peak_open"].as_u64().unwrap();
+    assert!((1..=3).contains(&peak), "{c}");
+    assert!(c["over_cap"].as_u64().unwrap() > 0, "{c}");
+    assert_eq!(c["written"].as_u64().unwrap() + c["failed"].as_u64().unwrap(), finals.len() as u64, "{c}");
+    let mut written = 0;
+    for fin in &finals {
+        match fin["clips"]["status"].as_str().unwrap() {
+            "written" => {
+                written += 1;
+                let clip = run.join(fin["clips"]["clip"].as_str().unwrap());
+                let info = clip_info(&clip);
+                assert_eq!(lookout::sink::probe_video(&clip).unwrap().frames, info.packets, "{fin}");
+            }
+            _ => {
+                let error = fin["clips"]["error"].as_str().unwrap();
+                assert!(error.contains("max_open_clips") && !error.contains('\n'), "{fin}");
+            }
+        }
+    }
+    assert!(written >= 3, "{written} written");
+    no_part_files(&run.join("bikes"));
+}
