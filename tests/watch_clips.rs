@@ -227,14 +227,22 @@ fn sigterm_in_an_event_leaves_a_playable_clip_and_a_shutdown_end() {
     let ends: Vec<&Value> = all.iter().filter(|l| l["type"] == "end").collect();
     assert!(!ends.is_empty());
     assert!(ends.iter().all(|e| e["reason"] == "shutdown"), "{ends:?}");
+    let mut written = 0;
     for end in ends {
         let fin = all.iter().find(|l| l["type"] == "clips" && l["event_id"] == end["event_id"]).unwrap();
+        // Threshold 0 makes more tracks than the default max_open_clips: those past it have no clip.
+        if fin["clips"]["status"] == "failed" {
+            assert!(fin["clips"]["error"].as_str().unwrap().contains("max_open_clips"), "{fin}");
+            continue;
+        }
+        written += 1;
         assert_eq!(fin["clips"]["status"], "written", "{fin}");
         let clip = run.join(fin["clips"]["clip"].as_str().unwrap());
         let decoded = lookout::sink::probe_video(&clip).unwrap();
         assert!(decoded.frames > 0, "the clip plays");
         assert!(decoded.frames < 6000, "the clip is cut at the shutdown, not at the end of the file");
     }
+    assert!(written > 0, "no clip written");
     no_part_files(&run.join("long"));
 }
 
