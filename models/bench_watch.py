@@ -21,7 +21,9 @@ One invocation measures, on this machine, with the same ONNX Runtime threads eve
                   sources of the 1080p clip; and 1 source with --annotate (adds full-frame RGB, drawing, encoding).
   5. queries      the end-to-end run (without --annotate, so only the queries differ) with 1 and with 20 queries.
   6. memory       VmRSS / VmHWM of the lookout process, read from /proc/<pid>/status every second, during a replay
-                  of the 10-minute clip (`--every 50 --annotate`: 300 inferences, full model), 5 queries.
+                  of the 10-minute clip (`--every 50 --annotate`: 300 inferences, full model), 5 queries, with
+                  event clips on (every other run has `--no-clips`: the random-weight model's storm of events would
+                  measure the clip writer, not the pipeline).
 
 Steady state, by differencing: every end-to-end and decode-only figure runs twice, on the 250-frame clip and on
 its 50-frame prefix, and
@@ -283,7 +285,11 @@ def run_lookout(label: str, argv: list[str], log_path: Path, sample_rss: bool = 
     return run
 
 
-def watch(label, sources, queries, model, out, every=1, annotate=False, decode_only=False, sample_rss=False) -> Run:
+def watch(label, sources, queries, model, out, every=1, annotate=False, decode_only=False, sample_rss=False,
+          clips=False) -> Run:
+    """One `lookout watch` run. Event clips are off (`--no-clips`) unless `clips`: a random-weight model matches
+    everything, and its storm of events would measure the clip writer, not the pipeline; the memory replay turns
+    them on, to show that memory stays bounded with clips being written."""
     out = WORK / "runs" / out
     if out.exists():
         shutil.rmtree(out)
@@ -296,6 +302,8 @@ def watch(label, sources, queries, model, out, every=1, annotate=False, decode_o
         argv.append("--annotate")
     if decode_only:
         argv.append("--decode-only")
+    if not clips:
+        argv.append("--no-clips")
     return run_lookout(label, argv, out / "stderr.log", sample_rss)
 
 
@@ -641,7 +649,7 @@ def main(argv=None) -> int:
     if "memory" in parts:
         log(f"memory: {clip_loop.name} (--every {a.rss_every} --annotate), VmRSS every second:")
         rss_run = watch("memory replay", [clip_loop], QUERIES_5, model, "memory", every=a.rss_every, annotate=True,
-                        sample_rss=True)
+                        sample_rss=True, clips=True)
         rss = rss_figures(rss_run, rss_warmup)
         if rss:
             growth = (rss["end_mib"] - rss["start_mib"]) / rss["start_mib"]
