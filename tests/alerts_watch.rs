@@ -313,7 +313,8 @@ impl Subscriber {
     /// `clean`: a session the broker forgets (it still sends the retained messages on subscribing).
     fn start_as(port: u16, client_id: &str, clean: bool) -> Subscriber {
         let mut o = MqttOptions::new(client_id, "127.0.0.1", port);
-        o.set_keep_alive(Duration::from_secs(5)).set_clean_session(clean);
+        // Snapshots are JPEGs of tens of kB: rumqttc refuses incoming packets over 10 kB by default.
+        o.set_keep_alive(Duration::from_secs(5)).set_clean_session(clean).set_max_packet_size(16 << 20, 16 << 20);
         let (client, mut connection) = Client::new(o, 16);
         let (tx, rx) = crossbeam_channel::unbounded();
         let stop = Arc::new(AtomicBool::new(false));
