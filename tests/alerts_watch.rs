@@ -765,12 +765,15 @@ fn clips_lines_and_snapshots_reach_the_broker_as_home_assistant_expects() {
     }
 
     // Snapshots: JPEG on <prefix>/<source>/snapshot, once the evidence writer makes them.
-    let snapshots: Vec<&Msg> = sub.seen.iter().filter(|m| m.topic.ends_with("/snapshot")).collect();
     // (A failed clip's line names the paths that were meant; a written one names what exists.)
     let with_snapshot = lines
         .iter()
         .filter(|l| l["type"] == "clips" && l["clips"]["status"] == "written" && l["clips"]["snapshot"].is_string())
         .count();
+    // A snapshot follows its clips line.
+    let count = |s: &Subscriber| s.seen.iter().filter(|m| m.topic.ends_with("/snapshot")).count();
+    sub.wait_for("every snapshot", |s| count(s) >= with_snapshot);
+    let snapshots: Vec<&Msg> = sub.seen.iter().filter(|m| m.topic.ends_with("/snapshot")).collect();
     assert_eq!(snapshots.len(), with_snapshot, "one snapshot per written clips line that names one");
     for m in &snapshots {
         assert_eq!(m.topic, "lookout/bikes/snapshot");
