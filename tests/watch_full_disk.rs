@@ -199,8 +199,12 @@ fn a_clip_that_does_not_fit_is_marked_failed_and_reported_once() {
 
     if mount.is_some() {
         // The tmpfs: filesink says "no space left", which is the disk full that the event log meets too.
+        // (Some events get no clip at all: more were open at once than max_open_clips allows.)
+        let full = clips.iter().filter(|c| c["clips"]["error"].as_str().is_some_and(|e| e.contains("disk full")));
+        assert!(full.count() >= 1, "the clips that were recorded failed for the full disk, and say so");
         for c in &clips {
-            assert!(c["clips"]["error"].as_str().is_some_and(|e| e.contains("disk full")), "{c}");
+            let e = c["clips"]["error"].as_str().unwrap_or_default();
+            assert!(e.contains("disk full") || e.contains("max_open_clips"), "{c}");
         }
         let reports: Vec<&str> = stderr.lines().filter(|l| l.contains("disk full")).collect();
         assert_eq!(reports.len(), 1, "one report for every clip and line that failed:\n{stderr}");
