@@ -395,3 +395,86 @@ fn many_simultaneous_events_never_open_more_clips_than_max_open_clips() {
     assert!(written >= 3, "{written} written");
     no_part_files(&run.join("bikes"));
 }
+
+/// bikes.mp4 re-encoded with B-frames (x264enc bframes=2 b-adapt=false, a keyframe every 25 frames) into `path`,
+/// its presentation times moved `pts_ahead_s` after its decoding times (a large composition offset, as some
+/// encoders write: valid, but PTS and DTS far apart).
+fn bikes_with_b_frames(path: &Path, pts_ahead_s: u64) {
+    gst::init().unwrap();
+    let desc = format!(
+        "filesrc location=\"{}\" ! decodebin ! videoconvert ! x264enc bframes=2 b-adapt=false key-int-max=25 \
+         speed-preset=ultrafast name=enc ! h264parse ! mp4mux ! filesink location=\"{}\"",
+        fixture("bikes.mp4").display(),
+        path.display()
+    );
+    let pipeline = gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap();
+    let enc = pipeline.by_name("enc").unwrap();
+    enc.static_pad("src").unwrap().add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(gst::PadProbeData::Buffer(b)) = &mut info.data {
+            let b = b.make_mut();
+            if let Some(p) = b.pts() {
+                b.set_pts(p + gst::ClockTime::from_seconds(pts_ahead_s));
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let msg = bus
+        .timed_pop_filtered(gst::ClockTime::from_seconds(60), &[gst::MessageType::Eos, gst::MessageType::Error])
+        .expect("re-encoding bikes.mp4 took over 60 s");
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
+}
+
+/// B-frames (PTS `pts_ahead_s` ahead of DTS beyond the reordering): every clip is muxed (no "Buffer has no PTS"),
+/// plays to its end, and spans the event's pre-roll to its post-roll.
+fn b_frame_clips_play_and_span_pre_roll_to_post_roll(pts_ahead_s: u64) {
+    let out = tempfile::tempdir().unwrap();
+    let src = out.path().join("bframes.mp4");
+    bikes_with_b_frames(&src, pts_ahead_s);
+    let (pre, post) = (1.0, 0.5);
+    let config = write_config(
+        out.path(),
+        &format!(
+            "[output]\nmax_open_clips = 200\n\n[[query]]\ntext = \"a person riding a bicycle\"\nthreshold = 0.0\n\
+             min_frames = 1\nwindow = 1\nend_after_s = 0.5\npre_roll_s = {pre}\npost_roll_s = {post}\n"
+        ),
+    );
+    let run = out.path().join("run");
+    let o = watch_cmd(&src, &config, &run).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(!stderr.contains("multiplex") && !stderr.contains("CRITICAL"), "{stderr}");
+    let all = lines(&run);
+    let ends: Vec<&Value> = all.iter().filter(|l| l["type"] == "end").collect();
+    let finals: Vec<&Value> = all.iter().filter(|l| l["type"] == "clips").collect();
+    assert!(!ends.is_empty());
+    assert_eq!(ends.len(), finals.len(), "one clips line per event");
+    // The stream's first and last frame (stream time): events start on the first inferred frame and end at the
+    // last one.
+    let first_s = ends.iter().map(|e| e["start"]["pts_s"].as_f64().unwrap()).fold(f64::MAX, f64::min);
+    let last_s = ends.iter().map(|e| e["end"]["pts_s"].as_f64().unwrap()).fold(f64::MIN, f64::max);
+    for end in &ends {
+        let id = end["event_id"].as_str().unwrap();
+        let fin = finals.iter().find(|f| f["event_id"] == id).unwrap();
+        assert_eq!(fin["clips"]["status"], "written", "{fin}");
+        let clip = run.join(fin["clips"]["clip"].as_str().unwrap());
+        let info = clip_info(&clip);
+        let decoded = lookout::sink::probe_video(&clip).unwrap();
+        assert_eq!(decoded.frames, info.packets, "{id}: every packet decodes, to EOS");
+        let (start, stop) = (end["start"]["pts_s"].as_f64().unwrap(), end["end"]["pts_s"].as_f64().unwrap());
+        let want = (stop + post).min(last_s) - (start - pre).max(first_s);
+        let got = info.last_pts_s - info.first_pts_s;
+        eprintln!("{id}: clip {got:.2} s ({} frames) for {want:.2} s wanted", info.packets);
+        assert!(got + FRAME_S + 1e-3 >= want, "{id}: {got:.3} s < {want:.3} s wanted");
+        // One GOP (1 s) more at most, and the frames a B-frame stream decodes ahead at the end.
+        assert!(got <= want + 1.0 + 3.0 * FRAME_S + 1e-3, "{id}: {got:.3} s for {want:.3} s wanted");
+    }
+    no_part_files(&run.join("bframes"));
+}
+
+#[test]
+fn b_frame_clips_are_muxed_whole() {
+    b_frame_clips_play_and_span_pre_roll_to_post_roll(0);
+}

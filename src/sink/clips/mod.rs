@@ -827,7 +827,16 @@ fn build_clip_pipeline(
     encoder: &str,
 ) -> Result<(gst::Pipeline, gst_app::AppSrc), String> {
     let codec = caps.structure(0).map(|s| s.name().to_string()).unwrap_or_default();
+    // Packets the source's parser has already framed as mp4mux takes them go straight in: a second parser would
+    // re-derive their timestamps, and GstBaseParse leaves without a PTS a buffer whose PTS repeats the one before
+    // it (files with broken timestamps have such runs): mp4mux then fails the whole clip ("Buffer has no PTS").
+    let ready_for_mp4 = caps.structure(0).is_some_and(|s| {
+        matches!(s.get::<&str>("stream-format"), Ok("avc" | "avc3" | "hvc1" | "hev1"))
+            && s.get::<&str>("alignment") == Ok("au")
+    });
     let middle = match codec.as_str() {
+        // (The caps filter makes mp4mux give a video pad.)
+        "video/x-h264" | "video/x-h265" if ready_for_mp4 => codec.clone(),
         "video/x-h264" => "h264parse".to_string(),
         "video/x-h265" => "h265parse".to_string(),
         _ => format!("decodebin ! {encoder}"),

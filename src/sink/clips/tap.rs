@@ -398,7 +398,11 @@ fn rebased(packet: &Packet, base: u64) -> gst::Buffer {
     let mut b = packet.buffer.copy();
     {
         let b = b.make_mut();
-        b.set_pts(packet.pts_ns.map(|t| gst::ClockTime::from_nseconds(t.saturating_sub(base))));
+        // mp4mux refuses a buffer without a PTS (the whole clip fails: "Buffer has no PTS"). A source's parser
+        // leaves some without one when the file's DTS do not advance (seen: a file whose DTS stay constant for a
+        // GOP): such a packet is shown at its decoding time, as a decoder without reordering would.
+        let pts = packet.pts_ns.or(packet.dts_ns);
+        b.set_pts(pts.map(|t| gst::ClockTime::from_nseconds(t.saturating_sub(base))));
         b.set_dts(packet.dts_ns.map(|t| gst::ClockTime::from_nseconds(t.saturating_sub(base))));
     }
     b
