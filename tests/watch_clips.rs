@@ -112,6 +112,7 @@ fn no_part_files(dir: &Path) {
 }
 
 /// Keyframes of bikes.mp4 (presentation times): its longest GOP is 2.44 s.
+const BIKES_KEYFRAMES_S: [f64; 6] = [0.08, 1.28, 3.12, 5.56, 7.56, 9.76];
 const BIKES_MAX_GOP_S: f64 = 2.44;
 const BIKES_FIRST_S: f64 = 0.08;
 const BIKES_LAST_S: f64 = 10.04;
@@ -164,6 +165,36 @@ fn bikes_clips_are_remuxed_and_span_pre_roll_to_post_roll() {
         // One GOP more at most, and the frame or two a B-frame stream decodes ahead at the end.
         assert!(got <= want + BIKES_MAX_GOP_S + 2.0 * FRAME_S + 1e-3, "{id}: {got:.3} s for {want:.3} s wanted");
         assert_eq!(decoded.frames as f64, ((got / FRAME_S).round() + 1.0), "{id}: constant 25 fps, no gap");
+
+        // The evidence, made from the clip: the crop clip is one even size, and its region holds every box.
+        for key in ["crop_clip", "snapshot", "crop_snapshot", "sidecar"] {
+            let path = run.join(fin["clips"][key].as_str().unwrap_or_else(|| panic!("{key}: {fin}")));
+            assert!(path.is_file(), "{}", path.display());
+        }
+        let sidecar: Value =
+            serde_json::from_slice(&std::fs::read(run.join(fin["clips"]["sidecar"].as_str().unwrap())).unwrap())
+                .unwrap();
+        assert_eq!(sidecar["event_id"], id);
+        let frames = sidecar["frames"].as_array().unwrap();
+        assert!(!frames.is_empty(), "the boxes of the event's track");
+        let clip_start_s = sidecar["clip_start_s"].as_f64().unwrap();
+        // The stream time of the clip's first frame: the keyframe at or before the start of the pre-roll.
+        let keyframe = BIKES_KEYFRAMES_S.iter().copied().filter(|k| *k <= want_from + 1e-6).fold(0.0, f64::max);
+        assert!((clip_start_s - keyframe).abs() < 1e-3, "{id}: clip_start_s {clip_start_s}, keyframe {keyframe}");
+        let crop = &sidecar["crop"];
+        let (x, y, w, h) = ["x", "y", "width", "height"].map(|k| crop[k].as_f64().unwrap()).into();
+        for f in frames {
+            let b: Vec<f64> = f["box"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            assert!(f["pts_s"].as_f64().unwrap() >= clip_start_s - 1e-3, "a box before the clip: {f}");
+            assert!(b[0] >= x - 0.5 && b[1] >= y - 0.5 && b[2] <= x + w + 0.5 && b[3] <= y + h + 0.5, "{f} in {crop}");
+        }
+        let cropped = lookout::sink::probe_video(&run.join(fin["clips"]["crop_clip"].as_str().unwrap())).unwrap();
+        assert_eq!(
+            (cropped.width as u64, cropped.height as u64),
+            (crop["out_width"].as_u64().unwrap(), crop["out_height"].as_u64().unwrap())
+        );
+        assert!(cropped.width.is_multiple_of(2) && cropped.height.is_multiple_of(2));
+        assert_eq!(cropped.frames, decoded.frames, "every frame of the clip is cropped");
     }
     no_part_files(&run.join("bikes"));
     let s: Value = serde_json::from_slice(&o.stdout).unwrap();

@@ -37,8 +37,9 @@
 //! {"type":"clips","event_id":"gate-0-8-300",...,"clips":{"status":"failed",...,"error":"writing gate/gate-0-8-300.mp4 failed: ..."}}
 //! ```
 //!
-//! Its paths are of the files that exist when `written` (a path is null for evidence that is not made), and of
-//! what was meant when `failed`. The `clips` line of an event comes after its `end` line, but other events'
+//! When `written`, its paths are of files that exist. When `failed`, `error` says why: if the full-frame clip
+//! failed, the paths are of what was meant; if only some of the evidence failed (the crop clip, a snapshot, the
+//! sidecar), the clip's path stays and the paths of the missing pieces are null. The `clips` line of an event comes after its `end` line, but other events'
 //! lines may come in between (clips are written on their own threads).
 //!
 //! A record made from a bare tracker event ([`EventRecord::from_track_event`]) has only the fields up to

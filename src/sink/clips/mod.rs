@@ -35,7 +35,6 @@
 //! recording id); a recording's jobs always go to the same worker, so its Finish follows its Start. The event
 //! log's mutex is taken alone, for one line.
 
-pub mod evidence_seam;
 pub mod ring;
 pub mod tap;
 
@@ -55,8 +54,8 @@ use tracing::{debug, info, warn};
 
 use super::disk::WriteFailures;
 use super::events::{ClipSink, Clips, ClipsRecord, ClipsStatus, EventLog};
+pub use super::evidence::{EvidenceSettings, FrameBox};
 use crate::track::{FrameTime, LifecycleEvent, LifecycleKind, TrackOutput};
-pub use evidence_seam::{EvidenceSettings, FrameBox};
 pub use ring::{Packet, PreRollRing, RingSettings, RingStats};
 pub use tap::{Feed, PacketTap};
 
@@ -494,7 +493,7 @@ impl ClipRecorder {
             .flat_map(|h| {
                 h.tracks
                     .iter()
-                    .filter(|t| t.track_id == ev.track_id && t.query == ev.query && !t.lost)
+                    .filter(|t| t.track_id == ev.track_id && t.query == ev.query && t.matched_this_frame)
                     .map(|t| FrameBox { frame: h.at.frame, pts_s: h.at.pts_s, bbox: t.bbox, score: t.score })
             })
             .collect();
@@ -606,7 +605,9 @@ impl ClipSink for ClipRecorder {
         }
         // A failed clip needs no boxes.
         for a in self.active.values_mut().filter(|a| a.error.is_none()) {
-            if let Some(t) = tracks.iter().find(|t| t.track_id == a.track_id && t.query == a.query && !t.lost) {
+            if let Some(t) =
+                tracks.iter().find(|t| t.track_id == a.track_id && t.query == a.query && t.matched_this_frame)
+            {
                 a.boxes.push(FrameBox { frame: at.frame, pts_s: at.pts_s, bbox: t.bbox, score: t.score });
             }
         }
@@ -772,45 +773,52 @@ impl Worker {
         }
     }
 
-    /// The crop clip, snapshots and sidecar; null paths for what was not written. Returns the full snapshot.
+    /// The crop clip, snapshots and sidecar (crate::sink::evidence), from the complete clip; null paths for what
+    /// could not be written, and their errors in `clips.error` (status `failed`). Returns the full snapshot.
     fn evidence(&self, job: &FinishJob, clip: &Path, clip_start_s: f64, clips: &mut Clips) -> Option<Vec<u8>> {
-        use evidence_seam as ev;
-        if !ev::AVAILABLE {
-            clips.crop_clip = None;
-            clips.snapshot = None;
-            clips.crop_snapshot = None;
-            clips.sidecar = None;
-            return None;
-        }
+        use super::evidence as ev;
         let s = &self.settings.evidence;
         let id = &job.record.event_id;
+        // The boxes of the frames in the clip (the history reaches back further than its keyframe).
         let boxes: Vec<FrameBox> = job.boxes.iter().filter(|b| b.pts_s >= clip_start_s - 1e-6).copied().collect();
+        let mut sidecar =
+            ev::Sidecar::new(&job.event, &job.record.source, &job.record.query, &job.record.label, clip_start_s, boxes);
         let mut errors = Vec::new();
-        if let Err(e) = ev::write_crop_clip(clip, clip_start_s, &boxes, &job.dir.join(format!("{id}-crop.mp4")), s) {
-            errors.push(e.to_string());
+        match ev::write_crop_clip(clip, clip_start_s, &sidecar.frames, &job.dir.join(format!("{id}-crop.mp4")), s) {
+            Ok(region) => sidecar.crop = Some(region),
+            Err(e) => {
+                errors.push(e.to_string());
+                clips.crop_clip = None;
+                sidecar.files.crop_clip = None;
+            }
         }
         let peak = &job.event.peak;
         let peak = FrameBox { frame: peak.at.frame, pts_s: peak.at.pts_s, bbox: peak.bbox, score: peak.score };
-        let snapshot = match ev::write_snapshots(
-            clip,
-            clip_start_s,
-            &peak,
-            &job.record.label,
-            &job.dir.join(format!("{id}.jpg")),
-            &job.dir.join(format!("{id}-crop.jpg")),
-            s,
-        ) {
+        let full_out = job.dir.join(format!("{id}.jpg"));
+        let crop_out = job.dir.join(format!("{id}-crop.jpg"));
+        let snapshot = match ev::write_snapshots(clip, clip_start_s, &peak, &job.record.label, &full_out, &crop_out, s)
+        {
             Ok(jpeg) => Some(jpeg),
             Err(e) => {
                 errors.push(e.to_string());
+                // One of the two may exist: name only what does.
+                if !full_out.exists() {
+                    clips.snapshot = None;
+                    sidecar.files.snapshot = None;
+                }
+                if !crop_out.exists() {
+                    clips.crop_snapshot = None;
+                    sidecar.files.crop_snapshot = None;
+                }
                 None
             }
         };
-        let sidecar = ev::Sidecar { event_id: id.clone(), frames: boxes };
         if let Err(e) = ev::write_sidecar(&job.dir.join(format!("{id}.json")), &sidecar) {
             errors.push(e.to_string());
+            clips.sidecar = None;
         }
         if !errors.is_empty() {
+            warn!(event = %id, errors = %errors.join("; "), "evidence incomplete");
             clips.status = ClipsStatus::Failed;
             clips.error = Some(errors.join("; "));
         }
