@@ -10,6 +10,7 @@
 //! annotate = true             # default false
 //! clips = true                # each event's clip and evidence in dir/<source>/ (default true)
 //! max_open_clips = 16         # clips recorded at once; past it an event's clip fails at once (default 16)
+//! evidence = true             # crop clip, snapshots and sidecar of each clip (default true)
 //!
 //! [inference]
 //! every = 3                   # infer every 3rd frame (default 1)
@@ -141,6 +142,9 @@ pub struct OutputConfig {
     /// (memory, threads and file descriptors stay bounded). Default
     /// [`crate::sink::clips::DEFAULT_MAX_OPEN_CLIPS`].
     pub max_open_clips: Option<usize>,
+    /// Make each clip's evidence: the cropped clip, the snapshots and the sidecar. Default true; false writes
+    /// only the full-frame clip (cheaper when events are many).
+    pub evidence: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

@@ -468,7 +468,7 @@ fn b_frame_clips_play_and_span_pre_roll_to_post_roll(pts_ahead_s: u64) {
     let config = write_config(
         out.path(),
         &format!(
-            "[output]\nmax_open_clips = 200\n\n[[query]]\ntext = \"a person riding a bicycle\"\nthreshold = 0.0\n\
+            "[output]\nmax_open_clips = 200\nevidence = false\n\n[[query]]\ntext = \"a person riding a bicycle\"\nthreshold = 0.0\n\
              min_frames = 1\nwindow = 1\nend_after_s = 0.5\npre_roll_s = {pre}\npost_roll_s = {post}\n"
         ),
     );

@@ -195,6 +195,7 @@ pub fn run(common: &Common, args: WatchArgs) -> anyhow::Result<ExitCode> {
             let d = lookout::sink::clips::ClipSettings::default();
             lookout::sink::clips::ClipSettings {
                 max_open_clips: config.output.max_open_clips.unwrap_or(d.max_open_clips).max(1),
+                make_evidence: config.output.evidence.unwrap_or(true),
                 ..d
             }
         }),

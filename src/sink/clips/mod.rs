@@ -104,6 +104,9 @@ pub struct ClipSettings {
     pub encoder: String,
     /// For the crop clip and the snapshots.
     pub evidence: EvidenceSettings,
+    /// Make each written clip's evidence (crop clip, snapshots, sidecar). Default true; when false, those paths
+    /// are null and only the full-frame clip is written.
+    pub make_evidence: bool,
 }
 
 impl Default for ClipSettings {
@@ -117,6 +120,7 @@ impl Default for ClipSettings {
             finish_timeout_ms: DEFAULT_FINISH_TIMEOUT_MS,
             encoder: crate::pipeline::generic_encoder(crate::pipeline::EncoderPurpose::Record),
             evidence: EvidenceSettings::default(),
+            make_evidence: true,
         }
     }
 }
@@ -291,8 +295,8 @@ struct FinishJob {
     boxes: Vec<FrameBox>,
     /// Stream time minus pipeline time, in seconds.
     offset_s: f64,
-    /// Given back when the worker is done with the clip (this job is dropped).
-    _slot: Option<OpenSlot>,
+    /// Given back as soon as the clip's pipeline is closed (before the evidence, which works from the file).
+    slot: Option<OpenSlot>,
 }
 
 /// The clip writer: its workers, shared by every source of a run. Make one [`ClipRecorder`] per source with
@@ -394,6 +398,14 @@ impl ClipWriter {
     }
 }
 
+/// Evidence is off: only the full-frame clip is planned.
+fn without_evidence(c: &mut Clips) {
+    c.crop_clip = None;
+    c.snapshot = None;
+    c.crop_snapshot = None;
+    c.sidecar = None;
+}
+
 /// Removes `.*.part` files (temporary names of clips and evidence) left in `dir` by a run that crashed.
 fn remove_stale_parts(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
@@ -457,6 +469,9 @@ pub struct ClipRecorder {
 impl ClipRecorder {
     fn planned(&self, event_id: &str, error: &Option<String>) -> Clips {
         let mut c = Clips::planned(&self.short_name, event_id);
+        if !self.settings.make_evidence {
+            without_evidence(&mut c);
+        }
         if let Some(e) = error {
             c.status = ClipsStatus::Failed;
             c.error = Some(e.clone());
@@ -585,7 +600,7 @@ impl ClipRecorder {
             event: a.last,
             boxes: a.boxes,
             offset_s: self.offset_s,
-            _slot: a.slot,
+            slot: a.slot,
         };
         if let Err(error) = self.submit(a.worker, Job::Finish(Box::new(job))) {
             // The worker drops the pipeline and its `.part` when it ends.
@@ -697,7 +712,7 @@ impl Worker {
         }
     }
 
-    fn finish(&mut self, job: FinishJob) {
+    fn finish(&mut self, mut job: FinishJob) {
         if !self.running.contains_key(&job.id) {
             self.start(StartJob { id: job.id, feed: job.feed.clone(), tmp: job.tmp.clone() });
         }
@@ -724,6 +739,8 @@ impl Worker {
                 ))
             }
         };
+        // The pipeline is closed: its place goes to the next event. The evidence below reads the file.
+        drop(job.slot.take());
         let mut clips = job.planned.clone();
         let mut snapshot = None;
         match result {
@@ -731,7 +748,9 @@ impl Worker {
                 clips.status = ClipsStatus::Written;
                 let clip_start_s = first_pts_ns.map_or(0.0, |ns| ns as f64 / 1e9 + job.offset_s);
                 debug!(event = %job.record.event_id, clip_start_s, "clip written");
-                snapshot = self.evidence(&job, &final_path, clip_start_s, &mut clips);
+                if self.settings.make_evidence {
+                    snapshot = self.evidence(&job, &final_path, clip_start_s, &mut clips);
+                }
             }
             Err(error) => {
                 // A full disk is reported once for the run (with the event log's failures), not once per clip.
