@@ -1,4 +1,4 @@
-//! Drawing boxes, labels and banners on packed RGB8 images.
+//! Drawing boxes, labels and banners on packed RGB8 images and on I420 frames (see [`crate::picture`]).
 //!
 //! Used for `locate`'s annotated image and for every frame of the annotated video, so everything here
 //! works in place on the caller's buffer and allocates nothing per frame: labels are formatted into a
@@ -11,6 +11,7 @@
 use std::fmt::Write as _;
 
 use crate::geom::{Detection, PixelBox};
+use crate::picture::{Picture, PixelFormat, YuvMatrix};
 
 /// Width and height of one glyph of the bitmap font, in pixels at scale 1.
 pub const GLYPH_SIZE: u32 = 8;
@@ -29,12 +30,21 @@ pub enum DrawError {
     StrideTooSmall { stride: usize, width: u32 },
 }
 
-/// A packed RGB8 image borrowed for drawing: `height` rows of `width` pixels, each row `stride` bytes apart.
+/// An image borrowed for drawing: packed RGB8 (`height` rows of `width` pixels, each row `stride` bytes apart),
+/// or an I420 [`Picture`].
+///
+/// On I420 a colour is drawn as its YUV value; U and V cover 2x2 pixels, so an edge on an odd pixel tints the
+/// half of the chroma sample next to it (as an encoder would anyway).
 pub struct Canvas<'a> {
     data: &'a mut [u8],
     width: u32,
     height: u32,
-    stride: usize,
+    planes: Planes,
+}
+
+enum Planes {
+    Rgb { stride: usize },
+    I420 { offsets: [usize; 3], strides: [usize; 3], matrix: YuvMatrix },
 }
 
 impl<'a> Canvas<'a> {
@@ -49,14 +59,27 @@ impl<'a> Canvas<'a> {
         if data.len() < needed {
             return Err(DrawError::BufferTooSmall { len: data.len(), width, height, stride });
         }
-        Ok(Canvas { data, width, height, stride })
+        Ok(Canvas { data, width, height, planes: Planes::Rgb { stride } })
     }
 
     /// A canvas over an `image` RGB image (tightly packed rows).
     pub fn from_image(img: &'a mut image::RgbImage) -> Self {
         let (width, height) = img.dimensions();
         let stride = width as usize * 3;
-        Canvas { data: img, width, height, stride }
+        Canvas { data: img, width, height, planes: Planes::Rgb { stride } }
+    }
+
+    /// A canvas over a [`Picture`], RGB or I420 (colours are converted with [`YuvMatrix::for_height`]).
+    pub fn from_picture(picture: &'a mut Picture) -> Self {
+        let (layout, data) = picture.parts_mut();
+        let (width, height) = (layout.width, layout.height);
+        let planes = match layout.format {
+            PixelFormat::Rgb => Planes::Rgb { stride: layout.strides[0] },
+            PixelFormat::I420 => {
+                Planes::I420 { offsets: layout.offsets, strides: layout.strides, matrix: YuvMatrix::for_height(height) }
+            }
+        };
+        Canvas { data, width, height, planes }
     }
 
     /// Width in pixels.
@@ -69,18 +92,32 @@ impl<'a> Canvas<'a> {
         self.height
     }
 
-    /// Bytes from the start of one row to the start of the next.
+    /// Bytes from the start of one row to the start of the next (of the Y plane for I420).
     pub fn stride(&self) -> usize {
-        self.stride
+        match &self.planes {
+            Planes::Rgb { stride } => *stride,
+            Planes::I420 { strides, .. } => strides[0],
+        }
     }
 
-    /// The colour of pixel (`x`, `y`), or `None` outside the canvas.
+    /// The colour of pixel (`x`, `y`), or `None` outside the canvas (converted back to RGB for I420).
     pub fn pixel(&self, x: u32, y: u32) -> Option<[u8; 3]> {
         if x >= self.width || y >= self.height {
             return None;
         }
-        let i = y as usize * self.stride + x as usize * 3;
-        Some([self.data[i], self.data[i + 1], self.data[i + 2]])
+        let (x, y) = (x as usize, y as usize);
+        match &self.planes {
+            Planes::Rgb { stride } => {
+                let i = y * stride + x * 3;
+                Some([self.data[i], self.data[i + 1], self.data[i + 2]])
+            }
+            Planes::I420 { offsets, strides, matrix } => {
+                let luma = self.data[offsets[0] + y * strides[0] + x];
+                let u = self.data[offsets[1] + (y / 2) * strides[1] + x / 2];
+                let v = self.data[offsets[2] + (y / 2) * strides[2] + x / 2];
+                Some(matrix.to_rgb([luma, u, v]))
+            }
+        }
     }
 
     /// Fills the rectangle of `w` x `h` pixels whose top-left corner is (`x`, `y`), clipped to the canvas.
@@ -88,8 +125,15 @@ impl<'a> Canvas<'a> {
         self.fill_span(x as i64, y as i64, x as i64 + w as i64, y as i64 + h as i64, color);
     }
 
-    /// Fills `[x0, x1) x [y0, y1)` clipped to the canvas. All drawing ends up here.
+    /// Fills `[x0, x1) x [y0, y1)` clipped to the canvas.
     fn fill_span(&mut self, x0: i64, y0: i64, x1: i64, y1: i64, color: [u8; 3]) {
+        self.fill(x0, y0, x1, y1, color, true);
+    }
+
+    /// [`Self::fill_span`], where on I420 `chroma = false` writes only the luma: glyph strokes a pixel or two
+    /// wide would otherwise turn the 2x2 chroma blocks around them grey and wash out the label behind the text.
+    /// All drawing ends up here.
+    fn fill(&mut self, x0: i64, y0: i64, x1: i64, y1: i64, color: [u8; 3], chroma: bool) {
         let x0 = x0.clamp(0, self.width as i64) as usize;
         let x1 = x1.clamp(0, self.width as i64) as usize;
         let y0 = y0.clamp(0, self.height as i64) as usize;
@@ -97,10 +141,32 @@ impl<'a> Canvas<'a> {
         if x0 >= x1 || y0 >= y1 {
             return;
         }
-        for row in y0..y1 {
-            let start = row * self.stride;
-            for px in self.data[start + x0 * 3..start + x1 * 3].chunks_exact_mut(3) {
-                px.copy_from_slice(&color);
+        match &self.planes {
+            Planes::Rgb { stride } => {
+                for row in y0..y1 {
+                    let start = row * stride;
+                    for px in self.data[start + x0 * 3..start + x1 * 3].chunks_exact_mut(3) {
+                        px.copy_from_slice(&color);
+                    }
+                }
+            }
+            Planes::I420 { offsets, strides, matrix } => {
+                let [luma, u, v] = matrix.to_yuv(color);
+                for row in y0..y1 {
+                    let start = offsets[0] + row * strides[0];
+                    self.data[start + x0..start + x1].fill(luma);
+                }
+                if !chroma {
+                    return;
+                }
+                // Every chroma sample whose 2x2 block the span touches.
+                let (cx0, cx1) = (x0 / 2, x1.div_ceil(2));
+                for row in y0 / 2..y1.div_ceil(2) {
+                    let start = offsets[1] + row * strides[1];
+                    self.data[start + cx0..start + cx1].fill(u);
+                    let start = offsets[2] + row * strides[2];
+                    self.data[start + cx0..start + cx1].fill(v);
+                }
             }
         }
     }
@@ -164,7 +230,7 @@ impl<'a> Canvas<'a> {
                 // font8x8 stores the leftmost pixel of a row in the least significant bit.
                 if bits & (1 << c) != 0 {
                     let px = x + c * scale;
-                    self.fill_span(px, py, px + scale, py + scale, color);
+                    self.fill(px, py, px + scale, py + scale, color, false);
                 }
             }
         }
@@ -620,5 +686,72 @@ mod tests {
         assert!((0..60).any(|x| img.get_pixel(x, 236).0 == [255, 255, 255]), "timestamp text is drawn");
         assert_eq!(img.get_pixel(300, 236).0, BLACK);
         assert_eq!(img.get_pixel(2, 200).0, BLACK);
+    }
+
+    /// The same drawing on I420 looks like it does on RGB: every pixel within the colour conversion's
+    /// rounding, and chroma never written outside the 2x2 blocks the shapes touch.
+    #[test]
+    fn i420_drawing_matches_rgb_drawing() {
+        gstreamer::init().expect("GStreamer initialises");
+        let (w, h) = (200u32, 150u32);
+        let det = Detection { query: 1, score: 0.4242, bbox: pb(41.0, 61.0, 121.0, 111.0) };
+        let labels = vec!["cat".to_string(), "a dog".to_string()];
+        let mut img = image::RgbImage::new(w, h);
+        let mut pic = Picture::black(PixelFormat::I420, w, h).expect("picture");
+        for canvas in [&mut Canvas::from_image(&mut img), &mut Canvas::from_picture(&mut pic)] {
+            annotate_detections(canvas, &[det], &labels);
+            draw_timestamp(canvas, "cam #3 t=1.00s");
+        }
+        let m = YuvMatrix::for_height(h);
+        let l = *pic.layout();
+        let mut text_pixels = 0;
+        for y in 0..h {
+            for x in 0..w {
+                let want = img.get_pixel(x, y).0;
+                // Luma is exact to rounding everywhere, text included.
+                let luma = pic.data()[y as usize * l.strides[0] + x as usize];
+                assert!((luma as i32 - m.to_yuv(want)[0] as i32).abs() <= 1, "({x},{y}) luma {luma} for {want:?}");
+                if want == [255, 255, 255] {
+                    text_pixels += 1;
+                }
+                // Away from edges (chroma covers 2x2 pixels), the colour is the RGB drawing's.
+                let uniform = (x.saturating_sub(2)..(x + 3).min(w))
+                    .all(|a| (y.saturating_sub(2)..(y + 3).min(h)).all(|b| img.get_pixel(a, b).0 == want));
+                if uniform {
+                    let got = Canvas::from_picture(&mut pic).pixel(x, y).expect("inside");
+                    for i in 0..3 {
+                        assert!((got[i] as i32 - want[i] as i32).abs() <= 4, "({x},{y}): {got:?} vs {want:?}");
+                    }
+                }
+            }
+        }
+        assert!(text_pixels > 50, "the label and timestamp text are drawn ({text_pixels} pixels)");
+        let canvas = Canvas::from_picture(&mut pic);
+        // Far from anything drawn, the frame is untouched black.
+        assert_eq!(canvas.pixel(180, 20), Some([0, 0, 0]));
+    }
+
+    #[test]
+    fn i420_box_on_odd_edges_stays_inside_its_chroma_blocks() {
+        gstreamer::init().expect("GStreamer initialises");
+        let mut pic = Picture::black(PixelFormat::I420, 16, 16).expect("picture");
+        Canvas::from_picture(&mut pic).fill_rect(3, 5, 3, 3, [255, 0, 0]);
+        let l = *pic.layout();
+        let data = pic.data();
+        let red = YuvMatrix::Bt601.to_yuv([255, 0, 0]);
+        for y in 0..16usize {
+            for x in 0..16usize {
+                let inside = (3..6).contains(&x) && (5..8).contains(&y);
+                assert_eq!(data[y * l.strides[0] + x], if inside { red[0] } else { 16 }, "Y ({x},{y})");
+            }
+        }
+        for cy in 0..8usize {
+            for cx in 0..8usize {
+                let touched = (1..3).contains(&cx) && (2..4).contains(&cy);
+                let u = data[l.offsets[1] + cy * l.strides[1] + cx];
+                let v = data[l.offsets[2] + cy * l.strides[2] + cx];
+                assert_eq!((u, v), if touched { (red[1], red[2]) } else { (128, 128) }, "UV ({cx},{cy})");
+            }
+        }
     }
 }

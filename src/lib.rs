@@ -7,7 +7,8 @@
 //! - [`source`]: GStreamer ingest of files, RTSP, HTTP and V4L2 sources.
 //! - [`track`]: the tracker and the event engine.
 //! - [`sink`]: outputs (event log, annotated video, images).
-//! - [`draw`]: drawing boxes and labels on RGB images.
+//! - [`draw`]: drawing boxes and labels on RGB and I420 images.
+//! - [`picture`]: full-resolution frames (I420 or RGB) as lookout draws on and encodes them.
 //! - [`pipeline`]: GStreamer pipeline templates.
 //! - [`config`]: the TOML configuration for `watch`.
 //! - [`watchdog`]: systemd notifications (ready, watchdog, stopping).
@@ -17,6 +18,7 @@ pub mod draw;
 pub mod geom;
 pub mod infer;
 pub mod models;
+pub mod picture;
 pub mod pipeline;
 pub mod redact;
 pub mod shutdown;

@@ -180,7 +180,7 @@ pub struct PipelineTemplate {
     pub csi: Option<String>,
     /// Tee branch to RGB at the model size: capsfilter `model_caps`, appsink `model_sink`.
     pub model_branch: String,
-    /// Tee branch to RGB at full size: appsink `full_sink`.
+    /// Tee branch to I420 (or RGB) at full size: appsink `full_sink`.
     pub full_branch: String,
     /// H.264 encoder for recordings: a gst-launch fragment from raw video (system memory) to `h264parse`.
     /// Read it with [`PipelineTemplate::encoder`].
@@ -228,7 +228,7 @@ impl PipelineTemplate {
     }
 
     /// The encoder fragment for `purpose`, as written in the template: raw video in (system memory, any format
-    /// its first element accepts; lookout feeds RGB), parsed H.264 out. See [`usable_encoder`] for the fallback.
+    /// its first element accepts; lookout feeds I420 or RGB), parsed H.264 out. See [`usable_encoder`] for the fallback.
     pub fn encoder(&self, purpose: EncoderPurpose) -> &str {
         match purpose {
             EncoderPurpose::Record => &self.encoder,
@@ -322,7 +322,7 @@ pub fn render(
             "device" => quote(&path),
             "model_caps" => quote(&model_caps),
             "model_caps_rgba" => quote(&model_caps_rgba),
-            "full_caps" => quote("video/x-raw,format=RGB"),
+            "full_caps" => quote("video/x-raw,format=I420"),
             "full_caps_rgba" => quote("video/x-raw,format=RGBA"),
             "sensor_id" => csi.sensor_id.to_string(),
             "width" => csi.width.to_string(),

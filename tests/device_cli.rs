@@ -134,7 +134,7 @@ fn pipelines_show_redacts_and_picks_generic_here() {
     assert!(out.contains("NOT usable here, missing nvv4l2decoder, nvvidconv"), "{out}");
     assert!(out.contains("parsebin ! nvv4l2decoder ! tee name=t"), "{out}");
     // Its NVENC encoder is listed, with what watch would use instead here.
-    assert!(out.contains("encoder:  videoconvert ! video/x-raw,format=RGBA ! nvvidconv"), "{out}");
+    assert!(out.contains("encoder:  videoconvert ! video/x-raw,format={I420,RGBA} ! nvvidconv"), "{out}");
     assert!(
         out.contains("not available here, watch would use: videoconvert ! video/x-raw,format=I420 ! x264enc"),
         "{out}"

@@ -3,15 +3,11 @@
 
 mod common;
 
+use common::decode;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
-
-use gstreamer as gst;
-use gstreamer::prelude::*;
-use gstreamer_app as gst_app;
-use gstreamer_video as gst_video;
-use gstreamer_video::prelude::*;
+use std::time::Instant;
 
 use lookout::draw::color_for;
 use lookout::geom::PixelBox;
@@ -27,57 +23,6 @@ const FPS: u64 = 25;
 const FIRST_FRAME: u64 = 50;
 const CLIP_FRAMES: u64 = 50;
 const CLIP_START_S: f64 = FIRST_FRAME as f64 / FPS as f64;
-const DECODE_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// One decoded frame: its stream time and, when asked for, its pixels.
-struct Decoded {
-    pts: Duration,
-    size: (u32, u32),
-    image: Option<image::RgbImage>,
-}
-
-/// Decodes every frame of `path` to RGB (to end-of-stream, within a deadline), keeping the pixels of the
-/// frames for which `keep(index)` holds.
-fn decode(path: &Path, keep: impl Fn(u64) -> bool) -> Vec<Decoded> {
-    gst::init().unwrap();
-    let pipeline = gst::parse::launch(
-        "filesrc name=src ! decodebin ! videoconvert ! video/x-raw,format=RGB ! appsink name=sink sync=false",
-    )
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    pipeline.by_name("src").unwrap().set_property("location", path);
-    let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
-    pipeline.set_state(gst::State::Playing).unwrap();
-    let bus = pipeline.bus().unwrap();
-    let deadline = Instant::now() + DECODE_TIMEOUT;
-    let mut frames = Vec::new();
-    while !sink.is_eos() {
-        assert!(Instant::now() < deadline, "{} did not decode within {DECODE_TIMEOUT:?}", path.display());
-        if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
-            panic!("decoding {} failed: {msg:?}", path.display());
-        }
-        let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(200)) else { continue };
-        let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
-        let buffer = sample.buffer().unwrap();
-        let index = frames.len() as u64;
-        let image = keep(index).then(|| {
-            let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).unwrap();
-            let stride = frame.plane_stride()[0] as usize;
-            let data = frame.plane_data(0).unwrap();
-            let row = info.width() as usize * 3;
-            let pixels = (0..info.height() as usize).flat_map(|y| &data[y * stride..y * stride + row]).copied();
-            image::RgbImage::from_raw(info.width(), info.height(), pixels.collect()).unwrap()
-        });
-        frames.push(Decoded {
-            pts: Duration::from_nanos(buffer.pts().unwrap().nseconds()),
-            size: (info.width(), info.height()),
-            image,
-        });
-    }
-    pipeline.set_state(gst::State::Null).unwrap();
-    frames
-}
 
 /// The full-frame clip (frames 50..100 of the fixture, re-encoded to H.264 MP4) and its frames as decoded
 /// from it; made once per test process.

@@ -1,9 +1,13 @@
 //! The annotated video writer and the event log, end to end through GStreamer and the file system.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use lookout::draw::color_for;
 use lookout::draw::{Canvas, annotate_detections, draw_banner, draw_timestamp};
 use lookout::geom::{Detection, PixelBox};
+use lookout::picture::{Picture, PixelFormat};
 use lookout::pipeline::{self, EncoderPurpose, PipelineTemplate};
 use lookout::sink::{
     EVENTS_FILE_NAME, EventLog, EventLogSettings, EventRecord, SinkError, VideoEncoder, VideoSettings, VideoWriter,
@@ -65,6 +69,58 @@ fn writes_45_frames_that_decode_back_to_45_frames() {
     assert_eq!((info.frames, info.width, info.height), (45, 320, 240), "{info:?}");
     let duration = info.duration.expect("the MP4 states its duration");
     assert!((duration.as_secs_f64() - 1.5).abs() < 0.05, "{duration:?}");
+}
+
+/// The path `watch --annotate` takes: decoded I420 frames drawn on in place and encoded without any conversion.
+/// The boxes come back from the file in their colour, where they were drawn, and the frame around them is intact.
+#[test]
+fn i420_pictures_drawn_on_decode_back_with_the_boxes_in_place() {
+    gstreamer::init().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("i420.mp4");
+    let (w, h) = (640u32, 360u32);
+    let settings = VideoSettings { format: PixelFormat::I420, ..VideoSettings::new(w, h, FPS as u32, 1) };
+    let mut writer = VideoWriter::create(&path, settings).unwrap();
+    // A mid-grey frame, as a decoder would give it, with a solid 120x80 block in the first query's colour that
+    // moves 8 pixels a frame, and a labelled box.
+    let mut grey = Picture::black(PixelFormat::I420, w, h).unwrap();
+    {
+        let mut canvas = Canvas::from_picture(&mut grey);
+        canvas.fill_rect(0, 0, w, h, [128, 128, 128]);
+    }
+    let frames = 20u64;
+    for i in 0..frames {
+        let mut pic = grey.clone();
+        let mut canvas = Canvas::from_picture(&mut pic);
+        canvas.fill_rect(40 + 8 * i as i32, 100, 120, 80, color_for(0));
+        let det = Detection { query: 1, score: 0.9, bbox: PixelBox { x0: 400.0, y0: 60.0, x1: 600.0, y1: 300.0 } };
+        annotate_detections(&mut canvas, &[det], &["a car".to_string()]);
+        draw_timestamp(&mut canvas, &format!("frame {i}"));
+        writer.push_picture(&pic, frame_pts_ns(i)).unwrap();
+    }
+    // A frame of the wrong format or size is refused with the reason, and the video goes on.
+    let rgb = Picture::from_rgb(w, h, &vec![0u8; (w * h * 3) as usize]).unwrap();
+    let err = writer.push_picture(&rgb, frame_pts_ns(frames)).unwrap_err().to_string();
+    assert!(err.contains("RGB frame of 640x360 was pushed to a I420 video"), "{err}");
+    assert_eq!(writer.finish().unwrap(), path);
+
+    let decoded = common::decode(&path, |_| true);
+    assert_eq!(decoded.len(), frames as usize);
+    let close = |a: [u8; 3], b: [u8; 3], tol: i32| (0..3).all(|k| (a[k] as i32 - b[k] as i32).abs() <= tol);
+    for (i, f) in decoded.iter().enumerate() {
+        let img = f.image.as_ref().unwrap();
+        assert_eq!(img.dimensions(), (w, h));
+        let block_x = 40 + 8 * i as u32;
+        // Inside the block (away from its edges: H.264 blurs them), the block's colour; outside, grey.
+        let inside = img.get_pixel(block_x + 60, 140).0;
+        assert!(close(inside, color_for(0), 16), "frame {i}: block {inside:?} vs {:?}", color_for(0));
+        let left = img.get_pixel(block_x.saturating_sub(12).max(4), 140).0;
+        assert!(block_x < 16 || close(left, [128, 128, 128], 16), "frame {i}: left of the block {left:?}");
+        // The box's outline in the second query's colour, its inside untouched grey.
+        let edge = img.get_pixel(401, 200).0;
+        assert!(close(edge, color_for(1), 40), "frame {i}: box edge {edge:?} vs {:?}", color_for(1));
+        assert!(close(img.get_pixel(500, 200).0, [128, 128, 128], 16), "frame {i}: inside the box");
+    }
 }
 
 #[test]

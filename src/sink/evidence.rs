@@ -113,7 +113,7 @@ pub struct EvidenceSettings {
     /// JPEG quality of the snapshots, 1..=100. Default 90.
     pub jpeg_quality: u8,
     /// gst-launch description of a raw video (I420) to H.264 encoder: the `encoder` of `pipelines/*.toml`, such
-    /// as `x264enc speed-preset=veryfast` or, on Jetson, `nvvidconv ! nvv4l2h264enc`. Default: that of the
+    /// as `x264enc speed-preset=superfast` or, on Jetson, `nvvidconv ! nvv4l2h264enc`. Default: that of the
     /// generic template, x264enc as the annotated video ([`super::video`]) sets it up (`veryfast`, a keyframe at
     /// least every 60 frames).
     pub encoder: String,

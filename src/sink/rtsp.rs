@@ -17,6 +17,7 @@ use gstreamer_rtsp_server as rtsp_server;
 use gstreamer_rtsp_server::prelude::*;
 
 use super::SinkError;
+use crate::picture::{Picture, PixelFormat};
 use crate::pipeline::{EncoderPurpose, encoder_bin, generic_encoder};
 
 /// Frames an appsrc holds before dropping the oldest.
@@ -48,6 +49,7 @@ impl std::fmt::Debug for RtspPublisher {
 #[derive(Clone)]
 pub struct RtspFeed {
     appsrc: Arc<Mutex<Option<gst_app::AppSrc>>>,
+    format: PixelFormat,
     width: u32,
     height: u32,
     pub url: String,
@@ -129,8 +131,13 @@ impl RtspPublisher {
         &self.encoder
     }
 
-    /// The feed for `name` at `width` x `height`, mounting it on first use.
+    /// The RGB feed for `name` at `width` x `height`, mounting it on first use.
     pub fn feed(&self, name: &str, width: u32, height: u32) -> Result<RtspFeed, SinkError> {
+        self.feed_of(name, PixelFormat::Rgb, width, height)
+    }
+
+    /// The feed for `name` taking `format` frames of `width` x `height`, mounting it on first use.
+    pub fn feed_of(&self, name: &str, format: PixelFormat, width: u32, height: u32) -> Result<RtspFeed, SinkError> {
         let mut mounted = self.mounted.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(feed) = mounted.get(name) {
             return Ok(feed.clone());
@@ -138,9 +145,10 @@ impl RtspPublisher {
         let path = format!("/{name}");
         let factory = rtsp_server::RTSPMediaFactory::new();
         let encoder = &self.encoder;
+        let caps_format = format.caps_name();
         factory.set_launch(&format!(
             "( appsrc name=src is-live=true format=time do-timestamp=true leaky-type=downstream max-buffers={MAX_QUEUED} \
-             caps=video/x-raw,format=RGB,width={width},height={height},framerate=0/1 \
+             caps=video/x-raw,format={caps_format},width={width},height={height},framerate=0/1 \
              ! {encoder} ! rtph264pay name=pay0 pt=96 config-interval=1 )"
         ));
         factory.set_shared(true);
@@ -164,8 +172,13 @@ impl RtspPublisher {
             .mount_points()
             .ok_or_else(|| SinkError::Video { path: path.clone().into(), message: "no mount points".into() })?
             .add_factory(&path, factory);
-        let feed =
-            RtspFeed { appsrc: slot, width, height, url: format!("rtsp://{}:{}{path}", self.address, self.port) };
+        let feed = RtspFeed {
+            appsrc: slot,
+            format,
+            width,
+            height,
+            url: format!("rtsp://{}:{}{path}", self.address, self.port),
+        };
         tracing::info!(url = %feed.url, "annotated stream available");
         mounted.insert(name.to_string(), feed.clone());
         Ok(feed)
@@ -179,6 +192,9 @@ impl RtspFeed {
         let Some(appsrc) = guard.as_ref() else {
             return false;
         };
+        if self.format != PixelFormat::Rgb {
+            return false;
+        }
         let row = self.width as usize * 3;
         let mut data = Vec::with_capacity(row * self.height as usize);
         for y in 0..self.height as usize {
@@ -188,6 +204,21 @@ impl RtspFeed {
             }
         }
         appsrc.push_buffer(gst::Buffer::from_mut_slice(data)).is_ok()
+    }
+}
+
+impl RtspFeed {
+    /// Pushes one picture of the feed's format and size if a client is watching; returns whether it was sent.
+    pub fn push_picture(&self, picture: &Picture) -> bool {
+        let l = picture.layout();
+        if (l.format, l.width, l.height) != (self.format, self.width, self.height) {
+            return false;
+        }
+        let guard = self.appsrc.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(appsrc) = guard.as_ref() else {
+            return false;
+        };
+        appsrc.push_buffer(gst::Buffer::from_mut_slice(picture.data().to_vec())).is_ok()
     }
 }
 

@@ -1,7 +1,7 @@
-//! The annotated video: RGB frames encoded to H.264 in an MP4 through GStreamer.
+//! The annotated video: I420 or RGB frames encoded to H.264 in an MP4 through GStreamer.
 //!
 //! ```text
-//! appsrc (RGB, time format, not live, blocks when max_queued_frames are queued)
+//! appsrc (I420 or RGB, time format, not live, blocks when max_queued_frames are queued)
 //!   [─ videoscale to even size] ─ encoder ─ mp4mux ─ filesink <name>.part
 //! encoder: the pipeline template's (`template_encoder`, e.g. nvvidconv ! nvv4l2h264enc ! h264parse on a Jetson)
 //!          or the built-in one: videoconvert ─ I420 ─ x264enc | openh264enc ─ h264parse
@@ -45,6 +45,7 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 
 use super::SinkError;
+use crate::picture::{Picture, PixelFormat};
 
 const X264_HINT: &str = "install gstreamer1.0-plugins-ugly (x264enc), or choose the openh264 encoder";
 const OPENH264_HINT: &str = "install gstreamer1.0-plugins-bad (openh264enc), or choose the x264 encoder";
@@ -114,6 +115,9 @@ pub struct VideoSettings {
     pub fps_n: u32,
     /// Frame rate denominator; must be positive.
     pub fps_d: u32,
+    /// Pixel format of the frames pushed: RGB ([`VideoWriter::push`]) or I420 ([`VideoWriter::push_picture`],
+    /// which takes RGB pictures too). Default RGB.
+    pub format: PixelFormat,
     /// The built-in encoder, used when `template_encoder` is `None` or fails. Default [`VideoEncoder::Auto`].
     pub encoder: VideoEncoder,
     /// The pipeline template's encoder fragment ([`crate::pipeline::usable_encoder`] with
@@ -143,6 +147,7 @@ impl VideoSettings {
             height,
             fps_n,
             fps_d,
+            format: PixelFormat::Rgb,
             encoder: VideoEncoder::default(),
             template_encoder: None,
             speed_preset: SpeedPreset::default(),
@@ -274,10 +279,10 @@ impl VideoWriter {
         let part_location = part_path.to_str().ok_or_else(|| bad("the path is not valid UTF-8".into()))?.to_string();
 
         let fps = gst::Fraction::new(settings.fps_n as i32, settings.fps_d as i32);
-        let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, settings.width, settings.height)
+        let info = gst_video::VideoInfo::builder(settings.format.video_format(), settings.width, settings.height)
             .fps(fps)
             .build()
-            .map_err(|e| bad(format!("no RGB layout for this size: {e}")))?;
+            .map_err(|e| bad(format!("no {} layout for this size: {e}", settings.format.caps_name())))?;
         let frame_duration_ns = gst::ClockTime::SECOND
             .mul_div_round(settings.fps_d as u64, settings.fps_n as u64)
             .map(|d| d.nseconds())
@@ -454,6 +459,43 @@ impl VideoWriter {
         if stride < row || rgb.len() < stride * (height as usize - 1) + row {
             return Err(SinkError::FrameSize { path: self.path.clone(), len: rgb.len(), stride, width, height });
         }
+        if self.settings.format != PixelFormat::Rgb {
+            return Err(self.video_error(format!(
+                "RGB rows were pushed to a {} video; use push_picture",
+                self.settings.format.caps_name()
+            )));
+        }
+        let dst_stride = self.info.stride()[0] as usize;
+        self.push_with(pts_ns, |map| {
+            for (dst, src) in map.chunks_mut(dst_stride).zip(rgb.chunks(stride)).take(height as usize) {
+                dst[..row].copy_from_slice(&src[..row]);
+            }
+        })
+    }
+
+    /// Queues one frame given as a [`Picture`] of the writer's format and size (see [`VideoWriter::push`] for
+    /// times and blocking). Its layout is the one appsrc expects, so the frame is copied once, whole.
+    pub fn push_picture(&mut self, picture: &Picture, pts_ns: u64) -> Result<(), SinkError> {
+        let l = picture.layout();
+        if (l.format, l.width, l.height) != (self.settings.format, self.settings.width, self.settings.height) {
+            return Err(self.video_error(format!(
+                "a {} frame of {}x{} was pushed to a {} video of {}x{}",
+                l.format.caps_name(),
+                l.width,
+                l.height,
+                self.settings.format.caps_name(),
+                self.settings.width,
+                self.settings.height
+            )));
+        }
+        self.push_with(pts_ns, |dst| {
+            let n = dst.len().min(picture.data().len());
+            dst[..n].copy_from_slice(&picture.data()[..n]);
+        })
+    }
+
+    /// Fills a pooled buffer with `fill` and pushes it at `pts_ns`.
+    fn push_with(&mut self, pts_ns: u64, fill: impl FnOnce(&mut [u8])) -> Result<(), SinkError> {
         let pts = self.next_pts(pts_ns);
         let Some(running) = self.state.as_ref() else {
             return Err(self.video_error("the video was already finished".into()));
@@ -470,12 +512,9 @@ impl VideoWriter {
             if self.frame_duration_ns > 0 {
                 buf.set_duration(gst::ClockTime::from_nseconds(self.frame_duration_ns));
             }
-            let dst_stride = self.info.stride()[0] as usize;
             let mut map =
                 buf.map_writable().map_err(|e| self.video_error(format!("cannot map a frame buffer: {e}")))?;
-            for (dst, src) in map.chunks_mut(dst_stride).zip(rgb.chunks(stride)).take(height as usize) {
-                dst[..row].copy_from_slice(&src[..row]);
-            }
+            fill(&mut map);
         }
         running.appsrc.push_buffer(buffer).map_err(|flow| self.flow_error(flow))?;
         self.frames += 1;

@@ -1,4 +1,5 @@
-//! Decoded frames as the consumer gets them: RGB at model size, and optionally at full size.
+//! Decoded frames as the consumer gets them: RGB at model size, and optionally the full-size frame (I420 from the
+//! bundled templates, or RGB).
 
 use std::fmt;
 use std::ops::Deref;
@@ -7,6 +8,8 @@ use std::time::Instant;
 use gstreamer as gst;
 use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
+
+use crate::picture::{Picture, PixelFormat, planes_fit};
 
 /// One decoded frame of one source.
 #[derive(Debug)]
@@ -24,8 +27,8 @@ pub struct Frame {
     pub infer: bool,
     /// RGB at the model size (stretched for OWL-ViT, aspect kept for OWLv2).
     pub model: RgbFrame,
-    /// RGB at the decoded size, when `FrameSettings::full_frames` is on.
-    pub full: Option<RgbFrame>,
+    /// The frame at its decoded size, when `FrameSettings::full_frames` is on.
+    pub full: Option<FullFrame>,
     /// Decoded width, in pixels: the space the boxes are mapped back to.
     pub orig_width: u32,
     /// Decoded height, in pixels.
@@ -87,6 +90,95 @@ impl RgbFrame {
             return Err(format!("buffer of {len} bytes is too small for {width}x{height} RGB, stride {stride}"));
         }
         Ok(RgbFrame { width, height, stride, data: FrameData::Mapped(Box::new(frame)) })
+    }
+}
+
+/// A frame at its decoded size, as the template's full branch delivers it: I420 (what the bundled templates ask
+/// for, so nothing is converted on the way to the encoder) or RGB.
+pub struct FullFrame {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Pixel format.
+    pub format: PixelFormat,
+    data: FullData,
+}
+
+enum FullData {
+    /// The GStreamer buffer, mapped for reading (no copy).
+    Mapped(Box<gst_video::VideoFrame<gst_video::video_frame::Readable>>),
+    /// Pixels owned by Rust (tests).
+    Owned(Picture),
+}
+
+impl FullFrame {
+    /// Wraps a picture, e.g. for tests of the consumer.
+    pub fn from_picture(picture: Picture) -> FullFrame {
+        FullFrame {
+            width: picture.width(),
+            height: picture.height(),
+            format: picture.format(),
+            data: FullData::Owned(picture),
+        }
+    }
+
+    /// Maps a sample from the full-frame appsink (I420 or RGB) without copying.
+    pub(crate) fn from_sample(sample: &gst::Sample) -> Result<FullFrame, String> {
+        let caps = sample.caps().ok_or("sample without caps")?;
+        let info = gst_video::VideoInfo::from_caps(caps).map_err(|e| format!("caps {caps}: {e}"))?;
+        let format = PixelFormat::from_video_format(info.format()).ok_or_else(|| {
+            format!("expected I420 or RGB, got {:?}; the template's full branch must end in one of them", info.format())
+        })?;
+        let buffer = sample.buffer_owned().ok_or("sample without buffer")?;
+        let frame = gst_video::VideoFrame::from_buffer_readable(buffer, &info)
+            .map_err(|_| "could not map the frame's buffer".to_string())?;
+        let (width, height) = (frame.width(), frame.height());
+        // Check the planes once here, so that copying them later cannot fail.
+        let planes = mapped_planes(&frame, format).ok_or("could not read the frame's planes")?;
+        if !planes_fit(format, width, height, &planes) {
+            return Err(format!("a {format:?} frame of {width}x{height} has planes too short"));
+        }
+        Ok(FullFrame { width, height, format, data: FullData::Mapped(Box::new(frame)) })
+    }
+
+    /// Copies the pixels into `dst` (reshaped to this frame's format and size when they differ), in the
+    /// default layout an encoder's appsrc takes. `None` when a plane is too short.
+    pub fn copy_to(&self, dst: &mut Picture) -> Option<()> {
+        match &self.data {
+            FullData::Owned(p) => {
+                dst.clone_from(p);
+                Some(())
+            }
+            FullData::Mapped(frame) => {
+                let planes = mapped_planes(frame, self.format)?;
+                dst.copy_from_planes(self.format, self.width, self.height, &planes)
+            }
+        }
+    }
+}
+
+/// Each plane of a mapped frame with its stride.
+fn mapped_planes(
+    frame: &gst_video::VideoFrame<gst_video::video_frame::Readable>,
+    format: PixelFormat,
+) -> Option<[(&[u8], usize); 3]> {
+    let mut planes: [(&[u8], usize); 3] = [(&[], 0); 3];
+    for (p, plane) in planes.iter_mut().enumerate().take(format.planes()) {
+        let data = frame.plane_data(p as u32).ok()?;
+        let stride = usize::try_from(frame.plane_stride()[p]).ok()?;
+        *plane = (data, stride);
+    }
+    Some(planes)
+}
+
+impl fmt::Debug for FullFrame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.data {
+            FullData::Mapped(_) => "mapped",
+            FullData::Owned(_) => "owned",
+        };
+        write!(f, "FullFrame({:?} {}x{}, {kind})", self.format, self.width, self.height)
     }
 }
 

@@ -27,7 +27,7 @@ mod settings;
 mod spec;
 mod stats;
 
-pub use frame::{Frame, FrameData, RgbFrame};
+pub use frame::{Frame, FrameData, FullFrame, RgbFrame};
 pub use media::{MediaInfo, probe_duration, probe_media, probe_video_caps};
 pub use queue::{Batch, FrameQueue, Notify, Popped, Pushed, QueueCounters, QueuePolicy, next_batch};
 pub use runner::{RestartReason, SourceExit, SourceHandle, SpawnOptions, spawn, spawn_with};

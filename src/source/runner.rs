@@ -21,7 +21,7 @@ use gstreamer_app as gst_app;
 use tracing::{debug, error, info, warn};
 
 use super::{
-    Frame, FrameQueue, FrameSettings, Notify, Pushed, QueuePolicy, ReconnectSettings, RgbFrame, SourceError,
+    Frame, FrameQueue, FrameSettings, FullFrame, Notify, Pushed, QueuePolicy, ReconnectSettings, RgbFrame, SourceError,
     SourceKind, SourceSpec, SourceState, SourceStats, SourceStatsSnapshot,
 };
 use crate::pipeline::{self, BuiltPipeline, Credentials, GstRegistry, PipelineChoice, PipelineTemplate};
@@ -495,7 +495,7 @@ impl Source {
         let full = match &built.full_sink {
             None => None,
             Some(sink) => match take_full(sink, pts_ns, pending_full, pair_timeout) {
-                Some(s) => match RgbFrame::from_sample(&s) {
+                Some(s) => match FullFrame::from_sample(&s) {
                     Ok(f) => Some(f),
                     Err(e) => return Delivery::Failed(format!("full frame: {e}")),
                 },

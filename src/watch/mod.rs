@@ -43,6 +43,7 @@ use crate::geom::{Detection, Transform};
 use crate::infer::postprocess::{Selection, select};
 use crate::infer::preprocess::{self, Family};
 use crate::infer::{Detector, QuerySet};
+use crate::picture::Picture;
 use crate::pipeline::{self, EncoderPurpose, PipelineChoice};
 use crate::shutdown::ShutdownToken;
 use crate::sink::clips::{ClipSettings, ClipStatsSnapshot, ClipWriter, PacketTap, RingSettings};
@@ -833,6 +834,9 @@ impl PostStage {
         let mut tracks: Vec<TrackOutput> = Vec::new();
         let dir = self.settings.out_dir.join(&self.spec.short_name);
         let mut first_pts: Option<u64> = None;
+        // The annotated frame, reused: the decoded frame is copied in (in its own format, I420 from the bundled
+        // templates), drawn on and handed to the encoder and the RTSP feed.
+        let mut annotated: Option<Picture> = None;
 
         while let Ok(p) = self.rx.recv() {
             let frame = p.frame;
@@ -884,6 +888,7 @@ impl PostStage {
                     let _ = std::fs::create_dir_all(&dir);
                     let video_settings = VideoSettings {
                         template_encoder: self.record_encoder.clone(),
+                        format: full.format,
                         ..VideoSettings::new(full.width, full.height, n, d)
                     };
                     match VideoWriter::create(&dir.join("annotated.mp4"), video_settings) {
@@ -899,8 +904,18 @@ impl PostStage {
                         }
                     }
                 }
-                let mut rgb = full.data.to_vec();
-                if let Ok(mut canvas) = Canvas::new(&mut rgb, full.width, full.height, full.stride) {
+                let picture = match annotated.as_mut() {
+                    Some(p) => full.copy_to(p).map(|()| p),
+                    None => Picture::black(full.format, full.width, full.height)
+                        .and_then(|mut p| full.copy_to(&mut p).map(|()| annotated.insert(p))),
+                };
+                let Some(picture) = picture else {
+                    // Checked when the frame was mapped: cannot happen.
+                    warn!(source = %self.spec.display, "a full-size frame could not be copied; not drawn");
+                    continue;
+                };
+                {
+                    let mut canvas = Canvas::from_picture(picture);
                     let shown: Vec<TrackOutput> = tracks.iter().filter(|t| t.confirmed && !t.lost).copied().collect();
                     annotate_detections(&mut canvas, &shown, &labels);
                     let pts = frame.pts_ns.unwrap_or(0);
@@ -920,17 +935,17 @@ impl PostStage {
                 }
                 if let Some(publisher) = &self.rtsp {
                     if rtsp_feed.is_none() {
-                        match publisher.feed(&self.spec.short_name, full.width, full.height) {
+                        match publisher.feed_of(&self.spec.short_name, full.format, full.width, full.height) {
                             Ok(feed) => rtsp_feed = Some(feed),
                             Err(e) => warn!(source = %self.spec.display, error = %e, "RTSP republishing failed"),
                         }
                     }
                     if let Some(feed) = &rtsp_feed {
-                        feed.push(&rgb, full.stride);
+                        feed.push_picture(picture);
                     }
                 }
                 if let Some(w) = video.as_mut()
-                    && let Err(e) = w.push(&rgb, full.stride, frame.pts_ns.unwrap_or(frame.index * 33_333_333))
+                    && let Err(e) = w.push_picture(picture, frame.pts_ns.unwrap_or(frame.index * 33_333_333))
                 {
                     warn!(source = %self.spec.display, error = %e, "annotated video stopped");
                     stats.error = Some(e.to_string());

@@ -2,6 +2,16 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use gstreamer_video as gst_video;
+use gstreamer_video::prelude::*;
+
+/// How long [`decode`] waits for a file to decode.
+pub const DECODE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The repository root.
 pub fn root() -> PathBuf {
@@ -66,4 +76,54 @@ pub fn max_abs_diff(a: impl IntoIterator<Item = f64>, b: impl IntoIterator<Item 
     }
     assert!(n > 0, "nothing compared");
     worst
+}
+
+/// One decoded frame: its stream time and, when asked for, its pixels.
+pub struct Decoded {
+    pub pts: Duration,
+    pub size: (u32, u32),
+    pub image: Option<image::RgbImage>,
+}
+
+/// Decodes every frame of `path` to RGB (to end-of-stream, within a deadline), keeping the pixels of the
+/// frames for which `keep(index)` holds.
+pub fn decode(path: &Path, keep: impl Fn(u64) -> bool) -> Vec<Decoded> {
+    gst::init().unwrap();
+    let pipeline = gst::parse::launch(
+        "filesrc name=src ! decodebin ! videoconvert ! video/x-raw,format=RGB ! appsink name=sink sync=false",
+    )
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    pipeline.by_name("src").unwrap().set_property("location", path);
+    let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let deadline = Instant::now() + DECODE_TIMEOUT;
+    let mut frames = Vec::new();
+    while !sink.is_eos() {
+        assert!(Instant::now() < deadline, "{} did not decode within {DECODE_TIMEOUT:?}", path.display());
+        if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
+            panic!("decoding {} failed: {msg:?}", path.display());
+        }
+        let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(200)) else { continue };
+        let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
+        let buffer = sample.buffer().unwrap();
+        let index = frames.len() as u64;
+        let image = keep(index).then(|| {
+            let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).unwrap();
+            let stride = frame.plane_stride()[0] as usize;
+            let data = frame.plane_data(0).unwrap();
+            let row = info.width() as usize * 3;
+            let pixels = (0..info.height() as usize).flat_map(|y| &data[y * stride..y * stride + row]).copied();
+            image::RgbImage::from_raw(info.width(), info.height(), pixels.collect()).unwrap()
+        });
+        frames.push(Decoded {
+            pts: Duration::from_nanos(buffer.pts().unwrap().nseconds()),
+            size: (info.width(), info.height()),
+            image,
+        });
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    frames
 }
