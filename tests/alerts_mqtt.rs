@@ -14,146 +14,22 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
 use lookout::sink::alerts::{AlertSettings, Alerter, MqttSettings};
-use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 
-/// Longest wait for any one condition.
-const WAIT: Duration = Duration::from_secs(30);
+mod common;
+#[macro_use]
+#[path = "common/mqtt.rs"]
+mod mqtt;
 
-// ---------------------------------------------------------------------------------------------------------------
-// The broker.
-
-fn mosquitto() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
-        .map(|d| d.join("mosquitto"))
-        .find(|p| p.is_file())
-}
-
-macro_rules! require_mosquitto {
-    () => {
-        match mosquitto() {
-            Some(bin) => bin,
-            None => {
-                eprintln!(
-                    "SKIPPED: mosquitto is not installed (apt install mosquitto, or deploy/install-deps.sh); \
-                     the MQTT alert tests need a real broker"
-                );
-                return;
-            }
-        }
-    };
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// How a test broker is configured.
-#[derive(Debug, Clone, Copy)]
-enum Mode {
-    /// Forgets everything when it stops.
-    Ephemeral,
-    /// Keeps sessions and retained messages in its directory (saved on SIGUSR1).
-    Persistent,
-    /// Refuses every client.
-    NoLogin,
-    /// Also listens with TLS on this port, with `ca.pem`, `server.pem` and `server.key` from its directory.
-    Tls(u16),
-}
-
-/// A mosquitto process; killed when dropped.
-struct Broker {
-    child: Child,
-    #[allow(dead_code)]
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Broker {
-    /// Starts mosquitto on 127.0.0.1:`port`, with its config, log and (when `persistent`) database in `dir`,
-    /// and waits until the port takes connections.
-    fn start(bin: &Path, dir: &Path, port: u16, mode: Mode) -> Broker {
-        std::fs::create_dir_all(dir).unwrap();
-        // mosquitto started as root drops to the `mosquitto` user, which must be able to write the database.
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let mut conf = format!("listener {port} 127.0.0.1\n");
-        conf += match mode {
-            Mode::Ephemeral => "allow_anonymous true\npersistence false\n".to_string(),
-            Mode::Persistent => format!(
-                "allow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 0\n",
-                dir.display()
-            ),
-            // No password file either: every login is refused.
-            Mode::NoLogin => "allow_anonymous false\npersistence false\n".to_string(),
-            Mode::Tls(tls_port) => format!(
-                "allow_anonymous true\npersistence false\nlistener {tls_port} 127.0.0.1\ncafile {d}/ca.pem\n\
-                 certfile {d}/server.pem\nkeyfile {d}/server.key\n",
-                d = dir.display()
-            ),
-        }
-        .as_str();
-        let conf_path = dir.join("mosquitto.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("mosquitto.log")).unwrap();
-        let child = Command::new(bin)
-            .arg("-c")
-            .arg(&conf_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let mut broker = Broker { child, port, dir: dir.to_path_buf() };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok() {
-                return broker;
-            }
-            if let Some(status) = broker.child.try_wait().unwrap() {
-                panic!("mosquitto exited ({status}) before listening on {port}:\n{}", broker.log());
-            }
-            assert!(Instant::now() < deadline, "mosquitto is not listening on {port} after 10 s:\n{}", broker.log());
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default()
-    }
-
-    /// Has mosquitto write its database (SIGUSR1) and waits until the file is there.
-    fn save_db(&self) {
-        let db = self.dir.join("mosquitto.db");
-        let _ = std::fs::remove_file(&db);
-        let ok = Command::new("kill").arg("-USR1").arg(self.child.id().to_string()).status().unwrap().success();
-        assert!(ok, "kill -USR1 mosquitto failed");
-        wait_until("mosquitto to save its database", || db.is_file());
-    }
-
-    /// Kills mosquitto (SIGKILL: no goodbye to its clients) and waits for it to be gone.
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{free_port, wait_until};
+use mqtt::{Broker, Mode, Subscriber};
 
 /// Everything the library logged in this test binary (all tests share it).
 static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
@@ -190,104 +66,16 @@ fn show_logs() {
     }
 }
 
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {WAIT:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// The subscriber.
-
-#[derive(Debug, Clone)]
-struct Msg {
-    topic: String,
-    payload: Vec<u8>,
-    retain: bool,
-}
-
-/// A rumqttc client subscribed to `lookout/#` at QoS 1, on its own thread, reconnecting by itself.
-struct Subscriber {
-    rx: Receiver<Option<Msg>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-    /// Everything received so far, in order.
-    seen: Vec<Msg>,
-    subacks: usize,
-}
-
-impl Subscriber {
-    /// `persistent`: a session the broker keeps (clean session off), so it queues messages while we are away.
-    fn start(port: u16, client_id: &str, persistent: bool) -> Subscriber {
-        let mut o = MqttOptions::new(client_id, "127.0.0.1", port);
-        o.set_keep_alive(Duration::from_secs(5)).set_clean_session(!persistent);
-        let (client, mut connection) = Client::new(o, 16);
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("test-subscriber".into())
-            .spawn(move || {
-                while !stop2.load(Ordering::Relaxed) {
-                    match connection.recv_timeout(Duration::from_millis(100)) {
-                        Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
-                            client.try_subscribe("lookout/#", QoS::AtLeastOnce).unwrap();
-                        }
-                        Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => {
-                            let _ = tx.send(None);
-                        }
-                        Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
-                            let m = Msg { topic: p.topic.clone(), payload: p.payload.to_vec(), retain: p.retain };
-                            let _ = tx.send(Some(m));
-                        }
-                        Ok(Ok(_)) | Err(_) => {}
-                        // The broker is down: try again a little later (the next recv reconnects).
-                        Ok(Err(_)) => std::thread::sleep(Duration::from_millis(50)),
-                    }
-                }
-            })
-            .unwrap();
-        Subscriber { rx, stop, thread: Some(thread), seen: Vec::new(), subacks: 0 }
-    }
-
-    /// Collects messages until `cond` holds, or fails at the deadline showing what came.
-    fn wait_for(&mut self, what: &str, cond: impl Fn(&Subscriber) -> bool) {
-        let deadline = Instant::now() + WAIT;
-        while !cond(self) {
-            match self.rx.recv_deadline(deadline) {
-                Ok(Some(m)) => self.seen.push(m),
-                Ok(None) => self.subacks += 1,
-                Err(RecvTimeoutError::Timeout) => panic!(
-                    "timed out after {WAIT:?} waiting for {what}; received {} messages: {:?}",
-                    self.seen.len(),
-                    self.seen.iter().map(describe).collect::<Vec<_>>()
-                ),
-                Err(RecvTimeoutError::Disconnected) => panic!("the subscriber thread died waiting for {what}"),
-            }
-        }
-    }
-
-    /// The payloads seen on the availability topic, in order.
-    fn availability(&self) -> Vec<String> {
-        self.seen
-            .iter()
-            .filter(|m| m.topic == "lookout/available")
-            .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
-            .collect()
-    }
-
-    /// The events seen, in order of arrival (duplicates included).
-    fn events(&self) -> Vec<serde_json::Value> {
-        self.seen
-            .iter()
-            .filter(|m| m.topic.ends_with("/events"))
-            .map(|m| serde_json::from_slice(&m.payload).expect("an event is JSON"))
-            .collect()
-    }
-
+/// What the tests here read from what the subscriber received (their events carry a number `n`, their
+/// snapshots the event's number in bytes 4..12).
+trait Numbers {
     /// The event numbers of the snapshots seen, in order of arrival (duplicates included).
+    fn snapshot_numbers(&self) -> Vec<u64>;
+    /// The distinct event numbers seen.
+    fn event_numbers(&self) -> Vec<u64>;
+}
+
+impl Numbers for Subscriber {
     fn snapshot_numbers(&self) -> Vec<u64> {
         self.seen
             .iter()
@@ -296,31 +84,12 @@ impl Subscriber {
             .collect()
     }
 
-    /// The distinct event numbers seen.
     fn event_numbers(&self) -> Vec<u64> {
         let mut ns: Vec<u64> = self.events().iter().map(|e| e["n"].as_u64().unwrap()).collect();
         ns.sort_unstable();
         ns.dedup();
         ns
     }
-}
-
-impl Drop for Subscriber {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-    }
-}
-
-fn describe(m: &Msg) -> String {
-    let body = if m.topic.ends_with("/snapshot") {
-        format!("<{} bytes>", m.payload.len())
-    } else {
-        String::from_utf8_lossy(&m.payload).into_owned()
-    };
-    format!("{}{} {body}", m.topic, if m.retain { " (retained)" } else { "" })
 }
 
 // ---------------------------------------------------------------------------------------------------------------

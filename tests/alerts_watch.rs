@@ -13,41 +13,27 @@
 
 mod common;
 
-use std::collections::{BTreeMap, VecDeque};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
-use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+#[macro_use]
+#[path = "common/mqtt.rs"]
+mod mqtt;
+#[path = "common/hook.rs"]
+mod hook;
 
-use common::{fixture, tiny_model};
+use common::{WAIT, fixture, free_port, tiny_model};
+use hook::{Hook, Reply};
+use mqtt::{Broker, Mode, Msg, Subscriber};
 
-/// Longest wait for any one condition.
-const WAIT: Duration = Duration::from_secs(60);
 /// Longest a whole `lookout watch` run may take (the machine may be busy).
 const RUN_DEADLINE: Duration = Duration::from_secs(300);
 /// Lines written to events.jsonl while the broker is down.
 const OUTAGE_LINES: usize = 60;
 /// The MQTT password of the tests: it must never show up in what lookout prints.
 const PASSWORD: &str = "pw-Zq8v3-never-printed";
-
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {WAIT:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // lookout.
@@ -186,212 +172,27 @@ fn check_arrivals(lines: &[serde_json::Value], arrived: &[serde_json::Value]) ->
 // ---------------------------------------------------------------------------------------------------------------
 // The broker and the subscriber.
 
-fn mosquitto() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
-        .map(|d| d.join("mosquitto"))
-        .find(|p| p.is_file())
-}
-
-macro_rules! require_mosquitto {
-    () => {
-        match mosquitto() {
-            Some(bin) => bin,
-            None => {
-                eprintln!(
-                    "SKIPPED: mosquitto is not installed (apt install mosquitto, or deploy/install-deps.sh); \
-                     the MQTT alert tests need a real broker"
-                );
-                return;
-            }
-        }
-    };
-}
-
-/// A mosquitto process that keeps its sessions in its directory (saved on SIGUSR1), so that the subscriber's
-/// subscription survives a restart; killed when dropped.
-struct Broker {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Broker {
-    fn start(bin: &Path, dir: &Path, port: u16) -> Broker {
-        std::fs::create_dir_all(dir).unwrap();
-        // mosquitto started as root drops to the `mosquitto` user, which must be able to write the database.
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let conf = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
-             autosave_interval 0\n",
-            dir.display()
-        );
-        let conf_path = dir.join("mosquitto.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("mosquitto.log")).unwrap();
-        let child = Command::new(bin)
-            .arg("-c")
-            .arg(&conf_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let mut broker = Broker { child, dir: dir.to_path_buf() };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok() {
-                return broker;
-            }
-            if let Some(status) = broker.child.try_wait().unwrap() {
-                panic!("mosquitto exited ({status}) before listening on {port}:\n{}", broker.log());
-            }
-            assert!(Instant::now() < deadline, "mosquitto is not listening on {port} after 10 s:\n{}", broker.log());
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default()
-    }
-
-    /// Has mosquitto write its database (SIGUSR1) and waits until the file is there.
-    fn save_db(&self) {
-        let db = self.dir.join("mosquitto.db");
-        let _ = std::fs::remove_file(&db);
-        let ok = Command::new("kill").arg("-USR1").arg(self.child.id().to_string()).status().unwrap().success();
-        assert!(ok, "kill -USR1 mosquitto failed");
-        wait_until("mosquitto to save its database", || db.is_file());
-    }
-
-    /// Stops mosquitto (SIGTERM) and waits for it to be gone. It drops its clients' connections without a word,
-    /// as a crash does, but first saves what it has queued for the subscriber's session: a message it has
-    /// acknowledged to lookout must reach the subscriber after the restart, or the test would blame lookout for
-    /// the broker's loss. (SIGKILL loses those, and the library test `alerts_mqtt.rs` covers it by waiting for
-    /// the acknowledgements first.)
-    fn stop(mut self) {
-        let ok = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap().success();
-        assert!(ok, "kill -TERM mosquitto failed");
-        let deadline = Instant::now() + WAIT;
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "mosquitto did not stop on SIGTERM:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Msg {
-    topic: String,
-    payload: Vec<u8>,
-    retain: bool,
-}
-
-/// A rumqttc client subscribed to `lookout/#` at QoS 1 with a session the broker keeps, on its own thread,
-/// reconnecting by itself.
-struct Subscriber {
-    rx: Receiver<Option<Msg>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-    seen: Vec<Msg>,
-    subacks: usize,
-}
-
-impl Subscriber {
-    fn start(port: u16) -> Subscriber {
-        Self::start_as(port, "test-subscriber", false)
-    }
-
-    /// `clean`: a session the broker forgets (it still sends the retained messages on subscribing).
-    fn start_as(port: u16, client_id: &str, clean: bool) -> Subscriber {
-        let mut o = MqttOptions::new(client_id, "127.0.0.1", port);
-        // Snapshots are JPEGs of tens of kB: rumqttc refuses incoming packets over 10 kB by default.
-        o.set_keep_alive(Duration::from_secs(5)).set_clean_session(clean).set_max_packet_size(16 << 20, 16 << 20);
-        let (client, mut connection) = Client::new(o, 16);
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("test-subscriber".into())
-            .spawn(move || {
-                while !stop2.load(Ordering::Relaxed) {
-                    match connection.recv_timeout(Duration::from_millis(100)) {
-                        Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
-                            client.try_subscribe("lookout/#", QoS::AtLeastOnce).unwrap();
-                        }
-                        Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => {
-                            let _ = tx.send(None);
-                        }
-                        Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
-                            let m = Msg { topic: p.topic.clone(), payload: p.payload.to_vec(), retain: p.retain };
-                            let _ = tx.send(Some(m));
-                        }
-                        Ok(Ok(_)) | Err(_) => {}
-                        // The broker is down: try again a little later (the next recv reconnects).
-                        Ok(Err(_)) => std::thread::sleep(Duration::from_millis(50)),
-                    }
-                }
-            })
-            .unwrap();
-        Subscriber { rx, stop, thread: Some(thread), seen: Vec::new(), subacks: 0 }
-    }
-
-    /// Collects messages until `cond` holds, or fails at the deadline showing what came.
-    fn wait_for(&mut self, what: &str, cond: impl Fn(&Subscriber) -> bool) {
-        let deadline = Instant::now() + WAIT;
-        while !cond(self) {
-            match self.rx.recv_deadline(deadline) {
-                Ok(Some(m)) => self.seen.push(m),
-                Ok(None) => self.subacks += 1,
-                Err(RecvTimeoutError::Timeout) => {
-                    panic!("timed out after {WAIT:?} waiting for {what}; received {} messages", self.seen.len())
-                }
-                Err(RecvTimeoutError::Disconnected) => panic!("the subscriber thread died waiting for {what}"),
-            }
-        }
-    }
-
+/// What the tests here read from what the subscriber received.
+trait Lines {
     /// The events received on `lookout/bikes/events`, in order of arrival (duplicates included).
-    fn events(&self) -> Vec<serde_json::Value> {
-        self.seen
-            .iter()
-            .filter(|m| m.topic.ends_with("/events"))
-            .inspect(|m| assert_eq!(m.topic, "lookout/bikes/events"))
-            .map(|m| serde_json::from_slice(&m.payload).expect("an event is JSON"))
-            .collect()
+    fn bikes_events(&self) -> Vec<serde_json::Value>;
+    /// Distinct events received.
+    fn distinct(&self) -> usize;
+}
+
+impl Lines for Subscriber {
+    fn bikes_events(&self) -> Vec<serde_json::Value> {
+        for m in self.seen.iter().filter(|m| m.topic.ends_with("/events")) {
+            assert_eq!(m.topic, "lookout/bikes/events");
+        }
+        self.events()
     }
 
-    /// Distinct events received.
     fn distinct(&self) -> usize {
         let mut keys: Vec<_> = self.events().iter().map(key).collect();
         keys.sort();
         keys.dedup();
         keys.len()
-    }
-
-    fn availability(&self) -> Vec<String> {
-        self.seen
-            .iter()
-            .filter(|m| m.topic == "lookout/available")
-            .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
-            .collect()
-    }
-}
-
-impl Drop for Subscriber {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
     }
 }
 
@@ -457,8 +258,8 @@ fn every_event_line_arrives_in_order_across_a_broker_restart_during_the_run() {
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
     let broker_dir = tmp.path().join("broker");
-    let broker = Broker::start(&bin, &broker_dir, port);
-    let mut sub = Subscriber::start(port);
+    let broker = Broker::start(&bin, &broker_dir, port, Mode::Persistent);
+    let mut sub = Subscriber::start(port, "test-subscriber", true);
     sub.wait_for("the subscription", |s| s.subacks >= 1);
     broker.save_db();
 
@@ -482,7 +283,7 @@ fn every_event_line_arrives_in_order_across_a_broker_restart_during_the_run() {
     let at_restart = line_count(&out);
     let still_running = run.exited().is_none();
     let t_restart = t0.elapsed();
-    let _broker = Broker::start(&bin, &broker_dir, port);
+    let _broker = Broker::start(&bin, &broker_dir, port, Mode::Persistent);
     let (status, summary, stderr) = run.finish();
     assert!(status.success(), "{status}:\n{stderr}");
     assert!(
@@ -494,7 +295,7 @@ fn every_event_line_arrives_in_order_across_a_broker_restart_during_the_run() {
 
     let lines = event_lines(&out);
     sub.wait_for("every line of events.jsonl", |s| s.distinct() >= lines.len());
-    let late = check_arrivals(&lines, &sub.events());
+    let late = check_arrivals(&lines, &sub.bikes_events());
     // Every line written while the broker was down waited in the spool, and says so.
     for (i, l) in late.iter().enumerate().take(at_restart).skip(at_kill) {
         assert!(*l, "line {i}, written while the broker was down, is flagged delivered_late: {}", lines[i]);
@@ -551,14 +352,14 @@ fn a_broker_down_for_the_whole_run_gets_every_alert_from_the_next_run() {
     assert!(!stderr.contains(PASSWORD), "the password is never printed:\n{stderr}");
 
     // The broker appears; the next run (which finds nothing new: threshold 1) delivers them all, late, in order.
-    let broker = Broker::start(&bin, &tmp.path().join("broker"), port);
-    let mut sub = Subscriber::start(port);
+    let broker = Broker::start(&bin, &tmp.path().join("broker"), port, Mode::Persistent);
+    let mut sub = Subscriber::start(port, "test-subscriber", true);
     sub.wait_for("the subscription", |s| s.subacks >= 1);
     let (status, _, stderr) = Run::start(&clip, &out, &config, "1.0").finish();
     assert!(status.success(), "{status}:\n{stderr}");
     assert_eq!(event_lines(&out), lines, "the second run adds no event");
     sub.wait_for("every line of events.jsonl", |s| s.distinct() >= lines.len());
-    let late = check_arrivals(&lines, &sub.events());
+    let late = check_arrivals(&lines, &sub.bikes_events());
     assert!(late.iter().all(|l| *l), "every alert came from the spool, so is late");
     assert_eq!(spool_entries(&spool), 0, "the spool is empty");
     drop(sub);
@@ -568,89 +369,11 @@ fn a_broker_down_for_the_whole_run_gets_every_alert_from_the_next_run() {
 // ---------------------------------------------------------------------------------------------------------------
 // Webhooks.
 
-/// A request the hook received: its body, its `Authorization` header, the status it got, and when it came.
-type Request = (serde_json::Value, Option<String>, u16, Instant);
-
-/// An HTTP server on 127.0.0.1 that answers the first `fail_first` POSTs with 503, then 200, and records each
-/// request's body, its `Authorization` header and when it came.
-struct Hook {
-    stop: Arc<AtomicBool>,
-    port: u16,
-    requests: Arc<Mutex<Vec<Request>>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Hook {
-    fn start(fail_first: usize) -> Hook {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let stop = Arc::new(AtomicBool::new(false));
-        let requests: Arc<Mutex<Vec<_>>> = Arc::default();
-        let mut script: VecDeque<u16> = std::iter::repeat_n(503, fail_first).collect();
-        let (stop2, requests2) = (stop.clone(), requests.clone());
-        let thread = std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if stop2.load(Ordering::Relaxed) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let status = script.pop_front().unwrap_or(200);
-                if let Some((body, auth)) = serve(conn, status) {
-                    requests2.lock().unwrap().push((body, auth, status, Instant::now()));
-                }
-            }
-        });
-        Hook { stop, port, requests, thread: Some(thread) }
-    }
-}
-
-impl Drop for Hook {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = TcpStream::connect(("127.0.0.1", self.port)); // wakes the acceptor
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-    }
-}
-
-/// Reads one POST and answers `status`; the body and the Authorization header, or `None` if it was not a
-/// whole request.
-fn serve(conn: TcpStream, status: u16) -> Option<(serde_json::Value, Option<String>)> {
-    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut reader = BufReader::new(conn.try_clone().unwrap());
-    let mut line = String::new();
-    reader.read_line(&mut line).ok()?;
-    if !line.starts_with("POST ") {
-        return None;
-    }
-    let (mut len, mut auth) = (0, None);
-    loop {
-        line.clear();
-        reader.read_line(&mut line).ok()?;
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        let (k, v) = l.split_once(':')?;
-        match k.trim().to_ascii_lowercase().as_str() {
-            "content-length" => len = v.trim().parse().ok()?,
-            "authorization" => auth = Some(v.trim().to_string()),
-            _ => {}
-        }
-    }
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body).ok()?;
-    let mut conn = conn;
-    let _ = write!(conn, "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-    Some((serde_json::from_slice(&body).expect("the body is JSON"), auth))
-}
-
 #[test]
 fn a_webhook_that_fails_at_first_gets_every_event_in_order_after_retries() {
     let tmp = tempfile::tempdir().unwrap();
     const FAILURES: usize = 5;
-    let hook = Hook::start(FAILURES);
+    let hook = Hook::start(0, &[Reply::Status(503); FAILURES]);
     let config = tmp.path().join("lookout.toml");
     std::fs::write(
         &config,
@@ -676,14 +399,15 @@ retry_max_ms = 400
     assert!(lines.len() >= 20, "bikes.mp4 gives events: {}", lines.len());
     // The run waits (up to 5 s) for deliveries at its end; what is left would be in the spool.
     assert_eq!(spool_entries(&out.join("alert-spool")), 0);
-    let requests = hook.requests.lock().unwrap().clone();
-    let ok: Vec<serde_json::Value> = requests.iter().filter(|r| r.2 == 200).map(|r| r.0.clone()).collect();
+    let requests = hook.requests();
+    let ok: Vec<serde_json::Value> = requests.iter().filter(|r| r.ok()).map(|r| r.body.clone()).collect();
     let late = check_arrivals(&lines, &ok);
     assert!(late[0], "the first event waited in the spool through the failures");
-    assert!(requests.iter().all(|r| r.1.as_deref() == Some(&*format!("Bearer tok-{PASSWORD}"))), "the header is sent");
+    let auth = format!("Bearer tok-{PASSWORD}");
+    assert!(requests.iter().all(|r| r.header("authorization") == Some(&*auth)), "the header is sent");
     // Retries back off: 100 ms, 200 ms, 400 ms, 400 ms, each less up to a quarter of jitter.
-    assert_eq!(requests.iter().take(FAILURES).filter(|r| r.2 == 503).count(), FAILURES);
-    let gaps: Vec<Duration> = requests.windows(2).take(FAILURES).map(|w| w[1].3 - w[0].3).collect();
+    assert_eq!(requests.iter().take(FAILURES).filter(|r| r.status == Some(503)).count(), FAILURES);
+    let gaps: Vec<Duration> = requests.windows(2).take(FAILURES).map(|w| w[1].at - w[0].at).collect();
     for (i, (gap, min)) in gaps.iter().zip([100, 200, 400, 400, 400]).enumerate() {
         assert!(*gap >= Duration::from_millis(min) * 3 / 4, "retry {i} came after {gap:?}, before the backoff");
     }
@@ -731,8 +455,8 @@ fn clips_lines_and_snapshots_reach_the_broker_as_home_assistant_expects() {
     let bin = require_mosquitto!();
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
-    let _broker = Broker::start(&bin, &tmp.path().join("broker"), port);
-    let mut sub = Subscriber::start(port);
+    let _broker = Broker::start(&bin, &tmp.path().join("broker"), port, Mode::Persistent);
+    let mut sub = Subscriber::start(port, "test-subscriber", true);
     sub.wait_for("the subscription", |s| s.subacks >= 1);
     let config = mqtt_config(tmp.path(), port);
     let clip = long_clip(tmp.path(), 1);
@@ -759,7 +483,7 @@ fn clips_lines_and_snapshots_reach_the_broker_as_home_assistant_expects() {
     }
     // Every line, the clips lines too, in the order of events.jsonl.
     sub.wait_for("every line of events.jsonl", |s| s.distinct() >= lines.len());
-    let late = check_arrivals(&lines, &sub.events());
+    let late = check_arrivals(&lines, &sub.bikes_events());
     if spooled == 0 {
         assert!(late.iter().all(|l| !l), "the broker was up all along");
     }
@@ -782,7 +506,7 @@ fn clips_lines_and_snapshots_reach_the_broker_as_home_assistant_expects() {
 
     // A dashboard that connects later gets the retained state at once: offline (lookout has stopped) and the
     // last snapshot, but no event.
-    let mut late_sub = Subscriber::start_as(port, "dashboard", true);
+    let mut late_sub = Subscriber::start(port, "dashboard", false);
     late_sub.wait_for("the retained availability", |s| !s.availability().is_empty());
     if with_snapshot > 0 {
         late_sub.wait_for("the retained snapshot", |s| s.seen.iter().any(|m| m.topic.ends_with("/snapshot")));

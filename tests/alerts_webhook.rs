@@ -4,148 +4,21 @@
 //! answers as its script says (a status, or no answer at all until the client gives up), then closes. Every
 //! wait polls a condition against a deadline; nothing sleeps blindly.
 
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use lookout::sink::alerts::{AlertSettings, Alerter, WebhookSettings};
 
-const WAIT: Duration = Duration::from_secs(30);
+mod common;
+#[path = "common/hook.rs"]
+mod hook;
 
-/// How the server answers a request.
-#[derive(Debug, Clone, Copy)]
-enum Reply {
-    Status(u16),
-    /// No answer: read until the client hangs up.
-    Hang,
-}
+use common::{free_port, wait_until};
+use hook::{Hook, Reply, Request};
 
-#[derive(Debug, Clone)]
-struct Request {
-    body: serde_json::Value,
-    headers: Vec<(String, String)>,
-    /// What the server answered.
-    status: Option<u16>,
-}
-
-/// An HTTP server that records requests and answers from a script (then 200 when the script is done).
-struct Hook {
-    stop: Arc<AtomicBool>,
-    port: u16,
-    requests: Arc<Mutex<Vec<Request>>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Hook {
-    fn start(port: u16, script: &[Reply]) -> Hook {
-        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let stop = Arc::new(AtomicBool::new(false));
-        let requests: Arc<Mutex<Vec<Request>>> = Arc::default();
-        let mut script: VecDeque<Reply> = script.iter().copied().collect();
-        let (stop2, requests2) = (stop.clone(), requests.clone());
-        let thread = std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if stop2.load(Ordering::Relaxed) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let reply = script.pop_front().unwrap_or(Reply::Status(200));
-                if let Some(req) = serve(conn, reply) {
-                    requests2.lock().unwrap().push(req);
-                }
-            }
-        });
-        Hook { stop, port, requests, thread: Some(thread) }
-    }
-
-    fn requests(&self) -> Vec<Request> {
-        self.requests.lock().unwrap().clone()
-    }
-
-    /// The `n` of each request that got a 2xx, in order.
-    fn delivered(&self) -> Vec<u64> {
-        self.requests()
-            .iter()
-            .filter(|r| r.status.is_some_and(|s| (200..300).contains(&s)))
-            .map(|r| r.body["n"].as_u64().unwrap())
-            .collect()
-    }
-}
-
-impl Drop for Hook {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = TcpStream::connect(("127.0.0.1", self.port)); // wakes the acceptor
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-    }
-}
-
-/// Reads one request and answers it; `None` if it was not a whole request.
-fn serve(conn: TcpStream, reply: Reply) -> Option<Request> {
-    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut reader = BufReader::new(conn.try_clone().unwrap());
-    let mut line = String::new();
-    reader.read_line(&mut line).ok()?;
-    if !line.starts_with("POST ") {
-        return None;
-    }
-    let mut headers = Vec::new();
-    let mut len = 0;
-    loop {
-        line.clear();
-        reader.read_line(&mut line).ok()?;
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        let (k, v) = l.split_once(':')?;
-        let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
-        if k == "content-length" {
-            len = v.parse().ok()?;
-        }
-        headers.push((k, v));
-    }
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body).ok()?;
-    let body = serde_json::from_slice(&body).expect("the body is JSON");
-    let status = match reply {
-        Reply::Status(s) => {
-            let text = if s < 300 { "ok" } else { "the server is having a bad day" };
-            let mut conn = conn;
-            let _ = write!(
-                conn,
-                "HTTP/1.1 {s} X\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
-                text.len()
-            );
-            Some(s)
-        }
-        Reply::Hang => {
-            // Until the client gives up and closes (or the read timeout).
-            let _ = reader.read_to_end(&mut Vec::new());
-            None
-        }
-    };
-    Some(Request { body, headers, status })
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {WAIT:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+/// The `n` of each request that got a 2xx, in order.
+fn delivered(hook: &Hook) -> Vec<u64> {
+    hook.requests().iter().filter(|r| r.ok()).map(|r| r.body["n"].as_u64().unwrap()).collect()
 }
 
 fn settings(spool: &Path, port: u16) -> AlertSettings {
@@ -183,19 +56,18 @@ fn alerts_wait_while_the_server_is_down_and_arrive_in_order_when_it_is_up() {
     assert_eq!(down.destination, format!("http://127.0.0.1:{port}/hook?***"), "the token is not shown");
 
     let hook = Hook::start(port, &[]);
-    wait_until("the five alerts", || hook.delivered().len() == 5);
+    wait_until("the five alerts", || delivered(&hook).len() == 5);
     alerter.send("gate", &event(6), None);
-    wait_until("the sixth alert", || hook.delivered().len() == 6);
+    wait_until("the sixth alert", || delivered(&hook).len() == 6);
     let stats = alerter.shutdown(Duration::from_secs(5));
 
-    assert_eq!(hook.delivered(), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(delivered(&hook), [1, 2, 3, 4, 5, 6]);
     let reqs = hook.requests();
     for r in &reqs {
         let n = r.body["n"].as_u64().unwrap();
         assert_eq!(is_late(r), n <= 5, "request {n}: {:?}", r.body);
-        let header = |k: &str| r.headers.iter().find(|(h, _)| h == k).map(|(_, v)| v.as_str());
-        assert_eq!(header("content-type"), Some("application/json"));
-        assert_eq!(header("authorization"), Some("Bearer t0ken"));
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert_eq!(r.header("authorization"), Some("Bearer t0ken"));
     }
     // The body is the event as given, plus the flag for late ones.
     assert_eq!(reqs[0].body, serde_json::json!({"type": "start", "source": "gate", "n": 1, "delivered_late": true}));
@@ -213,10 +85,10 @@ fn server_errors_and_timeouts_are_retried_with_backoff() {
     for n in 1..=4 {
         alerter.send("gate", &event(n), None);
     }
-    wait_until("four deliveries", || hook.delivered().len() == 4);
+    wait_until("four deliveries", || delivered(&hook).len() == 4);
     let stats = alerter.shutdown(Duration::from_secs(5));
 
-    assert_eq!(hook.delivered(), [1, 2, 3, 4]);
+    assert_eq!(delivered(&hook), [1, 2, 3, 4]);
     let attempts: Vec<(u64, Option<u16>, bool)> =
         hook.requests().iter().map(|r| (r.body["n"].as_u64().unwrap(), r.status, is_late(r))).collect();
     // The first alert is tried four times (500, no answer, 503, 200); the retries come from the spool.
@@ -237,7 +109,7 @@ fn a_refused_alert_is_kept_aside_and_not_retried() {
     let alerter = Alerter::start(&settings(tmp.path(), hook.port)).unwrap();
     alerter.send("gate", &event(1), None);
     alerter.send("gate", &event(2), None);
-    wait_until("the second alert", || hook.delivered() == [2]);
+    wait_until("the second alert", || delivered(&hook) == [2]);
     let stats = alerter.shutdown(Duration::from_secs(5));
     assert_eq!(hook.requests().len(), 2, "the refused one is not sent again");
     let d = &stats.destinations[0];
@@ -261,9 +133,9 @@ fn alerts_left_at_shutdown_are_delivered_by_the_next_start() {
     let hook = Hook::start(port, &[]);
     let alerter = Alerter::start(&settings(tmp.path(), port)).unwrap();
     alerter.send("gate", &event(4), None);
-    wait_until("all four", || hook.delivered().len() == 4);
+    wait_until("all four", || delivered(&hook).len() == 4);
     alerter.shutdown(Duration::from_secs(5));
-    assert_eq!(hook.delivered(), [1, 2, 3, 4]);
+    assert_eq!(delivered(&hook), [1, 2, 3, 4]);
     let late: Vec<bool> = hook.requests().iter().map(is_late).collect();
     assert_eq!(late, [true, true, true, false]);
 }

@@ -4,6 +4,9 @@
 //!
 //! Every wait has a deadline; the only sleep is the simulated inference time of the slow consumer.
 
+#[path = "common/rtsp.rs"]
+mod rtsp;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
@@ -12,85 +15,19 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use gstreamer as gst;
-use gstreamer::glib;
 use gstreamer::prelude::*;
-use gstreamer_rtsp_server as rtsp_server;
-use gstreamer_rtsp_server::prelude::*;
 use lookout::shutdown::Shutdown;
 use lookout::source::{
     self, FrameQueue, FrameSettings, Notify, Popped, ReconnectSettings, SourceError, SourceHandle, SourceSpec,
     SourceState, SpawnOptions,
 };
-
-/// A live H.264 stream, 20 fps, a key frame every half second so a new client starts quickly.
-const LIVE_H264: &str = "( videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=20/1 \
-     ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10 bframes=0 \
-     ! rtph264pay name=pay0 pt=96 config-interval=-1 )";
+use rtsp::RtspServer;
 
 const PASSWORD: &str = "s3cretpw";
 
 /// Quick reconnection for tests: the outage and recovery take a second or two, not minutes.
 fn fast_reconnect() -> ReconnectSettings {
     ReconnectSettings { initial_ms: 200, max_ms: 1000, multiplier: 2.0, max_attempts: None, stall_timeout_ms: 3000 }
-}
-
-/// An RTSP server on 127.0.0.1 with its own GLib main loop thread.
-struct RtspServer {
-    port: u16,
-    context: glib::MainContext,
-    main_loop: glib::MainLoop,
-    server: rtsp_server::RTSPServer,
-    source_id: Option<glib::SourceId>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl RtspServer {
-    /// Serves [`LIVE_H264`] at `mount`; `port` 0 picks a free port (read back with `.port`).
-    fn start(port: u16, mount: &str) -> RtspServer {
-        gst::init().unwrap();
-        let context = glib::MainContext::new();
-        let server = rtsp_server::RTSPServer::new();
-        server.set_address("127.0.0.1");
-        server.set_service(&port.to_string());
-        let factory = rtsp_server::RTSPMediaFactory::new();
-        factory.set_launch(LIVE_H264);
-        factory.set_shared(true);
-        server.mount_points().unwrap().add_factory(mount, factory);
-        let source_id = server.attach(Some(&context)).expect("RTSP server binds");
-        let port = u16::try_from(server.bound_port()).unwrap();
-        let main_loop = glib::MainLoop::new(Some(&context), false);
-        let thread = {
-            let main_loop = main_loop.clone();
-            std::thread::Builder::new().name(format!("rtsp-{port}")).spawn(move || main_loop.run()).unwrap()
-        };
-        RtspServer { port, context, main_loop, server, source_id: Some(source_id), thread: Some(thread) }
-    }
-
-    /// Drops every client connection and closes the listening socket.
-    fn stop(mut self) {
-        self.shut();
-    }
-
-    fn shut(&mut self) {
-        self.server.client_filter(Some(&mut |_, _| rtsp_server::RTSPFilterResult::Remove));
-        if let Some(id) = self.source_id.take()
-            && let Some(source) = self.context.find_source_by_id(&id)
-        {
-            source.destroy();
-        }
-        self.main_loop.quit();
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-    }
-}
-
-impl Drop for RtspServer {
-    fn drop(&mut self) {
-        if self.thread.is_some() {
-            self.shut();
-        }
-    }
 }
 
 /// Pops frames from several sources and counts them, checking that each source's indices only go up.

@@ -9,6 +9,8 @@
 //! - a raw source has no clip, and its `clips` line says why.
 
 mod common;
+#[path = "common/rtsp.rs"]
+mod rtsp;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -17,11 +19,9 @@ use std::time::{Duration, Instant};
 
 use common::{fixture, tiny_model};
 use gstreamer as gst;
-use gstreamer::glib;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
-use gstreamer_rtsp_server as rtsp_server;
-use gstreamer_rtsp_server::prelude::*;
+use rtsp::RtspServer;
 use serde_json::Value;
 
 fn lookout() -> Command {
@@ -295,59 +295,14 @@ fn a_raw_source_has_no_clip_and_the_clips_line_says_why() {
     no_part_files(&out.path().join("run/raw"));
 }
 
-/// A live H.264 camera (as in source_rtsp.rs): 25 fps, a keyframe every 10 frames, on 127.0.0.1 with its own GLib
-/// main loop thread, stopped on drop.
-struct RtspServer {
-    port: u16,
-    context: glib::MainContext,
-    main_loop: glib::MainLoop,
-    source_id: Option<glib::SourceId>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl RtspServer {
-    fn start(mount: &str) -> RtspServer {
-        gst::init().unwrap();
-        let context = glib::MainContext::new();
-        let server = rtsp_server::RTSPServer::new();
-        server.set_address("127.0.0.1");
-        server.set_service("0");
-        let factory = rtsp_server::RTSPMediaFactory::new();
-        factory.set_launch(
-            "( videotestsrc is-live=true pattern=smpte ! video/x-raw,width=320,height=240,framerate=25/1 \
-             ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10 bframes=0 \
-             ! rtph264pay name=pay0 pt=96 config-interval=-1 )",
-        );
-        factory.set_shared(true);
-        server.mount_points().unwrap().add_factory(mount, factory);
-        let source_id = server.attach(Some(&context)).expect("RTSP server binds");
-        let port = u16::try_from(server.bound_port()).unwrap();
-        let main_loop = glib::MainLoop::new(Some(&context), false);
-        let thread = {
-            let main_loop = main_loop.clone();
-            std::thread::Builder::new().name(format!("rtsp-{port}")).spawn(move || main_loop.run()).unwrap()
-        };
-        RtspServer { port, context, main_loop, source_id: Some(source_id), thread: Some(thread) }
-    }
-}
-
-impl Drop for RtspServer {
-    fn drop(&mut self) {
-        if let Some(id) = self.source_id.take()
-            && let Some(source) = self.context.find_source_by_id(&id)
-        {
-            source.destroy();
-        }
-        self.main_loop.quit();
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-    }
-}
+/// A live H.264 camera: 25 fps, a keyframe every 10 frames.
+const CAMERA: &str = "( videotestsrc is-live=true pattern=smpte ! video/x-raw,width=320,height=240,framerate=25/1 \
+     ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10 bframes=0 \
+     ! rtph264pay name=pay0 pt=96 config-interval=-1 )";
 
 #[test]
 fn a_live_rtsp_camera_gets_clips_from_its_own_packets() {
-    let server = RtspServer::start("/cam");
+    let server = RtspServer::serve(0, "/cam", CAMERA);
     let out = tempfile::tempdir().unwrap();
     let config = write_config(
         out.path(),

@@ -27,14 +27,7 @@ pub struct MediaInfo {
 
 /// Probes a local file. `None` if it cannot be read or has no video stream.
 pub fn probe_media(path: &Path) -> Option<MediaInfo> {
-    gst::init().ok()?;
-    let abs = std::path::absolute(path).ok()?;
-    if !abs.is_file() {
-        return None;
-    }
-    let uri = gst::glib::filename_to_uri(&abs, None).ok()?;
-    let discoverer = gst_pbutils::Discoverer::new(gst::ClockTime::from_seconds(DISCOVER_TIMEOUT_S)).ok()?;
-    let info = discoverer.discover_uri(&uri).ok()?;
+    let info = discover(path)?;
     let video = info.video_streams().into_iter().next()?;
     let duration = info.duration().map(|d| Duration::from_nanos(d.nseconds()));
     let rate = video.framerate();
@@ -54,6 +47,12 @@ pub fn probe_duration(path: &Path) -> Option<Duration> {
 /// The caps of a local file's first video stream as its demuxer states them (`video/x-h264, profile=high, ...`):
 /// what decodebin will look for a decoder for. `None` if the file cannot be read or has no video stream.
 pub fn probe_video_caps(path: &Path) -> Option<gst::Caps> {
+    discover(path)?.video_streams().into_iter().next()?.caps()
+}
+
+/// What GStreamer's discoverer finds in a local file, within [`DISCOVER_TIMEOUT_S`]. `None` if it is not a
+/// readable file or cannot be discovered.
+fn discover(path: &Path) -> Option<gst_pbutils::DiscovererInfo> {
     gst::init().ok()?;
     let abs = std::path::absolute(path).ok()?;
     if !abs.is_file() {
@@ -61,6 +60,5 @@ pub fn probe_video_caps(path: &Path) -> Option<gst::Caps> {
     }
     let uri = gst::glib::filename_to_uri(&abs, None).ok()?;
     let discoverer = gst_pbutils::Discoverer::new(gst::ClockTime::from_seconds(DISCOVER_TIMEOUT_S)).ok()?;
-    let info = discoverer.discover_uri(&uri).ok()?;
-    info.video_streams().into_iter().next()?.caps()
+    discoverer.discover_uri(&uri).ok()
 }

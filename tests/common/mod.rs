@@ -12,6 +12,22 @@ use gstreamer_video::prelude::*;
 
 /// How long [`decode`] waits for a file to decode.
 pub const DECODE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest wait for any one condition in [`wait_until`] (generous: the machine may be busy).
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// Polls `cond` every 10 ms until it holds; fails the test naming `what` after [`WAIT`].
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {WAIT:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A TCP port free on 127.0.0.1 at the time of asking.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
 
 /// The repository root.
 pub fn root() -> PathBuf {
