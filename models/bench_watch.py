@@ -18,7 +18,7 @@ One invocation measures, on this machine, with the same ONNX Runtime threads eve
                   load of a shared machine drifts); plus, as a cross-check when onnxruntime imports here,
                   image_embedder.onnx in Python on a fixed tensor.
   4. decode only  `watch --decode-only` (decode, scale, track; the model never runs) with 1, 2 and 4 parallel
-                  sources of the 1080p clip; and 1 source with --annotate (adds full-frame RGB, drawing, encoding).
+                  sources of the 1080p clip; and 1 source with --annotate (adds the full-size I420 frame, drawing, encoding).
   5. queries      the end-to-end run (without --annotate, so only the queries differ) with 1 and with 20 queries.
   6. memory       VmRSS / VmHWM of the lookout process, read from /proc/<pid>/status every second, during a replay
                   of the 10-minute clip (`--every 50 --annotate`: 300 inferences, full model), 5 queries, with
