@@ -141,6 +141,46 @@ fn crop_clip_has_every_frame_at_one_even_size_and_shows_the_region() {
     assert!(part_files(dir.path()).is_empty(), "{:?}", part_files(dir.path()));
 }
 
+/// Some files repeat presentation times: bikes.mp4 played twice through one x264 encoder with B-frames and
+/// mp4mux gives such a file (the benchmark's 10-minute loop is made so): the first copy's frames are at 10.00 to
+/// 19.96 s, the second copy's all at 29.92 or 29.96 s. A clip cut from such a file keeps its packets' times; its
+/// crop clip used to fail whole ("Buffer has no PTS" at mp4mux). Now it is written, its times increase, and it
+/// holds every frame up to the file's stated end (the frames re-timed past it are cut by the encoder's segment).
+#[test]
+fn crop_clip_of_a_file_with_repeated_timestamps_has_every_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let twice = dir.path().join("twice.mp4");
+    let bikes = common::fixture("bikes.mp4");
+    let source = format!("filesrc location={} ! qtdemux ! h264parse ! avdec_h264 ! c.", bikes.display());
+    let description = format!(
+        "concat name=c ! videoconvert ! x264enc speed-preset=veryfast bitrate=800 key-int-max=50 ! h264parse \
+         ! mp4mux ! filesink location={}  {source}  {source}",
+        twice.display()
+    );
+    let status = std::process::Command::new("gst-launch-1.0").arg("-q").args(description.split_whitespace()).status();
+    assert!(status.unwrap().success(), "could not make {}", twice.display());
+    let decoded = decode(&twice, |_| false);
+    let n = decoded.len();
+    let repeated = decoded.windows(2).filter(|w| w[1].pts <= w[0].pts).count();
+    assert_eq!(n, 500);
+    assert!(repeated > 0, "the file repeats presentation times (else this test shows nothing)");
+
+    let out = dir.path().join("cam/twice-crop.mp4");
+    let boxes: Vec<FrameBox> = (0..n as u64)
+        .map(|i| FrameBox {
+            frame: i,
+            pts_s: i as f64 / 25.0,
+            bbox: PixelBox { x0: 200.0, y0: 60.0, x1: 320.0, y1: 200.0 },
+            score: 0.5,
+        })
+        .collect();
+    let region = write_crop_clip(&twice, 0.0, &boxes, &out, &EvidenceSettings::default()).unwrap();
+    let frames = decode(&out, |_| false);
+    eprintln!("{repeated} repeated times in {n} frames; crop clip {region:?} of {} frames", frames.len());
+    assert!(frames.len() >= n / 2 + 2, "at least the well-timed first copy and the first repeats: {}", frames.len());
+    assert!(frames.windows(2).all(|w| w[0].pts < w[1].pts), "its times increase");
+}
+
 #[test]
 fn snapshots_are_the_peak_frame_with_its_box_and_the_crop() {
     let (full, full_frames) = full_clip();

@@ -459,7 +459,7 @@ pub fn write_crop_clip(
         .ok_or_else(|| EvidenceError::NoBox { path: out.to_path_buf() })?;
 
     let description = format!(
-        "filesrc name=src ! decodebin ! videocrop left={} top={} right={} bottom={} \
+        "filesrc name=src ! decodebin ! videocrop name=crop left={} top={} right={} bottom={} \
          ! videoscale add-borders=false ! video/x-raw,width={},height={},pixel-aspect-ratio=1/1 \
          ! videoconvert ! video/x-raw,format=I420 ! {} ! h264parse ! mp4mux ! filesink name=sink",
         region.x,
@@ -475,6 +475,10 @@ pub fn write_crop_clip(
     let pipeline = Pipeline::launch(&description).map_err(fail)?;
     pipeline.element("src").map_err(fail)?.set_property("location", full_clip);
     pipeline.element("sink").map_err(fail)?.set_property("location", part.part_path());
+    let crop_sink = pipeline.element("crop").map_err(fail)?.static_pad("sink");
+    crop_sink
+        .ok_or_else(|| fail("videocrop has no sink pad".into()))?
+        .add_probe(gst::PadProbeType::BUFFER, increasing_pts());
     let started = Instant::now();
     pipeline.run_to_eos().map_err(|e| e.into_evidence_error(CROP_CLIP, out))?;
     drop(pipeline);
@@ -486,6 +490,35 @@ pub fn write_crop_clip(
         "wrote crop clip"
     );
     Ok(region)
+}
+
+/// A buffer probe that keeps decoded frames' times increasing: a frame without a time, or whose time is not after
+/// the previous frame's, is placed one frame duration (1 ms when unknown) after it.
+///
+/// Clips are cut from the source's own packets, timestamps and all, and some files repeat presentation times
+/// (seen: H.264 with B-frames written by a concatenating muxer). A decoder shows such frames anyway, but an encoder
+/// given two frames at one time drops the time, and mp4mux then refuses the whole crop clip ("Buffer has no PTS").
+fn increasing_pts() -> impl Fn(&gst::Pad, &mut gst::PadProbeInfo) -> gst::PadProbeReturn + Send + Sync + 'static {
+    // The previous frame's time in ns; u64::MAX before the first.
+    let last = std::sync::atomic::AtomicU64::new(u64::MAX);
+    move |_, info| {
+        if let Some(gst::PadProbeData::Buffer(buffer)) = info.data.as_mut() {
+            let pts = buffer.pts().map(|t| t.nseconds());
+            let prev = last.load(std::sync::atomic::Ordering::Relaxed);
+            let step = buffer.duration().map_or(1_000_000, |d| d.nseconds().max(1));
+            let fixed = match (pts, prev) {
+                (Some(p), u64::MAX) => p,
+                (Some(p), l) if p > l => p,
+                (None, u64::MAX) => 0,
+                (_, l) => l.saturating_add(step),
+            };
+            if pts != Some(fixed) {
+                buffer.make_mut().set_pts(gst::ClockTime::from_nseconds(fixed));
+            }
+            last.store(fixed, std::sync::atomic::Ordering::Relaxed);
+        }
+        gst::PadProbeReturn::Ok
+    }
 }
 
 /// Writes the frame of `full_clip` nearest to `peak.pts_s` (its first frame is at stream time `clip_start_s`)
