@@ -12,11 +12,13 @@
 //! - [`pipeline`]: GStreamer pipeline templates.
 //! - [`config`]: the TOML configuration for `watch`.
 //! - [`watchdog`]: systemd notifications (ready, watchdog, stopping).
+//! - [`memory`]: process-wide malloc settings.
 
 pub mod config;
 pub mod draw;
 pub mod geom;
 pub mod infer;
+pub mod memory;
 pub mod models;
 pub mod picture;
 pub mod pipeline;

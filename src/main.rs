@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    lookout::memory::limit_malloc_arenas(lookout::memory::MALLOC_ARENAS);
     let args = cli::Cli::parse();
     cli::init_logging(args.common.verbose, args.common.quiet);
     match cli::run(args) {
