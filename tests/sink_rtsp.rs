@@ -1,5 +1,7 @@
 //! `--serve-rtsp`: the annotated stream republished over RTSP on loopback, watched by a real RTSP client.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -7,8 +9,6 @@ use std::time::{Duration, Instant};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
-use gstreamer_video as gst_video;
-use gstreamer_video::prelude::*;
 use lookout::draw::{Canvas, color_for};
 use lookout::picture::{Picture, PixelFormat};
 use lookout::pipeline::{self, EncoderPurpose, PipelineTemplate};
@@ -98,13 +98,7 @@ where
     let mut got = Vec::new();
     while got.len() < 5 && Instant::now() < deadline {
         if let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(500)) {
-            let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
-            let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(sample.buffer().unwrap(), &info).unwrap();
-            let (w, h) = (info.width(), info.height());
-            let stride = frame.plane_stride()[0] as usize;
-            let data = frame.plane_data(0).unwrap();
-            let rows = (0..h as usize).flat_map(|y| &data[y * stride..y * stride + w as usize * 3]).copied();
-            got.push(image::RgbImage::from_raw(w, h, rows.collect()).unwrap());
+            got.push(common::rgb_image(&sample));
         }
     }
     client.set_state(gst::State::Null).unwrap();

@@ -126,14 +126,7 @@ pub fn decode(path: &Path, keep: impl Fn(u64) -> bool) -> Vec<Decoded> {
         let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
         let buffer = sample.buffer().unwrap();
         let index = frames.len() as u64;
-        let image = keep(index).then(|| {
-            let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).unwrap();
-            let stride = frame.plane_stride()[0] as usize;
-            let data = frame.plane_data(0).unwrap();
-            let row = info.width() as usize * 3;
-            let pixels = (0..info.height() as usize).flat_map(|y| &data[y * stride..y * stride + row]).copied();
-            image::RgbImage::from_raw(info.width(), info.height(), pixels.collect()).unwrap()
-        });
+        let image = keep(index).then(|| rgb_image(&sample));
         frames.push(Decoded {
             pts: Duration::from_nanos(buffer.pts().unwrap().nseconds()),
             size: (info.width(), info.height()),
@@ -142,4 +135,15 @@ pub fn decode(path: &Path, keep: impl Fn(u64) -> bool) -> Vec<Decoded> {
     }
     pipeline.set_state(gst::State::Null).unwrap();
     frames
+}
+
+/// The picture of a sample from an appsink that takes `video/x-raw,format=RGB`, rows unpadded.
+pub fn rgb_image(sample: &gst::Sample) -> image::RgbImage {
+    let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
+    let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(sample.buffer().unwrap(), &info).unwrap();
+    let stride = frame.plane_stride()[0] as usize;
+    let data = frame.plane_data(0).unwrap();
+    let row = info.width() as usize * 3;
+    let pixels = (0..info.height() as usize).flat_map(|y| &data[y * stride..y * stride + row]).copied();
+    image::RgbImage::from_raw(info.width(), info.height(), pixels.collect()).unwrap()
 }
