@@ -16,7 +16,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -242,6 +242,9 @@ struct Relay {
     #[allow(dead_code)]
     port: u16,
     stop: Arc<AtomicBool>,
+    /// While false, accepted connections wait (for at most [`common::WAIT`]) before they reach the broker.
+    open: Arc<AtomicBool>,
+    accepted: Arc<AtomicUsize>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
     threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
     acceptor: Option<JoinHandle<()>>,
@@ -249,18 +252,36 @@ struct Relay {
 
 impl Relay {
     fn start(upstream: u16) -> Relay {
+        Self::start_with(upstream, true)
+    }
+
+    /// A relay that holds every connection it accepts, unanswered, until [`Relay::open`]: a broker slow to
+    /// answer a CONNECT.
+    fn held(upstream: u16) -> Relay {
+        Self::start_with(upstream, false)
+    }
+
+    fn start_with(upstream: u16, open: bool) -> Relay {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(AtomicBool::new(open));
+        let accepted = Arc::new(AtomicUsize::new(0));
         let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
         let threads: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let (stop2, conns2, threads2) = (stop.clone(), conns.clone(), threads.clone());
+        let (stop2, open2, accepted2, conns2, threads2) =
+            (stop.clone(), open.clone(), accepted.clone(), conns.clone(), threads.clone());
         let acceptor = std::thread::spawn(move || {
             for down in listener.incoming() {
                 if stop2.load(Ordering::Relaxed) {
                     break;
                 }
                 let Ok(down) = down else { continue };
+                accepted2.fetch_add(1, Ordering::Relaxed);
+                let deadline = Instant::now() + common::WAIT;
+                while !open2.load(Ordering::Relaxed) && !stop2.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 let Ok(up) = TcpStream::connect(("127.0.0.1", upstream)) else { continue };
                 conns2.lock().unwrap().extend([down.try_clone().unwrap(), up.try_clone().unwrap()]);
                 for (mut from, mut to) in [(down.try_clone().unwrap(), up.try_clone().unwrap()), (up, down)] {
@@ -276,7 +297,17 @@ impl Relay {
                 }
             }
         });
-        Relay { port, stop, conns, threads, acceptor: Some(acceptor) }
+        Relay { port, stop, open, accepted, conns, threads, acceptor: Some(acceptor) }
+    }
+
+    /// Lets held connections through to the broker.
+    fn open(&self) {
+        self.open.store(true, Ordering::Relaxed);
+    }
+
+    /// Connections accepted so far.
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed)
     }
 
     /// Cuts every connection through the relay; new ones are still accepted.
@@ -339,6 +370,37 @@ fn the_last_will_says_offline_when_the_connection_drops() {
 }
 
 #[test]
+fn alerts_made_while_the_connection_is_being_made_are_spooled_and_delivered_late() {
+    let bin = require_mosquitto!();
+    capture_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = Broker::start(&bin, &tmp.path().join("broker"), port, Mode::Ephemeral);
+    let mut sub = Subscriber::start(port, "test-subscriber", false);
+    sub.wait_for("the subscription", |s| s.subacks >= 1);
+
+    // The broker takes the TCP connection but answers the CONNECT only when the relay opens.
+    let relay = Relay::held(port);
+    let mut s = settings(&tmp.path().join("spool"), relay.port);
+    s.mqtt.as_mut().unwrap().connect_timeout_s = 60;
+    let alerter = Alerter::start(&s).unwrap();
+    wait_until("the alerter to connect to the relay", || relay.accepted() >= 1);
+    for n in 1..=3 {
+        send(&alerter, n);
+    }
+    relay.open();
+    sub.wait_for("events 1..=3", |s| s.event_numbers().len() >= 3);
+    send(&alerter, 4);
+    sub.wait_for("event 4", |s| s.event_numbers().contains(&4));
+    // Made before the broker had answered: from the spool, late. Made once connected: live.
+    check_events(&sub, 4, |n| Some(n <= 3));
+    let stats = alerter.shutdown(Duration::from_secs(5));
+    let d = &stats.destinations[0];
+    assert_eq!((d.delivered, d.delivered_late, d.spool_entries), (4, 3, 0), "{d:?}");
+    assert_eq!(relay.accepted(), 1, "one connection, held, then answered");
+}
+
+#[test]
 fn alerts_left_at_shutdown_are_delivered_by_the_next_start() {
     let bin = require_mosquitto!();
     capture_logs();
@@ -361,6 +423,7 @@ fn alerts_left_at_shutdown_are_delivered_by_the_next_start() {
     let mut sub = Subscriber::start(port, "test-subscriber", false);
     sub.wait_for("the subscription", |s| s.subacks >= 1);
     let alerter = Alerter::start(&settings(&spool, port)).unwrap();
+    sub.wait_for("online", |s| s.availability().last().is_some_and(|a| a == "online"));
     send(&alerter, 6);
     sub.wait_for("events 1..=6", |s| s.event_numbers().len() == 6);
     check_events(&sub, 6, |n| Some(n <= 5));
@@ -473,6 +536,8 @@ fn mqtts_with_a_private_ca() {
     m.url = format!("mqtts://localhost:{tls_port}");
     m.ca_file = Some(broker_dir.join("ca.pem"));
     let alerter = Alerter::start(&s).unwrap();
+    // Once connected, so that event 1 goes out live (made before the CONNACK, it would be spooled and late).
+    sub.wait_for("online over TLS", |s| s.availability() == ["online"]);
     send(&alerter, 1);
     sub.wait_for("event 1 over TLS", |s| s.event_numbers() == [1] && s.availability() == ["online"]);
     alerter.shutdown(Duration::from_secs(5));
