@@ -196,6 +196,39 @@ fn bad_sources_are_named_and_the_good_one_still_runs() {
 }
 
 #[test]
+fn each_bad_source_is_one_error_line_and_none_left_is_an_error() {
+    let out = tempfile::tempdir().unwrap();
+    let run = |sources: &[&str]| {
+        let o = lookout()
+            .arg("watch")
+            .args(sources)
+            .arg("--out")
+            .arg(out.path().join("run"))
+            .arg("-m")
+            .arg(tiny_model("owlvit"))
+            .args(["-q", "a ball"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+        let errors: Vec<String> = stderr.lines().filter(|l| l.starts_with("error:")).map(String::from).collect();
+        (o.status.code(), errors, stderr)
+    };
+    // One missing file: its reason, once, and no run (nothing to watch).
+    let (code, errors, stderr) = run(&["/nonexistent/footage.mp4"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(errors.len(), 1, "one line: {stderr}");
+    assert!(errors[0].contains("/nonexistent/footage.mp4") && errors[0].contains("does not exist"), "{stderr}");
+    assert!(!stderr.contains("TEST MODEL"), "stopped before loading the model: {stderr}");
+    // Two bad sources: both named, on one line, once each.
+    let (code, errors, stderr) = run(&["/nonexistent/a.mp4", "ftp://cam/x"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(errors.len(), 1, "one line: {stderr}");
+    assert!(errors[0].starts_with("error: no usable source: "), "{stderr}");
+    assert_eq!(stderr.matches("/nonexistent/a.mp4").count(), 1, "{stderr}");
+    assert_eq!(stderr.matches("ftp://cam/x").count(), 1, "{stderr}");
+}
+
+#[test]
 fn config_errors_name_the_key_and_the_query() {
     let dir = tempfile::tempdir().unwrap();
     let bad_key = dir.path().join("bad.toml");

@@ -128,14 +128,14 @@ pub fn run(common: &Common, args: WatchArgs) -> anyhow::Result<ExitCode> {
                 specs.push(spec);
                 names.push(name.clone());
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                bad.push(e.to_string());
-            }
+            Err(e) => bad.push(e.to_string()),
         }
     }
-    if specs.is_empty() {
-        return Err(UsageError(format!("no usable source ({})", bad.join("; "))).into());
+    // One line per bad source; when none is left, the error itself says why (once).
+    match (specs.is_empty(), bad.as_slice()) {
+        (true, [one]) => return Err(UsageError(one.clone()).into()),
+        (true, _) => return Err(UsageError(format!("no usable source: {}", bad.join("; "))).into()),
+        (false, _) => bad.iter().for_each(|e| eprintln!("error: {e}")),
     }
 
     let model_arg =
