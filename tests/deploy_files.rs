@@ -219,10 +219,10 @@ fn example_config_loads_with_four_cameras_and_three_queries() {
         }
     }
     assert_eq!(config.model.device, Some(lookout::infer::Device::Auto));
-    // The planned keys are there, commented out, and clearly marked.
+    // Clips and their evidence with the real keys; nothing left marked as planned.
+    assert_eq!((config.output.clips, config.output.evidence), (Some(true), Some(true)));
     let text = read(&path);
-    assert!(text.contains("# [clips]"));
-    assert!(text.contains("Planned (not read yet"));
+    assert!(!text.contains("Planned"), "every key in the example is read");
     // Retention and MQTT alerts with the real keys, the password kept out of the file.
     let retention =
         lookout::sink::retention::RetentionSettings::from_config(Path::new("/out"), &config.retention, None, None)

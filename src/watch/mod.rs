@@ -485,7 +485,9 @@ pub fn run(
     // Every post thread and clip worker is done, so this is the last reference: deliver what can be delivered in time; the rest
     // stays in the spool for the next start.
     if let Some(alerter) = alerter.and_then(|a| Arc::try_unwrap(a).ok()) {
-        let timeout = if shutdown.is_aborting() { Duration::ZERO } else { Duration::from_secs(5) };
+        let drain =
+            settings.alerts.as_ref().map_or(Duration::from_secs(5), |a| Duration::from_millis(a.shutdown_timeout_ms));
+        let timeout = if shutdown.is_aborting() { Duration::ZERO } else { drain };
         alerter.shutdown(timeout);
     }
     if let Some(r) = retention {

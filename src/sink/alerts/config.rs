@@ -24,6 +24,10 @@
 //! retry_initial_ms = 1000                   # first wait before a retry, doubling (default 1000)
 //! retry_max_ms = 60000                      # longest wait between retries (default 60000)
 //!
+//! [alerts]
+//! shutdown_timeout_s = 5                    # how long a stop waits for deliveries (default 5); the rest stays
+//!                                           # in the spool for the next start
+//!
 //! [alerts.spool]
 //! dir = "/var/lib/lookout/alert-spool"      # default "<output dir>/alert-spool"
 //! max_entries = 100000                      # per destination (default 100000)
@@ -65,6 +69,9 @@ pub struct AlertsConfig {
     /// Where alerts wait while a destination is down.
     #[serde(default)]
     pub spool: SpoolConfig,
+    /// How long a stop (the first Ctrl-C, SIGTERM, the end of the files) waits for alerts to be delivered; what
+    /// is left stays in the spool for the next start. Default 5.
+    pub shutdown_timeout_s: Option<f64>,
 }
 
 /// `[alerts.mqtt]`. Every field but `url` defaults to [`MqttSettings::new`]'s value.
@@ -170,6 +177,8 @@ pub enum AlertsConfigError {
     TwoPasswords,
     #[error("[alerts.mqtt] has no url; set url = \"mqtt://HOST:PORT\" or give --mqtt")]
     NoUrl,
+    #[error("[alerts] shutdown_timeout_s = {0} is out of range; give seconds from 0 to 86400")]
+    ShutdownTimeout(f64),
 }
 
 impl AlertsConfig {
@@ -200,6 +209,12 @@ impl AlertsConfig {
         a.spool.max_entries = s.max_entries.unwrap_or(a.spool.max_entries);
         a.spool.max_bytes = s.max_bytes.unwrap_or(a.spool.max_bytes);
         a.spool.sync = s.sync.unwrap_or(a.spool.sync);
+        if let Some(t) = self.shutdown_timeout_s {
+            if !(t.is_finite() && (0.0..=86_400.0).contains(&t)) {
+                return Err(AlertsConfigError::ShutdownTimeout(t));
+            }
+            a.shutdown_timeout_ms = (t * 1000.0).round() as u64;
+        }
         Ok(Some(a))
     }
 }
@@ -317,6 +332,18 @@ mod tests {
         assert!(none.is_none());
         let cli = AlertsConfig::default().settings(Path::new("o"), Some("mqtt://h"), &[]).unwrap().unwrap();
         assert_eq!(cli.mqtt.unwrap().url, "mqtt://h");
+    }
+
+    #[test]
+    fn the_shutdown_timeout_is_seconds_within_a_day() {
+        let cli = |c: &AlertsConfig| c.settings(Path::new("o"), Some("mqtt://h"), &[]);
+        assert_eq!(cli(&AlertsConfig::default()).unwrap().unwrap().shutdown_timeout_ms, 5_000);
+        let c = parse("[alerts]\nshutdown_timeout_s = 0.25\n");
+        assert_eq!(cli(&c).unwrap().unwrap().shutdown_timeout_ms, 250);
+        for bad in ["-1", "1e9", "nan"] {
+            let e = cli(&parse(&format!("[alerts]\nshutdown_timeout_s = {bad}\n"))).unwrap_err().to_string();
+            assert!(e.contains("shutdown_timeout_s") && e.contains("0 to 86400"), "{e}");
+        }
     }
 
     #[test]
