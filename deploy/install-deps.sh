@@ -22,7 +22,8 @@ APT_PACKAGES=(
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-x gstreamer1.0-rtsp
-  mosquitto
+  mosquitto  # the MQTT alert tests' broker
+  bsdutils   # script(1): the progress-bar test's terminal (Essential on Debian, listed to be sure)
 )
 
 say() { printf '[install-deps] %s\n' "$*" >&2; }

@@ -229,7 +229,7 @@ pub fn run(common: &Common, args: WatchArgs) -> anyhow::Result<ExitCode> {
     }
 
     let progress = Arc::new(watch::Progress::default());
-    let bar = progress_bar(&specs, progress.clone(), settings.every);
+    let bar = progress_bar(&specs, progress.clone());
     // systemd (deploy/lookout.service is Type=notify with WatchdogSec): ready once the model is loaded, and a
     // watchdog fed while the inference loop goes round.
     let notifier = lookout::watchdog::Notifier::from_env();
@@ -279,18 +279,30 @@ fn config_name(args: &WatchArgs) -> String {
 
 type BarHandle = (indicatif::ProgressBar, Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<()>);
 
-/// A progress bar over the frames of the file sources (frames, fps, ETA); none for live-only runs or non-terminals.
-fn progress_bar(specs: &[SourceSpec], progress: Arc<watch::Progress>, _every: u32) -> Option<BarHandle> {
+/// A progress bar over the frames of the file sources (frames, fps, ETA), on stderr when it is a terminal; none
+/// for runs with a live source (they have no end) or when stderr is a file or a pipe. When a file does not say
+/// how many frames it has, the bar counts frames and fps without an ETA.
+fn progress_bar(specs: &[SourceSpec], progress: Arc<watch::Progress>) -> Option<BarHandle> {
     use std::io::IsTerminal;
     if !std::io::stderr().is_terminal() || specs.iter().any(|s| s.is_live()) {
         return None;
     }
-    let total: u64 = specs.iter().filter_map(|s| s.path().and_then(probe_media)).filter_map(|m| m.frame_count).sum();
-    let bar = indicatif::ProgressBar::new(total.max(1));
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} frames  {per_sec}  ETA {eta}  {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let counts: Vec<Option<u64>> =
+        specs.iter().map(|s| s.path().and_then(probe_media).and_then(|m| m.frame_count)).collect();
+    let fps = |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+        let _ = write!(w, "{:.1} fps", state.per_sec());
+    };
+    let style = |template: &str, fallback: indicatif::ProgressStyle| {
+        indicatif::ProgressStyle::with_template(template).map_or(fallback, |s| s.with_key("fps", fps))
+    };
+    let bar = match counts.iter().copied().sum::<Option<u64>>() {
+        Some(total) => indicatif::ProgressBar::new(total.max(1)).with_style(style(
+            "{bar:30} {pos}/{len} frames  {fps}  ETA {eta}  {msg}",
+            indicatif::ProgressStyle::default_bar(),
+        )),
+        None => indicatif::ProgressBar::new_spinner()
+            .with_style(style("{spinner} {pos} frames  {fps}  {msg}", indicatif::ProgressStyle::default_spinner())),
+    };
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (b, s) = (bar.clone(), stop.clone());
     let thread = std::thread::Builder::new()

@@ -488,6 +488,15 @@ pub fn run(
         let drain =
             settings.alerts.as_ref().map_or(Duration::from_secs(5), |a| Duration::from_millis(a.shutdown_timeout_ms));
         let timeout = if shutdown.is_aborting() { Duration::ZERO } else { drain };
+        let stats = alerter.stats();
+        let waiting: u64 = stats.destinations.iter().map(|d| d.spool_entries).sum();
+        if !timeout.is_zero() && (waiting > 0 || stats.destinations.iter().any(|d| !d.connected)) {
+            info!(
+                "stopping: delivering the alerts still waiting ({waiting} in the spool) for up to {:.0} s; the rest \
+                 stays in the spool for the next start (interrupt again to stop now)",
+                timeout.as_secs_f64()
+            );
+        }
         alerter.shutdown(timeout);
     }
     if let Some(r) = retention {

@@ -1,0 +1,173 @@
+//! What an operator sees and does at the terminal, with the real binary, real GStreamer, real ONNX Runtime and the
+//! tiny model:
+//! - the progress bar of a file run (frames out of the total, frames per second, ETA, events), drawn only when
+//!   stderr is a terminal (here a pseudo-terminal from util-linux's `script`);
+//! - Ctrl-C: the first drains, a second exits at once, keeping what was already written (events.jsonl whole,
+//!   every alert in the spool for the next start).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{WAIT, fixture, free_port, tiny_model, wait_until};
+
+fn lookout() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lookout"));
+    c.env("RUST_LOG", "lookout=info,warn");
+    c
+}
+
+/// An H.264 MP4 of `frames` test-pattern frames (320x240, 25 fps).
+fn make_clip(path: &Path, frames: u32) {
+    let desc = format!(
+        "videotestsrc num-buffers={frames} pattern=smpte ! video/x-raw,width=320,height=240,framerate=25/1 ! \
+         x264enc speed-preset=ultrafast key-int-max=25 ! mp4mux ! filesink location={}",
+        path.display()
+    );
+    let ok = Command::new("gst-launch-1.0").arg("-q").args(desc.split(' ')).status().unwrap().success();
+    assert!(ok, "could not make {}", path.display());
+}
+
+/// Sends `signal` (e.g. "-INT") to `child`.
+fn signal(child: &Child, signal: &str) {
+    let ok = Command::new("kill").arg(signal).arg(child.id().to_string()).status().unwrap().success();
+    assert!(ok, "kill {signal} failed");
+}
+
+fn spool_entries(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| d.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "alert")).count())
+        .unwrap_or(0)
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// The event lines written so far (each must be a whole JSON object).
+fn event_lines(out: &Path) -> Vec<serde_json::Value> {
+    read(&out.join("events.jsonl"))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("a broken line in events.jsonl ({e}): {l}")))
+        .collect()
+}
+
+#[test]
+fn a_file_run_shows_a_progress_bar_on_a_terminal_and_none_in_a_pipe() {
+    let Some(script) = ["/usr/bin/script", "/bin/script"].into_iter().map(PathBuf::from).find(|p| p.is_file()) else {
+        panic!("util-linux's `script` is missing (apt install bsdutils; deploy/install-deps.sh installs it)");
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let bikes = fixture("bikes.mp4");
+    let frames = lookout::sink::probe_video(&bikes).unwrap().frames;
+    let cmd = |out: &str| {
+        format!(
+            "{} watch {} --out {} -m {} -q 'a person riding a bicycle' --no-clips --intra-threads 1",
+            env!("CARGO_BIN_EXE_lookout"),
+            bikes.display(),
+            tmp.path().join(out).display(),
+            tiny_model("owlvit").display()
+        )
+    };
+
+    // On a terminal: `script` runs the command on a pseudo-terminal and copies what it draws to stdout.
+    let o = Command::new(&script)
+        .args(["--quiet", "--return", "--command"])
+        .arg(cmd("tty"))
+        .arg("/dev/null")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}: {screen}", o.status);
+    let total = format!("/{frames} frames");
+    assert!(screen.contains(&total), "the bar counts frames out of the file's {frames}: {screen:?}");
+    assert!(screen.contains(" fps  ETA "), "the bar shows the rate and the ETA: {screen:?}");
+    assert!(screen.contains("events "), "the bar counts events: {screen:?}");
+    // It moves: the counts it showed go up, within the file's frames.
+    let shown: Vec<u64> =
+        screen.split(&total).filter_map(|before| before.rsplit(' ').next().and_then(|n| n.parse().ok())).collect();
+    assert!(shown.windows(2).all(|w| w[0] <= w[1]) && shown.iter().all(|n| *n <= frames), "{shown:?}");
+    assert!(shown.iter().any(|n| *n > 0 && *n < frames), "the bar moved with the run: {shown:?}");
+    assert!(screen.contains("summary ("), "the summary follows the bar: {screen:?}");
+
+    // In a pipe (a log file, systemd): no bar, the summary only.
+    let o = Command::new("sh").arg("-c").arg(cmd("pipe")).env("RUST_LOG", "warn").output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(!stderr.contains(&total) && !stderr.contains("ETA"), "no bar outside a terminal: {stderr}");
+    assert!(stderr.contains("summary ("), "{stderr}");
+}
+
+#[test]
+fn a_second_interrupt_exits_at_once_and_keeps_what_was_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clip = tmp.path().join("long.mp4");
+    make_clip(&clip, 3000);
+    // Alerts go to a broker that is not there, and a stop waits up to two minutes for them: the first Ctrl-C has
+    // something to drain.
+    let config = tmp.path().join("lookout.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[alerts]\nshutdown_timeout_s = 120\n[alerts.mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n\
+             reconnect_initial_ms = 50\nreconnect_max_ms = 200\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let out = tmp.path().join("run");
+    let stderr_path = tmp.path().join("stderr");
+    let mut child = lookout()
+        .arg("watch")
+        .arg(&clip)
+        .arg("--out")
+        .arg(&out)
+        .arg("--config")
+        .arg(&config)
+        .arg("-m")
+        .arg(tiny_model("owlvit"))
+        .args(["-q", "a test pattern", "--threshold", "0.0", "--no-clips", "--intra-threads", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let stderr = || read(&stderr_path);
+    wait_until("the first event line", || {
+        assert!(child.try_wait().unwrap().is_none(), "lookout ended before any event:\n{}", stderr());
+        !event_lines(&out).is_empty()
+    });
+
+    // First interrupt: sources stop, the tracks end, and the run waits for the alerts.
+    signal(&child, "-INT");
+    wait_until("the drain to reach the alerts", || stderr().contains("stopping: delivering the alerts"));
+    let lines = event_lines(&out);
+    assert!(lines.iter().any(|l| l["type"] == "end" && l["reason"] == "shutdown"), "the tracks were ended");
+    wait_until("every line's alert in the spool", || spool_entries(&out.join("alert-spool/mqtt")) >= lines.len());
+    assert!(child.try_wait().unwrap().is_none(), "still draining: the alerts have up to 120 s");
+
+    // Second interrupt: out at once.
+    let t = Instant::now();
+    signal(&child, "-INT");
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t.elapsed() < WAIT, "still running {WAIT:?} after the second interrupt:\n{}", stderr());
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let took = t.elapsed();
+    let stderr = stderr();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("second interrupt: exiting now"), "{stderr}");
+    assert!(took < Duration::from_secs(10), "exited {took:?} after the second interrupt, not at once");
+    // Nothing already written is lost: events.jsonl is whole, and every line's alert waits for the next start.
+    let after = event_lines(&out);
+    assert_eq!(after.len(), lines.len(), "no line written after the drain had finished the tracks");
+    assert_eq!(spool_entries(&out.join("alert-spool/mqtt")), after.len(), "every alert kept in the spool");
+    eprintln!("{} lines, all spooled; exited {took:?} after the second interrupt", after.len());
+}
