@@ -136,20 +136,7 @@ mod tests {
     use super::*;
 
     fn entry() -> ModelEntry {
-        let text = r#"
-[[model]]
-name = "m"
-family = "owlvit"
-description = "d"
-repo = "o/r"
-revision = "0123456789abcdef0123456789abcdef01234567"
-[[model.file]]
-path = "config.json"
-size = 2
-[[model.file]]
-path = "onnx/model.onnx"
-"#;
-        Manifest::from_toml(text, "test").unwrap().models.remove(0)
+        crate::models::tests::manifest().models.remove(0)
     }
 
     #[test]

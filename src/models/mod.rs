@@ -259,10 +259,10 @@ pub fn list() -> Result<Vec<ListedModel>, ModelsError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn manifest() -> Manifest {
+    pub(crate) fn manifest() -> Manifest {
         Manifest::from_toml(
             r#"
 [[model]]

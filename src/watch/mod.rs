@@ -833,6 +833,21 @@ impl EventSink for LogSink<'_> {
 }
 
 impl PostStage {
+    /// Where the event engine's starts, updates and ends go: events.jsonl, the clips and the alerts.
+    fn log_sink<'a>(&'a mut self, stats: &'a mut PostStats) -> LogSink<'a> {
+        LogSink {
+            log: &self.event_log,
+            source: &self.spec.display,
+            queries: &self.queries,
+            clip_sink: &mut self.clip_sink,
+            progress: &self.progress,
+            stats,
+            alerter: self.alerter.as_deref(),
+            short_name: &self.spec.short_name,
+            write_failures: &self.write_failures,
+        }
+    }
+
     fn run(mut self) -> PostStats {
         let mut stats = PostStats::default();
         let labels: Vec<String> = self.queries.iter().map(|q| q.label.clone()).collect();
@@ -862,22 +877,12 @@ impl PostStage {
                     false => None,
                 },
             };
-            let mut sink = LogSink {
-                log: &self.event_log,
-                source: &self.spec.display,
-                queries: &self.queries,
-                clip_sink: &mut self.clip_sink,
-                progress: &self.progress,
-                stats: &mut stats,
-                alerter: self.alerter.as_deref(),
-                short_name: &self.spec.short_name,
-                write_failures: &self.write_failures,
-            };
             tracks.clear();
             match &p.detections {
                 Some(dets) => self.tracker.update_into(frame.index, dets, &mut tracks),
                 None => self.tracker.predict_into(frame.index, &mut tracks),
             }
+            let mut sink = self.log_sink(&mut stats);
             if let Some(c) = sink.clip_sink.as_mut() {
                 c.on_frame(&at, frame.pts_ns, &tracks);
             }
@@ -970,18 +975,7 @@ impl PostStage {
         let stopped =
             self.shutdown.is_stopping() || self.settings.max_duration.is_some_and(|d| self.started.elapsed() >= d);
         let reason = if stopped { EndReason::Shutdown } else { EndReason::Eos };
-        let mut sink = LogSink {
-            log: &self.event_log,
-            source: &self.spec.display,
-            queries: &self.queries,
-            clip_sink: &mut self.clip_sink,
-            progress: &self.progress,
-            stats: &mut stats,
-            alerter: self.alerter.as_deref(),
-            short_name: &self.spec.short_name,
-            write_failures: &self.write_failures,
-        };
-        lifecycle.finish(reason, &mut sink);
+        lifecycle.finish(reason, &mut self.log_sink(&mut stats));
         self.tracker.finish().for_each(drop);
         if let Some(w) = video {
             match w.finish() {

@@ -458,6 +458,21 @@ impl Session {
         self.unassigned.iter().chain(self.awaiting.values()).map(|f| f.since).min()
     }
 
+    /// The alerts handed over and not confirmed, oldest first.
+    fn into_unconfirmed(self) -> Vec<Delivery> {
+        let mut alerts: Vec<Delivery> = self
+            .unassigned
+            .into_iter()
+            .chain(self.awaiting.into_values())
+            .filter_map(|f| match f.what {
+                Sent::Alert(d) => Some(d),
+                Sent::Availability => None,
+            })
+            .collect();
+        alerts.sort_by_key(|d| d.seq);
+        alerts
+    }
+
     fn availability_pending(&self) -> bool {
         self.unassigned.iter().chain(self.awaiting.values()).any(|f| matches!(f.what, Sent::Availability))
     }
@@ -642,17 +657,7 @@ impl Worker {
     /// The session ended: what it had not confirmed goes back to the spool, to be sent first next time.
     fn lost(&mut self, s: Session, why: &str) {
         let connected_at = s.connected_at;
-        let mut unconfirmed: Vec<Delivery> = s
-            .unassigned
-            .into_iter()
-            .chain(s.awaiting.into_values())
-            .filter_map(|f| match f.what {
-                Sent::Alert(d) => Some(d),
-                Sent::Availability => None,
-            })
-            .collect();
-        unconfirmed.sort_by_key(|d| d.seq);
-        for d in unconfirmed {
+        for d in s.into_unconfirmed() {
             self.outbox.spill(d);
         }
         self.outbox.spill_memory();
@@ -721,16 +726,7 @@ impl Worker {
                     }
                 }
             }
-            let lost: Vec<Delivery> = s
-                .unassigned
-                .into_iter()
-                .chain(s.awaiting.into_values())
-                .filter_map(|f| match f.what {
-                    Sent::Alert(d) => Some(d),
-                    Sent::Availability => None,
-                })
-                .collect();
-            for d in lost {
+            for d in s.into_unconfirmed() {
                 self.outbox.spill(d);
             }
         }
