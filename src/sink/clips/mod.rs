@@ -750,6 +750,8 @@ impl Worker {
                 debug!(event = %job.record.event_id, clip_start_s, "clip written");
                 if self.settings.make_evidence {
                     snapshot = self.evidence(&job, &final_path, clip_start_s, &mut clips);
+                    // Its decoder and encoder are gone: what they freed goes back to the system.
+                    crate::memory::release_free_heap();
                 }
             }
             Err(error) => {
