@@ -32,13 +32,14 @@ fn set_arena_max(_arenas: i32) -> bool {
     false
 }
 
-/// Hands the free memory at the top of malloc's heaps back to the system (glibc's `malloc_trim`); a no-op
+/// Hands the free pages of malloc's heaps back to the system (glibc's `malloc_trim`, every arena); a no-op
 /// elsewhere. Returns whether anything was released.
 ///
 /// Called after each clip's evidence: its decoder and x264 encoder allocate tens of MB in threads that end with
 /// the pipeline, and glibc keeps what they freed mapped. Measured on a 30-minute loop of bikes with the tiny
 /// model, `--every 1 --annotate` (45 000 frames, about 80 000 events, clips on with evidence): RSS without it
-/// wandered between 340 and 425 MiB; with `evidence = false` it stayed at 142–144 MiB (BENCHMARKS.md).
+/// wandered between 340 and 425 MiB, with it between 280 and 316 MiB; with `evidence = false` it stayed at
+/// 142–144 MiB (BENCHMARKS.md).
 pub fn release_free_heap() -> bool {
     trim()
 }

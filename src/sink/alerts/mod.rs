@@ -8,8 +8,8 @@
 //! # No alert is lost
 //!
 //! While a destination is down (for MQTT: until the broker's CONNACK, so a connection being made counts as down),
-//! its alerts wait in its [`spool`] (one directory per destination, bounded, crash safe). When it is back they are delivered first, in the order they were made, with `"delivered_late": true`
-//! added to each event. An entry leaves the spool only once the destination confirmed it (MQTT PUBACK, HTTP
+//! its alerts wait in its [`spool`] (one directory per destination, bounded, crash safe). When it is back they
+//! are delivered first, in the order they were made, with `"delivered_late": true` added to each event. An entry leaves the spool only once the destination confirmed it (MQTT PUBACK, HTTP
 //! 2xx), so an alert may arrive twice (MQTT QoS 1 is at least once) but is never dropped. On shutdown the
 //! workers deliver what they can until a deadline, and what is left stays in the spool for the next start.
 //! What is refused for good (an HTTP 4xx) is kept in the spool's `rejected/` directory instead of retried.

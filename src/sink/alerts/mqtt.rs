@@ -5,7 +5,7 @@
 //! | state | session | what it does | leaves for |
 //! |---|---|---|---|
 //! | down | `None` | spools arriving alerts; waits out the backoff | connecting |
-//! | connecting | `connected_at: None` | waits for CONNACK (`connect_timeout_s` + 1 s); alerts wait in the channel and go to the spool at CONNACK | up; down on error |
+//! | connecting | `connected_at: None` | waits for CONNACK (`connect_timeout_s` + 1 s); at CONNACK, what came meanwhile goes to the spool | up; down on error |
 //! | up | `connected_at: Some` | publishes `online`, then the oldest alerts (`max_inflight` unacked) | down on error |
 //!
 //! Going down starts the backoff (`reconnect_initial_ms`, doubling up to `reconnect_max_ms`); it starts again
