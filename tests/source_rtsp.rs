@@ -110,15 +110,26 @@ fn reconnects_after_the_server_restarts_on_the_same_port() {
 
     consumer.pump_until("both cameras streaming", Duration::from_secs(30), |c| c.got[0] >= 10 && c.got[1] >= 10);
     assert_eq!(cam_a.stats.state(), SourceState::Streaming);
+    // B's frame rate with both cameras up (its server sends 20 frames/s).
+    let (t, from) = (Instant::now(), consumer.got[1]);
+    consumer.pump_until("20 more frames of B", Duration::from_secs(30), |c| c.got[1] >= from + 20);
+    let rate_before = (consumer.got[1] - from) as f64 / t.elapsed().as_secs_f64();
 
     // Outage: camera A's server goes away. A must fail, back off and retry (at least one failed retry);
-    // B keeps streaming meanwhile.
+    // B keeps streaming meanwhile, at its rate.
     server_a.stop();
     let at_stop = consumer.got.clone();
+    let t_stop = Instant::now();
     let decoded_at_stop = cam_a.stats.snapshot().frames_decoded;
     consumer.pump_until("camera A to retry while its server is down", Duration::from_secs(30), |c| {
-        cam_a.stats.snapshot().reconnects >= 2 && c.got[1] >= at_stop[1] + 10
+        cam_a.stats.snapshot().reconnects >= 2 && c.got[1] >= at_stop[1] + 20
     });
+    let rate_during = (consumer.got[1] - at_stop[1]) as f64 / t_stop.elapsed().as_secs_f64();
+    eprintln!("camera B: {rate_before:.1} frames/s with A up, {rate_during:.1} while A is down");
+    assert!(
+        rate_during >= 0.7 * rate_before,
+        "camera B slowed down while A was down: {rate_before:.1} -> {rate_during:.1} frames/s"
+    );
     let during = cam_a.stats.snapshot();
     assert!(during.frames_decoded <= decoded_at_stop + 20, "A cannot decode much while its server is down");
     let last_error = during.last_error.expect("the outage is recorded");
