@@ -24,7 +24,7 @@ mod mqtt;
 #[path = "common/hook.rs"]
 mod hook;
 
-use common::{WAIT, fixture, free_port, tiny_model};
+use common::{WAIT, fixture, free_port, spool_entries, tiny_model};
 use hook::{Hook, Reply};
 use mqtt::{Broker, Mode, Msg, Subscriber};
 
@@ -242,12 +242,6 @@ fn long_clip(dir: &Path, times: usize) -> PathBuf {
     let status = Command::new("gst-launch-1.0").arg("-q").args(desc.split(' ')).status().unwrap();
     assert!(status.success(), "could not make {}", path.display());
     path
-}
-
-fn spool_entries(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .map(|d| d.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "alert")).count())
-        .unwrap_or(0)
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{WAIT, fixture, free_port, tiny_model, wait_until};
+use common::{WAIT, fixture, free_port, spool_entries, tiny_model, wait_until};
 
 fn lookout() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_lookout"));
@@ -34,12 +34,6 @@ fn make_clip(path: &Path, frames: u32) {
 fn signal(child: &Child, signal: &str) {
     let ok = Command::new("kill").arg(signal).arg(child.id().to_string()).status().unwrap().success();
     assert!(ok, "kill {signal} failed");
-}
-
-fn spool_entries(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .map(|d| d.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "alert")).count())
-        .unwrap_or(0)
 }
 
 fn read(path: &Path) -> String {

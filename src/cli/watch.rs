@@ -287,15 +287,15 @@ fn progress_bar(specs: &[SourceSpec], progress: Arc<watch::Progress>) -> Option<
     if !std::io::stderr().is_terminal() || specs.iter().any(|s| s.is_live()) {
         return None;
     }
-    let counts: Vec<Option<u64>> =
-        specs.iter().map(|s| s.path().and_then(probe_media).and_then(|m| m.frame_count)).collect();
+    // None when a file does not say how many frames it has.
+    let total: Option<u64> = specs.iter().map(|s| s.path().and_then(probe_media).and_then(|m| m.frame_count)).sum();
     let fps = |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
         let _ = write!(w, "{:.1} fps", state.per_sec());
     };
     let style = |template: &str, fallback: indicatif::ProgressStyle| {
         indicatif::ProgressStyle::with_template(template).map_or(fallback, |s| s.with_key("fps", fps))
     };
-    let bar = match counts.iter().copied().sum::<Option<u64>>() {
+    let bar = match total {
         Some(total) => indicatif::ProgressBar::new(total.max(1)).with_style(style(
             "{bar:30} {pos}/{len} frames  {fps}  ETA {eta}  {msg}",
             indicatif::ProgressStyle::default_bar(),
