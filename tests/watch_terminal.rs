@@ -1,7 +1,8 @@
 //! What an operator sees and does at the terminal, with the real binary, real GStreamer, real ONNX Runtime and the
 //! tiny model:
 //! - the progress bar of a file run (frames out of the total, frames per second, ETA, events), drawn only when
-//!   stderr is a terminal (here a pseudo-terminal from util-linux's `script`);
+//!   stderr is a terminal (here a pseudo-terminal from util-linux's `script`), with the log lines of the run
+//!   written above it, as a terminal emulator (the `vt100` crate) shows them;
 //! - Ctrl-C: the first drains, a second exits at once, keeping what was already written (events.jsonl whole,
 //!   every alert in the spool for the next start).
 
@@ -48,11 +49,25 @@ fn event_lines(out: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-#[test]
-fn a_file_run_shows_a_progress_bar_on_a_terminal_and_none_in_a_pipe() {
+/// Runs `command` (a shell command line) on a pseudo-terminal with util-linux's `script`, and returns its exit
+/// status and every byte it drew.
+fn on_a_terminal(command: &str, rust_log: &str) -> (std::process::ExitStatus, Vec<u8>) {
     let Some(script) = ["/usr/bin/script", "/bin/script"].into_iter().map(PathBuf::from).find(|p| p.is_file()) else {
         panic!("util-linux's `script` is missing (apt install bsdutils; deploy/install-deps.sh installs it)");
     };
+    let o = Command::new(&script)
+        .args(["--quiet", "--return", "--command"])
+        .arg(command)
+        .arg("/dev/null")
+        .env("RUST_LOG", rust_log)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (o.status, o.stdout)
+}
+
+#[test]
+fn a_file_run_shows_a_progress_bar_on_a_terminal_and_none_in_a_pipe() {
     let tmp = tempfile::tempdir().unwrap();
     let bikes = fixture("bikes.mp4");
     let frames = lookout::sink::probe_video(&bikes).unwrap().frames;
@@ -67,16 +82,9 @@ fn a_file_run_shows_a_progress_bar_on_a_terminal_and_none_in_a_pipe() {
     };
 
     // On a terminal: `script` runs the command on a pseudo-terminal and copies what it draws to stdout.
-    let o = Command::new(&script)
-        .args(["--quiet", "--return", "--command"])
-        .arg(cmd("tty"))
-        .arg("/dev/null")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let screen = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{}: {screen}", o.status);
+    let (status, drawn) = on_a_terminal(&cmd("tty"), "warn");
+    let screen = String::from_utf8_lossy(&drawn);
+    assert!(status.success(), "{status}: {screen}");
     let total = format!("/{frames} frames");
     assert!(screen.contains(&total), "the bar counts frames out of the file's {frames}: {screen:?}");
     assert!(screen.contains(" fps  ETA "), "the bar shows the rate and the ETA: {screen:?}");
@@ -94,6 +102,41 @@ fn a_file_run_shows_a_progress_bar_on_a_terminal_and_none_in_a_pipe() {
     assert!(o.status.success(), "{stderr}");
     assert!(!stderr.contains(&total) && !stderr.contains("ETA"), "no bar outside a terminal: {stderr}");
     assert!(stderr.contains("summary ("), "{stderr}");
+}
+
+#[test]
+fn log_lines_during_a_run_are_written_above_the_progress_bar() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clip = tmp.path().join("long.mp4");
+    make_clip(&clip, 3000);
+    // Info lines come while the bar is drawn: the sources starting, then `--max-seconds` stopping the run.
+    let command = format!(
+        "{} watch {} --out {} -m {} -q 'a test pattern' --no-clips --intra-threads 1 --max-seconds 2",
+        env!("CARGO_BIN_EXE_lookout"),
+        clip.display(),
+        tmp.path().join("run").display(),
+        tiny_model("owlvit").display()
+    );
+    let (status, drawn) = on_a_terminal(&command, "lookout=info,warn");
+    let raw = String::from_utf8_lossy(&drawn);
+    assert!(status.success(), "{status}: {raw}");
+    assert!(raw.contains("/3000 frames"), "the bar was drawn: {raw:?}");
+
+    // What a person sees at the end: the bytes played on a terminal emulator tall enough that nothing scrolls.
+    let mut terminal = vt100::Parser::new(500, 400, 0);
+    terminal.process(&drawn);
+    let screen = terminal.screen().contents();
+    let logged: Vec<&str> = screen.lines().filter(|l| l.contains(" INFO ")).collect();
+    assert!(
+        logged.iter().any(|l| l.contains("--max-seconds reached; draining")),
+        "the line logged while the bar was drawn is on the screen:\n{screen}"
+    );
+    for line in &logged {
+        assert!(!line.contains("/3000 frames"), "a log line is glued to the progress bar: {line:?}\n{screen}");
+        assert!(line.trim_start().starts_with("20"), "a log line starts with its time: {line:?}\n{screen}");
+    }
+    assert!(!screen.contains("/3000 frames"), "the bar is cleared before the summary:\n{screen}");
+    assert!(screen.contains("summary ("), "{screen}");
 }
 
 #[test]

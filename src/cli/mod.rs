@@ -85,8 +85,43 @@ pub fn init_logging(verbose: u8, quiet: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},ort=warn")));
-    let _ =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| Stderr).with_target(false).try_init();
+}
+
+/// The progress bar drawn on stderr, if any.
+static BAR: std::sync::Mutex<Option<indicatif::ProgressBar>> = std::sync::Mutex::new(None);
+
+/// Sets (or, with `None`, forgets) the progress bar that log lines and notices are written above.
+pub fn draw_above(bar: Option<indicatif::ProgressBar>) {
+    *BAR.lock().unwrap_or_else(|e| e.into_inner()) = bar;
+}
+
+/// Standard error, written above the progress bar while one is drawn: the bar is cleared, the text written and
+/// the bar drawn again below it, so a log line never ends up glued to (or erased by) the bar.
+pub struct Stderr;
+
+impl std::io::Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // Each log line comes here whole (tracing formats it first), so it is written in one go.
+        let bar = BAR.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match bar {
+            Some(bar) => bar.suspend(|| std::io::stderr().write_all(buf))?,
+            None => std::io::stderr().write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// A line on stderr after Ctrl-C, which the terminal echoed as `^C` where the cursor was: above the progress bar
+/// if one is drawn (clearing the bar clears the `^C`), or else on a new line.
+pub fn interrupt_notice(line: &str) {
+    use std::io::Write;
+    let drawn = BAR.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+    let _ = writeln!(Stderr, "{}{line}", if drawn { "" } else { "\n" });
 }
 
 /// "outer: inner: innermost", without repeating a message that the outer one already contains.

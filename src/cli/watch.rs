@@ -220,10 +220,12 @@ pub fn run(common: &Common, args: WatchArgs) -> anyhow::Result<ExitCode> {
         let shutdown = shutdown.clone();
         ctrlc::set_handler(move || match shutdown.escalate() {
             Level::Abort => {
-                eprintln!("\nsecond interrupt: exiting now");
+                super::interrupt_notice("second interrupt: exiting now");
                 std::process::exit(130);
             }
-            _ => eprintln!("\ninterrupt: finishing queued frames and closing files (interrupt again to exit now)"),
+            _ => super::interrupt_notice(
+                "interrupt: finishing queued frames and closing files (interrupt again to exit now)",
+            ),
         })
         .context("installing the Ctrl-C handler")?;
     }
@@ -253,12 +255,13 @@ pub fn run(common: &Common, args: WatchArgs) -> anyhow::Result<ExitCode> {
     if let Some(d) = dog {
         d.stop();
     }
-    let summary = result?;
     if let Some((bar, stop, thread)) = bar {
         stop.store(true, Ordering::Relaxed);
         let _ = thread.join();
+        super::draw_above(None);
         bar.finish_and_clear();
     }
+    let summary = result?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
@@ -315,5 +318,6 @@ fn progress_bar(specs: &[SourceSpec], progress: Arc<watch::Progress>) -> Option<
             }
         })
         .ok()?;
+    super::draw_above(Some(bar.clone()));
     Some((bar, stop, thread))
 }
