@@ -19,10 +19,19 @@ pub enum Level {
     Abort,
 }
 
-#[derive(Debug)]
+/// What must be done before an abort exits the process (see [`ShutdownToken::on_abort`]).
+type AbortHook = Arc<dyn Fn() + Send + Sync>;
+
 struct Inner {
     level: Mutex<Level>,
     cond: Condvar,
+    on_abort: Mutex<Vec<AbortHook>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner").field("level", &self.level).finish_non_exhaustive()
+    }
 }
 
 /// The side that requests a stop.
@@ -45,7 +54,13 @@ impl Default for Shutdown {
 
 impl Shutdown {
     pub fn new() -> Self {
-        Shutdown { inner: Arc::new(Inner { level: Mutex::new(Level::Running), cond: Condvar::new() }) }
+        Shutdown {
+            inner: Arc::new(Inner {
+                level: Mutex::new(Level::Running),
+                cond: Condvar::new(),
+                on_abort: Mutex::new(Vec::new()),
+            }),
+        }
     }
 
     pub fn token(&self) -> ShutdownToken {
@@ -61,6 +76,22 @@ impl Shutdown {
         };
         self.inner.cond.notify_all();
         *level
+    }
+
+    /// Runs the hooks given to [`ShutdownToken::on_abort`], in the order given, before the process exits without
+    /// draining. Waits at most `limit` for them (a hook stuck on a lock or a hung disk must not keep the process
+    /// alive) and returns whether they all finished.
+    pub fn run_abort_hooks(&self, limit: Duration) -> bool {
+        let hooks: Vec<AbortHook> = self.inner.on_abort.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if hooks.is_empty() {
+            return true;
+        }
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new().name("abort-hooks".into()).spawn(move || {
+            hooks.iter().for_each(|h| h());
+            let _ = done_tx.send(());
+        });
+        spawned.is_ok() && done_rx.recv_timeout(limit).is_ok()
     }
 
     /// Requests a drain (idempotent; never lowers the level).
@@ -86,6 +117,12 @@ impl ShutdownToken {
     /// True once the second request came: stop without draining.
     pub fn is_aborting(&self) -> bool {
         self.level() >= Level::Abort
+    }
+
+    /// Registers what must be done if the process exits without draining (a second Ctrl-C): writing state that
+    /// is only in memory to disk, quickly. See [`Shutdown::run_abort_hooks`].
+    pub fn on_abort(&self, hook: impl Fn() + Send + Sync + 'static) {
+        self.inner.on_abort.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::new(hook));
     }
 
     /// Waits up to `timeout` for a stop request; returns true if one came. Use instead of `sleep`.
@@ -117,5 +154,27 @@ mod tests {
         assert!(waiter.join().unwrap());
         assert_eq!(s.escalate(), Level::Abort);
         assert!(s.token().is_aborting());
+    }
+
+    #[test]
+    fn abort_hooks_run_in_order_and_a_stuck_one_does_not_hold_the_exit() {
+        let s = Shutdown::new();
+        assert!(s.run_abort_hooks(Duration::from_millis(1)), "nothing to run");
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        for i in 0..3 {
+            let ran = ran.clone();
+            s.token().on_abort(move || ran.lock().unwrap().push(i));
+        }
+        assert!(s.run_abort_hooks(Duration::from_secs(30)));
+        assert_eq!(*ran.lock().unwrap(), vec![0, 1, 2]);
+
+        let (_hold, stuck) = std::sync::mpsc::channel::<()>();
+        let stuck = Mutex::new(stuck);
+        s.token().on_abort(move || {
+            let _ = stuck.lock().unwrap().recv();
+        });
+        let t = Instant::now();
+        assert!(!s.run_abort_hooks(Duration::from_millis(200)), "the stuck hook did not finish");
+        assert!(t.elapsed() < Duration::from_secs(10), "gave up after its limit: {:?}", t.elapsed());
     }
 }

@@ -4,7 +4,7 @@
 //!   stderr is a terminal (here a pseudo-terminal from util-linux's `script`), with the log lines of the run
 //!   written above it, as a terminal emulator (the `vt100` crate) shows them;
 //! - Ctrl-C: the first drains, a second exits at once, keeping what was already written (events.jsonl whole,
-//!   every alert in the spool for the next start).
+//!   every alert in the spool for the next start, those that were still in memory or in flight included).
 
 mod common;
 
@@ -139,24 +139,47 @@ fn log_lines_during_a_run_are_written_above_the_progress_bar() {
     assert!(screen.contains("summary ("), "{screen}");
 }
 
-#[test]
-fn a_second_interrupt_exits_at_once_and_keeps_what_was_written() {
+/// A broker that takes lookout's connection (CONNACK) and then never confirms a publish: every alert stays in
+/// lookout's memory or in flight. Serves up to 8 connections, each until lookout closes it.
+fn stalled_broker() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(8) {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut buf = [0u8; 4096];
+                // The CONNECT, then an MQTT 3.1.1 CONNACK (session not present, accepted); the rest is read and
+                // dropped (no PUBACK, no PINGRESP) until lookout hangs up.
+                if conn.read(&mut buf).unwrap_or(0) > 0 && conn.write_all(&[0x20, 0x02, 0x00, 0x00]).is_ok() {
+                    while conn.read(&mut buf).unwrap_or(0) > 0 {}
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Runs a long clip with alerts to the MQTT broker on `port` (a stop waits up to two minutes for them), interrupts
+/// it once, waits for the drain to reach the alerts, checks the spool with `before_second` (given the event lines
+/// and the alerts in the spool), then interrupts it again. It must exit at once with 130, keeping every line of
+/// events.jsonl and, in the spool, every line's alert for the next start.
+fn interrupted_twice(port: u16, before_second: impl Fn(&[serde_json::Value], &Path)) {
     let tmp = tempfile::tempdir().unwrap();
     let clip = tmp.path().join("long.mp4");
     make_clip(&clip, 3000);
-    // Alerts go to a broker that is not there, and a stop waits up to two minutes for them: the first Ctrl-C has
-    // something to drain.
     let config = tmp.path().join("lookout.toml");
     std::fs::write(
         &config,
         format!(
-            "[alerts]\nshutdown_timeout_s = 120\n[alerts.mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n\
-             reconnect_initial_ms = 50\nreconnect_max_ms = 200\n",
-            free_port()
+            "[alerts]\nshutdown_timeout_s = 120\n[alerts.mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\n\
+             reconnect_initial_ms = 50\nreconnect_max_ms = 200\n"
         ),
     )
     .unwrap();
     let out = tmp.path().join("run");
+    let spool = out.join("alert-spool/mqtt");
     let stderr_path = tmp.path().join("stderr");
     let mut child = lookout()
         .arg("watch")
@@ -184,7 +207,7 @@ fn a_second_interrupt_exits_at_once_and_keeps_what_was_written() {
     wait_until("the drain to reach the alerts", || stderr().contains("stopping: delivering the alerts"));
     let lines = event_lines(&out);
     assert!(lines.iter().any(|l| l["type"] == "end" && l["reason"] == "shutdown"), "the tracks were ended");
-    wait_until("every line's alert in the spool", || spool_entries(&out.join("alert-spool/mqtt")) >= lines.len());
+    before_second(&lines, &spool);
     assert!(child.try_wait().unwrap().is_none(), "still draining: the alerts have up to 120 s");
 
     // Second interrupt: out at once.
@@ -205,6 +228,24 @@ fn a_second_interrupt_exits_at_once_and_keeps_what_was_written() {
     // Nothing already written is lost: events.jsonl is whole, and every line's alert waits for the next start.
     let after = event_lines(&out);
     assert_eq!(after.len(), lines.len(), "no line written after the drain had finished the tracks");
-    assert_eq!(spool_entries(&out.join("alert-spool/mqtt")), after.len(), "every alert kept in the spool");
+    assert_eq!(spool_entries(&spool), after.len(), "every alert kept in the spool:\n{stderr}");
     eprintln!("{} lines, all spooled; exited {took:?} after the second interrupt", after.len());
+}
+
+#[test]
+fn a_second_interrupt_exits_at_once_and_keeps_what_was_written() {
+    // No broker: every alert goes to the spool while the run waits for one.
+    interrupted_twice(free_port(), |lines, spool| {
+        wait_until("every line's alert in the spool", || spool_entries(spool) >= lines.len());
+    });
+}
+
+#[test]
+fn a_second_interrupt_keeps_the_alerts_that_were_in_memory_or_in_flight() {
+    // A broker that never confirms: the alerts are in lookout's queue or in flight, not in the spool, when the
+    // second interrupt comes; they are written there before it exits.
+    interrupted_twice(stalled_broker(), |lines, spool| {
+        let spooled = spool_entries(spool);
+        assert!(spooled < lines.len(), "{spooled} of {} alerts already in the spool: nothing to keep", lines.len());
+    });
 }

@@ -221,6 +221,8 @@ pub fn run(common: &Common, args: WatchArgs) -> anyhow::Result<ExitCode> {
         ctrlc::set_handler(move || match shutdown.escalate() {
             Level::Abort => {
                 super::interrupt_notice("second interrupt: exiting now");
+                // Alerts not yet delivered go to the spool first (a few file writes; never more than 3 s).
+                shutdown.run_abort_hooks(Duration::from_secs(3));
                 std::process::exit(130);
             }
             _ => super::interrupt_notice(

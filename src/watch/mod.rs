@@ -362,7 +362,19 @@ pub fn run(
     };
 
     let alerter = match &settings.alerts {
-        Some(a) => Some(Arc::new(crate::sink::alerts::Alerter::start(a)?)),
+        Some(a) => {
+            let alerter = crate::sink::alerts::Alerter::start(a)?;
+            // A second Ctrl-C exits without waiting for the destinations: what they have not confirmed goes to
+            // the spool first.
+            let keep = alerter.keeper();
+            shutdown.on_abort(move || {
+                let kept = keep();
+                if kept > 0 {
+                    warn!("exiting: {kept} alerts not yet delivered were written to the spool for the next start");
+                }
+            });
+            Some(Arc::new(alerter))
+        }
         None => None,
     };
     let retention = match &settings.retention {
@@ -489,11 +501,13 @@ pub fn run(
             settings.alerts.as_ref().map_or(Duration::from_secs(5), |a| Duration::from_millis(a.shutdown_timeout_ms));
         let timeout = if shutdown.is_aborting() { Duration::ZERO } else { drain };
         let stats = alerter.stats();
-        let waiting: u64 = stats.destinations.iter().map(|d| d.spool_entries).sum();
-        if !timeout.is_zero() && (waiting > 0 || stats.destinations.iter().any(|d| !d.connected)) {
+        let spooled: u64 = stats.destinations.iter().map(|d| d.spool_entries).sum();
+        let unsent = alerter.unsent();
+        if !timeout.is_zero() && (spooled > 0 || unsent > 0 || stats.destinations.iter().any(|d| !d.connected)) {
             info!(
-                "stopping: delivering the alerts still waiting ({waiting} in the spool) for up to {:.0} s; the rest \
-                 stays in the spool for the next start (interrupt again to stop now)",
+                "stopping: delivering the alerts still waiting ({spooled} in the spool, {unsent} queued or in \
+                 flight) for up to {:.0} s; the rest stays in the spool for the next start (interrupt again to \
+                 stop now)",
                 timeout.as_secs_f64()
             );
         }

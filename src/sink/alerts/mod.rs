@@ -11,7 +11,9 @@
 //! its alerts wait in its [`spool`] (one directory per destination, bounded, crash safe). When it is back they
 //! are delivered first, in the order they were made, with `"delivered_late": true` added to each event. An entry leaves the spool only once the destination confirmed it (MQTT PUBACK, HTTP
 //! 2xx), so an alert may arrive twice (MQTT QoS 1 is at least once) but is never dropped. On shutdown the
-//! workers deliver what they can until a deadline, and what is left stays in the spool for the next start.
+//! workers deliver what they can until a deadline, and what is left stays in the spool for the next start. An
+//! exit that cannot wait (a second Ctrl-C) first writes what is still in memory or in flight to the spool
+//! ([`Alerter::keeper`]).
 //! What is refused for good (an HTTP 4xx) is kept in the spool's `rejected/` directory instead of retried.
 //!
 //! # Configuration
@@ -335,6 +337,20 @@ impl Alerter {
         // Serialising a `Value` into memory does not fail.
         let json = serde_json::to_vec(event).unwrap_or_default();
         self.send(source, &json, snapshot_jpeg);
+    }
+
+    /// Alerts in the destinations' queues and in flight, not yet confirmed (those in the spools aside).
+    pub fn unsent(&self) -> usize {
+        self.destinations.iter().map(|d| d.shared.unsent()).sum()
+    }
+
+    /// What an exit that cannot wait for the destinations (a second Ctrl-C) calls first: it writes every alert
+    /// not yet confirmed to its destination's spool, so the next start delivers it (flagged `delivered_late`),
+    /// and returns how many. It holds the queues weakly: once the alerter is gone it does nothing.
+    pub fn keeper(&self) -> impl Fn() -> usize + Send + Sync + 'static {
+        let queues: Vec<std::sync::Weak<Shared>> =
+            self.destinations.iter().map(|d| Arc::downgrade(&d.shared)).collect();
+        move || queues.iter().filter_map(std::sync::Weak::upgrade).map(|q| q.keep_unsent()).sum()
     }
 
     /// Counters of every destination, now.

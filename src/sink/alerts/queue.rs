@@ -5,8 +5,8 @@
 //!
 //! Each destination has one [`Shared`], held by the [`Alerter`](super::Alerter) (callers) and by the
 //! destination's worker thread (its [`Outbox`]).
-//! - Locks are taken in this order: `intake`, then `spool`, then `stats`. `stats` is a leaf: nothing is locked
-//!   while it is held.
+//! - Locks are taken in this order: `intake`, then `spool`, then `stats`. `stats` and `unsent` are leaves:
+//!   nothing is locked while one is held.
 //! - A caller takes `intake`, gives the alert the next sequence number and tries the bounded channel; if the
 //!   channel is full (or the worker is gone) it writes the alert to the spool *while still holding `intake`*.
 //!   So sequence numbers go into the channel and the spool in order.
@@ -24,7 +24,7 @@
 //!
 //! An alert delivered from the spool is "late": events get `"delivered_late": true`.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -61,6 +61,10 @@ pub(crate) struct Shared {
     pub intake: Mutex<Intake>,
     pub spool: Mutex<Spool>,
     pub stats: Mutex<DestinationStats>,
+    /// Every alert handed to the worker that is neither confirmed, refused nor in the spool: in the channel, in
+    /// the worker's memory queue or in flight. A leaf lock. [`Shared::keep_unsent`] writes them to the spool when
+    /// the process is about to exit without waiting for the worker.
+    unsent: Mutex<BTreeMap<u64, Alert>>,
     /// Set once, when the alerter shuts down: the worker delivers what it can until then.
     deadline: OnceLock<Instant>,
     /// Whether a spool write error (a full disk) was reported in this episode; cleared by the next write that
@@ -96,6 +100,7 @@ impl Shared {
             intake: Mutex::new(Intake { next_seq, tx: Some(tx), full_warned: false }),
             spool: Mutex::new(spool),
             stats: Mutex::new(stats),
+            unsent: Mutex::new(BTreeMap::new()),
             deadline: OnceLock::new(),
             spool_error_reported: AtomicBool::new(false),
             capacity,
@@ -110,6 +115,8 @@ impl Shared {
         let alert = Alert { seq: intake.next_seq, source: source.clone(), kind, payload: payload.clone() };
         intake.next_seq += 1;
         lock(&self.stats).offered += 1;
+        // Recorded before it is sent: the worker may take it, and confirm or spool it, at once.
+        lock(&self.unsent).insert(alert.seq, alert.clone());
         let alert = match intake.tx.as_ref().map(|tx| tx.try_send(alert.clone())) {
             Some(Ok(())) => {
                 intake.full_warned = false;
@@ -133,6 +140,7 @@ impl Shared {
     /// Writes an alert to the spool, reporting (not returning) a failure: the alert stays in `events.jsonl`.
     /// Returns whether it was stored.
     fn store(&self, alert: &Alert) -> bool {
+        lock(&self.unsent).remove(&alert.seq);
         let mut spool = lock(&self.spool);
         let result = spool.append(alert.seq, &alert.source, alert.kind, &alert.payload);
         let (entries, bytes) = (spool.len(), spool.bytes());
@@ -176,6 +184,25 @@ impl Shared {
     pub fn close(&self, deadline: Instant) {
         let _ = self.deadline.set(deadline);
         lock(&self.intake).tx = None;
+    }
+
+    /// For an exit that does not wait for the worker (a second Ctrl-C): stops the deliveries, sends later alerts
+    /// to the spool, and writes there every alert not yet confirmed, so the next start delivers it. One that the
+    /// destination confirms meanwhile is delivered twice (at least once, as always). Returns how many it wrote.
+    pub fn keep_unsent(&self) -> usize {
+        self.close(Instant::now());
+        let unsent: Vec<Alert> = lock(&self.unsent).values().cloned().collect();
+        unsent.iter().filter(|a| self.store(a)).count()
+    }
+
+    /// How many alerts are in the channel, in memory or in flight (not in the spool).
+    pub fn unsent(&self) -> usize {
+        lock(&self.unsent).len()
+    }
+
+    /// The alert `seq` left the worker's hands (confirmed or refused).
+    fn settled(&self, seq: u64) {
+        lock(&self.unsent).remove(&seq);
     }
 
     fn refresh_spool_stats(&self, spool: &Spool) {
@@ -377,6 +404,7 @@ impl Outbox {
 
     /// The destination confirmed `d`.
     pub fn delivered(&mut self, d: &Delivery) {
+        self.shared.settled(d.seq);
         if d.late {
             let mut spool = lock(&self.shared.spool);
             if let Err(e) = spool.remove(d.seq) {
@@ -394,6 +422,7 @@ impl Outbox {
 
     /// The destination refused `d` for good: it is kept in `rejected/` and not retried.
     pub fn reject(&mut self, d: &Delivery, why: &str) {
+        self.shared.settled(d.seq);
         let mut spool = lock(&self.shared.spool);
         let moved =
             if d.late { spool.reject(d.seq) } else { spool.write_rejected(d.seq, &d.source, d.kind, &d.payload) };
@@ -561,6 +590,7 @@ mod tests {
         assert!(lock(&shared.spool).is_empty());
         let stats = lock(&shared.stats).clone();
         assert_eq!((stats.offered, stats.delivered, stats.delivered_late, stats.spool_entries), (6, 6, 3, 0));
+        assert_eq!(shared.unsent(), 0, "every alert settled: nothing left for an abort to keep");
     }
 
     #[test]
@@ -580,6 +610,7 @@ mod tests {
         assert_eq!(out.spooled(), 2);
         let again: Vec<(u64, bool)> = std::iter::from_fn(|| out.next()).map(|d| (n_of(&d), d.late)).collect();
         assert_eq!(again, vec![(2, true), (3, true)]);
+        assert_eq!(shared.unsent(), 0, "the spilled alerts are in the spool, not unsent");
         drop(out);
 
         // A new start continues the sequence after what the spool holds.
@@ -587,5 +618,32 @@ mod tests {
         offer(&shared2, 4);
         let order: Vec<u64> = std::iter::from_fn(|| out2.next()).map(|d| n_of(&d)).collect();
         assert_eq!(order, vec![2, 3, 4]);
+    }
+
+    #[test]
+    fn an_exit_that_cannot_wait_keeps_every_unconfirmed_alert_for_the_next_start() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (shared, mut out) = outbox(tmp.path(), 3);
+        for n in 1..=7 {
+            offer(&shared, n); // 1-3 in the channel, 4-7 spooled
+        }
+        let delivered = out.next().unwrap(); // 1, confirmed
+        out.delivered(&delivered);
+        let refused = out.next().unwrap(); // 2, refused for good (kept in rejected/, not retried)
+        out.reject(&refused, "400 Bad Request");
+        let _in_flight = out.next().unwrap(); // 3, sent, not confirmed
+        offer(&shared, 8); // in the worker's channel
+        assert_eq!(shared.unsent(), 2, "3 in flight and 8 queued");
+
+        // The process exits now (a second Ctrl-C), with the worker still holding 3.
+        assert_eq!(shared.keep_unsent(), 2);
+        assert_eq!(shared.unsent(), 0);
+        offer(&shared, 9); // made after: straight to the spool
+        drop(out);
+
+        // The next start delivers everything not confirmed, in order, late; nothing confirmed or refused again.
+        let (_shared2, mut out2) = outbox(tmp.path(), 8);
+        let again: Vec<(u64, bool)> = std::iter::from_fn(|| out2.next()).map(|d| (n_of(&d), d.late)).collect();
+        assert_eq!(again, vec![(3, true), (4, true), (5, true), (6, true), (7, true), (8, true), (9, true)]);
     }
 }
