@@ -123,7 +123,7 @@ fn log_lines_during_a_run_are_written_above_the_progress_bar() {
     assert!(raw.contains("/3000 frames"), "the bar was drawn: {raw:?}");
 
     // What a person sees at the end: the bytes played on a terminal emulator tall enough that nothing scrolls.
-    let mut terminal = vt100::Parser::new(500, 400, 0);
+    let mut terminal = vt100::Parser::new(500, 1000, 0);
     terminal.process(&drawn);
     let screen = terminal.screen().contents();
     let logged: Vec<&str> = screen.lines().filter(|l| l.contains(" INFO ")).collect();
@@ -165,7 +165,7 @@ fn stalled_broker() -> u16 {
 /// it once, waits for the drain to reach the alerts, checks the spool with `before_second` (given the event lines
 /// and the alerts in the spool), then interrupts it again. It must exit at once with 130, keeping every line of
 /// events.jsonl and, in the spool, every line's alert for the next start.
-fn interrupted_twice(port: u16, before_second: impl Fn(&[serde_json::Value], &Path)) {
+fn interrupted_twice(port: u16, mqtt_keys: &str, before_second: impl Fn(&[serde_json::Value], &Path)) {
     let tmp = tempfile::tempdir().unwrap();
     let clip = tmp.path().join("long.mp4");
     make_clip(&clip, 3000);
@@ -174,7 +174,7 @@ fn interrupted_twice(port: u16, before_second: impl Fn(&[serde_json::Value], &Pa
         &config,
         format!(
             "[alerts]\nshutdown_timeout_s = 120\n[alerts.mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\n\
-             reconnect_initial_ms = 50\nreconnect_max_ms = 200\n"
+             reconnect_initial_ms = 50\nreconnect_max_ms = 200\n{mqtt_keys}"
         ),
     )
     .unwrap();
@@ -235,7 +235,7 @@ fn interrupted_twice(port: u16, before_second: impl Fn(&[serde_json::Value], &Pa
 #[test]
 fn a_second_interrupt_exits_at_once_and_keeps_what_was_written() {
     // No broker: every alert goes to the spool while the run waits for one.
-    interrupted_twice(free_port(), |lines, spool| {
+    interrupted_twice(free_port(), "", |lines, spool| {
         wait_until("every line's alert in the spool", || spool_entries(spool) >= lines.len());
     });
 }
@@ -243,8 +243,10 @@ fn a_second_interrupt_exits_at_once_and_keeps_what_was_written() {
 #[test]
 fn a_second_interrupt_keeps_the_alerts_that_were_in_memory_or_in_flight() {
     // A broker that never confirms: the alerts are in lookout's queue or in flight, not in the spool, when the
-    // second interrupt comes; they are written there before it exits.
-    interrupted_twice(stalled_broker(), |lines, spool| {
+    // second interrupt comes; they are written there before it exits. Missing confirmations and pings are given
+    // ten minutes before lookout would call the connection dead (and spool everything itself), however slow the
+    // machine.
+    interrupted_twice(stalled_broker(), "ack_timeout_ms = 600000\nkeep_alive_s = 600\n", |lines, spool| {
         let spooled = spool_entries(spool);
         assert!(spooled < lines.len(), "{spooled} of {} alerts already in the spool: nothing to keep", lines.len());
     });
