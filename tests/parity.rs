@@ -14,7 +14,7 @@ mod common;
 use common::{Npy, fixture, golden, max_abs_diff, read_npy, tiny_model};
 use lookout::infer::postprocess::transformers_style;
 use lookout::infer::text::QueryTokenizer;
-use lookout::infer::{Detector, Layout, ModelDir, SessionOptions, preprocess};
+use lookout::infer::{Layout, ModelDir, OwlDetector, SessionOptions, preprocess};
 use serde::Deserialize;
 
 const IMAGES: [&str; 3] = ["astronaut", "coffee", "grace_hopper"];
@@ -59,7 +59,7 @@ fn check_family(family: &str, layout: Layout) {
         preprocess::Family::OwlVit => OWLVIT_PIXEL_TOL,
         preprocess::Family::Owlv2 => OWLV2_PIXEL_TOL,
     };
-    let mut detector = Detector::load(model, &SessionOptions::default()).expect("load detector");
+    let mut detector = OwlDetector::load(model, &SessionOptions::default()).expect("load detector");
     for image in IMAGES {
         let dir = golden(&format!("{family}/{image}"));
         let post: Post = serde_json::from_str(&std::fs::read_to_string(dir.join("post.json")).unwrap()).unwrap();

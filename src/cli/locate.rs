@@ -15,8 +15,8 @@ use serde::Serialize;
 
 use lookout::draw::{Canvas, annotate_detections, draw_banner};
 use lookout::geom::{Detection, PixelBox};
-use lookout::infer::postprocess::{DEFAULT_NMS_IOU, Selection, select};
-use lookout::infer::{Detector, ModelDir, QuerySet, preprocess};
+use lookout::infer::postprocess::{DEFAULT_NMS_IOU, Selection};
+use lookout::infer::{Detector, Image, ModelDir, QuerySet};
 
 use super::{Common, UsageError};
 
@@ -102,10 +102,10 @@ pub fn run(common: &Common, args: LocateArgs) -> anyhow::Result<ExitCode> {
     let opts = common.session.options(common.intra_threads, &lookout::config::Config::default())?;
     let mut timings = Timings::default();
     let t0 = Instant::now();
-    let mut detector = Detector::load(model, &opts)?;
+    let mut detector = lookout::infer::load(model, &opts)?;
     timings.model_load_ms = ms(t0.elapsed());
     let t0 = Instant::now();
-    let queries = detector.encode_queries(&common.queries)?;
+    let queries = detector.encode(&common.queries)?;
     timings.encode_queries_ms = ms(t0.elapsed());
     let selection =
         Selection { threshold: args.threshold, nms_iou: args.nms_iou, top_k: args.top_k, always_best: true };
@@ -117,7 +117,7 @@ pub fn run(common: &Common, args: LocateArgs) -> anyhow::Result<ExitCode> {
     let mut failed = 0usize;
     let stdout = std::io::stdout();
     for image in &args.images {
-        match locate_one(&mut detector, &queries, image, &args, &selection, &mut timings) {
+        match locate_one(detector.as_mut(), &queries, image, &args, &selection, &mut timings) {
             Ok(report) => {
                 let mut out = stdout.lock();
                 if args.json {
@@ -173,7 +173,7 @@ pub fn load_image(path: &Path) -> anyhow::Result<image::RgbImage> {
 }
 
 fn locate_one(
-    detector: &mut Detector,
+    detector: &mut dyn Detector,
     queries: &QuerySet,
     path: &Path,
     args: &LocateArgs,
@@ -181,22 +181,21 @@ fn locate_one(
     timings: &mut Timings,
 ) -> anyhow::Result<ImageReport> {
     let img = load_image(path)?;
-    let t0 = Instant::now();
-    let (pixels, transform) = preprocess::preprocess(detector.model.family, &detector.model.preprocessor, &img);
-    let t1 = Instant::now();
-    let raw = detector.run(pixels.view(), queries).with_context(|| format!("{}", path.display()))?;
-    let t2 = Instant::now();
-    let detections = select(&raw[0], &transform, selection);
-    timings.preprocess_ms.push(ms(t1 - t0));
-    timings.infer_ms.push(ms(t2 - t1));
-    timings.post_ms.push(ms(t2.elapsed()));
+    let detections = detector
+        .detect(&[Image::Rgb(&img)], queries, selection)
+        .and_then(|mut per_image| per_image.remove(0))
+        .with_context(|| format!("{}", path.display()))?;
+    let t = detector.last_timings();
+    timings.preprocess_ms.push(ms(t.preprocess));
+    timings.infer_ms.push(ms(t.run));
+    timings.post_ms.push(ms(t.select));
 
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
     let mut results = Vec::with_capacity(detections.len());
     for (n, d) in detections.iter().enumerate() {
         let crop = if args.no_images { None } else { Some(write_crop(&img, d, &args.out, &stem, n + 1)?) };
         results.push(ResultItem {
-            query: queries.texts[d.query].clone(),
+            query: queries.texts()[d.query].clone(),
             bbox: d.bbox,
             score: d.score,
             crop: crop.map(|p| p.display().to_string()),
@@ -205,13 +204,13 @@ fn locate_one(
     let annotated = if args.no_images {
         None
     } else {
-        Some(write_annotated(img.clone(), &detections, &queries.texts, &args.out, &stem, detector.model.is_test_model)?)
+        Some(write_annotated(img.clone(), &detections, queries.texts(), &args.out, &stem, detector.model().is_test_model)?)
     };
     Ok(ImageReport {
         image: path.display().to_string(),
         width: img.width(),
         height: img.height(),
-        model: detector.model.name.clone(),
+        model: detector.model().name.clone(),
         results,
         annotated: annotated.map(|p| p.display().to_string()),
     })

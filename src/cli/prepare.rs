@@ -16,7 +16,7 @@ use clap::Args;
 
 use lookout::config::Config;
 use lookout::infer::device::{Device, GraphRole, Provider};
-use lookout::infer::{Detector, Layout, ModelDir, runtime};
+use lookout::infer::{Layout, ModelDir, runtime};
 
 use super::{Common, UsageError};
 
@@ -86,11 +86,11 @@ pub fn run(common: &Common, args: PrepareArgs) -> anyhow::Result<ExitCode> {
     let done = Arc::new(AtomicBool::new(false));
     let ticker = progress_thread(done.clone(), started);
     let loaded = (|| -> anyhow::Result<()> {
-        let mut detector = Detector::load(model.clone(), &opts)?;
+        let mut detector = lookout::infer::load(model.clone(), &opts)?;
         eprintln!("  sessions built in {:.0} s; running each graph once", started.elapsed().as_secs_f64());
         // The first run finishes whatever ONNX Runtime does lazily (and builds engines for graphs without an
         // explicit profile).
-        let queries = detector.encode_queries(&["a photo of a person".to_string()])?;
+        let queries = detector.encode(&["a photo of a person".to_string()])?;
         detector.warm_up(&queries)?;
         Ok(())
     })();

@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::Args;
 
 use lookout::config::{Config, StandingQuery};
-use lookout::infer::{Detector, Layout, ModelDir};
+use lookout::infer::{Layout, ModelDir};
 use lookout::pipeline::PipelineChoice;
 use lookout::shutdown::{Level, Shutdown};
 use lookout::source::{ReconnectSettings, SourceSpec, probe_media};
@@ -167,7 +167,7 @@ pub fn run(common: &Common, args: WatchArgs) -> anyhow::Result<ExitCode> {
         eprintln!("\n  *** {}: TEST MODEL with random weights: boxes are not meaningful ***\n", model.dir.display());
     }
     let intra = config.model.intra_threads.unwrap_or(common.intra_threads);
-    let detector = Detector::load(model, &common.session.options(intra, &config)?)?;
+    let detector = lookout::infer::load(model, &common.session.options(intra, &config)?)?;
 
     let r = &config.reconnect;
     let defaults = ReconnectSettings::default();

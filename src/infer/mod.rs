@@ -1,12 +1,17 @@
 //! The model layer: model directories, preprocessing, ONNX Runtime sessions, the class head and postprocessing.
 //!
-//! The flow for one image:
-//! 1. [`ModelDir::open`] reads a directory in the Hugging Face layout and picks the graph layout.
-//! 2. [`Detector::encode_queries`] tokenizes the queries and, in the split layout, runs the text encoder once.
-//!    The resulting [`QuerySet`] is reused for every image and every frame until the queries change.
-//! 3. [`preprocess::preprocess`] turns the image into the model's input tensor and records the [`Transform`].
-//! 4. [`Detector::run`] runs the image graph and the class head, giving a [`RawOutput`] per image.
-//! 5. [`postprocess`] turns raw outputs into [`Detection`]s in pixels.
+//! Callers see one interface, [`Detector`]:
+//! 1. [`ModelDir::open`] reads a directory in the Hugging Face layout, its family and its graph layout.
+//! 2. [`load`] builds the family's detector on ONNX Runtime sessions.
+//! 3. [`Detector::encode`] encodes the queries once into a [`QuerySet`], reused for every image and every
+//!    frame until the queries change.
+//! 4. [`Detector::detect`] takes decoded pictures and gives [`Detection`]s in their pixels.
+//!
+//! Inside the OWL family ([`owl`]): [`preprocess`] turns the image into the model's input tensor and records the
+//! [`Transform`]; [`OwlDetector::run`] runs the image graph and the class head ([`head`]), giving a [`RawOutput`]
+//! per image; [`postprocess`] turns raw outputs into detections in pixels.
+//!
+//! This module never imports `source/`: a video frame reaches it as plain pixels ([`ScaledFrame`]).
 //!
 //! [`Transform`]: crate::geom::Transform
 //! [`Detection`]: crate::geom::Detection
@@ -15,14 +20,16 @@ pub mod detector;
 pub mod device;
 pub mod head;
 pub mod model;
+pub mod owl;
 pub mod postprocess;
 pub mod preprocess;
 pub mod runtime;
 pub mod text;
 
-pub use detector::{Detector, QuerySet, RawOutput};
+pub use detector::{DetectTimings, Detector, FrameScale, Image, QuerySet, ScaledFrame};
 pub use device::Device;
 pub use model::{Family, Layout, ModelDir};
+pub use owl::{OwlDetector, OwlQueries, RawOutput};
 pub use runtime::SessionOptions;
 
 use std::path::PathBuf;
@@ -57,6 +64,13 @@ pub enum InferError {
     Output { graph: String, name: String, message: String },
     #[error(transparent)]
     Device(#[from] device::DeviceError),
+}
+
+/// Loads the detector of the model's family on ONNX Runtime sessions built with `opts`.
+pub fn load(model: ModelDir, opts: &SessionOptions) -> Result<Box<dyn Detector>> {
+    match model.family {
+        Family::OwlVit | Family::Owlv2 => Ok(Box::new(OwlDetector::load(model, opts)?)),
+    }
 }
 
 /// Shorthand for results of this module.

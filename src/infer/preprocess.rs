@@ -314,7 +314,7 @@ impl PreprocessorConfig {
     }
 
     /// The model input as `(height, width)` in `usize`.
-    fn input_hw(&self) -> (usize, usize) {
+    pub fn input_hw(&self) -> (usize, usize) {
         (self.size.0 as usize, self.size.1 as usize)
     }
 

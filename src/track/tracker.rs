@@ -99,6 +99,18 @@ pub struct TrackerSettings {
     /// Weight of the newest measurement in the velocity estimate (exponential smoothing), 0..=1.
     /// 1 takes the last displacement as it is. Default 0.5.
     pub velocity_weight: f32,
+    /// Per query, its own `high_score` (`watch` gives each query's detection threshold), so that a query's
+    /// threshold decides which detections start tracks, and the band from `low_score` up to it only keeps
+    /// tracks alive. A query without an entry uses `high_score`. Default: empty. Not read from a config.
+    #[serde(skip)]
+    pub query_high_scores: Vec<f32>,
+}
+
+impl TrackerSettings {
+    /// The score at which a detection of `query` is a high-score one.
+    pub fn high_score_of(&self, query: usize) -> f32 {
+        self.query_high_scores.get(query).copied().unwrap_or(self.high_score)
+    }
 }
 
 impl Default for TrackerSettings {
@@ -114,6 +126,7 @@ impl Default for TrackerSettings {
             max_age_frames: DEFAULT_MAX_AGE_FRAMES,
             update_interval_frames: DEFAULT_UPDATE_INTERVAL_FRAMES,
             velocity_weight: DEFAULT_VELOCITY_WEIGHT,
+            query_high_scores: Vec::new(),
         }
     }
 }
@@ -360,7 +373,14 @@ impl Tracker {
     /// [`Tracker::update`] into a vector the caller reuses (it is cleared first).
     pub fn update_into(&mut self, frame: u64, detections: &[Detection], out: &mut Vec<TrackOutput>) {
         self.stats.updates += 1;
-        let (high_score, low_score) = (self.settings.high_score, self.settings.low_score);
+        // The per-query thresholds are copied out so that the closures do not borrow `self`.
+        let high_of: Vec<f32> = (0..detections.iter().map(|d| d.query + 1).max().unwrap_or(0))
+            .map(|q| self.settings.high_score_of(q))
+            .collect();
+        let low_score = self.settings.low_score;
+        let is_high = |d: &Detection| d.score >= high_of[d.query];
+        // Below both the low band and the query's own threshold, a detection is ignored.
+        let ignored = |d: &Detection| d.score < low_score.min(high_of[d.query]);
         let (match_iou, low_match_iou) = (self.settings.match_iou, self.settings.low_match_iou);
         let tentative_match_iou = self.settings.tentative_match_iou;
         let mut scratch = std::mem::take(&mut self.scratch);
@@ -369,10 +389,9 @@ impl Tracker {
         scratch.track_used.clear();
         scratch.track_used.resize(self.tracks.len(), false);
         scratch.det_used.clear();
-        scratch.det_used.extend(detections.iter().map(|d| !usable(d) || d.score < low_score));
+        scratch.det_used.extend(detections.iter().map(|d| !usable(d) || ignored(d)));
         scratch.matches.clear();
 
-        let is_high = |d: &Detection| d.score >= high_score;
         // Stage 1: confirmed tracks, high-score detections.
         associate(&self.tracks, detections, &mut scratch, |t| t.confirmed(), is_high, match_iou);
         // Stage 2: tracks that were tracked until now, low-score detections.

@@ -25,40 +25,36 @@
 //! renamed into place, every open event gets its `end` line with `reason: shutdown` and its clip is finished at
 //! the last packet received); the caller exits at once on the second. When a file simply ends, open events end with `reason: eos`.
 
+mod infer;
+mod post;
 pub mod stats;
+mod summary;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{Receiver, Sender, bounded};
-use ndarray::{Array4, Axis};
-use serde::Serialize;
+use crossbeam_channel::{Sender, bounded};
 use tracing::{info, warn};
 
 use crate::config::StandingQuery;
-use crate::draw::{Canvas, annotate_detections, draw_banner, draw_timestamp};
-use crate::geom::{Detection, Transform};
-use crate::infer::postprocess::{Selection, select};
-use crate::infer::preprocess::{self, Family};
-use crate::infer::{Detector, QuerySet};
-use crate::picture::Picture;
+use crate::geom::Detection;
+use crate::infer::{Detector, FrameScale};
 use crate::pipeline::{self, EncoderPurpose, PipelineChoice};
 use crate::shutdown::ShutdownToken;
-use crate::sink::clips::{ClipSettings, ClipStatsSnapshot, ClipWriter, PacketTap, RingSettings};
+use crate::sink::clips::{ClipSettings, ClipWriter, PacketTap, RingSettings};
 use crate::sink::disk::WriteFailures;
-use crate::sink::events::{ClipSink, Clips};
-use crate::sink::{EventLog, EventLogSettings, EventRecord, VideoSettings, VideoWriter, format_rfc3339_utc};
+use crate::sink::events::ClipSink;
+use crate::sink::{EventLog, EventLogSettings};
 use crate::source::{
     self, Frame, FrameQueue, FrameSettings, Notify, ReconnectSettings, SourceHandle, SourceSpec, SourceStatsSnapshot,
 };
-use crate::track::lifecycle::FALLBACK_FPS;
-use crate::track::{
-    EndReason, EventLifecycle, EventSettings, EventSink, FrameTime, LifecycleEvent, StreamClock, TrackOutput, Tracker,
-    TrackerSettings,
-};
-use stats::{LatencyHistogram, LatencySummary};
+use crate::track::{Tracker, TrackerSettings};
+use infer::{InferStage, InferStats, QueryBands};
+use post::{PostStage, PostStats, event_id_prefix, tracker_settings_for_events};
+use stats::LatencySummary;
+pub use summary::{SourceSummary, Summary};
 
 /// Frames in flight between the inference thread and one source's post thread.
 const POST_QUEUE: usize = 4;
@@ -156,88 +152,6 @@ impl Default for WatchSettings {
     }
 }
 
-/// Per-source figures at the end of a run.
-#[derive(Debug, Clone, Serialize)]
-pub struct SourceSummary {
-    pub source: String,
-    pub name: String,
-    /// The element that decoded the video (`avdec_h264`, `nvv4l2decoder` when the Jetson's hardware decodes,
-    /// `none` for raw video); `None` if no frame came.
-    pub decoder: Option<String>,
-    pub frames_decoded: u64,
-    pub frames_processed: u64,
-    pub frames_inferred: u64,
-    pub frames_dropped: u64,
-    pub reconnects: u64,
-    pub events: u64,
-    /// Age of a frame when inference started on it (decode → inference): bounded for live sources.
-    pub frame_age: LatencySummary,
-    pub error: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub annotated: Option<PathBuf>,
-    /// The element that encoded `annotated` (`x264enc`, `nvv4l2h264enc` when the Jetson's NVENC does).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub encoder: Option<String>,
-}
-
-/// The end-of-run report, also written to `<out>/summary.json`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Summary {
-    pub sources: Vec<SourceSummary>,
-    /// Time of one inference batch (preprocess + model + class head + selection).
-    pub inference: LatencySummary,
-    pub batches: u64,
-    pub events: u64,
-    /// Clips started, written and failed (when clips are on).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub clips: Option<ClipStatsSnapshot>,
-    pub wall_seconds: f64,
-}
-
-impl std::fmt::Display for Summary {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "summary ({:.1} s):", self.wall_seconds)?;
-        for s in &self.sources {
-            writeln!(
-                f,
-                "  {}: decoder {}, decoded {}, processed {}, inferred {}, dropped {}, reconnects {}, events {}, frame age p50 {:.0} ms p95 {:.0} ms{}{}",
-                s.source,
-                s.decoder.as_deref().unwrap_or("unknown (no frame)"),
-                s.frames_decoded,
-                s.frames_processed,
-                s.frames_inferred,
-                s.frames_dropped,
-                s.reconnects,
-                s.events,
-                s.frame_age.p50_ms,
-                s.frame_age.p95_ms,
-                s.encoder.as_ref().map(|e| format!(", annotated video encoded by {e}")).unwrap_or_default(),
-                s.error.as_ref().map(|e| format!(" (error: {e})")).unwrap_or_default()
-            )?;
-        }
-        writeln!(
-            f,
-            "  inference: {} batches, p50 {:.1} ms, p95 {:.1} ms; events {}",
-            self.batches, self.inference.p50_ms, self.inference.p95_ms, self.events
-        )?;
-        if let Some(c) = &self.clips {
-            writeln!(
-                f,
-                "  clips: {} written, {} failed ({} over max_open_clips, {} at most at once)",
-                c.written, c.failed, c.over_cap, c.peak_open
-            )?;
-        }
-        Ok(())
-    }
-}
-
-/// One frame on its way from the inference thread to its post thread.
-struct Processed {
-    frame: Frame,
-    /// `Some` on inference frames (possibly empty), `None` on frames the tracker carries.
-    detections: Option<Vec<Detection>>,
-}
-
 /// Live counters a progress bar can read while the run goes on.
 #[derive(Debug, Default)]
 pub struct Progress {
@@ -252,7 +166,7 @@ pub struct Progress {
 ///
 /// A source that fails to start is reported and left out; the others run.
 pub fn run(
-    mut detector: Detector,
+    mut detector: Box<dyn Detector>,
     queries: Vec<StandingQuery>,
     sources: Vec<SourceSpec>,
     settings: WatchSettings,
@@ -276,14 +190,17 @@ pub fn run(
 
     let started = Instant::now();
     let texts: Vec<String> = queries.iter().map(|q| q.text.clone()).collect();
-    let query_set = detector.encode_queries(&texts)?;
+    let query_set = detector.encode(&texts)?;
     detector.warm_up(&query_set)?;
 
-    let family = detector.model.family;
-    let size = detector.input_size();
+    // Frames are scaled inside GStreamer the way the detector asks.
+    let scale = detector.frame_scale();
     let frame_settings = FrameSettings {
-        model_size: (size, size),
-        keep_aspect_longest: (family == Family::Owlv2).then_some(size),
+        model_size: scale.input_size(),
+        keep_aspect_longest: match scale {
+            FrameScale::FitLonger { side } => Some(side),
+            FrameScale::Stretch { .. } => None,
+        },
         full_frames: settings.annotate || settings.serve_rtsp.is_some(),
         every: settings.every,
         fps: settings.fps,
@@ -447,7 +364,7 @@ pub fn run(
         detector,
         query_set,
         applies: handles.iter().map(|h| queries.iter().map(|q| q.applies_to(&h.spec.short_name)).collect()).collect(),
-        thresholds: queries.iter().map(|q| q.threshold).collect(),
+        bands: QueryBands::new(&queries.iter().map(|q| q.threshold).collect::<Vec<_>>(), settings.tracker.low_score),
         live: handles.iter().map(|h| h.spec.is_live()).collect(),
         every: settings.every,
         fps: settings.fps,
@@ -572,489 +489,9 @@ fn check_query_sources(queries: &[StandingQuery], specs: &[SourceSpec]) -> Resul
     Ok(())
 }
 
-#[derive(Debug, Default)]
-struct InferStats {
-    batches: u64,
-    batch_latency: LatencyHistogram,
-    /// Per source: frames inferred, and their age at inference.
-    inferred: Vec<u64>,
-    frame_age: Vec<LatencyHistogram>,
-}
-
-/// The inference stage: one model session for every source.
-struct InferStage {
-    detector: Detector,
-    query_set: QuerySet,
-    /// `applies[source][query]`.
-    applies: Vec<Vec<bool>>,
-    thresholds: Vec<f32>,
-    live: Vec<bool>,
-    every: u32,
-    fps: Option<f64>,
-    decode_only: bool,
-    progress: Arc<Progress>,
-    queues: Vec<FrameQueue>,
-    notify: Arc<Notify>,
-    outputs: Vec<Sender<Processed>>,
-    shutdown: ShutdownToken,
-    max_duration: Option<Duration>,
-    started: Instant,
-}
-
-impl InferStage {
-    fn run(mut self) -> InferStats {
-        let n = self.queues.len();
-        let mut stats =
-            InferStats { inferred: vec![0; n], frame_age: vec![LatencyHistogram::default(); n], ..Default::default() };
-        // Per source: index and PTS of the last inferred frame, for pacing live sources whose marked frames were
-        // dropped (a live queue keeps the newest frames, which may all be unmarked).
-        let mut last_inferred: Vec<Option<(u64, Option<u64>)>> = vec![None; n];
-        let size = self.detector.input_size() as usize;
-        let mut batch_tensor = Array4::<f32>::zeros((0, 3, size, size));
-        let min_threshold = self.thresholds.iter().copied().fold(1.0f32, f32::min);
-        let selection = Selection { threshold: Some(min_threshold), always_best: false, ..Selection::default() };
-        let mut stopped = false;
-        loop {
-            self.progress.infer_rounds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if !stopped && self.max_duration.is_some_and(|d| self.started.elapsed() >= d) {
-                info!("--max-seconds reached; draining");
-                stopped = true;
-                for q in &self.queues {
-                    q.close();
-                }
-            }
-            if self.shutdown.is_aborting() {
-                break;
-            }
-            let batch = source::next_batch(&self.queues, &self.notify, POLL);
-            if batch.items.is_empty() {
-                if batch.all_closed {
-                    break;
-                }
-                continue;
-            }
-            // Decide which frames to infer.
-            let mut to_infer: Vec<usize> = Vec::new();
-            for (k, (src, frame)) in batch.items.iter().enumerate() {
-                if self.should_infer(*src, frame, &last_inferred) {
-                    to_infer.push(k);
-                }
-            }
-            let mut results: Vec<Option<Vec<Detection>>> = vec![None; batch.items.len()];
-            if !to_infer.is_empty() {
-                let t0 = Instant::now();
-                if batch_tensor.len_of(Axis(0)) != to_infer.len() {
-                    batch_tensor = Array4::<f32>::zeros((to_infer.len(), 3, size, size));
-                }
-                let mut transforms = Vec::with_capacity(to_infer.len());
-                let mut ok = vec![true; to_infer.len()];
-                for (b, &k) in to_infer.iter().enumerate() {
-                    let (src, frame) = &batch.items[k];
-                    stats.frame_age[*src].record(frame.received.elapsed());
-                    let m = &frame.model;
-                    let slot = batch_tensor.index_axis_mut(Axis(0), b);
-                    if let Err(e) = preprocess::tensor_from_scaled_rgb(
-                        self.detector.model.family,
-                        &self.detector.model.preprocessor,
-                        &m.data,
-                        m.width,
-                        m.height,
-                        m.stride,
-                        slot,
-                    ) {
-                        warn!(error = %e, "frame skipped");
-                        ok[b] = false;
-                    }
-                    transforms.push(match self.detector.model.family {
-                        Family::OwlVit => Transform::stretch(frame.orig_width, frame.orig_height),
-                        Family::Owlv2 => Transform::pad_square(frame.orig_width, frame.orig_height),
-                    });
-                }
-                match self.detector.run(batch_tensor.view(), &self.query_set) {
-                    Ok(raws) => {
-                        for (b, &k) in to_infer.iter().enumerate() {
-                            if !ok[b] {
-                                continue;
-                            }
-                            let src = batch.items[k].0;
-                            let dets: Vec<Detection> = select(&raws[b], &transforms[b], &selection)
-                                .into_iter()
-                                .filter(|d| self.applies[src][d.query] && d.score >= self.thresholds[d.query])
-                                .collect();
-                            results[k] = Some(dets);
-                            stats.inferred[src] += 1;
-                            let f = &batch.items[k].1;
-                            last_inferred[src] = Some((f.index, f.pts_ns));
-                        }
-                    }
-                    Err(e) => warn!(error = %e, "inference failed; frames passed on without detections"),
-                }
-                stats.batches += 1;
-                stats.batch_latency.record(t0.elapsed());
-            }
-            for ((src, frame), detections) in batch.items.into_iter().zip(results) {
-                // Blocking: a post thread that falls behind slows inference, and live queues then drop.
-                if self.outputs[src].send(Processed { frame, detections }).is_err() {
-                    warn!(source = src, "post thread gone");
-                }
-            }
-        }
-        stats
-    }
-
-    fn should_infer(&self, src: usize, frame: &Frame, last: &[Option<(u64, Option<u64>)>]) -> bool {
-        if self.decode_only {
-            return false;
-        }
-        if frame.infer {
-            return true;
-        }
-        if !self.live[src] {
-            return false;
-        }
-        match (last[src], self.fps) {
-            (None, _) => true,
-            (Some((_, Some(last_pts))), Some(fps)) => {
-                frame.pts_ns.is_some_and(|p| p.saturating_sub(last_pts) as f64 >= 1e9 / fps)
-            }
-            (Some((last_index, _)), _) => frame.index >= last_index + self.every as u64,
-        }
-    }
-}
-
-#[derive(Debug, Default, Clone)]
-struct PostStats {
-    frames: u64,
-    events: u64,
-    error: Option<String>,
-    annotated: Option<PathBuf>,
-    /// The annotated video's encoder element.
-    encoder: Option<String>,
-}
-
-/// One source's tracking, events and annotated video.
-struct PostStage {
-    spec: SourceSpec,
-    rx: Receiver<Processed>,
-    tracker: Tracker,
-    event_log: Arc<Mutex<EventLog>>,
-    /// Starts every event id of the source (see [`event_id_prefix`]).
-    event_id_prefix: String,
-    /// The clip writer, told of every frame and event; without one every event's `clips.status` is `none`.
-    clip_sink: Option<Box<dyn ClipSink + Send>>,
-    queries: Vec<StandingQuery>,
-    settings: WatchSettings,
-    video_fps: Option<f64>,
-    progress: Arc<Progress>,
-    /// Read once the frames stop coming, to tell a shutdown from the end of the stream.
-    shutdown: ShutdownToken,
-    /// When the run started, for `max_duration` (which stops the run like a shutdown).
-    started: Instant,
-    /// The RTSP server for `--serve-rtsp`, shared by every source.
-    rtsp: Option<Arc<crate::sink::rtsp::RtspPublisher>>,
-    /// MQTT/webhook alerts, shared by every source.
-    alerter: Option<Arc<crate::sink::alerts::Alerter>>,
-    /// The pipeline template's encoder for the annotated video.
-    record_encoder: Option<String>,
-    /// Failed writes of the output directory, shared by every source.
-    write_failures: Arc<WriteFailures>,
-}
-
-/// The tracker settings for a source: `base`, keeping a lost track at least as long as the longest
-/// `end_after_s` of the queries (in frames at `video_fps`, or 25 fps), so that an object back within
-/// `end_after_s` keeps its track id and so its event.
-fn tracker_settings_for_events(
-    base: &TrackerSettings,
-    queries: &[StandingQuery],
-    video_fps: Option<f64>,
-) -> TrackerSettings {
-    let fps = video_fps.filter(|f| f.is_finite() && *f > 0.0).unwrap_or(FALLBACK_FPS);
-    let end_after_s = queries.iter().map(|q| q.end_after_s).fold(0.0f64, f64::max);
-    let frames = (end_after_s * fps).ceil().min(1e9) as u64 + 1;
-    TrackerSettings { max_age_frames: base.max_age_frames.max(frames), ..base.clone() }
-}
-
-/// The prefix of a source's event ids: its short name. A live source adds the run's start time
-/// (`gate-20231114T221320Z`), so that the ids, and the clip files named after them, of a restarted service
-/// never collide with those of the run before; a file's ids stay the same on every run.
-fn event_id_prefix(spec: &SourceSpec, run_started: SystemTime) -> String {
-    if !spec.is_live() {
-        return spec.short_name.clone();
-    }
-    // 2023-11-14T22:13:20.000Z → 20231114T221320Z
-    let stamp: String = format_rfc3339_utc(run_started)[..19].chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-    format!("{}-{stamp}Z", spec.short_name)
-}
-
-/// The post stage's [`EventSink`]: each notification goes to the clip writer (when there is one) and then, as a
-/// line, to `events.jsonl`.
-struct LogSink<'a> {
-    log: &'a Mutex<EventLog>,
-    /// The source's display name (redacted by [`EventRecord::from_lifecycle`]).
-    source: &'a str,
-    queries: &'a [StandingQuery],
-    clip_sink: &'a mut Option<Box<dyn ClipSink + Send>>,
-    progress: &'a Progress,
-    stats: &'a mut PostStats,
-    alerter: Option<&'a crate::sink::alerts::Alerter>,
-    /// Topic-safe source name for alerts.
-    short_name: &'a str,
-    write_failures: &'a WriteFailures,
-}
-
-impl EventSink for LogSink<'_> {
-    fn on_event(&mut self, ev: &LifecycleEvent) {
-        let clips = match self.clip_sink {
-            Some(c) => c.on_event(ev),
-            None => Clips::none(),
-        };
-        let Some(q) = self.queries.get(ev.query) else {
-            return;
-        };
-        let Some(record) = EventRecord::from_lifecycle(ev, self.source, &q.text, &q.label, clips) else {
-            return;
-        };
-        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        let result = log.write(&record);
-        match result {
-            Ok(()) => {
-                // events.jsonl first (the source of truth), then the alert: the very bytes of the line. The
-                // alerter never blocks, so the log's lock is held only for a copy.
-                if let Some(alerter) = self.alerter {
-                    alerter.send(self.short_name, log.last_line(), None);
-                }
-                drop(log);
-                self.write_failures.succeeded();
-                self.stats.events += 1;
-                self.progress.events.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-            Err(e) => {
-                drop(log);
-                // A full disk must not stop detection: report once (not once per event), count, go on.
-                let reported = match e.io_error() {
-                    Some((path, io)) => self.write_failures.failed(path, io),
-                    None => {
-                        warn!(event = %ev.event_id, error = %e, "event not written");
-                        Some(e.to_string())
-                    }
-                };
-                if let Some(message) = reported {
-                    self.stats.error.get_or_insert(message);
-                }
-            }
-        }
-    }
-}
-
-impl PostStage {
-    /// Where the event engine's starts, updates and ends go: events.jsonl, the clips and the alerts.
-    fn log_sink<'a>(&'a mut self, stats: &'a mut PostStats) -> LogSink<'a> {
-        LogSink {
-            log: &self.event_log,
-            source: &self.spec.display,
-            queries: &self.queries,
-            clip_sink: &mut self.clip_sink,
-            progress: &self.progress,
-            stats,
-            alerter: self.alerter.as_deref(),
-            short_name: &self.spec.short_name,
-            write_failures: &self.write_failures,
-        }
-    }
-
-    fn run(mut self) -> PostStats {
-        let mut stats = PostStats::default();
-        let labels: Vec<String> = self.queries.iter().map(|q| q.label.clone()).collect();
-        let mut lifecycle =
-            EventLifecycle::new(self.event_id_prefix.clone(), self.queries.iter().map(EventSettings::from).collect());
-        let mut clock = StreamClock::new();
-        let mut video: Option<VideoWriter> = None;
-        let mut video_failed = false;
-        let mut rtsp_feed: Option<crate::sink::rtsp::RtspFeed> = None;
-        let mut tracks: Vec<TrackOutput> = Vec::new();
-        let dir = self.settings.out_dir.join(&self.spec.short_name);
-        let mut first_pts: Option<u64> = None;
-        // The annotated frame, reused: the decoded frame is copied in (in its own format, I420 from the bundled
-        // templates), drawn on and handed to the encoder and the RTSP feed.
-        let mut annotated: Option<Picture> = None;
-
-        while let Ok(p) = self.rx.recv() {
-            let frame = p.frame;
-            stats.frames += 1;
-            self.progress.frames_processed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let at = FrameTime {
-                frame: frame.index,
-                pts_s: clock.seconds(frame.index, frame.pts_ns),
-                // When the frame left GStreamer: for a live source, close to when it was captured.
-                wall: match self.settings.wall_time {
-                    true => SystemTime::now().checked_sub(frame.received.elapsed()),
-                    false => None,
-                },
-            };
-            tracks.clear();
-            match &p.detections {
-                Some(dets) => self.tracker.update_into(frame.index, dets, &mut tracks),
-                None => self.tracker.predict_into(frame.index, &mut tracks),
-            }
-            let mut sink = self.log_sink(&mut stats);
-            if let Some(c) = sink.clip_sink.as_mut() {
-                c.on_frame(&at, frame.pts_ns, &tracks);
-            }
-            match &p.detections {
-                Some(_) => lifecycle.update(at, &tracks, &mut sink),
-                None => lifecycle.advance(at, &mut sink),
-            }
-            // The tracker's own start/end notifications are not events: the event engine decides those.
-            self.tracker.drain_events().for_each(drop);
-
-            let want_video = self.settings.annotate && !video_failed;
-            let want_rtsp = self.rtsp.is_some();
-            if (want_video || want_rtsp)
-                && let Some(full) = &frame.full
-            {
-                if want_video && video.is_none() {
-                    let fps = self.video_fps.unwrap_or(30.0);
-                    let (n, d) = fps_fraction(fps);
-                    let _ = std::fs::create_dir_all(&dir);
-                    let video_settings = VideoSettings {
-                        template_encoder: self.record_encoder.clone(),
-                        format: full.format,
-                        ..VideoSettings::new(full.width, full.height, n, d)
-                    };
-                    match VideoWriter::create(&dir.join("annotated.mp4"), video_settings) {
-                        Ok(w) => {
-                            info!(source = %self.spec.display, encoder = %w.encoder(), "annotated video started");
-                            stats.encoder = Some(w.encoder().to_string());
-                            video = Some(w);
-                        }
-                        Err(e) => {
-                            warn!(source = %self.spec.display, error = %e, "annotated video disabled");
-                            stats.error = Some(e.to_string());
-                            video_failed = true;
-                        }
-                    }
-                }
-                let picture = match annotated.as_mut() {
-                    Some(p) => full.copy_to(p).map(|()| p),
-                    None => Picture::black(full.format, full.width, full.height)
-                        .and_then(|mut p| full.copy_to(&mut p).map(|()| annotated.insert(p))),
-                };
-                let Some(picture) = picture else {
-                    // Checked when the frame was mapped: cannot happen.
-                    warn!(source = %self.spec.display, "a full-size frame could not be copied; not drawn");
-                    continue;
-                };
-                {
-                    let mut canvas = Canvas::from_picture(picture);
-                    let shown: Vec<TrackOutput> = tracks.iter().filter(|t| t.confirmed && !t.lost).copied().collect();
-                    annotate_detections(&mut canvas, &shown, &labels);
-                    let pts = frame.pts_ns.unwrap_or(0);
-                    let t0 = *first_pts.get_or_insert(pts);
-                    draw_timestamp(
-                        &mut canvas,
-                        &format!(
-                            "{} #{} t={:.2}s",
-                            self.spec.short_name,
-                            frame.index,
-                            (pts.saturating_sub(t0)) as f64 / 1e9
-                        ),
-                    );
-                    if self.settings.test_model {
-                        draw_banner(&mut canvas, TEST_MODEL_BANNER);
-                    }
-                }
-                if let Some(publisher) = &self.rtsp {
-                    if rtsp_feed.is_none() {
-                        match publisher.feed_of(&self.spec.short_name, full.format, full.width, full.height) {
-                            Ok(feed) => rtsp_feed = Some(feed),
-                            Err(e) => warn!(source = %self.spec.display, error = %e, "RTSP republishing failed"),
-                        }
-                    }
-                    if let Some(feed) = &rtsp_feed {
-                        feed.push_picture(picture);
-                    }
-                }
-                if let Some(w) = video.as_mut()
-                    && let Err(e) = w.push_picture(picture, frame.pts_ns.unwrap_or(frame.index * 33_333_333))
-                {
-                    warn!(source = %self.spec.display, error = %e, "annotated video stopped");
-                    stats.error = Some(e.to_string());
-                    video = None;
-                    video_failed = true;
-                }
-            }
-        }
-        // End of stream or shutdown: every open event ends, and the video is closed properly. `max_duration`
-        // stops the run as a shutdown does (the file did not end).
-        let stopped =
-            self.shutdown.is_stopping() || self.settings.max_duration.is_some_and(|d| self.started.elapsed() >= d);
-        let reason = if stopped { EndReason::Shutdown } else { EndReason::Eos };
-        lifecycle.finish(reason, &mut self.log_sink(&mut stats));
-        self.tracker.finish().for_each(drop);
-        if let Some(w) = video {
-            match w.finish() {
-                Ok(path) => stats.annotated = Some(path),
-                Err(e) => {
-                    warn!(source = %self.spec.display, error = %e, "annotated video could not be finished");
-                    stats.error = Some(e.to_string());
-                }
-            }
-        }
-        stats
-    }
-}
-
-/// A frame rate as a GStreamer fraction (29.97 → 30000/1001).
-fn fps_fraction(fps: f64) -> (u32, u32) {
-    if (fps * 1001.0 / 1000.0 - (fps * 1001.0 / 1000.0).round()).abs() < 1e-3 && fps.fract() != 0.0 {
-        (((fps * 1001.0).round()) as u32, 1001)
-    } else {
-        ((fps * 1000.0).round() as u32, 1000)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_summary_names_the_decoder_and_encoder_of_each_source() {
-        let source = |decoder: Option<&str>, encoder: Option<&str>| SourceSummary {
-            source: "rtsp://***@cam/1".into(),
-            name: "1".into(),
-            decoder: decoder.map(String::from),
-            frames_decoded: 10,
-            frames_processed: 10,
-            frames_inferred: 10,
-            frames_dropped: 0,
-            reconnects: 0,
-            events: 0,
-            frame_age: LatencySummary::default(),
-            error: None,
-            annotated: None,
-            encoder: encoder.map(String::from),
-        };
-        let summary = Summary {
-            sources: vec![source(Some("nvv4l2decoder"), Some("nvv4l2h264enc")), source(None, None)],
-            inference: LatencySummary::default(),
-            batches: 1,
-            events: 0,
-            clips: None,
-            wall_seconds: 1.0,
-        };
-        let text = summary.to_string();
-        let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[1].starts_with("  rtsp://***@cam/1: decoder nvv4l2decoder, decoded 10,"), "{text}");
-        assert!(lines[1].ends_with(", annotated video encoded by nvv4l2h264enc"), "{text}");
-        assert!(lines[2].contains("decoder unknown (no frame),") && !lines[2].contains("encoded by"), "{text}");
-        let json = serde_json::to_value(&summary).unwrap();
-        assert_eq!(json["sources"][0]["decoder"], "nvv4l2decoder");
-        assert!(json["sources"][1]["decoder"].is_null() && json["sources"][1].get("encoder").is_none());
-    }
-
-    #[test]
-    fn ntsc_rates_become_1001_fractions() {
-        assert_eq!(fps_fraction(29.97002997), (30000, 1001));
-        assert_eq!(fps_fraction(25.0), (25000, 1000));
-    }
+/// One frame on its way from the inference thread to its post thread.
+struct Processed {
+    frame: Frame,
+    /// `Some` on inference frames (possibly empty), `None` on frames the tracker carries.
+    detections: Option<Vec<Detection>>,
 }

@@ -1,0 +1,336 @@
+//! The post stage of one source, on its `post-<source>` thread: tracking, the event engine, `events.jsonl`,
+//! clips, alerts and the annotated video.
+//!
+//! The tracker gets a box on every frame ([`Tracker::update_into`] on inference frames, [`Tracker::predict_into`]
+//! in between). The event engine ([`EventLifecycle`]) is fed in stream time (the frame's PTS, or its index / 25
+//! for a frame without one) and decides when an event starts and ends; each of its notifications becomes a line
+//! of `events.jsonl`, then goes to the clip writer and the alerts.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use crossbeam_channel::Receiver;
+use tracing::{info, warn};
+
+use super::{Processed, Progress, TEST_MODEL_BANNER, WatchSettings};
+use crate::config::StandingQuery;
+use crate::draw::{Canvas, annotate_detections, draw_banner, draw_timestamp};
+use crate::picture::Picture;
+use crate::shutdown::ShutdownToken;
+use crate::sink::disk::WriteFailures;
+use crate::sink::events::{ClipSink, Clips};
+use crate::sink::{EventLog, EventRecord, VideoSettings, VideoWriter, format_rfc3339_utc};
+use crate::source::SourceSpec;
+use crate::track::lifecycle::FALLBACK_FPS;
+use crate::track::{
+    EndReason, EventLifecycle, EventSettings, EventSink, FrameTime, LifecycleEvent, StreamClock, TrackOutput, Tracker,
+    TrackerSettings,
+};
+
+#[derive(Debug, Default, Clone)]
+pub(super) struct PostStats {
+    pub frames: u64,
+    pub events: u64,
+    pub error: Option<String>,
+    pub annotated: Option<PathBuf>,
+    /// The annotated video's encoder element.
+    pub encoder: Option<String>,
+}
+
+/// One source's tracking, events and annotated video.
+pub(super) struct PostStage {
+    pub spec: SourceSpec,
+    pub rx: Receiver<Processed>,
+    pub tracker: Tracker,
+    pub event_log: Arc<Mutex<EventLog>>,
+    /// Starts every event id of the source (see [`event_id_prefix`]).
+    pub event_id_prefix: String,
+    /// The clip writer, told of every frame and event; without one every event's `clips.status` is `none`.
+    pub clip_sink: Option<Box<dyn ClipSink + Send>>,
+    pub queries: Vec<StandingQuery>,
+    pub settings: WatchSettings,
+    pub video_fps: Option<f64>,
+    pub progress: Arc<Progress>,
+    /// Read once the frames stop coming, to tell a shutdown from the end of the stream.
+    pub shutdown: ShutdownToken,
+    /// When the run started, for `max_duration` (which stops the run like a shutdown).
+    pub started: Instant,
+    /// The RTSP server for `--serve-rtsp`, shared by every source.
+    pub rtsp: Option<Arc<crate::sink::rtsp::RtspPublisher>>,
+    /// MQTT/webhook alerts, shared by every source.
+    pub alerter: Option<Arc<crate::sink::alerts::Alerter>>,
+    /// The pipeline template's encoder for the annotated video.
+    pub record_encoder: Option<String>,
+    /// Failed writes of the output directory, shared by every source.
+    pub write_failures: Arc<WriteFailures>,
+}
+
+/// The tracker settings for a source: `base`, keeping a lost track at least as long as the longest
+/// `end_after_s` of the queries (in frames at `video_fps`, or 25 fps), so that an object back within
+/// `end_after_s` keeps its track id and so its event; and each query's threshold as its `high_score`, so that
+/// the threshold decides which detections start a track while the band from `low_score` up keeps one.
+pub(super) fn tracker_settings_for_events(
+    base: &TrackerSettings,
+    queries: &[StandingQuery],
+    video_fps: Option<f64>,
+) -> TrackerSettings {
+    let fps = video_fps.filter(|f| f.is_finite() && *f > 0.0).unwrap_or(FALLBACK_FPS);
+    let end_after_s = queries.iter().map(|q| q.end_after_s).fold(0.0f64, f64::max);
+    let frames = (end_after_s * fps).ceil().min(1e9) as u64 + 1;
+    TrackerSettings {
+        max_age_frames: base.max_age_frames.max(frames),
+        query_high_scores: queries.iter().map(|q| q.threshold).collect(),
+        ..base.clone()
+    }
+}
+
+/// The prefix of a source's event ids: its short name. A live source adds the run's start time
+/// (`gate-20231114T221320Z`), so that the ids, and the clip files named after them, of a restarted service
+/// never collide with those of the run before; a file's ids stay the same on every run.
+pub(super) fn event_id_prefix(spec: &SourceSpec, run_started: SystemTime) -> String {
+    if !spec.is_live() {
+        return spec.short_name.clone();
+    }
+    // 2023-11-14T22:13:20.000Z → 20231114T221320Z
+    let stamp: String = format_rfc3339_utc(run_started)[..19].chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    format!("{}-{stamp}Z", spec.short_name)
+}
+
+/// The post stage's [`EventSink`]: each notification goes to the clip writer (when there is one) and then, as a
+/// line, to `events.jsonl`.
+struct LogSink<'a> {
+    log: &'a Mutex<EventLog>,
+    /// The source's display name (redacted by [`EventRecord::from_lifecycle`]).
+    source: &'a str,
+    queries: &'a [StandingQuery],
+    clip_sink: &'a mut Option<Box<dyn ClipSink + Send>>,
+    progress: &'a Progress,
+    stats: &'a mut PostStats,
+    alerter: Option<&'a crate::sink::alerts::Alerter>,
+    /// Topic-safe source name for alerts.
+    short_name: &'a str,
+    write_failures: &'a WriteFailures,
+}
+
+impl EventSink for LogSink<'_> {
+    fn on_event(&mut self, ev: &LifecycleEvent) {
+        let clips = match self.clip_sink {
+            Some(c) => c.on_event(ev),
+            None => Clips::none(),
+        };
+        let Some(q) = self.queries.get(ev.query) else {
+            return;
+        };
+        let Some(record) = EventRecord::from_lifecycle(ev, self.source, &q.text, &q.label, clips) else {
+            return;
+        };
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        let result = log.write(&record);
+        match result {
+            Ok(()) => {
+                // events.jsonl first (the source of truth), then the alert: the very bytes of the line. The
+                // alerter never blocks, so the log's lock is held only for a copy.
+                if let Some(alerter) = self.alerter {
+                    alerter.send(self.short_name, log.last_line(), None);
+                }
+                drop(log);
+                self.write_failures.succeeded();
+                self.stats.events += 1;
+                self.progress.events.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(e) => {
+                drop(log);
+                // A full disk must not stop detection: report once (not once per event), count, go on.
+                let reported = match e.io_error() {
+                    Some((path, io)) => self.write_failures.failed(path, io),
+                    None => {
+                        warn!(event = %ev.event_id, error = %e, "event not written");
+                        Some(e.to_string())
+                    }
+                };
+                if let Some(message) = reported {
+                    self.stats.error.get_or_insert(message);
+                }
+            }
+        }
+    }
+}
+
+impl PostStage {
+    /// Where the event engine's starts, updates and ends go: events.jsonl, the clips and the alerts.
+    fn log_sink<'a>(&'a mut self, stats: &'a mut PostStats) -> LogSink<'a> {
+        LogSink {
+            log: &self.event_log,
+            source: &self.spec.display,
+            queries: &self.queries,
+            clip_sink: &mut self.clip_sink,
+            progress: &self.progress,
+            stats,
+            alerter: self.alerter.as_deref(),
+            short_name: &self.spec.short_name,
+            write_failures: &self.write_failures,
+        }
+    }
+
+    pub(super) fn run(mut self) -> PostStats {
+        let mut stats = PostStats::default();
+        let labels: Vec<String> = self.queries.iter().map(|q| q.label.clone()).collect();
+        let mut lifecycle =
+            EventLifecycle::new(self.event_id_prefix.clone(), self.queries.iter().map(EventSettings::from).collect());
+        let mut clock = StreamClock::new();
+        let mut video: Option<VideoWriter> = None;
+        let mut video_failed = false;
+        let mut rtsp_feed: Option<crate::sink::rtsp::RtspFeed> = None;
+        let mut tracks: Vec<TrackOutput> = Vec::new();
+        let dir = self.settings.out_dir.join(&self.spec.short_name);
+        let mut first_pts: Option<u64> = None;
+        // The annotated frame, reused: the decoded frame is copied in (in its own format, I420 from the bundled
+        // templates), drawn on and handed to the encoder and the RTSP feed.
+        let mut annotated: Option<Picture> = None;
+
+        while let Ok(p) = self.rx.recv() {
+            let frame = p.frame;
+            stats.frames += 1;
+            self.progress.frames_processed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let at = FrameTime {
+                frame: frame.index,
+                pts_s: clock.seconds(frame.index, frame.pts_ns),
+                // When the frame left GStreamer: for a live source, close to when it was captured.
+                wall: match self.settings.wall_time {
+                    true => SystemTime::now().checked_sub(frame.received.elapsed()),
+                    false => None,
+                },
+            };
+            tracks.clear();
+            match &p.detections {
+                Some(dets) => self.tracker.update_into(frame.index, dets, &mut tracks),
+                None => self.tracker.predict_into(frame.index, &mut tracks),
+            }
+            let mut sink = self.log_sink(&mut stats);
+            if let Some(c) = sink.clip_sink.as_mut() {
+                c.on_frame(&at, frame.pts_ns, &tracks);
+            }
+            match &p.detections {
+                Some(_) => lifecycle.update(at, &tracks, &mut sink),
+                None => lifecycle.advance(at, &mut sink),
+            }
+            // The tracker's own start/end notifications are not events: the event engine decides those.
+            self.tracker.drain_events().for_each(drop);
+
+            let want_video = self.settings.annotate && !video_failed;
+            let want_rtsp = self.rtsp.is_some();
+            if (want_video || want_rtsp)
+                && let Some(full) = &frame.full
+            {
+                if want_video && video.is_none() {
+                    let fps = self.video_fps.unwrap_or(30.0);
+                    let (n, d) = fps_fraction(fps);
+                    let _ = std::fs::create_dir_all(&dir);
+                    let video_settings = VideoSettings {
+                        template_encoder: self.record_encoder.clone(),
+                        format: full.format,
+                        ..VideoSettings::new(full.width, full.height, n, d)
+                    };
+                    match VideoWriter::create(&dir.join("annotated.mp4"), video_settings) {
+                        Ok(w) => {
+                            info!(source = %self.spec.display, encoder = %w.encoder(), "annotated video started");
+                            stats.encoder = Some(w.encoder().to_string());
+                            video = Some(w);
+                        }
+                        Err(e) => {
+                            warn!(source = %self.spec.display, error = %e, "annotated video disabled");
+                            stats.error = Some(e.to_string());
+                            video_failed = true;
+                        }
+                    }
+                }
+                let picture = match annotated.as_mut() {
+                    Some(p) => full.copy_to(p).map(|()| p),
+                    None => Picture::black(full.format, full.width, full.height)
+                        .and_then(|mut p| full.copy_to(&mut p).map(|()| annotated.insert(p))),
+                };
+                let Some(picture) = picture else {
+                    // Checked when the frame was mapped: cannot happen.
+                    warn!(source = %self.spec.display, "a full-size frame could not be copied; not drawn");
+                    continue;
+                };
+                {
+                    let mut canvas = Canvas::from_picture(picture);
+                    let shown: Vec<TrackOutput> = tracks.iter().filter(|t| t.confirmed && !t.lost).copied().collect();
+                    annotate_detections(&mut canvas, &shown, &labels);
+                    let pts = frame.pts_ns.unwrap_or(0);
+                    let t0 = *first_pts.get_or_insert(pts);
+                    draw_timestamp(
+                        &mut canvas,
+                        &format!(
+                            "{} #{} t={:.2}s",
+                            self.spec.short_name,
+                            frame.index,
+                            (pts.saturating_sub(t0)) as f64 / 1e9
+                        ),
+                    );
+                    if self.settings.test_model {
+                        draw_banner(&mut canvas, TEST_MODEL_BANNER);
+                    }
+                }
+                if let Some(publisher) = &self.rtsp {
+                    if rtsp_feed.is_none() {
+                        match publisher.feed_of(&self.spec.short_name, full.format, full.width, full.height) {
+                            Ok(feed) => rtsp_feed = Some(feed),
+                            Err(e) => warn!(source = %self.spec.display, error = %e, "RTSP republishing failed"),
+                        }
+                    }
+                    if let Some(feed) = &rtsp_feed {
+                        feed.push_picture(picture);
+                    }
+                }
+                if let Some(w) = video.as_mut()
+                    && let Err(e) = w.push_picture(picture, frame.pts_ns.unwrap_or(frame.index * 33_333_333))
+                {
+                    warn!(source = %self.spec.display, error = %e, "annotated video stopped");
+                    stats.error = Some(e.to_string());
+                    video = None;
+                    video_failed = true;
+                }
+            }
+        }
+        // End of stream or shutdown: every open event ends, and the video is closed properly. `max_duration`
+        // stops the run as a shutdown does (the file did not end).
+        let stopped =
+            self.shutdown.is_stopping() || self.settings.max_duration.is_some_and(|d| self.started.elapsed() >= d);
+        let reason = if stopped { EndReason::Shutdown } else { EndReason::Eos };
+        lifecycle.finish(reason, &mut self.log_sink(&mut stats));
+        self.tracker.finish().for_each(drop);
+        if let Some(w) = video {
+            match w.finish() {
+                Ok(path) => stats.annotated = Some(path),
+                Err(e) => {
+                    warn!(source = %self.spec.display, error = %e, "annotated video could not be finished");
+                    stats.error = Some(e.to_string());
+                }
+            }
+        }
+        stats
+    }
+}
+
+/// A frame rate as a GStreamer fraction (29.97 → 30000/1001).
+fn fps_fraction(fps: f64) -> (u32, u32) {
+    if (fps * 1001.0 / 1000.0 - (fps * 1001.0 / 1000.0).round()).abs() < 1e-3 && fps.fract() != 0.0 {
+        (((fps * 1001.0).round()) as u32, 1001)
+    } else {
+        ((fps * 1000.0).round() as u32, 1000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ntsc_rates_become_1001_fractions() {
+        assert_eq!(fps_fraction(29.97002997), (30000, 1001));
+        assert_eq!(fps_fraction(25.0), (25000, 1000));
+    }
+}

@@ -1,0 +1,123 @@
+//! The end-of-run report: per source and for the run, printed and written to `<out>/summary.json`.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::stats::LatencySummary;
+use crate::sink::clips::ClipStatsSnapshot;
+
+/// Per-source figures at the end of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceSummary {
+    pub source: String,
+    pub name: String,
+    /// The element that decoded the video (`avdec_h264`, `nvv4l2decoder` when the Jetson's hardware decodes,
+    /// `none` for raw video); `None` if no frame came.
+    pub decoder: Option<String>,
+    pub frames_decoded: u64,
+    pub frames_processed: u64,
+    pub frames_inferred: u64,
+    pub frames_dropped: u64,
+    pub reconnects: u64,
+    pub events: u64,
+    /// Age of a frame when inference started on it (decode → inference): bounded for live sources.
+    pub frame_age: LatencySummary,
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub annotated: Option<PathBuf>,
+    /// The element that encoded `annotated` (`x264enc`, `nvv4l2h264enc` when the Jetson's NVENC does).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoder: Option<String>,
+}
+
+/// The end-of-run report, also written to `<out>/summary.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub sources: Vec<SourceSummary>,
+    /// Time of one inference batch (preprocess + model + class head + selection).
+    pub inference: LatencySummary,
+    pub batches: u64,
+    pub events: u64,
+    /// Clips started, written and failed (when clips are on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clips: Option<ClipStatsSnapshot>,
+    pub wall_seconds: f64,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "summary ({:.1} s):", self.wall_seconds)?;
+        for s in &self.sources {
+            writeln!(
+                f,
+                "  {}: decoder {}, decoded {}, processed {}, inferred {}, dropped {}, reconnects {}, events {}, frame age p50 {:.0} ms p95 {:.0} ms{}{}",
+                s.source,
+                s.decoder.as_deref().unwrap_or("unknown (no frame)"),
+                s.frames_decoded,
+                s.frames_processed,
+                s.frames_inferred,
+                s.frames_dropped,
+                s.reconnects,
+                s.events,
+                s.frame_age.p50_ms,
+                s.frame_age.p95_ms,
+                s.encoder.as_ref().map(|e| format!(", annotated video encoded by {e}")).unwrap_or_default(),
+                s.error.as_ref().map(|e| format!(" (error: {e})")).unwrap_or_default()
+            )?;
+        }
+        writeln!(
+            f,
+            "  inference: {} batches, p50 {:.1} ms, p95 {:.1} ms; events {}",
+            self.batches, self.inference.p50_ms, self.inference.p95_ms, self.events
+        )?;
+        if let Some(c) = &self.clips {
+            writeln!(
+                f,
+                "  clips: {} written, {} failed ({} over max_open_clips, {} at most at once)",
+                c.written, c.failed, c.over_cap, c.peak_open
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_names_the_decoder_and_encoder_of_each_source() {
+        let source = |decoder: Option<&str>, encoder: Option<&str>| SourceSummary {
+            source: "rtsp://***@cam/1".into(),
+            name: "1".into(),
+            decoder: decoder.map(String::from),
+            frames_decoded: 10,
+            frames_processed: 10,
+            frames_inferred: 10,
+            frames_dropped: 0,
+            reconnects: 0,
+            events: 0,
+            frame_age: LatencySummary::default(),
+            error: None,
+            annotated: None,
+            encoder: encoder.map(String::from),
+        };
+        let summary = Summary {
+            sources: vec![source(Some("nvv4l2decoder"), Some("nvv4l2h264enc")), source(None, None)],
+            inference: LatencySummary::default(),
+            batches: 1,
+            events: 0,
+            clips: None,
+            wall_seconds: 1.0,
+        };
+        let text = summary.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].starts_with("  rtsp://***@cam/1: decoder nvv4l2decoder, decoded 10,"), "{text}");
+        assert!(lines[1].ends_with(", annotated video encoded by nvv4l2h264enc"), "{text}");
+        assert!(lines[2].contains("decoder unknown (no frame),") && !lines[2].contains("encoded by"), "{text}");
+        let json = serde_json::to_value(&summary).unwrap();
+        assert_eq!(json["sources"][0]["decoder"], "nvv4l2decoder");
+        assert!(json["sources"][1]["decoder"].is_null() && json["sources"][1].get("encoder").is_none());
+    }
+}
