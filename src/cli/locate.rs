@@ -204,7 +204,14 @@ fn locate_one(
     let annotated = if args.no_images {
         None
     } else {
-        Some(write_annotated(img.clone(), &detections, queries.texts(), &args.out, &stem, detector.model().is_test_model)?)
+        Some(write_annotated(
+            img.clone(),
+            &detections,
+            queries.texts(),
+            &args.out,
+            &stem,
+            detector.model().is_test_model,
+        )?)
     };
     Ok(ImageReport {
         image: path.display().to_string(),

@@ -79,11 +79,19 @@ pub struct QuerySet {
 #[derive(Debug, Clone)]
 pub(crate) enum QueryEncoding {
     Owl(OwlQueries),
+    /// Nothing beyond the texts: a detector that keeps its own state ([`QuerySet::texts_only`]).
+    TextsOnly,
 }
 
 impl QuerySet {
     pub(crate) fn new(texts: Vec<String>, encoding: QueryEncoding) -> Self {
         QuerySet { texts, encoding }
+    }
+
+    /// A query set that carries only its texts. This is a test seam: a scripted [`Detector`] (a test's stand-in
+    /// for a model) returns it from [`Detector::encode`]. A real family refuses it in `detect`.
+    pub fn texts_only(texts: Vec<String>) -> Self {
+        QuerySet { texts, encoding: QueryEncoding::TextsOnly }
     }
 
     /// The queries, in the order of [`Detection::query`].

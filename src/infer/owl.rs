@@ -168,7 +168,13 @@ impl OwlDetector {
                 Backend::Split { text, image }
             }
         };
-        Ok(OwlDetector { model, tokenizer, backend, batch: Array4::zeros((0, 3, 0, 0)), timings: DetectTimings::default() })
+        Ok(OwlDetector {
+            model,
+            tokenizer,
+            backend,
+            batch: Array4::zeros((0, 3, 0, 0)),
+            timings: DetectTimings::default(),
+        })
     }
 
     pub fn tokenizer(&self) -> &QueryTokenizer {
@@ -283,9 +289,13 @@ impl OwlDetector {
         }
     }
 
-    fn owl_queries(queries: &QuerySet) -> Result<&OwlQueries> {
+    fn owl_queries<'q>(dir: &Path, queries: &'q QuerySet) -> Result<&'q OwlQueries> {
         match &queries.encoding {
             QueryEncoding::Owl(q) => Ok(q),
+            QueryEncoding::TextsOnly => Err(InferError::Model {
+                dir: dir.to_path_buf(),
+                message: "queries were not encoded by this model; encode them with Detector::encode".into(),
+            }),
         }
     }
 }
@@ -316,7 +326,7 @@ impl Detector for OwlDetector {
         selection: &Selection,
     ) -> Result<Vec<Result<Vec<Detection>>>> {
         let t0 = Instant::now();
-        let owl = Self::owl_queries(queries)?;
+        let owl = Self::owl_queries(&self.model.dir, queries)?;
         let (oh, ow) = self.model.preprocessor.input_hw();
         let mut batch = std::mem::replace(&mut self.batch, Array4::zeros((0, 3, 0, 0)));
         if batch.shape() != [images.len(), 3, oh, ow] {
@@ -352,7 +362,7 @@ impl Detector for OwlDetector {
     }
 
     fn warm_up(&mut self, queries: &QuerySet) -> Result<()> {
-        let owl = Self::owl_queries(queries)?;
+        let owl = Self::owl_queries(&self.model.dir, queries)?;
         OwlDetector::warm_up(self, &owl)
     }
 

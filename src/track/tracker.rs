@@ -697,6 +697,19 @@ mod tests {
     }
 
     #[test]
+    fn each_query_starts_tracks_at_its_own_threshold() {
+        // Query 0 asks for 0.15 (below the default high_score 0.2), query 1 for 0.5; low band from 0.1.
+        let mut tracker =
+            Tracker::new(TrackerSettings { min_hits: 1, query_high_scores: vec![0.15, 0.5], ..settings() });
+        let out = tracker.update(0, &[at(0, 0.17, 0.0, 0.0, 9.0, 9.0), at(1, 0.3, 50.0, 0.0, 9.0, 9.0)]);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].query, 0);
+        // A query whose threshold is below the low band: its detections at the threshold are not ignored.
+        let mut tracker = Tracker::new(TrackerSettings { min_hits: 1, query_high_scores: vec![0.05], ..settings() });
+        assert_eq!(tracker.update(0, &[at(0, 0.07, 0.0, 0.0, 9.0, 9.0)]).len(), 1);
+    }
+
+    #[test]
     fn low_score_detections_keep_a_tracked_object_but_start_nothing() {
         let mut tracker = Tracker::new(settings());
         for frame in 0..3 {
