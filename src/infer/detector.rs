@@ -78,7 +78,7 @@ pub struct QuerySet {
 /// What a family keeps of its encoded queries.
 #[derive(Debug, Clone)]
 pub(crate) enum QueryEncoding {
-    Owl(OwlQueries),
+    Owl(Box<OwlQueries>),
     /// Nothing beyond the texts: a detector that keeps its own state ([`QuerySet::texts_only`]).
     TextsOnly,
 }

@@ -316,7 +316,7 @@ impl Detector for OwlDetector {
 
     fn encode(&mut self, texts: &[String]) -> Result<QuerySet> {
         let owl = self.encode_queries(texts)?;
-        Ok(QuerySet::new(texts.to_vec(), QueryEncoding::Owl(owl)))
+        Ok(QuerySet::new(texts.to_vec(), QueryEncoding::Owl(Box::new(owl))))
     }
 
     fn detect(
@@ -348,7 +348,7 @@ impl Detector for OwlDetector {
             });
         }
         let t1 = Instant::now();
-        let raws = self.run(batch.view(), &owl);
+        let raws = self.run(batch.view(), owl);
         self.batch = batch;
         let raws = raws?;
         let t2 = Instant::now();
@@ -363,7 +363,7 @@ impl Detector for OwlDetector {
 
     fn warm_up(&mut self, queries: &QuerySet) -> Result<()> {
         let owl = Self::owl_queries(&self.model.dir, queries)?;
-        OwlDetector::warm_up(self, &owl)
+        OwlDetector::warm_up(self, owl)
     }
 
     fn last_timings(&self) -> DetectTimings {
