@@ -68,7 +68,7 @@ pub struct SpawnOptions {
     /// [`super::next_batch`]. Default: a new one.
     pub notify: Option<Arc<Notify>>,
     /// Where the encoded packets go (the input of the video decoder), for clips. Default: nowhere.
-    pub packet_tap: Option<Arc<crate::sink::clips::PacketTap>>,
+    pub packet_tap: Option<Arc<super::PacketTap>>,
 }
 
 /// A running source. Dropping it closes the queue and joins the thread.
@@ -228,7 +228,7 @@ struct Source {
     description: String,
     gate: InferGate,
     /// The clips' packet tap, installed on every run's decoder.
-    packet_tap: Option<Arc<crate::sink::clips::PacketTap>>,
+    packet_tap: Option<Arc<super::PacketTap>>,
     /// The last decoded index handed out, for frames the decoded log cannot match.
     last_index: Option<u64>,
     /// PTS + duration of the last frame pulled in this run.
@@ -361,7 +361,7 @@ impl Source {
         if let Some(tap) = &self.packet_tap {
             // A new run starts a new timeline: the ring starts again, clips being recorded are cut here.
             tap.new_run();
-            crate::sink::clips::tap::install(&built.pipeline, tap);
+            super::tap::install(&built.pipeline, tap);
         }
         let Some(bus) = built.pipeline.bus() else {
             return RunEnd::Fatal(SourceError::Stream {

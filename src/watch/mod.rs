@@ -46,13 +46,14 @@ use crate::infer::{Detector, QuerySet};
 use crate::picture::Picture;
 use crate::pipeline::{self, EncoderPurpose, PipelineChoice};
 use crate::shutdown::ShutdownToken;
-use crate::sink::clips::{ClipSettings, ClipStatsSnapshot, ClipWriter, PacketTap, RingSettings};
+use crate::sink::clips::{ClipSettings, ClipStatsSnapshot, ClipWriter};
 use crate::sink::disk::WriteFailures;
 use crate::sink::events::{ClipSink, Clips};
 use crate::sink::{EventLog, EventLogSettings, EventRecord, VideoSettings, VideoWriter, format_rfc3339_utc};
 use crate::source::{
     self, Frame, FrameQueue, FrameSettings, Notify, ReconnectSettings, SourceHandle, SourceSpec, SourceStatsSnapshot,
 };
+use crate::source::{PacketTap, RingSettings};
 use crate::track::lifecycle::FALLBACK_FPS;
 use crate::track::{
     EndReason, EventLifecycle, EventSettings, EventSink, FrameTime, LifecycleEvent, StreamClock, TrackOutput, Tracker,

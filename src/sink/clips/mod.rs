@@ -31,12 +31,9 @@
 //! - **Never stalls:** the job queues are bounded; when one is full the clip is marked failed at once. A feed
 //!   that grows past [`ClipSettings::max_clip_bytes`] (workers or disk too slow) fails its clip.
 //!
-//! Threads and locks: see [`tap`] for the tap and feed mutexes. A worker owns its pipelines (a map by
+//! Threads and locks: see [`crate::source::tap`] for the tap and feed mutexes. A worker owns its pipelines (a map by
 //! recording id); a recording's jobs always go to the same worker, so its Finish follows its Start. The event
 //! log's mutex is taken alone, for one line.
-
-pub mod ring;
-pub mod tap;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -55,9 +52,8 @@ use tracing::{debug, info, warn};
 use super::disk::WriteFailures;
 use super::events::{ClipSink, Clips, ClipsRecord, ClipsStatus, EventLog};
 pub use super::evidence::{EvidenceSettings, FrameBox};
+use crate::source::{Feed, PacketTap};
 use crate::track::{FrameTime, LifecycleEvent, LifecycleKind, TrackOutput};
-pub use ring::{Packet, PreRollRing, RingSettings, RingStats};
-pub use tap::{Feed, PacketTap};
 
 /// Default [`ClipSettings::workers`].
 pub const DEFAULT_WORKERS: usize = 2;
@@ -93,7 +89,7 @@ pub struct ClipSettings {
     /// The bytes a clip may hold in memory (before its worker takes it, or waiting in its appsrc); past it the
     /// clip fails. Default [`DEFAULT_MAX_CLIP_BYTES`].
     pub max_clip_bytes: usize,
-    /// Bytes of each source's pre-roll ring. Default [`ring::DEFAULT_MAX_BYTES`].
+    /// Bytes of each source's pre-roll ring. Default [`crate::source::ring::DEFAULT_MAX_BYTES`].
     pub ring_max_bytes: usize,
     /// How long finishing a clip (EOS through the muxer, or the encoder for a transcode) may take. Default
     /// [`DEFAULT_FINISH_TIMEOUT_MS`].
@@ -116,7 +112,7 @@ impl Default for ClipSettings {
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             max_open_clips: DEFAULT_MAX_OPEN_CLIPS,
             max_clip_bytes: DEFAULT_MAX_CLIP_BYTES,
-            ring_max_bytes: ring::DEFAULT_MAX_BYTES,
+            ring_max_bytes: crate::source::ring::DEFAULT_MAX_BYTES,
             finish_timeout_ms: DEFAULT_FINISH_TIMEOUT_MS,
             encoder: crate::pipeline::generic_encoder(crate::pipeline::EncoderPurpose::Record),
             evidence: EvidenceSettings::default(),
@@ -974,7 +970,7 @@ mod tests {
             EventLog::open(out, EventLogSettings { wall_time: false, ..Default::default() }).unwrap(),
         ));
         let (tx, rx) = bounded::<Job>(settings.queue_capacity);
-        let tap = PacketTap::new(RingSettings::default());
+        let tap = PacketTap::new(crate::source::RingSettings::default());
         let settings = Arc::new(settings);
         let outputs = Outputs {
             log,
