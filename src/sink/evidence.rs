@@ -125,7 +125,7 @@ impl Default for EvidenceSettings {
             crop_margin: DEFAULT_CROP_MARGIN,
             crop_min_size: DEFAULT_CROP_MIN_SIZE,
             jpeg_quality: DEFAULT_JPEG_QUALITY,
-            encoder: crate::pipeline::generic_encoder(crate::pipeline::EncoderPurpose::Record),
+            encoder: crate::gst::generic_encoder(crate::gst::EncoderPurpose::Record),
         }
     }
 }

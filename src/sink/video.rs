@@ -120,8 +120,8 @@ pub struct VideoSettings {
     pub format: PixelFormat,
     /// The built-in encoder, used when `template_encoder` is `None` or fails. Default [`VideoEncoder::Auto`].
     pub encoder: VideoEncoder,
-    /// The pipeline template's encoder fragment ([`crate::pipeline::usable_encoder`] with
-    /// [`crate::pipeline::EncoderPurpose::Record`]): raw video in, parsed H.264 out. When set it is tried first and
+    /// The pipeline template's encoder fragment ([`crate::gst::usable_encoder`] with
+    /// [`crate::gst::EncoderPurpose::Record`]): raw video in, parsed H.264 out. When set it is tried first and
     /// the built-in settings below (`speed_preset` to `bitrate_kbps`) do not apply to it. Default `None`.
     pub template_encoder: Option<String>,
     /// x264 only. Default [`SpeedPreset::Veryfast`].
@@ -355,9 +355,10 @@ impl VideoWriter {
         }
         let (encode, encoder_name): (Vec<gst::Element>, String) = match choice {
             EncoderChoice::Template(fragment) => {
-                let bin = crate::pipeline::encoder_bin(fragment, "template", crate::pipeline::EncoderPurpose::Record)
+                let bin = crate::gst::encoder_bin(fragment, "template", crate::gst::EncoderPurpose::Record)
                     .map_err(|e| BuildError::Other(e.to_string()))?;
-                let name = crate::pipeline::find_element_by_klass(&bin, "Encoder").unwrap_or_else(|| "encoder".into());
+                let name =
+                    crate::gst::element::find_element_by_klass(&bin, "Encoder").unwrap_or_else(|| "encoder".into());
                 (vec![bin.upcast()], name)
             }
             EncoderChoice::Builtin => {

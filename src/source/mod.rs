@@ -20,6 +20,7 @@
 //! [`RestartReason`] logged. A file that ends is over; a file that fails ends with its error; other sources carry on.
 
 mod frame;
+pub mod launch;
 mod media;
 mod queue;
 pub mod ring;
@@ -47,7 +48,7 @@ pub use tap::{Feed, PacketTap};
 
 use std::path::PathBuf;
 
-use crate::pipeline::PipelineError;
+use crate::gst::PipelineError;
 
 /// Everything that can go wrong with a source. Every message names the source (password removed) or the file,
 /// and says what to do next.

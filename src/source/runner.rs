@@ -20,11 +20,12 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use tracing::{debug, error, info, warn};
 
+use super::launch::{self, BuiltPipeline, Credentials};
 use super::{
     Frame, FrameQueue, FrameSettings, FullFrame, Notify, Pushed, QueuePolicy, ReconnectSettings, RgbFrame, SourceError,
     SourceKind, SourceSpec, SourceState, SourceStats, SourceStatsSnapshot,
 };
-use crate::pipeline::{self, BuiltPipeline, Credentials, GstRegistry, PipelineChoice, PipelineTemplate};
+use crate::gst::{GstRegistry, PipelineChoice, PipelineTemplate};
 use crate::shutdown::ShutdownToken;
 
 /// How often the source thread wakes while waiting for a frame, to look at the bus, the watchdog and shutdown.
@@ -156,9 +157,9 @@ pub fn spawn_with(
     settings.validate()?;
     gst::init().map_err(|e| SourceError::Init(e.to_string()))?;
     let pipeline_err = |source| SourceError::Pipeline { name: spec.display.clone(), source };
-    let template = pipeline::select(&options.pipeline, &GstRegistry).map_err(pipeline_err)?;
-    let description = pipeline::render(&template, &spec, settings, Credentials::Include).map_err(pipeline_err)?;
-    drop(pipeline::build(&description, &template.name, settings.full_frames).map_err(pipeline_err)?);
+    let template = crate::gst::select(&options.pipeline, &GstRegistry).map_err(pipeline_err)?;
+    let description = launch::render(&template, &spec, settings, Credentials::Include).map_err(pipeline_err)?;
+    drop(launch::build(&description, &template.name, settings.full_frames).map_err(pipeline_err)?);
 
     let live = spec.is_live();
     let policy = if live { QueuePolicy::DropOldest } else { QueuePolicy::Block };
@@ -166,7 +167,7 @@ pub fn spawn_with(
     let queue = FrameQueue::new(settings.queue_capacity(live), policy, notify);
     let stats = Arc::new(SourceStats::default());
     info!(source = %spec.display, kind = %spec.kind, live, template = %template.name, queue = queue.capacity(), "starting source");
-    if let Ok(shown) = pipeline::render(&template, &spec, settings, Credentials::Redact) {
+    if let Ok(shown) = launch::render(&template, &spec, settings, Credentials::Redact) {
         debug!(source = %spec.display, pipeline = %shown, "pipeline");
     }
     let source = Source {
@@ -349,7 +350,7 @@ impl Source {
 
     /// `run_once()` of the NVR pattern: one pipeline from start to end.
     fn run_once(&mut self) -> RunEnd {
-        let built = match pipeline::build(&self.description, &self.template.name, self.settings.full_frames) {
+        let built = match launch::build(&self.description, &self.template.name, self.settings.full_frames) {
             Ok(b) => b,
             Err(source) => return RunEnd::Fatal(SourceError::Pipeline { name: self.spec.display.clone(), source }),
         };
@@ -722,7 +723,7 @@ impl InferGate {
 /// The video decoders in a running pipeline, by factory name (`avdec_h264`, `nvv4l2decoder`; two joined by `+`
 /// when a stream has two), or `none` when the source delivers raw video.
 fn video_decoder(pipeline: &gst::Pipeline) -> String {
-    let decoders = pipeline::elements_by_klass(pipeline.upcast_ref(), "Decoder");
+    let decoders = crate::gst::element::elements_by_klass(pipeline.upcast_ref(), "Decoder");
     if decoders.is_empty() { "none".to_string() } else { decoders.join("+") }
 }
 

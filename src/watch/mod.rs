@@ -40,11 +40,11 @@ use tracing::{info, warn};
 use crate::config::StandingQuery;
 use crate::draw::{Canvas, annotate_detections, draw_banner, draw_timestamp};
 use crate::geom::{Detection, Transform};
+use crate::gst::{self, EncoderPurpose, PipelineChoice};
 use crate::infer::postprocess::{Selection, select};
 use crate::infer::preprocess::{self, Family};
 use crate::infer::{Detector, QuerySet};
 use crate::picture::Picture;
-use crate::pipeline::{self, EncoderPurpose, PipelineChoice};
 use crate::shutdown::ShutdownToken;
 use crate::sink::clips::{ClipSettings, ClipStatsSnapshot, ClipWriter};
 use crate::sink::disk::WriteFailures;
@@ -348,9 +348,9 @@ pub fn run(
 
     // The encoders come from the same template as the sources' decoders (NVENC on a Jetson), with the generic
     // software encoder where the template's cannot be made here.
-    let encoder_for = |purpose: EncoderPurpose| match pipeline::select(&settings.pipeline, &pipeline::GstRegistry) {
-        Ok(template) => pipeline::usable_encoder(&template, purpose),
-        Err(_) => pipeline::generic_encoder(purpose),
+    let encoder_for = |purpose: EncoderPurpose| match gst::select(&settings.pipeline, &gst::GstRegistry) {
+        Ok(template) => gst::usable_encoder(&template, purpose),
+        Err(_) => gst::generic_encoder(purpose),
     };
     let record_encoder = settings.annotate.then(|| encoder_for(EncoderPurpose::Record));
     let rtsp = match &settings.serve_rtsp {

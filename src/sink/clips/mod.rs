@@ -114,7 +114,7 @@ impl Default for ClipSettings {
             max_clip_bytes: DEFAULT_MAX_CLIP_BYTES,
             ring_max_bytes: crate::source::ring::DEFAULT_MAX_BYTES,
             finish_timeout_ms: DEFAULT_FINISH_TIMEOUT_MS,
-            encoder: crate::pipeline::generic_encoder(crate::pipeline::EncoderPurpose::Record),
+            encoder: crate::gst::generic_encoder(crate::gst::EncoderPurpose::Record),
             evidence: EvidenceSettings::default(),
             make_evidence: true,
         }
