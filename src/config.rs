@@ -353,6 +353,11 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_pre_roll_ring_keeps_the_default_pre_roll() {
+        assert_eq!(crate::source::ring::DEFAULT_MAX_TIME_S, DEFAULT_PRE_ROLL_S);
+    }
+
+    #[test]
     fn parses_a_full_file() {
         let c = Config::parse(
             r#"

@@ -9,7 +9,7 @@
 //! - [`sink`]: outputs (event log, annotated video, images).
 //! - [`draw`]: drawing boxes and labels on RGB and I420 images.
 //! - [`picture`]: full-resolution frames (I420 or RGB) as lookout draws on and encodes them.
-//! - [`pipeline`]: GStreamer pipeline templates.
+//! - [`gst`]: GStreamer pipeline templates and the encoders they name.
 //! - [`config`]: the TOML configuration for `watch`.
 //! - [`watchdog`]: systemd notifications (ready, watchdog, stopping).
 //! - [`memory`]: process-wide malloc settings.
@@ -17,11 +17,11 @@
 pub mod config;
 pub mod draw;
 pub mod geom;
+pub mod gst;
 pub mod infer;
 pub mod memory;
 pub mod models;
 pub mod picture;
-pub mod pipeline;
 pub mod redact;
 pub mod shutdown;
 pub mod sink;

@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
-use lookout::pipeline::{
-    self, Credentials, ElementRegistry, EncoderPurpose, GstRegistry, PipelineChoice, PipelineTemplate,
+use lookout::gst::{
+    ElementRegistry, EncoderPurpose, GstRegistry, PipelineChoice, PipelineTemplate, element, encoder, template,
 };
+use lookout::source::launch::{self, Credentials};
 use lookout::source::{self, FrameSettings, ReconnectSettings, SourceKind, SourceSpec, SpawnOptions};
 
 /// NVIDIA's GStreamer elements that templates may use (JetPack 5/6), the stand-in of each, and the properties
@@ -110,14 +111,14 @@ fn every_template_parses_for_every_source_kind() {
         "/dev/video0",
         "csi://1?width=1280&height=720",
     ];
-    for name in pipeline::builtin_names() {
+    for name in template::builtin_names() {
         let template = PipelineTemplate::builtin(name).unwrap();
         for source in sources {
             let spec = SourceSpec::parse_unchecked(source, 0).unwrap();
             for (full_frames, keep_aspect) in [(false, None), (true, None), (true, Some(960))] {
                 let settings =
                     FrameSettings { full_frames, keep_aspect_longest: keep_aspect, ..FrameSettings::default() };
-                let rendered = pipeline::render(&template, &spec, &settings, Credentials::Include);
+                let rendered = launch::render(&template, &spec, &settings, Credentials::Include);
                 if spec.kind == SourceKind::Csi && template.csi.is_none() {
                     let err = rendered.unwrap_err().to_string();
                     assert!(err.contains("csi") && err.contains("--pipeline jetson"), "{name}: {err}");
@@ -125,7 +126,7 @@ fn every_template_parses_for_every_source_kind() {
                 }
                 let description = rendered.unwrap();
                 let parsed = with_stand_ins(&description).unwrap_or_else(|e| panic!("template {name}: {e}"));
-                let built = pipeline::build(&parsed, name, full_frames)
+                let built = launch::build(&parsed, name, full_frames)
                     .unwrap_or_else(|e| panic!("template {name}, source {source}: {e}\n{parsed}"));
                 assert_eq!(built.full_sink.is_some(), full_frames);
             }
@@ -137,17 +138,17 @@ fn every_template_parses_for_every_source_kind() {
 fn the_jetson_template_opens_csi_cameras_with_nvarguscamerasrc() {
     let jetson = PipelineTemplate::builtin("jetson").unwrap();
     let spec = SourceSpec::parse_unchecked("csi://1?width=1280&height=720&framerate=60", 0).unwrap();
-    let d = pipeline::render(&jetson, &spec, &FrameSettings::default(), Credentials::Redact).unwrap();
+    let d = launch::render(&jetson, &spec, &FrameSettings::default(), Credentials::Redact).unwrap();
     assert!(
         d.starts_with(
             "nvarguscamerasrc sensor-id=1 ! video/x-raw(memory:NVMM),width=1280,height=720,framerate=60/1,format=NV12 ! tee"
         ),
         "{d}"
     );
-    assert!(d.contains(pipeline::LIVE_SINK_PROPS), "a camera is live: {d}");
+    assert!(d.contains(launch::LIVE_SINK_PROPS), "a camera is live: {d}");
 
     let generic = PipelineTemplate::builtin("generic").unwrap();
-    let err = pipeline::render(&generic, &spec, &FrameSettings::default(), Credentials::Redact).unwrap_err();
+    let err = launch::render(&generic, &spec, &FrameSettings::default(), Credentials::Redact).unwrap_err();
     let err = err.to_string();
     assert!(err.contains("`generic`") && err.contains("NVIDIA Jetson") && !err.contains('\n'), "{err}");
 }
@@ -167,13 +168,13 @@ fn a_csi_source_on_the_generic_template_is_a_one_line_error_that_names_it() {
 
 #[test]
 fn every_template_encoder_parses_and_ends_in_h264parse() {
-    for name in pipeline::builtin_names() {
+    for name in template::builtin_names() {
         let template = PipelineTemplate::builtin(name).unwrap();
         for purpose in [EncoderPurpose::Record, EncoderPurpose::Live] {
             let fragment = template.encoder(purpose);
             assert!(fragment.trim_end().ends_with("! h264parse"), "{name} {purpose}: {fragment}");
             let parsed = with_stand_ins(fragment).unwrap_or_else(|e| panic!("template {name} {purpose}: {e}"));
-            let bin = pipeline::encoder_bin(&parsed, name, purpose)
+            let bin = encoder::encoder_bin(&parsed, name, purpose)
                 .unwrap_or_else(|e| panic!("template {name} {purpose}: {e}\n{parsed}"));
             assert!(bin.static_pad("sink").is_some() && bin.static_pad("src").is_some());
             // The caps between the elements fit: with the stand-ins, it encodes RGB frames to H.264 here.
@@ -237,19 +238,19 @@ fn the_generic_encoders_really_encode_here() {
 fn an_encoder_that_cannot_be_made_here_falls_back_to_the_generic_one() {
     let jetson = PipelineTemplate::builtin("jetson").unwrap();
     for purpose in [EncoderPurpose::Record, EncoderPurpose::Live] {
-        let used = pipeline::usable_encoder(&jetson, purpose);
+        let used = encoder::usable_encoder(&jetson, purpose);
         if GstRegistry.has("nvv4l2h264enc") {
             assert_eq!(used, jetson.encoder(purpose), "NVENC is here");
         } else {
-            assert_eq!(used, pipeline::generic_encoder(purpose));
-            let err = pipeline::encoder_bin(jetson.encoder(purpose), "jetson", purpose).unwrap_err().to_string();
+            assert_eq!(used, encoder::generic_encoder(purpose));
+            let err = encoder::encoder_bin(jetson.encoder(purpose), "jetson", purpose).unwrap_err().to_string();
             assert!(err.contains("jetson") && (err.contains("nvvidconv") || err.contains("nvv4l2h264enc")), "{err}");
         }
     }
     let generic = PipelineTemplate::builtin("generic").unwrap();
-    assert_eq!(pipeline::usable_encoder(&generic, EncoderPurpose::Record), generic.encoder);
+    assert_eq!(encoder::usable_encoder(&generic, EncoderPurpose::Record), generic.encoder);
     // Not one chain from raw video to H.264: refused with the reason.
-    let err = pipeline::encoder_bin("x264enc ! h264parse  videotestsrc", "mine.toml", EncoderPurpose::Record)
+    let err = encoder::encoder_bin("x264enc ! h264parse  videotestsrc", "mine.toml", EncoderPurpose::Record)
         .unwrap_err()
         .to_string();
     assert!(err.contains("mine.toml") && err.contains("one chain"), "{err}");
@@ -259,21 +260,21 @@ fn an_encoder_that_cannot_be_made_here_falls_back_to_the_generic_one() {
 fn the_real_registry_here_gets_the_generic_template() {
     if GstRegistry.has("nvv4l2decoder") {
         eprintln!("this machine has nvv4l2decoder: checking that auto picks jetson instead");
-        assert_eq!(pipeline::select(&PipelineChoice::Auto, &GstRegistry).unwrap().name, "jetson");
+        assert_eq!(template::select(&PipelineChoice::Auto, &GstRegistry).unwrap().name, "jetson");
         return;
     }
-    assert_eq!(pipeline::select(&PipelineChoice::Auto, &GstRegistry).unwrap().name, "generic");
-    let err = pipeline::select(&PipelineChoice::Builtin("jetson".into()), &GstRegistry).unwrap_err().to_string();
+    assert_eq!(template::select(&PipelineChoice::Auto, &GstRegistry).unwrap().name, "generic");
+    let err = template::select(&PipelineChoice::Builtin("jetson".into()), &GstRegistry).unwrap_err().to_string();
     assert!(err.contains("nvv4l2decoder") && err.contains("--pipeline generic"), "{err}");
 }
 
 #[test]
 fn a_registry_with_nvidia_elements_gets_the_jetson_template() {
     let jetson = Fake(&["nvv4l2decoder", "nvvidconv", "decodebin", "videoconvert"]);
-    assert_eq!(pipeline::select(&PipelineChoice::Auto, &jetson).unwrap().name, "jetson");
+    assert_eq!(template::select(&PipelineChoice::Auto, &jetson).unwrap().name, "jetson");
     // Half of the Jetson elements is not enough.
     let half = Fake(&["nvv4l2decoder"]);
-    assert_eq!(pipeline::select(&PipelineChoice::Auto, &half).unwrap().name, "generic");
+    assert_eq!(template::select(&PipelineChoice::Auto, &half).unwrap().name, "generic");
 }
 
 #[test]
@@ -294,9 +295,9 @@ fn stand_ins_replace_whole_words_and_check_properties() {
 fn the_decoder_decodebin_would_pick_for_h264_is_found() {
     gst::init().unwrap();
     let caps = gst::Caps::builder("video/x-h264").field("stream-format", "avc").field("alignment", "au").build();
-    let decoder = pipeline::decoder_for_caps(&caps).expect("an H.264 decoder is installed here");
+    let decoder = element::decoder_for_caps(&caps).expect("an H.264 decoder is installed here");
     let factory = gst::ElementFactory::find(&decoder).unwrap();
     assert!(factory.klass().contains("Decoder"), "{decoder}");
     let caps = gst::Caps::builder("video/x-no-such-codec").build();
-    assert_eq!(pipeline::decoder_for_caps(&caps), None);
+    assert_eq!(element::decoder_for_caps(&caps), None);
 }

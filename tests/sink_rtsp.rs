@@ -10,8 +10,8 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use lookout::draw::{Canvas, color_for};
+use lookout::gst::{EncoderPurpose, PipelineTemplate, encoder};
 use lookout::picture::{Picture, PixelFormat};
-use lookout::pipeline::{self, EncoderPurpose, PipelineTemplate};
 use lookout::sink::rtsp::{RtspFeed, RtspPublisher};
 
 #[test]
@@ -21,7 +21,7 @@ fn a_client_receives_the_published_frames() {
     let jetson = PipelineTemplate::builtin("jetson").unwrap();
     let publisher = RtspPublisher::start_with_encoder("127.0.0.1", 0, jetson.encoder(EncoderPurpose::Live)).unwrap();
     if gst::init().is_ok() && gst::ElementFactory::find("nvv4l2h264enc").is_none() {
-        assert_eq!(publisher.encoder(), pipeline::generic_encoder(EncoderPurpose::Live));
+        assert_eq!(publisher.encoder(), encoder::generic_encoder(EncoderPurpose::Live));
     }
     assert_ne!(publisher.port(), 0);
     let feed = publisher.feed("cam", 160, 120).unwrap();

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use lookout::draw::color_for;
 use lookout::draw::{Canvas, annotate_detections, draw_banner, draw_timestamp};
 use lookout::geom::{Detection, PixelBox};
+use lookout::gst::{EncoderPurpose, PipelineTemplate, encoder};
 use lookout::picture::{Picture, PixelFormat};
-use lookout::pipeline::{self, EncoderPurpose, PipelineTemplate};
 use lookout::sink::{
     EVENTS_FILE_NAME, EventLog, EventLogSettings, EventRecord, SinkError, VideoEncoder, VideoSettings, VideoWriter,
     probe_video,
@@ -149,7 +149,7 @@ fn the_generic_template_encoder_writes_a_playable_file_at_an_odd_size() {
     let path = dir.path().join("template.mp4");
     let (w, h) = (321u32, 241u32);
     let settings = VideoSettings {
-        template_encoder: Some(pipeline::generic_encoder(EncoderPurpose::Record)),
+        template_encoder: Some(encoder::generic_encoder(EncoderPurpose::Record)),
         ..VideoSettings::new(w, h, FPS as u32, 1)
     };
     let mut writer = VideoWriter::create(&path, settings).unwrap();

@@ -5,11 +5,12 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
+use lookout::gst::{
+    self, ElementRegistry, EncoderPurpose, GstRegistry, PipelineChoice, PipelineError, PipelineTemplate,
+};
 use lookout::infer::{Family, ModelDir};
 use lookout::models::{self, OnMissing};
-use lookout::pipeline::{
-    self, Credentials, ElementRegistry, EncoderPurpose, GstRegistry, PipelineChoice, PipelineError, PipelineTemplate,
-};
+use lookout::source::launch::{self, Credentials};
 use lookout::source::{FrameSettings, SourceKind, SourceSpec};
 
 use super::{Common, UsageError};
@@ -48,7 +49,7 @@ pub fn run(common: &Common, args: PipelinesArgs) -> anyhow::Result<ExitCode> {
             show(common, &source, pipeline.as_deref(), annotate, bare)
         }
         PipelinesCommand::List => {
-            for name in pipeline::builtin_names() {
+            for name in gst::builtin_names() {
                 let t = PipelineTemplate::builtin(name).expect("built-in templates parse (tested)");
                 let missing = t.missing_elements(&GstRegistry);
                 if missing.is_empty() {
@@ -58,7 +59,7 @@ pub fn run(common: &Common, args: PipelinesArgs) -> anyhow::Result<ExitCode> {
                 }
                 println!("{:<10} encoders: {}", "", encoders_here(&t));
             }
-            let auto = pipeline::select(&PipelineChoice::Auto, &GstRegistry)?;
+            let auto = gst::select(&PipelineChoice::Auto, &GstRegistry)?;
             println!("auto picks: {}", auto.name);
             Ok(ExitCode::SUCCESS)
         }
@@ -69,9 +70,9 @@ pub fn run(common: &Common, args: PipelinesArgs) -> anyhow::Result<ExitCode> {
 fn encoders_here(t: &PipelineTemplate) -> String {
     [EncoderPurpose::Record, EncoderPurpose::Live]
         .iter()
-        .map(|&purpose| match pipeline::encoder_bin(t.encoder(purpose), &t.name, purpose) {
+        .map(|&purpose| match gst::encoder_bin(t.encoder(purpose), &t.name, purpose) {
             Ok(bin) => {
-                let name = pipeline::find_element_by_klass(&bin, "Encoder").unwrap_or_else(|| "?".into());
+                let name = gst::element::find_element_by_klass(&bin, "Encoder").unwrap_or_else(|| "?".into());
                 format!("{purpose} {name}")
             }
             Err(_) => format!("{purpose} not available here (watch would use the generic software encoder)"),
@@ -89,7 +90,7 @@ fn show(common: &Common, source: &str, choice: Option<&str>, annotate: bool, bar
     let choice = PipelineChoice::from_arg(choice);
     // A built-in template is shown even where its elements are missing: checking the Jetson pipeline from a laptop
     // is what this is for. `watch` refuses it here.
-    let (template, missing) = match pipeline::select(&choice, &GstRegistry) {
+    let (template, missing) = match gst::select(&choice, &GstRegistry) {
         Ok(t) => (t, Vec::new()),
         Err(PipelineError::MissingElements { name, missing }) => match PipelineTemplate::builtin(&name) {
             Some(t) => (t, missing),
@@ -98,7 +99,7 @@ fn show(common: &Common, source: &str, choice: Option<&str>, annotate: bool, bar
         Err(e) => return Err(UsageError(e.to_string()).into()),
     };
     let (settings, model_note) = frame_settings(&common.model, annotate);
-    let description = pipeline::render(&template, &spec, &settings, Credentials::Redact)
+    let description = launch::render(&template, &spec, &settings, Credentials::Redact)
         .map_err(|e| UsageError(format!("source `{}`: {e}", spec.display)))?;
     if bare {
         println!("{description}");
@@ -122,9 +123,9 @@ fn show(common: &Common, source: &str, choice: Option<&str>, annotate: bool, bar
         ("live:     ", EncoderPurpose::Live, "--serve-rtsp"),
     ] {
         let fragment = template.encoder(purpose);
-        let note = match pipeline::encoder_bin(fragment, &template.name, purpose) {
+        let note = match gst::encoder_bin(fragment, &template.name, purpose) {
             Ok(_) => what.to_string(),
-            Err(_) => format!("{what}; not available here, watch would use: {}", pipeline::generic_encoder(purpose)),
+            Err(_) => format!("{what}; not available here, watch would use: {}", gst::generic_encoder(purpose)),
         };
         println!("{label}{fragment}  ({note})");
     }
@@ -142,7 +143,7 @@ fn why(choice: &PipelineChoice, chosen: &PipelineTemplate, registry: &dyn Elemen
     match choice {
         PipelineChoice::Auto => {
             let mut skipped = Vec::new();
-            for name in pipeline::builtin_names() {
+            for name in gst::builtin_names() {
                 if name == chosen.name {
                     break;
                 }
@@ -167,7 +168,7 @@ fn decoder_for_file(path: &std::path::Path) -> Option<String> {
     let caps = lookout::source::probe_video_caps(path)?;
     // The full caps hold the codec data in hex: the media type says enough.
     let media = caps.structure(0).map(|s| s.name().to_string()).unwrap_or_default();
-    Some(match pipeline::decoder_for_caps(&caps) {
+    Some(match gst::element::decoder_for_caps(&caps) {
         Some(name) => format!("{name} (what decodebin picks here for {media}; `watch` reports the one that ran)"),
         None => format!("no decoder installed here takes {media}: install the GStreamer plugin for it"),
     })
@@ -243,7 +244,7 @@ mod tests {
         let spec = SourceSpec::parse_unchecked("rtsp://u:secret@cam.example/live", 0).unwrap();
         let t = PipelineTemplate::builtin("generic").unwrap();
         let settings = FrameSettings { full_frames: true, ..FrameSettings::default() };
-        let d = pipeline::render(&t, &spec, &settings, Credentials::Redact).unwrap();
+        let d = launch::render(&t, &spec, &settings, Credentials::Redact).unwrap();
         assert!(!d.contains("secret"));
         gstreamer::init().unwrap();
         let launched = launchable(&d);

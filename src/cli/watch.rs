@@ -10,8 +10,8 @@ use anyhow::Context;
 use clap::Args;
 
 use lookout::config::{Config, StandingQuery};
+use lookout::gst::PipelineChoice;
 use lookout::infer::{Layout, ModelDir};
-use lookout::pipeline::PipelineChoice;
 use lookout::shutdown::{Level, Shutdown};
 use lookout::source::{ReconnectSettings, SourceSpec, probe_media};
 use lookout::watch::{self, WatchSettings};

@@ -65,6 +65,8 @@ use serde::{Deserialize, Serialize};
 use super::events::{Peak, Stamp, round_us};
 use crate::draw::{Canvas, annotate_detections};
 use crate::geom::{Detection, PixelBox};
+use crate::gst::bus::{self, WaitError};
+use crate::gst::part::{self, PartError, PartName};
 use crate::redact::redact_url;
 use crate::track::{FrameTime, LifecycleEvent};
 
@@ -125,7 +127,7 @@ impl Default for EvidenceSettings {
             crop_margin: DEFAULT_CROP_MARGIN,
             crop_min_size: DEFAULT_CROP_MIN_SIZE,
             jpeg_quality: DEFAULT_JPEG_QUALITY,
-            encoder: crate::pipeline::generic_encoder(crate::pipeline::EncoderPurpose::Record),
+            encoder: crate::gst::generic_encoder(crate::gst::EncoderPurpose::Record),
         }
     }
 }
@@ -614,63 +616,54 @@ fn write_atomically(path: &Path, what: &'static str, bytes: &[u8]) -> Result<(),
     part.finish()
 }
 
-/// A file being written as `.<name>.part` next to its final name: removed when dropped unless finished.
+/// A file being written as `.<name>.part` next to its final name ([`part::PartFile`]: removed when dropped
+/// unless finished), its errors an [`EvidenceError::Write`] of `what`.
 struct PartFile {
-    path: PathBuf,
-    part: PathBuf,
+    inner: part::PartFile,
     what: &'static str,
-    file: Option<File>,
-    done: bool,
 }
 
 impl PartFile {
     /// Creates (truncating) `.<name>.part` in `path`'s directory, creating the directory if needed.
     fn create(path: &Path, what: &'static str) -> Result<Self, EvidenceError> {
-        let err = |path: &Path, error| EvidenceError::Write { what, path: path.to_path_buf(), error };
-        let name = path
-            .file_name()
-            .ok_or_else(|| err(path, io::Error::new(io::ErrorKind::InvalidInput, "the path has no file name")))?;
-        let part = path.with_file_name(format!(".{}.part", name.to_string_lossy()));
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
+        match part::PartFile::create(path, PartName::Hidden) {
+            Ok(inner) => Ok(PartFile { inner, what }),
+            Err(e) => Err(part_error(what, path, e)),
         }
-        // Opened here (rather than only by filesink) so that a failure is the OS's error, naming the file.
-        let file = File::create(&part).map_err(|e| err(&part, e))?;
-        Ok(PartFile { path: path.to_path_buf(), part, what, file: Some(file), done: false })
     }
 
     fn part_path(&self) -> &Path {
-        &self.part
+        self.inner.part_path()
     }
 
     fn file(&self) -> &File {
-        // Only `finish` takes it, and it consumes `self`.
-        self.file.as_ref().expect("the part file is open until finished")
+        // Made by `create`, which keeps it open until finished.
+        self.inner.file().expect("the part file is open until finished")
     }
 
     fn error(&self, error: io::Error) -> EvidenceError {
-        EvidenceError::Write { what: self.what, path: self.path.clone(), error }
+        EvidenceError::Write { what: self.what, path: self.inner.path().to_path_buf(), error }
     }
 
     /// Syncs the file and gives it its final name.
-    fn finish(mut self) -> Result<(), EvidenceError> {
-        let file = self.file.take().expect("the part file is open until finished");
-        // Synced before the rename, so that after a power cut the final name never points at missing data.
-        // filesink wrote through its own descriptor; syncing this one syncs the same file.
-        file.sync_all().map_err(|error| self.error(error))?;
-        drop(file);
-        std::fs::rename(&self.part, &self.path).map_err(|error| self.error(error))?;
-        self.done = true;
-        Ok(())
+    fn finish(self) -> Result<(), EvidenceError> {
+        let path = self.inner.path().to_path_buf();
+        self.inner.finish().map(drop).map_err(|e| part_error(self.what, &path, e))
     }
 }
 
-impl Drop for PartFile {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = std::fs::remove_file(&self.part);
+/// A [`PartError`] as the evidence's error: it names the directory or the `.part` file that could not be
+/// created, and the final file otherwise.
+fn part_error(what: &'static str, path: &Path, e: PartError) -> EvidenceError {
+    let (path, error) = match e {
+        PartError::NoFileName { path } => {
+            (path, io::Error::new(io::ErrorKind::InvalidInput, "the path has no file name"))
         }
-    }
+        PartError::CreateDir { dir, error } => (dir, error),
+        PartError::Create { part, error } => (part, error),
+        PartError::Sync { error, .. } | PartError::Rename { error, .. } => (path.to_path_buf(), error),
+    };
+    EvidenceError::Write { what, path, error }
 }
 
 /// Why a pipeline did not reach end-of-stream.
@@ -708,25 +701,20 @@ impl Pipeline {
         self.0.by_name(name).ok_or_else(|| format!("the pipeline has no element {name}"))
     }
 
-    /// Waits until `deadline` for the first of `types`; an error message ends the wait as an error.
+    /// Waits until `deadline` for the first of `types` ([`bus::wait_for`]); an error message ends the wait as an
+    /// error.
     fn wait_for(&self, types: &[gst::MessageType], deadline: Instant) -> Result<gst::Message, RunError> {
-        let bus = self.0.bus().ok_or_else(|| RunError::Other("the pipeline has no bus".into()))?;
-        let mut all = types.to_vec();
-        all.push(gst::MessageType::Error);
-        // Bounded by the deadline; each pop waits at most the time left.
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(RunError::Timeout);
+        bus::wait_for(&self.0, types, deadline).map_err(|e| match e {
+            WaitError::NoBus => RunError::Other("the pipeline has no bus".into()),
+            WaitError::Timeout => RunError::Timeout,
+            WaitError::Broken => {
+                RunError::Other("could not wait on the pipeline's bus (is the process out of file descriptors?)".into())
             }
-            let Some(msg) = bus.timed_pop_filtered(gst::ClockTime::from_nseconds(left.as_nanos() as u64), &all) else {
-                continue;
-            };
-            if let gst::MessageView::Error(err) = msg.view() {
-                return Err(run_error(err));
-            }
-            return Ok(msg);
-        }
+            WaitError::Error(m) => match m.view() {
+                gst::MessageView::Error(err) => run_error(err),
+                _ => RunError::Other("the pipeline failed".into()),
+            },
+        })
     }
 
     /// The first error the pipeline posted within `timeout`, if any.

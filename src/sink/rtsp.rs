@@ -17,8 +17,8 @@ use gstreamer_rtsp_server as rtsp_server;
 use gstreamer_rtsp_server::prelude::*;
 
 use super::SinkError;
+use crate::gst::{EncoderPurpose, encoder_bin, generic_encoder};
 use crate::picture::{Picture, PixelFormat};
-use crate::pipeline::{EncoderPurpose, encoder_bin, generic_encoder};
 
 /// Frames an appsrc holds before dropping the oldest.
 pub const MAX_QUEUED: u64 = 2;
@@ -79,7 +79,7 @@ impl RtspPublisher {
     }
 
     /// Starts the server with `encoder`, a gst-launch fragment from raw video to parsed H.264 (a template's
-    /// `encoder_live`, from [`crate::pipeline::usable_encoder`]). An encoder that cannot be instantiated here is
+    /// `encoder_live`, from [`crate::gst::usable_encoder`]). An encoder that cannot be instantiated here is
     /// replaced by the generic one, with a warning: the media is only built when the first viewer comes, too late
     /// to say so clearly.
     pub fn start_with_encoder(address: &str, port: u16, encoder: &str) -> Result<RtspPublisher, SinkError> {

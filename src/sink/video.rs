@@ -32,7 +32,6 @@
 //!
 //! `Shared::outcome` is the only lock; it is never held while calling into GStreamer.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -45,6 +44,8 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 
 use super::SinkError;
+use crate::gst::bus::{self, WaitError};
+use crate::gst::part::{PartError, PartFile, PartName};
 use crate::picture::{Picture, PixelFormat};
 
 const X264_HINT: &str = "install gstreamer1.0-plugins-ugly (x264enc), or choose the openh264 encoder";
@@ -120,8 +121,8 @@ pub struct VideoSettings {
     pub format: PixelFormat,
     /// The built-in encoder, used when `template_encoder` is `None` or fails. Default [`VideoEncoder::Auto`].
     pub encoder: VideoEncoder,
-    /// The pipeline template's encoder fragment ([`crate::pipeline::usable_encoder`] with
-    /// [`crate::pipeline::EncoderPurpose::Record`]): raw video in, parsed H.264 out. When set it is tried first and
+    /// The pipeline template's encoder fragment ([`crate::gst::usable_encoder`] with
+    /// [`crate::gst::EncoderPurpose::Record`]): raw video in, parsed H.264 out. When set it is tried first and
     /// the built-in settings below (`speed_preset` to `bitrate_kbps`) do not apply to it. Default `None`.
     pub template_encoder: Option<String>,
     /// x264 only. Default [`SpeedPreset::Veryfast`].
@@ -239,6 +240,8 @@ impl Running {
 pub struct VideoWriter {
     path: PathBuf,
     part_path: PathBuf,
+    /// `<name>.part`, which the filesink writes; `None` once finished.
+    part: Option<PartFile>,
     settings: VideoSettings,
     /// The encoder element's factory name.
     encoder: String,
@@ -269,13 +272,15 @@ impl VideoWriter {
         {
             return Err(bad(format!("frame rate {}/{} is not a positive fraction", settings.fps_n, settings.fps_d)));
         }
-        let file_name = path.file_name().ok_or_else(|| bad("the path has no file name".into()))?;
-        let part_path = path.with_file_name(format!("{}.part", file_name.to_string_lossy()));
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|error| SinkError::CreateDir { path: dir.to_path_buf(), error })?;
-        }
         // filesink reports a file it cannot open only as a GStreamer error; opening it here gives the OS error.
-        File::create(&part_path).map_err(|error| SinkError::Open { path: part_path.clone(), error })?;
+        // Dropped on any error below, which removes it.
+        let part = PartFile::create(path, PartName::Visible).map_err(|e| match e {
+            PartError::NoFileName { .. } => bad("the path has no file name".into()),
+            PartError::CreateDir { dir, error } => SinkError::CreateDir { path: dir, error },
+            PartError::Create { part, error } => SinkError::Open { path: part, error },
+            e => bad(e.to_string()),
+        })?;
+        let part_path = part.part_path().to_path_buf();
         let part_location = part_path.to_str().ok_or_else(|| bad("the path is not valid UTF-8".into()))?.to_string();
 
         let fps = gst::Fraction::new(settings.fps_n as i32, settings.fps_d as i32);
@@ -304,17 +309,12 @@ impl VideoWriter {
             Some(Ok(running)) => (Ok(running), true),
             _ => (Self::build(&part_location, &settings, &info, EncoderChoice::Builtin), false),
         };
-        let (running, encoder) = match result {
-            Ok(ok) => ok,
-            Err(e) => {
-                let _ = std::fs::remove_file(&part_path);
-                return Err(e.into_sink_error(path));
-            }
-        };
+        let (running, encoder) = result.map_err(|e| e.into_sink_error(path))?;
         tracing::debug!(path = %path.display(), encoder = %encoder, "started annotated video");
         Ok(VideoWriter {
             path: path.to_path_buf(),
             part_path,
+            part: Some(part),
             settings,
             encoder,
             template_encoder_used,
@@ -355,9 +355,10 @@ impl VideoWriter {
         }
         let (encode, encoder_name): (Vec<gst::Element>, String) = match choice {
             EncoderChoice::Template(fragment) => {
-                let bin = crate::pipeline::encoder_bin(fragment, "template", crate::pipeline::EncoderPurpose::Record)
+                let bin = crate::gst::encoder_bin(fragment, "template", crate::gst::EncoderPurpose::Record)
                     .map_err(|e| BuildError::Other(e.to_string()))?;
-                let name = crate::pipeline::find_element_by_klass(&bin, "Encoder").unwrap_or_else(|| "encoder".into());
+                let name =
+                    crate::gst::element::find_element_by_klass(&bin, "Encoder").unwrap_or_else(|| "encoder".into());
                 (vec![bin.upcast()], name)
             }
             EncoderChoice::Builtin => {
@@ -565,30 +566,26 @@ impl VideoWriter {
             running.shared.wait(timeout)
         };
         running.shut_down();
-        let result = match outcome {
-            Outcome::Eos => self.complete(),
+        // Dropped (and so removed) on any error.
+        let part = self.part.take();
+        match outcome {
+            Outcome::Eos => self.complete(part),
             Outcome::Failed(message) => Err(self.video_error(message)),
             Outcome::Running => Err(self.video_error(format!(
                 "the encoder did not finish within {} ms (finish_timeout_ms)",
                 self.settings.finish_timeout_ms
             ))),
-        };
-        if result.is_err() {
-            let _ = std::fs::remove_file(&self.part_path);
         }
-        result
     }
 
-    /// Syncs the finished `.part` file to disk and gives it its final name.
-    fn complete(&self) -> Result<PathBuf, SinkError> {
+    /// Syncs the finished `.part` file to disk and gives it its final name ([`PartFile::finish`]).
+    fn complete(&self, part: Option<PartFile>) -> Result<PathBuf, SinkError> {
+        let part = part.ok_or_else(|| self.video_error("the video was already finished".into()))?;
         // Synced before the rename, so that after a power cut the final name never points at missing data.
-        File::open(&self.part_path)
-            .and_then(|f| f.sync_all())
-            .map_err(|error| SinkError::Write { path: self.part_path.clone(), error })?;
-        std::fs::rename(&self.part_path, &self.path).map_err(|error| SinkError::Rename {
-            from: self.part_path.clone(),
-            to: self.path.clone(),
-            error,
+        part.finish().map_err(|e| match e {
+            PartError::Rename { from, to, error } => SinkError::Rename { from, to, error },
+            PartError::Sync { part, error } => SinkError::Write { path: part, error },
+            e => self.video_error(e.to_string()),
         })?;
         tracing::debug!(path = %self.path.display(), frames = self.frames, "finished annotated video");
         Ok(self.path.clone())
@@ -794,25 +791,18 @@ pub fn probe_video(path: &Path) -> Result<VideoInfo, SinkError> {
 
 /// Plays `pipeline` until end-of-stream or an error, within [`PROBE_TIMEOUT`].
 fn run_to_eos(pipeline: &gst::Pipeline) -> Result<(), String> {
-    let bus = pipeline.bus().ok_or("pipeline has no bus")?;
     pipeline.set_state(gst::State::Playing).map_err(|e| format!("cannot start decoding: {e}"))?;
     let deadline = Instant::now() + PROBE_TIMEOUT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(format!("decoding did not finish within {} s", PROBE_TIMEOUT.as_secs()));
-        }
-        let types = [gst::MessageType::Eos, gst::MessageType::Error];
-        let Some(msg) = bus.timed_pop_filtered(gst::ClockTime::from_nseconds(left.as_nanos() as u64), &types) else {
-            continue;
-        };
-        match msg.view() {
-            gst::MessageView::Eos(_) => return Ok(()),
+    bus::wait_eos(pipeline, deadline).map_err(|e| match e {
+        WaitError::NoBus => "pipeline has no bus".to_string(),
+        WaitError::Timeout => format!("decoding did not finish within {} s", PROBE_TIMEOUT.as_secs()),
+        WaitError::Broken => "could not wait on the pipeline's bus (is the process out of file descriptors?)".into(),
+        WaitError::Error(m) => match m.view() {
             gst::MessageView::Error(err) => {
                 let debug = err.debug().map(|d| format!(" ({d})")).unwrap_or_default();
-                return Err(format!("{}{debug}", err.error()));
+                format!("{}{debug}", err.error())
             }
-            _ => {}
-        }
-    }
+            _ => "decoding failed".into(),
+        },
+    })
 }

@@ -20,16 +20,20 @@
 //! [`RestartReason`] logged. A file that ends is over; a file that fails ends with its error; other sources carry on.
 
 mod frame;
+pub mod launch;
 mod media;
 mod queue;
+pub mod ring;
 mod runner;
 mod settings;
 mod spec;
 mod stats;
+pub mod tap;
 
 pub use frame::{Frame, FrameData, FullFrame, RgbFrame};
 pub use media::{MediaInfo, probe_duration, probe_media, probe_video_caps};
 pub use queue::{Batch, FrameQueue, Notify, Popped, Pushed, QueueCounters, QueuePolicy, next_batch};
+pub use ring::{Packet, PreRollRing, RingSettings, RingStats};
 pub use runner::{RestartReason, SourceExit, SourceHandle, SpawnOptions, spawn, spawn_with};
 pub use settings::{
     DEFAULT_BACKOFF_MULTIPLIER, DEFAULT_EVERY, DEFAULT_FILE_QUEUE, DEFAULT_INITIAL_BACKOFF_MS, DEFAULT_LIVE_QUEUE,
@@ -40,10 +44,11 @@ pub use spec::{
     dedupe_short_names,
 };
 pub use stats::{SourceState, SourceStats, SourceStatsSnapshot};
+pub use tap::{Feed, PacketTap};
 
 use std::path::PathBuf;
 
-use crate::pipeline::PipelineError;
+use crate::gst::PipelineError;
 
 /// Everything that can go wrong with a source. Every message names the source (password removed) or the file,
 /// and says what to do next.

@@ -20,11 +20,12 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use tracing::{debug, error, info, warn};
 
+use super::launch::{self, BuiltPipeline, Credentials};
 use super::{
     Frame, FrameQueue, FrameSettings, FullFrame, Notify, Pushed, QueuePolicy, ReconnectSettings, RgbFrame, SourceError,
     SourceKind, SourceSpec, SourceState, SourceStats, SourceStatsSnapshot,
 };
-use crate::pipeline::{self, BuiltPipeline, Credentials, GstRegistry, PipelineChoice, PipelineTemplate};
+use crate::gst::{GstRegistry, PipelineChoice, PipelineTemplate};
 use crate::shutdown::ShutdownToken;
 
 /// How often the source thread wakes while waiting for a frame, to look at the bus, the watchdog and shutdown.
@@ -68,7 +69,7 @@ pub struct SpawnOptions {
     /// [`super::next_batch`]. Default: a new one.
     pub notify: Option<Arc<Notify>>,
     /// Where the encoded packets go (the input of the video decoder), for clips. Default: nowhere.
-    pub packet_tap: Option<Arc<crate::sink::clips::PacketTap>>,
+    pub packet_tap: Option<Arc<super::PacketTap>>,
 }
 
 /// A running source. Dropping it closes the queue and joins the thread.
@@ -156,9 +157,9 @@ pub fn spawn_with(
     settings.validate()?;
     gst::init().map_err(|e| SourceError::Init(e.to_string()))?;
     let pipeline_err = |source| SourceError::Pipeline { name: spec.display.clone(), source };
-    let template = pipeline::select(&options.pipeline, &GstRegistry).map_err(pipeline_err)?;
-    let description = pipeline::render(&template, &spec, settings, Credentials::Include).map_err(pipeline_err)?;
-    drop(pipeline::build(&description, &template.name, settings.full_frames).map_err(pipeline_err)?);
+    let template = crate::gst::select(&options.pipeline, &GstRegistry).map_err(pipeline_err)?;
+    let description = launch::render(&template, &spec, settings, Credentials::Include).map_err(pipeline_err)?;
+    drop(launch::build(&description, &template.name, settings.full_frames).map_err(pipeline_err)?);
 
     let live = spec.is_live();
     let policy = if live { QueuePolicy::DropOldest } else { QueuePolicy::Block };
@@ -166,7 +167,7 @@ pub fn spawn_with(
     let queue = FrameQueue::new(settings.queue_capacity(live), policy, notify);
     let stats = Arc::new(SourceStats::default());
     info!(source = %spec.display, kind = %spec.kind, live, template = %template.name, queue = queue.capacity(), "starting source");
-    if let Ok(shown) = pipeline::render(&template, &spec, settings, Credentials::Redact) {
+    if let Ok(shown) = launch::render(&template, &spec, settings, Credentials::Redact) {
         debug!(source = %spec.display, pipeline = %shown, "pipeline");
     }
     let source = Source {
@@ -228,7 +229,7 @@ struct Source {
     description: String,
     gate: InferGate,
     /// The clips' packet tap, installed on every run's decoder.
-    packet_tap: Option<Arc<crate::sink::clips::PacketTap>>,
+    packet_tap: Option<Arc<super::PacketTap>>,
     /// The last decoded index handed out, for frames the decoded log cannot match.
     last_index: Option<u64>,
     /// PTS + duration of the last frame pulled in this run.
@@ -349,7 +350,7 @@ impl Source {
 
     /// `run_once()` of the NVR pattern: one pipeline from start to end.
     fn run_once(&mut self) -> RunEnd {
-        let built = match pipeline::build(&self.description, &self.template.name, self.settings.full_frames) {
+        let built = match launch::build(&self.description, &self.template.name, self.settings.full_frames) {
             Ok(b) => b,
             Err(source) => return RunEnd::Fatal(SourceError::Pipeline { name: self.spec.display.clone(), source }),
         };
@@ -361,7 +362,7 @@ impl Source {
         if let Some(tap) = &self.packet_tap {
             // A new run starts a new timeline: the ring starts again, clips being recorded are cut here.
             tap.new_run();
-            crate::sink::clips::tap::install(&built.pipeline, tap);
+            super::tap::install(&built.pipeline, tap);
         }
         let Some(bus) = built.pipeline.bus() else {
             return RunEnd::Fatal(SourceError::Stream {
@@ -722,7 +723,7 @@ impl InferGate {
 /// The video decoders in a running pipeline, by factory name (`avdec_h264`, `nvv4l2decoder`; two joined by `+`
 /// when a stream has two), or `none` when the source delivers raw video.
 fn video_decoder(pipeline: &gst::Pipeline) -> String {
-    let decoders = pipeline::elements_by_klass(pipeline.upcast_ref(), "Decoder");
+    let decoders = crate::gst::element::elements_by_klass(pipeline.upcast_ref(), "Decoder");
     if decoders.is_empty() { "none".to_string() } else { decoders.join("+") }
 }
 

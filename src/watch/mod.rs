@@ -40,16 +40,17 @@ use tracing::{info, warn};
 
 use crate::config::StandingQuery;
 use crate::geom::Detection;
+use crate::gst::{self, EncoderPurpose, PipelineChoice};
 use crate::infer::{Detector, FrameScale};
-use crate::pipeline::{self, EncoderPurpose, PipelineChoice};
 use crate::shutdown::ShutdownToken;
-use crate::sink::clips::{ClipSettings, ClipWriter, PacketTap, RingSettings};
+use crate::sink::clips::{ClipSettings, ClipWriter};
 use crate::sink::disk::WriteFailures;
 use crate::sink::events::ClipSink;
 use crate::sink::{EventLog, EventLogSettings};
 use crate::source::{
     self, Frame, FrameQueue, FrameSettings, Notify, ReconnectSettings, SourceHandle, SourceSpec, SourceStatsSnapshot,
 };
+use crate::source::{PacketTap, RingSettings};
 use crate::track::{Tracker, TrackerSettings};
 use infer::{InferStage, InferStats, QueryBands};
 use post::{PostStage, PostStats, event_id_prefix, tracker_settings_for_events};
@@ -264,9 +265,9 @@ pub fn run(
 
     // The encoders come from the same template as the sources' decoders (NVENC on a Jetson), with the generic
     // software encoder where the template's cannot be made here.
-    let encoder_for = |purpose: EncoderPurpose| match pipeline::select(&settings.pipeline, &pipeline::GstRegistry) {
-        Ok(template) => pipeline::usable_encoder(&template, purpose),
-        Err(_) => pipeline::generic_encoder(purpose),
+    let encoder_for = |purpose: EncoderPurpose| match gst::select(&settings.pipeline, &gst::GstRegistry) {
+        Ok(template) => gst::usable_encoder(&template, purpose),
+        Err(_) => gst::generic_encoder(purpose),
     };
     let record_encoder = settings.annotate.then(|| encoder_for(EncoderPurpose::Record));
     let rtsp = match &settings.serve_rtsp {

@@ -31,12 +31,9 @@
 //! - **Never stalls:** the job queues are bounded; when one is full the clip is marked failed at once. A feed
 //!   that grows past [`ClipSettings::max_clip_bytes`] (workers or disk too slow) fails its clip.
 //!
-//! Threads and locks: see [`tap`] for the tap and feed mutexes. A worker owns its pipelines (a map by
+//! Threads and locks: see [`crate::source::tap`] for the tap and feed mutexes. A worker owns its pipelines (a map by
 //! recording id); a recording's jobs always go to the same worker, so its Finish follows its Start. The event
 //! log's mutex is taken alone, for one line.
-
-pub mod ring;
-pub mod tap;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -55,9 +52,10 @@ use tracing::{debug, info, warn};
 use super::disk::WriteFailures;
 use super::events::{ClipSink, Clips, ClipsRecord, ClipsStatus, EventLog};
 pub use super::evidence::{EvidenceSettings, FrameBox};
+use crate::gst::bus::{self, WaitError};
+use crate::gst::part::{PartError, PartFile, PartName};
+use crate::source::{Feed, PacketTap};
 use crate::track::{FrameTime, LifecycleEvent, LifecycleKind, TrackOutput};
-pub use ring::{Packet, PreRollRing, RingSettings, RingStats};
-pub use tap::{Feed, PacketTap};
 
 /// Default [`ClipSettings::workers`].
 pub const DEFAULT_WORKERS: usize = 2;
@@ -69,9 +67,6 @@ pub const DEFAULT_MAX_CLIP_BYTES: usize = 256 << 20;
 pub const DEFAULT_FINISH_TIMEOUT_MS: u64 = 60_000;
 /// Default [`ClipSettings::max_open_clips`].
 pub const DEFAULT_MAX_OPEN_CLIPS: usize = 16;
-/// A bus wait that returns empty-handed this long before its deadline did not wait at all (GStreamer's bus has
-/// no poll when the process ran out of file descriptors): the clip fails instead of spinning.
-const BUS_EARLY_RETURN: Duration = Duration::from_millis(20);
 /// The frames of a source remembered for the sidecar's boxes before an event starts, beyond the pre-roll.
 const HISTORY_EXTRA_S: f64 = 15.0;
 /// At most this many frames are remembered for the sidecar before an event starts.
@@ -93,7 +88,7 @@ pub struct ClipSettings {
     /// The bytes a clip may hold in memory (before its worker takes it, or waiting in its appsrc); past it the
     /// clip fails. Default [`DEFAULT_MAX_CLIP_BYTES`].
     pub max_clip_bytes: usize,
-    /// Bytes of each source's pre-roll ring. Default [`ring::DEFAULT_MAX_BYTES`].
+    /// Bytes of each source's pre-roll ring. Default [`crate::source::ring::DEFAULT_MAX_BYTES`].
     pub ring_max_bytes: usize,
     /// How long finishing a clip (EOS through the muxer, or the encoder for a transcode) may take. Default
     /// [`DEFAULT_FINISH_TIMEOUT_MS`].
@@ -116,9 +111,9 @@ impl Default for ClipSettings {
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             max_open_clips: DEFAULT_MAX_OPEN_CLIPS,
             max_clip_bytes: DEFAULT_MAX_CLIP_BYTES,
-            ring_max_bytes: ring::DEFAULT_MAX_BYTES,
+            ring_max_bytes: crate::source::ring::DEFAULT_MAX_BYTES,
             finish_timeout_ms: DEFAULT_FINISH_TIMEOUT_MS,
-            encoder: crate::pipeline::generic_encoder(crate::pipeline::EncoderPurpose::Record),
+            encoder: crate::gst::generic_encoder(crate::gst::EncoderPurpose::Record),
             evidence: EvidenceSettings::default(),
             make_evidence: true,
         }
@@ -276,14 +271,15 @@ enum Job {
 struct StartJob {
     id: u64,
     feed: Arc<Feed>,
-    tmp: PathBuf,
+    /// The clip's final path, `<out>/<source>/<event-id>.mp4` (muxed to `.<event-id>.mp4.part` first).
+    out: PathBuf,
 }
 
 /// Everything the worker needs to finish an event's evidence and write its `clips` line.
 struct FinishJob {
     id: u64,
     feed: Arc<Feed>,
-    tmp: PathBuf,
+    out: PathBuf,
     /// `<out>/<source>`.
     dir: PathBuf,
     /// Relative paths, as in the event's lines.
@@ -426,7 +422,7 @@ struct Active {
     id: u64,
     worker: usize,
     feed: Arc<Feed>,
-    tmp: PathBuf,
+    out: PathBuf,
     query: usize,
     track_id: u64,
     boxes: Vec<FrameBox>,
@@ -498,7 +494,7 @@ impl ClipRecorder {
         feed.release_until(self.pipeline_ns(ev.last.at.pts_s + ev.post_roll_s));
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let worker = (id % self.senders.len().max(1) as u64) as usize;
-        let tmp = self.dir.join(format!(".{}.mp4.part", ev.event_id));
+        let out = self.dir.join(format!("{}.mp4", ev.event_id));
         let _ = std::fs::create_dir_all(&self.dir);
         // The boxes of the track since the pre-roll (up to a GOP earlier: the worker keeps those of the clip).
         let boxes = self
@@ -512,7 +508,7 @@ impl ClipRecorder {
                     .map(|t| FrameBox { frame: h.at.frame, pts_s: h.at.pts_s, bbox: t.bbox, score: t.score })
             })
             .collect();
-        let job = Job::Start(StartJob { id, feed: feed.clone(), tmp: tmp.clone() });
+        let job = Job::Start(StartJob { id, feed: feed.clone(), out: out.clone() });
         let error = self.submit(worker, job).err();
         if let Some(e) = &error {
             feed.fail(e.clone());
@@ -524,7 +520,7 @@ impl ClipRecorder {
             id,
             worker,
             feed,
-            tmp,
+            out,
             query: ev.query,
             track_id: ev.track_id,
             boxes,
@@ -550,7 +546,7 @@ impl ClipRecorder {
             id: u64::MAX,
             worker: 0,
             feed: Feed::failed(error.clone()),
-            tmp: PathBuf::new(),
+            out: PathBuf::new(),
             query: ev.query,
             track_id: ev.track_id,
             boxes: Vec::new(),
@@ -592,7 +588,7 @@ impl ClipRecorder {
         let job = FinishJob {
             id: a.id,
             feed: a.feed.clone(),
-            tmp: a.tmp,
+            out: a.out,
             dir: self.dir.clone(),
             planned,
             record,
@@ -664,14 +660,15 @@ impl ClipSink for ClipRecorder {
 /// A clip pipeline being fed.
 struct Running {
     pipeline: gst::Pipeline,
-    tmp: PathBuf,
+    /// `.<event-id>.mp4.part`, which the pipeline's filesink writes.
+    part: PartFile,
 }
 
 impl Running {
     /// Stops the pipeline and removes its `.part`.
     fn abandon(self) {
         let _ = self.pipeline.set_state(gst::State::Null);
-        let _ = std::fs::remove_file(&self.tmp);
+        drop(self.part);
     }
 }
 
@@ -700,12 +697,16 @@ impl Worker {
     /// buffering and Finish tries again.
     fn start(&mut self, job: StartJob) {
         let Some(caps) = job.feed.caps() else { return };
-        match build_clip_pipeline(&caps, &job.tmp, &self.settings.encoder) {
+        let part = match PartFile::named(&job.out, PartName::Hidden) {
+            Ok(part) => part,
+            Err(e) => return job.feed.fail(e.to_string()),
+        };
+        match build_clip_pipeline(&caps, part.part_path(), &self.settings.encoder) {
             Ok((pipeline, appsrc)) => {
                 if job.feed.go_live(appsrc) {
-                    self.running.insert(job.id, Running { pipeline, tmp: job.tmp });
+                    self.running.insert(job.id, Running { pipeline, part });
                 } else {
-                    Running { pipeline, tmp: job.tmp }.abandon();
+                    Running { pipeline, part }.abandon();
                 }
             }
             Err(e) => job.feed.fail(e),
@@ -714,7 +715,7 @@ impl Worker {
 
     fn finish(&mut self, mut job: FinishJob) {
         if !self.running.contains_key(&job.id) {
-            self.start(StartJob { id: job.id, feed: job.feed.clone(), tmp: job.tmp.clone() });
+            self.start(StartJob { id: job.id, feed: job.feed.clone(), out: job.out.clone() });
         }
         let running = self.running.remove(&job.id);
         let (appsrc, summary) = job.feed.finish();
@@ -776,21 +777,15 @@ impl Worker {
         let deadline = Instant::now() + Duration::from_millis(self.settings.finish_timeout_ms);
         let outcome = wait_eos(&r.pipeline, deadline);
         let _ = r.pipeline.set_state(gst::State::Null);
+        if let Err(e) = outcome {
+            // Dropping the part removes it.
+            return Err(format!("writing {} failed: {e}", final_path.display()));
+        }
         // On disk before it gets its final name, so that not even a power cut leaves a broken file under it.
-        let outcome = outcome.and_then(|()| {
-            std::fs::File::open(&r.tmp)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| format!("cannot sync {}: {e}", r.tmp.display()))
-        });
-        match outcome {
-            Ok(()) => std::fs::rename(&r.tmp, final_path).map_err(|e| {
-                let _ = std::fs::remove_file(&r.tmp);
-                format!("cannot rename {} to {}: {e}", r.tmp.display(), final_path.display())
-            }),
-            Err(e) => {
-                let _ = std::fs::remove_file(&r.tmp);
-                Err(format!("writing {} failed: {e}", final_path.display()))
-            }
+        match r.part.finish() {
+            Ok(_) => Ok(()),
+            Err(e @ PartError::Rename { .. }) => Err(e.to_string()),
+            Err(e) => Err(format!("writing {} failed: {e}", final_path.display())),
         }
     }
 
@@ -891,45 +886,34 @@ fn build_clip_pipeline(
     Ok((pipeline, appsrc))
 }
 
-/// Waits for EOS (or an error) on the pipeline's bus until `deadline`. Never spins: a wait that returns nothing
-/// well before the deadline (a bus without a poll, GStreamer's state when the process is out of file
-/// descriptors, or a flushing bus) fails the clip at once.
+/// Waits for EOS (or an error) on the pipeline's bus until `deadline` ([`bus::wait_eos`]). Never spins: a wait
+/// that returns nothing well before the deadline (a bus without a poll, GStreamer's state when the process is out
+/// of file descriptors, or a flushing bus) fails the clip at once.
 fn wait_eos(pipeline: &gst::Pipeline, deadline: Instant) -> Result<(), String> {
-    let bus = pipeline.bus().ok_or_else(|| "the clip pipeline has no bus".to_string())?;
-    wait_eos_with(deadline, |left| {
-        bus.timed_pop_filtered(
-            gst::ClockTime::from_nseconds(left.as_nanos() as u64),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-    })
+    bus::wait_eos(pipeline, deadline).map_err(wait_error)
 }
 
-/// [`wait_eos`] with `pop(left)`: the bus's next EOS or error within `left`.
-fn wait_eos_with(deadline: Instant, mut pop: impl FnMut(Duration) -> Option<gst::Message>) -> Result<(), String> {
-    // Each turn either returns or takes a message off the bus (EOS and errors only): bounded by the deadline.
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err("the muxer did not finish in time".into());
+/// [`wait_eos`] with `pop(left)`: the bus's next EOS or error within `left` (the tests' seam).
+#[cfg(test)]
+fn wait_eos_with(deadline: Instant, pop: impl FnMut(Duration) -> Option<gst::Message>) -> Result<(), String> {
+    bus::wait_for_with(deadline, pop).map(drop).map_err(wait_error)
+}
+
+/// A clip's error for a wait on its pipeline's bus that did not see EOS.
+fn wait_error(e: WaitError) -> String {
+    match e {
+        WaitError::NoBus => "the clip pipeline has no bus".into(),
+        WaitError::Timeout => "the muxer did not finish in time".into(),
+        WaitError::Broken => {
+            "could not wait on the clip pipeline's bus (is the process out of file descriptors?)".into()
         }
-        match pop(left) {
-            None if deadline.saturating_duration_since(Instant::now()) > BUS_EARLY_RETURN => {
-                return Err(
-                    "could not wait on the clip pipeline's bus (is the process out of file descriptors?)".into()
-                );
+        WaitError::Error(m) => {
+            let from = m.src().map(|s| s.name().to_string()).unwrap_or_default();
+            let gst::MessageView::Error(e) = m.view() else { return format!("an error ({from})") };
+            if e.error().matches(gst::ResourceError::NoSpaceLeft) {
+                return format!("{} ({from}): {NO_SPACE}", e.error());
             }
-            None => return Err("the muxer did not finish in time".into()),
-            Some(m) => match m.view() {
-                gst::MessageView::Eos(_) => return Ok(()),
-                gst::MessageView::Error(e) => {
-                    let from = m.src().map(|s| s.name().to_string()).unwrap_or_default();
-                    if e.error().matches(gst::ResourceError::NoSpaceLeft) {
-                        return Err(format!("{} ({from}): {NO_SPACE}", e.error()));
-                    }
-                    return Err(format!("{} ({from})", e.error()));
-                }
-                _ => {}
-            },
+            format!("{} ({from})", e.error())
         }
     }
 }
@@ -963,7 +947,7 @@ mod tests {
     fn recorder_with_a_full_queue(out: &Path) -> (ClipRecorder, Receiver<Job>) {
         let (recorder, rx) = recorder_with(out, ClipSettings { queue_capacity: 1, ..ClipSettings::default() });
         let blocker = recorder.tap.open_feed(0, 1 << 20);
-        recorder.senders[0].try_send(Job::Start(StartJob { id: 99, feed: blocker, tmp: out.join("x") })).unwrap();
+        recorder.senders[0].try_send(Job::Start(StartJob { id: 99, feed: blocker, out: out.join("x") })).unwrap();
         (recorder, rx)
     }
 
@@ -974,7 +958,7 @@ mod tests {
             EventLog::open(out, EventLogSettings { wall_time: false, ..Default::default() }).unwrap(),
         ));
         let (tx, rx) = bounded::<Job>(settings.queue_capacity);
-        let tap = PacketTap::new(RingSettings::default());
+        let tap = PacketTap::new(crate::source::RingSettings::default());
         let settings = Arc::new(settings);
         let outputs = Outputs {
             log,

@@ -52,8 +52,9 @@ impl Packet {
     }
 }
 
-/// Default [`RingSettings::max_time_s`]: the default `pre_roll_s`.
-pub const DEFAULT_MAX_TIME_S: f64 = crate::config::DEFAULT_PRE_ROLL_S;
+/// Default [`RingSettings::max_time_s`]: the default `pre_roll_s` (`crate::config::DEFAULT_PRE_ROLL_S`, kept equal
+/// by a test there; ingest does not import the configuration).
+pub const DEFAULT_MAX_TIME_S: f64 = 5.0;
 /// Default [`RingSettings::max_bytes`]: 32 MiB, 5 s of a 50 Mbit/s stream.
 pub const DEFAULT_MAX_BYTES: usize = 32 << 20;
 
