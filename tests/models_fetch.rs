@@ -2,7 +2,9 @@
 //!
 //! The server ([`HubServer`]) speaks just enough HTTP/1.1 for the Hub's `resolve` URLs: `GET`, `Range: bytes=N-`,
 //! `Connection: close`. Each file can be told to misbehave: cut the body short once, ignore `Range`, or serve other
-//! bytes. It logs every request, so tests can check what the client asked for. Every test runs inside [`within`],
+//! bytes. Like the Hub with a Git LFS file, it can also send extra headers (`X-Linked-Etag`) and answer the resolve URL
+//! with a `302` to a storage URL (`/cdn/...` on the same server), the headers then being on the `302` only. It logs
+//! every request, so tests can check what the client asked for. Every test runs inside [`within`],
 //! which fails it at a deadline instead of letting it hang; nothing sleeps.
 
 use std::collections::HashMap;
@@ -147,10 +149,17 @@ struct Seen {
     status: u16,
 }
 
+/// The prefix of the storage URLs that [`HubServer::redirect`] sends the client to.
+const CDN_PREFIX: &str = "/cdn";
+
 #[derive(Default)]
 struct State {
     files: HashMap<String, Vec<u8>>,
     behaviour: HashMap<String, Behaviour>,
+    /// Extra header lines on the resolve URL's response (the `302` when redirected), by resolve path.
+    headers: HashMap<String, Vec<String>>,
+    /// Resolve paths answered with a `302` to `{CDN_PREFIX}{path}`.
+    redirected: Vec<String>,
     log: Vec<Seen>,
 }
 
@@ -200,6 +209,16 @@ impl HubServer {
         self.state.lock().unwrap().behaviour.insert(url_path(file), behaviour);
     }
 
+    /// Sends `header` (a whole line, `Name: value`) with the resolve URL's response for `file`.
+    fn add_header(&self, file: &str, header: &str) {
+        self.state.lock().unwrap().headers.entry(url_path(file)).or_default().push(header.to_owned());
+    }
+
+    /// Answers the resolve URL of `file` with `302 Found` to its storage URL, as the Hub does for Git LFS files.
+    fn redirect(&self, file: &str) {
+        self.state.lock().unwrap().redirected.push(url_path(file));
+    }
+
     fn log(&self) -> Vec<Seen> {
         self.state.lock().unwrap().log.clone()
     }
@@ -210,6 +229,12 @@ impl HubServer {
 
     fn requests_for(&self, file: &str) -> Vec<Seen> {
         let p = url_path(file);
+        self.log().into_iter().filter(|s| s.path == p).collect()
+    }
+
+    /// The requests for `file`'s storage URL (after a redirect).
+    fn storage_requests_for(&self, file: &str) -> Vec<Seen> {
+        let p = format!("{CDN_PREFIX}{}", url_path(file));
         self.log().into_iter().filter(|s| s.path == p).collect()
     }
 }
@@ -251,9 +276,21 @@ fn serve(mut conn: TcpStream, state: &Mutex<State>) {
 
     let (status, headers, body, truncate_at) = {
         let mut st = state.lock().unwrap();
-        let behaviour = st.behaviour.get(&path).cloned().unwrap_or(Behaviour::Normal);
-        let original = st.files.get(&path).cloned();
+        // A storage URL serves the file of its resolve URL, with that file's behaviour and no extra headers.
+        let (file_path, storage) = match path.strip_prefix(CDN_PREFIX) {
+            Some(p) => (p.to_owned(), true),
+            None => (path.clone(), false),
+        };
+        let behaviour = st.behaviour.get(&file_path).cloned().unwrap_or(Behaviour::Normal);
+        let original = st.files.get(&file_path).cloned();
+        let extra = if storage { Vec::new() } else { st.headers.get(&file_path).cloned().unwrap_or_default() };
+        let redirect = !storage && st.redirected.contains(&file_path);
         let response = match (method, original) {
+            ("GET", Some(_)) if redirect => {
+                let mut h = vec![format!("Location: {CDN_PREFIX}{file_path}"), "Content-Length: 0".to_owned()];
+                h.extend(extra);
+                (302, h, Vec::new(), None)
+            }
             ("GET", Some(original)) => {
                 let content = match &behaviour {
                     Behaviour::Serve(other) => other.clone(),
@@ -272,7 +309,7 @@ fn serve(mut conn: TcpStream, state: &Mutex<State>) {
                     }
                     _ => None,
                 };
-                match start {
+                let response = match start {
                     None => (200, vec![format!("Content-Length: {}", content.len())], content, truncate_at),
                     Some(s) if s < content.len() => (
                         206,
@@ -289,7 +326,10 @@ fn serve(mut conn: TcpStream, state: &Mutex<State>) {
                         Vec::new(),
                         None,
                     ),
-                }
+                };
+                let (status, mut h, body, truncate_at) = response;
+                h.extend(extra);
+                (status, h, body, truncate_at)
             }
             _ => (404, vec!["Content-Length: 9".to_owned()], b"not found".to_vec(), None),
         };
@@ -300,6 +340,7 @@ fn serve(mut conn: TcpStream, state: &Mutex<State>) {
     let reason = match status {
         200 => "OK",
         206 => "Partial Content",
+        302 => "Found",
         416 => "Range Not Satisfiable",
         _ => "Not Found",
     };
@@ -579,5 +620,189 @@ fn resolve_fetches_a_manifest_model_on_first_use_only_when_allowed() {
         // Now it is in the cache: no fetch needed, and a directory path is taken as it is.
         assert_eq!(manifest.resolve("tiny-owlvit", &cache, &OnMissing::Fail).unwrap(), dir);
         assert_eq!(manifest.resolve(dir.to_str().unwrap(), &cache, &OnMissing::Fail).unwrap(), dir);
+    });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Files without a hash in the manifest: the Hub's `X-Linked-Etag` (the SHA-256 of a Git LFS file).
+
+/// Where the downloader records the SHA-256 it checked a file against when the manifest has none.
+fn record_of(dir: &Path, path: &str) -> PathBuf {
+    dir.join(format!("{path}.sha256"))
+}
+
+fn bytes_of(files: &[(String, Vec<u8>)], path: &str) -> Vec<u8> {
+    files.iter().find(|(p, _)| p == path).unwrap().1.clone()
+}
+
+#[test]
+fn without_a_manifest_hash_the_x_linked_etag_is_checked_and_recorded_for_later_runs() {
+    within(TEST_DEADLINE, || {
+        let files = tiny_files();
+        let graph = "onnx/model.onnx";
+        let bytes = bytes_of(&files, graph);
+        let server = HubServer::start(&files);
+        let base = server.base_url();
+        server.add_header(graph, &format!("X-Linked-Etag: \"{}\"", sha256_hex(&bytes)));
+        server.add_header(graph, &format!("X-Linked-Size: {}", bytes.len()));
+        let tmp = tempfile::tempdir().unwrap();
+        let entry = entry_for(&files, &[graph]);
+
+        let report = fetch_into(&entry, tmp.path(), &options(&base)).unwrap();
+
+        assert!(report.unhashed().is_empty(), "checked against the server's sha256: {:?}", report.files);
+        assert_eq!(report.files.iter().find(|f| f.path == graph).unwrap().check, Check::ServerSha256);
+        let record = std::fs::read_to_string(record_of(tmp.path(), graph)).expect("the checked hash is recorded");
+        assert_eq!(record.split_whitespace().next(), Some(sha256_hex(&bytes).as_str()), "{record}");
+        assert_files_equal(tmp.path(), &files);
+        assert!(part_files(tmp.path()).is_empty());
+
+        // Later runs check the file against the record, without the network.
+        drop(server);
+        let again = fetch_into(&entry, tmp.path(), &options(&base)).unwrap();
+        assert!(again.files.iter().all(|f| f.action == FileAction::AlreadyPresent), "{:?}", again.files);
+        assert!(again.unhashed().is_empty(), "{:?}", again.files);
+        assert_eq!(again.files.iter().find(|f| f.path == graph).unwrap().check, Check::ServerSha256);
+
+        // Same size, other content: the record catches it, so the run goes to the (now absent) server for it.
+        let mut changed = bytes.clone();
+        changed[bytes.len() / 2] ^= 0xFF;
+        std::fs::write(tmp.path().join(graph), &changed).unwrap();
+        let err = fetch_into(&entry, tmp.path(), &options(&base)).unwrap_err();
+        assert!(matches!(err, ModelsError::Unreachable { .. }), "{err}");
+        assert!(err.to_string().contains(&url_path(graph)), "{err}");
+        assert!(!tmp.path().join(graph).exists(), "the changed file is not kept under its name");
+    });
+}
+
+/// A file without a manifest hash whose `X-Linked-Etag` is not its SHA-256 (on the `302` when `redirect`).
+fn a_wrong_x_linked_etag_is_refused(redirect: bool) {
+    let files = tiny_files();
+    let path = "tokenizer.json";
+    let bytes = bytes_of(&files, path);
+    let claimed = sha256_hex(b"some other file");
+    let server = HubServer::start(&files);
+    server.add_header(path, &format!("X-Linked-Etag: \"{claimed}\""));
+    if redirect {
+        server.redirect(path);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let entry = entry_for(&files, &[path]);
+
+    let err = fetch_into(&entry, tmp.path(), &options(&server.base_url())).unwrap_err();
+
+    let msg = err.to_string();
+    assert!(matches!(err, ModelsError::ServerHashMismatch { .. }), "{msg}");
+    assert!(!msg.contains('\n'), "one line: {msg}");
+    assert!(msg.contains(&tmp.path().join(path).display().to_string()), "names the file: {msg}");
+    assert!(msg.contains(&format!("{}{}", server.base_url(), url_path(path))), "names the resolve URL: {msg}");
+    assert!(!msg.contains(CDN_PREFIX), "not the storage URL, which may be signed: {msg}");
+    assert!(msg.contains(&claimed) && msg.contains(&sha256_hex(&bytes)), "names both hashes: {msg}");
+    assert!(!tmp.path().join(path).exists(), "nothing under the final name");
+    assert!(part_files(tmp.path()).is_empty(), "the download is deleted");
+    assert!(!record_of(tmp.path(), path).exists(), "no hash is recorded");
+    if redirect {
+        assert_eq!(server.requests_for(path).iter().map(|s| s.status).collect::<Vec<_>>(), [302]);
+        assert_eq!(server.storage_requests_for(path).iter().map(|s| s.status).collect::<Vec<_>>(), [200]);
+    }
+}
+
+#[test]
+fn a_wrong_x_linked_etag_refuses_the_download_and_keeps_nothing() {
+    within(TEST_DEADLINE, || a_wrong_x_linked_etag_is_refused(false));
+}
+
+#[test]
+fn a_wrong_x_linked_etag_on_the_redirect_response_refuses_the_download() {
+    within(TEST_DEADLINE, || a_wrong_x_linked_etag_is_refused(true));
+}
+
+#[test]
+fn the_x_linked_etag_of_the_redirect_response_is_used_and_a_resume_follows_the_redirect() {
+    within(TEST_DEADLINE, || {
+        let files = tiny_files();
+        let graph = "onnx/model.onnx";
+        let bytes = bytes_of(&files, graph);
+        let cut = 1000;
+        let server = HubServer::start(&files);
+        server.redirect(graph);
+        server.add_header(graph, &format!("X-Linked-Etag: \"{}\"", sha256_hex(&bytes)));
+        server.set(graph, Behaviour::TruncateOnceAfter(cut));
+        let tmp = tempfile::tempdir().unwrap();
+        let entry = entry_for(&files, &[graph]);
+        let opts = FetchOptions { max_attempts: 2, ..options(&server.base_url()) };
+
+        let report = fetch_into(&entry, tmp.path(), &opts).unwrap();
+
+        let range = Some(format!("bytes={cut}-"));
+        let resolve = server.requests_for(graph);
+        assert_eq!(
+            resolve.iter().map(|s| (s.status, s.range.clone())).collect::<Vec<_>>(),
+            [(302, None), (302, range.clone())]
+        );
+        let storage = server.storage_requests_for(graph);
+        assert_eq!(
+            storage.iter().map(|s| (s.status, s.range.clone())).collect::<Vec<_>>(),
+            [(200, None), (206, range)]
+        );
+        assert!(report.unhashed().is_empty(), "checked against the 302's X-Linked-Etag: {:?}", report.files);
+        let record = std::fs::read_to_string(record_of(tmp.path(), graph)).expect("the checked hash is recorded");
+        assert_eq!(record.split_whitespace().next(), Some(sha256_hex(&bytes).as_str()), "{record}");
+        assert_files_equal(tmp.path(), &files);
+        assert!(part_files(tmp.path()).is_empty());
+    });
+}
+
+#[test]
+fn a_git_blob_etag_leaves_the_file_checked_by_size_only() {
+    within(TEST_DEADLINE, || {
+        let files = tiny_files();
+        let path = "config.json";
+        let server = HubServer::start(&files);
+        // A file kept in git, not LFS: its ETag is the blob's SHA-1 (40 hex digits), not a SHA-256.
+        server.add_header(path, "ETag: \"0123456789abcdef0123456789abcdef01234567\"");
+        server.add_header(path, "X-Linked-Etag: \"0123456789abcdef0123456789abcdef01234567\"");
+        let tmp = tempfile::tempdir().unwrap();
+        let entry = entry_for(&files, &[path]);
+
+        let report = fetch_into(&entry, tmp.path(), &options(&server.base_url())).unwrap();
+
+        assert_eq!(report.unhashed(), [path]);
+        assert!(!record_of(tmp.path(), path).exists());
+        assert_files_equal(tmp.path(), &files);
+    });
+}
+
+#[test]
+fn a_whole_part_without_a_manifest_hash_is_checked_against_the_x_linked_etag_of_the_416() {
+    within(TEST_DEADLINE, || {
+        let files = tiny_files();
+        let graph = "onnx/model.onnx";
+        let bytes = bytes_of(&files, graph);
+        let server = HubServer::start(&files);
+        server.redirect(graph);
+        server.add_header(graph, &format!("X-Linked-Etag: \"{}\"", sha256_hex(&bytes)));
+        let tmp = tempfile::tempdir().unwrap();
+        // An earlier run got every byte and stopped before the rename.
+        std::fs::create_dir_all(tmp.path().join("onnx")).unwrap();
+        std::fs::write(tmp.path().join("onnx/model.onnx.part"), &bytes).unwrap();
+        let entry = entry_for(&files, &[graph]);
+
+        let report = fetch_into(&entry, tmp.path(), &options(&server.base_url())).unwrap();
+
+        let range = Some(format!("bytes={}-", bytes.len()));
+        assert_eq!(
+            server.requests_for(graph).iter().map(|s| (s.status, s.range.clone())).collect::<Vec<_>>(),
+            [(302, range.clone())]
+        );
+        assert_eq!(
+            server.storage_requests_for(graph).iter().map(|s| (s.status, s.range.clone())).collect::<Vec<_>>(),
+            [(416, range)]
+        );
+        let row = report.files.iter().find(|f| f.path == graph).unwrap();
+        assert_eq!((row.action, row.check), (FileAction::Resumed { from: bytes.len() as u64 }, Check::ServerSha256));
+        assert!(record_of(tmp.path(), graph).exists());
+        assert_files_equal(tmp.path(), &files);
+        assert!(part_files(tmp.path()).is_empty());
     });
 }

@@ -43,9 +43,18 @@ pub enum InferError {
     )]
     RuntimeMissing { looked: String },
     #[error(
-        "could not load ONNX Runtime from {path}: {message}. Set ORT_DYLIB_PATH to libonnxruntime.so 1.31 or newer"
+        "could not load ONNX Runtime from {path}: {message}. Set ORT_DYLIB_PATH to libonnxruntime.so {}.{} or newer",
+        runtime::MIN_VERSION.major,
+        runtime::MIN_VERSION.minor
     )]
     RuntimeLoad { path: PathBuf, message: String },
+    #[error(
+        "ONNX Runtime at {path} is version {loaded}, but lookout needs {}.{} or newer; set ORT_DYLIB_PATH to a newer \
+         libonnxruntime.so (`make deps` installs one; on a Jetson see docs/jetson.md)",
+        required.major,
+        required.minor
+    )]
+    RuntimeTooOld { path: PathBuf, loaded: String, required: runtime::OrtVersion },
     #[error("model directory {dir} is missing {file}. {hint}")]
     MissingFile { dir: PathBuf, file: String, hint: String },
     #[error("model directory {dir}: cannot read {file}: {message}")]

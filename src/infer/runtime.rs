@@ -5,9 +5,15 @@
 //! The library is looked for, in order, at `ORT_DYLIB_PATH`, in the project's `.deps/onnxruntime/`
 //! (where `make deps` puts it), and next to the binary. A missing library is an error, never a panic.
 //!
+//! The oldest library that works is [`MIN_VERSION`]: `ort` is built for ONNX Runtime's C API version N (the `api-N`
+//! feature in Cargo.toml, the lowest `ort` offers and all lookout needs), and API version N first shipped in ONNX
+//! Runtime 1.N. Before `ort` loads the library, its version is read (`OrtGetApiBase()->GetVersionString()`, the call
+//! the C API provides for this) and an older one is refused with an error that names both versions.
+//!
 //! Every session is built by [`build_session`], which asks [`device::choose`] for the execution provider of the
 //! graph (see `device.rs` for the fallback order of `--device auto` and the TensorRT engine cache).
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -19,6 +25,78 @@ use super::device::{self, Attempt, CacheKey, Device, GraphRole, Missing, OrtProb
 use super::{InferError, Result};
 
 const LIB_NAME: &str = "libonnxruntime.so";
+
+/// The oldest ONNX Runtime release lookout runs with: 1.N for the C API version N that `ort` is built for.
+pub const MIN_VERSION: OrtVersion = OrtVersion { major: 1, minor: ort::MINOR_VERSION, patch: 0 };
+
+/// An ONNX Runtime release number, as the library reports it (`1.17.3`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct OrtVersion {
+    /// Major: 1 for every release so far.
+    pub major: u32,
+    /// Minor: equal to the newest C API version the release provides.
+    pub minor: u32,
+    /// Patch.
+    pub patch: u32,
+}
+
+impl OrtVersion {
+    /// Parses `major.minor[.patch]`, ignoring a suffix after the numbers (`1.20.0-dev`, `1.18.1+cu12`).
+    pub fn parse(s: &str) -> Option<OrtVersion> {
+        let mut parts = s.trim().splitn(3, '.');
+        let number = |p: &str| -> Option<u32> {
+            let digits = &p[..p.find(|c: char| !c.is_ascii_digit()).unwrap_or(p.len())];
+            digits.parse().ok()
+        };
+        let major = parts.next().and_then(|p| p.parse().ok())?;
+        let minor_part = parts.next()?;
+        let minor = number(minor_part)?;
+        // A suffix on the minor (`1.20-dev`) ends the version there.
+        let patch = match parts.next() {
+            Some(p) if minor_part.bytes().all(|b| b.is_ascii_digit()) => number(p).unwrap_or(0),
+            _ => 0,
+        };
+        Some(OrtVersion { major, minor, patch })
+    }
+
+    /// Whether lookout runs with this release: the C API it provides is at least the one `ort` is built for. (A
+    /// later major release would be judged by `ort` itself, which loads the library next.)
+    pub fn is_supported(self) -> bool {
+        (self.major, self.minor) >= (MIN_VERSION.major, MIN_VERSION.minor)
+    }
+}
+
+impl fmt::Display for OrtVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+/// The version string the library at `path` reports, read before `ort` loads it.
+fn library_version(path: &Path) -> std::result::Result<String, String> {
+    // SAFETY: loading the library runs its initialisers, which `ort::init_from` is about to do anyway. Every ONNX
+    // Runtime release exports `OrtGetApiBase` with this signature (onnxruntime_c_api.h), returning a pointer to a
+    // static struct whose `GetVersionString` returns a static NUL-terminated string, which is copied here.
+    unsafe {
+        let lib = libloading::Library::new(path).map_err(|e| e.to_string())?;
+        let get_base: libloading::Symbol<unsafe extern "system" fn() -> *const ort::sys::OrtApiBase> = lib
+            .get(b"OrtGetApiBase")
+            .map_err(|_| "it does not export OrtGetApiBase, so it is not ONNX Runtime".to_owned())?;
+        let base = get_base();
+        if base.is_null() {
+            return Err("OrtGetApiBase returned nothing".to_owned());
+        }
+        let version = ((*base).GetVersionString)();
+        if version.is_null() {
+            return Err("GetVersionString returned nothing".to_owned());
+        }
+        let version = std::ffi::CStr::from_ptr(version).to_string_lossy().into_owned();
+        // Kept loaded for the life of the process, as `ort` keeps it: unloading ONNX Runtime between this check and
+        // `ort` loading it again would run its static destructors for nothing.
+        std::mem::forget(lib);
+        Ok(version)
+    }
+}
 
 /// How each ONNX Runtime session is configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,9 +194,13 @@ pub fn find_library() -> Result<PathBuf> {
 enum LoadFailure {
     Missing(String),
     Load(PathBuf, String),
+    TooOld(PathBuf, String),
 }
 
-static ENVIRONMENT: OnceLock<std::result::Result<(PathBuf, Environment), LoadFailure>> = OnceLock::new();
+/// The library's path and version, and the environment, once loaded.
+type Loaded = (PathBuf, OrtVersion, Environment);
+
+static ENVIRONMENT: OnceLock<std::result::Result<Loaded, LoadFailure>> = OnceLock::new();
 
 /// The process-wide ONNX Runtime environment, loading the library on first use.
 pub fn environment() -> Result<&'static Environment> {
@@ -129,16 +211,24 @@ pub fn environment() -> Result<&'static Environment> {
             Err(e) => return Err(LoadFailure::Missing(e.to_string())),
         };
         let fail = |e: &dyn std::fmt::Display| LoadFailure::Load(path.clone(), e.to_string());
+        let reported = library_version(&path).map_err(|e| fail(&e))?;
+        let version = match OrtVersion::parse(&reported) {
+            Some(v) if v.is_supported() => v,
+            _ => return Err(LoadFailure::TooOld(path, reported)),
+        };
         let builder = ort::init_from(&path).map_err(|e| fail(&e))?;
         let env = builder.with_name("lookout").build().map_err(|e| fail(&e))?;
-        tracing::debug!(library = %path.display(), "loaded ONNX Runtime");
-        Ok((path, env))
+        tracing::debug!(library = %path.display(), %version, "loaded ONNX Runtime");
+        Ok((path, version, env))
     });
     match loaded {
-        Ok((_, env)) => Ok(env),
+        Ok((_, _, env)) => Ok(env),
         Err(LoadFailure::Missing(looked)) => Err(InferError::RuntimeMissing { looked: looked.clone() }),
         Err(LoadFailure::Load(path, message)) => {
             Err(InferError::RuntimeLoad { path: path.clone(), message: message.clone() })
+        }
+        Err(LoadFailure::TooOld(path, loaded)) => {
+            Err(InferError::RuntimeTooOld { path: path.clone(), loaded: loaded.clone(), required: MIN_VERSION })
         }
     }
 }
@@ -146,7 +236,15 @@ pub fn environment() -> Result<&'static Environment> {
 /// The path the library was loaded from, once [`environment`] succeeded.
 pub fn loaded_library() -> Option<&'static Path> {
     match ENVIRONMENT.get() {
-        Some(Ok((p, _))) => Some(p.as_path()),
+        Some(Ok((p, _, _))) => Some(p.as_path()),
+        _ => None,
+    }
+}
+
+/// The version of the loaded library, once [`environment`] succeeded.
+pub fn loaded_version() -> Option<OrtVersion> {
+    match ENVIRONMENT.get() {
+        Some(Ok((_, v, _))) => Some(*v),
         _ => None,
     }
 }
@@ -307,6 +405,33 @@ mod tests {
             (o.device_for(GraphRole::Text), o.device_for(GraphRole::Image)),
             (Device::Cuda(0), Device::TensorRt(0))
         );
+    }
+
+    #[test]
+    fn versions_parse_as_libraries_report_them() {
+        let v = |major, minor, patch| Some(OrtVersion { major, minor, patch });
+        assert_eq!(OrtVersion::parse("1.17.3"), v(1, 17, 3));
+        assert_eq!(OrtVersion::parse(" 1.31.1\n"), v(1, 31, 1));
+        assert_eq!(OrtVersion::parse("1.20.0-dev"), v(1, 20, 0));
+        assert_eq!(OrtVersion::parse("1.18.1+cu12"), v(1, 18, 1));
+        assert_eq!(OrtVersion::parse("1.19"), v(1, 19, 0));
+        assert_eq!(OrtVersion::parse("1.20-dev.5"), v(1, 20, 0));
+        for bad in ["", "1", "one.two", "1.x.3", ".17.3"] {
+            assert_eq!(OrtVersion::parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(OrtVersion::parse("1.17.3").unwrap().to_string(), "1.17.3");
+    }
+
+    #[test]
+    fn the_floor_is_the_api_version_ort_is_built_for() {
+        assert_eq!((MIN_VERSION.major, MIN_VERSION.minor), (1, ort::MINOR_VERSION));
+        let at = |minor, patch| OrtVersion { major: 1, minor, patch };
+        assert!(at(MIN_VERSION.minor, 0).is_supported());
+        assert!(at(MIN_VERSION.minor, 2).is_supported());
+        assert!(at(MIN_VERSION.minor + 14, 1).is_supported());
+        assert!(!at(MIN_VERSION.minor - 1, 9).is_supported());
+        assert!(!OrtVersion { major: 0, minor: 99, patch: 0 }.is_supported());
+        assert!(OrtVersion { major: 2, minor: 0, patch: 0 }.is_supported());
     }
 
     #[test]

@@ -4,7 +4,16 @@
 //! usually `~/.cache/lookout/models`). Each model gets `<root>/<name>/`, laid out exactly like a snapshot of its Hub
 //! repository (`config.json`, `onnx/model.onnx`, ...), so the directory can also be passed to `--model` as it is,
 //! copied to another machine, or filled by hand. A download in progress is `<file>.part` next to its final name.
+//!
+//! Hash records: when the manifest has no SHA-256 for a file but the server stated one (the Hub's `X-Linked-Etag`
+//! for a Git LFS file) and the download matched it, that hash is kept in `<file>.sha256` next to the file, in the
+//! format of `sha256sum` (`<64 hex digits>  <file name>`, so `sha256sum -c model.onnx.sha256` works in that
+//! directory). Later runs check the file against the record without the network. A file with neither a manifest hash
+//! nor a record is checked by size only. The record is written (to a temporary name, then renamed) before the file is
+//! renamed into place, and removed when a file is put in place without one, so a record never outlives its file's
+//! check.
 
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -124,6 +133,52 @@ pub(crate) fn part_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// Where the SHA-256 that `path` was checked against is recorded when the manifest has none.
+pub(crate) fn hash_record_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".sha256");
+    path.with_file_name(name)
+}
+
+/// The SHA-256 recorded for `path`: `None` when there is no record, an error when it cannot be read or is not a
+/// record (so the caller fetches the file again rather than trust it).
+pub(crate) fn read_hash_record(path: &Path) -> io::Result<Option<String>> {
+    let record = hash_record_path(path);
+    let text = match std::fs::read_to_string(&record) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    match text.split_whitespace().next() {
+        Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) => {
+            Ok(Some(h.to_owned()))
+        }
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} does not start with a lowercase SHA-256", record.display()),
+        )),
+    }
+}
+
+/// Records `sha256` for `path` (written to a temporary name, then renamed, so a record is whole or absent).
+pub(crate) fn write_hash_record(path: &Path, sha256: &str) -> io::Result<()> {
+    let record = hash_record_path(path);
+    let mut tmp_name = record.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    tmp_name.push(".tmp");
+    let tmp = record.with_file_name(tmp_name);
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    std::fs::write(&tmp, format!("{sha256}  {name}\n"))?;
+    std::fs::rename(&tmp, &record)
+}
+
+/// Removes the record of `path`, if there is one.
+pub(crate) fn remove_hash_record(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(hash_record_path(path)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 fn is_present(path: &Path, file: &FileEntry) -> bool {
     match std::fs::metadata(path) {
         Ok(meta) if meta.is_file() => file.size.is_none_or(|size| meta.len() == size),
@@ -159,6 +214,26 @@ mod tests {
         std::fs::write(dir.join("config.json"), b"{}").unwrap();
         assert_eq!(cache.status(&e), CacheStatus::Complete);
         assert!(missing_files(&dir, &e).is_empty());
+    }
+
+    #[test]
+    fn hash_records_round_trip_and_refuse_what_is_not_a_hash() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("model.onnx");
+        assert_eq!(hash_record_path(&file), tmp.path().join("model.onnx.sha256"));
+        assert_eq!(read_hash_record(&file).unwrap(), None);
+
+        let h = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        write_hash_record(&file, h).unwrap();
+        assert_eq!(std::fs::read_to_string(hash_record_path(&file)).unwrap(), format!("{h}  model.onnx\n"));
+        assert_eq!(read_hash_record(&file).unwrap().as_deref(), Some(h));
+
+        std::fs::write(hash_record_path(&file), "E3B0  model.onnx\n").unwrap();
+        assert!(read_hash_record(&file).is_err());
+
+        remove_hash_record(&file).unwrap();
+        remove_hash_record(&file).unwrap();
+        assert!(!hash_record_path(&file).exists());
     }
 
     #[test]

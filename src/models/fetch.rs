@@ -10,8 +10,20 @@
 //!    means the `.part` is already whole.
 //! 3. The SHA-256 is computed while the bytes are written (the resumed prefix is hashed from disk first).
 //! 4. The size, then the hash, are checked against the manifest. A mismatch deletes the `.part` and names the file,
-//!    the expected and the actual value. A file with no hash in the manifest is checked by size only, with a warning.
-//! 5. Only a verified `.part` is renamed to the final name, so a model directory never holds a half-written file
+//!    the expected and the actual value.
+//! 5. A file with no hash in the manifest is checked against the SHA-256 the Hub states for it, when it states one:
+//!    for a Git LFS file (every ONNX graph) the resolve URL's response carries `X-Linked-Etag: "<sha256>"` (the LFS
+//!    object id, the SHA-256 of the content), usually on the `302` to the storage rather than on the final response.
+//!    So redirects are followed here, not by the HTTP client (at most [`MAX_REDIRECTS`] per request), and the header
+//!    is read from every response of the endpoint's own origin (the storage's are not trusted for it). This is the
+//!    header `huggingface_hub` takes as a file's etag (`X-Linked-Etag`, else `ETag`) after stripping a `W/` prefix and
+//!    the quotes; here only `X-Linked-Etag` counts, and only when it is 64 hex digits: a plain `ETag`, and the
+//!    `X-Linked-Etag` of a file kept in git rather than LFS, is the git blob's SHA-1 (40 digits) or a server's own
+//!    validator, not a hash of the content. A match is recorded next to the file (`<file>.sha256`, see
+//!    [`super::cache`]) so later runs check the file against it without the network; a mismatch deletes the `.part`
+//!    and names the file, the resolve URL, and both hashes. A file with neither is checked by size only, with a
+//!    warning.
+//! 6. Only a verified `.part` is renamed to the final name, so a model directory never holds a half-written file
 //!    under a real name.
 //!
 //! Retries: a transfer that stops after the response started (a reset, a read timeout, a short body) is resumed up to
@@ -30,9 +42,12 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::cache::{local_path, missing_files, part_path};
+use super::cache::{
+    hash_record_path, local_path, missing_files, part_path, read_hash_record, remove_hash_record, write_hash_record,
+};
 use super::manifest::{FileEntry, ModelEntry};
 use super::{DEFAULT_ENDPOINT, ENDPOINT_ENV, ModelsError};
+use crate::redact::redact_url;
 
 /// Default for [`FetchOptions::connect_timeout_ms`].
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 15_000;
@@ -44,6 +59,11 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 pub const DEFAULT_RETRY_BACKOFF_MS: u64 = 1_000;
 /// The most bytes accepted for one file whose size neither the manifest nor the server states.
 pub const MAX_FILE_BYTES: u64 = 64 << 30;
+/// Redirects followed per request. The Hub answers a Git LFS file with one (to its storage) and a renamed repository
+/// with one more; ten is what HTTP clients commonly allow.
+pub const MAX_REDIRECTS: u32 = 10;
+/// The header in which the Hub states a Git LFS file's SHA-256 (its LFS object id), on the resolve URL's response.
+const LINKED_ETAG: &str = "x-linked-etag";
 
 const CHUNK_BYTES: usize = 256 << 10;
 /// `read` may return `ErrorKind::Interrupted` (EINTR) without progress; this many in a row is treated as a failure.
@@ -134,6 +154,10 @@ pub enum FileAction {
 pub enum Check {
     /// Its SHA-256 (and its size, where the manifest gives one).
     Sha256,
+    /// The manifest has no hash for it: its SHA-256 as the server stated it (`X-Linked-Etag`), recorded in
+    /// `<file>.sha256` on download and checked against that record on later runs (and its size, where the manifest
+    /// gives one).
+    ServerSha256,
     /// Only its size: the manifest has no hash for it.
     SizeOnly,
     /// Nothing: the manifest has neither a hash nor a size for it.
@@ -141,9 +165,13 @@ pub enum Check {
 }
 
 impl FetchReport {
-    /// The paths of files that were not checked against a hash.
+    /// The paths of files that were not checked against a hash (neither the manifest's nor the server's).
     pub fn unhashed(&self) -> Vec<&str> {
-        self.files.iter().filter(|f| f.check != Check::Sha256).map(|f| f.path.as_str()).collect()
+        self.files
+            .iter()
+            .filter(|f| !matches!(f.check, Check::Sha256 | Check::ServerSha256))
+            .map(|f| f.path.as_str())
+            .collect()
     }
 }
 
@@ -181,6 +209,8 @@ fn agent(options: &FetchOptions) -> ureq::Agent {
         .timeout_per_read(read)
         // Statuses are handled below: 206, 200 and 416 all mean something for a resume.
         .http_status_as_error(false)
+        // Redirects are followed by `Ctx::get`, which reads the Hub's headers on the redirect response itself.
+        .max_redirects(0)
         // No compression: byte ranges and sizes must refer to the stored bytes.
         .accept_encoding("")
         .user_agent(concat!("lookout/", env!("CARGO_PKG_VERSION")))
@@ -216,18 +246,11 @@ struct Tally {
 impl Ctx<'_> {
     fn fetch_file(&self, file: &FileEntry) -> Result<FileReport, ModelsError> {
         let dest = local_path(self.dir, file);
-        let check = match (&file.sha256, file.size) {
-            (Some(_), _) => Check::Sha256,
-            (None, Some(_)) => Check::SizeOnly,
-            (None, None) => Check::Unchecked,
-        };
         if dest.is_file() {
             match verify_existing(&dest, file) {
-                Ok(()) => {
+                Ok(check) => {
                     tracing::debug!(file = %dest.display(), "already present and verified");
-                    if check != Check::Sha256 {
-                        warn_unhashed(self.entry, file);
-                    }
+                    warn_unhashed(self.entry, file, check);
                     let report = FileReport {
                         path: file.path.clone(),
                         action: FileAction::AlreadyPresent,
@@ -251,9 +274,9 @@ impl Ctx<'_> {
         let max_attempts = self.options.max_attempts.max(1);
         let mut tally = Tally::default();
         let mut attempt = 1;
-        loop {
+        let check = loop {
             match self.attempt(file, &url, &dest, &bar, &mut tally) {
-                Ok(()) => break,
+                Ok(check) => break check,
                 Err(AttemptError::Fatal(e)) => {
                     bar.abandon();
                     return Err(e);
@@ -268,11 +291,9 @@ impl Ctx<'_> {
                     attempt += 1;
                 }
             }
-        }
+        };
         bar.finish_and_clear();
-        if check != Check::Sha256 {
-            warn_unhashed(self.entry, file);
-        }
+        warn_unhashed(self.entry, file, check);
         let action = match tally.resumed_from {
             Some(from) => FileAction::Resumed { from },
             None => FileAction::Downloaded,
@@ -292,7 +313,49 @@ impl Ctx<'_> {
         bar
     }
 
-    /// One request: resume or start the `.part`, stream it, verify it, rename it into place.
+    /// `GET url` (with `range`), following up to [`MAX_REDIRECTS`] redirects, and reading the Hub's
+    /// `X-Linked-Etag` from the responses of `url`'s own origin on the way. Errors name `url`, never a redirect
+    /// target: storage URLs carry signatures.
+    fn get(&self, url: &str, range: Option<&str>) -> Result<Fetched, AttemptError> {
+        let origin = origin_of(url);
+        let mut current = url.to_owned();
+        let mut linked_etag: Option<String> = None;
+        for _ in 0..=MAX_REDIRECTS {
+            let mut request = self.agent.get(&current);
+            if let Some(range) = range {
+                request = request.header("Range", range);
+            }
+            let response = request.call().map_err(|e| AttemptError::Fatal(self.unreachable(url, &e)))?;
+            let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            if linked_etag.is_none() && origin_of(&current) == origin {
+                linked_etag = header(LINKED_ETAG);
+            }
+            let status = response.status().as_u16();
+            if !matches!(status, 301 | 302 | 303 | 307 | 308) {
+                let linked_sha256 = linked_etag.as_deref().and_then(sha256_of_etag);
+                if linked_sha256.is_none()
+                    && let Some(etag) = &linked_etag
+                {
+                    tracing::debug!(%url, %etag, "X-Linked-Etag is not a SHA-256 (a file kept in git, not LFS)");
+                }
+                return Ok(Fetched { response, linked_sha256 });
+            }
+            let next = header("location").and_then(|location| resolve_location(&current, &location));
+            current = next.ok_or_else(|| {
+                AttemptError::Fatal(ModelsError::Protocol {
+                    url: url.to_owned(),
+                    reason: format!("the server answered HTTP {status} without a usable Location header"),
+                })
+            })?;
+        }
+        Err(AttemptError::Fatal(ModelsError::Protocol {
+            url: url.to_owned(),
+            reason: format!("more than {MAX_REDIRECTS} redirects"),
+        }))
+    }
+
+    /// One request: resume or start the `.part`, stream it, verify it, rename it into place. Returns what the file
+    /// was checked against.
     fn attempt(
         &self,
         file: &FileEntry,
@@ -300,7 +363,7 @@ impl Ctx<'_> {
         dest: &Path,
         bar: &ProgressBar,
         tally: &mut Tally,
-    ) -> Result<(), AttemptError> {
+    ) -> Result<Check, AttemptError> {
         let part = part_path(dest);
         let mut offset = match std::fs::metadata(&part) {
             Ok(meta) => meta.len(),
@@ -312,18 +375,17 @@ impl Ctx<'_> {
             remove(&part).map_err(AttemptError::Fatal)?;
             offset = 0;
         }
-        // A `.part` that already has every byte (the previous run stopped before renaming) needs no request.
-        if offset > 0 && file.size == Some(offset) {
-            self.finish(file, url, &part, dest, None)?;
+        // A `.part` that already has every byte (the previous run stopped before renaming) needs no request, when the
+        // manifest has its hash. Without one, the request is made anyway: its answer (a `416`) states the hash.
+        if offset > 0 && file.size == Some(offset) && file.sha256.is_some() {
+            let check = self.finish(file, url, &part, dest, None, None)?;
             tally.resumed_from.get_or_insert(offset);
-            return Ok(());
+            return Ok(check);
         }
 
-        let mut request = self.agent.get(url);
-        if offset > 0 {
-            request = request.header("Range", format!("bytes={offset}-"));
-        }
-        let response = request.call().map_err(|e| AttemptError::Fatal(self.unreachable(url, &e)))?;
+        let range = (offset > 0).then(|| format!("bytes={offset}-"));
+        let Fetched { response, linked_sha256 } = self.get(url, range.as_deref())?;
+        let linked = linked_sha256.as_deref();
         let status = response.status().as_u16();
         let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let content_length = header("content-length").and_then(|v| v.trim().parse::<u64>().ok());
@@ -357,9 +419,9 @@ impl Ctx<'_> {
             416 if offset > 0 => {
                 let total = header("content-range").and_then(|v| parse_content_range(&v)).and_then(|(_, t)| t);
                 if total == Some(offset) {
-                    self.finish(file, url, &part, dest, None)?;
+                    let check = self.finish(file, url, &part, dest, None, linked)?;
                     tally.resumed_from.get_or_insert(offset);
-                    return Ok(());
+                    return Ok(check);
                 }
                 remove(&part).map_err(AttemptError::Fatal)?;
                 return Err(AttemptError::Retry(ModelsError::Protocol {
@@ -457,10 +519,11 @@ impl Ctx<'_> {
                 reason,
             }));
         }
-        self.finish(file, url, &part, dest, Some(hasher))
+        self.finish(file, url, &part, dest, Some(hasher), linked)
     }
 
-    /// Checks a complete `.part` (hashing it from disk unless `hasher` already saw every byte) and renames it.
+    /// Checks a complete `.part` (hashing it from disk unless `hasher` already saw every byte) against the manifest,
+    /// or when the manifest has no hash against `linked` (the server's, which is then recorded), and renames it.
     fn finish(
         &self,
         file: &FileEntry,
@@ -468,7 +531,8 @@ impl Ctx<'_> {
         part: &Path,
         dest: &Path,
         hasher: Option<Sha256>,
-    ) -> Result<(), AttemptError> {
+        linked: Option<&str>,
+    ) -> Result<Check, AttemptError> {
         let len = std::fs::metadata(part).map_err(|source| AttemptError::Fatal(io_error("read", part, source)))?.len();
         if let Some(expected) = file.size
             && len != expected
@@ -481,7 +545,12 @@ impl Ctx<'_> {
                 actual: len,
             }));
         }
-        if let Some(expected) = &file.sha256 {
+        let (expected, check) = match (&file.sha256, linked) {
+            (Some(expected), _) => (Some(expected.as_str()), Check::Sha256),
+            (None, Some(linked)) => (Some(linked), Check::ServerSha256),
+            (None, None) => (None, if file.size.is_some() { Check::SizeOnly } else { Check::Unchecked }),
+        };
+        if let Some(expected) = expected {
             let actual = match hasher {
                 Some(h) => hex(&h.finalize()),
                 None => {
@@ -490,17 +559,28 @@ impl Ctx<'_> {
                     hex(&h.finalize())
                 }
             };
-            if &actual != expected {
+            if actual != expected {
                 remove(part).map_err(AttemptError::Fatal)?;
-                return Err(AttemptError::Fatal(ModelsError::HashMismatch {
-                    file: dest.to_owned(),
-                    url: url.to_owned(),
-                    expected: expected.clone(),
-                    actual,
+                let (file, expected) = (dest.to_owned(), expected.to_owned());
+                return Err(AttemptError::Fatal(match check {
+                    Check::ServerSha256 => {
+                        ModelsError::ServerHashMismatch { file, url: redact_url(url), expected, actual }
+                    }
+                    _ => ModelsError::HashMismatch { file, url: url.to_owned(), expected, actual },
                 }));
             }
         }
-        std::fs::rename(part, dest).map_err(|source| AttemptError::Fatal(io_error("rename into place", part, source)))
+        // The record goes in before the file, so a file in place under its name is never without its record; a file
+        // put in place without one loses any record an earlier download left.
+        let record = match check {
+            Check::ServerSha256 => write_hash_record(dest, linked.unwrap_or_default()),
+            _ => remove_hash_record(dest),
+        };
+        record
+            .map_err(|source| AttemptError::Fatal(io_error("record the hash in", &hash_record_path(dest), source)))?;
+        std::fs::rename(part, dest)
+            .map_err(|source| AttemptError::Fatal(io_error("rename into place", part, source)))?;
+        Ok(check)
     }
 
     fn unreachable(&self, url: &str, error: &ureq::Error) -> ModelsError {
@@ -526,39 +606,112 @@ fn set_style(bar: &ProgressBar, total_known: bool) {
     }
 }
 
-/// Checks a file already at its final name against the manifest.
-fn verify_existing(path: &Path, file: &FileEntry) -> Result<(), String> {
+/// Checks a file already at its final name against the manifest, or its hash record when the manifest has no hash.
+/// Returns what it was checked against.
+fn verify_existing(path: &Path, file: &FileEntry) -> Result<Check, String> {
     let len = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
     if let Some(size) = file.size
         && len != size
     {
         return Err(format!("it has {len} bytes, the manifest says {size}"));
     }
-    if let Some(expected) = &file.sha256 {
+    let (expected, check, source) = match &file.sha256 {
+        Some(expected) => (Some(expected.clone()), Check::Sha256, "the manifest"),
+        None => match read_hash_record(path).map_err(|e| format!("its hash record is unusable: {e}"))? {
+            Some(recorded) => (Some(recorded), Check::ServerSha256, "its hash record"),
+            None => (None, if file.size.is_some() { Check::SizeOnly } else { Check::Unchecked }, ""),
+        },
+    };
+    if let Some(expected) = expected {
         let mut h = Sha256::new();
         hash_file(path, &mut h).map_err(|e| e.to_string())?;
         let actual = hex(&h.finalize());
-        if &actual != expected {
-            return Err(format!("its sha256 is {actual}, the manifest says {expected}"));
+        if actual != expected {
+            return Err(format!("its sha256 is {actual}, {source} says {expected}"));
         }
     }
-    Ok(())
+    Ok(check)
 }
 
-fn warn_unhashed(entry: &ModelEntry, file: &FileEntry) {
-    if file.size.is_some() {
-        tracing::warn!(
+/// Says how a file without a manifest hash was checked: a warning when it was not checked against any hash.
+fn warn_unhashed(entry: &ModelEntry, file: &FileEntry, check: Check) {
+    match check {
+        Check::Sha256 => {}
+        Check::ServerSha256 => tracing::info!(
             model = %entry.name,
             file = %file.path,
-            "the manifest has no sha256 for this file, so only its size was checked"
-        );
-    } else {
-        tracing::warn!(
+            "the manifest has no sha256 for this file; it was checked against the one the server stated \
+             (X-Linked-Etag), which is recorded next to it"
+        ),
+        Check::SizeOnly => tracing::warn!(
             model = %entry.name,
             file = %file.path,
-            "the manifest has no sha256 and no size for this file, so it was not checked at all"
-        );
+            "the manifest has no sha256 for this file and the server stated none, so only its size was checked"
+        ),
+        Check::Unchecked => tracing::warn!(
+            model = %entry.name,
+            file = %file.path,
+            "the manifest has no sha256 and no size for this file and the server stated no sha256, so it was not \
+             checked at all"
+        ),
     }
+}
+
+/// A response after its redirects.
+struct Fetched {
+    response: ureq::http::Response<ureq::Body>,
+    /// The SHA-256 that the endpoint's `X-Linked-Etag` stated, when it held one.
+    linked_sha256: Option<String>,
+}
+
+/// The SHA-256 an etag holds: the value without a weak `W/` prefix and its quotes, when that is 64 hex digits
+/// (lowercased). `None` for anything else, such as a git blob's SHA-1 (40 digits).
+fn sha256_of_etag(etag: &str) -> Option<String> {
+    let value = etag.trim();
+    let value = value.strip_prefix("W/").unwrap_or(value);
+    let value = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value);
+    (value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit())).then(|| value.to_ascii_lowercase())
+}
+
+/// `scheme://authority` of `url` (lowercased), or `""` for what is not an absolute URL.
+fn origin_of(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return String::new();
+    };
+    let rest = &url[scheme_end + 3..];
+    let end = rest.find(['/', '?', '#']).map_or(url.len(), |i| scheme_end + 3 + i);
+    url[..end].to_ascii_lowercase()
+}
+
+/// The URL a `Location` header sends `base` to (RFC 9110 §10.2.2 allows a relative reference): an absolute URL as it
+/// is, `//host/...` with `base`'s scheme, `/path` on `base`'s origin, and a relative path against `base`'s directory.
+fn resolve_location(base: &str, location: &str) -> Option<String> {
+    let location = location.trim();
+    if location.is_empty() {
+        return None;
+    }
+    let has_scheme = location.split_once(':').is_some_and(|(scheme, _)| {
+        !scheme.is_empty() && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+    });
+    if has_scheme {
+        return Some(location.to_owned());
+    }
+    let origin = origin_of(base);
+    if origin.is_empty() {
+        return None;
+    }
+    if let Some(rest) = location.strip_prefix("//") {
+        let scheme = &origin[..origin.find("://")?];
+        return Some(format!("{scheme}://{rest}"));
+    }
+    if location.starts_with('/') {
+        return Some(format!("{origin}{location}"));
+    }
+    let path = &base[origin.len()..];
+    let path = &path[..path.find(['?', '#']).unwrap_or(path.len())];
+    let dir = &path[..path.rfind('/').map_or(0, |i| i + 1)];
+    let dir = if dir.is_empty() { "/" } else { dir };
+    Some(format!("{origin}{dir}{location}"))
 }
 
 /// Feeds the whole of `path` to `hasher`. Bounded by the file's length.
@@ -632,6 +785,34 @@ mod tests {
     #[test]
     fn hex_of_the_empty_digest() {
         assert_eq!(hex(&Sha256::digest(b"")), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    }
+
+    #[test]
+    fn etags_give_a_sha256_only_when_they_hold_one() {
+        let h = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        assert_eq!(sha256_of_etag(&format!("\"{h}\"")).as_deref(), Some(h));
+        assert_eq!(sha256_of_etag(&format!(" W/\"{h}\" ")).as_deref(), Some(h));
+        assert_eq!(sha256_of_etag(h).as_deref(), Some(h));
+        assert_eq!(sha256_of_etag(&format!("\"{}\"", h.to_uppercase())).as_deref(), Some(h));
+        // A git blob's SHA-1, a truncated hash, a non-hex value: not a SHA-256.
+        assert_eq!(sha256_of_etag("\"0123456789abcdef0123456789abcdef01234567\""), None);
+        assert_eq!(sha256_of_etag(&format!("\"{}\"", &h[1..])), None);
+        assert_eq!(sha256_of_etag(&format!("\"{}x\"", &h[1..])), None);
+        assert_eq!(sha256_of_etag(""), None);
+    }
+
+    #[test]
+    fn locations_resolve_against_the_request_url() {
+        let base = "http://127.0.0.1:9/o/r/resolve/abc/onnx/model.onnx?x=1";
+        assert_eq!(resolve_location(base, "https://cdn.example/blob?sig=1").unwrap(), "https://cdn.example/blob?sig=1");
+        assert_eq!(resolve_location(base, "//cdn.example/blob").unwrap(), "http://cdn.example/blob");
+        assert_eq!(resolve_location(base, "/cdn/x").unwrap(), "http://127.0.0.1:9/cdn/x");
+        assert_eq!(resolve_location(base, "other.onnx").unwrap(), "http://127.0.0.1:9/o/r/resolve/abc/onnx/other.onnx");
+        assert_eq!(resolve_location("http://h", "x").unwrap(), "http://h/x");
+        assert_eq!(resolve_location(base, " "), None);
+        assert_eq!(origin_of("HTTP://Hub.Example:8080/a?b"), "http://hub.example:8080");
+        assert_eq!(origin_of("http://h?q"), "http://h");
+        assert_eq!(origin_of("not a url"), "");
     }
 
     #[test]

@@ -182,6 +182,23 @@ pub enum ModelsError {
         /// SHA-256 of what arrived.
         actual: String,
     },
+    /// A file without a hash in the manifest does not match the SHA-256 the server stated for it (`X-Linked-Etag`).
+    /// The download was deleted.
+    #[error(
+        "{file} from {url} has sha256 {actual} but the server's X-Linked-Etag says {expected}; the download was \
+         deleted. Run the same command again to retry; if it repeats, the server or a proxy in between is serving \
+         other bytes: download the file another way, check it, and pin its sha256 in the manifest"
+    )]
+    ServerHashMismatch {
+        /// Where the file was going.
+        file: PathBuf,
+        /// Its resolve URL, with any credentials removed (never the storage URL it redirects to, which is signed).
+        url: String,
+        /// SHA-256 from the server's `X-Linked-Etag`.
+        expected: String,
+        /// SHA-256 of what arrived.
+        actual: String,
+    },
     /// `info` was given something that is not a directory.
     #[error("{path} is not a directory; pass a model directory (with config.json and onnx/)")]
     NotADirectory {
