@@ -19,6 +19,7 @@ ORT_SHA256_X86_64=fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1
 
 APT_PACKAGES=(
   pkg-config curl unzip python3-pip
+  cmake nasm  # libjpeg-turbo, which the turbojpeg-sys crate builds from its own source (nasm: x86-64 SIMD)
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-x gstreamer1.0-rtsp

@@ -16,10 +16,13 @@ Usage (always with the pinned venv, see models/requirements-export.txt):
 The default (tiny) run regenerates, deterministically:
   * models/tiny/owlvit/, models/tiny/owlv2/       model directories (layout below)
   * models/clip-tokenizer/                         the real 49408-token CLIP tokenizer (tokenizer.json + configs)
-  * tests/fixtures/{astronaut,coffee,grace_hopper}.png
+  * tests/fixtures/{astronaut,coffee,grace_hopper}.png, tests/fixtures/grace_hopper.jpg (matplotlib's file, byte
+    for byte) and tests/fixtures/jpeg/*.jpg (small JPEGs Pillow encodes from crops of the photos: grayscale, CMYK,
+    4:4:4, 4:2:2, progressive 4:2:0)
   * tests/golden/...                               transformers-produced goldens (preprocessing, tokens, raw
                                                    outputs, post-processed detections), see write_goldens()
-Only tests/golden/{VERSIONS.txt,clip_tokens.json,owlvit/,owlv2/} are rewritten; anything else under tests/golden
+  * tests/golden/jpeg/decode.json                 Pillow's decode of every JPEG fixture (sha256 of the RGB buffer)
+Only tests/golden/{VERSIONS.txt,clip_tokens.json,owlvit/,owlv2/,jpeg/} are rewritten; anything else under tests/golden
 (e.g. the hand-written preprocess_note.md) is left alone.
 
 Model directory layout (Hugging Face style):
@@ -94,6 +97,8 @@ TOKEN_SENTENCES = [
 ]
 
 IMAGES = ["astronaut", "coffee", "grace_hopper"]
+# The JPEG whose decode is grace_hopper.png: transformers on it must give grace_hopper's goldens bit for bit.
+GRACE_HOPPER_JPG = "grace_hopper.jpg"
 
 FAMILIES = {
     "owlvit": dict(tiny_dir="owlvit", full_dir="owlvit-b32"),
@@ -722,14 +727,106 @@ def write_fixtures(dst: Path) -> dict[str, Path]:
     for name, p in src.items():
         arr = np.asarray(Image.open(p).convert("RGB"))
         o = dst / f"{name}.png"
-        # Decoded pixels re-encoded as plain 8-bit RGB PNG (drops ICC/text chunks; the JPEG is decoded once here
-        # so nobody has to match libjpeg).
+        # Decoded pixels re-encoded as plain 8-bit RGB PNG (drops ICC/text chunks). For grace_hopper this is
+        # Pillow's decode of the JPEG, which the tests hold lookout's JPEG decoder to.
         Image.fromarray(arr, mode="RGB").save(o, format="PNG")
         back = np.asarray(Image.open(o))
         assert back.dtype == np.uint8 and back.shape == arr.shape and np.array_equal(back, arr)
         out[name] = o
         log(f"  fixture {o.relative_to(REPO)} {arr.shape[1]}x{arr.shape[0]}")
+    # The JPEG itself too, so that lookout's JPEG decoder is held to Pillow's (libjpeg-turbo's) pixels.
+    jpg = dst / GRACE_HOPPER_JPG
+    shutil.copyfile(src["grace_hopper"], jpg)
+    assert np.array_equal(np.asarray(Image.open(jpg).convert("RGB")), np.asarray(Image.open(out["grace_hopper"])))
+    log(f"  fixture {jpg.relative_to(REPO)} (matplotlib's file; its Pillow decode is grace_hopper.png)")
     return out
+
+
+def _cmyk_with_black(rgb: np.ndarray) -> np.ndarray:
+    """RGB -> CMYK with full undercolour removal (k = 255 - max), so the black plane carries the image.
+
+    Pillow's own RGB -> CMYK leaves k = 0, which would leave the K half of the CMYK -> RGB formula untested.
+    """
+    rgb = rgb.astype(np.int32)
+    k = 255 - rgb.max(axis=2)
+    denom = np.maximum(255 - k, 1)
+    cmy = ((255 - k)[..., None] - rgb) * 255 // denom[..., None]
+    return np.dstack([cmy, k]).astype(np.uint8)
+
+
+def write_jpeg_fixtures(dst: Path) -> list[Path]:
+    """Small JPEGs that cover what a decoder can get wrong: each chroma subsampling, progressive, odd sizes
+    (partial MCUs at the right and bottom edges), grayscale and CMYK (Adobe polarity, as Pillow writes it).
+
+    They are crops of the real photos, encoded by Pillow (libjpeg-turbo), so the bytes depend on the Pillow
+    version; tests/golden/jpeg/decode.json is written from the same files in the same run.
+    """
+    from PIL import Image
+
+    photo = np.asarray(Image.open(REPO / "tests" / "fixtures" / "astronaut.png").convert("RGB"))
+    coffee = np.asarray(Image.open(REPO / "tests" / "fixtures" / "coffee.png").convert("RGB"))
+    d = dst / "jpeg"
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+    specs = [
+        # name, pixels, mode, save options
+        ("444.jpg", photo[40:107, 180:263], "RGB", dict(quality=90, subsampling=0)),
+        ("422.jpg", photo[101:146, 203:280], "RGB", dict(quality=85, subsampling=1)),
+        ("420-progressive.jpg", coffee[150:211, 280:357], "RGB", dict(quality=80, subsampling=2, progressive=True)),
+        ("gray.jpg", np.asarray(Image.fromarray(coffee[90:145, 120:189]).convert("L")), "L", dict(quality=90)),
+        ("cmyk.jpg", _cmyk_with_black(photo[300:347, 100:161]), "CMYK", dict(quality=90)),
+    ]
+    out = []
+    for name, arr, mode, opts in specs:
+        p = d / name
+        Image.fromarray(np.ascontiguousarray(arr), mode=mode).save(p, format="JPEG", **opts)
+        back = Image.open(p)
+        assert back.mode == mode, (name, back.mode)
+        out.append(p)
+        log(f"  fixture {p.relative_to(REPO)} {back.size[0]}x{back.size[1]} {mode} {opts}")
+    return out
+
+
+def write_jpeg_golden(jpegs: list[Path], golden: Path):
+    """tests/golden/jpeg/decode.json: what transformers gets from each JPEG, `Image.open(f).convert("RGB")`."""
+    import PIL
+    from PIL import Image, JpegImagePlugin
+    from PIL import features
+
+    d = golden / "jpeg"
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+    fixtures = REPO / "tests" / "fixtures"
+    recs = []
+    for p in jpegs:
+        im = Image.open(p)
+        mode, sampling, progressive = im.mode, JpegImagePlugin.get_sampling(im), bool(im.info.get("progressive"))
+        rgb = np.ascontiguousarray(np.asarray(im.convert("RGB")))
+        h, w = rgb.shape[:2]
+        # A few pixels to say where a mismatch is: the corners (edge MCUs) and the centre.
+        at = [(0, 0), (w - 1, 0), (0, h - 1), (w - 1, h - 1), (w // 2, h // 2)]
+        recs.append({
+            "file": p.relative_to(fixtures).as_posix(),
+            "width": w,
+            "height": h,
+            "jpeg_mode": mode,
+            "subsampling": {-1: None, 0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}.get(sampling, str(sampling)),
+            "progressive": progressive,
+            "rgb_sha256": hashlib.sha256(rgb.tobytes()).hexdigest(),
+            "pixels": [{"x": x, "y": y, "rgb": [int(v) for v in rgb[y, x]]} for x, y in at],
+        })
+    write_json(d / "decode.json", {
+        "note": "Pillow's decode of each JPEG fixture, as transformers' load_image gets it: "
+        "Image.open(file).convert('RGB') (libjpeg-turbo: accurate integer IDCT, fancy chroma upsampling; CMYK "
+        "read with Adobe polarity and converted by Pillow's cmyk2rgb). rgb_sha256 is over the packed RGB rows.",
+        "pillow": PIL.__version__,
+        "libjpeg_turbo": features.version("libjpeg_turbo"),
+        "images": recs,
+    })
+    log(f"  golden {(d / 'decode.json').relative_to(REPO)}: {len(recs)} JPEGs, Pillow {PIL.__version__}, "
+        f"libjpeg-turbo {features.version('libjpeg_turbo')}")
 
 
 def pick_threshold(scores_per_image: list[np.ndarray], lo: int = 3, hi: int = 30) -> tuple[float, float]:
@@ -759,7 +856,7 @@ def write_json(path: Path, obj):
 
 def write_goldens(families: dict, fixtures: dict[str, Path], clip_tok, tiny_tok, golden: Path, seed: int):
     import torch
-    from PIL import Image
+    from PIL import Image, features
     from transformers import Owlv2Processor, OwlViTProcessor
 
     golden.mkdir(parents=True, exist_ok=True)
@@ -795,6 +892,11 @@ def write_goldens(families: dict, fixtures: dict[str, Path], clip_tok, tiny_tok,
                 ref = ref_preprocess_owlv2(rgb, S, ip.image_mean, ip.image_std, pad_value)
             rd = float(np.abs(ref - pv[0]).max())
             assert rd < 1e-5, (family, name, rd)
+            if name == "grace_hopper":
+                # The parity test holds grace_hopper.jpg, decoded by lookout, to these same goldens.
+                jpg = Image.open(fixtures[name].parent / GRACE_HOPPER_JPG).convert("RGB")
+                pv_jpg = proc(text=QUERIES, images=jpg, return_tensors="np")["pixel_values"].astype(np.float32)
+                assert np.array_equal(pv_jpg, pv), (family, "grace_hopper.jpg and .png give different pixel_values")
             with torch.no_grad():
                 out = model(input_ids=torch.from_numpy(ids), pixel_values=torch.from_numpy(pv),
                             attention_mask=torch.from_numpy(mask), return_dict=True)
@@ -867,6 +969,10 @@ def write_goldens(families: dict, fixtures: dict[str, Path], clip_tok, tiny_tok,
         "pixels.",
         "owlvit_image_processor=OwlViTImageProcessor (PIL bicubic resize)",
         "tokenizer=CLIPTokenizerFast (tokenizer.json), model_max_length=16, pad '!'=0",
+        f"libjpeg_turbo=={features.version('libjpeg_turbo')} (inside the pillow wheel)",
+        "  grace_hopper.png is Pillow's decode of tests/fixtures/grace_hopper.jpg: the processors give the same "
+        "pixel_values",
+        "  for both, bit for bit (checked here), so grace_hopper/ is the golden of the JPEG too.",
         "",
         "thresholds:",
         *[f"  {f}: {s['threshold']} (nearest score {s['margin']:.2e} away); kept "
@@ -923,7 +1029,9 @@ def main(argv=None):
         log("writing assets")
         save_tokenizer(clip_tok, REPO / "models" / "clip-tokenizer")
         fixtures = write_fixtures(REPO / "tests" / "fixtures")
+        jpegs = [REPO / "tests" / "fixtures" / GRACE_HOPPER_JPG] + write_jpeg_fixtures(REPO / "tests" / "fixtures")
         write_goldens(results, fixtures, clip_tok, tok, REPO / "tests" / "golden", args.seed)
+        write_jpeg_golden(jpegs, REPO / "tests" / "golden")
 
     log("\nsummary")
     for fam, r in results.items():

@@ -8,6 +8,7 @@
 //! - [`track`]: the tracker and the event engine.
 //! - [`sink`]: outputs (event log, annotated video, images).
 //! - [`draw`]: drawing boxes and labels on RGB and I420 images.
+//! - [`imageio`]: reading photos (PNG, and JPEG decoded as Pillow decodes it).
 //! - [`picture`]: full-resolution frames (I420 or RGB) as lookout draws on and encodes them.
 //! - [`gst`]: GStreamer pipeline templates and the encoders they name.
 //! - [`config`]: the TOML configuration for `watch`.
@@ -18,6 +19,7 @@ pub mod config;
 pub mod draw;
 pub mod geom;
 pub mod gst;
+pub mod imageio;
 pub mod infer;
 pub mod memory;
 pub mod models;

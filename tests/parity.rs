@@ -2,7 +2,9 @@
 //!
 //! The golden files were written by models/export_owl.py from transformers' own processors and PyTorch models,
 //! for the committed tiny random-weight OWL-ViT and OWLv2 models and three real photos (square, landscape,
-//! portrait). For each family, each graph layout and each photo this checks, in order:
+//! portrait). The portrait is also read from its JPEG, through lookout's JPEG decoder: its PNG is Pillow's decode
+//! of that JPEG, and the exporter checks that transformers gets the same pixel values from both, so both are held
+//! to the same goldens. For each family, each graph layout and each photo this checks, in order:
 //! 1. the pixel tensor of our preprocessing against the processor's;
 //! 2. the raw logits and boxes of the whole Rust path (our pixels, our tokens, ONNX Runtime, our class head);
 //! 3. the post-processed boxes and scores in pixels against `post_process_grounded_object_detection`.
@@ -17,7 +19,13 @@ use lookout::infer::text::QueryTokenizer;
 use lookout::infer::{Layout, ModelDir, OwlDetector, SessionOptions, preprocess};
 use serde::Deserialize;
 
-const IMAGES: [&str; 3] = ["astronaut", "coffee", "grace_hopper"];
+/// Each photo file and the golden directory it is held to.
+const IMAGES: [(&str, &str); 4] = [
+    ("astronaut.png", "astronaut"),
+    ("coffee.png", "coffee"),
+    ("grace_hopper.png", "grace_hopper"),
+    ("grace_hopper.jpg", "grace_hopper"),
+];
 
 /// OWL-ViT goes through Pillow's 8-bit bicubic resize, which we reproduce bit for bit; allow one uint8 level
 /// (1/255 divided by the smallest CLIP std 0.2613) so that a different rounding on another CPU would still pass.
@@ -60,10 +68,10 @@ fn check_family(family: &str, layout: Layout) {
         preprocess::Family::Owlv2 => OWLV2_PIXEL_TOL,
     };
     let mut detector = OwlDetector::load(model, &SessionOptions::default()).expect("load detector");
-    for image in IMAGES {
-        let dir = golden(&format!("{family}/{image}"));
+    for (image, golden_dir) in IMAGES {
+        let dir = golden(&format!("{family}/{golden_dir}"));
         let post: Post = serde_json::from_str(&std::fs::read_to_string(dir.join("post.json")).unwrap()).unwrap();
-        let img = image::open(fixture(&format!("{image}.png"))).unwrap().to_rgb8();
+        let img = lookout::imageio::load_rgb(&fixture(image)).unwrap();
         assert_eq!((img.width(), img.height()), (post.width, post.height));
 
         // 1. Pixels.

@@ -157,19 +157,8 @@ fn print_report(out: &mut impl Write, r: &ImageReport) -> std::io::Result<()> {
 
 /// Opens an image as RGB8; the error names the file and says what is wrong with it.
 pub fn load_image(path: &Path) -> anyhow::Result<image::RgbImage> {
-    if !path.exists() {
-        return Err(UsageError(format!("{}: no such file", path.display())).into());
-    }
-    let reader = image::ImageReader::open(path)
-        .and_then(|r| r.with_guessed_format())
-        .map_err(|e| UsageError(format!("{}: cannot read: {e}", path.display())))?;
-    if reader.format().is_none() {
-        return Err(UsageError(format!("{}: not an image lookout can read (use PNG or JPEG)", path.display())).into());
-    }
-    let img = reader
-        .decode()
-        .map_err(|e| UsageError(format!("{}: cannot decode the image ({e}); is the file complete?", path.display())))?;
-    Ok(img.to_rgb8())
+    // JPEG through libjpeg-turbo as Pillow decodes it, PNG through the `image` crate (lookout::imageio).
+    lookout::imageio::load_rgb(path).map_err(|e| UsageError(e.to_string()).into())
 }
 
 fn locate_one(
