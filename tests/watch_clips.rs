@@ -224,7 +224,8 @@ fn a_vp8_source_is_transcoded_to_h264() {
     let out = tempfile::tempdir().unwrap();
     let webm = out.path().join("ball.webm");
     make_clip(&webm, 75, "smpte", "vp8enc deadline=1 keyframe-max-dist=10 ! webmmux");
-    let config = write_config(out.path(), "[[query]]\ntext = \"a test pattern\"\nthreshold = 0.0\n");
+    // The query's threshold starts tracks: at 0.2 the random test model gives a few events, not one per box.
+    let config = write_config(out.path(), "[[query]]\ntext = \"a test pattern\"\nthreshold = 0.2\n");
     let o = watch_cmd(&webm, &config, &out.path().join("run")).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let run = out.path().join("run");
@@ -300,7 +301,8 @@ fn a_raw_source_has_no_clip_and_the_clips_line_says_why() {
     let out = tempfile::tempdir().unwrap();
     let avi = out.path().join("raw.avi");
     make_clip(&avi, 50, "smpte", "videoconvert ! video/x-raw,format=I420 ! avimux");
-    let config = write_config(out.path(), "[[query]]\ntext = \"a test pattern\"\nthreshold = 0.0\n");
+    // The query's threshold starts tracks: at 0.2 the random test model gives a few events, not one per box.
+    let config = write_config(out.path(), "[[query]]\ntext = \"a test pattern\"\nthreshold = 0.2\n");
     let o = watch_cmd(&avi, &config, &out.path().join("run")).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let finals: Vec<Value> = lines(&out.path().join("run")).into_iter().filter(|l| l["type"] == "clips").collect();
@@ -324,7 +326,7 @@ fn a_live_rtsp_camera_gets_clips_from_its_own_packets() {
     let out = tempfile::tempdir().unwrap();
     let config = write_config(
         out.path(),
-        "[[query]]\ntext = \"a test pattern\"\nthreshold = 0.0\npre_roll_s = 1.0\npost_roll_s = 0.5\n",
+        "[[query]]\ntext = \"a test pattern\"\nthreshold = 0.2\npre_roll_s = 1.0\npost_roll_s = 0.5\n",
     );
     let url = format!("rtsp://viewer:s3cret@127.0.0.1:{}/cam", server.port);
     let run = out.path().join("run");

@@ -215,8 +215,6 @@ impl PostStage {
                 Some(_) => lifecycle.update(at, &tracks, &mut sink),
                 None => lifecycle.advance(at, &mut sink),
             }
-            // The tracker's own start/end notifications are not events: the event engine decides those.
-            self.tracker.drain_events().for_each(drop);
 
             let want_video = self.settings.annotate && !video_failed;
             let want_rtsp = self.rtsp.is_some();
@@ -301,7 +299,7 @@ impl PostStage {
             self.shutdown.is_stopping() || self.settings.max_duration.is_some_and(|d| self.started.elapsed() >= d);
         let reason = if stopped { EndReason::Shutdown } else { EndReason::Eos };
         lifecycle.finish(reason, &mut self.log_sink(&mut stats));
-        self.tracker.finish().for_each(drop);
+        self.tracker.finish();
         if let Some(w) = video {
             match w.finish() {
                 Ok(path) => stats.annotated = Some(path),
