@@ -484,3 +484,56 @@ fn b_frame_clips_play_and_span_pre_roll_to_post_roll(pts_ahead_s: u64) {
 fn b_frame_clips_are_muxed_whole() {
     b_frame_clips_play_and_span_pre_roll_to_post_roll(0);
 }
+
+/// Two runs into one output directory (or a camera service that restarts): every event id is new, and nothing
+/// the first run wrote (clips, snapshots, sidecars, the annotated video) is replaced by the second.
+#[test]
+fn a_second_run_into_the_same_directory_overwrites_nothing_and_repeats_no_id() {
+    let out = tempfile::tempdir().unwrap();
+    let config = write_config(
+        out.path(),
+        "[output]\nannotate = true\n\n[[query]]\ntext = \"a person riding a bicycle\"\nthreshold = 0.62\n\
+         pre_roll_s = 1.0\npost_roll_s = 0.5\n",
+    );
+    let run = out.path().join("run");
+    let hashes = |dir: &Path| -> std::collections::BTreeMap<String, Vec<u8>> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_file())
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
+            .collect()
+    };
+    let o = watch_cmd(&fixture("bikes.mp4"), &config, &run).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let first_lines = lines(&run);
+    let first_files = hashes(&run.join("bikes"));
+    assert!(first_files.keys().any(|f| f.ends_with("-crop.mp4")), "the first run wrote clips: {first_files:?}");
+    assert!(first_files.contains_key("annotated.mp4"));
+
+    let o = watch_cmd(&fixture("bikes.mp4"), &config, &run).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let all = lines(&run);
+    assert!(all.len() >= 2 * first_lines.len(), "the second run appends its own lines");
+    let ids = |ls: &[Value]| -> std::collections::BTreeSet<String> {
+        ls.iter().map(|l| l["event_id"].as_str().unwrap().to_string()).collect()
+    };
+    let (first_ids, second_ids) = (ids(&first_lines), ids(&all[first_lines.len()..]));
+    assert!(!second_ids.is_empty());
+    assert!(first_ids.is_disjoint(&second_ids), "ids repeated: {:?}", first_ids.intersection(&second_ids));
+    assert!(
+        first_ids.iter().all(|i| i.starts_with("bikes-r1-")) && second_ids.iter().all(|i| i.starts_with("bikes-r2-"))
+    );
+    for l in all[first_lines.len()..].iter().filter(|l| l["type"] == "clips") {
+        assert_eq!(l["clips"]["status"], "written", "{l}");
+    }
+    let after = hashes(&run.join("bikes"));
+    for (name, bytes) in &first_files {
+        assert!(after.get(name) == Some(bytes), "{name} of the first run was changed or removed");
+    }
+    assert!(
+        after.contains_key("annotated-r2.mp4"),
+        "the second run's annotated video has its own name: {:?}",
+        after.keys()
+    );
+}

@@ -24,6 +24,7 @@ pub mod events;
 pub mod evidence;
 pub mod retention;
 pub mod rtsp;
+pub mod run;
 pub mod video;
 
 pub use events::{EVENTS_FILE_NAME, EventLog, EventLogSettings, EventLogStats, EventRecord, format_rfc3339_utc};

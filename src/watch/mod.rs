@@ -46,6 +46,7 @@ use crate::shutdown::ShutdownToken;
 use crate::sink::clips::{ClipSettings, ClipWriter};
 use crate::sink::disk::WriteFailures;
 use crate::sink::events::ClipSink;
+use crate::sink::run::{Run, remove_stale_parts};
 use crate::sink::{EventLog, EventLogSettings};
 use crate::source::{
     self, Frame, FrameQueue, FrameSettings, Notify, ReconnectSettings, SourceHandle, SourceSpec, SourceStatsSnapshot,
@@ -53,7 +54,7 @@ use crate::source::{
 use crate::source::{PacketTap, RingSettings};
 use crate::track::{Tracker, TrackerSettings};
 use infer::{InferStage, InferStats, QueryBands};
-use post::{PostStage, PostStats, event_id_prefix, tracker_settings_for_events};
+use post::{PostStage, PostStats, tracker_settings_for_events};
 use stats::LatencySummary;
 pub use summary::{SourceSummary, Summary};
 
@@ -210,6 +211,11 @@ pub fn run(
 
     std::fs::create_dir_all(&settings.out_dir)
         .map_err(|error| crate::sink::SinkError::CreateDir { path: settings.out_dir.clone(), error })?;
+    // A new number for this run (event ids never repeat across runs into one directory), and the temporary
+    // files of a run that crashed removed, whichever outputs are on.
+    let run = Run::start(&settings.out_dir, SystemTime::now())?;
+    remove_stale_parts(&settings.out_dir);
+    info!(run = run.number, out = %settings.out_dir.display(), "run {} in this output directory", run.number);
     let event_log = Arc::new(Mutex::new(EventLog::open(
         &settings.out_dir,
         EventLogSettings { wall_time: settings.wall_time, ..EventLogSettings::default() },
@@ -337,7 +343,8 @@ pub fn run(
             rx,
             tracker: Tracker::new(tracker_settings_for_events(&settings.tracker, &queries, video_fps)),
             event_log: event_log.clone(),
-            event_id_prefix: event_id_prefix(&h.spec, SystemTime::now()),
+            event_id_prefix: run.event_id_prefix(&h.spec.short_name),
+            run_number: run.number,
             clip_sink,
             queries: queries.clone(),
             settings: settings.clone(),

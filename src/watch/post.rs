@@ -20,7 +20,7 @@ use crate::picture::Picture;
 use crate::shutdown::ShutdownToken;
 use crate::sink::disk::WriteFailures;
 use crate::sink::events::{ClipSink, Clips};
-use crate::sink::{EventLog, EventRecord, VideoSettings, VideoWriter, format_rfc3339_utc};
+use crate::sink::{EventLog, EventRecord, VideoSettings, VideoWriter};
 use crate::source::SourceSpec;
 use crate::track::lifecycle::FALLBACK_FPS;
 use crate::track::{
@@ -44,8 +44,10 @@ pub(super) struct PostStage {
     pub rx: Receiver<Processed>,
     pub tracker: Tracker,
     pub event_log: Arc<Mutex<EventLog>>,
-    /// Starts every event id of the source (see [`event_id_prefix`]).
+    /// Starts every event id of the source: `<source>-r<run>` ([`crate::sink::run::Run::event_id_prefix`]).
     pub event_id_prefix: String,
+    /// This run's number in the output directory, for naming the annotated video when an earlier run's is there.
+    pub run_number: u64,
     /// The clip writer, told of every frame and event; without one every event's `clips.status` is `none`.
     pub clip_sink: Option<Box<dyn ClipSink + Send>>,
     pub queries: Vec<StandingQuery>,
@@ -83,18 +85,6 @@ pub(super) fn tracker_settings_for_events(
         query_high_scores: queries.iter().map(|q| q.threshold).collect(),
         ..base.clone()
     }
-}
-
-/// The prefix of a source's event ids: its short name. A live source adds the run's start time
-/// (`gate-20231114T221320Z`), so that the ids, and the clip files named after them, of a restarted service
-/// never collide with those of the run before; a file's ids stay the same on every run.
-pub(super) fn event_id_prefix(spec: &SourceSpec, run_started: SystemTime) -> String {
-    if !spec.is_live() {
-        return spec.short_name.clone();
-    }
-    // 2023-11-14T22:13:20.000Z → 20231114T221320Z
-    let stamp: String = format_rfc3339_utc(run_started)[..19].chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-    format!("{}-{stamp}Z", spec.short_name)
 }
 
 /// The post stage's [`EventSink`]: each notification goes to the clip writer (when there is one) and then, as a
@@ -230,7 +220,7 @@ impl PostStage {
                         format: full.format,
                         ..VideoSettings::new(full.width, full.height, n, d)
                     };
-                    match VideoWriter::create(&dir.join("annotated.mp4"), video_settings) {
+                    match VideoWriter::create(&annotated_path(&dir, self.run_number), video_settings) {
                         Ok(w) => {
                             info!(source = %self.spec.display, encoder = %w.encoder(), "annotated video started");
                             stats.encoder = Some(w.encoder().to_string());
@@ -311,6 +301,13 @@ impl PostStage {
         }
         stats
     }
+}
+
+/// `<dir>/annotated.mp4`, or `<dir>/annotated-r<run>.mp4` when an earlier run's annotated video is there: a
+/// run never replaces another's.
+fn annotated_path(dir: &std::path::Path, run_number: u64) -> PathBuf {
+    let first = dir.join("annotated.mp4");
+    if first.exists() { dir.join(format!("annotated-r{run_number}.mp4")) } else { first }
 }
 
 /// A frame rate as a GStreamer fraction (29.97 → 30000/1001).

@@ -51,7 +51,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Sender, bounded};
 use gstreamer as gst;
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::disk::WriteFailures;
 use super::events::{Clips, ClipsRecord, ClipsStatus, EventLog};
@@ -263,8 +263,8 @@ impl ClipWriter {
     }
 
     /// The recorder (the [`super::events::ClipSink`]) of one source: `tap` is the source's packet tap, `out_dir` the run's
-    /// output directory, `queries` the (text, label) of every query. Removes stale `.part` files of an earlier
-    /// run from `<out_dir>/<short_name>`.
+    /// output directory, `queries` the (text, label) of every query. (Stale `.part` files of an earlier run are
+    /// removed at the start of the run, by [`crate::sink::run::remove_stale_parts`].)
     pub fn recorder(
         &self,
         tap: Arc<PacketTap>,
@@ -274,7 +274,6 @@ impl ClipWriter {
         queries: Vec<(String, String)>,
     ) -> ClipRecorder {
         let dir = out_dir.join(short_name);
-        remove_stale_parts(&dir);
         ClipRecorder {
             tap,
             senders: self.senders.clone(),
@@ -307,34 +306,5 @@ impl ClipWriter {
             }
         }
         self.outputs.stats.snapshot()
-    }
-}
-
-/// Removes `.*.part` files (temporary names of clips and evidence) left in `dir` by a run that crashed.
-fn remove_stale_parts(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with('.') && name.ends_with(".part") {
-            match std::fs::remove_file(e.path()) {
-                Ok(()) => info!(file = %e.path().display(), "removed a partial clip left by an earlier run"),
-                Err(error) => warn!(file = %e.path().display(), %error, "could not remove a stale partial clip"),
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stale_parts_are_removed_and_whole_files_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(".a.mp4.part"), b"x").unwrap();
-        std::fs::write(dir.path().join("a.mp4"), b"x").unwrap();
-        remove_stale_parts(dir.path());
-        assert!(!dir.path().join(".a.mp4.part").exists() && dir.path().join("a.mp4").exists());
     }
 }

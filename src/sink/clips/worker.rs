@@ -145,7 +145,7 @@ impl Worker {
         // On disk before it gets its final name, so that not even a power cut leaves a broken file under it.
         match r.part.finish() {
             Ok(_) => Ok(()),
-            Err(e @ PartError::Rename { .. }) => Err(e.to_string()),
+            Err(e @ (PartError::Rename { .. } | PartError::Exists { .. })) => Err(e.to_string()),
             Err(e) => Err(format!("writing {} failed: {e}", final_path.display())),
         }
     }

@@ -257,6 +257,9 @@ fn part_error(what: &'static str, path: &Path, e: PartError) -> EvidenceError {
         PartError::CreateDir { dir, error } => (dir, error),
         PartError::Create { part, error } => (part, error),
         PartError::Sync { error, .. } | PartError::Rename { error, .. } => (path.to_path_buf(), error),
+        PartError::Exists { path } => {
+            (path, io::Error::new(io::ErrorKind::AlreadyExists, "already exists and is never overwritten"))
+        }
     };
     EvidenceError::Write { what, path, error }
 }
