@@ -10,6 +10,7 @@
 //! annotate = true             # default false
 //! clips = true                # each event's clip and evidence in dir/<source>/ (default true)
 //! max_open_clips = 16         # clips recorded at once; past it an event's clip fails at once (default 16)
+//! shutdown_timeout_s = 30     # the longest a stop waits for clips, evidence and alerts (default 30)
 //! evidence = true             # crop clip, snapshots and sidecar of each clip (default true)
 //!
 //! [inference]
@@ -134,6 +135,11 @@ pub struct OutputConfig {
     /// Make each clip's evidence: the cropped clip, the snapshots and the sidecar. Default true; false writes
     /// only the full-frame clip (cheaper when events are many).
     pub evidence: Option<bool>,
+    /// The longest a stop (Ctrl-C, SIGTERM, `--max-seconds`) waits for what is still open: queued frames, clips
+    /// and their evidence, alerts. What is not finished by then is recorded as not finished (its `clips` line
+    /// says so; undelivered alerts stay in the spool). Default [`crate::watch::DEFAULT_SHUTDOWN_TIMEOUT_S`] (30);
+    /// keep systemd's `TimeoutStopSec` above it.
+    pub shutdown_timeout_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -278,6 +284,13 @@ impl Config {
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let invalid = |message: String| ConfigError::Invalid { path: path.to_path_buf(), message };
+        if let Some(t) = self.output.shutdown_timeout_s
+            && !(t.is_finite() && (0.0..=86_400.0).contains(&t))
+        {
+            return Err(invalid(format!(
+                "[output] shutdown_timeout_s = {t} is out of range; give seconds from 0 to 86400"
+            )));
+        }
         for q in &self.queries {
             if q.text.trim().is_empty() {
                 return Err(invalid("a [[query]] has an empty text".into()));

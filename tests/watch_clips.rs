@@ -537,3 +537,63 @@ fn a_second_run_into_the_same_directory_overwrites_nothing_and_repeats_no_id() {
         after.keys()
     );
 }
+
+/// A stop is bounded by `[output] shutdown_timeout_s`: at 0 s nothing waits, every open event still gets its
+/// `end` and its `clips` line, each clip not finished says so, no `.part` is left, and what is left is reported
+/// while it drains.
+#[test]
+fn a_stop_is_bounded_by_shutdown_timeout_and_says_what_was_not_finished() {
+    let out = tempfile::tempdir().unwrap();
+    let long = out.path().join("long.mp4");
+    make_clip(&long, 6000, "smpte", "x264enc speed-preset=ultrafast key-int-max=25 ! mp4mux");
+    let config = write_config(
+        out.path(),
+        "[output]\nshutdown_timeout_s = 0\n\n[[query]]\ntext = \"a test pattern\"\nthreshold = 0.2\n",
+    );
+    let run = out.path().join("run");
+    let mut child = watch_cmd(&long, &config, &run)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !lines(&run).iter().any(|l| l["type"] == "start") {
+        assert!(child.try_wait().unwrap().is_none(), "lookout ended before any event");
+        assert!(Instant::now() < deadline, "no start line within 120 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "lookout did not stop within 60 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(stderr.contains("stopping: what is still open is finished within 0 s"), "{stderr}");
+    let all = lines(&run);
+    let starts: Vec<&Value> = all.iter().filter(|l| l["type"] == "start").collect();
+    let mut not_finished = 0;
+    for start in &starts {
+        let id = &start["event_id"];
+        assert!(all.iter().any(|l| l["type"] == "end" && &l["event_id"] == id), "{id} has no end");
+        let fin = all.iter().find(|l| l["type"] == "clips" && &l["event_id"] == id);
+        let fin = fin.unwrap_or_else(|| panic!("{id} has no clips line"));
+        if fin["clips"]["status"] == "failed" {
+            let error = fin["clips"]["error"].as_str().unwrap();
+            if error.contains("shutdown_timeout_s") {
+                not_finished += 1;
+                if fin["clips"]["clip"].is_null() {
+                    assert!(!run.join(format!("long/{}.mp4", id.as_str().unwrap())).exists(), "{fin}");
+                }
+            }
+        }
+    }
+    assert!(not_finished > 0, "with no time to finish, some clip is recorded as not finished: {all:#?}");
+    no_part_files(&run.join("long"));
+}

@@ -211,6 +211,9 @@ pub fn run(common: &Common, args: WatchArgs) -> anyhow::Result<ExitCode> {
                 .transpose()
                 .map_err(UsageError)?,
         },
+        shutdown_timeout: Duration::from_secs_f64(
+            config.output.shutdown_timeout_s.unwrap_or(lookout::watch::DEFAULT_SHUTDOWN_TIMEOUT_S),
+        ),
         ..WatchSettings::default()
     };
 
@@ -315,7 +318,11 @@ fn progress_bar(specs: &[SourceSpec], progress: Arc<watch::Progress>) -> Option<
         .spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 b.set_position(progress.frames_processed.load(Ordering::Relaxed));
-                b.set_message(format!("events {}", progress.events.load(Ordering::Relaxed)));
+                let events = progress.events.load(Ordering::Relaxed);
+                b.set_message(match progress.clips_pending.load(Ordering::Relaxed) {
+                    0 => format!("events {events}"),
+                    n => format!("events {events}, finishing: {n} clips being written"),
+                });
                 std::thread::sleep(Duration::from_millis(200));
             }
         })

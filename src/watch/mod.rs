@@ -25,6 +25,7 @@
 //! renamed into place, every open event gets its `end` line with `reason: shutdown` and its clip is finished at
 //! the last packet received); the caller exits at once on the second. When a file simply ends, open events end with `reason: eos`.
 
+mod drain;
 mod infer;
 mod post;
 pub mod stats;
@@ -53,6 +54,7 @@ use crate::source::{
 };
 use crate::source::{PacketTap, RingSettings};
 use crate::track::{Tracker, TrackerSettings};
+use drain::{Drain, DrainSettings};
 use infer::{InferStage, InferStats, QueryBands};
 use post::{PostStage, PostStats, tracker_settings_for_events};
 use stats::LatencySummary;
@@ -128,7 +130,14 @@ pub struct WatchSettings {
     /// Each event's clip (`<out>/<source>/<event-id>.mp4`, pre-roll to post-roll) and evidence. Default: off
     /// here; the `watch` command turns it on unless `--no-clips`.
     pub clips: Option<ClipSettings>,
+    /// The longest a stop waits for what is open (clips, evidence, alerts) once it is seen. Default
+    /// [`DEFAULT_SHUTDOWN_TIMEOUT_S`]; `[output] shutdown_timeout_s`.
+    pub shutdown_timeout: Duration,
 }
+
+/// Default [`WatchSettings::shutdown_timeout`], in seconds. `deploy/lookout.service` stops the service after
+/// `TimeoutStopSec=90s`, well above it (a test keeps it so).
+pub const DEFAULT_SHUTDOWN_TIMEOUT_S: f64 = 30.0;
 
 impl Default for WatchSettings {
     fn default() -> Self {
@@ -150,6 +159,7 @@ impl Default for WatchSettings {
             alerts: None,
             retention: None,
             clips: None,
+            shutdown_timeout: Duration::from_secs_f64(DEFAULT_SHUTDOWN_TIMEOUT_S),
         }
     }
 }
@@ -162,6 +172,8 @@ pub struct Progress {
     /// Rounds of the inference loop, including rounds without frames: the systemd watchdog is fed while it moves,
     /// so cameras that are down do not cause restarts, but a stuck inference does.
     pub infer_rounds: std::sync::atomic::AtomicU64,
+    /// Clips still being written, once the last frame is processed or a stop began (0 before).
+    pub clips_pending: std::sync::atomic::AtomicU64,
 }
 
 /// Runs `watch` until every file has ended, `max_duration` passed, or a stop was requested on `shutdown`.
@@ -390,6 +402,14 @@ pub fn run(
         .spawn(move || infer.run())
         .map_err(|error| WatchError::Thread { name: "infer".into(), error })?;
 
+    let drain = Drain::spawn(DrainSettings {
+        shutdown: shutdown.clone(),
+        max_duration: settings.max_duration,
+        started,
+        timeout: settings.shutdown_timeout,
+        clips: clip_writer.as_ref().map(|w| (w.stats_handle(), w.stop_deadline())),
+        progress: progress.clone(),
+    });
     let infer_stats = infer_thread.join().unwrap_or_else(|_| {
         warn!("inference thread panicked");
         InferStats::default()
@@ -411,7 +431,9 @@ pub fn run(
             })
         })
         .collect();
-    // Every recorder is gone with its post thread: the workers finish the queued clips (each with a deadline).
+    drain.frames_done.store(true, std::sync::atomic::Ordering::Relaxed);
+    // Every recorder is gone with its post thread: the workers finish the queued clips (each with a deadline, and
+    // all of them by the stop's deadline when there is a stop).
     let clips = clip_writer.map(ClipWriter::finish).map(|mut c| {
         for tap in taps.iter().flatten() {
             c.dropped_packets += tap.dropped_packets.load(std::sync::atomic::Ordering::Relaxed);
@@ -419,12 +441,15 @@ pub fn run(
         }
         c
     });
+    let stop_deadline = drain.finish();
     // Every post thread and clip worker is done, so this is the last reference: deliver what can be delivered in time; the rest
     // stays in the spool for the next start.
     if let Some(alerter) = alerter.and_then(|a| Arc::try_unwrap(a).ok()) {
         let drain =
             settings.alerts.as_ref().map_or(Duration::from_secs(5), |a| Duration::from_millis(a.shutdown_timeout_ms));
-        let timeout = if shutdown.is_aborting() { Duration::ZERO } else { drain };
+        // Within what is left of the stop's limit.
+        let left = stop_deadline.map_or(drain, |d| d.saturating_duration_since(Instant::now()));
+        let timeout = if shutdown.is_aborting() { Duration::ZERO } else { drain.min(left) };
         let stats = alerter.stats();
         let spooled: u64 = stats.destinations.iter().map(|d| d.spool_entries).sum();
         let unsent = alerter.unsent();

@@ -48,6 +48,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use crossbeam_channel::{Sender, bounded};
 use gstreamer as gst;
@@ -126,6 +127,22 @@ impl Default for ClipSettings {
     }
 }
 
+/// When a stop must be over, shared by the clip workers and whoever begins the stop. Unset while running.
+#[derive(Debug, Clone, Default)]
+pub struct StopDeadline(Arc<Mutex<Option<Instant>>>);
+
+impl StopDeadline {
+    /// Sets the deadline (the first one set stays).
+    pub fn set(&self, deadline: Instant) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(deadline);
+    }
+
+    /// The deadline, once a stop has begun.
+    pub fn get(&self) -> Option<Instant> {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// Errors of the clip writer.
 #[derive(Debug, thiserror::Error)]
 pub enum ClipError {
@@ -141,6 +158,8 @@ const NO_SPACE: &str = "disk full";
 /// Where the finished lines go: the event log (always), and the alerter (when there is one).
 #[derive(Clone)]
 struct Outputs {
+    /// Set when a stop begins: past it a clip still to be finished is recorded as not finished, at once.
+    deadline: StopDeadline,
     log: Arc<Mutex<EventLog>>,
     alerter: Option<Arc<crate::sink::alerts::Alerter>>,
     stats: Arc<ClipStats>,
@@ -149,6 +168,11 @@ struct Outputs {
 }
 
 impl Outputs {
+    /// The stop's deadline, if a stop has begun.
+    fn deadline(&self) -> Option<Instant> {
+        self.deadline.get()
+    }
+
     /// Writes the final `clips` line of an event, then alerts it (events.jsonl first, the source of truth).
     fn write(&self, short_name: &str, record: &ClipsRecord, snapshot: Option<&[u8]>) {
         match record.clips.status {
@@ -237,7 +261,13 @@ impl ClipWriter {
     ) -> Result<Self, ClipError> {
         gst::init().map_err(|e| ClipError::GstInit(e.to_string()))?;
         let settings = Arc::new(settings);
-        let outputs = Outputs { log, alerter, stats: Arc::new(ClipStats::default()), write_failures };
+        let outputs = Outputs {
+            deadline: StopDeadline::default(),
+            log,
+            alerter,
+            stats: Arc::new(ClipStats::default()),
+            write_failures,
+        };
         let mut senders = Vec::new();
         let mut threads = Vec::new();
         // A clip in flight has at most one Start and one Finish waiting, and at most `max_open_clips` are in
@@ -255,6 +285,18 @@ impl ClipWriter {
             threads.push((name, handle));
         }
         Ok(ClipWriter { settings, senders, threads, outputs, next_id: Arc::new(AtomicU64::new(0)) })
+    }
+
+    /// The handle that begins a stop: once its deadline is set, a clip whose turn comes after it is recorded as
+    /// not finished at once (its `clips` line is `failed` and says so, its `.part` removed), and no clip or
+    /// evidence waits past it.
+    pub fn stop_deadline(&self) -> StopDeadline {
+        self.outputs.deadline.clone()
+    }
+
+    /// The counters, live: for reporting what is left while a stop drains.
+    pub fn stats_handle(&self) -> Arc<ClipStats> {
+        self.outputs.stats.clone()
     }
 
     /// The settings in use.

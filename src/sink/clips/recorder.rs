@@ -314,6 +314,7 @@ mod tests {
         let tap = PacketTap::new(crate::source::RingSettings::default());
         let settings = Arc::new(settings);
         let outputs = Outputs {
+            deadline: crate::sink::clips::StopDeadline::default(),
             log,
             alerter: None,
             stats: Arc::new(ClipStats::default()),

@@ -18,6 +18,9 @@ use crate::gst::bus::{self, WaitError};
 use crate::gst::part::{PartError, PartFile, PartName};
 use crate::sink::events::{Clips, ClipsRecord, ClipsStatus};
 
+/// Why a clip or its evidence was left unfinished when a stop ran out of time.
+const STOP_LIMIT: &str = "the stop's time limit ([output] shutdown_timeout_s) ran out first";
+
 /// A clip pipeline being fed.
 pub(super) struct Running {
     pipeline: gst::Pipeline,
@@ -75,6 +78,9 @@ impl Worker {
     }
 
     fn finish(&mut self, mut job: FinishJob) {
+        if self.outputs.deadline().is_some_and(|d| Instant::now() >= d) {
+            return self.not_finished(job);
+        }
         if !self.running.contains_key(&job.id) {
             self.start(StartJob { id: job.id, feed: job.feed.clone(), out: job.out.clone() });
         }
@@ -110,7 +116,12 @@ impl Worker {
                 clips.status = ClipsStatus::Written;
                 let clip_start_s = first_pts_ns.map_or(0.0, |ns| ns as f64 / 1e9 + job.offset_s);
                 debug!(event = %job.record.event_id, clip_start_s, "clip written");
-                if self.settings.make_evidence {
+                if self.settings.make_evidence && self.outputs.deadline().is_some_and(|d| Instant::now() >= d) {
+                    // The full clip is whole; what is made from it would go past the stop's limit.
+                    (clips.crop_clip, clips.snapshot, clips.crop_snapshot, clips.sidecar) = (None, None, None, None);
+                    clips.status = ClipsStatus::Failed;
+                    clips.error = Some(format!("the clip is written, its evidence is not: {STOP_LIMIT}"));
+                } else if self.settings.make_evidence {
                     snapshot = self.evidence(&job, &final_path, clip_start_s, &mut clips);
                     // Its decoder and encoder are gone: what they freed goes back to the system.
                     crate::memory::release_free_heap();
@@ -132,10 +143,31 @@ impl Worker {
         self.outputs.write(&job.short_name, &record, snapshot.as_deref());
     }
 
+    /// A stop's limit came before this clip's turn: nothing is written (its `.part` goes with its pipeline), and
+    /// the `clips` line says it was not finished.
+    fn not_finished(&mut self, mut job: FinishJob) {
+        if let Some(r) = self.running.remove(&job.id) {
+            r.abandon();
+        }
+        let _ = job.feed.finish();
+        drop(job.slot.take());
+        let mut clips = job.planned.clone();
+        (clips.clip, clips.crop_clip, clips.snapshot, clips.crop_snapshot, clips.sidecar) =
+            (None, None, None, None, None);
+        clips.status = ClipsStatus::Failed;
+        clips.error = Some(format!("not finished: {STOP_LIMIT}"));
+        warn!(event = %job.record.event_id, "clip not finished before the stop's time limit");
+        let record = ClipsRecord { clips, ..job.record };
+        self.outputs.write(&job.short_name, &record, None);
+    }
+
     /// EOS, wait for the muxer, rename into place.
     fn complete(&self, r: Running, appsrc: &gst_app::AppSrc, final_path: &Path) -> Result<(), String> {
         let _ = appsrc.end_of_stream();
-        let deadline = Instant::now() + Duration::from_millis(self.settings.finish_timeout_ms);
+        let mut deadline = Instant::now() + Duration::from_millis(self.settings.finish_timeout_ms);
+        if let Some(stop) = self.outputs.deadline() {
+            deadline = deadline.min(stop);
+        }
         let outcome = wait_eos(&r.pipeline, deadline);
         let _ = r.pipeline.set_state(gst::State::Null);
         if let Err(e) = outcome {
