@@ -110,7 +110,8 @@ fn watch(
             let due = next_report.is_none_or(|t| now >= t);
             if left > 0 && due {
                 let limit = deadline.map(|d| format!(", {:.0} s left", d.saturating_duration_since(now).as_secs_f64()));
-                info!("finishing: {left} clips being written ({written} written so far{})", limit.unwrap_or_default());
+                let clips = if left == 1 { "clip" } else { "clips" };
+                info!("finishing: {left} {clips} being written ({written} written so far{})", limit.unwrap_or_default());
                 next_report = Some(now + REPORT_EVERY);
             }
         }
