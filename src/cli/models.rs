@@ -8,8 +8,6 @@ use clap::{Args, Subcommand};
 
 use lookout::models::{self, CacheStatus, FetchOptions, Manifest, OnMissing, Progress};
 
-use super::Common;
-
 #[derive(Debug, Args)]
 pub struct ModelsArgs {
     #[command(subcommand)]
@@ -44,9 +42,9 @@ pub enum ModelsCommand {
     Prepare(super::prepare::PrepareArgs),
 }
 
-pub fn run(common: &Common, args: ModelsArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: ModelsArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        ModelsCommand::Prepare(args) => super::prepare::run(common, args),
+        ModelsCommand::Prepare(args) => super::prepare::run(args),
         ModelsCommand::List { json } => {
             let listed = models::list()?;
             if json {

@@ -16,7 +16,7 @@ use lookout::shutdown::{Level, Shutdown};
 use lookout::source::{ReconnectSettings, SourceSpec, probe_media};
 use lookout::watch::{self, WatchSettings};
 
-use super::{Common, UsageError};
+use super::{ModelArgs, QueryArgs, UsageError, values};
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
@@ -24,65 +24,76 @@ pub struct WatchArgs {
     /// cameras (csi://0, csi://1?width=1280&height=720&framerate=60).
     #[arg(value_name = "SOURCE")]
     pub sources: Vec<String>,
-    /// Output directory: events.jsonl, summary.json, and <source>/ (the events' clips, annotated.mp4).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Write <out>/<source>/annotated.mp4 with boxes, labels, track ids, scores and time.
-    #[arg(long)]
-    pub annotate: bool,
-    /// Infer every Nth frame; the tracker carries the boxes in between.
-    #[arg(long, value_name = "N", conflicts_with = "fps")]
-    pub every: Option<u32>,
-    /// Infer at most F frames per second of each source.
-    #[arg(long, value_name = "F")]
-    pub fps: Option<f64>,
-    /// Score threshold for the -q queries (0..1).
-    #[arg(long, value_name = "T")]
-    pub threshold: Option<f32>,
     /// A TOML config (sources, queries with labels, thresholds and sources, output, reconnect limits).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Pipeline template: auto, a built-in name (generic, jetson) or a template file.
-    #[arg(long, value_name = "NAME|FILE")]
-    pub pipeline: Option<String>,
-    /// Stop (and drain) after this many seconds.
-    #[arg(long, value_name = "S")]
+    /// Stop (and drain) after this many seconds [default: at the end of the files; never for a live source]
+    #[arg(long, value_name = "S", allow_negative_numbers = true, value_parser = values::positive)]
     pub max_seconds: Option<f64>,
+    #[command(flatten)]
+    pub query: QueryArgs,
+    /// Score threshold (0 to 1) for the -q queries [default: 0.2; 0.65 with the test model]
+    #[arg(long, value_name = "T", help_heading = "Queries", allow_negative_numbers = true,
+          value_parser = values::unit_interval)]
+    pub threshold: Option<f32>,
+    /// Infer every Nth frame; the tracker carries the boxes in between [default: [inference] every of --config,
+    /// else 1]
+    #[arg(long, value_name = "N", help_heading = "Inference", conflicts_with = "fps",
+          allow_negative_numbers = true, value_parser = values::at_least_one_u32)]
+    pub every: Option<u32>,
+    /// Infer at most F frames per second of each source [default: [inference] fps of --config, else off: every
+    /// frame, or every Nth with --every]
+    #[arg(long, value_name = "F", help_heading = "Inference", allow_negative_numbers = true,
+          value_parser = values::positive)]
+    pub fps: Option<f64>,
+    /// Pipeline template: auto, a built-in name (generic, jetson) or a template file [default: auto]
+    #[arg(long, value_name = "NAME|FILE", help_heading = "Inference")]
+    pub pipeline: Option<String>,
+    /// Output directory: events.jsonl, summary.json, and <source>/ (the events' clips, annotated.mp4)
+    /// [default: [output] dir of --config, else out]
+    #[arg(long, value_name = "DIR", help_heading = "Output")]
+    pub out: Option<PathBuf>,
+    /// Write <out>/<source>/annotated.mp4 with boxes, labels, track ids, scores and time.
+    #[arg(long, help_heading = "Output")]
+    pub annotate: bool,
+    /// Write no clips: by default each event gets <out>/<source>/<event-id>.mp4, from its pre-roll to its
+    /// post-roll, cut from the source's own encoded video (and its evidence).
+    #[arg(long, help_heading = "Output")]
+    pub no_clips: bool,
     /// Leave the wall-clock time out of events (for byte-identical replays).
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     pub no_wall_time: bool,
     /// Print the summary as JSON on stdout.
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     pub json: bool,
     /// Republish the annotated video of each source at rtsp://ADDR:PORT/<source> (PORT alone: on 127.0.0.1).
-    #[arg(long, value_name = "[ADDR:]PORT")]
+    #[arg(long, value_name = "[ADDR:]PORT", help_heading = "Output")]
     pub serve_rtsp: Option<String>,
     /// Publish every event to this MQTT broker (mqtt://[user:pass@]HOST[:PORT], QoS 1, topics lookout/<source>/events
     /// and lookout/available). Alerts wait in <out>/alert-spool while the broker is down. Replaces the url of
     /// [alerts.mqtt] in --config, keeping its other settings.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", help_heading = "Alerts")]
     pub mqtt: Option<String>,
     /// POST every event as JSON to this URL (repeatable), with retries; spooled while it is down. Added to the
     /// [[alerts.webhooks]] of --config.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", help_heading = "Alerts")]
     pub webhook: Vec<String>,
     /// Keep the output directory under this many GB (10^9 bytes), deleting the oldest clips and snapshots first
-    /// (never events.jsonl). Overrides [retention] max_disk_gb.
-    #[arg(long, value_name = "GB")]
+    /// (never events.jsonl). Overrides [retention] max_disk_gb [default: no limit]
+    #[arg(long, value_name = "GB", help_heading = "Retention", allow_negative_numbers = true)]
     pub max_disk_gb: Option<f64>,
-    /// Delete clips and snapshots older than this many days. Overrides [retention] max_age_days.
-    #[arg(long, value_name = "DAYS")]
+    /// Delete clips and snapshots older than this many days. Overrides [retention] max_age_days [default: keep]
+    #[arg(long, value_name = "DAYS", help_heading = "Retention", allow_negative_numbers = true)]
     pub max_age_days: Option<f64>,
-    /// Write no clips: by default each event gets <out>/<source>/<event-id>.mp4, from its pre-roll to its
-    /// post-roll, cut from the source's own encoded video (and its evidence).
-    #[arg(long)]
-    pub no_clips: bool,
     /// Decode and track without running the model (to measure the video pipeline alone).
     #[arg(long, hide = true)]
     pub decode_only: bool,
+    #[command(flatten)]
+    pub model: ModelArgs,
 }
 
-pub fn run(common: &Common, args: WatchArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
+    let common = &args.model;
     let config = match &args.config {
         Some(path) => Config::load(path).map_err(|e| UsageError(e.to_string()))?,
         None => Config::default(),
@@ -90,7 +101,7 @@ pub fn run(common: &Common, args: WatchArgs) -> anyhow::Result<ExitCode> {
 
     // Queries: -q first, then the config's.
     let mut queries: Vec<StandingQuery> =
-        common.queries.iter().map(|q| StandingQuery::from_text(q, args.threshold)).collect();
+        args.query.queries.iter().map(|q| StandingQuery::from_text(q, args.threshold)).collect();
     queries.extend(config.standing_queries());
     if queries.is_empty() {
         return Err(UsageError(

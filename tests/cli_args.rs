@@ -1,0 +1,158 @@
+//! The command line as a user meets it: each option in the help of the subcommands it applies to, under a
+//! heading, with its default; bad values refused on one line naming the flag, with exit code 2.
+
+mod common;
+
+use std::process::{Command, Output};
+
+fn lookout(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env("LOOKOUT_CACHE", std::env::temp_dir().join("lookout-test-cache-empty"))
+        .output()
+        .expect("run lookout")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The help text of `args --help`.
+fn help(args: &[&str]) -> String {
+    let mut a = args.to_vec();
+    a.push("--help");
+    let o = lookout(&a);
+    assert!(o.status.success(), "{args:?} --help: {}", stderr(&o));
+    stdout(&o)
+}
+
+/// The help line of `flag` (the line that starts with it, after the short form if any).
+fn help_line<'a>(text: &'a str, flag: &str) -> &'a str {
+    text.lines()
+        .find(|l| {
+            l.trim_start().starts_with('-')
+                && l.trim_start().split([' ', ',']).any(|w| w.trim_end_matches("...") == flag)
+        })
+        .unwrap_or_else(|| panic!("no line for {flag} in:\n{text}"))
+}
+
+/// Whether `text` lists `flag` as an option (a line that starts with it, or with its short form).
+fn has_flag(text: &str, flag: &str) -> bool {
+    text.lines().any(|l| {
+        l.trim_start().starts_with('-') && l.trim_start().split([' ', ',']).any(|w| w.trim_end_matches("...") == flag)
+    })
+}
+
+#[test]
+fn model_options_show_only_where_a_model_runs() {
+    for args in [&["models"][..], &["models", "list"], &["models", "info"], &["pipelines"], &["retention"], &[]] {
+        let h = help(args);
+        for flag in ["--query", "--model", "--device", "--trt-fp16", "--trt-cache", "--layout", "--intra-threads"] {
+            assert!(!has_flag(&h, flag), "`lookout {} --help` shows {flag}:\n{h}", args.join(" "));
+        }
+        assert!(has_flag(&h, "--verbose"), "logging flags are everywhere");
+    }
+    for args in [&["locate"][..], &["watch"], &["models", "prepare"]] {
+        let h = help(args);
+        for flag in ["--model", "--device", "--trt-fp16", "--layout", "--intra-threads"] {
+            assert!(has_flag(&h, flag), "`lookout {} --help` lacks {flag}", args.join(" "));
+        }
+    }
+    assert!(has_flag(&help(&["locate"]), "--query") && has_flag(&help(&["watch"]), "--query"));
+    assert!(!has_flag(&help(&["models", "prepare"]), "--query"));
+    // `pipelines show` needs the model only for its input size.
+    let h = help(&["pipelines", "show"]);
+    assert!(has_flag(&h, "--model") && !has_flag(&h, "--device") && !has_flag(&h, "--query"), "{h}");
+}
+
+#[test]
+fn options_are_grouped_under_headings() {
+    let h = help(&["watch"]);
+    let headings: Vec<&str> = h.lines().filter(|l| !l.starts_with(' ') && l.ends_with(':')).collect();
+    for want in
+        ["Queries:", "Inference:", "Output:", "Alerts:", "Retention:", "Model:", "Device:", "TensorRT:", "Logging:"]
+    {
+        assert!(headings.contains(&want), "watch --help has no heading {want}: {headings:?}");
+    }
+    // Each flag sits under its heading.
+    let under = |flag: &str| {
+        let mut heading = "";
+        for l in h.lines() {
+            if !l.starts_with(' ') && l.ends_with(':') {
+                heading = l;
+            } else if l.trim_start().split([' ', ',']).any(|w| w == flag) {
+                return heading;
+            }
+        }
+        panic!("{flag} not in watch --help");
+    };
+    assert_eq!(under("--threshold"), "Queries:");
+    assert_eq!(under("--every"), "Inference:");
+    assert_eq!(under("--out"), "Output:");
+    assert_eq!(under("--mqtt"), "Alerts:");
+    assert_eq!(under("--max-disk-gb"), "Retention:");
+    assert_eq!(under("--device"), "Device:");
+    assert_eq!(under("--trt-max-batch"), "TensorRT:");
+}
+
+#[test]
+fn every_default_is_shown() {
+    let h = help(&["watch"]);
+    for flag in ["--out", "--threshold", "--every", "--fps", "--max-seconds", "--model", "--intra-threads"] {
+        assert!(help_line(&h, flag).contains("[default: "), "watch {flag}: {}", help_line(&h, flag));
+    }
+    assert!(help_line(&h, "--out").contains("else out]"));
+    assert!(help_line(&h, "--threshold").contains("0.2; 0.65 with the test model"));
+    let h = help(&["locate"]);
+    for flag in ["--out", "--threshold", "--top-k", "--nms-iou"] {
+        assert!(help_line(&h, flag).contains("[default: "), "locate {flag}: {}", help_line(&h, flag));
+    }
+    assert!(help_line(&h, "--out").contains("[default: out]"));
+}
+
+/// Refused on one line that names the flag, with exit code 2, before any model loads.
+fn refused<S: AsRef<str> + std::fmt::Debug>(args: &[S], names: &str) {
+    let o = lookout(&args.iter().map(AsRef::as_ref).collect::<Vec<_>>());
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: one line:\n{err}");
+    assert!(err.starts_with("error: ") && err.contains(names), "{args:?}: {err}");
+}
+
+#[test]
+fn bad_numbers_are_refused_with_exit_code_2() {
+    let bikes = common::fixture("bikes.mp4").display().to_string();
+    let coffee = common::fixture("coffee.png").display().to_string();
+    let watch = |extra: &[&'static str]| {
+        let mut a = vec!["watch".to_string(), bikes.clone(), "-q".into(), "a bike".into()];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let locate = |extra: &[&'static str]| {
+        let mut a = vec!["locate".to_string(), coffee.clone(), "-q".into(), "a cup".into()];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    refused(&watch(&["--threshold", "1.5"]), "'--threshold <T>': must be between 0 and 1");
+    // A negative number is a value, not a flag, and is refused as a value.
+    refused(&watch(&["--threshold", "-0.1"]), "invalid value '-0.1' for '--threshold <T>'");
+    refused(&locate(&["--threshold", "-0.1"]), "invalid value '-0.1' for '--threshold <T>'");
+    refused(&locate(&["--threshold", "1.5"]), "'--threshold <T>'");
+    refused(&watch(&["--every", "0"]), "'--every <N>': must be a whole number, 1 or more");
+    refused(&watch(&["--every", "-3"]), "'--every <N>'");
+    refused(&watch(&["--fps", "0"]), "'--fps <F>'");
+    refused(&watch(&["--max-seconds", "0"]), "'--max-seconds <S>': must be a number more than 0");
+    refused(&watch(&["--max-seconds", "-5"]), "'--max-seconds <S>'");
+    refused(&locate(&["--top-k", "0"]), "'--top-k <K>': must be a whole number, 1 or more");
+    refused(&locate(&["--nms-iou", "0"]), "'--nms-iou <IOU>': must be more than 0 and at most 1");
+    refused(&locate(&["--nms-iou", "1.5"]), "'--nms-iou <IOU>'");
+    refused(&locate(&["--nms-iou", "-0.2"]), "'--nms-iou <IOU>'");
+    // clap's own refusals are one line too.
+    refused(&["locate"], "<IMAGE>");
+    refused(&watch(&["--no-such-flag"]), "'--no-such-flag'");
+}
