@@ -156,3 +156,15 @@ fn bad_numbers_are_refused_with_exit_code_2() {
     refused(&["locate"], "<IMAGE>");
     refused(&watch(&["--no-such-flag"]), "'--no-such-flag'");
 }
+
+#[test]
+fn watch_without_arguments_says_both_sources_and_queries_are_missing() {
+    let o = lookout(&["watch"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: no sources and no queries:") && err.contains("-q"), "{err}");
+    // One of the two missing: that one is named.
+    let o = lookout(&["watch", "-q", "a bike"]);
+    assert!(stderr(&o).starts_with("error: no sources:"), "{}", stderr(&o));
+}

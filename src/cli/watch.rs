@@ -103,11 +103,23 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
     let mut queries: Vec<StandingQuery> =
         args.query.queries.iter().map(|q| StandingQuery::from_text(q, args.threshold)).collect();
     queries.extend(config.standing_queries());
-    if queries.is_empty() {
-        return Err(UsageError(
-            "no queries: give at least one with -q \"a person on the ground\" or a [[query]] in --config".into(),
-        )
-        .into());
+    let no_sources = args.sources.is_empty() && config.sources.is_empty();
+    match (no_sources, queries.is_empty()) {
+        (true, true) => {
+            return Err(UsageError(
+                "no sources and no queries: give video files, rtsp:// URLs or /dev/videoN, and what to find with \
+                 -q \"a person on the ground\" (or [[source]] and [[query]] in --config)"
+                    .into(),
+            )
+            .into());
+        }
+        (false, true) => {
+            return Err(UsageError(
+                "no queries: give at least one with -q \"a person on the ground\" or a [[query]] in --config".into(),
+            )
+            .into());
+        }
+        _ => {}
     }
     if let Some(q) = queries.iter().find(|q| q.text.trim().is_empty()) {
         return Err(UsageError(format!(
