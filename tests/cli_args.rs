@@ -168,3 +168,23 @@ fn watch_without_arguments_says_both_sources_and_queries_are_missing() {
     let o = lookout(&["watch", "-q", "a bike"]);
     assert!(stderr(&o).starts_with("error: no sources:"), "{}", stderr(&o));
 }
+
+#[test]
+fn models_list_columns_line_up_and_info_ends_its_last_line() {
+    let o = lookout(&["models", "list"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    let lines: Vec<&str> = text.lines().take_while(|l| !l.is_empty()).collect();
+    assert!(lines.len() > 3, "{text}");
+    let header = lines[0];
+    for column in ["family", "status", "description"] {
+        let at = header.find(column).unwrap();
+        for row in &lines[1..] {
+            let chars: Vec<char> = row.chars().collect();
+            assert!(chars[at - 1] == ' ' && chars[at] != ' ', "column {column} at {at} in:\n{header}\n{row}");
+        }
+    }
+    let o = lookout(&["models", "info", &common::tiny_model("owlv2").display().to_string()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).ends_with('\n'), "{:?}", stdout(&o));
+}
