@@ -188,3 +188,21 @@ fn models_list_columns_line_up_and_info_ends_its_last_line() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).ends_with('\n'), "{:?}", stdout(&o));
 }
+
+/// Log lines in a pipe (as in a file or the journal) carry no colour codes.
+#[test]
+fn logs_have_no_colour_codes_outside_a_terminal() {
+    let o = Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args(["locate", "--no-images", "-q", "a cup", "-m"])
+        .arg(common::tiny_model("owlvit"))
+        .arg(common::fixture("coffee.png"))
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
+        .env("TERM", "xterm-256color")
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("INFO"), "info lines are logged: {err}");
+    assert!(!err.contains('\x1b'), "colour codes in a pipe: {err:?}");
+}

@@ -100,7 +100,21 @@ pub fn init_logging(verbose: u8, quiet: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},ort=warn")));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| Stderr).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(|| Stderr)
+        .with_target(false)
+        .with_ansi(colour_on_stderr())
+        .try_init();
+}
+
+/// Colour codes only on a terminal: files, pipes and the journal get plain text. `NO_COLOR` (no-color.org) and
+/// `TERM=dumb` turn it off on a terminal too.
+fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let dumb = std::env::var_os("TERM").is_some_and(|t| t == "dumb");
+    std::io::stderr().is_terminal() && !no_color && !dumb
 }
 
 /// The progress bar drawn on stderr, if any.
