@@ -206,3 +206,26 @@ fn logs_have_no_colour_codes_outside_a_terminal() {
     assert!(err.contains("INFO"), "info lines are logged: {err}");
     assert!(!err.contains('\x1b'), "colour codes in a pipe: {err:?}");
 }
+
+/// A watch run's log lines are fields and words, never a `Debug` dump of a struct (`SourceStatsSnapshot { … }`,
+/// `Some("…")`).
+#[test]
+fn watch_logs_readable_fields() {
+    let out = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args(["watch", "-q", "a bike", "--threshold", "1", "--no-clips", "--intra-threads", "1", "-m"])
+        .arg(common::tiny_model("owlvit"))
+        .arg(common::fixture("bikes.mp4"))
+        .arg("--out")
+        .arg(out.path())
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    let ended = err.lines().find(|l| l.contains("source ended")).unwrap_or_else(|| panic!("no end line: {err}"));
+    assert!(ended.contains("decoded 250, delivered 250, inferred 250, dropped 0"), "{ended}");
+    for l in err.lines() {
+        assert!(!l.contains(" { ") && !l.contains("Some(") && !l.contains(": None"), "a Debug dump: {l}");
+    }
+}
