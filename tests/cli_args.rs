@@ -229,3 +229,31 @@ fn watch_logs_readable_fields() {
         assert!(!l.contains(" { ") && !l.contains("Some(") && !l.contains(": None"), "a Debug dump: {l}");
     }
 }
+
+/// `--out` that is a file, or a directory nobody can write in (`/proc`, even for root): exit code 2 on one line
+/// naming `--out` and the path, before the model loads, and nothing on stdout as if results had been saved.
+#[test]
+fn an_out_that_cannot_be_written_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let file = file.display().to_string();
+    let below_file = format!("{file}/sub");
+    let model = common::tiny_model("owlvit").display().to_string();
+    let coffee = common::fixture("coffee.png").display().to_string();
+    let bikes = common::fixture("bikes.mp4").display().to_string();
+    for out in [file.as_str(), below_file.as_str(), "/proc"] {
+        for args in [
+            vec!["locate", coffee.as_str(), "-q", "a cup", "-m", model.as_str(), "--out", out],
+            vec!["locate", coffee.as_str(), "-q", "a cup", "-m", model.as_str(), "--json", "--out", out],
+            vec!["watch", bikes.as_str(), "-q", "a bike", "-m", model.as_str(), "--no-clips", "--out", out],
+        ] {
+            let o = lookout(&args);
+            let err = stderr(&o);
+            assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+            assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: one line:\n{err}");
+            assert!(err.starts_with(&format!("error: --out {out}: cannot ")), "{args:?}: {err}");
+            assert!(o.stdout.is_empty(), "{args:?}: nothing on stdout: {}", stdout(&o));
+        }
+    }
+}

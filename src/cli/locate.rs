@@ -99,6 +99,9 @@ pub fn run(args: LocateArgs) -> anyhow::Result<ExitCode> {
     if texts.is_empty() {
         return Err(UsageError("no queries: give at least one with -q \"a vendor selling vegetables\"".into()).into());
     }
+    if !args.no_images {
+        super::writable_out_dir(&args.out)?;
+    }
     let model_dir = super::resolve_model(&common.model)?;
     let model = ModelDir::open_with(&model_dir, common.layout)?;
     if model.is_test_model {
@@ -114,10 +117,6 @@ pub fn run(args: LocateArgs) -> anyhow::Result<ExitCode> {
     timings.encode_queries_ms = ms(t0.elapsed());
     let selection =
         Selection { threshold: args.threshold, nms_iou: args.nms_iou, top_k: args.top_k, always_best: true };
-    if !args.no_images {
-        std::fs::create_dir_all(&args.out)
-            .with_context(|| format!("cannot create the output directory {}", args.out.display()))?;
-    }
 
     let mut failed = 0usize;
     let stdout = std::io::stdout();

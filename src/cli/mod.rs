@@ -9,7 +9,7 @@ pub mod session;
 pub mod values;
 pub mod watch;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
@@ -203,6 +203,20 @@ fn one_line(text: &str) -> String {
     out
 }
 
+/// Makes sure `--out` is a directory lookout can write in, creating it if needed, before any model loads: a
+/// mistake shows at once, as a usage error (exit code 2), and nothing is printed as if it had been saved.
+pub fn writable_out_dir(dir: &Path) -> Result<(), UsageError> {
+    let refuse = |what: &str, e: std::io::Error| {
+        UsageError(format!("--out {}: {what} ({e}); give a directory you can write in", dir.display()))
+    };
+    std::fs::create_dir_all(dir).map_err(|e| refuse("cannot create this directory", e))?;
+    // Creating a file is the only sure test (permissions, read-only mounts, ACLs, a directory in /proc).
+    let probe = dir.join(format!(".lookout-write-test-{}", std::process::id()));
+    std::fs::File::create(&probe).map_err(|e| refuse("cannot write in this directory", e))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
 /// A usage error: bad input the user can fix (exit code 2).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -218,6 +232,13 @@ pub fn exit_code_for(e: &anyhow::Error) -> u8 {
         if let Some(we) = cause.downcast_ref::<lookout::watch::WatchError>() {
             use lookout::watch::WatchError as W;
             if matches!(we, W::NoSources | W::NoQueries | W::QueryWithoutSource { .. } | W::AllSourcesFailed(_)) {
+                return 2;
+            }
+        }
+        // The output directory cannot be made or written in: the user gave a path that does not work.
+        if let Some(se) = cause.downcast_ref::<lookout::sink::SinkError>() {
+            use lookout::sink::SinkError as S;
+            if matches!(se, S::CreateDir { .. } | S::Open { .. } | S::Write { .. } | S::Rename { .. }) {
                 return 2;
             }
         }

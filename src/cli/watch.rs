@@ -184,6 +184,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
         args.max_age_days,
     )
     .map_err(|e| UsageError(e.to_string()))?;
+    super::writable_out_dir(&out_dir)?;
     let model = ModelDir::open_with(&super::resolve_model(&model_arg)?, layout)?;
     let test_model = model.is_test_model;
     if test_model {
