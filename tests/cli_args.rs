@@ -257,3 +257,71 @@ fn an_out_that_cannot_be_written_is_a_usage_error() {
         }
     }
 }
+
+/// Event start lines (`"type":"start"`) of `<out>/events.jsonl` as (label, score).
+fn starts(out: &std::path::Path) -> Vec<(String, f64)> {
+    let text = std::fs::read_to_string(out.join("events.jsonl")).unwrap_or_default();
+    text.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["type"] == "start")
+        .map(|v| (v["label"].as_str().unwrap_or_default().to_string(), v["score"].as_f64().unwrap()))
+        .collect()
+}
+
+/// With the test model, a query that sets no threshold gets 0.65, said once in the log; one that sets its own
+/// keeps it.
+#[test]
+fn the_test_model_defaults_to_a_higher_threshold_and_says_so_once() {
+    let run = |extra: &[&str]| {
+        let out = tempfile::tempdir().unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_lookout"))
+            .args(["watch", "--no-clips", "--no-wall-time", "--intra-threads", "1", "-m"])
+            .arg(common::tiny_model("owlvit"))
+            .arg(common::fixture("bikes.mp4"))
+            .arg("--out")
+            .arg(out.path())
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        (starts(out.path()), stderr(&o))
+    };
+    let (defaulted, log) = run(&["-q", "a person riding a bicycle"]);
+    let (explicit, _) = run(&["-q", "a person riding a bicycle", "--threshold", "0.65"]);
+    let (low, low_log) = run(&["-q", "a person riding a bicycle", "--threshold", "0.2"]);
+    assert_eq!(defaulted, explicit, "no --threshold with the test model is --threshold 0.65");
+    assert!(low.len() > defaulted.len(), "0.2 finds more: {} vs {}", low.len(), defaulted.len());
+    let said: Vec<&str> = log.lines().filter(|l| l.contains("0.65")).collect();
+    assert_eq!(said.len(), 1, "said once: {log}");
+    assert!(said[0].contains("test model") && said[0].contains("--threshold"), "{}", said[0]);
+    assert!(!low_log.contains("0.65"), "not said when a threshold is given: {low_log}");
+
+    // A [[query]] with its own threshold keeps it; one without gets 0.65.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        "[[query]]\ntext = \"a person riding a bicycle\"\nlabel = \"own\"\nthreshold = 0.2\n\
+         [[query]]\ntext = \"a person riding a bicycle\"\nlabel = \"default\"\n",
+    )
+    .unwrap();
+    let (mixed, log) = run(&["--config", config.to_str().unwrap()]);
+    assert!(mixed.iter().any(|(l, s)| l == "own" && *s < 0.65), "own threshold 0.2 kept: {mixed:?}");
+    assert!(mixed.iter().all(|(l, s)| l != "default" || *s >= 0.65), "{mixed:?}");
+    assert!(log.contains("1 of 2 queries"), "{log}");
+
+    // locate says it too, once.
+    let o = lookout(&[
+        "locate",
+        "--no-images",
+        "-q",
+        "a cup",
+        "-m",
+        &common::tiny_model("owlvit").display().to_string(),
+        &common::fixture("coffee.png").display().to_string(),
+    ]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(err.lines().filter(|l| l.contains("0.65")).count(), 1, "{err}");
+}

@@ -104,8 +104,17 @@ pub fn run(args: LocateArgs) -> anyhow::Result<ExitCode> {
     }
     let model_dir = super::resolve_model(&common.model)?;
     let model = ModelDir::open_with(&model_dir, common.layout)?;
+    let mut threshold = args.threshold;
     if model.is_test_model {
         tracing::warn!("{}: test model with random weights: boxes are not meaningful", model.dir.display());
+        if threshold.is_none() {
+            threshold = Some(lookout::config::TEST_MODEL_THRESHOLD);
+            tracing::warn!(
+                "test model: no --threshold given, so other boxes are reported from {} up, since its random scores \
+                 pass a low threshold almost everywhere",
+                lookout::config::TEST_MODEL_THRESHOLD
+            );
+        }
     }
     let opts = common.session.options(common.intra_threads, &lookout::config::Config::default())?;
     let mut timings = Timings::default();
@@ -115,8 +124,7 @@ pub fn run(args: LocateArgs) -> anyhow::Result<ExitCode> {
     let t0 = Instant::now();
     let queries = detector.encode(texts)?;
     timings.encode_queries_ms = ms(t0.elapsed());
-    let selection =
-        Selection { threshold: args.threshold, nms_iou: args.nms_iou, top_k: args.top_k, always_best: true };
+    let selection = Selection { threshold, nms_iou: args.nms_iou, top_k: args.top_k, always_best: true };
 
     let mut failed = 0usize;
     let stdout = std::io::stdout();

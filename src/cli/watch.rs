@@ -99,10 +99,16 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
         None => Config::default(),
     };
 
-    // Queries: -q first, then the config's.
-    let mut queries: Vec<StandingQuery> =
-        args.query.queries.iter().map(|q| StandingQuery::from_text(q, args.threshold)).collect();
-    queries.extend(config.standing_queries());
+    // Queries: -q first, then the config's. The default threshold depends on the model (the test model's is
+    // higher), so the list is made again once the model is known.
+    let standing = |default_threshold: f32| -> Vec<StandingQuery> {
+        let threshold = Some(args.threshold.unwrap_or(default_threshold));
+        let mut queries: Vec<StandingQuery> =
+            args.query.queries.iter().map(|q| StandingQuery::from_text(q, threshold)).collect();
+        queries.extend(config.standing_queries_with(default_threshold));
+        queries
+    };
+    let mut queries = standing(lookout::config::DEFAULT_THRESHOLD);
     let no_sources = args.sources.is_empty() && config.sources.is_empty();
     match (no_sources, queries.is_empty()) {
         (true, true) => {
@@ -189,6 +195,19 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
     let test_model = model.is_test_model;
     if test_model {
         eprintln!("\n  *** {}: TEST MODEL with random weights: boxes are not meaningful ***\n", model.dir.display());
+    }
+    if test_model {
+        let defaulted = queries.len() - standing_threshold_count(&args, &config);
+        if defaulted > 0 {
+            queries = standing(lookout::config::TEST_MODEL_THRESHOLD);
+            tracing::warn!(
+                "test model: {defaulted} of {} queries have no threshold and use {} (not {}), since its random scores \
+                 pass a low threshold almost everywhere; give --threshold to choose",
+                queries.len(),
+                lookout::config::TEST_MODEL_THRESHOLD,
+                lookout::config::DEFAULT_THRESHOLD
+            );
+        }
     }
     let intra = config.model.intra_threads.unwrap_or(common.intra_threads);
     let detector = lookout::infer::load(model, &common.session.options(intra, &config)?)?;
@@ -296,6 +315,13 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
     }
     let any_error = summary.sources.iter().any(|s| s.error.is_some()) || !bad.is_empty();
     Ok(if any_error { ExitCode::from(2) } else { ExitCode::SUCCESS })
+}
+
+/// How many of the queries have a threshold of their own: all the -q ones with --threshold, and each [[query]]
+/// of the config that sets one.
+fn standing_threshold_count(args: &WatchArgs, config: &Config) -> usize {
+    let cli = if args.threshold.is_some() { args.query.queries.len() } else { 0 };
+    cli + config.queries.iter().filter(|q| q.threshold.is_some()).count()
 }
 
 /// How errors name the config: its path, or "the command line" without one.
