@@ -325,3 +325,44 @@ fn the_test_model_defaults_to_a_higher_threshold_and_says_so_once() {
     assert!(o.status.success(), "{err}");
     assert_eq!(err.lines().filter(|l| l.contains("0.65")).count(), 1, "{err}");
 }
+
+/// Sources that never ran stay in the summary and `summary.json`, each with its error: refused arguments (a
+/// missing file, an unsupported URL) as well as a file that is not video.
+#[test]
+fn sources_that_fail_to_start_stay_in_the_summary_with_their_error() {
+    let out = tempfile::tempdir().unwrap();
+    let not_video = out.path().join("notes.mp4");
+    std::fs::write(&not_video, "not a video\n".repeat(100)).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args(["watch", "--no-clips", "--threshold", "1", "--intra-threads", "1", "-q", "a bike", "-m"])
+        .arg(common::tiny_model("owlvit"))
+        .arg(common::fixture("bikes.mp4"))
+        .args(["/nonexistent/footage.mp4", "ftp://user:secret@cam/x"])
+        .arg(&not_video)
+        .arg("--out")
+        .arg(out.path().join("run"))
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "a source failed: {err}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("run/summary.json")).unwrap()).unwrap();
+    let sources = json["sources"].as_array().unwrap();
+    assert_eq!(sources.len(), 4, "{json:#}");
+    let by_name = |name: &str| {
+        sources.iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("no source {name} in {json:#}"))
+    };
+    assert!(by_name("bikes")["error"].is_null() && by_name("bikes")["frames_processed"] == 250);
+    for name in ["footage", "source2", "notes"] {
+        let s = by_name(name);
+        assert!(s["error"].as_str().is_some_and(|e| !e.is_empty()), "{name}: {s}");
+        assert_eq!(s["frames_processed"], 0, "{name}: {s}");
+    }
+    assert!(by_name("footage")["error"].as_str().unwrap().contains("/nonexistent/footage.mp4"));
+    assert!(!json.to_string().contains("secret"), "password in summary.json: {json}");
+    // The printed summary lists them too.
+    for name in ["/nonexistent/footage.mp4", "ftp://", "notes.mp4"] {
+        assert!(err.lines().any(|l| l.starts_with("  ") && l.contains(name) && l.contains("(error: ")), "{err}");
+    }
+}

@@ -139,6 +139,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
     let mut specs = Vec::new();
     let mut names = Vec::new();
     let mut bad = Vec::new();
+    let mut not_started = Vec::new();
     let all: Vec<(String, Option<String>)> = args
         .sources
         .iter()
@@ -157,7 +158,15 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
                 specs.push(spec);
                 names.push(name.clone());
             }
-            Err(e) => bad.push(e.to_string()),
+            Err(e) => {
+                // Named in the summary as it would have been had it run (password removed).
+                let (display, short) = match SourceSpec::parse_unchecked(arg, i) {
+                    Ok(spec) => (spec.display.clone(), name.clone().unwrap_or(spec.short_name)),
+                    Err(_) => (lookout::redact::redact_url(arg), name.clone().unwrap_or_else(|| format!("source{i}"))),
+                };
+                not_started.push(watch::SourceSummary::not_started(display, short, e.to_string()));
+                bad.push(e.to_string());
+            }
         }
     }
     // One line per bad source; when none is left, the error itself says why (once).
@@ -254,6 +263,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
                 .transpose()
                 .map_err(UsageError)?,
         },
+        not_started,
         ..WatchSettings::default()
     };
 

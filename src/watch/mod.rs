@@ -54,7 +54,6 @@ use crate::source::{PacketTap, RingSettings};
 use crate::track::{Tracker, TrackerSettings};
 use infer::{InferStage, InferStats, QueryBands};
 use post::{PostStage, PostStats, event_id_prefix, tracker_settings_for_events};
-use stats::LatencySummary;
 pub use summary::{SourceSummary, Summary};
 
 /// Frames in flight between the inference thread and one source's post thread.
@@ -127,6 +126,9 @@ pub struct WatchSettings {
     /// Each event's clip (`<out>/<source>/<event-id>.mp4`, pre-roll to post-roll) and evidence. Default: off
     /// here; the `watch` command turns it on unless `--no-clips`.
     pub clips: Option<ClipSettings>,
+    /// Sources refused before the run (a missing file, an unsupported URL), each as [`SourceSummary::not_started`]:
+    /// listed in the summary with their error, after the sources that ran. Default: none.
+    pub not_started: Vec<SourceSummary>,
 }
 
 impl Default for WatchSettings {
@@ -149,6 +151,7 @@ impl Default for WatchSettings {
             alerts: None,
             retention: None,
             clips: None,
+            not_started: Vec::new(),
         }
     }
 }
@@ -241,21 +244,7 @@ pub fn run(
             }
             Err(e) => {
                 warn!(source = %spec.display, error = %e, "source not started");
-                failed.push(SourceSummary {
-                    source: spec.display.clone(),
-                    name: spec.short_name.clone(),
-                    decoder: None,
-                    frames_decoded: 0,
-                    frames_processed: 0,
-                    frames_inferred: 0,
-                    frames_dropped: 0,
-                    reconnects: 0,
-                    events: 0,
-                    frame_age: LatencySummary::default(),
-                    error: Some(e.to_string()),
-                    annotated: None,
-                    encoder: None,
-                });
+                failed.push(SourceSummary::not_started(spec.display.clone(), spec.short_name.clone(), e.to_string()));
             }
         }
     }
@@ -456,6 +445,7 @@ pub fn run(
         });
     }
     summaries.extend(failed);
+    summaries.extend(settings.not_started.iter().cloned());
     let summary = Summary {
         events: summaries.iter().map(|s| s.events).sum(),
         sources: summaries,

@@ -31,6 +31,28 @@ pub struct SourceSummary {
     pub encoder: Option<String>,
 }
 
+impl SourceSummary {
+    /// A source that never ran (its argument was refused, or its pipeline could not be started): no frames, and
+    /// the reason in `error`, so that it is in the summary and `summary.json` with the sources that ran.
+    pub fn not_started(source: String, name: String, error: String) -> Self {
+        SourceSummary {
+            source,
+            name,
+            decoder: None,
+            frames_decoded: 0,
+            frames_processed: 0,
+            frames_inferred: 0,
+            frames_dropped: 0,
+            reconnects: 0,
+            events: 0,
+            frame_age: LatencySummary::default(),
+            error: Some(error),
+            annotated: None,
+            encoder: None,
+        }
+    }
+}
+
 /// The end-of-run report, also written to `<out>/summary.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
