@@ -366,3 +366,32 @@ fn sources_that_fail_to_start_stay_in_the_summary_with_their_error() {
         assert!(err.lines().any(|l| l.starts_with("  ") && l.contains(name) && l.contains("(error: ")), "{err}");
     }
 }
+
+/// The summary counts events (their `start` lines), and their `update` lines apart, not every line of
+/// `events.jsonl`.
+#[test]
+fn the_summary_counts_events_not_lines() {
+    let out = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args(["watch", "--no-clips", "--json", "--threshold", "0.45", "--intra-threads", "1"])
+        .args(["-q", "a person riding a bicycle", "-m"])
+        .arg(common::tiny_model("owlvit"))
+        .arg(common::fixture("bikes.mp4"))
+        .arg("--out")
+        .arg(out.path())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let text = std::fs::read_to_string(out.path().join("events.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let count = |t: &str| lines.iter().filter(|l| l["type"] == t).count();
+    let (starts, updates) = (count("start"), count("update"));
+    assert!(starts > 0 && lines.len() > starts, "bikes.mp4 gives events with several lines each: {}", lines.len());
+    assert_eq!(summary["events"], starts, "{summary:#}");
+    assert_eq!(summary["updates"], updates, "{summary:#}");
+    assert_eq!(summary["sources"][0]["events"], starts, "{summary:#}");
+    assert_eq!(summary["sources"][0]["updates"], updates, "{summary:#}");
+    assert_eq!(count("end"), starts, "every event ends once");
+}

@@ -438,6 +438,7 @@ pub fn run(
             frames_dropped: s.frames_dropped,
             reconnects: s.reconnects,
             events: post.events,
+            updates: post.updates,
             frame_age: infer_stats.frame_age.get(i).map(|h| h.summary()).unwrap_or_default(),
             error: exit.error.map(|e| e.to_string()).or(post.error),
             annotated: post.annotated,
@@ -448,6 +449,7 @@ pub fn run(
     summaries.extend(settings.not_started.iter().cloned());
     let summary = Summary {
         events: summaries.iter().map(|s| s.events).sum(),
+        updates: summaries.iter().map(|s| s.updates).sum(),
         sources: summaries,
         inference: infer_stats.batch_latency.summary(),
         batches: infer_stats.batches,
