@@ -57,6 +57,17 @@ pub use crate::track::lifecycle::{
     DEFAULT_THRESHOLD, DEFAULT_UPDATE_INTERVAL_S, DEFAULT_WINDOW,
 };
 
+/// Score threshold of a query that sets none (and no `--threshold`) when the model is the bundled test model:
+/// its random weights give scores of 0.3 to 0.5 nearly everywhere, which would pass [`DEFAULT_THRESHOLD`] on almost
+/// every box of every frame.
+pub const TEST_MODEL_THRESHOLD: f32 = 0.65;
+
+/// The threshold of a query that sets none: [`TEST_MODEL_THRESHOLD`] for the test model, else
+/// [`DEFAULT_THRESHOLD`].
+pub fn default_threshold(test_model: bool) -> f32 {
+    if test_model { TEST_MODEL_THRESHOLD } else { DEFAULT_THRESHOLD }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("config {path}: cannot read: {source}")]
@@ -336,12 +347,18 @@ impl Config {
 
     /// The standing queries of the file with defaults filled in.
     pub fn standing_queries(&self) -> Vec<StandingQuery> {
+        self.standing_queries_with(DEFAULT_THRESHOLD)
+    }
+
+    /// [`Self::standing_queries`], where a query without a threshold gets `default_threshold` (see
+    /// [`default_threshold`]).
+    pub fn standing_queries_with(&self, default_threshold: f32) -> Vec<StandingQuery> {
         self.queries
             .iter()
             .map(|q| StandingQuery {
                 text: q.text.clone(),
                 label: q.label.clone().unwrap_or_else(|| q.text.clone()),
-                threshold: q.threshold.unwrap_or(DEFAULT_THRESHOLD),
+                threshold: q.threshold.unwrap_or(default_threshold),
                 min_frames: q.min_frames.unwrap_or(DEFAULT_MIN_FRAMES),
                 window: q.window.unwrap_or(DEFAULT_WINDOW),
                 end_after_s: q.end_after_s.unwrap_or(DEFAULT_END_AFTER_S),
@@ -401,6 +418,18 @@ mod tests {
         assert_eq!((q.threshold, q.min_frames, q.window), (0.3, 3, 5));
         assert_eq!(q.label, "a person lying on the ground");
         assert!(q.applies_to("gate") && !q.applies_to("other"));
+    }
+
+    #[test]
+    fn the_test_model_raises_only_thresholds_that_were_not_given() {
+        let c =
+            Config::parse("[[query]]\ntext = \"a\"\n[[query]]\ntext = \"b\"\nthreshold = 0.3\n", Path::new("c.toml"))
+                .unwrap();
+        let q = c.standing_queries_with(default_threshold(true));
+        assert_eq!((q[0].threshold, q[1].threshold), (TEST_MODEL_THRESHOLD, 0.3));
+        let q = c.standing_queries_with(default_threshold(false));
+        assert_eq!((q[0].threshold, q[1].threshold), (DEFAULT_THRESHOLD, 0.3));
+        assert_eq!(c.standing_queries(), q);
     }
 
     #[test]

@@ -111,7 +111,10 @@ fn watch(
             if left > 0 && due {
                 let limit = deadline.map(|d| format!(", {:.0} s left", d.saturating_duration_since(now).as_secs_f64()));
                 let clips = if left == 1 { "clip" } else { "clips" };
-                info!("finishing: {left} {clips} being written ({written} written so far{})", limit.unwrap_or_default());
+                info!(
+                    "finishing: {left} {clips} being written ({written} written so far{})",
+                    limit.unwrap_or_default()
+                );
                 next_report = Some(now + REPORT_EVERY);
             }
         }

@@ -57,7 +57,6 @@ use crate::track::{Tracker, TrackerSettings};
 use drain::{Drain, DrainSettings};
 use infer::{InferStage, InferStats, QueryBands};
 use post::{PostStage, PostStats, tracker_settings_for_events};
-use stats::LatencySummary;
 pub use summary::{SourceSummary, Summary};
 
 /// Frames in flight between the inference thread and one source's post thread.
@@ -133,6 +132,9 @@ pub struct WatchSettings {
     /// The longest a stop waits for what is open (clips, evidence, alerts) once it is seen. Default
     /// [`DEFAULT_SHUTDOWN_TIMEOUT_S`]; `[output] shutdown_timeout_s`.
     pub shutdown_timeout: Duration,
+    /// Sources refused before the run (a missing file, an unsupported URL), each as [`SourceSummary::not_started`]:
+    /// listed in the summary with their error, after the sources that ran. Default: none.
+    pub not_started: Vec<SourceSummary>,
 }
 
 /// Default [`WatchSettings::shutdown_timeout`], in seconds. `deploy/lookout.service` stops the service after
@@ -160,6 +162,7 @@ impl Default for WatchSettings {
             retention: None,
             clips: None,
             shutdown_timeout: Duration::from_secs_f64(DEFAULT_SHUTDOWN_TIMEOUT_S),
+            not_started: Vec::new(),
         }
     }
 }
@@ -259,21 +262,7 @@ pub fn run(
             }
             Err(e) => {
                 warn!(source = %spec.display, error = %e, "source not started");
-                failed.push(SourceSummary {
-                    source: spec.display.clone(),
-                    name: spec.short_name.clone(),
-                    decoder: None,
-                    frames_decoded: 0,
-                    frames_processed: 0,
-                    frames_inferred: 0,
-                    frames_dropped: 0,
-                    reconnects: 0,
-                    events: 0,
-                    frame_age: LatencySummary::default(),
-                    error: Some(e.to_string()),
-                    annotated: None,
-                    encoder: None,
-                });
+                failed.push(SourceSummary::not_started(spec.display.clone(), spec.short_name.clone(), e.to_string()));
             }
         }
     }
@@ -481,6 +470,7 @@ pub fn run(
             frames_dropped: s.frames_dropped,
             reconnects: s.reconnects,
             events: post.events,
+            updates: post.updates,
             frame_age: infer_stats.frame_age.get(i).map(|h| h.summary()).unwrap_or_default(),
             error: exit.error.map(|e| e.to_string()).or(post.error),
             annotated: post.annotated,
@@ -488,8 +478,10 @@ pub fn run(
         });
     }
     summaries.extend(failed);
+    summaries.extend(settings.not_started.iter().cloned());
     let summary = Summary {
         events: summaries.iter().map(|s| s.events).sum(),
+        updates: summaries.iter().map(|s| s.updates).sum(),
         sources: summaries,
         inference: infer_stats.batch_latency.summary(),
         batches: infer_stats.batches,

@@ -24,14 +24,17 @@ use crate::sink::{EventLog, EventRecord, VideoSettings, VideoWriter};
 use crate::source::SourceSpec;
 use crate::track::lifecycle::FALLBACK_FPS;
 use crate::track::{
-    EndReason, EventLifecycle, EventSettings, EventSink, FrameTime, LifecycleEvent, StreamClock, TrackOutput, Tracker,
-    TrackerSettings,
+    EndReason, EventLifecycle, EventSettings, EventSink, FrameTime, LifecycleEvent, LifecycleKind, StreamClock,
+    TrackOutput, Tracker, TrackerSettings,
 };
 
 #[derive(Debug, Default, Clone)]
 pub(super) struct PostStats {
     pub frames: u64,
+    /// Events started (one per event, however many lines it has).
     pub events: u64,
+    /// `update` lines written.
+    pub updates: u64,
     pub error: Option<String>,
     pub annotated: Option<PathBuf>,
     /// The annotated video's encoder element.
@@ -126,8 +129,15 @@ impl EventSink for LogSink<'_> {
                 }
                 drop(log);
                 self.write_failures.succeeded();
-                self.stats.events += 1;
-                self.progress.events.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // An event is counted once, at its start; its updates apart; its end is the same event.
+                match ev.kind {
+                    LifecycleKind::Start => {
+                        self.stats.events += 1;
+                        self.progress.events.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    LifecycleKind::Update => self.stats.updates += 1,
+                    LifecycleKind::End(_) | LifecycleKind::Closed => {}
+                }
             }
             Err(e) => {
                 drop(log);
