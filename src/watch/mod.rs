@@ -434,6 +434,8 @@ pub fn run(
     if let Some(r) = retention {
         r.stop();
     }
+    // Every writer of the log is done: the lines still kept for want of room get a last try, the rest are lost.
+    let event_log_stats = event_log.lock().unwrap_or_else(|e| e.into_inner()).close();
 
     let mut summaries = Vec::new();
     for (i, (spec, exit)) in exits.into_iter().enumerate() {
@@ -462,11 +464,12 @@ pub fn run(
         inference: infer_stats.batch_latency.summary(),
         batches: infer_stats.batches,
         clips,
+        event_lines_lost: event_log_stats.lost,
         wall_seconds: started.elapsed().as_secs_f64(),
     };
     let path = settings.out_dir.join("summary.json");
     match std::fs::write(&path, serde_json::to_vec_pretty(&summary).unwrap_or_default()) {
-        Ok(()) => write_failures.succeeded(),
+        Ok(()) => _ = write_failures.succeeded(),
         Err(e) => {
             write_failures.failed(&path, &e);
         }
