@@ -197,6 +197,13 @@ fn bikes_clips_are_remuxed_and_span_pre_roll_to_post_roll() {
         );
         assert!(cropped.width.is_multiple_of(2) && cropped.height.is_multiple_of(2));
         assert_eq!(cropped.frames, decoded.frames, "every frame of the clip is cropped");
+        // One region, one size: the crop snapshot is a frame of the crop clip.
+        let crop_snapshot = image::open(run.join(fin["clips"]["crop_snapshot"].as_str().unwrap())).unwrap();
+        assert_eq!(
+            (crop_snapshot.width(), crop_snapshot.height()),
+            (cropped.width, cropped.height),
+            "{id}: crop snapshot and crop clip"
+        );
 
         // Constant quality: the crop clip spends no more bytes per pixel-second than the full clip, which is the
         // source's own encoding (the two have the same frames, so per pixel-frame is per pixel-second). At x264's

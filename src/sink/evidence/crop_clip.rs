@@ -8,11 +8,12 @@ use gstreamer::prelude::*;
 
 use super::decoder::RgbDecoder;
 use super::pipeline::Pipeline;
-use super::{CROP_CLIP, CropRegion, EvidenceError, EvidenceSettings, FrameBox, PartFile, check_input, init};
+use super::{CROP_CLIP, CropRegion, EventBoxes, EvidenceError, EvidenceSettings, PartFile, check_input, init};
 
 /// Decodes `full_clip` (an MP4 whose first frame is at stream time `clip_start_s`), crops every frame to the
-/// union of `boxes` plus the margin (one fixed, even size for the whole clip, clamped to the frame), scales it up
-/// to at least `crop_min_size`, encodes H.264 and writes `out` (as `.<name>.part`, then renamed).
+/// event's region ([`CropRegion::of_event`]: the union of `boxes` plus the margin, one fixed, even size for the
+/// whole clip, clamped to the frame), scales it up to at least `crop_min_size`, encodes H.264 and writes `out` (as
+/// `.<name>.part`, then renamed).
 ///
 /// Every frame of the input is in the output, with its timestamps. Returns the region and the output size.
 /// `clip_start_s` does not change the crop (the region is fixed for the whole clip); it is taken for symmetry
@@ -20,7 +21,7 @@ use super::{CROP_CLIP, CropRegion, EvidenceError, EvidenceSettings, FrameBox, Pa
 pub fn write_crop_clip(
     full_clip: &Path,
     clip_start_s: f64,
-    boxes: &[FrameBox],
+    boxes: &EventBoxes,
     out: &Path,
     s: &EvidenceSettings,
 ) -> Result<CropRegion, EvidenceError> {
@@ -51,7 +52,7 @@ pub fn write_crop_clip(
     if width < 2 || height < 2 {
         return Err(EvidenceError::FrameTooSmall { path: full_clip.to_path_buf(), width, height });
     }
-    let region = CropRegion::around(boxes.iter().map(|b| b.bbox), width, height, s)
+    let region = CropRegion::of_event(boxes, width, height, s)
         .ok_or_else(|| EvidenceError::NoBox { path: out.to_path_buf() })?;
 
     let description = format!(
