@@ -516,3 +516,75 @@ fn the_crop_snapshot_and_the_crop_clip_are_one_region_and_one_size() {
     }
     assert_eq!(checked, 20);
 }
+
+/// Mean colour of rows `rows` of `img`.
+fn mean_colour(img: &image::RgbImage, rows: std::ops::Range<u32>) -> [f64; 3] {
+    let mut sum = [0f64; 3];
+    let mut n = 0f64;
+    for y in rows {
+        for x in 0..img.width() {
+            let p = img.get_pixel(x, y);
+            (0..3).for_each(|c| sum[c] += p[c] as f64);
+            n += 1.0;
+        }
+    }
+    sum.map(|v| v / n.max(1.0))
+}
+
+/// Whether `c` is the banner's red (within the error of JPEG and H.264 on the white text it carries).
+fn is_banner_red(c: [f64; 3]) -> bool {
+    let red = lookout::draw::BANNER_COLOR;
+    c[0] > red[0] as f64 - 40.0 && c[0] > c[1] + 80.0 && c[0] > c[2] + 80.0
+}
+
+/// With the test model, the crop clip and both snapshots carry the banner of the annotated video ("test model:
+/// boxes are not meaningful") across their top: those rows are the banner's red, not the source's pixels; the
+/// rest is the source's. Without it, no banner.
+#[test]
+fn the_test_model_banner_is_on_the_snapshots_and_the_crop_clip() {
+    let (full, full_frames) = full_clip();
+    let dir = tempfile::tempdir().unwrap();
+    let b = boxes();
+    let peak = b[25];
+    // The banner is 14 rows per glyph scale: 14 at the narrowest, up to 56. Its first rows are checked.
+    let top = 0..12;
+    for test_model in [true, false] {
+        let s = EvidenceSettings { test_model, ..Default::default() };
+        let tag = if test_model { "test" } else { "real" };
+        let (jpg, crop_jpg, crop_clip) = (
+            dir.path().join(format!("{tag}.jpg")),
+            dir.path().join(format!("{tag}-crop.jpg")),
+            dir.path().join(format!("{tag}-crop.mp4")),
+        );
+        write_snapshots(full, CLIP_START_S, &event(&b, peak), "bike", &jpg, &crop_jpg, &s).unwrap();
+        let region = write_crop_clip(full, CLIP_START_S, &event(&b, peak), &crop_clip, &s).unwrap();
+
+        let snapshot = image::open(&jpg).unwrap().to_rgb8();
+        let crop = image::open(&crop_jpg).unwrap().to_rgb8();
+        let clip_frames = decode(&crop_clip, |i| i == 0 || i == CLIP_FRAMES - 1);
+        let mut pictures = vec![
+            ("snapshot", snapshot, full_frames[25].clone()),
+            ("crop snapshot", crop, expected_crop(&full_frames[25], &region)),
+        ];
+        for (i, f) in [(0usize, &clip_frames[0]), (CLIP_FRAMES as usize - 1, &clip_frames[CLIP_FRAMES as usize - 1])] {
+            pictures.push(("crop clip", f.image.clone().unwrap(), expected_crop(&full_frames[i], &region)));
+        }
+        for (what, got, source) in &pictures {
+            let (got_top, source_top) = (mean_colour(got, top.clone()), mean_colour(source, top.clone()));
+            assert!(!is_banner_red(source_top), "{what}: the source's top is not red already: {source_top:?}");
+            assert_eq!(is_banner_red(got_top), test_model, "{what} ({tag}): top rows {got_top:?}");
+            let top_diff = mean_abs_diff(got, source, |_, y| top.contains(&y));
+            let below = got.height() * 3 / 4..got.height();
+            let rest_diff = mean_abs_diff(got, source, |_, y| below.contains(&y));
+            eprintln!(
+                "{what} ({tag}): top rows differ by {top_diff:.1} from the source's, the bottom by {rest_diff:.1}"
+            );
+            if test_model {
+                assert!(top_diff > 40.0, "{what}: the banner's rows are not the source's ({top_diff:.1})");
+            } else {
+                assert!(top_diff < 15.0, "{what}: no banner ({top_diff:.1})");
+            }
+            assert!(rest_diff < 15.0, "{what}: below the banner, the source ({rest_diff:.1})");
+        }
+    }
+}

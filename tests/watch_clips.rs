@@ -113,6 +113,20 @@ fn no_part_files(dir: &Path) {
     }
 }
 
+/// Whether the top 12 rows of `img` are, on average, the red of the test model's banner.
+fn top_is_banner_red(img: &image::RgbImage) -> bool {
+    let mut sum = [0f64; 3];
+    for y in 0..12.min(img.height()) {
+        for x in 0..img.width() {
+            (0..3).for_each(|c| sum[c] += img.get_pixel(x, y)[c] as f64);
+        }
+    }
+    let red = lookout::draw::BANNER_COLOR[0] as f64 - 40.0;
+    let n = (12.min(img.height()) * img.width()) as f64;
+    let [r, g, b] = sum.map(|v| v / n);
+    r > red && r > g + 80.0 && r > b + 80.0
+}
+
 /// Keyframes of bikes.mp4 (presentation times): its longest GOP is 2.44 s.
 const BIKES_KEYFRAMES_S: [f64; 6] = [0.08, 1.28, 3.12, 5.56, 7.56, 9.76];
 const BIKES_MAX_GOP_S: f64 = 2.44;
@@ -204,6 +218,19 @@ fn bikes_clips_are_remuxed_and_span_pre_roll_to_post_roll() {
             (cropped.width, cropped.height),
             "{id}: crop snapshot and crop clip"
         );
+        // The test model's banner is on both snapshots and the crop clip; the full clip is the camera's own
+        // packets (remuxed), so it has none.
+        let snapshot = image::open(run.join(fin["clips"]["snapshot"].as_str().unwrap())).unwrap().to_rgb8();
+        let crop_frame = common::decode(&run.join(fin["clips"]["crop_clip"].as_str().unwrap()), |i| i == 0);
+        let full_frame = common::decode(&clip, |i| i == 0);
+        for (what, img, banner) in [
+            ("snapshot", &snapshot, true),
+            ("crop snapshot", &crop_snapshot.to_rgb8(), true),
+            ("crop clip", crop_frame[0].image.as_ref().unwrap(), true),
+            ("full clip", full_frame[0].image.as_ref().unwrap(), false),
+        ] {
+            assert_eq!(top_is_banner_red(img), banner, "{id}: {what}");
+        }
 
         // Constant quality: the crop clip spends no more bytes per pixel-second than the full clip, which is the
         // source's own encoding (the two have the same frames, so per pixel-frame is per pixel-second). At x264's

@@ -107,7 +107,7 @@ pub struct WatchSettings {
     pub max_duration: Option<Duration>,
     /// Put the wall-clock time in each event. Default true; off for byte-identical golden tests.
     pub wall_time: bool,
-    /// Draw [`TEST_MODEL_BANNER`] on every annotated frame.
+    /// Draw [`TEST_MODEL_BANNER`] on every annotated frame, and on the snapshots and crop clips of events.
     pub test_model: bool,
     pub tracker: TrackerSettings,
     pub reconnect: ReconnectSettings,
@@ -311,6 +311,7 @@ pub fn run(
             let mut c = c.clone();
             c.encoder = encoder_for(EncoderPurpose::Record);
             c.evidence.encoder = c.encoder.clone();
+            c.evidence.test_model = settings.test_model;
             Some(ClipWriter::start(c, event_log.clone(), alerter.clone(), write_failures.clone())?)
         }
         None => None,

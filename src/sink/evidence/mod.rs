@@ -39,7 +39,11 @@
 //!            seek to just before the peak, and the frame nearest to it is taken
 //! ```
 //!
-//! Cropping and scaling are GStreamer's; the only pixels Rust touches are those of the two snapshots.
+//! Cropping and scaling are GStreamer's; the only pixels Rust touches are those of the two snapshots, and, with
+//! a test model ([`EvidenceSettings::test_model`]), the top rows of each crop clip frame, where a probe on the
+//! I420 caps filter copies the banner of the annotated video. The full-frame clip gets no banner: it is the
+//! camera's own packets (remuxed; or, for codecs MP4 cannot hold, decoded and encoded without drawing), the
+//! record of what the camera saw, from which all the rest is made.
 //! `<encoder>` is [`EvidenceSettings::encoder`], a gst-launch fragment (the `encoder` of `pipelines/*.toml`).
 //!
 //! # Files are never half-written
@@ -144,6 +148,9 @@ pub struct EvidenceSettings {
     /// generic template, x264enc as the annotated video ([`super::video`]) sets it up (`veryfast`, a keyframe at
     /// least every 60 frames).
     pub encoder: String,
+    /// The boxes come from a test model (random weights): both snapshots and the crop clip carry the banner of
+    /// the annotated video ([`crate::watch::TEST_MODEL_BANNER`]) across their top. Default false.
+    pub test_model: bool,
 }
 
 impl Default for EvidenceSettings {
@@ -153,6 +160,7 @@ impl Default for EvidenceSettings {
             crop_min_size: DEFAULT_CROP_MIN_SIZE,
             jpeg_quality: DEFAULT_JPEG_QUALITY,
             encoder: crate::gst::generic_encoder(crate::gst::EncoderPurpose::Record),
+            test_model: false,
         }
     }
 }
