@@ -29,8 +29,8 @@ pub mod video;
 
 pub use events::{EVENTS_FILE_NAME, EventLog, EventLogSettings, EventLogStats, EventRecord, format_rfc3339_utc};
 pub use evidence::{
-    CropRegion, EvidenceError, EvidenceFiles, EvidenceSettings, FrameBox, Sidecar, write_crop_clip, write_sidecar,
-    write_snapshots,
+    CropRegion, EventBoxes, EvidenceError, EvidenceFiles, EvidenceSettings, FrameBox, Sidecar, write_crop_clip,
+    write_sidecar, write_snapshots,
 };
 pub use video::{SpeedPreset, VideoEncoder, VideoInfo, VideoSettings, VideoWriter, probe_video};
 

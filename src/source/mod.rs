@@ -22,9 +22,11 @@
 //! - [`launch`]: the pipeline's launch string, a template of [`crate::gst::template`] filled in for the source;
 //! - [`tap`]: the packet tap on the decoder's input, which keeps the source's encoded packets in its pre-roll
 //!   [`ring`] and hands them to the clips being recorded (the clip writer is `crate::sink::clips`'s; ingest
-//!   knows nothing of it).
+//!   knows nothing of it); [`keyframe`] reads which packets are keyframes from the bitstream for the codecs
+//!   whose containers mark them wrong.
 
 mod frame;
+pub mod keyframe;
 pub mod launch;
 mod media;
 mod queue;

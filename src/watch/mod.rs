@@ -109,7 +109,7 @@ pub struct WatchSettings {
     pub max_duration: Option<Duration>,
     /// Put the wall-clock time in each event. Default true; off for byte-identical golden tests.
     pub wall_time: bool,
-    /// Draw [`TEST_MODEL_BANNER`] on every annotated frame.
+    /// Draw [`TEST_MODEL_BANNER`] on every annotated frame, and on the snapshots and crop clips of events.
     pub test_model: bool,
     pub tracker: TrackerSettings,
     pub reconnect: ReconnectSettings,
@@ -318,6 +318,7 @@ pub fn run(
             let mut c = c.clone();
             c.encoder = encoder_for(EncoderPurpose::Record);
             c.evidence.encoder = c.encoder.clone();
+            c.evidence.test_model = settings.test_model;
             Some(ClipWriter::start(c, event_log.clone(), alerter.clone(), write_failures.clone())?)
         }
         None => None,
@@ -455,6 +456,8 @@ pub fn run(
     if let Some(r) = retention {
         r.stop();
     }
+    // Every writer of the log is done: the lines still kept for want of room get a last try, the rest are lost.
+    let event_log_stats = event_log.lock().unwrap_or_else(|e| e.into_inner()).close();
 
     let mut summaries = Vec::new();
     for (i, (spec, exit)) in exits.into_iter().enumerate() {
@@ -486,11 +489,12 @@ pub fn run(
         inference: infer_stats.batch_latency.summary(),
         batches: infer_stats.batches,
         clips,
+        event_lines_lost: event_log_stats.lost,
         wall_seconds: started.elapsed().as_secs_f64(),
     };
     let path = settings.out_dir.join("summary.json");
     match std::fs::write(&path, serde_json::to_vec_pretty(&summary).unwrap_or_default()) {
-        Ok(()) => write_failures.succeeded(),
+        Ok(()) => _ = write_failures.succeeded(),
         Err(e) => {
             write_failures.failed(&path, &e);
         }

@@ -120,14 +120,15 @@ impl EventSink for LogSink<'_> {
         };
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
         let result = log.write(&record);
+        // events.jsonl first (the source of truth), then the alert: the very bytes of the line (also of a line
+        // kept while the disk is full: it is written once there is room). The alerter never blocks, so the log's
+        // lock is held only for a copy.
+        if let (Some(alerter), true) = (self.alerter, result.as_ref().map_or_else(|e| e.kept, |()| true)) {
+            alerter.send(self.short_name, log.last_line(), None);
+        }
+        drop(log);
         match result {
             Ok(()) => {
-                // events.jsonl first (the source of truth), then the alert: the very bytes of the line. The
-                // alerter never blocks, so the log's lock is held only for a copy.
-                if let Some(alerter) = self.alerter {
-                    alerter.send(self.short_name, log.last_line(), None);
-                }
-                drop(log);
                 self.write_failures.succeeded();
                 // An event is counted once, at its start; its updates apart; its end is the same event.
                 match ev.kind {
@@ -140,7 +141,7 @@ impl EventSink for LogSink<'_> {
                 }
             }
             Err(e) => {
-                drop(log);
+                let e = e.error;
                 // A full disk must not stop detection: report once (not once per event), count, go on.
                 let reported = match e.io_error() {
                     Some((path, io)) => self.write_failures.failed(path, io),
@@ -214,6 +215,12 @@ impl PostStage {
             match &p.detections {
                 Some(_) => lifecycle.update(at, &tracks, &mut sink),
                 None => lifecycle.advance(at, &mut sink),
+            }
+            // Lines kept while the disk was full go out once there is room, even when no new line comes.
+            match self.event_log.lock().unwrap_or_else(|e| e.into_inner()).retry_kept_if_due() {
+                Some(Ok(())) => _ = self.write_failures.succeeded(),
+                Some(Err(e)) => _ = e.io_error().map(|(path, io)| self.write_failures.failed(path, io)),
+                None => {}
             }
 
             let want_video = self.settings.annotate && !video_failed;

@@ -180,17 +180,19 @@ impl Outputs {
             _ => ClipStats::add(&self.stats.failed),
         }
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        match log.write_clips(record) {
+        let result = log.write_clips(record);
+        // events.jsonl first (the source of truth), then the alert: the very bytes of the line (also of a line
+        // kept while the disk is full: it is written once there is room).
+        if let (Some(a), true) = (&self.alerter, result.as_ref().map_or_else(|e| e.kept, |()| true)) {
+            a.send(short_name, log.last_line(), snapshot);
+        }
+        drop(log);
+        match result {
             Ok(()) => {
-                // events.jsonl first (the source of truth), then the alert: the very bytes of the line.
-                if let Some(a) = &self.alerter {
-                    a.send(short_name, log.last_line(), snapshot);
-                }
-                drop(log);
                 self.write_failures.succeeded();
             }
             Err(e) => {
-                drop(log);
+                let e = e.error;
                 match e.io_error() {
                     Some((path, io)) => {
                         self.write_failures.failed(path, io);

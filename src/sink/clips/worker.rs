@@ -193,7 +193,11 @@ impl Worker {
         let mut sidecar =
             ev::Sidecar::new(&job.event, &job.record.source, &job.record.query, &job.record.label, clip_start_s, boxes);
         let mut errors = Vec::new();
-        match ev::write_crop_clip(clip, clip_start_s, &sidecar.frames, &job.dir.join(format!("{id}-crop.mp4")), s) {
+        let peak = &job.event.peak;
+        let peak = FrameBox { frame: peak.at.frame, pts_s: peak.at.pts_s, bbox: peak.bbox, score: peak.score };
+        // One set of boxes for both crops, so that they are cut to one region at one size.
+        let event_boxes = ev::EventBoxes { frames: &sidecar.frames, peak };
+        match ev::write_crop_clip(clip, clip_start_s, &event_boxes, &job.dir.join(format!("{id}-crop.mp4")), s) {
             Ok(region) => sidecar.crop = Some(region),
             Err(e) => {
                 errors.push(e.to_string());
@@ -201,12 +205,10 @@ impl Worker {
                 sidecar.files.crop_clip = None;
             }
         }
-        let peak = &job.event.peak;
-        let peak = FrameBox { frame: peak.at.frame, pts_s: peak.at.pts_s, bbox: peak.bbox, score: peak.score };
         let full_out = job.dir.join(format!("{id}.jpg"));
         let crop_out = job.dir.join(format!("{id}-crop.jpg"));
-        let snapshot = match ev::write_snapshots(clip, clip_start_s, &peak, &job.record.label, &full_out, &crop_out, s)
-        {
+        let label = &job.record.label;
+        let snapshot = match ev::write_snapshots(clip, clip_start_s, &event_boxes, label, &full_out, &crop_out, s) {
             Ok(jpeg) => Some(jpeg),
             Err(e) => {
                 errors.push(e.to_string());

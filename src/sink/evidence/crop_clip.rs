@@ -5,22 +5,29 @@ use std::time::Instant;
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
+use gstreamer_video as gst_video;
+use gstreamer_video::prelude::*;
 
 use super::decoder::RgbDecoder;
 use super::pipeline::Pipeline;
-use super::{CROP_CLIP, CropRegion, EvidenceError, EvidenceSettings, FrameBox, PartFile, check_input, init};
+use super::{CROP_CLIP, CropRegion, EventBoxes, EvidenceError, EvidenceSettings, PartFile, check_input, init};
+use crate::draw::{Canvas, draw_banner};
+use crate::picture::{Picture, PixelFormat};
+use crate::watch::TEST_MODEL_BANNER;
 
 /// Decodes `full_clip` (an MP4 whose first frame is at stream time `clip_start_s`), crops every frame to the
-/// union of `boxes` plus the margin (one fixed, even size for the whole clip, clamped to the frame), scales it up
-/// to at least `crop_min_size`, encodes H.264 and writes `out` (as `.<name>.part`, then renamed).
+/// event's region ([`CropRegion::of_event`]: the union of `boxes` plus the margin, one fixed, even size for the
+/// whole clip, clamped to the frame), scales it up to at least `crop_min_size`, encodes H.264 and writes `out` (as
+/// `.<name>.part`, then renamed).
 ///
-/// Every frame of the input is in the output, with its timestamps. Returns the region and the output size.
+/// Every frame of the input is in the output, with its timestamps. With [`EvidenceSettings::test_model`] every
+/// frame carries the test model's banner across its top. Returns the region and the output size.
 /// `clip_start_s` does not change the crop (the region is fixed for the whole clip); it is taken for symmetry
 /// with [`super::write_snapshots`].
 pub fn write_crop_clip(
     full_clip: &Path,
     clip_start_s: f64,
-    boxes: &[FrameBox],
+    boxes: &EventBoxes,
     out: &Path,
     s: &EvidenceSettings,
 ) -> Result<CropRegion, EvidenceError> {
@@ -51,13 +58,14 @@ pub fn write_crop_clip(
     if width < 2 || height < 2 {
         return Err(EvidenceError::FrameTooSmall { path: full_clip.to_path_buf(), width, height });
     }
-    let region = CropRegion::around(boxes.iter().map(|b| b.bbox), width, height, s)
+    let region = CropRegion::of_event(boxes, width, height, s)
         .ok_or_else(|| EvidenceError::NoBox { path: out.to_path_buf() })?;
 
     let description = format!(
         "filesrc name=src ! decodebin ! videocrop name=crop left={} top={} right={} bottom={} \
          ! videoscale add-borders=false ! video/x-raw,width={},height={},pixel-aspect-ratio=1/1 \
-         ! videoconvert ! video/x-raw,format=I420 ! {} ! h264parse ! mp4mux ! filesink name=sink",
+         ! videoconvert ! capsfilter name=i420 caps=video/x-raw,format=I420 ! {} ! h264parse ! mp4mux \
+         ! filesink name=sink",
         region.x,
         region.y,
         width - region.x - region.width,
@@ -75,6 +83,27 @@ pub fn write_crop_clip(
     crop_sink
         .ok_or_else(|| fail("videocrop has no sink pad".into()))?
         .add_probe(gst::PadProbeType::BUFFER, increasing_pts());
+    if s.test_model {
+        let banner = BannerRows::new(region.out_width, region.out_height)
+            .ok_or_else(|| fail(format!("no banner for {}x{}", region.out_width, region.out_height)))?;
+        let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::I420, region.out_width, region.out_height)
+            .build()
+            .map_err(|e| fail(format!("no video info for the banner: {e}")))?;
+        let i420 = pipeline.element("i420").map_err(fail)?.static_pad("src");
+        i420.ok_or_else(|| fail("the I420 caps filter has no src pad".into()))?.add_probe(
+            gst::PadProbeType::BUFFER,
+            move |_, probe| {
+                if let Some(gst::PadProbeData::Buffer(buffer)) = probe.data.as_mut() {
+                    // A frame that cannot be mapped goes on without the banner rather than failing the clip.
+                    if let Ok(mut frame) = gst_video::VideoFrameRef::from_buffer_ref_writable(buffer.make_mut(), &info)
+                    {
+                        banner.paste(&mut frame);
+                    }
+                }
+                gst::PadProbeReturn::Ok
+            },
+        );
+    }
     let started = Instant::now();
     pipeline.run_to_eos().map_err(|e| e.into_evidence_error(CROP_CLIP, out))?;
     drop(pipeline);
@@ -86,6 +115,41 @@ pub fn write_crop_clip(
         "wrote crop clip"
     );
     Ok(region)
+}
+
+/// The test model's banner as the top rows of an I420 frame: drawn once, as on the annotated video
+/// ([`draw_banner`]), and copied onto the top of every frame (it covers those rows whole, so it is the same on
+/// every frame).
+struct BannerRows {
+    picture: Picture,
+    /// Rows of luma it covers; even, so that the chroma rows are whole.
+    rows: usize,
+}
+
+impl BannerRows {
+    fn new(width: u32, height: u32) -> Option<Self> {
+        let mut picture = Picture::black(PixelFormat::I420, width, height)?;
+        let rows = draw_banner(&mut Canvas::from_picture(&mut picture), TEST_MODEL_BANNER).min(height) & !1;
+        Some(BannerRows { picture, rows: rows as usize })
+    }
+
+    /// Copies the banner onto the top rows of `frame` (I420 of the banner's width).
+    fn paste(&self, frame: &mut gst_video::VideoFrameRef<&mut gst::BufferRef>) {
+        let layout = *self.picture.layout();
+        for plane in 0..3 {
+            let rows = if plane == 0 { self.rows } else { self.rows / 2 };
+            let row_bytes = layout.row_bytes(plane);
+            let stride = frame.plane_stride()[plane] as usize;
+            let src = &self.picture.data()[layout.offsets[plane]..];
+            let Ok(dst) = frame.plane_data_mut(plane as u32) else { return };
+            for y in 0..rows {
+                let (d, s) = (y * stride, y * layout.strides[plane]);
+                if let (Some(d), Some(s)) = (dst.get_mut(d..d + row_bytes), src.get(s..s + row_bytes)) {
+                    d.copy_from_slice(s);
+                }
+            }
+        }
+    }
 }
 
 /// A buffer probe that keeps decoded frames' times increasing: a frame without a time, or whose time is not after

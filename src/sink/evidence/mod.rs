@@ -7,13 +7,15 @@
 //! |----------------------|------------------------|-------------------------------------------------------------|
 //! | `<event-id>-crop.mp4`| [`write_crop_clip`]    | every frame of the clip cropped to the event's region, H.264 |
 //! | `<event-id>.jpg`     | [`write_snapshots`]    | the full frame at the peak, with its box and "label score"  |
-//! | `<event-id>-crop.jpg`| [`write_snapshots`]    | the peak box plus the margin, without drawing               |
+//! | `<event-id>-crop.jpg`| [`write_snapshots`]    | the peak frame cropped to the event's region, without drawing |
 //! | `<event-id>.json`    | [`write_sidecar`]      | the event and the box and score of each of its frames       |
 //!
 //! # The crop region
 //!
-//! [`CropRegion::around`] decides it, once for the whole clip, in pixels of the full frame:
-//! 1. the union of the event's boxes (boxes with a corner that is not a number are ignored), clipped to the frame;
+//! [`CropRegion::of_event`] decides it, once for the event, in pixels of the full frame, for the crop clip and the
+//! crop snapshot alike (one region, one size: the crop snapshot is a frame of the crop clip):
+//! 1. the union of the event's boxes in the clip and its peak's box ([`EventBoxes`]; boxes with a corner that is
+//!    not a number are ignored), clipped to the frame;
 //! 2. plus [`EvidenceSettings::crop_margin`] of the union's width (height) on the left and right (top and bottom);
 //! 3. widened to at least [`MIN_REGION_PX`] on each side, and its shorter side widened to at least 1/[`MAX_ASPECT`]
 //!    of its longer side, so a thin box does not become a 320x5000 video;
@@ -21,7 +23,8 @@
 //! 5. its corners rounded outwards to even pixels, so its offset and size are even (4:2:0 video needs that).
 //!
 //! The output is the region scaled up, keeping its aspect ratio, until its shorter side is at least
-//! [`EvidenceSettings::crop_min_size`] (both sides even); a region already that large is not scaled.
+//! [`EvidenceSettings::crop_min_size`] (both sides even, as the encoder needs; the crop snapshot is scaled to the
+//! same size); a region already that large is not scaled.
 //! The region is never larger than the frame, so a frame smaller than `crop_min_size` is cropped to at most
 //! itself and then scaled up like any small region: a 200x100 clip with the default 320 gives up to 640x320.
 //! A frame narrower or lower than 2 pixels cannot be cropped to an even size: [`EvidenceError::FrameTooSmall`].
@@ -36,7 +39,11 @@
 //!            seek to just before the peak, and the frame nearest to it is taken
 //! ```
 //!
-//! Cropping and scaling are GStreamer's; the only pixels Rust touches are those of the two snapshots.
+//! Cropping and scaling are GStreamer's; the only pixels Rust touches are those of the two snapshots, and, with
+//! a test model ([`EvidenceSettings::test_model`]), the top rows of each crop clip frame, where a probe on the
+//! I420 caps filter copies the banner of the annotated video. The full-frame clip gets no banner: it is the
+//! camera's own packets (remuxed; or, for codecs MP4 cannot hold, decoded and encoded without drawing), the
+//! record of what the camera saw, from which all the rest is made.
 //! `<encoder>` is [`EvidenceSettings::encoder`], a gst-launch fragment (the `encoder` of `pipelines/*.toml`).
 //!
 //! # Files are never half-written
@@ -115,6 +122,17 @@ pub struct FrameBox {
     pub score: f32,
 }
 
+/// An event's boxes in its clip: those of its frames, and its peak's. Both crops of the event are cut to the one
+/// region around them all ([`CropRegion::of_event`]), so that the crop snapshot is a frame of the crop clip, at
+/// its size.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EventBoxes<'a> {
+    /// The box of each frame of the event in the clip.
+    pub frames: &'a [FrameBox],
+    /// The best match: the frame of the snapshots.
+    pub peak: FrameBox,
+}
+
 /// What the user sets for the evidence of events.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EvidenceSettings {
@@ -130,6 +148,9 @@ pub struct EvidenceSettings {
     /// generic template, x264enc as the annotated video ([`super::video`]) sets it up (`veryfast`, a keyframe at
     /// least every 60 frames).
     pub encoder: String,
+    /// The boxes come from a test model (random weights): both snapshots and the crop clip carry the banner of
+    /// the annotated video ([`crate::watch::TEST_MODEL_BANNER`]) across their top. Default false.
+    pub test_model: bool,
 }
 
 impl Default for EvidenceSettings {
@@ -139,6 +160,7 @@ impl Default for EvidenceSettings {
             crop_min_size: DEFAULT_CROP_MIN_SIZE,
             jpeg_quality: DEFAULT_JPEG_QUALITY,
             encoder: crate::gst::generic_encoder(crate::gst::EncoderPurpose::Record),
+            test_model: false,
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{DEFAULT_CROP_MARGIN, EvidenceSettings, MAX_ASPECT, MIN_REGION_PX};
+use super::{DEFAULT_CROP_MARGIN, EventBoxes, EvidenceSettings, MAX_ASPECT, MIN_REGION_PX};
 use crate::geom::PixelBox;
 
 /// Where an event is cropped from the full frame, and the size it is scaled to.
@@ -25,6 +25,13 @@ pub struct CropRegion {
 }
 
 impl CropRegion {
+    /// The one region of an event's crop clip and crop snapshot: [`CropRegion::around`] the boxes of its frames
+    /// and its peak's box, in a frame of `frame_width` x `frame_height` pixels.
+    pub fn of_event(boxes: &EventBoxes, frame_width: u32, frame_height: u32, s: &EvidenceSettings) -> Option<Self> {
+        let all = boxes.frames.iter().chain([&boxes.peak]).map(|b| b.bbox);
+        Self::around(all, frame_width, frame_height, s)
+    }
+
     /// The region for `boxes` in a frame of `frame_width` x `frame_height` pixels (see the module documentation),
     /// or `None` when no box has four finite corners or the frame is less than 2x2 pixels.
     pub fn around(
@@ -225,6 +232,24 @@ mod tests {
         let r = region(&boxes, 640, 272, &s);
         // A margin that is not a number is the default; 301 is rounded up to even.
         assert_eq!((r.width, r.out_width), (140, 302));
+    }
+
+    #[test]
+    fn the_event_region_holds_every_frame_box_and_the_peak() {
+        use super::super::FrameBox;
+        let s = EvidenceSettings::default();
+        let fb = |i: u64, b: PixelBox| FrameBox { frame: i, pts_s: i as f64 / 25.0, bbox: b, score: 0.5 };
+        let frames = [fb(0, pb(100.0, 100.0, 140.0, 160.0)), fb(1, pb(120.0, 90.0, 170.0, 150.0))];
+        // A peak that is one of the frames: the region of the frames.
+        let r = CropRegion::of_event(&EventBoxes { frames: &frames, peak: frames[1] }, 640, 272, &s).unwrap();
+        assert_eq!(r, region(&[frames[0].bbox, frames[1].bbox], 640, 272, &s));
+        // A peak outside them (its frame was before the clip's boxes) is in the region too.
+        let peak = fb(5, pb(300.0, 20.0, 340.0, 60.0));
+        let r = CropRegion::of_event(&EventBoxes { frames: &frames, peak }, 640, 272, &s).unwrap();
+        check(&r, &[frames[0].bbox, frames[1].bbox, peak.bbox], 640, 272, 320);
+        // No frame boxes: the peak's.
+        let r = CropRegion::of_event(&EventBoxes { frames: &[], peak }, 640, 272, &s).unwrap();
+        assert_eq!(r, region(&[peak.bbox], 640, 272, &s));
     }
 
     #[test]

@@ -5,21 +5,24 @@ use std::path::Path;
 
 use super::decoder::RgbDecoder;
 use super::{
-    CROP_SNAPSHOT, CropRegion, EvidenceError, EvidenceSettings, FrameBox, SNAPSHOT, check_input, init, write_atomically,
+    CROP_SNAPSHOT, CropRegion, EventBoxes, EvidenceError, EvidenceSettings, SNAPSHOT, check_input, init,
+    write_atomically,
 };
-use crate::draw::{Canvas, annotate_detections};
+use crate::draw::{Canvas, annotate_detections, draw_banner};
 use crate::geom::Detection;
+use crate::watch::TEST_MODEL_BANNER;
 
-/// Writes the frame of `full_clip` nearest to `peak.pts_s` (its first frame is at stream time `clip_start_s`)
-/// with the box and "label score" drawn, as JPEG at `full_out`, and the crop of the box plus the margin (scaled
-/// up as the cropped clip is, nothing drawn) at `crop_out`. Returns the full snapshot's JPEG bytes (the MQTT
-/// `snapshot` topic publishes them).
+/// Writes the frame of `full_clip` nearest to the peak's time (its first frame is at stream time
+/// `clip_start_s`) with the peak's box and "label score" drawn, as JPEG at `full_out`, and that frame cropped to
+/// the event's region (the crop clip's: [`CropRegion::of_event`], scaled to the same size, nothing drawn) at
+/// `crop_out`. With [`EvidenceSettings::test_model`] both carry the test model's banner across their top. Returns
+/// the full snapshot's JPEG bytes (the MQTT `snapshot` topic publishes them).
 ///
 /// A peak before the clip's start gives its first frame, one after its end its last frame.
 pub fn write_snapshots(
     full_clip: &Path,
     clip_start_s: f64,
-    peak: &FrameBox,
+    boxes: &EventBoxes,
     label: &str,
     full_out: &Path,
     crop_out: &Path,
@@ -27,6 +30,7 @@ pub fn write_snapshots(
 ) -> Result<Vec<u8>, EvidenceError> {
     init()?;
     check_input(full_clip)?;
+    let peak = &boxes.peak;
     let mut decoder = RgbDecoder::open(full_clip)?;
     let offset_s = peak.pts_s - clip_start_s;
     let frame = decoder.frame_nearest(if offset_s.is_finite() { offset_s } else { 0.0 })?;
@@ -34,14 +38,17 @@ pub fn write_snapshots(
     let (width, height) = frame.dimensions();
 
     let quality = s.jpeg_quality.clamp(1, 100);
-    let crop_bytes = match CropRegion::around([peak.bbox], width, height, s) {
+    let crop_bytes = match CropRegion::of_event(boxes, width, height, s) {
         Some(r) => {
             let crop = image::imageops::crop_imm(&frame, r.x, r.y, r.width, r.height).to_image();
-            let crop = if (r.out_width, r.out_height) == (r.width, r.height) {
+            let mut crop = if (r.out_width, r.out_height) == (r.width, r.height) {
                 crop
             } else {
                 image::imageops::resize(&crop, r.out_width, r.out_height, image::imageops::FilterType::Triangle)
             };
+            if s.test_model {
+                draw_banner(&mut Canvas::from_image(&mut crop), TEST_MODEL_BANNER);
+            }
             Some(encode_jpeg(&crop, quality, CROP_SNAPSHOT, crop_out)?)
         }
         None if width < 2 || height < 2 => {
@@ -52,7 +59,13 @@ pub fn write_snapshots(
 
     let mut full = frame;
     let det = Detection { query: 0, score: peak.score, bbox: peak.bbox };
-    annotate_detections(&mut Canvas::from_image(&mut full), &[det], &[label.to_string()]);
+    {
+        let mut canvas = Canvas::from_image(&mut full);
+        annotate_detections(&mut canvas, &[det], &[label.to_string()]);
+        if s.test_model {
+            draw_banner(&mut canvas, TEST_MODEL_BANNER);
+        }
+    }
     let full_bytes = encode_jpeg(&full, quality, SNAPSHOT, full_out)?;
 
     write_atomically(full_out, SNAPSHOT, &full_bytes)?;
