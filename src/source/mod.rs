@@ -19,6 +19,7 @@
 //! or stalls is restarted after an exponential backoff ([`ReconnectSettings`]), with the typed
 //! [`RestartReason`] logged. A file that ends is over; a file that fails ends with its error; other sources carry on.
 
+mod explain;
 mod frame;
 pub mod launch;
 mod media;
