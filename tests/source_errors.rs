@@ -1,5 +1,5 @@
 //! What `watch` says when a source fails, through the real binary: a camera that refuses the password (RTSP and
-//! HTTP 401), and an HTTP server that is not there. Each message is in words that say what is
+//! HTTP 401), an HTTP server that is not there, and an AVI cut short. Each message is in words that say what is
 //! wrong and what to do, not GStreamer's ("Internal data stream error", "reason error (-5)").
 //!
 //! The 401 cameras are small servers on 127.0.0.1 that answer every request with 401 Unauthorized.
@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::tiny_model;
+use common::{fixture, tiny_model};
 
 const PASSWORD: &str = "s3cretpw";
 
@@ -164,4 +164,51 @@ fn an_http_server_that_is_not_there_is_named_in_words() {
         assert!(l.contains(&format!("cannot connect to 127.0.0.1:{port}: connection refused")), "{l}");
         assert!(!l.contains("(-5)") && !l.contains("Internal data stream error"), "{l}");
     }
+}
+
+/// An AVI keeps its index at the end: cut short, its demuxer plays what is left and reports that as the whole
+/// file. The RIFF header still says how long it was, and the run says it is truncated, as for an MP4.
+#[test]
+fn a_truncated_avi_is_reported_as_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let avi = dir.path().join("bikes.avi");
+    let desc = format!(
+        "filesrc location={} ! qtdemux ! h264parse ! avimux ! filesink location={}",
+        fixture("bikes.mp4").display(),
+        avi.display()
+    );
+    let ok = Command::new("gst-launch-1.0").arg("-q").args(desc.split(' ')).status().unwrap().success();
+    assert!(ok, "could not make {}", avi.display());
+    let bytes = std::fs::read(&avi).unwrap();
+    let cut = dir.path().join("cut.avi");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+
+    let run = |file: &Path| {
+        let o = Command::new(env!("CARGO_BIN_EXE_lookout"))
+            .args(["watch", "--no-clips", "--json", "--threshold", "1", "--intra-threads", "1", "-q", "a car", "-m"])
+            .arg(tiny_model("owlvit"))
+            .arg(file)
+            .arg("--out")
+            .arg(dir.path().join("run"))
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (o.status.code(), summary["sources"][0].clone(), stderr(&o))
+    };
+    let (code, source, err) = run(&avi);
+    assert_eq!(code, Some(0), "the whole AVI is fine: {err}");
+    assert!(source["error"].is_null() && source["frames_processed"] == 250, "{source}");
+
+    let (code, source, err) = run(&cut);
+    assert_eq!(code, Some(2), "{err}");
+    let frames = source["frames_processed"].as_u64().unwrap();
+    assert!(frames > 0 && frames < 250, "what is left is played: {frames}");
+    let error = source["error"].as_str().unwrap_or_else(|| panic!("no error: {source}"));
+    let stated = bytes.len();
+    assert!(
+        error.contains(&format!("is {} bytes but its AVI header says {stated}: it is truncated", stated / 2)),
+        "{error}"
+    );
+    assert!(err.contains("cut.avi") && err.contains("truncated"), "{err}");
 }

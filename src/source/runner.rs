@@ -580,6 +580,14 @@ impl Source {
         if self.spec.is_live() {
             return None;
         }
+        // An AVI's demuxer reports the duration of what is left, so its RIFF header is what shows the loss.
+        if let Some((actual, stated)) = self.spec.path().and_then(super::media::riff_shortfall) {
+            return Some(format!(
+                "the file is {actual} bytes but its AVI header says {stated}: it is truncated (the video stops at \
+                 {:.2} s, and what came after is lost)",
+                self.last_end_ns.unwrap_or(0) as f64 / 1e9
+            ));
+        }
         let duration_ns = pipeline.query_duration::<gst::ClockTime>()?.nseconds();
         let end_ns = self.last_end_ns.unwrap_or(0);
         let missing_ns = duration_ns.saturating_sub(end_ns);
