@@ -239,18 +239,102 @@ impl<'a> Canvas<'a> {
     /// Puts `text` on a label filled with `color` just above `b`, or inside the box at its top when there is
     /// no room above (a box at the top edge). The label is shifted left to stay on the canvas when it can.
     pub fn draw_label(&mut self, b: &PixelBox, text: &str, color: [u8; 3]) {
-        let Some((x0, y0, _, _)) = pixel_rect(b) else {
+        self.draw_label_avoiding(b, text, color, &mut LabelPlacer::new());
+    }
+
+    /// [`Self::draw_label`], at the first place near `b` where the label covers none of those already in
+    /// `placer` (see [`LabelPlacer`]), which then holds this one too.
+    pub fn draw_label_avoiding(&mut self, b: &PixelBox, text: &str, color: [u8; 3], placer: &mut LabelPlacer) {
+        let Some(rect) = pixel_rect(b) else {
             return;
         };
         let scale = label_scale(self.width, self.height);
         let pad = scale as i64;
         let (tw, th) = text_size(text, scale);
         let (lw, lh) = (tw as i64 + 2 * pad, th as i64 + 2 * pad);
-        let x = x0.min(self.width as i64 - lw).max(0);
-        let y = if y0 - lh >= 0 { y0 - lh } else { y0.max(0) };
-        self.fill_span(x, y, x + lw, y + lh, color);
-        let (tx, ty) = (clamp_i32(x + pad), clamp_i32(y + pad));
+        let label = placer.place(rect, (lw, lh), (self.width as i64, self.height as i64));
+        self.fill_span(label.x0, label.y0, label.x1, label.y1, color);
+        let (tx, ty) = (clamp_i32(label.x0 + pad), clamp_i32(label.y0 + pad));
         self.draw_text(tx, ty, text, contrast_color(color), None, scale);
+    }
+}
+
+/// A label's rectangle, `[x0, x1) x [y0, y1)` in pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LabelRect {
+    pub x0: i64,
+    pub y0: i64,
+    pub x1: i64,
+    pub y1: i64,
+}
+
+impl LabelRect {
+    fn overlaps(&self, o: &LabelRect) -> bool {
+        self.x0 < o.x1 && o.x0 < self.x1 && self.y0 < o.y1 && o.y0 < self.y1
+    }
+}
+
+/// Where the labels of one picture went, so that a label never covers another: when boxes of different queries
+/// coincide (two queries that find the same object), the second label goes above the first, or inside or below
+/// the box. Kept on the stack (no allocation per frame); past [`LabelPlacer::CAPACITY`] labels the rest are
+/// placed without looking (terminal and JSON output list every result anyway).
+pub struct LabelPlacer {
+    placed: [LabelRect; Self::CAPACITY],
+    len: usize,
+}
+
+impl Default for LabelPlacer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LabelPlacer {
+    /// Labels remembered per picture.
+    pub const CAPACITY: usize = 128;
+    /// Steps of one label height tried above, inside and below a box.
+    const STEPS: i64 = 16;
+
+    pub fn new() -> Self {
+        LabelPlacer { placed: [LabelRect { x0: 0, y0: 0, x1: 0, y1: 0 }; Self::CAPACITY], len: 0 }
+    }
+
+    /// The labels placed so far.
+    pub fn placed(&self) -> &[LabelRect] {
+        &self.placed[..self.len]
+    }
+
+    /// Places a label of `size` (width, height) for the box `b` (`[x0, x1) x [y0, y1)`) on a canvas of `canvas`
+    /// (width, height), and remembers it. Tried in order, one label height further each round: above the box,
+    /// inside it from its top, below it; the first place on the canvas that covers no earlier label wins. With
+    /// none free, the label goes where the first round put it. Left-aligned with the box, shifted left to stay
+    /// on the canvas.
+    pub fn place(&mut self, b: (i64, i64, i64, i64), size: (i64, i64), canvas: (i64, i64)) -> LabelRect {
+        let (bx0, by0, _, by1) = b;
+        let (lw, lh) = size;
+        let (cw, ch) = canvas;
+        let x0 = bx0.min(cw - lw).max(0);
+        let at = |y0: i64| LabelRect { x0, y0, x1: x0 + lw, y1: y0 + lh };
+        let on_canvas = |y0: i64| y0 >= 0 && (y0 + lh <= ch || y0 == 0);
+        let free = |r: &LabelRect| !self.placed().iter().any(|p| p.overlaps(r));
+        let candidates =
+            (0..Self::STEPS).flat_map(|k| [by0 - (k + 1) * lh, by0 + k * lh, by1 + k * lh]).filter(|&y| on_canvas(y));
+        let mut first = None;
+        let mut chosen = None;
+        for y in candidates {
+            let r = at(y);
+            first.get_or_insert(r);
+            if free(&r) {
+                chosen = Some(r);
+                break;
+            }
+        }
+        let rect = chosen.or(first).unwrap_or_else(|| at(by0.max(0)));
+        if self.len < Self::CAPACITY {
+            self.placed[self.len] = rect;
+            self.len += 1;
+        }
+        rect
     }
 }
 
@@ -387,12 +471,14 @@ impl std::fmt::Write for LabelText {
 /// Draws each item's box in its query's colour, then a label `"<label> 0.42"` (and `" #<track id>"` for a
 /// track) above it. `labels[query]` names the query; a query without a label is shown as `q<index>`.
 ///
-/// Labels are drawn after every box so that no box covers a label.
+/// Labels are drawn after every box so that no box covers a label, and each where it covers no earlier label
+/// (see [`LabelPlacer`]).
 pub fn annotate_detections<A: Annotated>(canvas: &mut Canvas<'_>, items: &[A], labels: &[String]) {
     let thickness = box_thickness(canvas.width, canvas.height);
     for item in items {
         canvas.draw_box(&item.bbox(), color_for(item.query()), thickness);
     }
+    let mut placer = LabelPlacer::new();
     for item in items {
         let mut text = LabelText::new();
         // Writing to a LabelText never fails.
@@ -403,7 +489,7 @@ pub fn annotate_detections<A: Annotated>(canvas: &mut Canvas<'_>, items: &[A], l
         if let Some(id) = item.track_id() {
             let _ = write!(text, " #{id}");
         }
-        canvas.draw_label(&item.bbox(), text.as_str(), color_for(item.query()));
+        canvas.draw_label_avoiding(&item.bbox(), text.as_str(), color_for(item.query()), &mut placer);
     }
 }
 
@@ -607,6 +693,64 @@ mod tests {
         // 4 glyphs + 1 pixel of padding on each side.
         assert_eq!(*xs.iter().min().unwrap(), 100 - 34);
         assert_eq!(*xs.iter().max().unwrap(), 99);
+    }
+
+    /// Boxes of different queries on the same object: each label stays whole, none covers another.
+    #[test]
+    fn labels_of_coinciding_boxes_never_hide_one_another() {
+        let labels: Vec<String> = ["a cat", "a small animal", "a pet"].iter().map(|s| s.to_string()).collect();
+        let (w, h) = (220, 180);
+        let b = pb(40.0, 60.0, 160.0, 130.0);
+        let dets: Vec<Detection> =
+            (0..3).map(|q| Detection { query: q, score: 0.5 + q as f32 / 10.0, bbox: b }).collect();
+        let mut all = image::RgbImage::new(w, h);
+        annotate_detections(&mut Canvas::from_image(&mut all), &dets, &labels);
+        // Each label drawn alone where it went: the whole picture shows exactly that, so nothing covers it.
+        let mut placer = LabelPlacer::new();
+        for (q, d) in dets.iter().enumerate() {
+            let mut alone = image::RgbImage::new(w, h);
+            let text = format!("{} {:.2}", labels[q], d.score);
+            Canvas::from_image(&mut alone).draw_label_avoiding(&d.bbox, &text, color_for(q), &mut placer);
+            let r = *placer.placed().last().unwrap();
+            assert!(r.x0 >= 0 && r.y0 >= 0 && r.x1 <= w as i64 && r.y1 <= h as i64, "{r:?}");
+            for y in r.y0..r.y1 {
+                for x in r.x0..r.x1 {
+                    let (x, y) = (x as u32, y as u32);
+                    assert_eq!(all.get_pixel(x, y), alone.get_pixel(x, y), "label {q} at ({x},{y})");
+                }
+            }
+        }
+        let rects = placer.placed();
+        for i in 0..rects.len() {
+            for j in 0..i {
+                assert!(!rects[i].overlaps(&rects[j]), "{:?} and {:?}", rects[i], rects[j]);
+            }
+        }
+    }
+
+    #[test]
+    fn the_placer_tries_above_inside_then_below() {
+        let mut p = LabelPlacer::new();
+        let canvas = (200, 200);
+        let b = (20, 50, 120, 150);
+        let first = p.place(b, (40, 10), canvas);
+        assert_eq!(first, LabelRect { x0: 20, y0: 40, x1: 60, y1: 50 }, "above");
+        assert_eq!(p.place(b, (40, 10), canvas).y0, 50, "inside the box, at its top");
+        assert_eq!(p.place(b, (40, 10), canvas).y0, 150, "below the box");
+        assert_eq!(p.place(b, (40, 10), canvas).y0, 30, "above the first");
+        // A box at the top: above is off the canvas, so inside from its top, then below, then inside under the
+        // first.
+        let mut p = LabelPlacer::new();
+        let top = (20, 0, 120, 100);
+        assert_eq!(p.place(top, (40, 10), canvas).y0, 0);
+        assert_eq!(p.place(top, (40, 10), canvas).y0, 100);
+        assert_eq!(p.place(top, (40, 10), canvas).y0, 10);
+        // No free place at all: where the first round put it.
+        let mut p = LabelPlacer::new();
+        let tiny = (0, 0, 10, 10);
+        assert_eq!(p.place(tiny, (10, 10), (10, 10)).y0, 0);
+        assert_eq!(p.place(tiny, (10, 10), (10, 10)).y0, 0);
+        assert!(p.placed().windows(2).all(|w| w[0] == w[1]));
     }
 
     #[test]
