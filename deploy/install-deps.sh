@@ -25,6 +25,7 @@ APT_PACKAGES=(
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-x gstreamer1.0-rtsp
   mosquitto  # the MQTT alert tests' broker
   bsdutils   # script(1): the progress-bar test's terminal (Essential on Debian, listed to be sure)
+  fonts-dejavu-core  # DejaVu Sans: label text in the scripts it covers, not '?' (src/draw/font.rs)
 )
 
 say() { printf '[install-deps] %s\n' "$*" >&2; }

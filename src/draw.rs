@@ -2,20 +2,22 @@
 //!
 //! Used for `locate`'s annotated image and for every frame of the annotated video, so everything here
 //! works in place on the caller's buffer and allocates nothing per frame: labels are formatted into a
-//! fixed buffer on the stack, and glyphs come from the 8x8 bitmap font of [`font8x8`] (ASCII only;
-//! anything else is drawn as `?`).
+//! fixed buffer on the stack, and glyphs come from a TrueType font found at run time (DejaVu Sans; see
+//! [`font`]), rasterised once and kept, so that a query in any language is drawn as written. Without one,
+//! the 8x8 bitmap font of [`font8x8`] is used (ASCII only; anything else is drawn as `?`).
 //!
 //! Coordinates are pixels with the origin at the top-left corner. Every operation is clipped to the canvas,
 //! so boxes and text partly (or wholly) outside it are fine.
 
+pub mod font;
+
 use std::fmt::Write as _;
+
+pub use font::{Font, GLYPH_SIZE};
 
 use crate::geom::{Detection, PixelBox};
 use crate::picture::{Picture, PixelFormat, YuvMatrix};
 use crate::track::TrackOutput;
-
-/// Width and height of one glyph of the bitmap font, in pixels at scale 1.
-pub const GLYPH_SIZE: u32 = 8;
 
 /// Red of the warning banner ([`draw_banner`]).
 pub const BANNER_COLOR: [u8; 3] = [200, 0, 0];
@@ -41,6 +43,8 @@ pub struct Canvas<'a> {
     width: u32,
     height: u32,
     planes: Planes,
+    /// Text is drawn with it: [`Font::system`] unless [`Canvas::with_font`] says otherwise.
+    font: &'a Font,
 }
 
 enum Planes {
@@ -60,14 +64,14 @@ impl<'a> Canvas<'a> {
         if data.len() < needed {
             return Err(DrawError::BufferTooSmall { len: data.len(), width, height, stride });
         }
-        Ok(Canvas { data, width, height, planes: Planes::Rgb { stride } })
+        Ok(Canvas { data, width, height, planes: Planes::Rgb { stride }, font: Font::system() })
     }
 
     /// A canvas over an `image` RGB image (tightly packed rows).
     pub fn from_image(img: &'a mut image::RgbImage) -> Self {
         let (width, height) = img.dimensions();
         let stride = width as usize * 3;
-        Canvas { data: img, width, height, planes: Planes::Rgb { stride } }
+        Canvas { data: img, width, height, planes: Planes::Rgb { stride }, font: Font::system() }
     }
 
     /// A canvas over a [`Picture`], RGB or I420 (colours are converted with [`YuvMatrix::for_height`]).
@@ -80,7 +84,22 @@ impl<'a> Canvas<'a> {
                 Planes::I420 { offsets: layout.offsets, strides: layout.strides, matrix: YuvMatrix::for_height(height) }
             }
         };
-        Canvas { data, width, height, planes }
+        Canvas { data, width, height, planes, font: Font::system() }
+    }
+
+    /// The same canvas, drawing text with `font`.
+    pub fn with_font(self, font: &'a Font) -> Self {
+        Canvas { font, ..self }
+    }
+
+    /// The font text is drawn with.
+    pub fn font(&self) -> &'a Font {
+        self.font
+    }
+
+    /// Size in pixels of `text` drawn at `scale` (0 counts as 1) with this canvas's font.
+    pub fn text_size(&self, text: &str, scale: u32) -> (u32, u32) {
+        self.font.text_size(text, scale)
     }
 
     /// Width in pixels.
@@ -172,6 +191,31 @@ impl<'a> Canvas<'a> {
         }
     }
 
+    /// Lays `color` over pixel (`x`, `y`) with coverage `alpha` (0 to 255), if it is on the canvas. On I420 only
+    /// the luma is blended, as glyph strokes are (see [`Self::fill`]).
+    fn blend(&mut self, x: i64, y: i64, color: [u8; 3], alpha: u8) {
+        if alpha == 0 || x < 0 || y < 0 || x >= self.width as i64 || y >= self.height as i64 {
+            return;
+        }
+        let mix = |under: u8, over: u8| {
+            ((under as u32 * (255 - alpha as u32) + over as u32 * alpha as u32 + 127) / 255) as u8
+        };
+        let (x, y) = (x as usize, y as usize);
+        match &self.planes {
+            Planes::Rgb { stride } => {
+                let i = y * stride + x * 3;
+                for (under, over) in self.data[i..i + 3].iter_mut().zip(color) {
+                    *under = mix(*under, over);
+                }
+            }
+            Planes::I420 { offsets, strides, matrix } => {
+                let luma = matrix.to_yuv(color)[0];
+                let i = offsets[0] + y * strides[0] + x;
+                self.data[i] = mix(self.data[i], luma);
+            }
+        }
+    }
+
     /// Draws the outline of `b`, `thickness` pixels wide (at least 1) and inside the box, so that a box that
     /// touches the image's border is drawn whole. The parts outside the canvas are clipped.
     ///
@@ -191,8 +235,9 @@ impl<'a> Canvas<'a> {
     /// Draws `text` with its top-left corner at (`x`, `y`), each glyph pixel a `scale` x `scale` square
     /// (scale 0 counts as 1), on a filled background when `bg` is given. Clipped to the canvas.
     ///
-    /// Characters outside printable ASCII are drawn as `?`. Returns the size of the text in pixels,
-    /// whether or not all of it was visible (see [`text_size`]).
+    /// Drawn with the canvas's font (see [`font`]): with the bitmap font, characters outside printable ASCII are
+    /// drawn as `?`. Returns the size of the text in pixels, whether or not all of it was visible (see
+    /// [`Self::text_size`]).
     pub fn draw_text(
         &mut self,
         x: i32,
@@ -203,9 +248,26 @@ impl<'a> Canvas<'a> {
         scale: u32,
     ) -> (u32, u32) {
         let scale = scale.max(1);
-        let size = text_size(text, scale);
+        let size = self.text_size(text, scale);
         if let Some(bg) = bg {
             self.fill_span(x as i64, y as i64, x as i64 + size.0 as i64, y as i64 + size.1 as i64, bg);
+        }
+        let font = self.font;
+        let (x0, y0) = (x as i64, y as i64);
+        let outlined = font.for_each_glyph(text, scale, |glyph| {
+            let r = &glyph.raster;
+            let (gx, gy) = (x0 + glyph.x + r.left, y0 + r.top);
+            if gx >= self.width as i64 || gx + (r.width as i64) <= 0 || gy >= self.height as i64 {
+                return;
+            }
+            for (row, line) in r.coverage.chunks_exact(r.width.max(1)).enumerate() {
+                for (col, &alpha) in line.iter().enumerate() {
+                    self.blend(gx + col as i64, gy + row as i64, color, alpha);
+                }
+            }
+        });
+        if outlined {
+            return size;
         }
         let advance = (GLYPH_SIZE * scale) as i64;
         let mut gx = x as i64;
@@ -240,18 +302,102 @@ impl<'a> Canvas<'a> {
     /// Puts `text` on a label filled with `color` just above `b`, or inside the box at its top when there is
     /// no room above (a box at the top edge). The label is shifted left to stay on the canvas when it can.
     pub fn draw_label(&mut self, b: &PixelBox, text: &str, color: [u8; 3]) {
-        let Some((x0, y0, _, _)) = pixel_rect(b) else {
+        self.draw_label_avoiding(b, text, color, &mut LabelPlacer::new());
+    }
+
+    /// [`Self::draw_label`], at the first place near `b` where the label covers none of those already in
+    /// `placer` (see [`LabelPlacer`]), which then holds this one too.
+    pub fn draw_label_avoiding(&mut self, b: &PixelBox, text: &str, color: [u8; 3], placer: &mut LabelPlacer) {
+        let Some(rect) = pixel_rect(b) else {
             return;
         };
         let scale = label_scale(self.width, self.height);
         let pad = scale as i64;
-        let (tw, th) = text_size(text, scale);
+        let (tw, th) = self.text_size(text, scale);
         let (lw, lh) = (tw as i64 + 2 * pad, th as i64 + 2 * pad);
-        let x = x0.min(self.width as i64 - lw).max(0);
-        let y = if y0 - lh >= 0 { y0 - lh } else { y0.max(0) };
-        self.fill_span(x, y, x + lw, y + lh, color);
-        let (tx, ty) = (clamp_i32(x + pad), clamp_i32(y + pad));
+        let label = placer.place(rect, (lw, lh), (self.width as i64, self.height as i64));
+        self.fill_span(label.x0, label.y0, label.x1, label.y1, color);
+        let (tx, ty) = (clamp_i32(label.x0 + pad), clamp_i32(label.y0 + pad));
         self.draw_text(tx, ty, text, contrast_color(color), None, scale);
+    }
+}
+
+/// A label's rectangle, `[x0, x1) x [y0, y1)` in pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LabelRect {
+    pub x0: i64,
+    pub y0: i64,
+    pub x1: i64,
+    pub y1: i64,
+}
+
+impl LabelRect {
+    fn overlaps(&self, o: &LabelRect) -> bool {
+        self.x0 < o.x1 && o.x0 < self.x1 && self.y0 < o.y1 && o.y0 < self.y1
+    }
+}
+
+/// Where the labels of one picture went, so that a label never covers another: when boxes of different queries
+/// coincide (two queries that find the same object), the second label goes above the first, or inside or below
+/// the box. Kept on the stack (no allocation per frame); past [`LabelPlacer::CAPACITY`] labels the rest are
+/// placed without looking (terminal and JSON output list every result anyway).
+pub struct LabelPlacer {
+    placed: [LabelRect; Self::CAPACITY],
+    len: usize,
+}
+
+impl Default for LabelPlacer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LabelPlacer {
+    /// Labels remembered per picture.
+    pub const CAPACITY: usize = 128;
+    /// Steps of one label height tried above, inside and below a box.
+    const STEPS: i64 = 16;
+
+    pub fn new() -> Self {
+        LabelPlacer { placed: [LabelRect { x0: 0, y0: 0, x1: 0, y1: 0 }; Self::CAPACITY], len: 0 }
+    }
+
+    /// The labels placed so far.
+    pub fn placed(&self) -> &[LabelRect] {
+        &self.placed[..self.len]
+    }
+
+    /// Places a label of `size` (width, height) for the box `b` (`[x0, x1) x [y0, y1)`) on a canvas of `canvas`
+    /// (width, height), and remembers it. Tried in order, one label height further each round: above the box,
+    /// inside it from its top, below it; the first place on the canvas that covers no earlier label wins. With
+    /// none free, the label goes where the first round put it. Left-aligned with the box, shifted left to stay
+    /// on the canvas.
+    pub fn place(&mut self, b: (i64, i64, i64, i64), size: (i64, i64), canvas: (i64, i64)) -> LabelRect {
+        let (bx0, by0, _, by1) = b;
+        let (lw, lh) = size;
+        let (cw, ch) = canvas;
+        let x0 = bx0.min(cw - lw).max(0);
+        let at = |y0: i64| LabelRect { x0, y0, x1: x0 + lw, y1: y0 + lh };
+        let on_canvas = |y0: i64| y0 >= 0 && (y0 + lh <= ch || y0 == 0);
+        let free = |r: &LabelRect| !self.placed().iter().any(|p| p.overlaps(r));
+        let candidates =
+            (0..Self::STEPS).flat_map(|k| [by0 - (k + 1) * lh, by0 + k * lh, by1 + k * lh]).filter(|&y| on_canvas(y));
+        let mut first = None;
+        let mut chosen = None;
+        for y in candidates {
+            let r = at(y);
+            first.get_or_insert(r);
+            if free(&r) {
+                chosen = Some(r);
+                break;
+            }
+        }
+        let rect = chosen.or(first).unwrap_or_else(|| at(by0.max(0)));
+        if self.len < Self::CAPACITY {
+            self.placed[self.len] = rect;
+            self.len += 1;
+        }
+        rect
     }
 }
 
@@ -277,13 +423,6 @@ fn clamp_i32(v: i64) -> i32 {
 fn glyph(c: char) -> &'static [u8; 8] {
     let code = if (' '..='~').contains(&c) { c as usize } else { '?' as usize };
     &font8x8::legacy::BASIC_LEGACY[code]
-}
-
-/// Size in pixels of `text` drawn at `scale` (0 counts as 1): 8 pixels per character and 8 high, times scale.
-pub fn text_size(text: &str, scale: u32) -> (u32, u32) {
-    let scale = scale.max(1);
-    let chars = text.chars().count() as u32;
-    (chars.saturating_mul(GLYPH_SIZE * scale), GLYPH_SIZE * scale)
 }
 
 /// Black or white, whichever reads better on `bg`.
@@ -366,22 +505,22 @@ impl Annotated for TrackOutput {
     }
 }
 
-/// Text of at most [`LabelText::CAPACITY`] bytes kept on the stack, so that labels are formatted without
-/// allocating; longer text is cut.
+/// Text of at most [`LabelText::CAPACITY`] bytes of UTF-8 kept on the stack, so that labels are formatted without
+/// allocating; longer text is cut at a character boundary.
 struct LabelText {
     buf: [u8; Self::CAPACITY],
     len: usize,
 }
 
 impl LabelText {
-    const CAPACITY: usize = 96;
+    const CAPACITY: usize = 192;
 
     fn new() -> Self {
         LabelText { buf: [0; Self::CAPACITY], len: 0 }
     }
 
     fn as_str(&self) -> &str {
-        // Only ASCII is ever written (see `write_str`).
+        // Only whole characters are ever written (see `write_str`).
         std::str::from_utf8(&self.buf[..self.len]).unwrap_or("?")
     }
 }
@@ -389,12 +528,12 @@ impl LabelText {
 impl std::fmt::Write for LabelText {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
         for c in s.chars() {
-            if self.len == Self::CAPACITY {
+            let n = c.len_utf8();
+            if self.len + n > Self::CAPACITY {
                 break;
             }
-            // The font has ASCII only; writing '?' here keeps the buffer valid UTF-8 whatever is cut.
-            self.buf[self.len] = if c.is_ascii() { c as u8 } else { b'?' };
-            self.len += 1;
+            c.encode_utf8(&mut self.buf[self.len..self.len + n]);
+            self.len += n;
         }
         Ok(())
     }
@@ -403,12 +542,14 @@ impl std::fmt::Write for LabelText {
 /// Draws each item's box in its query's colour, then a label `"<label> 0.42"` (and `" #<track id>"` for a
 /// track) above it. `labels[query]` names the query; a query without a label is shown as `q<index>`.
 ///
-/// Labels are drawn after every box so that no box covers a label.
+/// Labels are drawn after every box so that no box covers a label, and each where it covers no earlier label
+/// (see [`LabelPlacer`]).
 pub fn annotate_detections<A: Annotated>(canvas: &mut Canvas<'_>, items: &[A], labels: &[String]) {
     let thickness = box_thickness(canvas.width, canvas.height);
     for item in items {
         canvas.draw_box(&item.bbox(), color_for(item.query()), thickness);
     }
+    let mut placer = LabelPlacer::new();
     for item in items {
         let mut text = LabelText::new();
         // Writing to a LabelText never fails.
@@ -419,7 +560,7 @@ pub fn annotate_detections<A: Annotated>(canvas: &mut Canvas<'_>, items: &[A], l
         if let Some(id) = item.track_id() {
             let _ = write!(text, " #{id}");
         }
-        canvas.draw_label(&item.bbox(), text.as_str(), color_for(item.query()));
+        canvas.draw_label_avoiding(&item.bbox(), text.as_str(), color_for(item.query()), &mut placer);
     }
 }
 
@@ -428,13 +569,12 @@ pub fn annotate_detections<A: Annotated>(canvas: &mut Canvas<'_>, items: &[A], l
 ///
 /// Used for warnings that must not be missed on any frame, such as "test model: boxes are not meaningful".
 pub fn draw_banner(canvas: &mut Canvas<'_>, text: &str) -> u32 {
-    let chars = text.chars().count() as u32;
-    let fits = |s: u32| chars * GLYPH_SIZE * s + 6 * s <= canvas.width;
+    let fits = |s: u32| canvas.text_size(text, s).0 + 6 * s <= canvas.width;
     let scale = (1..=4).rev().find(|&s| fits(s)).unwrap_or(1);
     let pad = 3 * scale;
-    let height = GLYPH_SIZE * scale + 2 * pad;
+    let (tw, th) = canvas.text_size(text, scale);
+    let height = th + 2 * pad;
     canvas.fill_rect(0, 0, canvas.width, height, BANNER_COLOR);
-    let (tw, _) = text_size(text, scale);
     let x = (canvas.width.saturating_sub(tw) / 2) as i32;
     canvas.draw_text(x, pad as i32, text, [255, 255, 255], None, scale);
     height
@@ -444,7 +584,7 @@ pub fn draw_banner(canvas: &mut Canvas<'_>, text: &str) -> u32 {
 pub fn draw_timestamp(canvas: &mut Canvas<'_>, text: &str) {
     let scale = label_scale(canvas.width, canvas.height);
     let pad = 2 * scale;
-    let (tw, th) = text_size(text, scale);
+    let (tw, th) = canvas.text_size(text, scale);
     let y = canvas.height as i64 - th as i64 - 2 * pad as i64;
     let y = clamp_i32(y);
     canvas.fill_rect(0, y, tw + 2 * pad, th + 2 * pad, [0, 0, 0]);
@@ -555,7 +695,7 @@ mod tests {
     #[test]
     fn text_renders_the_glyph_bitmap() {
         let mut img = image::RgbImage::new(8, 8);
-        let size = Canvas::from_image(&mut img).draw_text(0, 0, "A", RED, None, 1);
+        let size = Canvas::from_image(&mut img).with_font(Font::bitmap()).draw_text(0, 0, "A", RED, None, 1);
         assert_eq!(size, (8, 8));
         let a = font8x8::legacy::BASIC_LEGACY['A' as usize];
         for (x, y, p) in img.enumerate_pixels() {
@@ -569,7 +709,7 @@ mod tests {
     fn text_scales_and_fills_background() {
         let mut img = image::RgbImage::new(20, 20);
         let bg = [0, 0, 90];
-        let size = Canvas::from_image(&mut img).draw_text(1, 1, "A", RED, Some(bg), 2);
+        let size = Canvas::from_image(&mut img).with_font(Font::bitmap()).draw_text(1, 1, "A", RED, Some(bg), 2);
         assert_eq!(size, (16, 16));
         let a = font8x8::legacy::BASIC_LEGACY['A' as usize];
         for (x, y, p) in img.enumerate_pixels() {
@@ -588,28 +728,28 @@ mod tests {
     #[test]
     fn text_is_clipped_and_unknown_chars_are_question_marks() {
         let mut a = image::RgbImage::new(12, 6);
-        Canvas::from_image(&mut a).draw_text(-4, -2, "é€AB", RED, None, 1);
+        Canvas::from_image(&mut a).with_font(Font::bitmap()).draw_text(-4, -2, "é€AB", RED, None, 1);
         let mut b = image::RgbImage::new(12, 6);
-        Canvas::from_image(&mut b).draw_text(-4, -2, "??AB", RED, None, 1);
+        Canvas::from_image(&mut b).with_font(Font::bitmap()).draw_text(-4, -2, "??AB", RED, None, 1);
         assert_eq!(a, b);
         assert!(!changed(&a).is_empty());
         // Far off-canvas text draws nothing.
         let mut c = image::RgbImage::new(12, 6);
-        Canvas::from_image(&mut c).draw_text(i32::MIN, i32::MAX, "AB", RED, Some(RED), 3);
-        Canvas::from_image(&mut c).draw_text(50, 0, "AB", RED, Some(RED), 3);
+        Canvas::from_image(&mut c).with_font(Font::bitmap()).draw_text(i32::MIN, i32::MAX, "AB", RED, Some(RED), 3);
+        Canvas::from_image(&mut c).with_font(Font::bitmap()).draw_text(50, 0, "AB", RED, Some(RED), 3);
         assert!(changed(&c).is_empty());
     }
 
     #[test]
     fn label_goes_above_the_box_or_inside_at_the_top() {
         let mut img = image::RgbImage::new(100, 100);
-        Canvas::from_image(&mut img).draw_label(&pb(20.0, 50.0, 80.0, 90.0), "ab", RED);
+        Canvas::from_image(&mut img).with_font(Font::bitmap()).draw_label(&pb(20.0, 50.0, 80.0, 90.0), "ab", RED);
         let ys: Vec<u32> = changed(&img).iter().map(|&(_, y)| y).collect();
         assert!(ys.iter().all(|&y| y < 50), "label above the box");
         assert_eq!(*ys.iter().max().unwrap(), 49);
 
         let mut img = image::RgbImage::new(100, 100);
-        Canvas::from_image(&mut img).draw_label(&pb(20.0, 0.0, 80.0, 90.0), "ab", RED);
+        Canvas::from_image(&mut img).with_font(Font::bitmap()).draw_label(&pb(20.0, 0.0, 80.0, 90.0), "ab", RED);
         let ys: Vec<u32> = changed(&img).iter().map(|&(_, y)| y).collect();
         assert_eq!(*ys.iter().min().unwrap(), 0, "label inside the box, at its top");
         assert!(ys.iter().all(|&y| y < 12));
@@ -618,11 +758,69 @@ mod tests {
     #[test]
     fn label_is_shifted_to_stay_on_the_canvas() {
         let mut img = image::RgbImage::new(100, 100);
-        Canvas::from_image(&mut img).draw_label(&pb(95.0, 50.0, 100.0, 60.0), "abcd", RED);
+        Canvas::from_image(&mut img).with_font(Font::bitmap()).draw_label(&pb(95.0, 50.0, 100.0, 60.0), "abcd", RED);
         let xs: Vec<u32> = changed(&img).iter().map(|&(x, _)| x).collect();
         // 4 glyphs + 1 pixel of padding on each side.
         assert_eq!(*xs.iter().min().unwrap(), 100 - 34);
         assert_eq!(*xs.iter().max().unwrap(), 99);
+    }
+
+    /// Boxes of different queries on the same object: each label stays whole, none covers another.
+    #[test]
+    fn labels_of_coinciding_boxes_never_hide_one_another() {
+        let labels: Vec<String> = ["a cat", "a small animal", "a pet"].iter().map(|s| s.to_string()).collect();
+        let (w, h) = (220, 180);
+        let b = pb(40.0, 60.0, 160.0, 130.0);
+        let dets: Vec<Detection> =
+            (0..3).map(|q| Detection { query: q, score: 0.5 + q as f32 / 10.0, bbox: b }).collect();
+        let mut all = image::RgbImage::new(w, h);
+        annotate_detections(&mut Canvas::from_image(&mut all), &dets, &labels);
+        // Each label drawn alone where it went: the whole picture shows exactly that, so nothing covers it.
+        let mut placer = LabelPlacer::new();
+        for (q, d) in dets.iter().enumerate() {
+            let mut alone = image::RgbImage::new(w, h);
+            let text = format!("{} {:.2}", labels[q], d.score);
+            Canvas::from_image(&mut alone).draw_label_avoiding(&d.bbox, &text, color_for(q), &mut placer);
+            let r = *placer.placed().last().unwrap();
+            assert!(r.x0 >= 0 && r.y0 >= 0 && r.x1 <= w as i64 && r.y1 <= h as i64, "{r:?}");
+            for y in r.y0..r.y1 {
+                for x in r.x0..r.x1 {
+                    let (x, y) = (x as u32, y as u32);
+                    assert_eq!(all.get_pixel(x, y), alone.get_pixel(x, y), "label {q} at ({x},{y})");
+                }
+            }
+        }
+        let rects = placer.placed();
+        for i in 0..rects.len() {
+            for j in 0..i {
+                assert!(!rects[i].overlaps(&rects[j]), "{:?} and {:?}", rects[i], rects[j]);
+            }
+        }
+    }
+
+    #[test]
+    fn the_placer_tries_above_inside_then_below() {
+        let mut p = LabelPlacer::new();
+        let canvas = (200, 200);
+        let b = (20, 50, 120, 150);
+        let first = p.place(b, (40, 10), canvas);
+        assert_eq!(first, LabelRect { x0: 20, y0: 40, x1: 60, y1: 50 }, "above");
+        assert_eq!(p.place(b, (40, 10), canvas).y0, 50, "inside the box, at its top");
+        assert_eq!(p.place(b, (40, 10), canvas).y0, 150, "below the box");
+        assert_eq!(p.place(b, (40, 10), canvas).y0, 30, "above the first");
+        // A box at the top: above is off the canvas, so inside from its top, then below, then inside under the
+        // first.
+        let mut p = LabelPlacer::new();
+        let top = (20, 0, 120, 100);
+        assert_eq!(p.place(top, (40, 10), canvas).y0, 0);
+        assert_eq!(p.place(top, (40, 10), canvas).y0, 100);
+        assert_eq!(p.place(top, (40, 10), canvas).y0, 10);
+        // No free place at all: where the first round put it.
+        let mut p = LabelPlacer::new();
+        let tiny = (0, 0, 10, 10);
+        assert_eq!(p.place(tiny, (10, 10), (10, 10)).y0, 0);
+        assert_eq!(p.place(tiny, (10, 10), (10, 10)).y0, 0);
+        assert!(p.placed().windows(2).all(|w| w[0] == w[1]));
     }
 
     #[test]
@@ -657,7 +855,7 @@ mod tests {
         let det = Detection { query: 1, score: 0.4242, bbox: pb(40.0, 60.0, 120.0, 110.0) };
         let labels = vec!["cat".to_string(), "a dog".to_string()];
         let mut img = image::RgbImage::new(200, 150);
-        annotate_detections(&mut Canvas::from_image(&mut img), &[det], &labels);
+        annotate_detections(&mut Canvas::from_image(&mut img).with_font(Font::bitmap()), &[det], &labels);
         let color = color_for(1);
         assert_eq!(img.get_pixel(40, 90).0, color, "left edge");
         assert_eq!(img.get_pixel(119, 90).0, color, "right edge");
@@ -670,27 +868,78 @@ mod tests {
 
         // With a track id the label is longer: "a dog 0.42 #7".
         let mut img2 = image::RgbImage::new(200, 150);
-        annotate_detections(&mut Canvas::from_image(&mut img2), &[Tracked(det, 7)], &labels);
+        annotate_detections(&mut Canvas::from_image(&mut img2).with_font(Font::bitmap()), &[Tracked(det, 7)], &labels);
         assert_eq!(img2.get_pixel(40 + 13 * 8 + 1, 59).0, color);
         assert_eq!(img2.get_pixel(40 + 13 * 8 + 2, 59).0, BLACK);
 
         // A query without a label is named by its index, and nothing panics.
         let det = Detection { query: 9, ..det };
-        annotate_detections(&mut Canvas::from_image(&mut img), &[det], &labels);
+        annotate_detections(&mut Canvas::from_image(&mut img).with_font(Font::bitmap()), &[det], &labels);
     }
 
     #[test]
-    fn label_text_is_cut_and_ascii() {
+    fn label_text_is_cut_at_a_character() {
         let mut t = LabelText::new();
         write!(t, "{}", "é".repeat(200)).unwrap();
         assert_eq!(t.as_str().len(), LabelText::CAPACITY);
-        assert!(t.as_str().bytes().all(|b| b == b'?'));
+        assert!(t.as_str().chars().all(|c| c == 'é'));
+        let mut t = LabelText::new();
+        write!(t, "a{}", "☕".repeat(100)).unwrap();
+        // 1 + 63 * 3 bytes: a 64th cup would not fit whole.
+        assert_eq!(t.as_str().len(), 190);
+    }
+
+    /// The label "un café ☕" is drawn with DejaVu Sans's glyphs: "é" is not "e" nor "?", and "☕" is a cup, not the
+    /// box of a missing glyph.
+    #[test]
+    fn unicode_text_is_drawn_with_its_glyphs() {
+        let font = Font::system();
+        assert!(!font.is_bitmap(), "DejaVu Sans is not installed: apt install fonts-dejavu-core");
+        let draw = |text: &str| {
+            let mut img = image::RgbImage::new(60, 40);
+            Canvas::from_image(&mut img).draw_text(4, 4, text, [255, 255, 255], None, 2);
+            img
+        };
+        let (e_acute, e, question) = (draw("é"), draw("e"), draw("?"));
+        assert!(!changed(&e_acute).is_empty());
+        assert_ne!(e_acute, e);
+        assert_ne!(e_acute, question);
+        // The accent is above the letter: below it, "é" is "e" (DejaVu builds it from "e" and an acute).
+        let top_of_e = changed(&e).iter().map(|&(_, y)| y).min().unwrap();
+        for (x, y, p) in e_acute.enumerate_pixels() {
+            if y >= top_of_e {
+                assert_eq!(p, e.get_pixel(x, y), "({x},{y})");
+            }
+        }
+        assert!(changed(&e_acute).iter().any(|&(_, y)| y < top_of_e), "the accent");
+        let cup = draw("☕");
+        let missing = draw("\u{10FFFD}");
+        assert!(!changed(&cup).is_empty() && cup != missing && cup != question);
+        // Text with its size from the font: wider for wider text, one line high.
+        let canvas_w = |t: &str| Canvas::from_image(&mut image::RgbImage::new(1, 1)).text_size(t, 1);
+        assert!(canvas_w("un café ☕").0 > canvas_w("un café").0);
+        assert_eq!(canvas_w("un café ☕").1, font.line_height(1));
+    }
+
+    /// Text is anti-aliased: edge pixels are mixed with what is under them, on RGB as on I420's luma.
+    #[test]
+    fn outline_text_is_blended_over_the_picture() {
+        let mut img = image::RgbImage::from_pixel(40, 30, image::Rgb([0, 0, 200]));
+        Canvas::from_image(&mut img).draw_text(2, 2, "Ag", [255, 255, 255], None, 2);
+        let mixed = img.pixels().filter(|p| p.0 != [0, 0, 200] && p.0 != [255, 255, 255]).count();
+        let full = img.pixels().filter(|p| p.0 == [255, 255, 255]).count();
+        assert!(mixed > 10 && full > 10, "{mixed} mixed, {full} full");
+        // Mixed pixels lie between the two colours.
+        assert!(img.pixels().all(|p| p.0[0] == p.0[1] && p.0[2] >= 200));
     }
 
     #[test]
     fn banner_spans_the_top_and_timestamp_the_bottom_left() {
         let mut img = image::RgbImage::new(320, 240);
-        let h = draw_banner(&mut Canvas::from_image(&mut img), "test model: boxes are not meaningful");
+        let h = draw_banner(
+            &mut Canvas::from_image(&mut img).with_font(Font::bitmap()),
+            "test model: boxes are not meaningful",
+        );
         // 36 glyphs fit at scale 1 only (36 * 16 + 12 > 320).
         assert_eq!(h, 8 + 6);
         assert_eq!(img.get_pixel(0, 0).0, BANNER_COLOR);
@@ -698,7 +947,7 @@ mod tests {
         assert_eq!(img.get_pixel(160, h).0, BLACK);
         assert!((0..320).any(|x| img.get_pixel(x, 5).0 == [255, 255, 255]), "text is drawn");
 
-        draw_timestamp(&mut Canvas::from_image(&mut img), "00:01.5");
+        draw_timestamp(&mut Canvas::from_image(&mut img).with_font(Font::bitmap()), "00:01.5");
         assert!((0..60).any(|x| img.get_pixel(x, 236).0 == [255, 255, 255]), "timestamp text is drawn");
         assert_eq!(img.get_pixel(300, 236).0, BLACK);
         assert_eq!(img.get_pixel(2, 200).0, BLACK);
@@ -727,7 +976,7 @@ mod tests {
                 // Luma is exact to rounding everywhere, text included.
                 let luma = pic.data()[y as usize * l.strides[0] + x as usize];
                 assert!((luma as i32 - m.to_yuv(want)[0] as i32).abs() <= 1, "({x},{y}) luma {luma} for {want:?}");
-                if want == [255, 255, 255] {
+                if want.iter().all(|&c| c >= 200) {
                     text_pixels += 1;
                 }
                 // Away from edges (chroma covers 2x2 pixels), the colour is the RGB drawing's.

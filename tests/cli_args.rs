@@ -152,6 +152,11 @@ fn bad_numbers_are_refused_with_exit_code_2() {
     refused(&locate(&["--nms-iou", "0"]), "'--nms-iou <IOU>': must be more than 0 and at most 1");
     refused(&locate(&["--nms-iou", "1.5"]), "'--nms-iou <IOU>'");
     refused(&locate(&["--nms-iou", "-0.2"]), "'--nms-iou <IOU>'");
+    // A URL whose port is not a number, before any model loads.
+    refused(
+        &["watch", "rtsp://admin:secret@cam:55x4/live", "-q", "a car"],
+        "invalid source URL `rtsp://***@cam:55x4/live`: its port `55x4` is not a number from 1 to 65535",
+    );
     // clap's own refusals are one line too.
     refused(&["locate"], "<IMAGE>");
     refused(&watch(&["--no-such-flag"]), "'--no-such-flag'");

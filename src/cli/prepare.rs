@@ -63,7 +63,7 @@ pub fn run(args: PrepareArgs) -> anyhow::Result<ExitCode> {
         Layout::Split => vec![model.path("onnx/text_encoder.onnx"), model.path("onnx/image_embedder.onnx")],
         Layout::Hf => vec![model.path("onnx/model.onnx")],
     };
-    eprintln!("preparing {} ({:?} layout, {} graph(s))", model.dir.display(), model.layout, graphs.len());
+    eprintln!("preparing {} ({} layout, {} graph(s))", model.dir.display(), model.layout, graphs.len());
     for g in &graphs {
         let device = opts.device_for(GraphRole::from_path(g));
         let size_mb = std::fs::metadata(g).map(|m| m.len() as f64 / 1e6).unwrap_or(0.0);

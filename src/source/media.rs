@@ -62,3 +62,42 @@ fn discover(path: &Path) -> Option<gst_pbutils::DiscovererInfo> {
     let discoverer = gst_pbutils::Discoverer::new(gst::ClockTime::from_seconds(DISCOVER_TIMEOUT_S)).ok()?;
     discoverer.discover_uri(&uri).ok()
 }
+
+/// For a RIFF file (AVI) cut short: (its length, the length its RIFF header states). An AVI keeps its index at
+/// the end, so when the end is lost its demuxer scans what is left and reports that as the whole duration: the
+/// RIFF header is what still tells how long the file was meant to be. `None` for a complete RIFF file, for any
+/// other format, or when the file cannot be read. (An OpenDML AVI over 1 GB continues in further RIFF chunks, so
+/// its first chunk states less than the file's length, never more.)
+pub fn riff_shortfall(path: &Path) -> Option<(u64, u64)> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut head = [0u8; 12];
+    file.read_exact(&mut head).ok()?;
+    if &head[..4] != b"RIFF" || &head[8..12] != b"AVI " {
+        return None;
+    }
+    let stated = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as u64 + 8;
+    let actual = file.metadata().ok()?.len();
+    (actual < stated).then_some((actual, stated))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_riff_file_shorter_than_its_header_says_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.avi");
+        let mut avi = b"RIFF".to_vec();
+        avi.extend_from_slice(&(100u32 - 8).to_le_bytes());
+        avi.extend_from_slice(b"AVI ");
+        avi.resize(100, 0);
+        std::fs::write(&path, &avi).unwrap();
+        assert_eq!(riff_shortfall(&path), None, "complete");
+        std::fs::write(&path, &avi[..60]).unwrap();
+        assert_eq!(riff_shortfall(&path), Some((60, 100)));
+        std::fs::write(&path, b"not a riff file at all").unwrap();
+        assert_eq!(riff_shortfall(&path), None);
+    }
+}

@@ -25,6 +25,7 @@
 //!   knows nothing of it); [`keyframe`] reads which packets are keyframes from the bitstream for the codecs
 //!   whose containers mark them wrong.
 
+mod explain;
 mod frame;
 pub mod keyframe;
 pub mod launch;

@@ -23,7 +23,7 @@ use tracing::{debug, error, info, warn};
 use super::launch::{self, BuiltPipeline, Credentials};
 use super::{
     Frame, FrameQueue, FrameSettings, FullFrame, Notify, Pushed, QueuePolicy, ReconnectSettings, RgbFrame, SourceError,
-    SourceKind, SourceSpec, SourceState, SourceStats, SourceStatsSnapshot,
+    SourceKind, SourceSpec, SourceState, SourceStats, SourceStatsSnapshot, explain,
 };
 use crate::gst::{GstRegistry, PipelineChoice, PipelineTemplate};
 use crate::shutdown::ShutdownToken;
@@ -184,6 +184,8 @@ pub fn spawn_with(
         last_index: None,
         last_end_ns: None,
         last_warning: None,
+        auth_failed: false,
+        auth_reported: false,
     };
     let thread = std::thread::Builder::new()
         .name(format!("src{}-{}", spec.id, spec.short_name))
@@ -236,6 +238,10 @@ struct Source {
     last_end_ns: Option<u64>,
     /// The last GStreamer warning of this run (rtspsrc warns "Could not read from resource" before its EOS).
     last_warning: Option<String>,
+    /// This run ended because the camera refused the credentials (401).
+    auth_failed: bool,
+    /// The authentication failure was said (once, until a run delivers frames again).
+    auth_reported: bool,
 }
 
 impl Source {
@@ -310,6 +316,23 @@ impl Source {
             }
             // A run that delivered frames was a success that later ended: start counting afresh.
             failures = if frames > 0 { 1 } else { failures + 1 };
+            if frames > 0 {
+                self.auth_reported = false;
+            }
+            // Retrying will not fix wrong credentials, and a user reading "reconnecting" lines would look at the
+            // network: say once what it is. The retries go on (the password may be changed on the camera).
+            if self.auth_failed
+                && !self.auth_reported
+                && let RestartReason::Error(message) = &reason
+            {
+                self.auth_reported = true;
+                error!(
+                    source = %name,
+                    "{message}: {}. This is not a network fault: the retries (with backoff) fail the same way until \
+                     the credentials are right",
+                    explain::auth_advice(self.spec.display.contains("***@"))
+                );
+            }
             if let Some(max) = self.reconnect.max_attempts
                 && failures >= max
             {
@@ -357,6 +380,7 @@ impl Source {
         let _stop = StopOnDrop(built.pipeline.clone());
         self.last_end_ns = None;
         self.last_warning = None;
+        self.auth_failed = false;
         let decoded = Arc::new(DecodedLog::default());
         self.install_probe(&built, decoded.clone());
         if let Some(tap) = &self.packet_tap {
@@ -556,6 +580,14 @@ impl Source {
         if self.spec.is_live() {
             return None;
         }
+        // An AVI's demuxer reports the duration of what is left, so its RIFF header is what shows the loss.
+        if let Some((actual, stated)) = self.spec.path().and_then(super::media::riff_shortfall) {
+            return Some(format!(
+                "the file is {actual} bytes but its AVI header says {stated}: it is truncated (the video stops at \
+                 {:.2} s, and what came after is lost)",
+                self.last_end_ns.unwrap_or(0) as f64 / 1e9
+            ));
+        }
         let duration_ns = pipeline.query_duration::<gst::ClockTime>()?.nseconds();
         let end_ns = self.last_end_ns.unwrap_or(0);
         let missing_ns = duration_ns.saturating_sub(end_ns);
@@ -577,12 +609,20 @@ impl Source {
                     let from = msg.src().map(|s| s.name().to_string()).unwrap_or_default();
                     let details = err.debug().map(|d| self.spec.scrub(&d)).unwrap_or_default();
                     // The debug string is "file.c(line): function (): /element/path:\nthe useful part".
-                    let message = match details.rsplit_once(":\n").map(|(_, tail)| tail.trim()) {
-                        Some(tail) if !tail.is_empty() => format!("{} ({from}: {tail})", err.error()),
-                        _ => format!("{} ({from})", err.error()),
+                    let tail = details.rsplit_once(":\n").map(|(_, tail)| tail.trim()).unwrap_or("");
+                    let summary = self.spec.scrub(&err.error().to_string());
+                    let bus_error = explain::BusError {
+                        kind: self.spec.kind,
+                        has_credentials: self.spec.display.contains("***@"),
+                        from: &from,
+                        summary: &summary,
+                        detail: tail,
+                        not_authorized: err.error().matches(gst::ResourceError::NotAuthorized),
                     };
-                    let message = self.spec.scrub(&message);
+                    let explained = explain::explain(&bus_error, || explain::probe(self.spec.secret_uri()));
+                    let message = self.spec.scrub(&explained.message);
                     debug!(source = %self.spec.display, %message, %details, "GStreamer error");
+                    self.auth_failed = explained.auth;
                     return Some(message);
                 }
                 gst::MessageView::Warning(w) => {

@@ -213,6 +213,15 @@ impl SourceSpec {
         if matches!(kind, SourceKind::Rtsp | SourceKind::Http) && host_of(arg).is_empty() {
             return Err(SourceError::InvalidUrl { name: display, reason: "it has no host".into() });
         }
+        if matches!(kind, SourceKind::Rtsp | SourceKind::Http)
+            && let Some(port) = port_of(arg)
+            && !port.parse::<u16>().is_ok_and(|p| p > 0)
+        {
+            return Err(SourceError::InvalidUrl {
+                name: display,
+                reason: format!("its port `{port}` is not a number from 1 to 65535"),
+            });
+        }
         let short_name = short_name_for(kind, arg, path.as_deref(), id);
         let short_name = match csi {
             Some(camera) => format!("csi{}", camera.sensor_id),
@@ -320,6 +329,16 @@ fn host_of(url: &str) -> &str {
     host_port.split(':').next().unwrap_or("")
 }
 
+/// The port of the URL's authority as written (`Some("")` for "host:"), or `None` when it has none.
+fn port_of(url: &str) -> Option<&str> {
+    let authority = authority_of(url);
+    let host_port = authority.rfind('@').map_or(authority, |at| &authority[at + 1..]);
+    match host_port.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').and_then(|(_, rest)| rest.strip_prefix(':')),
+        None => host_port.split_once(':').map(|(_, port)| port),
+    }
+}
+
 fn password_of(url: &str) -> Option<&str> {
     let authority = authority_of(url);
     let userinfo = &authority[..authority.rfind('@')?];
@@ -376,6 +395,25 @@ fn short_name_for(kind: SourceKind, arg: &str, path: Option<&Path>, id: usize) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_port_that_is_not_a_number_is_refused() {
+        for (url, port) in [
+            ("rtsp://cam:abc/live", "abc"),
+            ("rtsp://admin:pw@cam:55x4/live", "55x4"),
+            ("http://cam:99999/x", "99999"),
+            ("rtsp://[::1]:x/y", "x"),
+            ("rtsp://cam:/live", ""),
+            ("rtsp://cam:0/live", "0"),
+        ] {
+            let e = SourceSpec::parse_unchecked(url, 0).unwrap_err().to_string();
+            assert!(e.contains(&format!("its port `{port}` is not a number from 1 to 65535")), "{url}: {e}");
+            assert!(!e.contains("pw@"), "{e}");
+        }
+        for url in ["rtsp://cam:8554/live", "rtsp://u:p@[::1]:554/x", "http://cam/x", "rtsp://[fe80::1]/x"] {
+            assert!(SourceSpec::parse_unchecked(url, 0).is_ok(), "{url}");
+        }
+    }
 
     #[test]
     fn kinds_and_names() {
