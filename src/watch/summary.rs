@@ -71,6 +71,9 @@ pub struct Summary {
     /// Clips started, written and failed (when clips are on).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clips: Option<ClipStatsSnapshot>,
+    /// Events verified, confirmed, rejected and overloaded (when a query verifies).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verification: Option<super::VerifySummary>,
     pub wall_seconds: f64,
 }
 
@@ -108,6 +111,13 @@ impl std::fmt::Display for Summary {
                 c.written, c.failed, c.over_cap, c.peak_open
             )?;
         }
+        if let Some(v) = &self.verification {
+            writeln!(
+                f,
+                "  verification: {} events verified: {} confirmed, {} rejected, {} overloaded, {} errors",
+                v.verified, v.confirmed, v.rejected, v.overloaded, v.errors
+            )?;
+        }
         Ok(())
     }
 }
@@ -141,6 +151,7 @@ mod tests {
             events: 0,
             updates: 0,
             clips: None,
+            verification: None,
             wall_seconds: 1.0,
         };
         let text = summary.to_string();
