@@ -2,6 +2,8 @@
 //! (models/tiny/verifier-brightness) decides confirmed against rejected through the prompts the test gives.
 
 mod common;
+#[path = "common/hook.rs"]
+mod hook;
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -189,4 +191,60 @@ fn verify_on_the_command_line_uses_the_default_contrast_prompts() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(err.contains("people walking past each other"), "{err}");
+}
+
+/// `alert_on = "verified"`: a confirmed event's alerts are its start (held until the verdict), its verification
+/// and its end; a rejected event sends only its verification line. events.jsonl has every line either way.
+#[test]
+fn alert_on_verified_holds_the_start_until_confirmed() {
+    let out = tempfile::tempdir().unwrap();
+    let hook = hook::Hook::start(0, &[]);
+    let config = format!(
+        r#"
+        [verify]
+        model = "{}"
+        queue = 1000
+        [[alerts.webhooks]]
+        url = "http://127.0.0.1:{}/hook"
+        [[query]]
+        text = "a person riding a bicycle"
+        threshold = 0.6
+        verify = "0.5"
+        contrast = ["5"]
+        alert_on = "verified"
+        [[query]]
+        text = "a car"
+        threshold = 0.6
+        verify = "5"
+        contrast = ["0.5"]
+        alert_on = "verified"
+        "#,
+        verifier(),
+        hook.port
+    );
+    let o = watch(&config, &[], out.path(), &tiny_model("owlvit"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let all = lines(out.path());
+    let got: Vec<serde_json::Value> = hook.requests().into_iter().map(|r| r.body).collect();
+    let ids = |q: &str| -> Vec<String> {
+        all.iter()
+            .filter(|l| l["type"] == "start" && l["query"] == q)
+            .map(|l| l["event_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (confirmed, rejected) = (ids("a person riding a bicycle"), ids("a car"));
+    assert!(!confirmed.is_empty() && !rejected.is_empty());
+    let kinds = |id: &str| -> Vec<String> {
+        got.iter().filter(|b| b["event_id"] == id).map(|b| b["type"].as_str().unwrap().to_string()).collect()
+    };
+    for id in &confirmed {
+        let k = kinds(id);
+        assert_eq!(k.first().map(String::as_str), Some("start"), "{id}: {k:?}");
+        assert_eq!(k.get(1).map(String::as_str), Some("verification"), "{id}: {k:?}");
+        assert_eq!(k.last().map(String::as_str), Some("end"), "{id}: {k:?}");
+    }
+    for id in &rejected {
+        assert_eq!(kinds(id), ["verification"], "{id}");
+        assert!(all.iter().any(|l| l["event_id"] == id.as_str() && l["type"] == "start"), "the log has it all");
+    }
 }
