@@ -32,6 +32,16 @@
 //! cooldown_s = 10.0           # no new event for the same track this soon after one ends (default 10)
 //! update_interval_s = 5.0     # least time between two `update` events (default 5; 0: every match)
 //! sources = ["gate"]          # default: every source
+//! verify = "a person snatching a chain from another person"  # confirm each event (needs [verify] model)
+//! contrast = ["people walking past each other"]  # default: infer::verify::DEFAULT_CONTRAST; not empty
+//! verify_threshold = 0.5      # the sentence's softmax probability that confirms (default 0.5)
+//! alert_on = "verified"       # or "start" (default): when this query's alerts go out
+//!
+//! [verify]
+//! model = "models/xclip"      # the verifier's model directory (default: none)
+//! frames = 8                  # frames of each event it sees (default 8)
+//! seconds = 2.0               # spread over the event's first seconds (default 2)
+//! queue = 16                  # events waiting; past it the verdict is error/overloaded (default 16)
 //!
 //! [alerts.mqtt]
 //! url = "mqtt://broker.lan:1883"  # see crate::sink::alerts::config for every key
@@ -108,6 +118,74 @@ pub struct Config {
     /// Deleting the oldest outputs (`[retention]`); see [`crate::sink::retention`]. Default: keep everything.
     #[serde(default)]
     pub retention: crate::sink::retention::RetentionConfig,
+    /// The second stage that confirms events of queries with `verify` (`[verify]`). Default: no verifier.
+    #[serde(default)]
+    pub verify: VerifyConfig,
+}
+
+/// `[verify]`: the verifier model and how many frames of each event it sees.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyConfig {
+    /// The verifier's model directory (`config.json`, `onnx/`); `--verifier` overrides it. Default: none, and
+    /// then a query with `verify` is an error.
+    pub model: Option<PathBuf>,
+    /// Frames of each event the verifier sees. Default [`DEFAULT_VERIFY_FRAMES`] (8).
+    pub frames: Option<usize>,
+    /// Seconds of stream time, from the event's start, the frames are spread over. Default
+    /// [`DEFAULT_VERIFY_SECONDS`] (2).
+    pub seconds: Option<f64>,
+    /// Events waiting for the verifier; past it an event's verdict is `error` with reason `overloaded`.
+    /// Default [`DEFAULT_VERIFY_QUEUE`] (16).
+    pub queue: Option<usize>,
+}
+
+/// Default `[verify] frames`.
+pub const DEFAULT_VERIFY_FRAMES: usize = 8;
+/// Default `[verify] seconds`.
+pub const DEFAULT_VERIFY_SECONDS: f64 = 2.0;
+/// Default `[verify] queue`.
+pub const DEFAULT_VERIFY_QUEUE: usize = 16;
+
+/// When a verifying query's alerts go out.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertOn {
+    /// At the event's start, as for a query without `verify` (the default).
+    #[default]
+    Start,
+    /// Only once the verifier confirms the event: its `start` line is held until then, and its other lines are
+    /// alerted only once it is confirmed.
+    Verified,
+}
+
+/// A query's second stage, with defaults filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryVerify {
+    /// What must be happening (prompt 0).
+    pub sentence: String,
+    /// The contrast prompts (at least one).
+    pub contrast: Vec<String>,
+    /// The sentence's probability at or above which an event is confirmed.
+    pub threshold: f32,
+    pub alert_on: AlertOn,
+}
+
+impl QueryVerify {
+    /// `sentence` with the default contrast prompts and threshold (`-q "..." --verify`).
+    pub fn with_defaults(sentence: &str) -> Self {
+        QueryVerify {
+            sentence: sentence.to_string(),
+            contrast: crate::infer::verify::DEFAULT_CONTRAST.iter().map(|s| s.to_string()).collect(),
+            threshold: crate::infer::verify::DEFAULT_VERIFY_THRESHOLD,
+            alert_on: AlertOn::Start,
+        }
+    }
+
+    /// The prompts in the verifier's order: the sentence, then the contrast prompts.
+    pub fn prompts(&self) -> Vec<String> {
+        std::iter::once(self.sentence.clone()).chain(self.contrast.iter().cloned()).collect()
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -214,6 +292,17 @@ pub struct QueryConfig {
     /// Names of the sources this query applies to. Default: every source.
     #[serde(default)]
     pub sources: Vec<String>,
+    /// What must be happening for an event to be confirmed by the verifier (`[verify]`). Default: no
+    /// verification.
+    pub verify: Option<String>,
+    /// Sentences the verifier weighs `verify` against. Default
+    /// [`crate::infer::verify::DEFAULT_CONTRAST`]; an empty list is an error.
+    pub contrast: Option<Vec<String>>,
+    /// The probability (0..1) of `verify` at or above which an event is confirmed. Default
+    /// [`crate::infer::verify::DEFAULT_VERIFY_THRESHOLD`] (0.5).
+    pub verify_threshold: Option<f32>,
+    /// `"start"` or `"verified"`: when the query's alerts go out. Default `"start"`.
+    pub alert_on: Option<AlertOn>,
 }
 
 /// A standing query with every default filled in.
@@ -236,6 +325,8 @@ pub struct StandingQuery {
     pub update_interval_s: f64,
     /// Empty: every source.
     pub sources: Vec<String>,
+    /// The second stage, when the query verifies its events.
+    pub verify: Option<QueryVerify>,
 }
 
 impl StandingQuery {
@@ -253,6 +344,7 @@ impl StandingQuery {
             cooldown_s: DEFAULT_COOLDOWN_S,
             update_interval_s: DEFAULT_UPDATE_INTERVAL_S,
             sources: Vec::new(),
+            verify: None,
         }
     }
 
@@ -315,6 +407,36 @@ impl Config {
             if k == 0 || k > n {
                 return Err(invalid(format!("query {:?}: min_frames {k} must be between 1 and window {n}", q.text)));
             }
+            if let Some(v) = &q.verify
+                && v.trim().is_empty()
+            {
+                return Err(invalid(format!(
+                    "query {:?}: verify is empty; give the sentence that must be happening",
+                    q.text
+                )));
+            }
+            if let Some(c) = &q.contrast {
+                if c.is_empty() {
+                    return Err(invalid(format!(
+                        "query {:?}: contrast is an empty list; give at least one sentence, or leave contrast out for the defaults",
+                        q.text
+                    )));
+                }
+                if c.iter().any(|s| s.trim().is_empty()) {
+                    return Err(invalid(format!("query {:?}: contrast has an empty sentence", q.text)));
+                }
+            }
+            if let Some(t) = q.verify_threshold
+                && !(0.0..=1.0).contains(&t)
+            {
+                return Err(invalid(format!("query {:?}: verify_threshold {t} is outside 0..1", q.text)));
+            }
+            if q.verify.is_none() && (q.contrast.is_some() || q.verify_threshold.is_some() || q.alert_on.is_some()) {
+                return Err(invalid(format!(
+                    "query {:?}: contrast, verify_threshold and alert_on need verify = \"...\" (the sentence to confirm)",
+                    q.text
+                )));
+            }
             for (key, value) in [
                 ("end_after_s", q.end_after_s),
                 ("post_roll_s", q.post_roll_s),
@@ -331,6 +453,16 @@ impl Config {
                     )));
                 }
             }
+        }
+        if let Some(f) = self.verify.frames
+            && !(1..=64).contains(&f)
+        {
+            return Err(invalid(format!("[verify] frames = {f} is outside 1..64")));
+        }
+        if let Some(t) = self.verify.seconds
+            && !(t.is_finite() && t > 0.0 && t <= 60.0)
+        {
+            return Err(invalid(format!("[verify] seconds = {t} must be more than 0 and at most 60")));
         }
         if let Some(level) = self.model.optimization_level
             && level > 3
@@ -367,6 +499,15 @@ impl Config {
                 cooldown_s: q.cooldown_s.unwrap_or(DEFAULT_COOLDOWN_S),
                 update_interval_s: q.update_interval_s.unwrap_or(DEFAULT_UPDATE_INTERVAL_S),
                 sources: q.sources.clone(),
+                verify: q.verify.as_ref().map(|sentence| {
+                    let d = QueryVerify::with_defaults(sentence);
+                    QueryVerify {
+                        contrast: q.contrast.clone().unwrap_or(d.contrast),
+                        threshold: q.verify_threshold.unwrap_or(d.threshold),
+                        alert_on: q.alert_on.unwrap_or_default(),
+                        ..d
+                    }
+                }),
             })
             .collect()
     }
@@ -475,5 +616,37 @@ mod tests {
         let from_cli = StandingQuery::from_text("a", None);
         assert_eq!(from_cli, q[0]);
         assert!(Config::parse("[[query]]\ntext = \"x\"\ncooldown = 3\n", Path::new("c.toml")).is_err());
+    }
+
+    #[test]
+    fn verification_keys_default_and_are_checked() {
+        let c = Config::parse(
+            "[verify]\nmodel = \"m\"\nframes = 4\n[[query]]\ntext = \"a\"\nverify = \"a falling\"\n[[query]]\ntext = \"b\"\nverify = \"b\"\ncontrast = [\"c\"]\nverify_threshold = 0.7\nalert_on = \"verified\"\n[[query]]\ntext = \"c\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!((c.verify.frames, c.verify.seconds), (Some(4), None));
+        let q = c.standing_queries();
+        let v = q[0].verify.as_ref().unwrap();
+        assert_eq!(v.prompts()[0], "a falling");
+        assert_eq!(v.contrast.len(), crate::infer::verify::DEFAULT_CONTRAST.len());
+        assert_eq!((v.threshold, v.alert_on), (0.5, AlertOn::Start));
+        let v = q[1].verify.as_ref().unwrap();
+        assert_eq!((v.prompts(), v.threshold, v.alert_on), (vec!["b".to_string(), "c".into()], 0.7, AlertOn::Verified));
+        assert!(q[2].verify.is_none());
+        for (text, expect) in [
+            ("[[query]]\ntext = \"x\"\nverify = \"y\"\ncontrast = []\n", "contrast is an empty list"),
+            (
+                "[[query]]\ntext = \"x\"\nverify = \"y\"\nverify_threshold = -0.1\n",
+                "verify_threshold -0.1 is outside 0..1",
+            ),
+            ("[[query]]\ntext = \"x\"\ncontrast = [\"z\"]\n", "need verify"),
+            ("[[query]]\ntext = \"x\"\nverify = \"y\"\nalert_on = \"later\"\n", "later"),
+            ("[verify]\nseconds = 0\n", "[verify] seconds = 0"),
+            ("[verify]\nmodle = \"m\"\n", "modle"),
+        ] {
+            let e = Config::parse(text, Path::new("c.toml")).unwrap_err().to_string();
+            assert!(e.contains(expect) && !e.contains('\n'), "{text}: {e}");
+        }
     }
 }

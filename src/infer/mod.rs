@@ -25,12 +25,14 @@ pub mod postprocess;
 pub mod preprocess;
 pub mod runtime;
 pub mod text;
+pub mod verify;
 
 pub use detector::{DetectTimings, Detector, FrameScale, Image, QuerySet, ScaledFrame};
 pub use device::Device;
 pub use model::{Family, Layout, ModelDir};
 pub use owl::{OwlDetector, OwlQueries, RawOutput};
 pub use runtime::SessionOptions;
+pub use verify::{PromptSet, Verdict, Verifier, load_verifier};
 
 use std::path::PathBuf;
 

@@ -45,6 +45,18 @@
 //! sidecar), the clip's path stays and the paths of the missing pieces are null. The `clips` line of an event comes after its `end` line, but other events'
 //! lines may come in between (clips are written on their own threads).
 //!
+//! An event of a query with `verify` gets one `verification` line ([`VerificationRecord`]), after its `start`,
+//! once the verifier has seen its first seconds (or the event ended sooner):
+//!
+//! ```json
+//! {"type":"verification","event_id":"gate-r1-0-7-120","source":"...","query":"a person","label":"a person","track_id":7,"model":"xclip-base-patch32","score":0.83,"verdict":"confirmed","prompts":["a person snatching a chain","people walking past each other"],"frames":[122,134,147,159,172,184,197,209],"seconds":1.74}
+//! {"type":"verification","event_id":"gate-r1-0-8-300",...,"score":null,"verdict":"error","reason":"overloaded",...}
+//! ```
+//!
+//! `verdict` is `confirmed` or `rejected` (the sentence's probability `score` against the query's
+//! `verify_threshold`), or `error` with a `reason`: `overloaded` when the verifier's queue was full (the frame
+//! path never waits for it), or the verifier's error.
+//!
 //! `event_id` and the fields after `score` are left out when empty: a record with only the fields up to `score`
 //! is a line too (the unit tests' shortest).
 
@@ -300,6 +312,61 @@ impl ClipsRecord {
             clips,
         }
     }
+}
+
+/// The `type` of a [`VerificationRecord`]: always `"verification"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerificationLineKind {
+    Verification,
+}
+
+/// The verifier's answer on an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerdictField {
+    /// The sentence's probability is at or above the query's `verify_threshold`.
+    Confirmed,
+    /// It is below.
+    Rejected,
+    /// No verdict: `reason` says why (`overloaded`: the verifier's queue was full; or the verifier's error).
+    Error,
+}
+
+/// The verifier's line for an event (see the module documentation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerificationRecord {
+    /// Always `"verification"`.
+    #[serde(rename = "type")]
+    pub kind: VerificationLineKind,
+    /// The event's id, as on its other lines.
+    pub event_id: String,
+    /// Display name of the source, with any password removed.
+    pub source: String,
+    /// The query's text.
+    pub query: String,
+    /// The query's short label.
+    pub label: String,
+    /// The tracker's id of the object.
+    pub track_id: u64,
+    /// When the line was written, RFC 3339 in UTC; omitted when the log leaves wall-clock times out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wall_time: Option<String>,
+    /// The verifier's name (its model directory's name).
+    pub model: String,
+    /// The sentence's softmax probability over the prompts, 0..1; null on `error`.
+    pub score: Option<f32>,
+    pub verdict: VerdictField,
+    /// Why there is no verdict (`error` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The prompts: the sentence first, then the contrast prompts.
+    pub prompts: Vec<String>,
+    /// Indices of the video frames the verifier saw, in time order.
+    pub frames: Vec<u64>,
+    /// Stream seconds from the first of those frames to the last.
+    pub seconds: f64,
 }
 
 impl EventRecord {
@@ -586,6 +653,19 @@ impl EventLog {
         self.line.clear();
         let wall_time = self.settings.wall_time.then(|| format_rfc3339_utc(SystemTime::now()));
         let record = ClipsRecord { wall_time, ..record.clone() };
+        if let Err(e) = serde_json::to_writer(&mut self.line, &record) {
+            self.stats.lost += 1;
+            let error = SinkError::Write { path: self.path.clone(), error: io::Error::other(e) };
+            return Err(LineNotWritten { error, kept: false });
+        }
+        self.finish_line()
+    }
+
+    /// Appends an event's `verification` line, stamped with the time now when the log has wall-clock times.
+    pub fn write_verification(&mut self, record: &VerificationRecord) -> Result<(), LineNotWritten> {
+        self.line.clear();
+        let wall_time = self.settings.wall_time.then(|| format_rfc3339_utc(SystemTime::now()));
+        let record = VerificationRecord { wall_time, source: redact_url(&record.source), ..record.clone() };
         if let Err(e) = serde_json::to_writer(&mut self.line, &record) {
             self.stats.lost += 1;
             let error = SinkError::Write { path: self.path.clone(), error: io::Error::other(e) };

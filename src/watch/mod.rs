@@ -30,6 +30,7 @@ mod infer;
 mod post;
 pub mod stats;
 mod summary;
+mod verify;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -58,6 +59,8 @@ use drain::{Drain, DrainSettings};
 use infer::{InferStage, InferStats, QueryBands};
 use post::{PostStage, PostStats, tracker_settings_for_events};
 pub use summary::{SourceSummary, Summary};
+use verify::{AlertGate, Collector, VerdictWriter, VerifyJob, VerifyStage};
+pub use verify::{OVERLOADED, VerifySettings, VerifySummary};
 
 /// Frames in flight between the inference thread and one source's post thread.
 const POST_QUEUE: usize = 4;
@@ -90,6 +93,13 @@ pub enum WatchError {
     Clip(#[from] crate::sink::clips::ClipError),
     #[error("could not start thread {name}: {error}")]
     Thread { name: String, error: std::io::Error },
+    #[error(
+        "query {query:?} has verify, but no verifier model is configured: set [verify] model in the config (or \
+         --verifier DIR)"
+    )]
+    NoVerifier { query: String },
+    #[error("verifier {model}: it takes {fixed} frames, but [verify] frames = {configured}; set frames = {fixed}")]
+    VerifierFrames { model: String, fixed: usize, configured: usize },
     #[error("every source failed to start; the first: {0}")]
     AllSourcesFailed(String),
 }
@@ -135,6 +145,9 @@ pub struct WatchSettings {
     /// Sources refused before the run (a missing file, an unsupported URL), each as [`SourceSummary::not_started`]:
     /// listed in the summary with their error, after the sources that ran. Default: none.
     pub not_started: Vec<SourceSummary>,
+    /// The verifier of queries with `verify` (`[verify]`). Default: none (a query with `verify` is then an
+    /// error).
+    pub verify: Option<VerifySettings>,
 }
 
 /// Default [`WatchSettings::shutdown_timeout`], in seconds. `deploy/lookout.service` stops the service after
@@ -163,6 +176,7 @@ impl Default for WatchSettings {
             clips: None,
             shutdown_timeout: Duration::from_secs_f64(DEFAULT_SHUTDOWN_TIMEOUT_S),
             not_started: Vec::new(),
+            verify: None,
         }
     }
 }
@@ -205,10 +219,35 @@ pub fn run(
     source::dedupe_short_names(&mut specs);
     check_query_sources(&queries, &specs)?;
 
+    let verifying = queries.iter().find(|q| q.verify.is_some());
+    if let Some(q) = verifying
+        && settings.verify.is_none()
+    {
+        return Err(WatchError::NoVerifier { query: q.label.clone() });
+    }
+
     let started = Instant::now();
     let texts: Vec<String> = queries.iter().map(|q| q.text.clone()).collect();
     let query_set = detector.encode(&texts)?;
     detector.warm_up(&query_set)?;
+    // The verifier, and each verifying query's prompts encoded once for the run.
+    let verifier = match (&settings.verify, verifying) {
+        (Some(v), Some(_)) => {
+            let mut verifier = crate::infer::load_verifier(&v.model, &v.session)?;
+            if let Some(fixed) = verifier.num_frames()
+                && fixed != v.frames
+            {
+                return Err(WatchError::VerifierFrames {
+                    model: v.model.display().to_string(),
+                    fixed,
+                    configured: v.frames,
+                });
+            }
+            let prompts = verify::encode_prompts(verifier.as_mut(), &queries)?;
+            Some((verifier, prompts, v.clone()))
+        }
+        _ => None,
+    };
 
     // Frames are scaled inside GStreamer the way the detector asks.
     let scale = detector.frame_scale();
@@ -218,7 +257,8 @@ pub fn run(
             FrameScale::FitLonger { side } => Some(side),
             FrameScale::Stretch { .. } => None,
         },
-        full_frames: settings.annotate || settings.serve_rtsp.is_some(),
+        // Verification crops the frames at their decoded size: the same frames, never decoded twice.
+        full_frames: settings.annotate || settings.serve_rtsp.is_some() || verifier.is_some(),
         every: settings.every,
         fps: settings.fps,
         ..FrameSettings::default()
@@ -324,6 +364,30 @@ pub fn run(
         None => None,
     };
 
+    // The verify thread, fed by the post stages through one bounded queue.
+    let gate = Arc::new(AlertGate::default());
+    let mut verify_thread: Option<JoinHandle<()>> = None;
+    let mut verify_link: Option<(Sender<VerifyJob>, VerdictWriter, VerifySettings)> = None;
+    if let Some((verifier, prompts, v)) = verifier {
+        let (tx, rx) = bounded::<VerifyJob>(v.queue);
+        let writer = VerdictWriter {
+            log: event_log.clone(),
+            alerter: alerter.clone(),
+            gate: gate.clone(),
+            write_failures: write_failures.clone(),
+            model: verifier.name().to_string(),
+        };
+        let stage = VerifyStage { verifier, prompts, queries: queries.clone(), rx, writer: writer.clone() };
+        verify_thread = Some(
+            std::thread::Builder::new()
+                .name("verify".into())
+                .spawn(move || stage.run())
+                .map_err(|error| WatchError::Thread { name: "verify".into(), error })?,
+        );
+        verify_link = Some((tx, writer, v));
+    }
+    let evidence = settings.clips.as_ref().map(|c| c.evidence.clone()).unwrap_or_default();
+
     // Post stages, one per source.
     let mut post_threads: Vec<JoinHandle<PostStats>> = Vec::new();
     let mut post_senders: Vec<Sender<Processed>> = Vec::new();
@@ -358,6 +422,22 @@ pub fn run(
             alerter: alerter.clone(),
             record_encoder: record_encoder.clone(),
             write_failures: write_failures.clone(),
+            collector: verify_link
+                .as_ref()
+                .filter(|_| queries.iter().any(|q| q.verify.is_some() && q.applies_to(&h.spec.short_name)))
+                .map(|(tx, writer, v)| {
+                    Collector::new(
+                        v.frames,
+                        v.seconds,
+                        evidence.clone(),
+                        tx.clone(),
+                        writer.clone(),
+                        h.spec.display.clone(),
+                        h.spec.short_name.clone(),
+                        queries.clone(),
+                    )
+                }),
+            gate: gate.clone(),
         };
         let name = format!("post-{}", h.spec.short_name);
         let t = std::thread::Builder::new()
@@ -421,6 +501,13 @@ pub fn run(
             })
         })
         .collect();
+    // Every collector has gone with its post thread: the verifier finishes the queued events.
+    drop(verify_link);
+    if let Some(t) = verify_thread
+        && t.join().is_err()
+    {
+        warn!("the verify thread panicked");
+    }
     drain.frames_done.store(true, std::sync::atomic::Ordering::Relaxed);
     // Every recorder is gone with its post thread: the workers finish the queued clips (each with a deadline, and
     // all of them by the stop's deadline when there is a stop).
@@ -490,6 +577,11 @@ pub fn run(
         batches: infer_stats.batches,
         clips,
         event_lines_lost: event_log_stats.lost,
+        verification: settings
+            .verify
+            .as_ref()
+            .filter(|_| queries.iter().any(|q| q.verify.is_some()))
+            .map(|_| gate.summary()),
         wall_seconds: started.elapsed().as_secs_f64(),
     };
     let path = settings.out_dir.join("summary.json");

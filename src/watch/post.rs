@@ -13,6 +13,7 @@ use std::time::{Instant, SystemTime};
 use crossbeam_channel::Receiver;
 use tracing::{info, warn};
 
+use super::verify::{AlertGate, Collector, alerts_wait};
 use super::{Processed, Progress, TEST_MODEL_BANNER, WatchSettings};
 use crate::config::StandingQuery;
 use crate::draw::{Canvas, annotate_detections, draw_banner, draw_timestamp};
@@ -69,6 +70,10 @@ pub(super) struct PostStage {
     pub record_encoder: Option<String>,
     /// Failed writes of the output directory, shared by every source.
     pub write_failures: Arc<WriteFailures>,
+    /// Takes the frames of events to verify, when a query of the source verifies.
+    pub collector: Option<Collector>,
+    /// Holds the alerts of `alert_on = "verified"` events until their verdict.
+    pub gate: Arc<AlertGate>,
 }
 
 /// The tracker settings for a source: `base`, keeping a lost track at least as long as the longest
@@ -104,6 +109,8 @@ struct LogSink<'a> {
     /// Topic-safe source name for alerts.
     short_name: &'a str,
     write_failures: &'a WriteFailures,
+    collector: &'a mut Option<Collector>,
+    gate: &'a AlertGate,
 }
 
 impl EventSink for LogSink<'_> {
@@ -124,11 +131,33 @@ impl EventSink for LogSink<'_> {
         // kept while the disk is full: it is written once there is room). The alerter never blocks, so the log's
         // lock is held only for a copy.
         if let (Some(alerter), true) = (self.alerter, result.as_ref().map_or_else(|e| e.kept, |()| true)) {
-            alerter.send(self.short_name, log.last_line(), None);
+            // A query whose alerts wait for the verdict holds its start (and what follows) until it is confirmed.
+            let line = log.last_line();
+            let now = match (alerts_wait(q), ev.kind) {
+                (false, _) => true,
+                (true, LifecycleKind::Start) => {
+                    self.gate.hold_start(&ev.event_id, line);
+                    false
+                }
+                (true, LifecycleKind::Update) => self.gate.may_alert(&ev.event_id, line, false),
+                (true, LifecycleKind::End(_)) => self.gate.may_alert(&ev.event_id, line, true),
+                (true, LifecycleKind::Closed) => false,
+            };
+            if now {
+                alerter.send(self.short_name, line, None);
+            }
         }
         drop(log);
         match result {
             Ok(()) => {
+                // Verification starts with the `start` line and is cut short by the `end` line.
+                if let Some(c) = self.collector.as_mut() {
+                    match ev.kind {
+                        LifecycleKind::Start => c.start(ev),
+                        LifecycleKind::End(_) => c.end(&ev.event_id),
+                        LifecycleKind::Update | LifecycleKind::Closed => {}
+                    }
+                }
                 self.write_failures.succeeded();
                 // An event is counted once, at its start; its updates apart; its end is the same event.
                 match ev.kind {
@@ -171,6 +200,8 @@ impl PostStage {
             alerter: self.alerter.as_deref(),
             short_name: &self.spec.short_name,
             write_failures: &self.write_failures,
+            collector: &mut self.collector,
+            gate: &self.gate,
         }
     }
 
@@ -221,6 +252,11 @@ impl PostStage {
                 Some(Ok(())) => _ = self.write_failures.succeeded(),
                 Some(Err(e)) => _ = e.io_error().map(|(path, io)| self.write_failures.failed(path, io)),
                 None => {}
+            }
+            if let Some(c) = self.collector.as_mut()
+                && c.is_collecting()
+            {
+                c.on_frame(&at, frame.full.as_ref(), &tracks);
             }
 
             let want_video = self.settings.annotate && !video_failed;
@@ -306,6 +342,10 @@ impl PostStage {
             self.shutdown.is_stopping() || self.settings.max_duration.is_some_and(|d| self.started.elapsed() >= d);
         let reason = if stopped { EndReason::Shutdown } else { EndReason::Eos };
         lifecycle.finish(reason, &mut self.log_sink(&mut stats));
+        // Events still taking frames are verified on what they have; the sender goes with the collector.
+        if let Some(mut c) = self.collector.take() {
+            c.finish();
+        }
         self.tracker.finish();
         if let Some(w) = video {
             match w.finish() {

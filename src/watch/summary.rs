@@ -74,6 +74,9 @@ pub struct Summary {
     /// Lines of `events.jsonl` never written: no room on the disk, and no room left to keep them in memory, or
     /// the run ended first. Lines written + lines lost = lines made.
     pub event_lines_lost: u64,
+    /// Events verified, confirmed, rejected and overloaded (when a query verifies).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verification: Option<super::VerifySummary>,
     pub wall_seconds: f64,
 }
 
@@ -114,6 +117,13 @@ impl std::fmt::Display for Summary {
         if self.event_lines_lost > 0 {
             writeln!(f, "  events.jsonl: {} event lines lost (no room on the disk)", self.event_lines_lost)?;
         }
+        if let Some(v) = &self.verification {
+            writeln!(
+                f,
+                "  verification: {} events verified: {} confirmed, {} rejected, {} overloaded, {} errors",
+                v.verified, v.confirmed, v.rejected, v.overloaded, v.errors
+            )?;
+        }
         Ok(())
     }
 }
@@ -148,6 +158,7 @@ mod tests {
             updates: 0,
             clips: None,
             event_lines_lost: 0,
+            verification: None,
             wall_seconds: 1.0,
         };
         let text = summary.to_string();
@@ -172,6 +183,7 @@ mod tests {
             updates: 0,
             clips: None,
             event_lines_lost: 7,
+            verification: None,
             wall_seconds: 1.0,
         };
         assert!(summary.to_string().contains("events.jsonl: 7 event lines lost (no room on the disk)"), "{summary}");
