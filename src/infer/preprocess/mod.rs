@@ -38,7 +38,7 @@ pub use config::{PIL_BICUBIC, PreprocessorConfig};
 
 pub use owlv2::resize_owlv2;
 use owlv2::resize_owlv2_rows;
-pub use pil::resize_bicubic_pil;
+pub use pil::{PilFilter, resize_bicubic_pil, resize_pil};
 
 /// Errors from reading a preprocessor config or from a video frame that does not fit the model input.
 #[derive(Debug, Error)]
