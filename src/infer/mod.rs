@@ -79,6 +79,9 @@ pub enum InferError {
 pub fn load(model: ModelDir, opts: &SessionOptions) -> Result<Box<dyn Detector>> {
     match model.family {
         Family::OwlVit | Family::Owlv2 => Ok(Box::new(OwlDetector::load(model, opts)?)),
+        Family::GroundingDino | Family::MmGroundingDino => {
+            Err(InferError::Model { dir: model.dir.clone(), message: "Grounding DINO is not wired yet".into() })
+        }
     }
 }
 

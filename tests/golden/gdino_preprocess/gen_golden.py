@@ -51,6 +51,8 @@ CASES = [
     # The tiny models' form: letterbox into a fixed size.
     ("fixed32", dict(size={"max_height": 32, "max_width": 32}, pad_size={"height": 32, "width": 32}), [(37, 23)]),
     ("fixed32_tall", dict(size={"max_height": 32, "max_width": 32}, pad_size={"height": 32, "width": 32}), [(23, 37)]),
+    # int(49 * (32 / 49)) is 31, not 32: transformers truncates the limiting side too (no special case).
+    ("fixed32_trunc", dict(size={"max_height": 32, "max_width": 32}, pad_size={"height": 32, "width": 32}), [(49, 5)]),
     ("fixed24x40", dict(size={"max_height": 24, "max_width": 40}, pad_size={"height": 24, "width": 40}), [(97, 60), (13, 9)]),
     # The published checkpoints' form: shortest edge, longest at most; a batch pads to its largest.
     ("edge20_max33", dict(size={"shortest_edge": 20, "longest_edge": 33}), [(37, 23), (23, 37), (60, 10)]),
