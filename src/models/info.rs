@@ -193,6 +193,8 @@ fn read_config(config: &Value, out: &mut ModelInfo) {
     let default_patch = match family {
         Family::Owlvit => 32,
         Family::Owlv2 => 16,
+        // Grounding DINO's config.json has none of the OWL fields read below.
+        Family::GroundingDino | Family::MmGroundingDino => return,
     };
     out.image_size = get(vision, "vision_config.", "image_size", 768);
     out.patch_size = get(vision, "vision_config.", "patch_size", default_patch);
