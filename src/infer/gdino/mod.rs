@@ -144,7 +144,8 @@ impl GdinoDetector {
                 let tpath = model.path("onnx/text_encoder.onnx");
                 let dpath = model.path("onnx/detector.onnx");
                 let text = build_session(&tpath, opts)?;
-                check_io(&text, &tpath, &["input_ids", "token_type_ids", "attention_mask"], &["text_features"])?;
+                // No `attention_mask`: the text encoder attends by the phrase masks it computes from the ids.
+                check_io(&text, &tpath, &["input_ids", "token_type_ids"], &["text_features"])?;
                 let detector = build_session(&dpath, opts)?;
                 check_io(
                     &detector,
@@ -201,13 +202,17 @@ impl GdinoDetector {
                     let ids = pass.input_ids.view().insert_axis(Axis(0));
                     let types = pass.token_type_ids().insert_axis(Axis(0));
                     let mask = pass.attention_mask().insert_axis(Axis(0));
-                    let outputs = text
-                        .run(ort::inputs![
-                            "input_ids" => TensorRef::from_array_view(ids).map_err(ort_err(&path))?,
-                            "token_type_ids" => TensorRef::from_array_view(&types).map_err(ort_err(&path))?,
-                            "attention_mask" => TensorRef::from_array_view(&mask).map_err(ort_err(&path))?,
-                        ])
-                        .map_err(ort_err(&path))?;
+                    let mut inputs = ort::inputs![
+                        "input_ids" => TensorRef::from_array_view(ids).map_err(ort_err(&path))?,
+                        "token_type_ids" => TensorRef::from_array_view(&types).map_err(ort_err(&path))?,
+                    ];
+                    if text.inputs().iter().any(|i| i.name() == "attention_mask") {
+                        inputs.push((
+                            "attention_mask".into(),
+                            TensorRef::from_array_view(&mask).map_err(ort_err(&path))?.into(),
+                        ));
+                    }
+                    let outputs = text.run(inputs).map_err(ort_err(&path))?;
                     Some(extract3(&outputs, &path, "text_features")?)
                 }
             };

@@ -96,11 +96,13 @@ impl BertTokenizer {
         ids.iter().map(|&i| self.inner.id_to_token(i as u32).unwrap_or_else(|| format!("<{i}>"))).collect()
     }
 
-    /// transformers' `tokenizer.batch_decode` of one list of ids (the label text of
-    /// `post_process_grounded_object_detection`).
+    /// transformers' `tokenizer.batch_decode` of one list of ids, special tokens kept (the label text of
+    /// `post_process_grounded_object_detection`, e.g. `"a cat [SEP]"`). The WordPiece decoder of
+    /// `tokenizer.json` joins `##` pieces and, with `cleanup`, removes the space before punctuation as
+    /// `clean_up_tokenization_spaces` does.
     pub fn decode(&self, ids: &[i64]) -> String {
         let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
-        self.inner.decode(&ids, true).unwrap_or_default()
+        self.inner.decode(&ids, false).unwrap_or_default()
     }
 }
 
