@@ -277,3 +277,104 @@ fn synth(w: u32, h: u32) -> image::RgbImage {
         }))
     })
 }
+
+/// Scales `img` to `width` x `height` as `watch`'s model branch does (`videoscale add-borders=false`, here on RGB
+/// so that only the scaler differs from Pillow), within a deadline.
+fn gstreamer_scale(img: &image::RgbImage, width: u32, height: u32) -> image::RgbImage {
+    use gstreamer as gst;
+    use gstreamer::prelude::*;
+    use gstreamer_app as gst_app;
+    gst::init().unwrap();
+    let desc = format!(
+        "appsrc name=src format=time ! videoscale add-borders=false ! video/x-raw,format=RGB,width={width},height={height} \
+         ! appsink name=sink sync=false"
+    );
+    let pipeline = gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap();
+    let src = pipeline.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
+    let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    let info = gstreamer_video::VideoInfo::builder(gstreamer_video::VideoFormat::Rgb, img.width(), img.height())
+        .fps(gst::Fraction::new(1, 1))
+        .build()
+        .unwrap();
+    src.set_caps(Some(&info.to_caps().unwrap()));
+    pipeline.set_state(gst::State::Playing).unwrap();
+    // GStreamer rows are 4-byte aligned.
+    let stride = info.stride()[0] as usize;
+    let mut data = vec![0u8; info.size()];
+    for (y, row) in img.as_raw().chunks_exact(img.width() as usize * 3).enumerate() {
+        data[y * stride..y * stride + row.len()].copy_from_slice(row);
+    }
+    let mut buffer = gst::Buffer::from_mut_slice(data);
+    buffer.get_mut().unwrap().set_pts(gst::ClockTime::ZERO);
+    src.push_buffer(buffer).unwrap();
+    src.end_of_stream().unwrap();
+    let sample = sink.try_pull_sample(gst::ClockTime::from_seconds(30)).expect("a scaled frame within 30 s");
+    let out = common::rgb_image(&sample);
+    pipeline.set_state(gst::State::Null).unwrap();
+    out
+}
+
+/// What `watch` pays for letting GStreamer scale frames instead of Pillow: the same photo through both paths,
+/// with the detector's own frame size. The pixels are held to "close, not equal" (a level or two on average);
+/// the best boxes and scores of the random-weight model are printed as figures (a trained model is much less
+/// sensitive to its input, so they bound nothing).
+#[test]
+fn gstreamer_scaling_costs_little_against_pillow() {
+    let model = ModelDir::open_with(&tiny_model("grounding-dino"), Some(Layout::Split)).unwrap();
+    let mut detector = GdinoDetector::load(model, &SessionOptions::default()).unwrap();
+    let queries: Vec<String> = QUERIES.iter().map(|q| q.to_string()).collect();
+    let encoded = detector.encode_queries(&queries).unwrap();
+    let pass = &encoded.passes[0];
+    let scale = lookout::infer::Detector::frame_scale(&detector);
+    for image in IMAGES {
+        let img = lookout::imageio::load_rgb(&fixture(&format!("{image}.png"))).unwrap();
+        let (w, h) = scale.size_for(img.width(), img.height());
+        let scaled = gstreamer_scale(&img, w, h);
+        let frame = lookout::infer::ScaledFrame {
+            rgb: scaled.as_raw(),
+            width: w,
+            height: h,
+            stride: w as usize * 3,
+            orig_width: img.width(),
+            orig_height: img.height(),
+        };
+        let (pil_pixels, pil_mask, _) = detector.preprocess(&[Image::Rgb(&img)]);
+        let (gst_pixels, gst_mask, prepared) = detector.preprocess(&[Image::Scaled(frame)]);
+        prepared.into_iter().next().unwrap().unwrap();
+        assert_eq!(pil_mask, gst_mask, "{image}: the frame has the processor's size, so the same mask");
+        let diffs: Vec<f32> = pil_pixels.iter().zip(&gst_pixels).map(|(a, b)| (a - b).abs()).collect();
+        let mean_pixel = diffs.iter().sum::<f32>() / diffs.len() as f32;
+        // The object queries come out in another order when the input moves a little (DETR's top-k proposal
+        // selection), so compare what a user sees: each query's best box.
+        let sel = lookout::infer::postprocess::Selection::default();
+        let t = lookout::geom::Transform::stretch(img.width(), img.height());
+        let pil = detector.run_pass(pil_pixels.view(), pil_mask.view(), pass).unwrap().remove(0);
+        let gst = detector.run_pass(gst_pixels.view(), gst_mask.view(), pass).unwrap().remove(0);
+        let pil = lookout::infer::gdino::post::select(pil.logits.view(), pil.boxes.view(), &pass.pass.spans, &t, &sel);
+        let gst = lookout::infer::gdino::post::select(gst.logits.view(), gst.boxes.view(), &pass.pass.spans, &t, &sel);
+        assert_eq!(pil.len(), gst.len());
+        for (a, b) in pil.iter().zip(&gst) {
+            let (score, iou) = ((a.score - b.score).abs(), a.bbox.iou(&b.bbox));
+            eprintln!(
+                "{image} {}x{} -> {w}x{h}: mean |pixel| {mean_pixel:.4} (normalised); query {}: best score {:.4} vs \
+                 {:.4}, IoU of the best boxes {iou:.3}",
+                img.width(),
+                img.height(),
+                a.query,
+                a.score,
+                b.score
+            );
+            // Figures only: a random-weight model is far more sensitive to its input than a trained one.
+            assert!(score.is_finite() && iou.is_finite());
+        }
+        // The scalers themselves, in u8 levels: Pillow's bilinear (anti-aliased when it shrinks) and videoscale's.
+        let pillow = resize_pil(&img, w, h, PilFilter::Bilinear);
+        let levels: Vec<u8> = pillow.as_raw().iter().zip(scaled.as_raw()).map(|(a, b)| a.abs_diff(*b)).collect();
+        let mean_levels = levels.iter().map(|&d| f64::from(d)).sum::<f64>() / levels.len() as f64;
+        let max_levels = levels.iter().copied().max().unwrap();
+        eprintln!("{image}: GStreamer against Pillow: mean {mean_levels:.2} levels, max {max_levels}");
+        assert!(mean_levels < 3.0, "{image}: GStreamer's scale is {mean_levels} levels from Pillow's on average");
+        // One u8 level is about 0.017 after normalisation.
+        assert!(mean_pixel < 0.05, "{image}: mean pixel difference {mean_pixel}");
+    }
+}

@@ -36,7 +36,7 @@ pub struct WatchArgs {
     /// Infer at most F frames per second of each source.
     #[arg(long, value_name = "F")]
     pub fps: Option<f64>,
-    /// Score threshold for the -q queries (0..1).
+    /// Score threshold for the -q queries (0..1). Default: the model's (0.2 for OWL; Grounding DINO's card: 0.4).
     #[arg(long, value_name = "T")]
     pub threshold: Option<f32>,
     /// A TOML config (sources, queries with labels, thresholds and sources, output, reconnect limits).
@@ -168,6 +168,22 @@ pub fn run(common: &Common, args: WatchArgs) -> anyhow::Result<ExitCode> {
     }
     let intra = config.model.intra_threads.unwrap_or(common.intra_threads);
     let detector = lookout::infer::load(model, &common.session.options(intra, &config)?)?;
+    // Thresholds left unset take the model card's defaults; a text threshold means nothing to OWL.
+    let queries: Vec<StandingQuery> = match detector.default_thresholds() {
+        Some(d) => queries.into_iter().map(|q| q.with_model_defaults(d.box_threshold, d.text_threshold)).collect(),
+        None => {
+            if let Some(q) = queries.iter().find(|q| q.text_threshold.is_some()) {
+                return Err(UsageError(format!(
+                    "query {:?} sets text_threshold, which only Grounding DINO models have; {} is {}: remove it",
+                    q.text,
+                    detector.model().name,
+                    detector.model().family.name()
+                ))
+                .into());
+            }
+            queries
+        }
+    };
 
     let r = &config.reconnect;
     let defaults = ReconnectSettings::default();

@@ -168,6 +168,21 @@ pub trait Detector: Send {
 
     /// Where the time of the last [`Detector::detect`] went.
     fn last_timings(&self) -> DetectTimings;
+
+    /// The thresholds the model's card recommends, for queries that set none. `None`: the card states none
+    /// (OWL), and the application's defaults apply.
+    fn default_thresholds(&self) -> Option<ModelThresholds> {
+        None
+    }
+}
+
+/// A model's recommended thresholds ([`Detector::default_thresholds`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelThresholds {
+    /// A box counts as a match at or above this score.
+    pub box_threshold: f32,
+    /// Grounding DINO's text threshold (see `config::StandingQuery::text_threshold`).
+    pub text_threshold: Option<f32>,
 }
 
 /// The parts of one [`Detector::detect`] call, for `locate --timings` and the benchmarks.

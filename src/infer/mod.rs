@@ -29,7 +29,7 @@ pub mod preprocess;
 pub mod runtime;
 pub mod text;
 
-pub use detector::{DetectTimings, Detector, FrameScale, Image, QuerySet, ScaledFrame};
+pub use detector::{DetectTimings, Detector, FrameScale, Image, ModelThresholds, QuerySet, ScaledFrame};
 pub use device::Device;
 pub use gdino::GdinoDetector;
 pub use model::{Family, Layout, ModelDir};
@@ -85,9 +85,7 @@ pub enum InferError {
 pub fn load(model: ModelDir, opts: &SessionOptions) -> Result<Box<dyn Detector>> {
     match model.family {
         Family::OwlVit | Family::Owlv2 => Ok(Box::new(OwlDetector::load(model, opts)?)),
-        Family::GroundingDino | Family::MmGroundingDino => {
-            Err(InferError::Model { dir: model.dir.clone(), message: "Grounding DINO is not wired yet".into() })
-        }
+        Family::GroundingDino | Family::MmGroundingDino => Ok(Box::new(GdinoDetector::load(model, opts)?)),
     }
 }
 

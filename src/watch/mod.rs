@@ -386,7 +386,10 @@ pub fn run(
         detector,
         query_set,
         applies: handles.iter().map(|h| queries.iter().map(|q| q.applies_to(&h.spec.short_name)).collect()).collect(),
-        bands: QueryBands::new(&queries.iter().map(|q| q.threshold).collect::<Vec<_>>(), settings.tracker.low_score),
+        bands: QueryBands::new(
+            &queries.iter().map(|q| (q.threshold, q.text_threshold.unwrap_or(0.0))).collect::<Vec<_>>(),
+            settings.tracker.low_score,
+        ),
         live: handles.iter().map(|h| h.spec.is_live()).collect(),
         every: settings.every,
         fps: settings.fps,

@@ -23,7 +23,7 @@ use ort::session::Session;
 use ort::value::TensorRef;
 
 use self::text::{BertTokenizer, TextPass};
-use super::detector::{DetectTimings, Detector, FrameScale, Image, QueryEncoding, QuerySet};
+use super::detector::{DetectTimings, Detector, FrameScale, Image, ModelThresholds, QueryEncoding, QuerySet};
 use super::model::{Layout, ModelDir};
 use super::postprocess::Selection;
 use super::preprocess::{PreprocessorConfig, ResizeRule, gdino as prep};
@@ -426,5 +426,9 @@ impl Detector for GdinoDetector {
 
     fn last_timings(&self) -> DetectTimings {
         self.timings
+    }
+
+    fn default_thresholds(&self) -> Option<ModelThresholds> {
+        Some(ModelThresholds { box_threshold: DEFAULT_BOX_THRESHOLD, text_threshold: Some(DEFAULT_TEXT_THRESHOLD) })
     }
 }

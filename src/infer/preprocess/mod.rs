@@ -83,6 +83,16 @@ impl Family {
     pub fn is_grounding_dino(self) -> bool {
         matches!(self, Family::GroundingDino | Family::MmGroundingDino)
     }
+
+    /// The `model_type` of `config.json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::OwlVit => "owlvit",
+            Family::Owlv2 => "owlv2",
+            Family::GroundingDino => "grounding-dino",
+            Family::MmGroundingDino => "mm-grounding-dino",
+        }
+    }
 }
 
 /// Preprocesses `img` into `out`, the `[3, height, width]` slot of a batch (so batching needs no copy), and returns
