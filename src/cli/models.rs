@@ -52,14 +52,14 @@ pub fn run(common: &Common, args: ModelsArgs) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&listed)?);
             } else {
-                println!("{:<34} {:<7} {:<11} description", "name", "family", "status");
+                println!("{:<34} {:<17} {:<11} description", "name", "family", "status");
                 for m in &listed {
                     let status = match m.status {
                         CacheStatus::Complete => "downloaded",
                         CacheStatus::Partial => "partial",
                         CacheStatus::Absent => "-",
                     };
-                    println!("{:<34} {:<7} {:<11} {}", m.entry.name, m.entry.family, status, m.entry.description);
+                    println!("{:<34} {:<17} {:<11} {}", m.entry.name, m.entry.family, status, m.entry.description);
                 }
                 if let Some(first) = listed.first() {
                     println!("\ncache: {}", first.dir.parent().map(|p| p.display().to_string()).unwrap_or_default());
@@ -81,7 +81,7 @@ pub fn run(common: &Common, args: ModelsArgs) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&info)?);
             } else {
-                print!("{info}");
+                println!("{info}");
             }
             Ok(if info.is_usable() { ExitCode::SUCCESS } else { ExitCode::from(2) })
         }

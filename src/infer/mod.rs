@@ -69,7 +69,7 @@ pub enum InferError {
     EmptyQuery,
     #[error("no queries: give at least one with -q \"...\"")]
     NoQueries,
-    #[error("query {query:?} {message}")]
+    #[error("query \"{}\" {message}", short(query))]
     Query { query: String, message: String },
     #[error("tokenizer {path}: {message}")]
     Tokenizer { path: PathBuf, message: String },
@@ -79,6 +79,15 @@ pub enum InferError {
     Output { graph: String, name: String, message: String },
     #[error(transparent)]
     Device(#[from] device::DeviceError),
+}
+
+/// A query for an error line: whole when short, else its start and an ellipsis.
+fn short(query: &str) -> String {
+    const MAX_CHARS: usize = 60;
+    match query.char_indices().nth(MAX_CHARS) {
+        Some((cut, _)) => format!("{}…", &query[..cut]),
+        None => query.to_string(),
+    }
 }
 
 /// Loads the detector of the model's family on ONNX Runtime sessions built with `opts`.

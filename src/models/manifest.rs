@@ -94,6 +94,11 @@ impl Family {
         }
     }
 
+    /// Grounding DINO or MM-Grounding-DINO (LLMDet too).
+    pub fn is_grounding_dino(self) -> bool {
+        matches!(self, Family::GroundingDino | Family::MmGroundingDino)
+    }
+
     /// The family whose `config.json` says `model_type`, if it is one of ours.
     pub fn from_model_type(model_type: &str) -> Option<Family> {
         match model_type {
@@ -108,7 +113,8 @@ impl Family {
 
 impl fmt::Display for Family {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.model_type())
+        // `pad`, not `write_str`: `models list` aligns the column with a width.
+        f.pad(self.model_type())
     }
 }
 
