@@ -285,3 +285,34 @@ fn compare_events(got: &str, want: &str) {
         assert!(close(&a["score"], &b["score"], 1e-3), "event {i}: score");
     }
 }
+
+/// A single graph lookout did not export (a Hub download has no export_info.json) may have its phrase masks
+/// frozen to a one-query trace: each query then runs in a pass of its own, and gets what it gets alone.
+#[test]
+fn a_hub_graph_runs_one_query_per_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = dir.path().join("hub");
+    std::fs::create_dir_all(hub.join("onnx")).unwrap();
+    for f in ["config.json", "preprocessor_config.json", "tokenizer.json", "onnx/model.onnx"] {
+        std::fs::copy(tiny_model("grounding-dino").join(f), hub.join(f)).unwrap();
+    }
+    let photo = fixture("astronaut.png");
+    let run = |model: &Path, queries: &[&str]| {
+        let mut c = lookout();
+        c.env("RUST_LOG", "info").args(["locate", "--json", "--no-images", "-m"]).arg(model).arg(&photo);
+        for q in queries {
+            c.args(["-q", q]);
+        }
+        c.output().unwrap()
+    };
+    let o = run(&hub, &["a flag", "a person"]);
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(stderr.contains("each query runs in a pass of its own"), "{stderr}");
+    assert!(!stderr.contains("random weights"), "no export_info.json, no test-model banner");
+    let both = results(&o);
+    for (k, q) in ["a flag", "a person"].iter().enumerate() {
+        let alone = results(&run(&tiny_model("grounding-dino"), &[q]));
+        assert_eq!(alone[0]["box"], both[k]["box"], "{q}");
+        assert_eq!(alone[0]["score"], both[k]["score"], "{q}");
+    }
+}

@@ -378,3 +378,29 @@ fn gstreamer_scaling_costs_little_against_pillow() {
         assert!(mean_pixel < 0.05, "{image}: mean pixel difference {mean_pixel}");
     }
 }
+
+/// A batch of pictures (as `watch` makes from several sources) gives each picture what it gets alone.
+#[test]
+fn a_batch_gives_each_picture_what_it_gets_alone() {
+    use lookout::infer::Detector;
+    for layout in [Layout::Hf, Layout::Split] {
+        let model = ModelDir::open_with(&tiny_model("mm-grounding-dino"), Some(layout)).unwrap();
+        let mut detector = GdinoDetector::load(model, &SessionOptions::default()).unwrap();
+        let queries: Vec<String> = ["a cup", "a woman", "a rocket"].iter().map(|q| q.to_string()).collect();
+        let set = detector.encode(&queries).unwrap();
+        let sel = lookout::infer::postprocess::Selection { threshold: Some(0.05), ..Default::default() };
+        let imgs: Vec<image::RgbImage> =
+            IMAGES.iter().map(|i| lookout::imageio::load_rgb(&fixture(&format!("{i}.png"))).unwrap()).collect();
+        let batch: Vec<Image<'_>> = imgs.iter().map(Image::Rgb).collect();
+        let together = detector.detect(&batch, &set, &sel).unwrap();
+        for (k, img) in imgs.iter().enumerate() {
+            let alone = detector.detect(&[Image::Rgb(img)], &set, &sel).unwrap().remove(0).unwrap();
+            let got = together[k].as_ref().unwrap();
+            assert_eq!(got.len(), alone.len(), "{layout}: picture {k}");
+            for (a, b) in got.iter().zip(&alone) {
+                assert_eq!(a.query, b.query);
+                assert!((a.score - b.score).abs() < 1e-5 && a.bbox.iou(&b.bbox) > 0.999, "{layout}: {a:?} vs {b:?}");
+            }
+        }
+    }
+}

@@ -116,6 +116,9 @@ pub struct ModelDir {
     /// `(height, width)` the graphs were exported for (`export_info.json` `graph_input_size`), when known: a graph
     /// of lookout's Grounding DINO export gives wrong outputs at any other size.
     pub graph_input_size: Option<(u32, u32)>,
+    /// True when `export_info.json` is there: the graphs come from lookout's export scripts (and, for Grounding
+    /// DINO, compute the phrase masks for any prompt), not from the Hub.
+    pub exported_by_lookout: bool,
 }
 
 fn hint_for(dir: &Path) -> String {
@@ -242,6 +245,7 @@ impl ModelDir {
             is_test_model,
             max_text_len,
             graph_input_size,
+            exported_by_lookout: dir.join("export_info.json").is_file(),
         })
     }
 

@@ -74,6 +74,8 @@ pub struct GdinoDetector {
     backend: Backend,
     /// `(height, width)` every batch must have, when the graph takes one size only.
     fixed_hw: Option<(u32, u32)>,
+    /// At most this many queries per text pass: 1 for an hf graph lookout did not export (see [`Self::load`]).
+    queries_per_pass: Option<usize>,
     timings: DetectTimings,
 }
 
@@ -178,7 +180,20 @@ impl GdinoDetector {
                 ),
             });
         }
-        Ok(GdinoDetector { model, tokenizer, backend, fixed_hw, timings: DetectTimings::default() })
+        // Trap 1: tracing `generate_masks_with_special_tokens_and_transfer_map` freezes its loop over the phrase
+        // boundaries. The Hub's export (onnx-community/grounding-dino-tiny-ONNX) was traced with one query, three
+        // boundaries ([CLS], ".", [SEP]); a prompt with more queries gets wrong logits with no error. lookout's
+        // export computes the masks loop-free (export_info.json says it made the graph); any other single graph
+        // gets one query per pass, which is right for such a trace.
+        let queries_per_pass = (model.layout == Layout::Hf && !model.exported_by_lookout).then_some(1);
+        if queries_per_pass.is_some() {
+            tracing::info!(
+                graph = %model.path("onnx/model.onnx").display(),
+                "not exported by lookout (no export_info.json): its phrase masks may be frozen to the one-query \
+                 prompt it was traced with, so each query runs in a pass of its own"
+            );
+        }
+        Ok(GdinoDetector { model, tokenizer, backend, fixed_hw, queries_per_pass, timings: DetectTimings::default() })
     }
 
     pub fn tokenizer(&self) -> &BertTokenizer {
@@ -192,7 +207,7 @@ impl GdinoDetector {
 
     /// Tokenizes the queries into passes and, in the split layout, runs the text encoder once per pass.
     pub fn encode_queries(&mut self, texts: &[String]) -> Result<GdinoQueries> {
-        let passes = self.tokenizer.passes(texts, self.model.max_text_len)?;
+        let passes = self.tokenizer.passes(texts, self.model.max_text_len, self.queries_per_pass)?;
         let mut encoded = Vec::with_capacity(passes.len());
         for pass in passes {
             let text_features = match &mut self.backend {

@@ -215,9 +215,10 @@ impl TextPass {
 }
 
 impl BertTokenizer {
-    /// Tokenizes the queries into passes of at most `max_len` tokens, each with whole queries in order. Fails on
-    /// no queries, an empty query, a query with a `.` or `?` inside, and a query too long for a pass of its own.
-    pub fn passes(&self, texts: &[String], max_len: usize) -> Result<Vec<TextPass>> {
+    /// Tokenizes the queries into passes of at most `max_len` tokens and at most `max_queries` queries (no limit
+    /// when `None`), each with whole queries in order. Fails on no queries, an empty query, a query with a `.` or
+    /// `?` inside, and a query too long for a pass of its own.
+    pub fn passes(&self, texts: &[String], max_len: usize, max_queries: Option<usize>) -> Result<Vec<TextPass>> {
         if texts.is_empty() {
             return Err(InferError::NoQueries);
         }
@@ -261,14 +262,17 @@ impl BertTokenizer {
         while first < texts.len() {
             let mut len = 2;
             let mut last = first;
-            while last < texts.len() && len + pieces[last].len() < max_len {
+            while last < texts.len()
+                && len + pieces[last].len() < max_len
+                && max_queries.is_none_or(|m| last - first < m)
+            {
                 len += pieces[last].len() + 1;
                 last += 1;
             }
             passes.push(self.pass(&cleaned[first..last], &pieces[first..last], first)?);
             first = last;
         }
-        if passes.len() > 1 {
+        if passes.len() > 1 && max_queries.is_none() {
             let total: usize = pieces.iter().map(|p| p.len() + 1).sum::<usize>() + 2;
             tracing::info!(
                 queries = texts.len(),
