@@ -76,6 +76,9 @@ pub struct GdinoDetector {
     fixed_hw: Option<(u32, u32)>,
     /// At most this many queries per text pass: 1 for an hf graph lookout did not export (see [`Self::load`]).
     queries_per_pass: Option<usize>,
+    /// The input batch and pixel mask of [`Detector::detect`], kept between calls.
+    batch: Array4<f32>,
+    mask: Array3<i64>,
     timings: DetectTimings,
 }
 
@@ -193,7 +196,16 @@ impl GdinoDetector {
                  prompt it was traced with, so each query runs in a pass of its own"
             );
         }
-        Ok(GdinoDetector { model, tokenizer, backend, fixed_hw, queries_per_pass, timings: DetectTimings::default() })
+        Ok(GdinoDetector {
+            model,
+            tokenizer,
+            backend,
+            fixed_hw,
+            queries_per_pass,
+            batch: Array4::zeros((0, 3, 0, 0)),
+            mask: Array3::zeros((0, 0, 0)),
+            timings: DetectTimings::default(),
+        })
     }
 
     pub fn tokenizer(&self) -> &BertTokenizer {
@@ -329,6 +341,20 @@ impl GdinoDetector {
     /// Preprocesses the pictures into a batch: pixels, pixel mask, and per picture its transform back to its
     /// own pixels, or why it could not be preprocessed.
     pub fn preprocess(&self, images: &[Image<'_>]) -> (Array4<f32>, Array3<i64>, Vec<Result<Transform>>) {
+        let mut pixels = Array4::zeros((0, 3, 0, 0));
+        let mut mask = Array3::zeros((0, 0, 0));
+        let prepared = self.preprocess_into(images, &mut pixels, &mut mask);
+        (pixels, mask, prepared)
+    }
+
+    /// [`Self::preprocess`] into buffers kept from an earlier batch when they have the right shape (a video
+    /// does not allocate per frame; every element is written either way).
+    fn preprocess_into(
+        &self,
+        images: &[Image<'_>],
+        pixels: &mut Array4<f32>,
+        mask: &mut Array3<i64>,
+    ) -> Vec<Result<Transform>> {
         let cfg = &self.model.preprocessor;
         let resized: Vec<(u32, u32)> = images
             .iter()
@@ -341,8 +367,11 @@ impl GdinoDetector {
             })
             .collect();
         let (bh, bw) = self.batch_hw(&resized);
-        let mut pixels = Array4::zeros((images.len(), 3, bh as usize, bw as usize));
-        let mut mask = Array3::zeros((images.len(), bh as usize, bw as usize));
+        let (bh, bw) = (bh as usize, bw as usize);
+        if pixels.shape() != [images.len(), 3, bh, bw] {
+            *pixels = Array4::zeros((images.len(), 3, bh, bw));
+            *mask = Array3::zeros((images.len(), bh, bw));
+        }
         let mut prepared = Vec::with_capacity(images.len());
         for (b, image) in images.iter().enumerate() {
             let slot = pixels.index_axis_mut(Axis(0), b);
@@ -357,11 +386,14 @@ impl GdinoDetector {
                         prep::pixel_mask_into(f.width, f.height, mask.index_axis_mut(Axis(0), b));
                         Ok(Transform::stretch(f.orig_width, f.orig_height))
                     }
-                    Err(e) => Err(InferError::Model { dir: self.model.dir.clone(), message: e.to_string() }),
+                    Err(e) => {
+                        mask.index_axis_mut(Axis(0), b).fill(0);
+                        Err(InferError::Model { dir: self.model.dir.clone(), message: e.to_string() })
+                    }
                 },
             });
         }
-        (pixels, mask, prepared)
+        prepared
     }
 }
 
@@ -401,11 +433,24 @@ impl Detector for GdinoDetector {
     ) -> Result<Vec<Result<Vec<Detection>>>> {
         let t0 = Instant::now();
         let q = Self::gdino_queries(&self.model.dir, queries)?;
-        let (pixels, mask, prepared) = self.preprocess(images);
+        let mut pixels = std::mem::replace(&mut self.batch, Array4::zeros((0, 3, 0, 0)));
+        let mut mask = std::mem::replace(&mut self.mask, Array3::zeros((0, 0, 0)));
+        let prepared = self.preprocess_into(images, &mut pixels, &mut mask);
         let t1 = Instant::now();
         let mut raws: Vec<Vec<RawGdino>> = Vec::with_capacity(q.passes.len());
+        let mut failed = None;
         for pass in &q.passes {
-            raws.push(self.run_pass(pixels.view(), mask.view(), pass)?);
+            match self.run_pass(pixels.view(), mask.view(), pass) {
+                Ok(r) => raws.push(r),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        (self.batch, self.mask) = (pixels, mask);
+        if let Some(e) = failed {
+            return Err(e);
         }
         let t2 = Instant::now();
         let out = prepared
