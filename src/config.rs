@@ -10,6 +10,7 @@
 //! annotate = true             # default false
 //! clips = true                # each event's clip and evidence in dir/<source>/ (default true)
 //! max_open_clips = 16         # clips recorded at once; past it an event's clip fails at once (default 16)
+//! shutdown_timeout_s = 30     # the longest a stop waits for clips, evidence and alerts (default 30)
 //! evidence = true             # crop clip, snapshots and sidecar of each clip (default true)
 //!
 //! [inference]
@@ -49,24 +50,24 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-/// Default score threshold of a standing query, for a model that states none (OWL).
-pub const DEFAULT_THRESHOLD: f32 = 0.2;
-/// Default k of k-of-n hysteresis: matches needed among the last [`DEFAULT_WINDOW`] inference frames.
-pub const DEFAULT_MIN_FRAMES: u32 = 2;
-/// Default n of k-of-n hysteresis.
-pub const DEFAULT_WINDOW: u32 = 3;
-/// Default seconds without a match before an event ends: long enough to ride over a person walking behind a
-/// pillar or a few frames of motion blur, short enough that the `end` line follows the scene.
-pub const DEFAULT_END_AFTER_S: f64 = 2.0;
-/// Default seconds of evidence kept after an event's end (the clip's tail), as CCTV NVRs do.
-pub const DEFAULT_POST_ROLL_S: f64 = 5.0;
-/// Default seconds of evidence kept before an event's start (the clip's head, from the pre-roll ring).
-pub const DEFAULT_PRE_ROLL_S: f64 = 5.0;
-/// Default seconds after an event's end during which the same query and track cannot start another: one
-/// person pacing in and out of a doorway gives one alert, not one every few seconds.
-pub const DEFAULT_COOLDOWN_S: f64 = 10.0;
-/// Default least seconds between two `update` events of one event.
-pub const DEFAULT_UPDATE_INTERVAL_S: f64 = 5.0;
+use crate::track::EventSettings;
+
+// The event settings' defaults are the event engine's; named here too, as the file's documentation refers to them.
+pub use crate::track::lifecycle::{
+    DEFAULT_COOLDOWN_S, DEFAULT_END_AFTER_S, DEFAULT_MIN_FRAMES, DEFAULT_POST_ROLL_S, DEFAULT_PRE_ROLL_S,
+    DEFAULT_THRESHOLD, DEFAULT_UPDATE_INTERVAL_S, DEFAULT_WINDOW,
+};
+
+/// Score threshold of a query that sets none (and no `--threshold`) when the model is the bundled test model:
+/// its random weights give scores of 0.3 to 0.5 nearly everywhere, which would pass [`DEFAULT_THRESHOLD`] on almost
+/// every box of every frame.
+pub const TEST_MODEL_THRESHOLD: f32 = 0.65;
+
+/// The threshold of a query that sets none: [`TEST_MODEL_THRESHOLD`] for the test model, else
+/// [`DEFAULT_THRESHOLD`].
+pub fn default_threshold(test_model: bool) -> f32 {
+    if test_model { TEST_MODEL_THRESHOLD } else { DEFAULT_THRESHOLD }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -146,6 +147,11 @@ pub struct OutputConfig {
     /// Make each clip's evidence: the cropped clip, the snapshots and the sidecar. Default true; false writes
     /// only the full-frame clip (cheaper when events are many).
     pub evidence: Option<bool>,
+    /// The longest a stop (Ctrl-C, SIGTERM, `--max-seconds`) waits for what is still open: queued frames, clips
+    /// and their evidence, alerts. What is not finished by then is recorded as not finished (its `clips` line
+    /// says so; undelivered alerts stay in the spool). Default [`crate::watch::DEFAULT_SHUTDOWN_TIMEOUT_S`] (30);
+    /// keep systemd's `TimeoutStopSec` above it.
+    pub shutdown_timeout_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -269,15 +275,33 @@ impl StandingQuery {
         self.sources.is_empty() || self.sources.iter().any(|s| s == source_name)
     }
 
-    /// Fills in the thresholds the user left unset with the model's defaults (from its card).
-    pub fn with_model_defaults(mut self, threshold: f32, text_threshold: Option<f32>) -> Self {
-        if !self.threshold_given {
-            self.threshold = threshold;
+    /// Fills in the thresholds the user left unset with the model's defaults (from its card); `threshold`
+    /// `None` keeps the one already there (the test model's, which wins over a card's).
+    pub fn with_model_defaults(mut self, threshold: Option<f32>, text_threshold: Option<f32>) -> Self {
+        if let Some(t) = threshold
+            && !self.threshold_given
+        {
+            self.threshold = t;
         }
         if self.text_threshold.is_none() {
             self.text_threshold = text_threshold;
         }
         self
+    }
+}
+
+impl From<&StandingQuery> for EventSettings {
+    fn from(q: &StandingQuery) -> Self {
+        EventSettings {
+            threshold: q.threshold,
+            min_frames: q.min_frames,
+            window: q.window,
+            end_after_s: q.end_after_s,
+            post_roll_s: q.post_roll_s,
+            pre_roll_s: q.pre_roll_s,
+            cooldown_s: q.cooldown_s,
+            update_interval_s: q.update_interval_s,
+        }
     }
 }
 
@@ -300,6 +324,13 @@ impl Config {
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let invalid = |message: String| ConfigError::Invalid { path: path.to_path_buf(), message };
+        if let Some(t) = self.output.shutdown_timeout_s
+            && !(t.is_finite() && (0.0..=86_400.0).contains(&t))
+        {
+            return Err(invalid(format!(
+                "[output] shutdown_timeout_s = {t} is out of range; give seconds from 0 to 86400"
+            )));
+        }
         for q in &self.queries {
             if q.text.trim().is_empty() {
                 return Err(invalid("a [[query]] has an empty text".into()));
@@ -350,12 +381,18 @@ impl Config {
 
     /// The standing queries of the file with defaults filled in.
     pub fn standing_queries(&self) -> Vec<StandingQuery> {
+        self.standing_queries_with(DEFAULT_THRESHOLD)
+    }
+
+    /// [`Self::standing_queries`], where a query without a threshold gets `default_threshold` (see
+    /// [`default_threshold`]).
+    pub fn standing_queries_with(&self, default_threshold: f32) -> Vec<StandingQuery> {
         self.queries
             .iter()
             .map(|q| StandingQuery {
                 text: q.text.clone(),
                 label: q.label.clone().unwrap_or_else(|| q.text.clone()),
-                threshold: q.threshold.unwrap_or(DEFAULT_THRESHOLD),
+                threshold: q.threshold.unwrap_or(default_threshold),
                 threshold_given: q.threshold.is_some(),
                 text_threshold: q.text_threshold,
                 min_frames: q.min_frames.unwrap_or(DEFAULT_MIN_FRAMES),
@@ -420,6 +457,18 @@ mod tests {
     }
 
     #[test]
+    fn the_test_model_raises_only_thresholds_that_were_not_given() {
+        let c =
+            Config::parse("[[query]]\ntext = \"a\"\n[[query]]\ntext = \"b\"\nthreshold = 0.3\n", Path::new("c.toml"))
+                .unwrap();
+        let q = c.standing_queries_with(default_threshold(true));
+        assert_eq!((q[0].threshold, q[1].threshold), (TEST_MODEL_THRESHOLD, 0.3));
+        let q = c.standing_queries_with(default_threshold(false));
+        assert_eq!((q[0].threshold, q[1].threshold), (DEFAULT_THRESHOLD, 0.3));
+        assert_eq!(c.standing_queries(), q);
+    }
+
+    #[test]
     fn unknown_key_is_an_error_that_names_it() {
         let err = Config::parse("[output]\ndirr = \"x\"\n", Path::new("lookout.toml")).unwrap_err().to_string();
         assert!(err.contains("lookout.toml") && err.contains("dirr") && err.contains("line 2"), "{err}");
@@ -462,7 +511,7 @@ mod tests {
         let from_cli = StandingQuery::from_text("a", None);
         assert_eq!(from_cli, q[0]);
         // The model's defaults replace only what was not given.
-        let dino = |q: &StandingQuery| q.clone().with_model_defaults(0.4, Some(0.3));
+        let dino = |q: &StandingQuery| q.clone().with_model_defaults(Some(0.4), Some(0.3));
         assert_eq!((dino(&q[0]).threshold, dino(&q[0]).text_threshold), (0.4, Some(0.3)));
         assert_eq!(dino(&StandingQuery::from_text("a", Some(0.3))).threshold, 0.3);
         let with_text = Config::parse("[[query]]\ntext = \"x\"\ntext_threshold = 0.5\n", Path::new("c.toml"))

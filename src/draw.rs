@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 
 use crate::geom::{Detection, PixelBox};
 use crate::picture::{Picture, PixelFormat, YuvMatrix};
+use crate::track::TrackOutput;
 
 /// Width and height of one glyph of the bitmap font, in pixels at scale 1.
 pub const GLYPH_SIZE: u32 = 8;
@@ -347,6 +348,21 @@ impl Annotated for Detection {
     }
     fn score(&self) -> f32 {
         self.score
+    }
+}
+
+impl Annotated for TrackOutput {
+    fn bbox(&self) -> PixelBox {
+        self.bbox
+    }
+    fn query(&self) -> usize {
+        self.query
+    }
+    fn score(&self) -> f32 {
+        self.score
+    }
+    fn track_id(&self) -> Option<u64> {
+        Some(self.track_id)
     }
 }
 

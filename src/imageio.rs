@@ -42,6 +42,13 @@ pub enum ImageIoError {
     /// The file is neither a PNG nor a JPEG.
     #[error("{}: not an image lookout can read (use PNG or JPEG)", path.display())]
     NotAnImage { path: PathBuf },
+    /// More pixels than [`MAX_PIXELS`], the limit past which Pillow refuses an image as a decompression bomb
+    /// (decoding it would take gigabytes of memory).
+    #[error(
+        "{}: too large ({width}x{height}, {} MP; the limit is {} MP): scale it down first",
+        path.display(), megapixels(*width as u64 * *height as u64), megapixels(MAX_PIXELS)
+    )]
+    TooLarge { path: PathBuf, width: u32, height: u32 },
     /// A PNG or JPEG that does not decode: damaged, cut short, or a kind lookout does not read (12-bit JPEG).
     #[error("{}: cannot decode the image ({reason}); is the file complete?", path.display())]
     Decode { path: PathBuf, reason: String },
@@ -54,19 +61,42 @@ pub fn load_rgb(path: &Path) -> Result<image::RgbImage, ImageIoError> {
     }
     let bytes = std::fs::read(path).map_err(|err| ImageIoError::Read { path: path.into(), err })?;
     let decode_error = |reason: String| ImageIoError::Decode { path: path.into(), reason };
+    let too_large = |(width, height): (u32, u32)| ImageIoError::TooLarge { path: path.into(), width, height };
     if is_jpeg(&bytes) {
-        let decoded = decode_jpeg(&bytes).map_err(decode_error)?;
+        let decoded = decode_jpeg(&bytes).map_err(|e| match e {
+            JpegError::TooLarge(size) => too_large(size),
+            JpegError::Other(reason) => decode_error(reason),
+        })?;
         if let Some(warning) = decoded.warning {
             tracing::warn!("{}: {warning} (decoded all the same, as Pillow would)", path.display());
         }
         return Ok(decoded.image);
     }
     match image::guess_format(&bytes) {
-        Ok(format @ image::ImageFormat::Png) => image::load_from_memory_with_format(&bytes, format)
-            .map(|img| img.to_rgb8())
-            .map_err(|e| decode_error(e.to_string())),
+        Ok(format @ image::ImageFormat::Png) => {
+            let reader = || image::ImageReader::with_format(std::io::Cursor::new(&bytes), format);
+            // The size is in the header: a huge image is refused before anything is allocated for it.
+            let size = reader().into_dimensions().map_err(|e| decode_error(e.to_string()))?;
+            if size.0 as u64 * size.1 as u64 > MAX_PIXELS {
+                return Err(too_large(size));
+            }
+            let mut reader = reader();
+            // Room for any image within MAX_PIXELS (the default limit of 512 MiB would refuse some of them).
+            let mut limits = image::Limits::default();
+            limits.max_alloc = Some(MAX_PIXELS * 8);
+            reader.limits(limits);
+            reader.decode().map(|img| img.to_rgb8()).map_err(|e| match e {
+                image::ImageError::Limits(_) => too_large(size),
+                e => decode_error(e.to_string()),
+            })
+        }
         _ => Err(ImageIoError::NotAnImage { path: path.into() }),
     }
+}
+
+/// Millions of pixels, rounded to the nearest.
+fn megapixels(pixels: u64) -> u64 {
+    (pixels + 500_000) / 1_000_000
 }
 
 /// A JPEG starts with SOI (FF D8) and then another marker (FF xx).
@@ -86,16 +116,37 @@ struct DecodedJpeg {
 const PREMATURE_END: &str = "Premature end of JPEG file";
 
 /// Pillow refuses images of more than twice `Image.MAX_IMAGE_PIXELS` (89,478,485) as decompression bombs.
-const MAX_PIXELS: i32 = 2 * 89_478_485;
+pub const MAX_PIXELS: u64 = 2 * 89_478_485;
 
-fn decode_jpeg(bytes: &[u8]) -> Result<DecodedJpeg, String> {
+/// Why a JPEG did not decode.
+enum JpegError {
+    /// More than [`MAX_PIXELS`]: (width, height).
+    TooLarge((u32, u32)),
+    /// libjpeg's or TurboJPEG's message.
+    Other(String),
+}
+
+impl From<String> for JpegError {
+    fn from(s: String) -> Self {
+        JpegError::Other(s)
+    }
+}
+
+impl From<&str> for JpegError {
+    fn from(s: &str) -> Self {
+        JpegError::Other(s.into())
+    }
+}
+
+fn decode_jpeg(bytes: &[u8]) -> Result<DecodedJpeg, JpegError> {
     let mut d = Decompressor::new()?;
     // The TurboJPEG defaults, set anyway because they are what makes the pixels Pillow's: the accurate integer
     // IDCT (JDCT_ISLOW) and fancy upsampling. Warnings do not stop decoding (libjpeg's and Pillow's behaviour).
     d.set(tj::TJPARAM_TJPARAM_FASTDCT, 0)?;
     d.set(tj::TJPARAM_TJPARAM_FASTUPSAMPLE, 0)?;
     d.set(tj::TJPARAM_TJPARAM_STOPONWARNING, 0)?;
-    d.set(tj::TJPARAM_TJPARAM_MAXPIXELS, MAX_PIXELS)?;
+    // The size is checked here (after the header) to name it; TurboJPEG's own limit stays as a backstop.
+    d.set(tj::TJPARAM_TJPARAM_MAXPIXELS, MAX_PIXELS as i32)?;
 
     // SAFETY: the pointer and length describe `bytes`, which outlives the call.
     let rc = unsafe { tj::tj3DecompressHeader(d.handle, bytes.as_ptr(), bytes.len() as tj::size_t) };
@@ -108,6 +159,9 @@ fn decode_jpeg(bytes: &[u8]) -> Result<DecodedJpeg, String> {
         tj::TJCS_TJCS_CMYK | tj::TJCS_TJCS_YCCK => (tj::TJPF_TJPF_CMYK, 4),
         _ => (tj::TJPF_TJPF_RGB, 3),
     };
+    if width as u64 * height as u64 > MAX_PIXELS {
+        return Err(JpegError::TooLarge((width, height)));
+    }
     let (w, h) = (width as usize, height as usize);
     let len = w.checked_mul(h).and_then(|n| n.checked_mul(channels)).ok_or("the image is too large")?;
     let mut pixels = vec![0u8; len];

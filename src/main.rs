@@ -8,8 +8,11 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     lookout::memory::limit_malloc_arenas(lookout::memory::MALLOC_ARENAS);
-    let args = cli::Cli::parse();
-    cli::init_logging(args.common.verbose, args.common.quiet);
+    let args = match cli::Cli::try_parse() {
+        Ok(args) => args,
+        Err(e) => return cli::usage_error(e),
+    };
+    cli::init_logging(args.log.verbose, args.log.quiet);
     match cli::run(args) {
         Ok(code) => code,
         Err(e) => {

@@ -228,7 +228,8 @@ fn models_info_describes_grounding_dino() {
 }
 
 /// `watch` on a clip: every frame inferred (scaled by GStreamer into the 320x320 graph keeping the aspect
-/// ratio), events as for OWL, held to a golden file; no box starts an event below the card's 0.4.
+/// ratio), events as for OWL, held to a golden file; no box starts an event below the test model's threshold,
+/// which wins over the card's 0.4.
 #[test]
 fn watch_bikes_events_match_the_golden_file() {
     let out = tempfile::tempdir().unwrap();
@@ -254,7 +255,11 @@ fn watch_bikes_events_match_the_golden_file() {
     for line in got.lines() {
         let e: serde_json::Value = serde_json::from_str(line).unwrap();
         if e["type"] == "start" {
-            assert!(e["peak"]["score"].as_f64().unwrap() >= 0.4, "a start below the default threshold: {e}");
+            let peak = e["peak"]["score"].as_f64().unwrap();
+            assert!(
+                peak >= f64::from(lookout::config::TEST_MODEL_THRESHOLD),
+                "a start below the test model's threshold: {e}"
+            );
         }
     }
     let golden_path = golden("watch/bikes-grounding-dino.events.jsonl");
@@ -315,4 +320,55 @@ fn a_hub_graph_runs_one_query_per_pass() {
         assert_eq!(alone[0]["box"], both[k]["box"], "{q}");
         assert_eq!(alone[0]["score"], both[k]["score"], "{q}");
     }
+}
+
+/// A Grounding DINO model that is not the test model takes its card's box threshold (0.4) in `watch` for a query
+/// that sets none; `text_threshold` is refused for OWL, naming the query.
+#[test]
+fn watch_takes_the_cards_threshold_and_refuses_a_text_threshold_for_owl() {
+    let dir = tempfile::tempdir().unwrap();
+    // The tiny model without export_info.json: lookout does not know it for a test model.
+    let model = dir.path().join("gd");
+    std::fs::create_dir_all(model.join("onnx")).unwrap();
+    for f in ["config.json", "preprocessor_config.json", "tokenizer.json", "onnx/model.onnx"] {
+        std::fs::copy(tiny_model("grounding-dino").join(f), model.join(f)).unwrap();
+    }
+    let out = dir.path().join("out");
+    let o = lookout()
+        .arg("watch")
+        .arg(fixture("bikes.mp4"))
+        .arg("--out")
+        .arg(&out)
+        .arg("-m")
+        .arg(&model)
+        .args(["--intra-threads", "1", "--no-wall-time", "--json", "--no-clips", "--every", "5"])
+        .args(["-q", "a person riding a bicycle"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let peaks: Vec<f64> = std::fs::read_to_string(out.join("events.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["type"] == "start")
+        .map(|e| e["peak"]["score"].as_f64().unwrap())
+        .collect();
+    assert!(!peaks.is_empty());
+    assert!(peaks.iter().all(|&p| p >= 0.4), "{peaks:?}");
+    assert!(peaks.iter().any(|&p| p < 0.65), "the test model's 0.65 was not used: {peaks:?}");
+
+    let config = dir.path().join("lookout.toml");
+    std::fs::write(&config, "[[query]]\ntext = \"a car\"\ntext_threshold = 0.3\n").unwrap();
+    let o = lookout()
+        .arg("watch")
+        .arg(fixture("bikes.mp4"))
+        .arg("--out")
+        .arg(dir.path().join("owl"))
+        .arg("--config")
+        .arg(&config)
+        .arg("-m")
+        .arg(tiny_model("owlvit"))
+        .output()
+        .unwrap();
+    assert_bad_input(&o, &["\"a car\"", "text_threshold", "Grounding DINO"]);
 }

@@ -173,3 +173,32 @@ fn missing_onnx_runtime_says_how_to_get_it() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("ONNX Runtime") && stderr.contains("make deps"), "{stderr}");
 }
+
+/// A truncated JPEG is refused as Pillow refuses it ("image file is truncated"), on one line that names the file
+/// and says why; a JPEG with stray bytes, which Pillow decodes, is decoded; the other images still run.
+#[test]
+fn a_truncated_jpeg_is_named_and_the_others_still_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(fixture("grace_hopper.jpg")).unwrap();
+    let truncated = dir.path().join("truncated.jpg");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let o = lookout()
+        .args(["locate", "--json", "--no-images", "-q", "a flag", "-m"])
+        .arg(tiny_model("owlvit"))
+        .arg(&truncated)
+        .arg(fixture("grace_hopper.jpg"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains("truncated.jpg")
+            && errors[0].contains("Premature end of JPEG file")
+            && errors[0].ends_with("is the file complete?"),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(stdout.lines().count(), 1, "grace_hopper.jpg still reported: {stdout}");
+}

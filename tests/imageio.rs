@@ -159,3 +159,66 @@ fn locate_on_the_jpeg_matches_locate_on_its_pillow_decode() {
         assert_eq!(j, p, "result {n}");
     }
 }
+
+/// CRC-32 (ISO-HDLC, as PNG uses it), bit by bit.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &b in bytes {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+/// A PNG that says it is `width` x `height` RGB, with one IDAT of a few bytes: enough for its header to be read.
+fn png_header_only(width: u32, height: u32) -> Vec<u8> {
+    let chunk = |kind: &[u8], data: &[u8]| {
+        let mut c = (data.len() as u32).to_be_bytes().to_vec();
+        c.extend_from_slice(kind);
+        c.extend_from_slice(data);
+        c.extend_from_slice(&crc32(&[kind, data].concat()).to_be_bytes());
+        c
+    };
+    let mut ihdr = width.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    // zlib: a stored block of 4 zero bytes.
+    let idat = [0x78, 0x01, 0x01, 0x04, 0x00, 0xfb, 0xff, 0, 0, 0, 0, 0x00, 0x00, 0x00, 0x00];
+    [b"\x89PNG\r\n\x1a\n".to_vec(), chunk(b"IHDR", &ihdr), chunk(b"IDAT", &idat), chunk(b"IEND", &[])].concat()
+}
+
+/// grace_hopper.jpg with the size in its start-of-frame marker changed to `width` x `height`.
+fn jpeg_claiming(width: u16, height: u16) -> Vec<u8> {
+    let mut b = std::fs::read(fixture("grace_hopper.jpg")).unwrap();
+    let mut i = 2;
+    loop {
+        assert_eq!(b[i], 0xff, "a marker at {i}");
+        let len = u16::from_be_bytes([b[i + 2], b[i + 3]]) as usize;
+        if matches!(b[i + 1], 0xc0..=0xc2) {
+            b[i + 5..i + 7].copy_from_slice(&height.to_be_bytes());
+            b[i + 7..i + 9].copy_from_slice(&width.to_be_bytes());
+            return b;
+        }
+        i += 2 + len;
+    }
+}
+
+/// An image of more pixels than Pillow accepts (16000x16000 = 256 MP) is refused as too large, naming its size
+/// and the limit, before any memory is taken for it; not as a damaged file.
+#[test]
+fn too_large_images_are_refused_naming_the_size_and_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, bytes) in [("huge.png", png_header_only(16000, 16000)), ("huge.jpg", jpeg_claiming(16000, 16000))] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let e = load_rgb(&path).map(|_| ()).unwrap_err();
+        assert!(matches!(e, ImageIoError::TooLarge { width: 16000, height: 16000, .. }), "{name}: {e:?}");
+        assert_eq!(
+            e.to_string(),
+            format!("{}: too large (16000x16000, 256 MP; the limit is 179 MP): scale it down first", path.display())
+        );
+    }
+    assert_eq!(lookout::imageio::MAX_PIXELS, 178_956_970, "Pillow's: twice Image.MAX_IMAGE_PIXELS");
+}

@@ -236,7 +236,8 @@ fn a_peak_outside_the_clip_gives_its_first_or_last_frame() {
     let s = EvidenceSettings::default();
     for (pts_s, expected) in [(CLIP_START_S - 5.0, 0usize), (CLIP_START_S + 60.0, CLIP_FRAMES as usize - 1)] {
         let peak = FrameBox { pts_s, ..boxes()[10] };
-        let (a, b) = (dir.path().join("a.jpg"), dir.path().join("b.jpg"));
+        // Each case its own files: evidence is never overwritten.
+        let (a, b) = (dir.path().join(format!("a-{expected}.jpg")), dir.path().join(format!("b-{expected}.jpg")));
         write_snapshots(full, CLIP_START_S, &peak, "bike", &a, &b, &s).unwrap();
         let crop = image::open(&b).unwrap().to_rgb8();
         let region = CropRegion::around([peak.bbox], 640, 272, &s).unwrap();
@@ -299,11 +300,14 @@ fn sidecar_lists_every_frame_and_parses_back_without_the_password() {
     assert_eq!(json["crop"]["width"].as_u64().unwrap() % 2, 0);
     assert!(part_files(dir.path()).is_empty());
 
-    // Written again (a second run over the same file), it replaces the first whole.
+    // Written again under the same name, it is refused: evidence is never overwritten (issue 11; ids are unique
+    // across runs, so this only happens by mistake), and the first stays whole.
+    let first = std::fs::read(&out).unwrap();
     sidecar.frames.truncate(3);
-    write_sidecar(&out, &sidecar).unwrap();
-    let back: Sidecar = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
-    assert_eq!(back.frames.len(), 3);
+    let err = write_sidecar(&out, &sidecar).unwrap_err().to_string();
+    assert!(err.contains("never overwritten") && err.contains("cam-0-7-50.json"), "{err}");
+    assert_eq!(std::fs::read(&out).unwrap(), first);
+    assert!(part_files(dir.path()).is_empty());
 }
 
 #[test]

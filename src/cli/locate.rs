@@ -18,35 +18,43 @@ use lookout::geom::{Detection, PixelBox};
 use lookout::infer::postprocess::{DEFAULT_NMS_IOU, Selection};
 use lookout::infer::{Detector, Image, ModelDir, QuerySet};
 
-use super::{Common, UsageError};
+use super::{ModelArgs, QueryArgs, UsageError, values};
 
 #[derive(Debug, Args)]
 pub struct LocateArgs {
     /// Images to search (PNG or JPEG).
     #[arg(required = true, value_name = "IMAGE")]
     pub images: Vec<PathBuf>,
-    /// Directory for crops and annotated images.
-    #[arg(long, default_value = "out")]
-    pub out: PathBuf,
-    /// Also report every other box scoring at least T (0..1), after non-maximum suppression.
-    #[arg(long, value_name = "T")]
+    #[command(flatten)]
+    pub query: QueryArgs,
+    /// Also report every other box scoring at least T (0 to 1), after non-maximum suppression
+    /// [default: none, only the best box of each query; 0.65 with the test model]
+    #[arg(long, value_name = "T", help_heading = "Queries", allow_negative_numbers = true,
+          value_parser = values::unit_interval)]
     pub threshold: Option<f32>,
-    /// Report at most K boxes per query.
-    #[arg(long, value_name = "K")]
+    /// Report at most K boxes per query (1 or more) [default: no limit]
+    #[arg(long, value_name = "K", help_heading = "Queries", allow_negative_numbers = true,
+          value_parser = values::at_least_one_usize)]
     pub top_k: Option<usize>,
-    /// Drop boxes of the same query that overlap a better one by more than this IoU.
-    #[arg(long, default_value_t = DEFAULT_NMS_IOU)]
+    /// Drop boxes of the same query that overlap a better one by more than this IoU (more than 0, at most 1).
+    #[arg(long, value_name = "IOU", help_heading = "Queries", default_value_t = DEFAULT_NMS_IOU,
+          allow_negative_numbers = true, value_parser = values::iou)]
     pub nms_iou: f32,
+    /// Directory for crops and annotated images.
+    #[arg(long, value_name = "DIR", help_heading = "Output", default_value = "out")]
+    pub out: PathBuf,
     /// Print one JSON object per image on stdout instead of text.
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     pub json: bool,
     /// Do not write crops and annotated images.
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     pub no_images: bool,
     /// Print a JSON line of per-image timings (preprocess, inference, postprocess, in ms) on stderr at the end.
     /// Used by `make bench-locate`.
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     pub timings: bool,
+    #[command(flatten)]
+    pub model: ModelArgs,
 }
 
 /// Per-image timings for `--timings`.
@@ -85,19 +93,28 @@ pub struct ResultItem {
     pub crop: Option<String>,
 }
 
-pub fn run(common: &Common, args: LocateArgs) -> anyhow::Result<ExitCode> {
-    if common.queries.is_empty() {
+pub fn run(args: LocateArgs) -> anyhow::Result<ExitCode> {
+    let common = &args.model;
+    let texts = &args.query.queries;
+    if texts.is_empty() {
         return Err(UsageError("no queries: give at least one with -q \"a vendor selling vegetables\"".into()).into());
     }
-    if let Some(t) = args.threshold
-        && !(0.0..=1.0).contains(&t)
-    {
-        return Err(UsageError(format!("--threshold {t} is outside 0..1")).into());
+    if !args.no_images {
+        super::writable_out_dir(&args.out)?;
     }
     let model_dir = super::resolve_model(&common.model)?;
     let model = ModelDir::open_with(&model_dir, common.layout)?;
+    let mut threshold = args.threshold;
     if model.is_test_model {
         tracing::warn!("{}: test model with random weights: boxes are not meaningful", model.dir.display());
+        if threshold.is_none() {
+            threshold = Some(lookout::config::TEST_MODEL_THRESHOLD);
+            tracing::warn!(
+                "test model: no --threshold given, so other boxes are reported from {} up, since its random scores \
+                 pass a low threshold almost everywhere",
+                lookout::config::TEST_MODEL_THRESHOLD
+            );
+        }
     }
     let opts = common.session.options(common.intra_threads, &lookout::config::Config::default())?;
     let mut timings = Timings::default();
@@ -105,14 +122,9 @@ pub fn run(common: &Common, args: LocateArgs) -> anyhow::Result<ExitCode> {
     let mut detector = lookout::infer::load(model, &opts)?;
     timings.model_load_ms = ms(t0.elapsed());
     let t0 = Instant::now();
-    let queries = detector.encode(&common.queries)?;
+    let queries = detector.encode(texts)?;
     timings.encode_queries_ms = ms(t0.elapsed());
-    let selection =
-        Selection { threshold: args.threshold, nms_iou: args.nms_iou, top_k: args.top_k, always_best: true };
-    if !args.no_images {
-        std::fs::create_dir_all(&args.out)
-            .with_context(|| format!("cannot create the output directory {}", args.out.display()))?;
-    }
+    let selection = Selection { threshold, nms_iou: args.nms_iou, top_k: args.top_k, always_best: true };
 
     let mut failed = 0usize;
     let stdout = std::io::stdout();

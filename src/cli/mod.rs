@@ -6,9 +6,10 @@ pub mod pipelines;
 pub mod prepare;
 pub mod retention;
 pub mod session;
+pub mod values;
 pub mod watch;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
@@ -18,35 +19,49 @@ use clap::{Args, Parser, Subcommand};
 #[command(name = "lookout", version, about, long_about = None)]
 pub struct Cli {
     #[command(flatten)]
-    pub common: Common,
+    pub log: LogArgs,
     #[command(subcommand)]
     pub command: Command,
 }
 
-/// Flags shared by every subcommand.
-#[derive(Debug, Args, Clone)]
-pub struct Common {
-    /// What to find, as a sentence. Repeat for several queries: -q "a red car" -q "a dog".
-    #[arg(short = 'q', long = "query", global = true, value_name = "TEXT")]
-    pub queries: Vec<String>,
-    /// A model directory (Hugging Face layout) or a model name from `lookout models list`.
-    #[arg(short = 'm', long = "model", global = true, value_name = "DIR|NAME", default_value = DEFAULT_MODEL)]
-    pub model: String,
-    /// Graph layout to use when the model directory has both: "split" (queries encoded once) or "hf".
-    #[arg(long, global = true, value_name = "hf|split")]
-    pub layout: Option<lookout::infer::Layout>,
-    /// Threads ONNX Runtime uses inside one operator (0: one per core).
-    #[arg(long, global = true, default_value_t = lookout::infer::runtime::DEFAULT_INTRA_THREADS)]
-    pub intra_threads: usize,
-    /// --device, --text-device, --graph-opt-level and the TensorRT flags.
-    #[command(flatten)]
-    pub session: session::SessionArgs,
+/// Log verbosity: the only flags every subcommand takes.
+#[derive(Debug, Args, Clone, Default)]
+#[command(next_help_heading = "Logging")]
+pub struct LogArgs {
     /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// Only warnings and errors.
     #[arg(long, global = true)]
     pub quiet: bool,
+}
+
+/// `-q`: the queries of `locate` and `watch`.
+#[derive(Debug, Args, Clone, Default)]
+#[command(next_help_heading = "Queries")]
+pub struct QueryArgs {
+    /// What to find, as a sentence. Repeat for several queries: -q "a red car" -q "a dog".
+    #[arg(short = 'q', long = "query", value_name = "TEXT")]
+    pub queries: Vec<String>,
+}
+
+/// Which model runs, and where: the subcommands that load a model (`locate`, `watch`, `models prepare`).
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Model")]
+pub struct ModelArgs {
+    /// A model directory (Hugging Face layout) or a model name from `lookout models list`.
+    #[arg(short = 'm', long = "model", value_name = "DIR|NAME", default_value = DEFAULT_MODEL)]
+    pub model: String,
+    /// Graph layout to use when the model directory has both: "split" (queries encoded once) or "hf"
+    /// [default: split when the directory has it]
+    #[arg(long, value_name = "hf|split")]
+    pub layout: Option<lookout::infer::Layout>,
+    /// Threads ONNX Runtime uses inside one operator (0: one per core).
+    #[arg(long, value_name = "N", default_value_t = lookout::infer::runtime::DEFAULT_INTRA_THREADS)]
+    pub intra_threads: usize,
+    /// --device, --text-device, --graph-opt-level and the TensorRT flags.
+    #[command(flatten)]
+    pub session: session::SessionArgs,
 }
 
 /// The model used when `-m` is not given.
@@ -68,10 +83,10 @@ pub enum Command {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Locate(args) => locate::run(&cli.common, args),
-        Command::Watch(args) => watch::run(&cli.common, args),
-        Command::Models(args) => models::run(&cli.common, args),
-        Command::Pipelines(args) => pipelines::run(&cli.common, args),
+        Command::Locate(args) => locate::run(args),
+        Command::Watch(args) => watch::run(args),
+        Command::Models(args) => models::run(args),
+        Command::Pipelines(args) => pipelines::run(args),
         Command::Retention(args) => retention::run(args),
     }
 }
@@ -85,7 +100,21 @@ pub fn init_logging(verbose: u8, quiet: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},ort=warn")));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| Stderr).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(|| Stderr)
+        .with_target(false)
+        .with_ansi(colour_on_stderr())
+        .try_init();
+}
+
+/// Colour codes only on a terminal: files, pipes and the journal get plain text. `NO_COLOR` (no-color.org) and
+/// `TERM=dumb` turn it off on a terminal too.
+fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let dumb = std::env::var_os("TERM").is_some_and(|t| t == "dumb");
+    std::io::stderr().is_terminal() && !no_color && !dumb
 }
 
 /// The progress bar drawn on stderr, if any.
@@ -140,6 +169,54 @@ pub fn error_chain(e: &anyhow::Error) -> String {
     out
 }
 
+/// Reports a command line that clap refused, on one line ("error: invalid value '1.5' for '--threshold <T>': must
+/// be between 0 and 1"), with exit code 2, as every other bad input is reported. Help and version requests are
+/// printed as clap prints them.
+pub fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind as K;
+    if matches!(e.kind(), K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand) {
+        e.exit();
+    }
+    eprintln!("{}", one_line(&e.to_string()));
+    ExitCode::from(2)
+}
+
+/// clap's message on one line: the lines of its text joined, tips and usage in brackets, without the closing
+/// "For more information, try '--help'".
+fn one_line(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("For more information")) {
+        if let Some(usage) = line.strip_prefix("Usage: ") {
+            out.push_str(&format!(" (usage: {usage})"));
+        } else if line.starts_with("tip: ") {
+            out.push_str(&format!(" ({line})"));
+        } else {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(line);
+        }
+    }
+    if !out.starts_with("error:") {
+        out.insert_str(0, "error: ");
+    }
+    out
+}
+
+/// Makes sure `--out` is a directory lookout can write in, creating it if needed, before any model loads: a
+/// mistake shows at once, as a usage error (exit code 2), and nothing is printed as if it had been saved.
+pub fn writable_out_dir(dir: &Path) -> Result<(), UsageError> {
+    let refuse = |what: &str, e: std::io::Error| {
+        UsageError(format!("--out {}: {what} ({e}); give a directory you can write in", dir.display()))
+    };
+    std::fs::create_dir_all(dir).map_err(|e| refuse("cannot create this directory", e))?;
+    // Creating a file is the only sure test (permissions, read-only mounts, ACLs, a directory in /proc).
+    let probe = dir.join(format!(".lookout-write-test-{}", std::process::id()));
+    std::fs::File::create(&probe).map_err(|e| refuse("cannot write in this directory", e))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
 /// A usage error: bad input the user can fix (exit code 2).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -155,6 +232,13 @@ pub fn exit_code_for(e: &anyhow::Error) -> u8 {
         if let Some(we) = cause.downcast_ref::<lookout::watch::WatchError>() {
             use lookout::watch::WatchError as W;
             if matches!(we, W::NoSources | W::NoQueries | W::QueryWithoutSource { .. } | W::AllSourcesFailed(_)) {
+                return 2;
+            }
+        }
+        // The output directory cannot be made or written in: the user gave a path that does not work.
+        if let Some(se) = cause.downcast_ref::<lookout::sink::SinkError>() {
+            use lookout::sink::SinkError as S;
+            if matches!(se, S::CreateDir { .. } | S::Open { .. } | S::Write { .. } | S::Rename { .. }) {
                 return 2;
             }
         }

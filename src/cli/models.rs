@@ -8,8 +8,6 @@ use clap::{Args, Subcommand};
 
 use lookout::models::{self, CacheStatus, FetchOptions, Manifest, OnMissing, Progress};
 
-use super::Common;
-
 #[derive(Debug, Args)]
 pub struct ModelsArgs {
     #[command(subcommand)]
@@ -44,23 +42,26 @@ pub enum ModelsCommand {
     Prepare(super::prepare::PrepareArgs),
 }
 
-pub fn run(common: &Common, args: ModelsArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: ModelsArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        ModelsCommand::Prepare(args) => super::prepare::run(common, args),
+        ModelsCommand::Prepare(args) => super::prepare::run(args),
         ModelsCommand::List { json } => {
             let listed = models::list()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&listed)?);
             } else {
-                println!("{:<34} {:<17} {:<11} description", "name", "family", "status");
-                for m in &listed {
-                    let status = match m.status {
-                        CacheStatus::Complete => "downloaded",
-                        CacheStatus::Partial => "partial",
-                        CacheStatus::Absent => "-",
-                    };
-                    println!("{:<34} {:<17} {:<11} {}", m.entry.name, m.entry.family, status, m.entry.description);
-                }
+                let rows: Vec<[String; 4]> = listed
+                    .iter()
+                    .map(|m| {
+                        let status = match m.status {
+                            CacheStatus::Complete => "downloaded",
+                            CacheStatus::Partial => "partial",
+                            CacheStatus::Absent => "-",
+                        };
+                        [m.entry.name.clone(), m.entry.family.to_string(), status.into(), m.entry.description.clone()]
+                    })
+                    .collect();
+                print!("{}", table(["name", "family", "status", "description"], &rows));
                 if let Some(first) = listed.first() {
                     println!("\ncache: {}", first.dir.parent().map(|p| p.display().to_string()).unwrap_or_default());
                 }
@@ -81,15 +82,53 @@ pub fn run(common: &Common, args: ModelsArgs) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&info)?);
             } else {
-                println!("{info}");
+                // The report ends its last line or not depending on what it holds: a shell prompt never follows
+                // it on the same line.
+                let text = info.to_string();
+                print!("{text}");
+                if !text.ends_with('\n') {
+                    println!();
+                }
             }
             Ok(if info.is_usable() { ExitCode::SUCCESS } else { ExitCode::from(2) })
         }
     }
 }
 
+/// Columns padded to their widest cell (counted in characters), the last one not padded.
+fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.map(|h| h.chars().count());
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header = header.map(str::to_string);
+    for row in std::iter::once(&header).chain(rows) {
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == N {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<0$}  ", widths[i]));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// Resolves a manifest name to its directory in the cache, fetching it on first use.
 pub fn resolve_name(name: &str) -> anyhow::Result<PathBuf> {
     let options = FetchOptions { progress: Progress::Auto, ..FetchOptions::default() };
     Ok(models::resolve(name, &OnMissing::Fetch(options))?)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn table_columns_line_up() {
+        let rows = [["a-long-name".to_string(), "x".into()], ["b".into(), "yy".into()]];
+        assert_eq!(super::table(["name", "what"], &rows), "name         what\na-long-name  x\nb            yy\n");
+    }
 }

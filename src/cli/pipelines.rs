@@ -13,7 +13,7 @@ use lookout::models::{self, OnMissing};
 use lookout::source::launch::{self, Credentials};
 use lookout::source::{FrameSettings, SourceKind, SourceSpec};
 
-use super::{Common, UsageError};
+use super::UsageError;
 
 #[derive(Debug, Args)]
 pub struct PipelinesArgs {
@@ -38,15 +38,18 @@ pub enum PipelinesCommand {
         /// Only the pipeline description, nothing else (for scripts).
         #[arg(long)]
         bare: bool,
+        /// The model whose input size the model branch scales to, if it is here (nothing is downloaded).
+        #[arg(short = 'm', long = "model", value_name = "DIR|NAME", default_value = super::DEFAULT_MODEL)]
+        model: String,
     },
     /// The built-in templates, whether this machine has the GStreamer elements each needs, and their encoders.
     List,
 }
 
-pub fn run(common: &Common, args: PipelinesArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: PipelinesArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        PipelinesCommand::Show { source, pipeline, annotate, bare } => {
-            show(common, &source, pipeline.as_deref(), annotate, bare)
+        PipelinesCommand::Show { source, pipeline, annotate, bare, model } => {
+            show(&model, &source, pipeline.as_deref(), annotate, bare)
         }
         PipelinesCommand::List => {
             for name in gst::builtin_names() {
@@ -85,7 +88,7 @@ fn needs(t: &PipelineTemplate) -> String {
     if t.requires.is_empty() { "nothing special".into() } else { t.requires.join(", ") }
 }
 
-fn show(common: &Common, source: &str, choice: Option<&str>, annotate: bool, bare: bool) -> anyhow::Result<ExitCode> {
+fn show(model: &str, source: &str, choice: Option<&str>, annotate: bool, bare: bool) -> anyhow::Result<ExitCode> {
     let spec = SourceSpec::parse_unchecked(source, 0).map_err(|e| UsageError(e.to_string()))?;
     let choice = PipelineChoice::from_arg(choice);
     // A built-in template is shown even where its elements are missing: checking the Jetson pipeline from a laptop
@@ -98,7 +101,7 @@ fn show(common: &Common, source: &str, choice: Option<&str>, annotate: bool, bar
         },
         Err(e) => return Err(UsageError(e.to_string()).into()),
     };
-    let (settings, model_note) = frame_settings(&common.model, annotate);
+    let (settings, model_note) = frame_settings(model, annotate);
     let description = launch::render(&template, &spec, &settings, Credentials::Redact)
         .map_err(|e| UsageError(format!("source `{}`: {e}", spec.display)))?;
     if bare {

@@ -18,23 +18,26 @@ use lookout::config::Config;
 use lookout::infer::device::{Device, GraphRole, Provider};
 use lookout::infer::{Layout, ModelDir, runtime};
 
-use super::{Common, UsageError};
+use super::{ModelArgs, UsageError};
 
 #[derive(Debug, Args)]
 pub struct PrepareArgs {
-    /// A model directory, or a name from `lookout models list` (downloaded first if needed). Default: `-m`.
+    /// A model directory, or a name from `lookout models list` (downloaded first if needed) [default: -m]
     #[arg(value_name = "MODEL", id = "prepare_model")]
     pub model: Option<String>,
     /// The config `watch` will run with: its [model] and [tensorrt] keys decide the engine's precision and batch
     /// range, which are part of the engine cache key.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub model_args: ModelArgs,
 }
 
 /// How often the "still building" line is printed while sessions are built.
 const PROGRESS_EVERY: Duration = Duration::from_secs(20);
 
-pub fn run(common: &Common, args: PrepareArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: PrepareArgs) -> anyhow::Result<ExitCode> {
+    let common = &args.model_args;
     let config = match &args.config {
         Some(path) => Config::load(path).map_err(|e| UsageError(e.to_string()))?,
         None => Config::default(),

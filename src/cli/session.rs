@@ -14,25 +14,27 @@ use super::UsageError;
 
 /// Execution-provider and ONNX Runtime flags.
 #[derive(Debug, Args, Clone, Default)]
+#[command(next_help_heading = "Device")]
 pub struct SessionArgs {
     /// Where the model runs: auto (TensorRT, then CUDA, then CPU: the first that works), cpu, cuda[:N] or
-    /// tensorrt[:N]. Default: [model] device of --config, else auto.
-    #[arg(long, global = true, value_name = "DEVICE")]
+    /// tensorrt[:N] [default: [model] device of --config, else auto]
+    #[arg(long, value_name = "DEVICE")]
     pub device: Option<Device>,
-    /// Where the text encoder runs, if not on --device (it runs only when the queries change).
-    #[arg(long, global = true, value_name = "DEVICE")]
+    /// Where the text encoder runs, if not on --device (it runs only when the queries change) [default: --device]
+    #[arg(long, value_name = "DEVICE")]
     pub text_device: Option<Device>,
-    /// ONNX Runtime graph optimisation: 0 none, 1 basic, 2 extended, 3 all (default 3).
-    #[arg(long, global = true, value_name = "0-3", value_parser = clap::value_parser!(u8).range(0..=3))]
+    /// ONNX Runtime graph optimisation: 0 none, 1 basic, 2 extended, 3 all [default: [model] optimization_level
+    /// of --config, else 3]
+    #[arg(long, value_name = "0-3", value_parser = clap::value_parser!(u8).range(0..=3))]
     pub graph_opt_level: Option<u8>,
-    /// TensorRT: fp16 kernels (default: true on a Jetson, false elsewhere).
-    #[arg(long, global = true, value_name = "true|false")]
+    /// fp16 kernels [default: true on a Jetson, false elsewhere]
+    #[arg(long, help_heading = "TensorRT", value_name = "true|false")]
     pub trt_fp16: Option<bool>,
-    /// TensorRT: engine cache directory (default: $LOOKOUT_TRT_CACHE, else ~/.cache/lookout/tensorrt).
-    #[arg(long, global = true, value_name = "DIR")]
+    /// Engine cache directory [default: $LOOKOUT_TRT_CACHE, else ~/.cache/lookout/tensorrt]
+    #[arg(long, help_heading = "TensorRT", value_name = "DIR")]
     pub trt_cache: Option<PathBuf>,
-    /// TensorRT: largest image batch of the engine (default 8); `watch` batches one frame per source.
-    #[arg(long, global = true, value_name = "N")]
+    /// Largest image batch of the engine; `watch` batches one frame per source [default: 8]
+    #[arg(long, help_heading = "TensorRT", value_name = "N")]
     pub trt_max_batch: Option<u32>,
 }
 

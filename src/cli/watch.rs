@@ -16,7 +16,7 @@ use lookout::shutdown::{Level, Shutdown};
 use lookout::source::{ReconnectSettings, SourceSpec, probe_media};
 use lookout::watch::{self, WatchSettings};
 
-use super::{Common, UsageError};
+use super::{ModelArgs, QueryArgs, UsageError, values};
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
@@ -24,79 +24,113 @@ pub struct WatchArgs {
     /// cameras (csi://0, csi://1?width=1280&height=720&framerate=60).
     #[arg(value_name = "SOURCE")]
     pub sources: Vec<String>,
-    /// Output directory: events.jsonl, summary.json, and <source>/ (the events' clips, annotated.mp4).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Write <out>/<source>/annotated.mp4 with boxes, labels, track ids, scores and time.
-    #[arg(long)]
-    pub annotate: bool,
-    /// Infer every Nth frame; the tracker carries the boxes in between.
-    #[arg(long, value_name = "N", conflicts_with = "fps")]
-    pub every: Option<u32>,
-    /// Infer at most F frames per second of each source.
-    #[arg(long, value_name = "F")]
-    pub fps: Option<f64>,
-    /// Score threshold for the -q queries (0..1). Default: the model's (0.2 for OWL; Grounding DINO's card: 0.4).
-    #[arg(long, value_name = "T")]
-    pub threshold: Option<f32>,
     /// A TOML config (sources, queries with labels, thresholds and sources, output, reconnect limits).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Pipeline template: auto, a built-in name (generic, jetson) or a template file.
-    #[arg(long, value_name = "NAME|FILE")]
-    pub pipeline: Option<String>,
-    /// Stop (and drain) after this many seconds.
-    #[arg(long, value_name = "S")]
+    /// Stop (and drain) after this many seconds [default: at the end of the files; never for a live source]
+    #[arg(long, value_name = "S", allow_negative_numbers = true, value_parser = values::positive)]
     pub max_seconds: Option<f64>,
+    #[command(flatten)]
+    pub query: QueryArgs,
+    /// Score threshold (0 to 1) for the -q queries [default: 0.2; Grounding DINO 0.4, its cards'; 0.65 with the
+    /// test model]
+    #[arg(long, value_name = "T", help_heading = "Queries", allow_negative_numbers = true,
+          value_parser = values::unit_interval)]
+    pub threshold: Option<f32>,
+    /// Infer every Nth frame; the tracker carries the boxes in between [default: [inference] every of --config,
+    /// else 1]
+    #[arg(long, value_name = "N", help_heading = "Inference", conflicts_with = "fps",
+          allow_negative_numbers = true, value_parser = values::at_least_one_u32)]
+    pub every: Option<u32>,
+    /// Infer at most F frames per second of each source [default: [inference] fps of --config, else off: every
+    /// frame, or every Nth with --every]
+    #[arg(long, value_name = "F", help_heading = "Inference", allow_negative_numbers = true,
+          value_parser = values::positive)]
+    pub fps: Option<f64>,
+    /// Pipeline template: auto, a built-in name (generic, jetson) or a template file [default: auto]
+    #[arg(long, value_name = "NAME|FILE", help_heading = "Inference")]
+    pub pipeline: Option<String>,
+    /// Output directory: events.jsonl, summary.json, and <source>/ (the events' clips, annotated.mp4)
+    /// [default: [output] dir of --config, else out]
+    #[arg(long, value_name = "DIR", help_heading = "Output")]
+    pub out: Option<PathBuf>,
+    /// Write <out>/<source>/annotated.mp4 with boxes, labels, track ids, scores and time.
+    #[arg(long, help_heading = "Output")]
+    pub annotate: bool,
+    /// Write no clips: by default each event gets <out>/<source>/<event-id>.mp4, from its pre-roll to its
+    /// post-roll, cut from the source's own encoded video (and its evidence).
+    #[arg(long, help_heading = "Output")]
+    pub no_clips: bool,
     /// Leave the wall-clock time out of events (for byte-identical replays).
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     pub no_wall_time: bool,
     /// Print the summary as JSON on stdout.
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     pub json: bool,
     /// Republish the annotated video of each source at rtsp://ADDR:PORT/<source> (PORT alone: on 127.0.0.1).
-    #[arg(long, value_name = "[ADDR:]PORT")]
+    #[arg(long, value_name = "[ADDR:]PORT", help_heading = "Output")]
     pub serve_rtsp: Option<String>,
     /// Publish every event to this MQTT broker (mqtt://[user:pass@]HOST[:PORT], QoS 1, topics lookout/<source>/events
     /// and lookout/available). Alerts wait in <out>/alert-spool while the broker is down. Replaces the url of
     /// [alerts.mqtt] in --config, keeping its other settings.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", help_heading = "Alerts")]
     pub mqtt: Option<String>,
     /// POST every event as JSON to this URL (repeatable), with retries; spooled while it is down. Added to the
     /// [[alerts.webhooks]] of --config.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", help_heading = "Alerts")]
     pub webhook: Vec<String>,
     /// Keep the output directory under this many GB (10^9 bytes), deleting the oldest clips and snapshots first
-    /// (never events.jsonl). Overrides [retention] max_disk_gb.
-    #[arg(long, value_name = "GB")]
+    /// (never events.jsonl). Overrides [retention] max_disk_gb [default: no limit]
+    #[arg(long, value_name = "GB", help_heading = "Retention", allow_negative_numbers = true)]
     pub max_disk_gb: Option<f64>,
-    /// Delete clips and snapshots older than this many days. Overrides [retention] max_age_days.
-    #[arg(long, value_name = "DAYS")]
+    /// Delete clips and snapshots older than this many days. Overrides [retention] max_age_days [default: keep]
+    #[arg(long, value_name = "DAYS", help_heading = "Retention", allow_negative_numbers = true)]
     pub max_age_days: Option<f64>,
-    /// Write no clips: by default each event gets <out>/<source>/<event-id>.mp4, from its pre-roll to its
-    /// post-roll, cut from the source's own encoded video (and its evidence).
-    #[arg(long)]
-    pub no_clips: bool,
     /// Decode and track without running the model (to measure the video pipeline alone).
     #[arg(long, hide = true)]
     pub decode_only: bool,
+    #[command(flatten)]
+    pub model: ModelArgs,
 }
 
-pub fn run(common: &Common, args: WatchArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
+    let common = &args.model;
     let config = match &args.config {
         Some(path) => Config::load(path).map_err(|e| UsageError(e.to_string()))?,
         None => Config::default(),
     };
 
-    // Queries: -q first, then the config's.
-    let mut queries: Vec<StandingQuery> =
-        common.queries.iter().map(|q| StandingQuery::from_text(q, args.threshold)).collect();
-    queries.extend(config.standing_queries());
-    if queries.is_empty() {
-        return Err(UsageError(
-            "no queries: give at least one with -q \"a person on the ground\" or a [[query]] in --config".into(),
-        )
-        .into());
+    // Queries: -q first, then the config's. The default threshold depends on the model (the test model's is
+    // higher), so the list is made again once the model is known.
+    let standing = |default_threshold: f32| -> Vec<StandingQuery> {
+        let threshold = Some(args.threshold.unwrap_or(default_threshold));
+        let mut queries: Vec<StandingQuery> =
+            args.query.queries.iter().map(|q| StandingQuery::from_text(q, threshold)).collect();
+        // Given by the user or not decides whether a model's own default may replace it.
+        for q in &mut queries {
+            q.threshold_given = args.threshold.is_some();
+        }
+        queries.extend(config.standing_queries_with(default_threshold));
+        queries
+    };
+    let mut queries = standing(lookout::config::DEFAULT_THRESHOLD);
+    let no_sources = args.sources.is_empty() && config.sources.is_empty();
+    match (no_sources, queries.is_empty()) {
+        (true, true) => {
+            return Err(UsageError(
+                "no sources and no queries: give video files, rtsp:// URLs or /dev/videoN, and what to find with \
+                 -q \"a person on the ground\" (or [[source]] and [[query]] in --config)"
+                    .into(),
+            )
+            .into());
+        }
+        (false, true) => {
+            return Err(UsageError(
+                "no queries: give at least one with -q \"a person on the ground\" or a [[query]] in --config".into(),
+            )
+            .into());
+        }
+        _ => {}
     }
     if let Some(q) = queries.iter().find(|q| q.text.trim().is_empty()) {
         return Err(UsageError(format!(
@@ -110,6 +144,7 @@ pub fn run(common: &Common, args: WatchArgs) -> anyhow::Result<ExitCode> {
     let mut specs = Vec::new();
     let mut names = Vec::new();
     let mut bad = Vec::new();
+    let mut not_started = Vec::new();
     let all: Vec<(String, Option<String>)> = args
         .sources
         .iter()
@@ -128,7 +163,15 @@ pub fn run(common: &Common, args: WatchArgs) -> anyhow::Result<ExitCode> {
                 specs.push(spec);
                 names.push(name.clone());
             }
-            Err(e) => bad.push(e.to_string()),
+            Err(e) => {
+                // Named in the summary as it would have been had it run (password removed).
+                let (display, short) = match SourceSpec::parse_unchecked(arg, i) {
+                    Ok(spec) => (spec.display.clone(), name.clone().unwrap_or(spec.short_name)),
+                    Err(_) => (lookout::redact::redact_url(arg), name.clone().unwrap_or_else(|| format!("source{i}"))),
+                };
+                not_started.push(watch::SourceSummary::not_started(display, short, e.to_string()));
+                bad.push(e.to_string());
+            }
         }
     }
     // One line per bad source; when none is left, the error itself says why (once).
@@ -161,16 +204,34 @@ pub fn run(common: &Common, args: WatchArgs) -> anyhow::Result<ExitCode> {
         args.max_age_days,
     )
     .map_err(|e| UsageError(e.to_string()))?;
+    super::writable_out_dir(&out_dir)?;
     let model = ModelDir::open_with(&super::resolve_model(&model_arg)?, layout)?;
     let test_model = model.is_test_model;
     if test_model {
         eprintln!("\n  *** {}: TEST MODEL with random weights: boxes are not meaningful ***\n", model.dir.display());
     }
+    if test_model {
+        let defaulted = queries.len() - standing_threshold_count(&args, &config);
+        if defaulted > 0 {
+            queries = standing(lookout::config::TEST_MODEL_THRESHOLD);
+            tracing::warn!(
+                "test model: {defaulted} of {} queries have no threshold and use {} (not {}), since its random scores \
+                 pass a low threshold almost everywhere; give --threshold to choose",
+                queries.len(),
+                lookout::config::TEST_MODEL_THRESHOLD,
+                lookout::config::DEFAULT_THRESHOLD
+            );
+        }
+    }
     let intra = config.model.intra_threads.unwrap_or(common.intra_threads);
     let detector = lookout::infer::load(model, &common.session.options(intra, &config)?)?;
     // Thresholds left unset take the model card's defaults; a text threshold means nothing to OWL.
     let queries: Vec<StandingQuery> = match detector.default_thresholds() {
-        Some(d) => queries.into_iter().map(|q| q.with_model_defaults(d.box_threshold, d.text_threshold)).collect(),
+        // The test model's threshold (above) wins over the card's: its random scores are no trained model's.
+        Some(d) => {
+            let box_threshold = (!test_model).then_some(d.box_threshold);
+            queries.into_iter().map(|q| q.with_model_defaults(box_threshold, d.text_threshold)).collect()
+        }
         None => {
             if let Some(q) = queries.iter().find(|q| q.text_threshold.is_some()) {
                 return Err(UsageError(format!(
@@ -227,6 +288,10 @@ pub fn run(common: &Common, args: WatchArgs) -> anyhow::Result<ExitCode> {
                 .transpose()
                 .map_err(UsageError)?,
         },
+        shutdown_timeout: Duration::from_secs_f64(
+            config.output.shutdown_timeout_s.unwrap_or(lookout::watch::DEFAULT_SHUTDOWN_TIMEOUT_S),
+        ),
+        not_started,
         ..WatchSettings::default()
     };
 
@@ -290,6 +355,13 @@ pub fn run(common: &Common, args: WatchArgs) -> anyhow::Result<ExitCode> {
     Ok(if any_error { ExitCode::from(2) } else { ExitCode::SUCCESS })
 }
 
+/// How many of the queries have a threshold of their own: all the -q ones with --threshold, and each [[query]]
+/// of the config that sets one.
+fn standing_threshold_count(args: &WatchArgs, config: &Config) -> usize {
+    let cli = if args.threshold.is_some() { args.query.queries.len() } else { 0 };
+    cli + config.queries.iter().filter(|q| q.threshold.is_some()).count()
+}
+
 /// How errors name the config: its path, or "the command line" without one.
 fn config_name(args: &WatchArgs) -> String {
     match &args.config {
@@ -331,7 +403,11 @@ fn progress_bar(specs: &[SourceSpec], progress: Arc<watch::Progress>) -> Option<
         .spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 b.set_position(progress.frames_processed.load(Ordering::Relaxed));
-                b.set_message(format!("events {}", progress.events.load(Ordering::Relaxed)));
+                let events = progress.events.load(Ordering::Relaxed);
+                b.set_message(match progress.clips_pending.load(Ordering::Relaxed) {
+                    0 => format!("events {events}"),
+                    n => format!("events {events}, finishing: {n} clips being written"),
+                });
                 std::thread::sleep(Duration::from_millis(200));
             }
         })

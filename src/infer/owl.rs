@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use ndarray::{Array1, Array2, Array4, ArrayView4, Axis, Ix2, Ix3};
+use ndarray::{Array2, Array4, ArrayView4, Axis, Ix2, Ix3};
 use ort::session::Session;
 use ort::value::TensorRef;
 
@@ -23,7 +23,7 @@ use super::preprocess::{self, Family};
 use super::runtime::{SessionOptions, build_session};
 use super::text::QueryTokenizer;
 use super::{InferError, Result};
-use crate::geom::{Detection, ModelBox, Transform};
+use crate::geom::{Detection, Transform};
 
 /// Queries, tokenized and (in the split layout) embedded.
 #[derive(Debug, Clone)]
@@ -45,27 +45,7 @@ impl OwlQueries {
     }
 }
 
-/// What the model says about one image, before any thresholding.
-#[derive(Debug, Clone)]
-pub struct RawOutput {
-    /// `[P, Q]`: one logit per patch and query.
-    pub logits: Array2<f32>,
-    /// `[P, 4]`: `(cx, cy, w, h)` relative to the model's square input.
-    pub boxes: Array2<f32>,
-    /// `[P]`: OWLv2's objectness logits, when the graph gives them.
-    pub objectness: Option<Array1<f32>>,
-}
-
-impl RawOutput {
-    pub fn num_patches(&self) -> usize {
-        self.logits.nrows()
-    }
-
-    pub fn model_box(&self, patch: usize) -> ModelBox {
-        let b = self.boxes.row(patch);
-        ModelBox { cx: b[0], cy: b[1], w: b[2], h: b[3] }
-    }
-}
+pub use super::postprocess::RawOutput;
 
 enum Backend {
     Hf { session: Session },

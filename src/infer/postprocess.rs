@@ -23,7 +23,29 @@
 
 use crate::geom::{Detection, ModelBox, PixelBox, Transform};
 
-use super::owl::RawOutput;
+use ndarray::{Array1, Array2};
+
+/// What the model says about one image, before any thresholding.
+#[derive(Debug, Clone)]
+pub struct RawOutput {
+    /// `[P, Q]`: one logit per patch and query.
+    pub logits: Array2<f32>,
+    /// `[P, 4]`: `(cx, cy, w, h)` relative to the model's square input.
+    pub boxes: Array2<f32>,
+    /// `[P]`: OWLv2's objectness logits, when the graph gives them.
+    pub objectness: Option<Array1<f32>>,
+}
+
+impl RawOutput {
+    pub fn num_patches(&self) -> usize {
+        self.logits.nrows()
+    }
+
+    pub fn model_box(&self, patch: usize) -> ModelBox {
+        let b = self.boxes.row(patch);
+        ModelBox { cx: b[0], cy: b[1], w: b[2], h: b[3] }
+    }
+}
 
 /// The logistic function, as transformers applies it to logits.
 pub fn sigmoid(x: f32) -> f32 {

@@ -42,8 +42,8 @@
 //! sidecar), the clip's path stays and the paths of the missing pieces are null. The `clips` line of an event comes after its `end` line, but other events'
 //! lines may come in between (clips are written on their own threads).
 //!
-//! A record made from a bare tracker event ([`EventRecord::from_track_event`]) has only the fields up to
-//! `score`.
+//! `event_id` and the fields after `score` are left out when empty: a record with only the fields up to `score`
+//! is a line too (the unit tests' shortest).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -55,10 +55,33 @@ use serde::{Deserialize, Serialize};
 use super::SinkError;
 use crate::geom::PixelBox;
 use crate::redact::redact_url;
-use crate::track::{EndReason, FrameTime, LifecycleEvent, LifecycleKind, TrackEvent, TrackEventKind, TrackOutput};
+use crate::track::{EndReason, FrameTime, LifecycleEvent, LifecycleKind, TrackOutput};
 
 /// Name of the event log inside the output directory.
 pub const EVENTS_FILE_NAME: &str = "events.jsonl";
+
+/// The `type` of an [`EventRecord`]: which notification of the event engine the line is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventLineKind {
+    /// The event started.
+    Start,
+    /// The event is still going on (rate-limited by the query's `update_interval_s`).
+    Update,
+    /// The event ended.
+    End,
+}
+
+impl EventLineKind {
+    /// `"start"`, `"update"` or `"end"`, as in the event log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventLineKind::Start => "start",
+            EventLineKind::Update => "update",
+            EventLineKind::End => "end",
+        }
+    }
+}
 
 /// One line of `events.jsonl`. Fields are written in this order; the optional ones are left out when
 /// `None` (see the module documentation for which lines have which).
@@ -67,7 +90,7 @@ pub const EVENTS_FILE_NAME: &str = "events.jsonl";
 pub struct EventRecord {
     /// `"start"`, `"update"` or `"end"`.
     #[serde(rename = "type")]
-    pub kind: TrackEventKind,
+    pub kind: EventLineKind,
     /// The same on an event's `start`, `update`s and `end`; also the stem of its clip files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_id: Option<String>,
@@ -275,37 +298,13 @@ impl ClipsRecord {
 }
 
 impl EventRecord {
-    /// The record of a tracker event. `source` is redacted here (see [`redact_url`]); `wall_time` is left
-    /// empty for the log to stamp. It has none of the event engine's fields (`event_id`, `start`, ...).
-    pub fn from_track_event(ev: &TrackEvent, source: &str, query: &str, label: &str, pts_ns: Option<u64>) -> Self {
-        EventRecord {
-            kind: ev.kind,
-            event_id: None,
-            source: redact_url(source),
-            query: query.to_string(),
-            label: label.to_string(),
-            track_id: ev.track_id,
-            frame: ev.frame,
-            pts_s: pts_ns.map(pts_seconds),
-            wall_time: None,
-            bbox: ev.bbox,
-            score: ev.score,
-            start: None,
-            end: None,
-            duration_s: None,
-            peak: None,
-            reason: None,
-            clips: None,
-        }
-    }
-
     /// The line of an event engine notification, or `None` for `closed` (which has none). `source` is
     /// redacted here; `wall_time` is left empty for the log to stamp.
     pub fn from_lifecycle(ev: &LifecycleEvent, source: &str, query: &str, label: &str, clips: Clips) -> Option<Self> {
         let kind = match ev.kind {
-            LifecycleKind::Start => TrackEventKind::Start,
-            LifecycleKind::Update => TrackEventKind::Update,
-            LifecycleKind::End(_) => TrackEventKind::End,
+            LifecycleKind::Start => EventLineKind::Start,
+            LifecycleKind::Update => EventLineKind::Update,
+            LifecycleKind::End(_) => EventLineKind::End,
             LifecycleKind::Closed => return None,
         };
         Some(EventRecord {
@@ -552,16 +551,27 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn record(kind: TrackEventKind) -> EventRecord {
-        let ev = TrackEvent {
+    /// The shortest line: the fields up to `score`.
+    fn record(kind: EventLineKind) -> EventRecord {
+        EventRecord {
             kind,
+            event_id: None,
+            source: redact_url("rtsp://admin:pw@cam1/live"),
+            query: "a red car".into(),
+            label: "car".into(),
             track_id: 3,
-            query: 0,
+            frame: 46,
+            pts_s: Some(pts_seconds(1_533_333_333)),
+            wall_time: None,
             bbox: PixelBox { x0: 1.0, y0: 2.5, x1: 30.0, y1: 40.0 },
             score: 0.42,
-            frame: 46,
-        };
-        EventRecord::from_track_event(&ev, "rtsp://admin:pw@cam1/live", "a red car", "car", Some(1_533_333_333))
+            start: None,
+            end: None,
+            duration_s: None,
+            peak: None,
+            reason: None,
+            clips: None,
+        }
     }
 
     #[test]
@@ -576,12 +586,12 @@ mod tests {
 
     #[test]
     fn line_schema_is_stable() {
-        let json = serde_json::to_string(&record(TrackEventKind::Start)).unwrap();
+        let json = serde_json::to_string(&record(EventLineKind::Start)).unwrap();
         assert_eq!(
             json,
             r#"{"type":"start","source":"rtsp://***@cam1/live","query":"a red car","label":"car","track_id":3,"frame":46,"pts_s":1.533333,"box":[1.0,2.5,30.0,40.0],"score":0.42}"#
         );
-        let mut r = record(TrackEventKind::End);
+        let mut r = record(EventLineKind::End);
         r.pts_s = None;
         r.wall_time = Some("2023-11-14T22:13:20.999Z".into());
         let json = serde_json::to_string(&r).unwrap();
@@ -655,9 +665,9 @@ mod tests {
     fn stamps_or_omits_wall_time() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = EventLog::open(dir.path(), EventLogSettings::default()).unwrap();
-        log.write(&record(TrackEventKind::Start)).unwrap();
+        log.write(&record(EventLineKind::Start)).unwrap();
         let mut log = EventLog::open(dir.path(), EventLogSettings { wall_time: false, ..Default::default() }).unwrap();
-        let mut r = record(TrackEventKind::End);
+        let mut r = record(EventLineKind::End);
         r.wall_time = Some("2000-01-01T00:00:00.000Z".into());
         log.write(&r).unwrap();
         let text = std::fs::read_to_string(dir.path().join(EVENTS_FILE_NAME)).unwrap();
@@ -676,7 +686,7 @@ mod tests {
         }
         let mut log = EventLog::open_file(full, EventLogSettings::default()).unwrap();
         for _ in 0..2 {
-            let err = log.write(&record(TrackEventKind::Update)).unwrap_err();
+            let err = log.write(&record(EventLineKind::Update)).unwrap_err();
             assert!(matches!(err, SinkError::Write { .. }), "{err}");
             assert_eq!(err.io_error_kind(), Some(io::ErrorKind::StorageFull));
             assert!(err.to_string().contains("/dev/full"), "{err}");
@@ -690,7 +700,7 @@ mod tests {
         let path = dir.path().join(EVENTS_FILE_NAME);
         std::fs::write(&path, "{\"type\":\"sta").unwrap();
         let mut log = EventLog::open(dir.path(), EventLogSettings { wall_time: false, ..Default::default() }).unwrap();
-        log.write(&record(TrackEventKind::Start)).unwrap();
+        log.write(&record(EventLineKind::Start)).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2);

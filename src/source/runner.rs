@@ -244,7 +244,7 @@ impl Source {
         self.stats.set_state(SourceState::Ended);
         self.queue.close();
         match &result {
-            Ok(()) => info!(source = %self.spec.display, stats = ?self.stats.snapshot(), "source ended"),
+            Ok(()) => info!(source = %self.spec.display, "source ended: {}", self.stats.snapshot()),
             Err(e) => {
                 self.stats.set_last_error(e.to_string());
                 error!(source = %self.spec.display, error = %e, "source ended with an error");

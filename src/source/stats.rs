@@ -88,6 +88,30 @@ pub struct SourceStatsSnapshot {
     pub decoder: Option<String>,
 }
 
+/// One line for logs: "decoded 250, delivered 250, inferred 250, dropped 0, reconnects 0, decoder avdec_h264",
+/// with where frames were dropped and the last error when there are any.
+impl std::fmt::Display for SourceStatsSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "decoded {}, delivered {}, inferred {}, dropped {}",
+            self.frames_decoded, self.frames_delivered, self.inference_frames, self.frames_dropped
+        )?;
+        if self.frames_dropped > 0 {
+            write!(
+                f,
+                " (in the pipeline {}, from the queue {}, unpaired {})",
+                self.dropped_in_pipeline, self.dropped_in_queue, self.dropped_unpaired
+            )?;
+        }
+        write!(f, ", reconnects {}, decoder {}", self.reconnects, self.decoder.as_deref().unwrap_or("unknown"))?;
+        if let Some(e) = &self.last_error {
+            write!(f, ", last error: {e}")?;
+        }
+        Ok(())
+    }
+}
+
 impl SourceStats {
     /// A consistent-enough copy of the counters (each is read atomically, not all at one instant).
     pub fn snapshot(&self) -> SourceStatsSnapshot {

@@ -25,6 +25,7 @@
 //! renamed into place, every open event gets its `end` line with `reason: shutdown` and its clip is finished at
 //! the last packet received); the caller exits at once on the second. When a file simply ends, open events end with `reason: eos`.
 
+mod drain;
 mod infer;
 mod post;
 pub mod stats;
@@ -47,15 +48,16 @@ use crate::shutdown::ShutdownToken;
 use crate::sink::clips::{ClipSettings, ClipWriter};
 use crate::sink::disk::WriteFailures;
 use crate::sink::events::ClipSink;
+use crate::sink::run::{Run, remove_stale_parts};
 use crate::sink::{EventLog, EventLogSettings};
 use crate::source::{
     self, Frame, FrameQueue, FrameSettings, Notify, ReconnectSettings, SourceHandle, SourceSpec, SourceStatsSnapshot,
 };
 use crate::source::{PacketTap, RingSettings};
 use crate::track::{Tracker, TrackerSettings};
+use drain::{Drain, DrainSettings};
 use infer::{InferStage, InferStats, QueryBands};
-use post::{PostStage, PostStats, event_id_prefix, tracker_settings_for_events};
-use stats::LatencySummary;
+use post::{PostStage, PostStats, tracker_settings_for_events};
 pub use summary::{SourceSummary, Summary};
 
 /// Frames in flight between the inference thread and one source's post thread.
@@ -128,7 +130,17 @@ pub struct WatchSettings {
     /// Each event's clip (`<out>/<source>/<event-id>.mp4`, pre-roll to post-roll) and evidence. Default: off
     /// here; the `watch` command turns it on unless `--no-clips`.
     pub clips: Option<ClipSettings>,
+    /// The longest a stop waits for what is open (clips, evidence, alerts) once it is seen. Default
+    /// [`DEFAULT_SHUTDOWN_TIMEOUT_S`]; `[output] shutdown_timeout_s`.
+    pub shutdown_timeout: Duration,
+    /// Sources refused before the run (a missing file, an unsupported URL), each as [`SourceSummary::not_started`]:
+    /// listed in the summary with their error, after the sources that ran. Default: none.
+    pub not_started: Vec<SourceSummary>,
 }
+
+/// Default [`WatchSettings::shutdown_timeout`], in seconds. `deploy/lookout.service` stops the service after
+/// `TimeoutStopSec=90s`, well above it (a test keeps it so).
+pub const DEFAULT_SHUTDOWN_TIMEOUT_S: f64 = 30.0;
 
 impl Default for WatchSettings {
     fn default() -> Self {
@@ -150,6 +162,8 @@ impl Default for WatchSettings {
             alerts: None,
             retention: None,
             clips: None,
+            shutdown_timeout: Duration::from_secs_f64(DEFAULT_SHUTDOWN_TIMEOUT_S),
+            not_started: Vec::new(),
         }
     }
 }
@@ -162,6 +176,8 @@ pub struct Progress {
     /// Rounds of the inference loop, including rounds without frames: the systemd watchdog is fed while it moves,
     /// so cameras that are down do not cause restarts, but a stuck inference does.
     pub infer_rounds: std::sync::atomic::AtomicU64,
+    /// Clips still being written, once the last frame is processed or a stop began (0 before).
+    pub clips_pending: std::sync::atomic::AtomicU64,
 }
 
 /// The model branch's shape for a detector's [`FrameScale`], on top of `base` (what `watch` sets up and
@@ -231,6 +247,11 @@ pub fn run(
 
     std::fs::create_dir_all(&settings.out_dir)
         .map_err(|error| crate::sink::SinkError::CreateDir { path: settings.out_dir.clone(), error })?;
+    // A new number for this run (event ids never repeat across runs into one directory), and the temporary
+    // files of a run that crashed removed, whichever outputs are on.
+    let run = Run::start(&settings.out_dir, SystemTime::now())?;
+    remove_stale_parts(&settings.out_dir);
+    info!(run = run.number, out = %settings.out_dir.display(), "run {} in this output directory", run.number);
     let event_log = Arc::new(Mutex::new(EventLog::open(
         &settings.out_dir,
         EventLogSettings { wall_time: settings.wall_time, ..EventLogSettings::default() },
@@ -262,21 +283,7 @@ pub fn run(
             }
             Err(e) => {
                 warn!(source = %spec.display, error = %e, "source not started");
-                failed.push(SourceSummary {
-                    source: spec.display.clone(),
-                    name: spec.short_name.clone(),
-                    decoder: None,
-                    frames_decoded: 0,
-                    frames_processed: 0,
-                    frames_inferred: 0,
-                    frames_dropped: 0,
-                    reconnects: 0,
-                    events: 0,
-                    frame_age: LatencySummary::default(),
-                    error: Some(e.to_string()),
-                    annotated: None,
-                    encoder: None,
-                });
+                failed.push(SourceSummary::not_started(spec.display.clone(), spec.short_name.clone(), e.to_string()));
             }
         }
     }
@@ -358,7 +365,8 @@ pub fn run(
             rx,
             tracker: Tracker::new(tracker_settings_for_events(&settings.tracker, &queries, video_fps)),
             event_log: event_log.clone(),
-            event_id_prefix: event_id_prefix(&h.spec, SystemTime::now()),
+            event_id_prefix: run.event_id_prefix(&h.spec.short_name),
+            run_number: run.number,
             clip_sink,
             queries: queries.clone(),
             settings: settings.clone(),
@@ -407,6 +415,14 @@ pub fn run(
         .spawn(move || infer.run())
         .map_err(|error| WatchError::Thread { name: "infer".into(), error })?;
 
+    let drain = Drain::spawn(DrainSettings {
+        shutdown: shutdown.clone(),
+        max_duration: settings.max_duration,
+        started,
+        timeout: settings.shutdown_timeout,
+        clips: clip_writer.as_ref().map(|w| (w.stats_handle(), w.stop_deadline())),
+        progress: progress.clone(),
+    });
     let infer_stats = infer_thread.join().unwrap_or_else(|_| {
         warn!("inference thread panicked");
         InferStats::default()
@@ -428,7 +444,9 @@ pub fn run(
             })
         })
         .collect();
-    // Every recorder is gone with its post thread: the workers finish the queued clips (each with a deadline).
+    drain.frames_done.store(true, std::sync::atomic::Ordering::Relaxed);
+    // Every recorder is gone with its post thread: the workers finish the queued clips (each with a deadline, and
+    // all of them by the stop's deadline when there is a stop).
     let clips = clip_writer.map(ClipWriter::finish).map(|mut c| {
         for tap in taps.iter().flatten() {
             c.dropped_packets += tap.dropped_packets.load(std::sync::atomic::Ordering::Relaxed);
@@ -436,12 +454,15 @@ pub fn run(
         }
         c
     });
+    let stop_deadline = drain.finish();
     // Every post thread and clip worker is done, so this is the last reference: deliver what can be delivered in time; the rest
     // stays in the spool for the next start.
     if let Some(alerter) = alerter.and_then(|a| Arc::try_unwrap(a).ok()) {
         let drain =
             settings.alerts.as_ref().map_or(Duration::from_secs(5), |a| Duration::from_millis(a.shutdown_timeout_ms));
-        let timeout = if shutdown.is_aborting() { Duration::ZERO } else { drain };
+        // Within what is left of the stop's limit.
+        let left = stop_deadline.map_or(drain, |d| d.saturating_duration_since(Instant::now()));
+        let timeout = if shutdown.is_aborting() { Duration::ZERO } else { drain.min(left) };
         let stats = alerter.stats();
         let spooled: u64 = stats.destinations.iter().map(|d| d.spool_entries).sum();
         let unsent = alerter.unsent();
@@ -473,6 +494,7 @@ pub fn run(
             frames_dropped: s.frames_dropped,
             reconnects: s.reconnects,
             events: post.events,
+            updates: post.updates,
             frame_age: infer_stats.frame_age.get(i).map(|h| h.summary()).unwrap_or_default(),
             error: exit.error.map(|e| e.to_string()).or(post.error),
             annotated: post.annotated,
@@ -480,8 +502,10 @@ pub fn run(
         });
     }
     summaries.extend(failed);
+    summaries.extend(settings.not_started.iter().cloned());
     let summary = Summary {
         events: summaries.iter().map(|s| s.events).sum(),
+        updates: summaries.iter().map(|s| s.updates).sum(),
         sources: summaries,
         inference: infer_stats.batch_latency.summary(),
         batches: infer_stats.batches,

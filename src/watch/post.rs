@@ -20,18 +20,21 @@ use crate::picture::Picture;
 use crate::shutdown::ShutdownToken;
 use crate::sink::disk::WriteFailures;
 use crate::sink::events::{ClipSink, Clips};
-use crate::sink::{EventLog, EventRecord, VideoSettings, VideoWriter, format_rfc3339_utc};
+use crate::sink::{EventLog, EventRecord, VideoSettings, VideoWriter};
 use crate::source::SourceSpec;
 use crate::track::lifecycle::FALLBACK_FPS;
 use crate::track::{
-    EndReason, EventLifecycle, EventSettings, EventSink, FrameTime, LifecycleEvent, StreamClock, TrackOutput, Tracker,
-    TrackerSettings,
+    EndReason, EventLifecycle, EventSettings, EventSink, FrameTime, LifecycleEvent, LifecycleKind, StreamClock,
+    TrackOutput, Tracker, TrackerSettings,
 };
 
 #[derive(Debug, Default, Clone)]
 pub(super) struct PostStats {
     pub frames: u64,
+    /// Events started (one per event, however many lines it has).
     pub events: u64,
+    /// `update` lines written.
+    pub updates: u64,
     pub error: Option<String>,
     pub annotated: Option<PathBuf>,
     /// The annotated video's encoder element.
@@ -44,8 +47,10 @@ pub(super) struct PostStage {
     pub rx: Receiver<Processed>,
     pub tracker: Tracker,
     pub event_log: Arc<Mutex<EventLog>>,
-    /// Starts every event id of the source (see [`event_id_prefix`]).
+    /// Starts every event id of the source: `<source>-r<run>` ([`crate::sink::run::Run::event_id_prefix`]).
     pub event_id_prefix: String,
+    /// This run's number in the output directory, for naming the annotated video when an earlier run's is there.
+    pub run_number: u64,
     /// The clip writer, told of every frame and event; without one every event's `clips.status` is `none`.
     pub clip_sink: Option<Box<dyn ClipSink + Send>>,
     pub queries: Vec<StandingQuery>,
@@ -83,18 +88,6 @@ pub(super) fn tracker_settings_for_events(
         query_high_scores: queries.iter().map(|q| q.threshold).collect(),
         ..base.clone()
     }
-}
-
-/// The prefix of a source's event ids: its short name. A live source adds the run's start time
-/// (`gate-20231114T221320Z`), so that the ids, and the clip files named after them, of a restarted service
-/// never collide with those of the run before; a file's ids stay the same on every run.
-pub(super) fn event_id_prefix(spec: &SourceSpec, run_started: SystemTime) -> String {
-    if !spec.is_live() {
-        return spec.short_name.clone();
-    }
-    // 2023-11-14T22:13:20.000Z → 20231114T221320Z
-    let stamp: String = format_rfc3339_utc(run_started)[..19].chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-    format!("{}-{stamp}Z", spec.short_name)
 }
 
 /// The post stage's [`EventSink`]: each notification goes to the clip writer (when there is one) and then, as a
@@ -136,8 +129,15 @@ impl EventSink for LogSink<'_> {
                 }
                 drop(log);
                 self.write_failures.succeeded();
-                self.stats.events += 1;
-                self.progress.events.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // An event is counted once, at its start; its updates apart; its end is the same event.
+                match ev.kind {
+                    LifecycleKind::Start => {
+                        self.stats.events += 1;
+                        self.progress.events.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    LifecycleKind::Update => self.stats.updates += 1,
+                    LifecycleKind::End(_) | LifecycleKind::Closed => {}
+                }
             }
             Err(e) => {
                 drop(log);
@@ -215,8 +215,6 @@ impl PostStage {
                 Some(_) => lifecycle.update(at, &tracks, &mut sink),
                 None => lifecycle.advance(at, &mut sink),
             }
-            // The tracker's own start/end notifications are not events: the event engine decides those.
-            self.tracker.drain_events().for_each(drop);
 
             let want_video = self.settings.annotate && !video_failed;
             let want_rtsp = self.rtsp.is_some();
@@ -232,7 +230,7 @@ impl PostStage {
                         format: full.format,
                         ..VideoSettings::new(full.width, full.height, n, d)
                     };
-                    match VideoWriter::create(&dir.join("annotated.mp4"), video_settings) {
+                    match VideoWriter::create(&annotated_path(&dir, self.run_number), video_settings) {
                         Ok(w) => {
                             info!(source = %self.spec.display, encoder = %w.encoder(), "annotated video started");
                             stats.encoder = Some(w.encoder().to_string());
@@ -301,7 +299,7 @@ impl PostStage {
             self.shutdown.is_stopping() || self.settings.max_duration.is_some_and(|d| self.started.elapsed() >= d);
         let reason = if stopped { EndReason::Shutdown } else { EndReason::Eos };
         lifecycle.finish(reason, &mut self.log_sink(&mut stats));
-        self.tracker.finish().for_each(drop);
+        self.tracker.finish();
         if let Some(w) = video {
             match w.finish() {
                 Ok(path) => stats.annotated = Some(path),
@@ -313,6 +311,13 @@ impl PostStage {
         }
         stats
     }
+}
+
+/// `<dir>/annotated.mp4`, or `<dir>/annotated-r<run>.mp4` when an earlier run's annotated video is there: a
+/// run never replaces another's.
+fn annotated_path(dir: &std::path::Path, run_number: u64) -> PathBuf {
+    let first = dir.join("annotated.mp4");
+    if first.exists() { dir.join(format!("annotated-r{run_number}.mp4")) } else { first }
 }
 
 /// A frame rate as a GStreamer fraction (29.97 → 30000/1001).

@@ -20,7 +20,10 @@ pub struct SourceSummary {
     pub frames_inferred: u64,
     pub frames_dropped: u64,
     pub reconnects: u64,
+    /// Events started: one per event, however many lines (`start`, `update`s, `end`) it has in `events.jsonl`.
     pub events: u64,
+    /// `update` lines of those events.
+    pub updates: u64,
     /// Age of a frame when inference started on it (decode → inference): bounded for live sources.
     pub frame_age: LatencySummary,
     pub error: Option<String>,
@@ -31,6 +34,29 @@ pub struct SourceSummary {
     pub encoder: Option<String>,
 }
 
+impl SourceSummary {
+    /// A source that never ran (its argument was refused, or its pipeline could not be started): no frames, and
+    /// the reason in `error`, so that it is in the summary and `summary.json` with the sources that ran.
+    pub fn not_started(source: String, name: String, error: String) -> Self {
+        SourceSummary {
+            source,
+            name,
+            decoder: None,
+            frames_decoded: 0,
+            frames_processed: 0,
+            frames_inferred: 0,
+            frames_dropped: 0,
+            reconnects: 0,
+            events: 0,
+            updates: 0,
+            frame_age: LatencySummary::default(),
+            error: Some(error),
+            annotated: None,
+            encoder: None,
+        }
+    }
+}
+
 /// The end-of-run report, also written to `<out>/summary.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
@@ -38,7 +64,10 @@ pub struct Summary {
     /// Time of one inference batch (preprocess + model + class head + selection).
     pub inference: LatencySummary,
     pub batches: u64,
+    /// Events started, over every source.
     pub events: u64,
+    /// `update` lines, over every source.
+    pub updates: u64,
     /// Clips started, written and failed (when clips are on).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clips: Option<ClipStatsSnapshot>,
@@ -51,7 +80,7 @@ impl std::fmt::Display for Summary {
         for s in &self.sources {
             writeln!(
                 f,
-                "  {}: decoder {}, decoded {}, processed {}, inferred {}, dropped {}, reconnects {}, events {}, frame age p50 {:.0} ms p95 {:.0} ms{}{}",
+                "  {}: decoder {}, decoded {}, processed {}, inferred {}, dropped {}, reconnects {}, events {} (updates {}), frame age p50 {:.0} ms p95 {:.0} ms{}{}",
                 s.source,
                 s.decoder.as_deref().unwrap_or("unknown (no frame)"),
                 s.frames_decoded,
@@ -60,6 +89,7 @@ impl std::fmt::Display for Summary {
                 s.frames_dropped,
                 s.reconnects,
                 s.events,
+                s.updates,
                 s.frame_age.p50_ms,
                 s.frame_age.p95_ms,
                 s.encoder.as_ref().map(|e| format!(", annotated video encoded by {e}")).unwrap_or_default(),
@@ -68,8 +98,8 @@ impl std::fmt::Display for Summary {
         }
         writeln!(
             f,
-            "  inference: {} batches, p50 {:.1} ms, p95 {:.1} ms; events {}",
-            self.batches, self.inference.p50_ms, self.inference.p95_ms, self.events
+            "  inference: {} batches, p50 {:.1} ms, p95 {:.1} ms; events {} (updates {})",
+            self.batches, self.inference.p50_ms, self.inference.p95_ms, self.events, self.updates
         )?;
         if let Some(c) = &self.clips {
             writeln!(
@@ -98,6 +128,7 @@ mod tests {
             frames_dropped: 0,
             reconnects: 0,
             events: 0,
+            updates: 0,
             frame_age: LatencySummary::default(),
             error: None,
             annotated: None,
@@ -108,6 +139,7 @@ mod tests {
             inference: LatencySummary::default(),
             batches: 1,
             events: 0,
+            updates: 0,
             clips: None,
             wall_seconds: 1.0,
         };
