@@ -32,8 +32,7 @@ pub struct WatchArgs {
     pub max_seconds: Option<f64>,
     #[command(flatten)]
     pub query: QueryArgs,
-    /// Score threshold (0 to 1) for the -q queries [default: 0.2; Grounding DINO 0.4, its cards'; 0.65 with the
-    /// test model]
+    /// Score threshold (0 to 1) for the -q queries [default: 0.2; 0.65 with the test model; 0.4 for Grounding DINO]
     #[arg(long, value_name = "T", help_heading = "Queries", allow_negative_numbers = true,
           value_parser = values::unit_interval)]
     pub threshold: Option<f32>,
