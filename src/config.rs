@@ -23,7 +23,8 @@
 //! [[query]]
 //! text = "a person snatching a chain"
 //! label = "snatching"         # default: the text
-//! threshold = 0.25            # default 0.2
+//! threshold = 0.25            # default: the model's (0.2 for OWL, 0.4 for Grounding DINO: its cards' box threshold)
+//! text_threshold = 0.3        # Grounding DINO only; default 0.3 (its cards'); see StandingQuery::text_threshold
 //! min_frames = 3              # k of the last `window` inference frames (default 2 of 3)
 //! window = 5
 //! end_after_s = 2.0           # the event ends once the match is missing this long (default 2)
@@ -271,8 +272,12 @@ pub struct QueryConfig {
     pub text: String,
     /// Short name in events, alerts and on the video. Default: the text.
     pub label: Option<String>,
-    /// Score (0..1) at or above which a box counts as a match. Default [`DEFAULT_THRESHOLD`].
+    /// Score (0..1) at or above which a box counts as a match: Grounding DINO's box threshold. Default: the
+    /// model's ([`DEFAULT_THRESHOLD`] for OWL, 0.4 for Grounding DINO).
     pub threshold: Option<f32>,
+    /// Grounding DINO only: the least score (0..1) a box must have for this query to name it at all, even to
+    /// keep a track going below `threshold`. Default: the model's (0.3).
+    pub text_threshold: Option<f32>,
     /// Matches needed among the last `window` inference frames before an event starts. Default [`DEFAULT_MIN_FRAMES`].
     pub min_frames: Option<u32>,
     /// The n of k-of-n. Default [`DEFAULT_WINDOW`].
@@ -310,7 +315,15 @@ pub struct QueryConfig {
 pub struct StandingQuery {
     pub text: String,
     pub label: String,
+    /// Score at or above which a box counts as a match (Grounding DINO's box threshold).
     pub threshold: f32,
+    /// False when `threshold` is the default, which [`StandingQuery::with_model_defaults`] replaces by the
+    /// model's own.
+    pub threshold_given: bool,
+    /// Grounding DINO's text threshold: a box whose score for this query is below it is never passed on, not
+    /// even to keep a track (below `threshold` the tracker keeps a track with boxes down to its low band;
+    /// above `text_threshold` only). `None`: the model's default, or none for OWL.
+    pub text_threshold: Option<f32>,
     pub min_frames: u32,
     pub window: u32,
     /// Seconds without a match before an event ends.
@@ -336,6 +349,8 @@ impl StandingQuery {
             text: text.to_string(),
             label: text.to_string(),
             threshold: threshold.unwrap_or(DEFAULT_THRESHOLD),
+            threshold_given: threshold.is_some(),
+            text_threshold: None,
             min_frames: DEFAULT_MIN_FRAMES,
             window: DEFAULT_WINDOW,
             end_after_s: DEFAULT_END_AFTER_S,
@@ -350,6 +365,20 @@ impl StandingQuery {
 
     pub fn applies_to(&self, source_name: &str) -> bool {
         self.sources.is_empty() || self.sources.iter().any(|s| s == source_name)
+    }
+
+    /// Fills in the thresholds the user left unset with the model's defaults (from its card); `threshold`
+    /// `None` keeps the one already there (the test model's, which wins over a card's).
+    pub fn with_model_defaults(mut self, threshold: Option<f32>, text_threshold: Option<f32>) -> Self {
+        if let Some(t) = threshold
+            && !self.threshold_given
+        {
+            self.threshold = t;
+        }
+        if self.text_threshold.is_none() {
+            self.text_threshold = text_threshold;
+        }
+        self
     }
 }
 
@@ -402,6 +431,11 @@ impl Config {
                 && !(0.0..=1.0).contains(&t)
             {
                 return Err(invalid(format!("query {:?}: threshold {t} is outside 0..1", q.text)));
+            }
+            if let Some(t) = q.text_threshold
+                && !(0.0..=1.0).contains(&t)
+            {
+                return Err(invalid(format!("query {:?}: text_threshold {t} is outside 0..1", q.text)));
             }
             let (k, n) = (q.min_frames.unwrap_or(DEFAULT_MIN_FRAMES), q.window.unwrap_or(DEFAULT_WINDOW));
             if k == 0 || k > n {
@@ -491,6 +525,8 @@ impl Config {
                 text: q.text.clone(),
                 label: q.label.clone().unwrap_or_else(|| q.text.clone()),
                 threshold: q.threshold.unwrap_or(default_threshold),
+                threshold_given: q.threshold.is_some(),
+                text_threshold: q.text_threshold,
                 min_frames: q.min_frames.unwrap_or(DEFAULT_MIN_FRAMES),
                 window: q.window.unwrap_or(DEFAULT_WINDOW),
                 end_after_s: q.end_after_s.unwrap_or(DEFAULT_END_AFTER_S),
@@ -615,6 +651,15 @@ mod tests {
         );
         let from_cli = StandingQuery::from_text("a", None);
         assert_eq!(from_cli, q[0]);
+        // The model's defaults replace only what was not given.
+        let dino = |q: &StandingQuery| q.clone().with_model_defaults(Some(0.4), Some(0.3));
+        assert_eq!((dino(&q[0]).threshold, dino(&q[0]).text_threshold), (0.4, Some(0.3)));
+        assert_eq!(dino(&StandingQuery::from_text("a", Some(0.3))).threshold, 0.3);
+        let with_text = Config::parse("[[query]]\ntext = \"x\"\ntext_threshold = 0.5\n", Path::new("c.toml"))
+            .unwrap()
+            .standing_queries();
+        assert_eq!(dino(&with_text[0]).text_threshold, Some(0.5));
+        assert!(Config::parse("[[query]]\ntext = \"x\"\ntext_threshold = 1.5\n", Path::new("c.toml")).is_err());
         assert!(Config::parse("[[query]]\ntext = \"x\"\ncooldown = 3\n", Path::new("c.toml")).is_err());
     }
 

@@ -32,7 +32,7 @@ pub struct WatchArgs {
     pub max_seconds: Option<f64>,
     #[command(flatten)]
     pub query: QueryArgs,
-    /// Score threshold (0 to 1) for the -q queries [default: 0.2; 0.65 with the test model]
+    /// Score threshold (0 to 1) for the -q queries [default: 0.2; 0.65 with the test model; 0.4 for Grounding DINO]
     #[arg(long, value_name = "T", help_heading = "Queries", allow_negative_numbers = true,
           value_parser = values::unit_interval)]
     pub threshold: Option<f32>,
@@ -119,6 +119,10 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
                 ..StandingQuery::from_text(q, threshold)
             })
             .collect();
+        // Given by the user or not decides whether a model's own default may replace it.
+        for q in &mut queries {
+            q.threshold_given = args.threshold.is_some();
+        }
         queries.extend(config.standing_queries_with(default_threshold));
         queries
     };
@@ -271,6 +275,26 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
             seconds: config.verify.seconds.unwrap_or(lookout::config::DEFAULT_VERIFY_SECONDS),
             queue: config.verify.queue.unwrap_or(lookout::config::DEFAULT_VERIFY_QUEUE),
         });
+    // Thresholds left unset take the model card's defaults; a text threshold means nothing to OWL.
+    let queries: Vec<StandingQuery> = match detector.default_thresholds() {
+        // The test model's threshold (above) wins over the card's: its random scores are no trained model's.
+        Some(d) => {
+            let box_threshold = (!test_model).then_some(d.box_threshold);
+            queries.into_iter().map(|q| q.with_model_defaults(box_threshold, d.text_threshold)).collect()
+        }
+        None => {
+            if let Some(q) = queries.iter().find(|q| q.text_threshold.is_some()) {
+                return Err(UsageError(format!(
+                    "query {:?} sets text_threshold, which only Grounding DINO models have; {} is {}: remove it",
+                    q.text,
+                    detector.model().name,
+                    detector.model().family.name()
+                ))
+                .into());
+            }
+            queries
+        }
+    };
 
     let r = &config.reconnect;
     let defaults = ReconnectSettings::default();

@@ -272,7 +272,7 @@ impl OwlDetector {
     fn owl_queries<'q>(dir: &Path, queries: &'q QuerySet) -> Result<&'q OwlQueries> {
         match &queries.encoding {
             QueryEncoding::Owl(q) => Ok(q),
-            QueryEncoding::TextsOnly => Err(InferError::Model {
+            QueryEncoding::TextsOnly | QueryEncoding::Gdino(_) => Err(InferError::Model {
                 dir: dir.to_path_buf(),
                 message: "queries were not encoded by this model; encode them with Detector::encode".into(),
             }),
@@ -286,12 +286,7 @@ impl Detector for OwlDetector {
     }
 
     fn frame_scale(&self) -> FrameScale {
-        let (height, width) = self.model.preprocessor.input_hw();
-        let (width, height) = (width as u32, height as u32);
-        match self.model.family {
-            Family::Owlv2 if self.model.preprocessor.do_pad && width == height => FrameScale::FitLonger { side: width },
-            _ => FrameScale::Stretch { width, height },
-        }
+        super::frame_scale_of(&self.model)
     }
 
     fn encode(&mut self, texts: &[String]) -> Result<QuerySet> {

@@ -42,6 +42,7 @@ use tracing::{info, warn};
 
 use crate::config::StandingQuery;
 use crate::geom::Detection;
+use crate::geom::ResizeRule;
 use crate::gst::{self, EncoderPurpose, PipelineChoice};
 use crate::infer::{Detector, FrameScale};
 use crate::shutdown::ShutdownToken;
@@ -193,6 +194,28 @@ pub struct Progress {
     pub clips_pending: std::sync::atomic::AtomicU64,
 }
 
+/// The model branch's shape for a detector's [`FrameScale`], on top of `base` (what `watch` sets up and
+/// `lookout pipelines show` prints).
+pub fn frame_settings_for(scale: FrameScale, base: FrameSettings) -> FrameSettings {
+    FrameSettings {
+        model_size: scale.input_size(),
+        keep_aspect_longest: match scale {
+            FrameScale::FitLonger { side } => Some(side),
+            _ => None,
+        },
+        resize_rule: match scale {
+            FrameScale::FitWithin { max_width, max_height } => {
+                Some(ResizeRule::MaxHeightWidth { max_height, max_width })
+            }
+            FrameScale::ShortestEdge { shortest_edge, longest_edge } => {
+                Some(ResizeRule::ShortestEdge { shortest_edge, longest_edge })
+            }
+            FrameScale::Stretch { .. } | FrameScale::FitLonger { .. } => None,
+        },
+        ..base
+    }
+}
+
 /// Runs `watch` until every file has ended, `max_duration` passed, or a stop was requested on `shutdown`.
 ///
 /// A source that fails to start is reported and left out; the others run.
@@ -251,18 +274,16 @@ pub fn run(
 
     // Frames are scaled inside GStreamer the way the detector asks.
     let scale = detector.frame_scale();
-    let frame_settings = FrameSettings {
-        model_size: scale.input_size(),
-        keep_aspect_longest: match scale {
-            FrameScale::FitLonger { side } => Some(side),
-            FrameScale::Stretch { .. } => None,
+    let frame_settings = frame_settings_for(
+        scale,
+        FrameSettings {
+            // Verification crops the frames at their decoded size: the same frames, never decoded twice.
+            full_frames: settings.annotate || settings.serve_rtsp.is_some() || verifier.is_some(),
+            every: settings.every,
+            fps: settings.fps,
+            ..FrameSettings::default()
         },
-        // Verification crops the frames at their decoded size: the same frames, never decoded twice.
-        full_frames: settings.annotate || settings.serve_rtsp.is_some() || verifier.is_some(),
-        every: settings.every,
-        fps: settings.fps,
-        ..FrameSettings::default()
-    };
+    );
 
     std::fs::create_dir_all(&settings.out_dir)
         .map_err(|error| crate::sink::SinkError::CreateDir { path: settings.out_dir.clone(), error })?;
@@ -454,7 +475,10 @@ pub fn run(
         detector,
         query_set,
         applies: handles.iter().map(|h| queries.iter().map(|q| q.applies_to(&h.spec.short_name)).collect()).collect(),
-        bands: QueryBands::new(&queries.iter().map(|q| q.threshold).collect::<Vec<_>>(), settings.tracker.low_score),
+        bands: QueryBands::new(
+            &queries.iter().map(|q| (q.threshold, q.text_threshold.unwrap_or(0.0))).collect::<Vec<_>>(),
+            settings.tracker.low_score,
+        ),
         live: handles.iter().map(|h| h.spec.is_live()).collect(),
         every: settings.every,
         fps: settings.fps,
@@ -615,4 +639,30 @@ struct Processed {
     frame: Frame,
     /// `Some` on inference frames (possibly empty), `None` on frames the tracker carries.
     detections: Option<Vec<Detection>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// GStreamer must scale a frame to the size the detector expects: the source's arithmetic
+    /// ([`FrameSettings::model_size_for`]) and the detector's ([`FrameScale::size_for`]) agree.
+    #[test]
+    fn the_source_scales_frames_as_the_detector_asks() {
+        let scales = [
+            FrameScale::Stretch { width: 96, height: 64 },
+            FrameScale::FitLonger { side: 960 },
+            FrameScale::FitWithin { max_width: 320, max_height: 320 },
+            FrameScale::FitWithin { max_width: 1333, max_height: 800 },
+            FrameScale::ShortestEdge { shortest_edge: 800, longest_edge: 1333 },
+        ];
+        let frames = [(1920, 1080), (1080, 1920), (1232, 693), (640, 480), (352, 288), (7, 3000), (1, 1)];
+        for scale in scales {
+            let settings = frame_settings_for(scale, FrameSettings::default());
+            settings.validate().unwrap();
+            for (w, h) in frames {
+                assert_eq!(settings.model_size_for(w, h), scale.size_for(w, h), "{scale:?} {w}x{h}");
+            }
+        }
+    }
 }
