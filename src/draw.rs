@@ -19,6 +19,9 @@ use crate::geom::{Detection, PixelBox};
 use crate::picture::{Picture, PixelFormat, YuvMatrix};
 use crate::track::TrackOutput;
 
+/// Text drawn on every picture and clip made with a random-weight test model.
+pub const TEST_MODEL_BANNER: &str = "test model: boxes are not meaningful";
+
 /// Red of the warning banner ([`draw_banner`]).
 pub const BANNER_COLOR: [u8; 3] = [200, 0, 0];
 

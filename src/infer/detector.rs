@@ -15,14 +15,14 @@
 //! Every image of one `detect` call runs as one batch. A picture that cannot be preprocessed (a frame of the
 //! wrong size) fails alone; a failure of the model run fails the batch.
 
+use std::any::Any;
+use std::sync::Arc;
 use std::time::Duration;
 
 use image::RgbImage;
 
 use super::Result;
-use super::gdino::GdinoQueries;
 use super::model::ModelDir;
-use super::owl::OwlQueries;
 use super::postprocess::Selection;
 use crate::geom::Detection;
 
@@ -100,30 +100,36 @@ impl FrameScale {
 
 /// Queries encoded for one detector: made by [`Detector::encode`], reused for every picture until the queries
 /// change. Query `i` of every [`Detection`] is `texts()[i]`.
-#[derive(Debug, Clone)]
+///
+/// What a family keeps of its encoding is its own type, opaque here: the seam names no family, and a family
+/// finds its own with [`QuerySet::encoding`] (a set encoded by another model is refused, not misread).
+#[derive(Clone)]
 pub struct QuerySet {
     texts: Vec<String>,
-    pub(crate) encoding: QueryEncoding,
+    encoding: Option<Arc<dyn Any + Send + Sync>>,
 }
 
-/// What a family keeps of its encoded queries.
-#[derive(Debug, Clone)]
-pub(crate) enum QueryEncoding {
-    Owl(Box<OwlQueries>),
-    Gdino(Box<GdinoQueries>),
-    /// Nothing beyond the texts: a detector that keeps its own state ([`QuerySet::texts_only`]).
-    TextsOnly,
+impl std::fmt::Debug for QuerySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuerySet").field("texts", &self.texts).field("encoded", &self.encoding.is_some()).finish()
+    }
 }
 
 impl QuerySet {
-    pub(crate) fn new(texts: Vec<String>, encoding: QueryEncoding) -> Self {
-        QuerySet { texts, encoding }
+    /// The texts and what the family made of them.
+    pub fn new<T: Any + Send + Sync>(texts: Vec<String>, encoding: T) -> Self {
+        QuerySet { texts, encoding: Some(Arc::new(encoding)) }
     }
 
     /// A query set that carries only its texts. This is a test seam: a scripted [`Detector`] (a test's stand-in
     /// for a model) returns it from [`Detector::encode`]. A real family refuses it in `detect`.
     pub fn texts_only(texts: Vec<String>) -> Self {
-        QuerySet { texts, encoding: QueryEncoding::TextsOnly }
+        QuerySet { texts, encoding: None }
+    }
+
+    /// The family's encoding, if this set was encoded by that family.
+    pub fn encoding<T: Any>(&self) -> Option<&T> {
+        self.encoding.as_deref()?.downcast_ref::<T>()
     }
 
     /// The queries, in the order of [`Detection::query`].

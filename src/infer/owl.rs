@@ -15,7 +15,7 @@ use ndarray::{Array2, Array4, ArrayView4, Axis, Ix2, Ix3};
 use ort::session::Session;
 use ort::value::TensorRef;
 
-use super::detector::{DetectTimings, Detector, FrameScale, Image, QueryEncoding, QuerySet};
+use super::detector::{DetectTimings, Detector, FrameScale, Image, QuerySet};
 use super::head::{class_logits, normalize_queries};
 use super::model::{Layout, ModelDir};
 use super::postprocess::{Selection, select};
@@ -270,13 +270,10 @@ impl OwlDetector {
     }
 
     fn owl_queries<'q>(dir: &Path, queries: &'q QuerySet) -> Result<&'q OwlQueries> {
-        match &queries.encoding {
-            QueryEncoding::Owl(q) => Ok(q),
-            QueryEncoding::TextsOnly | QueryEncoding::Gdino(_) => Err(InferError::Model {
-                dir: dir.to_path_buf(),
-                message: "queries were not encoded by this model; encode them with Detector::encode".into(),
-            }),
-        }
+        queries.encoding::<OwlQueries>().ok_or_else(|| InferError::Model {
+            dir: dir.to_path_buf(),
+            message: "queries were not encoded by this model; encode them with Detector::encode".into(),
+        })
     }
 }
 
@@ -291,7 +288,7 @@ impl Detector for OwlDetector {
 
     fn encode(&mut self, texts: &[String]) -> Result<QuerySet> {
         let owl = self.encode_queries(texts)?;
-        Ok(QuerySet::new(texts.to_vec(), QueryEncoding::Owl(Box::new(owl))))
+        Ok(QuerySet::new(texts.to_vec(), owl))
     }
 
     fn detect(

@@ -71,8 +71,8 @@ const POLL: Duration = Duration::from_millis(100);
 /// queues between them), and an event's start is its earliest match in the k-of-n window, some frames before it
 /// is decided.
 const RING_LAG_S: f64 = 3.0;
-/// Text drawn on every frame made with a random-weight test model.
-pub const TEST_MODEL_BANNER: &str = "test model: boxes are not meaningful";
+/// Text drawn on every frame made with a random-weight test model (defined with the drawing code).
+pub use crate::draw::TEST_MODEL_BANNER;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {

@@ -23,7 +23,7 @@ use ort::session::Session;
 use ort::value::TensorRef;
 
 use self::text::{BertTokenizer, TextPass};
-use super::detector::{DetectTimings, Detector, FrameScale, Image, ModelThresholds, QueryEncoding, QuerySet};
+use super::detector::{DetectTimings, Detector, FrameScale, Image, ModelThresholds, QuerySet};
 use super::model::{Layout, ModelDir};
 use super::postprocess::Selection;
 use super::preprocess::{PreprocessorConfig, ResizeRule, gdino as prep};
@@ -322,13 +322,10 @@ impl GdinoDetector {
     }
 
     fn gdino_queries<'q>(dir: &Path, queries: &'q QuerySet) -> Result<&'q GdinoQueries> {
-        match &queries.encoding {
-            QueryEncoding::Gdino(q) => Ok(q),
-            _ => Err(InferError::Model {
-                dir: dir.to_path_buf(),
-                message: "queries were not encoded by this model; encode them with Detector::encode".into(),
-            }),
-        }
+        queries.encoding::<GdinoQueries>().ok_or_else(|| InferError::Model {
+            dir: dir.to_path_buf(),
+            message: "queries were not encoded by this model; encode them with Detector::encode".into(),
+        })
     }
 
     /// `(height, width)` of the batch for pictures of the given `(width, height)` after resizing.
@@ -422,7 +419,7 @@ impl Detector for GdinoDetector {
 
     fn encode(&mut self, texts: &[String]) -> Result<QuerySet> {
         let q = self.encode_queries(texts)?;
-        Ok(QuerySet::new(texts.to_vec(), QueryEncoding::Gdino(Box::new(q))))
+        Ok(QuerySet::new(texts.to_vec(), q))
     }
 
     fn detect(

@@ -11,9 +11,9 @@ use gstreamer_video::prelude::*;
 use super::decoder::RgbDecoder;
 use super::pipeline::Pipeline;
 use super::{CROP_CLIP, CropRegion, EventBoxes, EvidenceError, EvidenceSettings, PartFile, check_input, init};
+use crate::draw::TEST_MODEL_BANNER;
 use crate::draw::{Canvas, draw_banner};
 use crate::picture::{Picture, PixelFormat};
-use crate::watch::TEST_MODEL_BANNER;
 
 /// Decodes `full_clip` (an MP4 whose first frame is at stream time `clip_start_s`), crops every frame to the
 /// event's region ([`CropRegion::of_event`]: the union of `boxes` plus the margin, one fixed, even size for the

@@ -149,7 +149,7 @@ pub struct EvidenceSettings {
     /// least every 60 frames).
     pub encoder: String,
     /// The boxes come from a test model (random weights): both snapshots and the crop clip carry the banner of
-    /// the annotated video ([`crate::watch::TEST_MODEL_BANNER`]) across their top. Default false.
+    /// the annotated video ([`crate::draw::TEST_MODEL_BANNER`]) across their top. Default false.
     pub test_model: bool,
 }
 

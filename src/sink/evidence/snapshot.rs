@@ -8,9 +8,9 @@ use super::{
     CROP_SNAPSHOT, CropRegion, EventBoxes, EvidenceError, EvidenceSettings, SNAPSHOT, check_input, init,
     write_atomically,
 };
+use crate::draw::TEST_MODEL_BANNER;
 use crate::draw::{Canvas, annotate_detections, draw_banner};
 use crate::geom::Detection;
-use crate::watch::TEST_MODEL_BANNER;
 
 /// Writes the frame of `full_clip` nearest to the peak's time (its first frame is at stream time
 /// `clip_start_s`) with the peak's box and "label score" drawn, as JPEG at `full_out`, and that frame cropped to
