@@ -194,9 +194,18 @@ impl<'a> Canvas<'a> {
         }
     }
 
-    /// Lays `color` over pixel (`x`, `y`) with coverage `alpha` (0 to 255), if it is on the canvas. On I420 only
-    /// the luma is blended, as glyph strokes are (see [`Self::fill`]).
-    fn blend(&mut self, x: i64, y: i64, color: [u8; 3], alpha: u8) {
+    /// What [`Self::blend`] lays down for `color`: the colour itself on RGB, its luma (first) on I420, worked out
+    /// once per text rather than per pixel.
+    fn ink(&self, color: [u8; 3]) -> [u8; 3] {
+        match &self.planes {
+            Planes::Rgb { .. } => color,
+            Planes::I420 { matrix, .. } => matrix.to_yuv(color),
+        }
+    }
+
+    /// Lays `ink` (see [`Self::ink`]) over pixel (`x`, `y`) with coverage `alpha` (0 to 255), if it is on the
+    /// canvas. On I420 only the luma is blended, as glyph strokes are (see [`Self::fill`]).
+    fn blend(&mut self, x: i64, y: i64, ink: [u8; 3], alpha: u8) {
         if alpha == 0 || x < 0 || y < 0 || x >= self.width as i64 || y >= self.height as i64 {
             return;
         }
@@ -207,14 +216,13 @@ impl<'a> Canvas<'a> {
         match &self.planes {
             Planes::Rgb { stride } => {
                 let i = y * stride + x * 3;
-                for (under, over) in self.data[i..i + 3].iter_mut().zip(color) {
+                for (under, over) in self.data[i..i + 3].iter_mut().zip(ink) {
                     *under = mix(*under, over);
                 }
             }
-            Planes::I420 { offsets, strides, matrix } => {
-                let luma = matrix.to_yuv(color)[0];
+            Planes::I420 { offsets, strides, .. } => {
                 let i = offsets[0] + y * strides[0] + x;
-                self.data[i] = mix(self.data[i], luma);
+                self.data[i] = mix(self.data[i], ink[0]);
             }
         }
     }
@@ -257,6 +265,7 @@ impl<'a> Canvas<'a> {
         }
         let font = self.font;
         let (x0, y0) = (x as i64, y as i64);
+        let ink = self.ink(color);
         let outlined = font.for_each_glyph(text, scale, |glyph| {
             let r = &glyph.raster;
             let (gx, gy) = (x0 + glyph.x + r.left, y0 + r.top);
@@ -265,7 +274,7 @@ impl<'a> Canvas<'a> {
             }
             for (row, line) in r.coverage.chunks_exact(r.width.max(1)).enumerate() {
                 for (col, &alpha) in line.iter().enumerate() {
-                    self.blend(gx + col as i64, gy + row as i64, color, alpha);
+                    self.blend(gx + col as i64, gy + row as i64, ink, alpha);
                 }
             }
         });
