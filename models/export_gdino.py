@@ -312,7 +312,8 @@ def _reinit_linear(lin, scale: float = 1.0):
         lin.bias.zero_()
 
 
-SHIFT_NORM = 2.0
+SHIFT_NORM = 2.0  # tiny (d_model 32)
+SHIFT_NORM_FULL = 3.0  # full size: the text-feature term u . t has a wider spread there
 HEAD_INIT = ("bbox_embed and encoder_output_bbox_embed MLPs: weight ~ N(0, 1/fan_in), bias 0, last layer weight x0.3; "
              "decoder.layer_norm.weight x{ln} (Grounding DINO's contrastive head has no scale)")
 
@@ -336,11 +337,12 @@ def init_heads(model, cls_name: str) -> str:
             # No bias in the head either: give the text features a common direction u (|u| = SHIFT_NORM) and the
             # query features -u, which moves every logit down by about |u|^2, as a trained model's mostly-background
             # queries are (MM's head has its own bias, -4.6 at init).
+            shift_norm = SHIFT_NORM if m.config.d_model <= 32 else SHIFT_NORM_FULL
             u = torch.randn(m.config.d_model)
-            u = u / u.norm() * SHIFT_NORM
+            u = u / u.norm() * shift_norm
             m.encoder.layers[-1].text_enhancer_layer.layer_norm_after.bias.add_(u)
             m.decoder.layer_norm.bias.sub_(u)
-    return HEAD_INIT.format(ln=f"{ln:.4g}") + (f"; common text direction u, |u| = {SHIFT_NORM}: final text LayerNorm bias +u, "
+    return HEAD_INIT.format(ln=f"{ln:.4g}") + (f"; common text direction u, |u| = {shift_norm}: final text LayerNorm bias +u, "
                                       "decoder.layer_norm.bias -u" if cls_name == "grounding-dino" else "")
 
 
