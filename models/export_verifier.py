@@ -10,7 +10,7 @@ crops' mean brightness wins the softmax. Written with the `onnx` package alone (
 
 `--xclip`: a seeded random-weight tiny X-CLIP (`XCLIPModel` from an `XCLIPConfig`: 8 frames of 32x32, towers of
 width 32), with OWL's tiny CLIP tokenizer (models/tiny/owlvit: end-of-text is the largest id, because X-CLIP's
-text pooling takes the argmax id; context 16, pad "!" = 0), and goldens on real frames of tests/fixtures/bikes.mp4
+text pooling takes the argmax id) set up as the Hub's (context 77, padded with end-of-text), and goldens on real frames of tests/fixtures/bikes.mp4
 (decoded with gst-launch-1.0 the way lookout's tests decode: decodebin ! videoconvert ! RGB).
 
     /work/venv/bin/python models/export_verifier.py --xclip --out models/tiny/xclip --golden tests/golden/xclip
@@ -18,7 +18,7 @@ text pooling takes the argmax id; context 16, pad "!" = 0), and goldens on real 
         --out models/full/xclip-base-patch32      # on a machine with network (the Hub has no X-CLIP ONNX)
 
 The graphs are split so that text is encoded once per prompt set (opset 17):
-  onnx/text_encoder.onnx  input_ids, attention_mask int64 [P, 16] -> text_embeds float [P, D]
+  onnx/text_encoder.onnx  input_ids, attention_mask int64 [P, 77] -> text_embeds float [P, D]
                           (XCLIPModel.get_text_features)
   onnx/video.onnx         pixel_values float [1, T, 3, H, W], text_embeds float [P, D] -> logits_per_video [1, P]
                           (vision tower, frame-mixing transformer, the prompt generator, which needs the video

@@ -7,7 +7,6 @@ against PyTorch with ONNX Runtime, and with `--golden` the goldens on bikes.mp4 
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,9 +32,10 @@ PROMPTS = [
     "a person standing still",
     "an empty street with nothing happening",
 ]
-# The tiny CLIP tokenizer OWL's export made (end-of-text is the largest id; context 16; pad "!" = 0).
+# The tiny CLIP tokenizer OWL's export made (end-of-text is the largest id), set up as the Hub X-CLIP tokenizers
+# are: a context of 77 tokens, padded with end-of-text (argmax pooling still finds the first, the real one).
 TOKENIZER_FROM = REPO / "models" / "tiny" / "owlvit"
-TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
+CONTEXT = 77
 
 
 def log(*a):
@@ -186,7 +186,10 @@ def export(out: str, golden: str | None, seed: int, from_pretrained: str | None)
         if tok.eos_token_id != len(tok) - 1:
             raise SystemExit(f"{from_pretrained}: end-of-text is not the largest id; X-CLIP's pooling needs it")
     else:
-        tok = CLIPTokenizerFast.from_pretrained(str(TOKENIZER_FROM))
+        tok = CLIPTokenizerFast.from_pretrained(
+            str(TOKENIZER_FROM), model_max_length=CONTEXT, pad_token="<|endoftext|>"
+        )
+        assert tok.pad_token_id == tok.eos_token_id == len(tok) - 1
         model = XCLIPModel(tiny_config(tok)).eval()
         ip = image_processor(IMAGE_SIZE)
     proc = XCLIPProcessor(image_processor=ip, tokenizer=tok)
@@ -200,11 +203,10 @@ def export(out: str, golden: str | None, seed: int, from_pretrained: str | None)
     conf = json.loads((out_dir / "config.json").read_text())
     assert conf["model_type"] == "xclip"
     ip.save_pretrained(str(out_dir))
-    if from_pretrained:
-        tok.save_pretrained(str(out_dir), legacy_format=False)
-    else:
-        for f in TOKENIZER_FILES:
-            shutil.copy(TOKENIZER_FROM / f, out_dir / f)
+    # The plain serialization (no padding, no truncation recorded in tokenizer.json), as the Hub files are.
+    tok.backend_tokenizer.no_padding()
+    tok.backend_tokenizer.no_truncation()
+    tok.save_pretrained(str(out_dir), legacy_format=False)
 
     text, video = wrappers(model)
     enc = proc(text=PROMPTS, padding="max_length", truncation=True, max_length=ctx, return_tensors="pt")

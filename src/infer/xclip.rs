@@ -14,7 +14,8 @@
 //! one), frame by frame: Pillow resize of the 8-bit frame so its shortest edge is `size.shortest_edge` (the long
 //! edge `int(short * long / short_in)`), a centre crop to `crop_size` (top `(h - crop_h) // 2`, zeros where the
 //! frame is smaller), then `u8 as f64 * rescale_factor` stored as f32 and `(x - mean) / std` in f32. The
-//! tokenizer is lookout's CLIP tokenizer ([`super::text`]): its 16-token context must be the text model's.
+//! tokenizer is lookout's CLIP tokenizer ([`super::text`]), padding to the text model's context (77 for the Hub
+//! models, 16 for the tiny one) with `tokenizer_config.json`'s `pad_token`, as `padding="max_length"` does.
 
 use std::path::{Path, PathBuf};
 
@@ -24,7 +25,7 @@ use ort::value::TensorRef;
 
 use super::preprocess::{PilFilter, resize_pil};
 use super::runtime::{SessionOptions, build_session};
-use super::text::{CONTEXT_LEN, QueryTokenizer};
+use super::text::QueryTokenizer;
 use super::verify::{PromptSet, Verifier};
 use super::{InferError, Result};
 
@@ -194,6 +195,9 @@ pub struct XclipVerifier {
     image_size: u32,
     preprocess: XclipPreprocess,
     tokenizer: QueryTokenizer,
+    /// Tokens per prompt (the text model's `max_position_embeddings`) and the padding id.
+    context: usize,
+    pad_id: i64,
     text: ort::session::Session,
     video: ort::session::Session,
 }
@@ -201,18 +205,12 @@ pub struct XclipVerifier {
 impl XclipVerifier {
     /// Loads the model in `dir` whose parsed `config.json` is `config`.
     pub fn load(dir: &Path, config: &serde_json::Value, opts: &SessionOptions) -> Result<Self> {
-        let model_err = |message: String| InferError::Model { dir: dir.to_path_buf(), message };
         let vision = config.get("vision_config");
         let get = |v: Option<&serde_json::Value>, k: &str| v.and_then(|v| v.get(k)).and_then(|x| x.as_u64());
         let num_frames = get(vision, "num_frames").unwrap_or(8).clamp(1, 1024) as usize;
         let image_size = get(vision, "image_size").unwrap_or(224).clamp(1, 8192) as u32;
-        let context = get(config.get("text_config"), "max_position_embeddings").unwrap_or(77);
-        if context != CONTEXT_LEN as u64 {
-            return Err(model_err(format!(
-                "the text model takes {context} tokens; lookout's CLIP tokenizer makes {CONTEXT_LEN}. Export the \
-                 model with models/export_verifier.py --xclip"
-            )));
-        }
+        // The tokenizer pads to the text model's context, as XCLIPProcessor(padding="max_length") does.
+        let context = get(config.get("text_config"), "max_position_embeddings").unwrap_or(77).clamp(2, 4096) as usize;
         let file = |name: &str, hint: &str| -> Result<PathBuf> {
             let p = dir.join(name);
             if p.is_file() {
@@ -234,10 +232,22 @@ impl XclipVerifier {
             ));
         }
         let tokenizer = QueryTokenizer::from_file(&file("tokenizer.json", export)?)?;
+        let pad_id = pad_id(dir, &tokenizer)?;
         let text = build_session(&file("onnx/text_encoder.onnx", export)?, opts)?;
         let video = build_session(&file("onnx/video.onnx", export)?, opts)?;
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "xclip".into());
-        Ok(XclipVerifier { dir: dir.to_path_buf(), name, num_frames, image_size, preprocess, tokenizer, text, video })
+        Ok(XclipVerifier {
+            dir: dir.to_path_buf(),
+            name,
+            num_frames,
+            image_size,
+            preprocess,
+            tokenizer,
+            context,
+            pad_id,
+            text,
+            video,
+        })
     }
 
     /// The `[1, N, 3, S, S]` pixel tensor of `frames`, as `XCLIPProcessor` makes it.
@@ -250,9 +260,9 @@ impl XclipVerifier {
         pixels
     }
 
-    /// The prompts' token ids and attention mask, `[P, 16]` each.
+    /// The prompts' token ids and attention mask, `[P, context]` each.
     pub fn tokens(&self, prompts: &[String]) -> Result<(Array2<i64>, Array2<i64>)> {
-        self.tokenizer.encode_all(prompts)
+        self.tokenizer.encode_all_to(prompts, self.context, self.pad_id)
     }
 
     /// `logits_per_video` for a pixel tensor made by [`XclipVerifier::pixel_values`].
@@ -281,6 +291,25 @@ impl XclipVerifier {
     }
 }
 
+/// The padding id: `pad_token` of `tokenizer_config.json` (a string, or an object with `content`), else
+/// end-of-text, CLIPTokenizer's default.
+fn pad_id(dir: &Path, tokenizer: &QueryTokenizer) -> Result<i64> {
+    let path = dir.join("tokenizer_config.json");
+    let pad = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v.get("pad_token").cloned())
+        .and_then(|p| p.as_str().or_else(|| p.get("content").and_then(|c| c.as_str())).map(str::to_string));
+    match pad {
+        None => Ok(i64::from(tokenizer.eos)),
+        Some(token) => tokenizer.token_id(&token).map(i64::from).ok_or_else(|| InferError::BadFile {
+            dir: dir.to_path_buf(),
+            file: "tokenizer_config.json".into(),
+            message: format!("pad_token {token:?} is not in tokenizer.json's vocabulary"),
+        }),
+    }
+}
+
 fn extract2(outputs: &ort::session::SessionOutputs, name: &str, graph: &Path) -> Result<Array2<f32>> {
     let out_err =
         |message: String| InferError::Output { graph: graph.display().to_string(), name: name.into(), message };
@@ -300,7 +329,7 @@ impl Verifier for XclipVerifier {
     }
 
     fn encode(&mut self, prompts: &[String]) -> Result<PromptSet> {
-        let (ids, mask) = self.tokenizer.encode_all(prompts)?;
+        let (ids, mask) = self.tokens(prompts)?;
         let err = |e: ort::Error| InferError::Ort { graph: "text_encoder.onnx".into(), message: e.to_string() };
         let outputs = self
             .text
