@@ -164,3 +164,46 @@ fn watch_verifies_each_event_with_xclip() {
     assert_eq!(summary["verification"]["confirmed"], confirmed);
     assert_eq!(summary["verification"]["errors"], 0);
 }
+
+/// A copy of the tiny X-CLIP with one file changed by `edit`; the error loading it.
+fn load_error(edit: impl Fn(&Path)) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("xclip");
+    std::fs::create_dir_all(dir.join("onnx")).unwrap();
+    let src = tiny_model("xclip");
+    for f in ["config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    for f in ["onnx/text_encoder.onnx", "onnx/video.onnx"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    assert!(lookout::infer::load_verifier(&dir, &SessionOptions::default()).is_ok(), "the copy loads");
+    edit(&dir);
+    match lookout::infer::load_verifier(&dir, &SessionOptions::default()) {
+        Ok(_) => panic!("loaded after the edit"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn rewrite(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{}: {from}", path.display());
+    std::fs::write(path, text.replace(from, to)).unwrap();
+}
+
+#[test]
+fn a_broken_xclip_directory_is_refused_by_name() {
+    let err = load_error(|d| std::fs::remove_file(d.join("onnx/video.onnx")).unwrap());
+    assert!(err.contains("onnx/video.onnx") && err.contains("export_verifier.py --xclip"), "{err}");
+    let err = load_error(|d| rewrite(&d.join("preprocessor_config.json"), "\"height\": 32", "\"height\": 16"));
+    assert!(err.contains("preprocessor_config.json") && err.contains("crop_size must be 32x32"), "{err}");
+    let err = load_error(|d| rewrite(&d.join("preprocessor_config.json"), "\"resample\": 3", "\"resample\": 5"));
+    assert!(err.contains("resample 5 is not supported"), "{err}");
+    let err = load_error(|d| {
+        rewrite(&d.join("tokenizer_config.json"), "\"pad_token\": \"<|endoftext|>\"", "\"pad_token\": \"<pad>\"")
+    });
+    assert!(err.contains("pad_token \"<pad>\""), "{err}");
+    let err =
+        load_error(|d| rewrite(&d.join("config.json"), "\"model_type\": \"xclip\"", "\"model_type\": \"xclip2\""));
+    assert!(err.contains("use \"xclip\""), "{err}");
+}
