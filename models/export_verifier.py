@@ -8,6 +8,22 @@ crops' mean brightness wins the softmax. Written with the `onnx` package alone (
 
     /work/venv/bin/python models/export_verifier.py --brightness --out models/tiny/verifier-brightness
 
+`--xclip`: a seeded random-weight tiny X-CLIP (`XCLIPModel` from an `XCLIPConfig`: 8 frames of 32x32, towers of
+width 32), with OWL's tiny CLIP tokenizer (models/tiny/owlvit: end-of-text is the largest id, because X-CLIP's
+text pooling takes the argmax id) set up as the Hub's (context 77, padded with end-of-text), and goldens on real frames of tests/fixtures/bikes.mp4
+(decoded with gst-launch-1.0 the way lookout's tests decode: decodebin ! videoconvert ! RGB).
+
+    /work/venv/bin/python models/export_verifier.py --xclip --out models/tiny/xclip --golden tests/golden/xclip
+    /work/venv/bin/python models/export_verifier.py --xclip --from-pretrained microsoft/xclip-base-patch32 \
+        --out models/full/xclip-base-patch32      # on a machine with network (the Hub has no X-CLIP ONNX)
+
+The graphs are split so that text is encoded once per prompt set (opset 17):
+  onnx/text_encoder.onnx  input_ids, attention_mask int64 [P, 77] -> text_embeds float [P, D]
+                          (XCLIPModel.get_text_features)
+  onnx/video.onnx         pixel_values float [1, T, 3, H, W], text_embeds float [P, D] -> logits_per_video [1, P]
+                          (vision tower, frame-mixing transformer, the prompt generator, which needs the video
+                          features, and the scaled cosine similarity: XCLIPModel.forward from text_embeds on)
+
 Graph `onnx/video.onnx` (opset 17):
   pixel_values  float [1, T, 3, H, W]  the crops, RGB scaled to 0..1 (T and H, W from config.json)
   text_embeds   float [P]              the prompts' targets, parsed by lookout from the prompt texts
@@ -65,11 +81,20 @@ def brightness(out_dir: str) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--brightness", action="store_true", help="the deterministic brightness verifier")
+    p.add_argument("--xclip", action="store_true", help="the tiny random-weight X-CLIP (or --from-pretrained)")
+    p.add_argument("--from-pretrained", metavar="HUB_ID", help="with --xclip: real weights (needs network)")
+    p.add_argument("--golden", help="with --xclip: write goldens on bikes.mp4 into this directory")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     a = p.parse_args()
-    if not a.brightness:
-        p.error("give --brightness")
-    brightness(a.out)
+    if a.brightness == a.xclip:
+        p.error("give --brightness or --xclip")
+    if a.brightness:
+        brightness(a.out)
+    else:
+        import export_xclip
+
+        export_xclip.export(a.out, a.golden, a.seed, a.from_pretrained)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ pub mod preprocess;
 pub mod runtime;
 pub mod text;
 pub mod verify;
+pub mod xclip;
 
 pub use detector::{DetectTimings, Detector, FrameScale, Image, ModelThresholds, QuerySet, ScaledFrame};
 pub use device::Device;

@@ -69,6 +69,17 @@ impl QueryTokenizer {
 
     /// Tokenizes one query. An empty query is an error; an overlong one is cut with a warning.
     pub fn encode(&self, text: &str) -> Result<EncodedQuery> {
+        let (ids, truncated) = self.ids(text, CONTEXT_LEN)?;
+        let mut out = EncodedQuery { ids: [PAD_ID; CONTEXT_LEN], mask: [0; CONTEXT_LEN], truncated };
+        for (i, id) in ids.iter().enumerate() {
+            out.ids[i] = *id;
+            out.mask[i] = 1;
+        }
+        Ok(out)
+    }
+
+    /// BOS, the text's tokens and EOS, cut to `context` tokens (EOS kept last), and whether it was cut.
+    fn ids(&self, text: &str, context: usize) -> Result<(Vec<i64>, bool)> {
         if text.trim().is_empty() {
             return Err(InferError::EmptyQuery);
         }
@@ -84,23 +95,42 @@ impl QueryTokenizer {
         if ids.last() != Some(&(self.eos as i64)) {
             ids.push(self.eos as i64);
         }
-        let truncated = ids.len() > CONTEXT_LEN;
+        let truncated = ids.len() > context;
         if truncated {
             tracing::warn!(
                 query = text,
                 tokens = ids.len(),
-                "query is longer than {CONTEXT_LEN} tokens; only its first {} tokens are used. Shorten it",
-                CONTEXT_LEN - 2
+                "query is longer than {context} tokens; only its first {} tokens are used. Shorten it",
+                context - 2
             );
-            ids.truncate(CONTEXT_LEN - 1);
+            ids.truncate(context - 1);
             ids.push(self.eos as i64);
         }
-        let mut out = EncodedQuery { ids: [PAD_ID; CONTEXT_LEN], mask: [0; CONTEXT_LEN], truncated };
-        for (i, id) in ids.iter().enumerate() {
-            out.ids[i] = *id;
-            out.mask[i] = 1;
+        Ok((ids, truncated))
+    }
+
+    /// The id of `token`, when the vocabulary has it (e.g. the padding token a `tokenizer_config.json` names).
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// Tokenizes a set of texts into `[N, context]` ids and mask, padded with `pad`: for a text model whose
+    /// context is not OWL's [`CONTEXT_LEN`] (X-CLIP's is 77, padded with end-of-text). `context` is at least 2.
+    pub fn encode_all_to(&self, texts: &[String], context: usize, pad: i64) -> Result<(Array2<i64>, Array2<i64>)> {
+        if texts.is_empty() {
+            return Err(InferError::NoQueries);
         }
-        Ok(out)
+        let context = context.max(2);
+        let mut ids = Array2::from_elem((texts.len(), context), pad);
+        let mut mask = Array2::zeros((texts.len(), context));
+        for (q, text) in texts.iter().enumerate() {
+            let (row, _) = self.ids(text, context)?;
+            for (i, id) in row.into_iter().enumerate() {
+                ids[[q, i]] = id;
+                mask[[q, i]] = 1;
+            }
+        }
+        Ok((ids, mask))
     }
 
     /// Tokenizes a set of queries into `[Q, CONTEXT_LEN]` ids and mask.
@@ -118,5 +148,36 @@ impl QueryTokenizer {
             }
         }
         Ok((ids, mask))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> QueryTokenizer {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tiny/owlvit/tokenizer.json");
+        QueryTokenizer::from_file(&dir).unwrap()
+    }
+
+    /// Another context and padding id (X-CLIP's 77, padded with end-of-text) give the same tokens as OWL's 16
+    /// (which the parity tests check against transformers), then padding, and cut long texts with EOS last.
+    #[test]
+    fn a_longer_context_pads_with_the_given_id() {
+        let t = tiny();
+        let texts = vec!["a person riding a bicycle".to_string(), "a car".to_string()];
+        let (ids16, mask16) = t.encode_all(&texts).unwrap();
+        assert_eq!(t.encode_all_to(&texts, CONTEXT_LEN, PAD_ID).unwrap(), (ids16.clone(), mask16.clone()));
+        let eos = i64::from(t.eos);
+        let (ids, mask) = t.encode_all_to(&texts, 77, eos).unwrap();
+        assert_eq!(ids.dim(), (2, 77));
+        for q in 0..2 {
+            let n = mask16.row(q).sum() as usize;
+            assert_eq!(ids.row(q).slice(ndarray::s![..n]), ids16.row(q).slice(ndarray::s![..n]));
+            assert!(ids.row(q).iter().skip(n).all(|&i| i == eos) && mask.row(q).sum() as usize == n);
+        }
+        let (ids, mask) = t.encode_all_to(&texts[..1], 4, eos).unwrap();
+        assert_eq!((ids[[0, 0]], ids[[0, 3]], mask.row(0).sum()), (i64::from(t.bos), eos, 4));
+        assert_eq!(t.token_id("!"), Some(0));
     }
 }

@@ -14,6 +14,7 @@
 //! - `brightness`: a deterministic test verifier (made by `models/export_verifier.py --brightness`). Its prompts
 //!   are numbers, target brightnesses from 0 (black) to 1 (white); the logit of a prompt is
 //!   `-logit_scale * |mean brightness of the crops - target|`. It lets a test decide the verdict on real footage.
+//! - `xclip`: X-CLIP ([`super::xclip`]), text encoded once per prompt set, the video graph once per event.
 //!
 //! This module never imports `source/`: crops reach it as [`RgbImage`]s.
 
@@ -21,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use image::RgbImage;
 use image::imageops::{FilterType, resize};
-use ndarray::{Array1, Array5, Ix2};
+use ndarray::{Array1, Array2, Array5, Ix2};
 use ort::value::TensorRef;
 
 use super::runtime::{SessionOptions, build_session};
@@ -48,6 +49,8 @@ pub struct PromptSet {
 enum PromptEncoding {
     /// The brightness verifier's targets.
     Targets(Array1<f32>),
+    /// A video-text model's text features, one row per prompt (X-CLIP's `get_text_features`).
+    Embeddings(Array2<f32>),
     /// Nothing beyond the texts: a test's scripted verifier ([`PromptSet::texts_only`]).
     TextsOnly,
 }
@@ -62,6 +65,19 @@ impl PromptSet {
     /// The prompts, the sentence first.
     pub fn texts(&self) -> &[String] {
         &self.texts
+    }
+
+    /// A prompt set of text features, one row per prompt.
+    pub(crate) fn with_embeddings(texts: Vec<String>, embeddings: Array2<f32>) -> Self {
+        PromptSet { texts, encoding: PromptEncoding::Embeddings(embeddings) }
+    }
+
+    /// The text features, when the prompts were encoded by a video-text model.
+    pub(crate) fn embeddings(&self) -> Option<&Array2<f32>> {
+        match &self.encoding {
+            PromptEncoding::Embeddings(e) => Some(e),
+            _ => None,
+        }
     }
 }
 
@@ -128,9 +144,12 @@ pub fn load_verifier(dir: &Path, opts: &SessionOptions) -> Result<Box<dyn Verifi
     let config = read_config(dir)?;
     match config.get("model_type").and_then(|v| v.as_str()) {
         Some("brightness") => Ok(Box::new(BrightnessVerifier::load(dir, &config, opts)?)),
+        Some("xclip") => Ok(Box::new(super::xclip::XclipVerifier::load(dir, &config, opts)?)),
         Some(other) => Err(InferError::Model {
             dir: dir.to_path_buf(),
-            message: format!("model_type {other:?} is not a verifier lookout knows; use \"brightness\""),
+            message: format!(
+                "model_type {other:?} is not a verifier lookout knows; use \"xclip\" (or the test \"brightness\")"
+            ),
         }),
         None => Err(InferError::BadFile {
             dir: dir.to_path_buf(),
