@@ -155,7 +155,13 @@ fn print_report(out: &mut impl Write, r: &ImageReport) -> std::io::Result<()> {
     writeln!(out, "{} ({}x{}, model {})", r.image, r.width, r.height, r.model)?;
     for item in &r.results {
         let b = item.bbox;
-        write!(out, "  {:<40} {:.3}  [{:.0}, {:.0}, {:.0}, {:.0}]", item.query, item.score, b.x0, b.y0, b.x1, b.y1)?;
+        // Padded to 40 terminal columns, not characters: "咖啡杯" takes 6.
+        let pad = 40usize.saturating_sub(unicode_width::UnicodeWidthStr::width(item.query.as_str()));
+        write!(
+            out,
+            "  {}{:pad$} {:.3}  [{:.0}, {:.0}, {:.0}, {:.0}]",
+            item.query, "", item.score, b.x0, b.y0, b.x1, b.y1
+        )?;
         match &item.crop {
             Some(c) => writeln!(out, "  {c}")?,
             None => writeln!(out)?,
