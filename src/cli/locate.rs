@@ -13,10 +13,11 @@ use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
 
-use lookout::draw::{Canvas, annotate_detections, draw_banner};
+use lookout::draw::{Canvas, LabelPlacer, annotate_detections_with, banner_rect, draw_banner};
 use lookout::geom::{Detection, PixelBox};
 use lookout::infer::postprocess::{DEFAULT_NMS_IOU, Selection};
 use lookout::infer::{Detector, Image, ModelDir, QuerySet};
+use lookout::watch::TEST_MODEL_BANNER;
 
 use super::{ModelArgs, QueryArgs, UsageError, values};
 
@@ -252,9 +253,14 @@ fn write_annotated(
 ) -> anyhow::Result<PathBuf> {
     {
         let mut canvas = Canvas::from_image(&mut img);
-        annotate_detections(&mut canvas, detections, labels);
+        // Labels keep off the banner, which is drawn last so that no box covers it.
+        let mut placer = LabelPlacer::new();
         if test_model {
-            draw_banner(&mut canvas, "test model: boxes are not meaningful");
+            placer.reserve(banner_rect(&canvas, TEST_MODEL_BANNER));
+        }
+        annotate_detections_with(&mut canvas, detections, labels, &mut placer);
+        if test_model {
+            draw_banner(&mut canvas, TEST_MODEL_BANNER);
         }
     }
     let path = out.join(format!("{stem}-annotated.jpg"));
