@@ -8,7 +8,7 @@ DEMO_MODEL ?= owlvit-base-patch32
 DEMO_OUT ?= out/demo
 export ORT_DYLIB_PATH ?= $(CURDIR)/.deps/onnxruntime/libonnxruntime.so
 
-.PHONY: all deps build demo test lint fmt clippy export export-full bench-locate bench-watch clean
+.PHONY: all deps build demo test lint fmt clippy export export-full bench-locate bench-gdino bench-watch clean
 
 all: build
 
@@ -44,6 +44,7 @@ $(VENV)/bin/python:
 ## export: regenerate the committed tiny models, tokenizers, fixtures and golden files
 export: $(VENV)/bin/python
 	$(VENV)/bin/python models/export_owl.py
+	$(VENV)/bin/python models/export_gdino.py
 
 ## export-full: full-size random-weight OWL-ViT B/32 and OWLv2 B/16 in models/full/ (never committed; for benchmarks)
 export-full: $(VENV)/bin/python
@@ -53,6 +54,11 @@ export-full: $(VENV)/bin/python
 bench-locate: build $(VENV)/bin/python
 	test -d models/full/owlvit-b32 || $(VENV)/bin/python models/export_owl.py --full --only owlvit
 	$(VENV)/bin/python models/bench_locate.py --model models/full/owlvit-b32 --lookout target/release/lookout
+
+## bench-gdino: the same for full-size Grounding DINO-T at 800x1333 (random weights; both layouts, 1 and 10 queries)
+bench-gdino: build $(VENV)/bin/python
+	test -f models/full/grounding-dino-t/export_info.json || $(VENV)/bin/python models/export_gdino.py --full --only grounding-dino
+	$(VENV)/bin/python models/bench_gdino.py --model models/full/grounding-dino-t --lookout target/release/lookout
 
 ## bench-watch: watch end to end vs inference alone, decode-only 1/2/4 x 1080p, 1 vs 20 queries, RSS over a 10-min replay
 bench-watch: build $(VENV)/bin/python

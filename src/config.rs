@@ -10,6 +10,7 @@
 //! annotate = true             # default false
 //! clips = true                # each event's clip and evidence in dir/<source>/ (default true)
 //! max_open_clips = 16         # clips recorded at once; past it an event's clip fails at once (default 16)
+//! shutdown_timeout_s = 30     # the longest a stop waits for clips, evidence and alerts (default 30)
 //! evidence = true             # crop clip, snapshots and sidecar of each clip (default true)
 //!
 //! [inference]
@@ -22,7 +23,8 @@
 //! [[query]]
 //! text = "a person snatching a chain"
 //! label = "snatching"         # default: the text
-//! threshold = 0.25            # default 0.2
+//! threshold = 0.25            # default: the model's (0.2 for OWL, 0.4 for Grounding DINO: its cards' box threshold)
+//! text_threshold = 0.3        # Grounding DINO only; default 0.3 (its cards'); see StandingQuery::text_threshold
 //! min_frames = 3              # k of the last `window` inference frames (default 2 of 3)
 //! window = 5
 //! end_after_s = 2.0           # the event ends once the match is missing this long (default 2)
@@ -31,6 +33,16 @@
 //! cooldown_s = 10.0           # no new event for the same track this soon after one ends (default 10)
 //! update_interval_s = 5.0     # least time between two `update` events (default 5; 0: every match)
 //! sources = ["gate"]          # default: every source
+//! verify = "a person snatching a chain from another person"  # confirm each event (needs [verify] model)
+//! contrast = ["people walking past each other"]  # default: infer::verify::DEFAULT_CONTRAST; not empty
+//! verify_threshold = 0.5      # the sentence's softmax probability that confirms (default 0.5)
+//! alert_on = "verified"       # or "start" (default): when this query's alerts go out
+//!
+//! [verify]
+//! model = "models/xclip"      # the verifier's model directory (default: none)
+//! frames = 8                  # frames of each event it sees (default 8)
+//! seconds = 2.0               # spread over the event's first seconds (default 2)
+//! queue = 16                  # events waiting; past it the verdict is error/overloaded (default 16)
 //!
 //! [alerts.mqtt]
 //! url = "mqtt://broker.lan:1883"  # see crate::sink::alerts::config for every key
@@ -48,8 +60,14 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-/// Default score threshold of a standing query.
-pub const DEFAULT_THRESHOLD: f32 = 0.2;
+use crate::track::EventSettings;
+
+// The event settings' defaults are the event engine's; named here too, as the file's documentation refers to them.
+pub use crate::track::lifecycle::{
+    DEFAULT_COOLDOWN_S, DEFAULT_END_AFTER_S, DEFAULT_MIN_FRAMES, DEFAULT_POST_ROLL_S, DEFAULT_PRE_ROLL_S,
+    DEFAULT_THRESHOLD, DEFAULT_UPDATE_INTERVAL_S, DEFAULT_WINDOW,
+};
+
 /// Score threshold of a query that sets none (and no `--threshold`) when the model is the bundled test model:
 /// its random weights give scores of 0.3 to 0.5 nearly everywhere, which would pass [`DEFAULT_THRESHOLD`] on almost
 /// every box of every frame.
@@ -60,23 +78,6 @@ pub const TEST_MODEL_THRESHOLD: f32 = 0.65;
 pub fn default_threshold(test_model: bool) -> f32 {
     if test_model { TEST_MODEL_THRESHOLD } else { DEFAULT_THRESHOLD }
 }
-
-/// Default k of k-of-n hysteresis: matches needed among the last [`DEFAULT_WINDOW`] inference frames.
-pub const DEFAULT_MIN_FRAMES: u32 = 2;
-/// Default n of k-of-n hysteresis.
-pub const DEFAULT_WINDOW: u32 = 3;
-/// Default seconds without a match before an event ends: long enough to ride over a person walking behind a
-/// pillar or a few frames of motion blur, short enough that the `end` line follows the scene.
-pub const DEFAULT_END_AFTER_S: f64 = 2.0;
-/// Default seconds of evidence kept after an event's end (the clip's tail), as CCTV NVRs do.
-pub const DEFAULT_POST_ROLL_S: f64 = 5.0;
-/// Default seconds of evidence kept before an event's start (the clip's head, from the pre-roll ring).
-pub const DEFAULT_PRE_ROLL_S: f64 = 5.0;
-/// Default seconds after an event's end during which the same query and track cannot start another: one
-/// person pacing in and out of a doorway gives one alert, not one every few seconds.
-pub const DEFAULT_COOLDOWN_S: f64 = 10.0;
-/// Default least seconds between two `update` events of one event.
-pub const DEFAULT_UPDATE_INTERVAL_S: f64 = 5.0;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -118,6 +119,74 @@ pub struct Config {
     /// Deleting the oldest outputs (`[retention]`); see [`crate::sink::retention`]. Default: keep everything.
     #[serde(default)]
     pub retention: crate::sink::retention::RetentionConfig,
+    /// The second stage that confirms events of queries with `verify` (`[verify]`). Default: no verifier.
+    #[serde(default)]
+    pub verify: VerifyConfig,
+}
+
+/// `[verify]`: the verifier model and how many frames of each event it sees.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyConfig {
+    /// The verifier's model directory (`config.json`, `onnx/`); `--verifier` overrides it. Default: none, and
+    /// then a query with `verify` is an error.
+    pub model: Option<PathBuf>,
+    /// Frames of each event the verifier sees. Default [`DEFAULT_VERIFY_FRAMES`] (8).
+    pub frames: Option<usize>,
+    /// Seconds of stream time, from the event's start, the frames are spread over. Default
+    /// [`DEFAULT_VERIFY_SECONDS`] (2).
+    pub seconds: Option<f64>,
+    /// Events waiting for the verifier; past it an event's verdict is `error` with reason `overloaded`.
+    /// Default [`DEFAULT_VERIFY_QUEUE`] (16).
+    pub queue: Option<usize>,
+}
+
+/// Default `[verify] frames`.
+pub const DEFAULT_VERIFY_FRAMES: usize = 8;
+/// Default `[verify] seconds`.
+pub const DEFAULT_VERIFY_SECONDS: f64 = 2.0;
+/// Default `[verify] queue`.
+pub const DEFAULT_VERIFY_QUEUE: usize = 16;
+
+/// When a verifying query's alerts go out.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertOn {
+    /// At the event's start, as for a query without `verify` (the default).
+    #[default]
+    Start,
+    /// Only once the verifier confirms the event: its `start` line is held until then, and its other lines are
+    /// alerted only once it is confirmed.
+    Verified,
+}
+
+/// A query's second stage, with defaults filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryVerify {
+    /// What must be happening (prompt 0).
+    pub sentence: String,
+    /// The contrast prompts (at least one).
+    pub contrast: Vec<String>,
+    /// The sentence's probability at or above which an event is confirmed.
+    pub threshold: f32,
+    pub alert_on: AlertOn,
+}
+
+impl QueryVerify {
+    /// `sentence` with the default contrast prompts and threshold (`-q "..." --verify`).
+    pub fn with_defaults(sentence: &str) -> Self {
+        QueryVerify {
+            sentence: sentence.to_string(),
+            contrast: crate::infer::verify::DEFAULT_CONTRAST.iter().map(|s| s.to_string()).collect(),
+            threshold: crate::infer::verify::DEFAULT_VERIFY_THRESHOLD,
+            alert_on: AlertOn::Start,
+        }
+    }
+
+    /// The prompts in the verifier's order: the sentence, then the contrast prompts.
+    pub fn prompts(&self) -> Vec<String> {
+        std::iter::once(self.sentence.clone()).chain(self.contrast.iter().cloned()).collect()
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -156,6 +225,11 @@ pub struct OutputConfig {
     /// Make each clip's evidence: the cropped clip, the snapshots and the sidecar. Default true; false writes
     /// only the full-frame clip (cheaper when events are many).
     pub evidence: Option<bool>,
+    /// The longest a stop (Ctrl-C, SIGTERM, `--max-seconds`) waits for what is still open: queued frames, clips
+    /// and their evidence, alerts. What is not finished by then is recorded as not finished (its `clips` line
+    /// says so; undelivered alerts stay in the spool). Default [`crate::watch::DEFAULT_SHUTDOWN_TIMEOUT_S`] (30);
+    /// keep systemd's `TimeoutStopSec` above it.
+    pub shutdown_timeout_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -198,8 +272,12 @@ pub struct QueryConfig {
     pub text: String,
     /// Short name in events, alerts and on the video. Default: the text.
     pub label: Option<String>,
-    /// Score (0..1) at or above which a box counts as a match. Default [`DEFAULT_THRESHOLD`].
+    /// Score (0..1) at or above which a box counts as a match: Grounding DINO's box threshold. Default: the
+    /// model's ([`DEFAULT_THRESHOLD`] for OWL, 0.4 for Grounding DINO).
     pub threshold: Option<f32>,
+    /// Grounding DINO only: the least score (0..1) a box must have for this query to name it at all, even to
+    /// keep a track going below `threshold`. Default: the model's (0.3).
+    pub text_threshold: Option<f32>,
     /// Matches needed among the last `window` inference frames before an event starts. Default [`DEFAULT_MIN_FRAMES`].
     pub min_frames: Option<u32>,
     /// The n of k-of-n. Default [`DEFAULT_WINDOW`].
@@ -219,6 +297,17 @@ pub struct QueryConfig {
     /// Names of the sources this query applies to. Default: every source.
     #[serde(default)]
     pub sources: Vec<String>,
+    /// What must be happening for an event to be confirmed by the verifier (`[verify]`). Default: no
+    /// verification.
+    pub verify: Option<String>,
+    /// Sentences the verifier weighs `verify` against. Default
+    /// [`crate::infer::verify::DEFAULT_CONTRAST`]; an empty list is an error.
+    pub contrast: Option<Vec<String>>,
+    /// The probability (0..1) of `verify` at or above which an event is confirmed. Default
+    /// [`crate::infer::verify::DEFAULT_VERIFY_THRESHOLD`] (0.5).
+    pub verify_threshold: Option<f32>,
+    /// `"start"` or `"verified"`: when the query's alerts go out. Default `"start"`.
+    pub alert_on: Option<AlertOn>,
 }
 
 /// A standing query with every default filled in.
@@ -226,7 +315,15 @@ pub struct QueryConfig {
 pub struct StandingQuery {
     pub text: String,
     pub label: String,
+    /// Score at or above which a box counts as a match (Grounding DINO's box threshold).
     pub threshold: f32,
+    /// False when `threshold` is the default, which [`StandingQuery::with_model_defaults`] replaces by the
+    /// model's own.
+    pub threshold_given: bool,
+    /// Grounding DINO's text threshold: a box whose score for this query is below it is never passed on, not
+    /// even to keep a track (below `threshold` the tracker keeps a track with boxes down to its low band;
+    /// above `text_threshold` only). `None`: the model's default, or none for OWL.
+    pub text_threshold: Option<f32>,
     pub min_frames: u32,
     pub window: u32,
     /// Seconds without a match before an event ends.
@@ -241,6 +338,8 @@ pub struct StandingQuery {
     pub update_interval_s: f64,
     /// Empty: every source.
     pub sources: Vec<String>,
+    /// The second stage, when the query verifies its events.
+    pub verify: Option<QueryVerify>,
 }
 
 impl StandingQuery {
@@ -250,6 +349,8 @@ impl StandingQuery {
             text: text.to_string(),
             label: text.to_string(),
             threshold: threshold.unwrap_or(DEFAULT_THRESHOLD),
+            threshold_given: threshold.is_some(),
+            text_threshold: None,
             min_frames: DEFAULT_MIN_FRAMES,
             window: DEFAULT_WINDOW,
             end_after_s: DEFAULT_END_AFTER_S,
@@ -258,11 +359,41 @@ impl StandingQuery {
             cooldown_s: DEFAULT_COOLDOWN_S,
             update_interval_s: DEFAULT_UPDATE_INTERVAL_S,
             sources: Vec::new(),
+            verify: None,
         }
     }
 
     pub fn applies_to(&self, source_name: &str) -> bool {
         self.sources.is_empty() || self.sources.iter().any(|s| s == source_name)
+    }
+
+    /// Fills in the thresholds the user left unset with the model's defaults (from its card); `threshold`
+    /// `None` keeps the one already there (the test model's, which wins over a card's).
+    pub fn with_model_defaults(mut self, threshold: Option<f32>, text_threshold: Option<f32>) -> Self {
+        if let Some(t) = threshold
+            && !self.threshold_given
+        {
+            self.threshold = t;
+        }
+        if self.text_threshold.is_none() {
+            self.text_threshold = text_threshold;
+        }
+        self
+    }
+}
+
+impl From<&StandingQuery> for EventSettings {
+    fn from(q: &StandingQuery) -> Self {
+        EventSettings {
+            threshold: q.threshold,
+            min_frames: q.min_frames,
+            window: q.window,
+            end_after_s: q.end_after_s,
+            post_roll_s: q.post_roll_s,
+            pre_roll_s: q.pre_roll_s,
+            cooldown_s: q.cooldown_s,
+            update_interval_s: q.update_interval_s,
+        }
     }
 }
 
@@ -285,6 +416,13 @@ impl Config {
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let invalid = |message: String| ConfigError::Invalid { path: path.to_path_buf(), message };
+        if let Some(t) = self.output.shutdown_timeout_s
+            && !(t.is_finite() && (0.0..=86_400.0).contains(&t))
+        {
+            return Err(invalid(format!(
+                "[output] shutdown_timeout_s = {t} is out of range; give seconds from 0 to 86400"
+            )));
+        }
         for q in &self.queries {
             if q.text.trim().is_empty() {
                 return Err(invalid("a [[query]] has an empty text".into()));
@@ -294,9 +432,44 @@ impl Config {
             {
                 return Err(invalid(format!("query {:?}: threshold {t} is outside 0..1", q.text)));
             }
+            if let Some(t) = q.text_threshold
+                && !(0.0..=1.0).contains(&t)
+            {
+                return Err(invalid(format!("query {:?}: text_threshold {t} is outside 0..1", q.text)));
+            }
             let (k, n) = (q.min_frames.unwrap_or(DEFAULT_MIN_FRAMES), q.window.unwrap_or(DEFAULT_WINDOW));
             if k == 0 || k > n {
                 return Err(invalid(format!("query {:?}: min_frames {k} must be between 1 and window {n}", q.text)));
+            }
+            if let Some(v) = &q.verify
+                && v.trim().is_empty()
+            {
+                return Err(invalid(format!(
+                    "query {:?}: verify is empty; give the sentence that must be happening",
+                    q.text
+                )));
+            }
+            if let Some(c) = &q.contrast {
+                if c.is_empty() {
+                    return Err(invalid(format!(
+                        "query {:?}: contrast is an empty list; give at least one sentence, or leave contrast out for the defaults",
+                        q.text
+                    )));
+                }
+                if c.iter().any(|s| s.trim().is_empty()) {
+                    return Err(invalid(format!("query {:?}: contrast has an empty sentence", q.text)));
+                }
+            }
+            if let Some(t) = q.verify_threshold
+                && !(0.0..=1.0).contains(&t)
+            {
+                return Err(invalid(format!("query {:?}: verify_threshold {t} is outside 0..1", q.text)));
+            }
+            if q.verify.is_none() && (q.contrast.is_some() || q.verify_threshold.is_some() || q.alert_on.is_some()) {
+                return Err(invalid(format!(
+                    "query {:?}: contrast, verify_threshold and alert_on need verify = \"...\" (the sentence to confirm)",
+                    q.text
+                )));
             }
             for (key, value) in [
                 ("end_after_s", q.end_after_s),
@@ -314,6 +487,16 @@ impl Config {
                     )));
                 }
             }
+        }
+        if let Some(f) = self.verify.frames
+            && !(1..=64).contains(&f)
+        {
+            return Err(invalid(format!("[verify] frames = {f} is outside 1..64")));
+        }
+        if let Some(t) = self.verify.seconds
+            && !(t.is_finite() && t > 0.0 && t <= 60.0)
+        {
+            return Err(invalid(format!("[verify] seconds = {t} must be more than 0 and at most 60")));
         }
         if let Some(level) = self.model.optimization_level
             && level > 3
@@ -342,6 +525,8 @@ impl Config {
                 text: q.text.clone(),
                 label: q.label.clone().unwrap_or_else(|| q.text.clone()),
                 threshold: q.threshold.unwrap_or(default_threshold),
+                threshold_given: q.threshold.is_some(),
+                text_threshold: q.text_threshold,
                 min_frames: q.min_frames.unwrap_or(DEFAULT_MIN_FRAMES),
                 window: q.window.unwrap_or(DEFAULT_WINDOW),
                 end_after_s: q.end_after_s.unwrap_or(DEFAULT_END_AFTER_S),
@@ -350,6 +535,15 @@ impl Config {
                 cooldown_s: q.cooldown_s.unwrap_or(DEFAULT_COOLDOWN_S),
                 update_interval_s: q.update_interval_s.unwrap_or(DEFAULT_UPDATE_INTERVAL_S),
                 sources: q.sources.clone(),
+                verify: q.verify.as_ref().map(|sentence| {
+                    let d = QueryVerify::with_defaults(sentence);
+                    QueryVerify {
+                        contrast: q.contrast.clone().unwrap_or(d.contrast),
+                        threshold: q.verify_threshold.unwrap_or(d.threshold),
+                        alert_on: q.alert_on.unwrap_or_default(),
+                        ..d
+                    }
+                }),
             })
             .collect()
     }
@@ -457,6 +651,47 @@ mod tests {
         );
         let from_cli = StandingQuery::from_text("a", None);
         assert_eq!(from_cli, q[0]);
+        // The model's defaults replace only what was not given.
+        let dino = |q: &StandingQuery| q.clone().with_model_defaults(Some(0.4), Some(0.3));
+        assert_eq!((dino(&q[0]).threshold, dino(&q[0]).text_threshold), (0.4, Some(0.3)));
+        assert_eq!(dino(&StandingQuery::from_text("a", Some(0.3))).threshold, 0.3);
+        let with_text = Config::parse("[[query]]\ntext = \"x\"\ntext_threshold = 0.5\n", Path::new("c.toml"))
+            .unwrap()
+            .standing_queries();
+        assert_eq!(dino(&with_text[0]).text_threshold, Some(0.5));
+        assert!(Config::parse("[[query]]\ntext = \"x\"\ntext_threshold = 1.5\n", Path::new("c.toml")).is_err());
         assert!(Config::parse("[[query]]\ntext = \"x\"\ncooldown = 3\n", Path::new("c.toml")).is_err());
+    }
+
+    #[test]
+    fn verification_keys_default_and_are_checked() {
+        let c = Config::parse(
+            "[verify]\nmodel = \"m\"\nframes = 4\n[[query]]\ntext = \"a\"\nverify = \"a falling\"\n[[query]]\ntext = \"b\"\nverify = \"b\"\ncontrast = [\"c\"]\nverify_threshold = 0.7\nalert_on = \"verified\"\n[[query]]\ntext = \"c\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!((c.verify.frames, c.verify.seconds), (Some(4), None));
+        let q = c.standing_queries();
+        let v = q[0].verify.as_ref().unwrap();
+        assert_eq!(v.prompts()[0], "a falling");
+        assert_eq!(v.contrast.len(), crate::infer::verify::DEFAULT_CONTRAST.len());
+        assert_eq!((v.threshold, v.alert_on), (0.5, AlertOn::Start));
+        let v = q[1].verify.as_ref().unwrap();
+        assert_eq!((v.prompts(), v.threshold, v.alert_on), (vec!["b".to_string(), "c".into()], 0.7, AlertOn::Verified));
+        assert!(q[2].verify.is_none());
+        for (text, expect) in [
+            ("[[query]]\ntext = \"x\"\nverify = \"y\"\ncontrast = []\n", "contrast is an empty list"),
+            (
+                "[[query]]\ntext = \"x\"\nverify = \"y\"\nverify_threshold = -0.1\n",
+                "verify_threshold -0.1 is outside 0..1",
+            ),
+            ("[[query]]\ntext = \"x\"\ncontrast = [\"z\"]\n", "need verify"),
+            ("[[query]]\ntext = \"x\"\nverify = \"y\"\nalert_on = \"later\"\n", "later"),
+            ("[verify]\nseconds = 0\n", "[verify] seconds = 0"),
+            ("[verify]\nmodle = \"m\"\n", "modle"),
+        ] {
+            let e = Config::parse(text, Path::new("c.toml")).unwrap_err().to_string();
+            assert!(e.contains(expect) && !e.contains('\n'), "{text}: {e}");
+        }
     }
 }

@@ -17,6 +17,10 @@ pub use font::{Font, GLYPH_SIZE};
 
 use crate::geom::{Detection, PixelBox};
 use crate::picture::{Picture, PixelFormat, YuvMatrix};
+use crate::track::TrackOutput;
+
+/// Text drawn on every picture and clip made with a random-weight test model.
+pub const TEST_MODEL_BANNER: &str = "test model: boxes are not meaningful";
 
 /// Red of the warning banner ([`draw_banner`]).
 pub const BANNER_COLOR: [u8; 3] = [200, 0, 0];
@@ -503,6 +507,21 @@ impl Annotated for Detection {
     }
     fn score(&self) -> f32 {
         self.score
+    }
+}
+
+impl Annotated for TrackOutput {
+    fn bbox(&self) -> PixelBox {
+        self.bbox
+    }
+    fn query(&self) -> usize {
+        self.query
+    }
+    fn score(&self) -> f32 {
+        self.score
+    }
+    fn track_id(&self) -> Option<u64> {
+        Some(self.track_id)
     }
 }
 

@@ -126,6 +126,77 @@ impl Transform {
     }
 }
 
+/// How `GroundingDinoImageProcessor.resize` picks the size of a resized image (OWL always uses `Exact`). Shared by
+/// preprocessing (`infer`) and by the video branch that scales frames the same way (`source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResizeRule {
+    /// `{"height", "width"}`: exactly [`PreprocessorConfig::size`], aspect ratio not kept.
+    Exact,
+    /// `{"max_height", "max_width"}`: the largest size of the same aspect ratio that fits
+    /// (`get_image_size_for_max_height_width`); the graphs lookout exports are made for this form.
+    MaxHeightWidth { max_height: u32, max_width: u32 },
+    /// `{"shortest_edge", "longest_edge"}`: the shorter side to `shortest_edge` unless the longer would then
+    /// pass `longest_edge` (`get_size_with_aspect_ratio`); the published checkpoints' form (800 and 1333).
+    ShortestEdge { shortest_edge: u32, longest_edge: u32 },
+}
+
+impl ResizeRule {
+    /// The largest `(height, width)` the rule can give (for [`ResizeRule::Exact`], `exact`): what a batch of
+    /// any images pads to at most, up to rounding.
+    pub fn bound(&self, exact: (u32, u32)) -> (u32, u32) {
+        match *self {
+            ResizeRule::Exact => exact,
+            ResizeRule::MaxHeightWidth { max_height, max_width } => (max_height, max_width),
+            ResizeRule::ShortestEdge { longest_edge, .. } => (longest_edge, longest_edge),
+        }
+    }
+
+    /// `(height, width)` of an image of `height` x `width` after resizing, with transformers' arithmetic
+    /// (Python floats and `int()`, which truncates; `round()` rounds half to even). Each side is at least 1.
+    pub fn output_hw(&self, exact: (u32, u32), height: u32, width: u32) -> (u32, u32) {
+        let (h, w) = (height.max(1) as f64, width.max(1) as f64);
+        let (oh, ow) = match *self {
+            ResizeRule::Exact => return exact,
+            ResizeRule::MaxHeightWidth { max_height, max_width } => {
+                let scale = (max_height as f64 / h).min(max_width as f64 / w);
+                ((h * scale) as u32, (w * scale) as u32)
+            }
+            ResizeRule::ShortestEdge { shortest_edge, longest_edge } => {
+                let (min_side, max_side) = (h.min(w), h.max(w));
+                let mut size = shortest_edge as f64;
+                let mut raw_size = None;
+                if max_side / min_side * size > longest_edge as f64 {
+                    let raw = longest_edge as f64 * min_side / max_side;
+                    raw_size = Some(raw);
+                    size = round_half_even(raw);
+                }
+                if (h <= w && h == size) || (w <= h && w == size) {
+                    (height, width)
+                } else if w < h {
+                    let oh = match raw_size {
+                        Some(raw) => raw * h / w,
+                        None => size * h / w,
+                    };
+                    (oh as u32, size as u32)
+                } else {
+                    let ow = match raw_size {
+                        Some(raw) => raw * w / h,
+                        None => size * w / h,
+                    };
+                    (size as u32, ow as u32)
+                }
+            }
+        };
+        (oh.max(1), ow.max(1))
+    }
+}
+
+/// Python's `round()` of a float: to the nearest integer, halves to even.
+fn round_half_even(x: f64) -> f64 {
+    let r = x.round();
+    if (x - x.trunc()).abs() == 0.5 { 2.0 * (x / 2.0).round() } else { r }
+}
+
 /// One box found for one query, in pixels of the original image.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Detection {

@@ -4,13 +4,15 @@
 //! - [`infer`]: model directories, preprocessing, ONNX Runtime sessions, the class head and postprocessing.
 //! - [`geom`]: boxes in model space and in pixels, and the one conversion between them.
 //! - [`models`]: the manifest of downloadable models and the verified downloader.
-//! - [`source`]: GStreamer ingest of files, RTSP, HTTP and V4L2 sources.
-//! - [`track`]: the tracker and the event engine.
+//! - [`source`]: GStreamer ingest of files, RTSP, HTTP, V4L2 and CSI sources, and their encoded packets (the
+//!   packet tap and the pre-roll ring).
+//! - [`track`]: the tracker and the event engine (they depend on [`geom`] alone).
 //! - [`sink`]: outputs (event log, annotated video, images).
 //! - [`draw`]: drawing boxes and labels on RGB and I420 images.
 //! - [`imageio`]: reading photos (PNG, and JPEG decoded as Pillow decodes it).
 //! - [`picture`]: full-resolution frames (I420 or RGB) as lookout draws on and encodes them.
-//! - [`gst`]: GStreamer pipeline templates and the encoders they name.
+//! - [`gst`]: GStreamer pipeline templates and the encoders they name, waiting on a bus with a deadline, and
+//!   files written as `.part` and renamed.
 //! - [`config`]: the TOML configuration for `watch`.
 //! - [`watchdog`]: systemd notifications (ready, watchdog, stopping).
 //! - [`memory`]: process-wide malloc settings.

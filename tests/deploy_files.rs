@@ -147,6 +147,16 @@ fn systemd_units_restart_watch_log_and_clean_up() {
     assert_eq!(one(&service, "Service", "StandardOutput"), "journal");
     assert_eq!(one(&service, "Service", "StandardError"), "journal");
     assert_eq!(one(&service, "Service", "KillSignal"), "SIGTERM", "SIGTERM drains");
+    // systemd must not kill a drain that lookout bounds itself: TimeoutStopSec above [output] shutdown_timeout_s
+    // (the example config's, or the default), with room for the process to exit after it.
+    let stop_s: f64 = one(&service, "Service", "TimeoutStopSec").trim_end_matches('s').parse().unwrap();
+    let config = read(&deploy("lookout.toml"));
+    let configured = config
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("shutdown_timeout_s").filter(|_| !l.trim_start().starts_with('#')))
+        .and_then(|v| v.trim_start_matches([' ', '=']).split('#').next()?.trim().parse::<f64>().ok());
+    let drain_s = configured.unwrap_or(lookout::watch::DEFAULT_SHUTDOWN_TIMEOUT_S);
+    assert!(stop_s >= drain_s + 30.0, "TimeoutStopSec={stop_s}s is not well above shutdown_timeout_s = {drain_s}");
     assert_eq!(one(&service, "Service", "SupplementaryGroups"), "video render");
     assert_ne!(one(&service, "Service", "User"), "root");
     let exec = one(&service, "Service", "ExecStart");

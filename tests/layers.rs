@@ -156,6 +156,25 @@ fn layers_run_one_way() {
 }
 
 #[test]
+fn track_depends_only_on_geometry() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src.join("track"), &mut files);
+    files.sort();
+    let mut violations = Vec::new();
+    for file in &files {
+        let module = module_of(&src, file);
+        let code = without_comments(&std::fs::read_to_string(file).unwrap());
+        for top in imported_top_modules(&code, &module) {
+            if top != "track" && top != "geom" {
+                violations.push(format!("{} imports {top}/", file.strip_prefix(&src).unwrap().display()));
+            }
+        }
+    }
+    assert!(violations.is_empty(), "track/ may use only geom/:\n  {}", violations.join("\n  "));
+}
+
+#[test]
 fn the_scan_sees_every_kind_of_path() {
     let m = |s: &str| s.split('/').map(String::from).collect::<Vec<_>>();
     let found = |code: &str, module: &str| imported_top_modules(&without_comments(code), &m(module));

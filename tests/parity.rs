@@ -66,6 +66,7 @@ fn check_family(family: &str, layout: Layout) {
     let pixel_tol = match model.family {
         preprocess::Family::OwlVit => OWLVIT_PIXEL_TOL,
         preprocess::Family::Owlv2 => OWLV2_PIXEL_TOL,
+        other => panic!("{other:?} has its own parity test (tests/parity_gdino.rs)"),
     };
     let mut detector = OwlDetector::load(model, &SessionOptions::default()).expect("load detector");
     for (image, golden_dir) in IMAGES {

@@ -52,6 +52,12 @@ const NVIDIA_PROPERTIES: &[(&str, &str, &[&str])] = &[
             "num-B-Frames",
             "poc-type",
             "vbv-size",
+            // Constant QP (NVIDIA's gst-v4l2 source, gstv4l2videoenc.c).
+            "ratecontrol-enable",
+            "quant-i-frames",
+            "quant-p-frames",
+            "quant-b-frames",
+            "qp-range",
         ],
     ),
     (

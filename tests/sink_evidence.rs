@@ -12,7 +12,7 @@ use std::time::Instant;
 use lookout::draw::color_for;
 use lookout::geom::PixelBox;
 use lookout::sink::evidence::{
-    CropRegion, EvidenceError, EvidenceFiles, EvidenceSettings, FrameBox, SIDECAR_SCHEMA_VERSION, Sidecar,
+    CropRegion, EventBoxes, EvidenceError, EvidenceFiles, EvidenceSettings, FrameBox, SIDECAR_SCHEMA_VERSION, Sidecar,
     write_crop_clip, write_sidecar, write_snapshots,
 };
 use lookout::sink::{VideoSettings, VideoWriter};
@@ -57,6 +57,11 @@ fn boxes() -> Vec<FrameBox> {
             }
         })
         .collect()
+}
+
+/// `frames` with `peak` as the event's peak.
+fn event(frames: &[FrameBox], peak: FrameBox) -> EventBoxes<'_> {
+    EventBoxes { frames, peak }
 }
 
 /// Names in `dir` (recursively) that end in `.part`.
@@ -107,7 +112,7 @@ fn crop_clip_has_every_frame_at_one_even_size_and_shows_the_region() {
     let boxes = boxes();
     let s = EvidenceSettings::default();
     let started = Instant::now();
-    let region = write_crop_clip(full, CLIP_START_S, &boxes, &out, &s).unwrap();
+    let region = write_crop_clip(full, CLIP_START_S, &event(&boxes, boxes[25]), &out, &s).unwrap();
     eprintln!("crop clip of {CLIP_FRAMES} frames, {region:?}, in {:?}", started.elapsed());
 
     // The region: even, inside the frame, holding every box; the output even and at least the minimum.
@@ -174,7 +179,7 @@ fn crop_clip_of_a_file_with_repeated_timestamps_has_every_frame() {
             score: 0.5,
         })
         .collect();
-    let region = write_crop_clip(&twice, 0.0, &boxes, &out, &EvidenceSettings::default()).unwrap();
+    let region = write_crop_clip(&twice, 0.0, &event(&boxes, boxes[0]), &out, &EvidenceSettings::default()).unwrap();
     let frames = decode(&out, |_| false);
     eprintln!("{repeated} repeated times in {n} frames; crop clip {region:?} of {} frames", frames.len());
     assert!(frames.len() >= n / 2 + 2, "at least the well-timed first copy and the first repeats: {}", frames.len());
@@ -190,14 +195,15 @@ fn snapshots_are_the_peak_frame_with_its_box_and_the_crop() {
     let peak = FrameBox { pts_s: CLIP_START_S + 1.0 + 0.012, ..boxes()[25] };
     let s = EvidenceSettings::default();
     let started = Instant::now();
-    let bytes = write_snapshots(full, CLIP_START_S, &peak, "bike", &full_out, &crop_out, &s).unwrap();
+    let bytes = write_snapshots(full, CLIP_START_S, &event(&boxes(), peak), "bike", &full_out, &crop_out, &s).unwrap();
     eprintln!("snapshots in {:?}", started.elapsed());
     assert_eq!(bytes, std::fs::read(&full_out).unwrap(), "the bytes returned are the file's");
 
     let snapshot = image::load_from_memory_with_format(&bytes, image::ImageFormat::Jpeg).unwrap().to_rgb8();
     assert_eq!(snapshot.dimensions(), (640, 272));
     let crop = image::open(&crop_out).unwrap().to_rgb8();
-    let region = CropRegion::around([peak.bbox], 640, 272, &s).unwrap();
+    // The crop is of the event's region (every box), as the crop clip's.
+    let region = CropRegion::of_event(&event(&boxes(), peak), 640, 272, &s).unwrap();
     assert_eq!(crop.dimensions(), (region.out_width, region.out_height));
     assert!(region.out_width.min(region.out_height) >= s.crop_min_size);
 
@@ -236,10 +242,11 @@ fn a_peak_outside_the_clip_gives_its_first_or_last_frame() {
     let s = EvidenceSettings::default();
     for (pts_s, expected) in [(CLIP_START_S - 5.0, 0usize), (CLIP_START_S + 60.0, CLIP_FRAMES as usize - 1)] {
         let peak = FrameBox { pts_s, ..boxes()[10] };
-        let (a, b) = (dir.path().join("a.jpg"), dir.path().join("b.jpg"));
-        write_snapshots(full, CLIP_START_S, &peak, "bike", &a, &b, &s).unwrap();
+        // Each case its own files: evidence is never overwritten.
+        let (a, b) = (dir.path().join(format!("a-{expected}.jpg")), dir.path().join(format!("b-{expected}.jpg")));
+        write_snapshots(full, CLIP_START_S, &event(&boxes(), peak), "bike", &a, &b, &s).unwrap();
         let crop = image::open(&b).unwrap().to_rgb8();
-        let region = CropRegion::around([peak.bbox], 640, 272, &s).unwrap();
+        let region = CropRegion::of_event(&event(&boxes(), peak), 640, 272, &s).unwrap();
         let diffs: Vec<f64> = [0, expected.abs_diff(3), expected]
             .iter()
             .map(|&i| mean_abs_diff(&crop, &expected_crop(&full_frames[i], &region), |_, _| true))
@@ -299,11 +306,14 @@ fn sidecar_lists_every_frame_and_parses_back_without_the_password() {
     assert_eq!(json["crop"]["width"].as_u64().unwrap() % 2, 0);
     assert!(part_files(dir.path()).is_empty());
 
-    // Written again (a second run over the same file), it replaces the first whole.
+    // Written again under the same name, it is refused: evidence is never overwritten (issue 11; ids are unique
+    // across runs, so this only happens by mistake), and the first stays whole.
+    let first = std::fs::read(&out).unwrap();
     sidecar.frames.truncate(3);
-    write_sidecar(&out, &sidecar).unwrap();
-    let back: Sidecar = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
-    assert_eq!(back.frames.len(), 3);
+    let err = write_sidecar(&out, &sidecar).unwrap_err().to_string();
+    assert!(err.contains("never overwritten") && err.contains("cam-0-7-50.json"), "{err}");
+    assert_eq!(std::fs::read(&out).unwrap(), first);
+    assert!(part_files(dir.path()).is_empty());
 }
 
 #[test]
@@ -315,10 +325,10 @@ fn a_missing_or_corrupt_input_clip_is_a_named_error_and_writes_nothing() {
     let missing = dir.path().join("cam/missing.mp4");
     let b = boxes();
 
-    let e = write_crop_clip(&missing, 0.0, &b, &crop, &s).unwrap_err();
+    let e = write_crop_clip(&missing, 0.0, &event(&b, b[0]), &crop, &s).unwrap_err();
     assert!(matches!(e, EvidenceError::MissingClip { .. }), "{e}");
     assert!(e.to_string().contains(&*missing.to_string_lossy()) && !e.to_string().contains('\n'), "{e}");
-    let e = write_snapshots(&missing, 0.0, &b[0], "bike", &jpg, &crop_jpg, &s).unwrap_err();
+    let e = write_snapshots(&missing, 0.0, &event(&b, b[0]), "bike", &jpg, &crop_jpg, &s).unwrap_err();
     assert!(matches!(e, EvidenceError::MissingClip { .. }), "{e}");
 
     // Garbage, and a real clip cut in half (mp4mux writes the index last: it does not play).
@@ -329,12 +339,12 @@ fn a_missing_or_corrupt_input_clip_is_a_named_error_and_writes_nothing() {
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
     for input in [&garbage, &truncated] {
         let t = Instant::now();
-        let e = write_crop_clip(input, 0.0, &b, &crop, &s).unwrap_err();
+        let e = write_crop_clip(input, 0.0, &event(&b, b[0]), &crop, &s).unwrap_err();
         eprintln!("{e} after {:?}", t.elapsed());
         assert!(matches!(e, EvidenceError::BadClip { .. }), "{}: {e}", input.display());
         assert!(e.to_string().contains(&*input.to_string_lossy()) && !e.to_string().contains('\n'), "{e}");
         let t = Instant::now();
-        let e = write_snapshots(input, 0.0, &b[0], "bike", &jpg, &crop_jpg, &s).unwrap_err();
+        let e = write_snapshots(input, 0.0, &event(&b, b[0]), "bike", &jpg, &crop_jpg, &s).unwrap_err();
         eprintln!("{e} after {:?}", t.elapsed());
         assert!(matches!(e, EvidenceError::BadClip { .. }), "{}: {e}", input.display());
     }
@@ -350,11 +360,13 @@ fn a_bad_encoder_or_no_box_is_a_named_error_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("x-crop.mp4");
     let s = EvidenceSettings { encoder: "nosuchenc bitrate=1".into(), ..Default::default() };
-    let e = write_crop_clip(full, CLIP_START_S, &boxes(), &out, &s).unwrap_err();
+    let e = write_crop_clip(full, CLIP_START_S, &event(&boxes(), boxes()[0]), &out, &s).unwrap_err();
     assert!(matches!(e, EvidenceError::Encoder { .. }), "{e}");
     assert!(e.to_string().contains("nosuchenc") && e.to_string().contains("x-crop.mp4"), "{e}");
 
-    let e = write_crop_clip(full, CLIP_START_S, &[], &out, &EvidenceSettings::default()).unwrap_err();
+    let nan = PixelBox { x0: f32::NAN, y0: 0.0, x1: 1.0, y1: 1.0 };
+    let no_box = event(&[], FrameBox { bbox: nan, ..boxes()[0] });
+    let e = write_crop_clip(full, CLIP_START_S, &no_box, &out, &EvidenceSettings::default()).unwrap_err();
     assert!(matches!(e, EvidenceError::NoBox { .. }), "{e}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing written");
 }
@@ -398,7 +410,7 @@ fn a_full_disk_is_a_storage_full_error_naming_the_file_and_leaves_nothing() {
     let s = EvidenceSettings::default();
     let b = boxes();
     let crop = mnt.join("cam/ev-crop.mp4");
-    let e = write_crop_clip(full, CLIP_START_S, &b, &crop, &s).unwrap_err();
+    let e = write_crop_clip(full, CLIP_START_S, &event(&b, b[25]), &crop, &s).unwrap_err();
     eprintln!("{e}");
     assert!(matches!(e, EvidenceError::Write { .. }), "{e}");
     assert_eq!(e.io_error_kind(), Some(std::io::ErrorKind::StorageFull), "{e}");
@@ -407,7 +419,7 @@ fn a_full_disk_is_a_storage_full_error_naming_the_file_and_leaves_nothing() {
     assert!(text.contains("free disk space") && !text.contains('\n'), "{text}");
 
     let (jpg, crop_jpg) = (mnt.join("cam/ev.jpg"), mnt.join("cam/ev-crop.jpg"));
-    let e = write_snapshots(full, CLIP_START_S, &b[25], "bike", &jpg, &crop_jpg, &s).unwrap_err();
+    let e = write_snapshots(full, CLIP_START_S, &event(&b, b[25]), "bike", &jpg, &crop_jpg, &s).unwrap_err();
     eprintln!("{e}");
     assert!(matches!(e, EvidenceError::Write { .. }), "{e}");
     assert_eq!(e.io_error_kind(), Some(std::io::ErrorKind::StorageFull), "{e}");
@@ -426,13 +438,157 @@ fn jpeg_quality_and_minimum_size_are_applied_to_the_snapshots() {
     for (quality, min) in [(20u8, 160u32), (95, 480)] {
         let s = EvidenceSettings { jpeg_quality: quality, crop_min_size: min, ..Default::default() };
         let (a, b) = (dir.path().join(format!("{quality}.jpg")), dir.path().join(format!("{quality}-crop.jpg")));
-        let bytes = write_snapshots(full, CLIP_START_S, &peak, "bike", &a, &b, &s).unwrap();
+        let bytes = write_snapshots(full, CLIP_START_S, &event(&boxes(), peak), "bike", &a, &b, &s).unwrap();
         let crop = image::open(&b).unwrap().to_rgb8();
-        // The peak box is 80 x 120; with the margin 112 x 168, scaled until its shorter side is `min`.
-        let r = CropRegion::around([peak.bbox], 640, 272, &s).unwrap();
+        // The event's region (every box plus the margin), scaled until its shorter side is `min`.
+        let r = CropRegion::of_event(&event(&boxes(), peak), 640, 272, &s).unwrap();
         assert_eq!(crop.dimensions(), (r.out_width, r.out_height));
         assert_eq!(crop.width().min(crop.height()), min.max(r.width.min(r.height)), "{r:?}");
         sizes.push(bytes.len());
     }
     assert!(sizes[0] * 2 < sizes[1], "quality 20 is much smaller than 95: {sizes:?}");
+}
+
+/// A full-frame clip of `frames` frames of `width` x `height` (a moving ball), H.264 MP4, at `path`.
+fn test_pattern_clip(path: &Path, width: u32, height: u32, frames: u32) {
+    let description = format!(
+        "videotestsrc num-buffers={frames} pattern=ball ! video/x-raw,width={width},height={height},framerate=25/1 \
+         ! videoconvert ! x264enc speed-preset=ultrafast ! h264parse ! mp4mux ! filesink location={}",
+        path.display()
+    );
+    let status = std::process::Command::new("gst-launch-1.0").arg("-q").args(description.split_whitespace()).status();
+    assert!(status.unwrap().success(), "could not make {}", path.display());
+}
+
+/// The crop snapshot is a frame of the crop clip: one region (the event's boxes, its peak among them) and one
+/// size, for boxes of every shape and frames of several sizes (a 636x320 crop snapshot had a 612x320 crop clip:
+/// the snapshot was cut around the peak's box alone).
+#[test]
+fn the_crop_snapshot_and_the_crop_clip_are_one_region_and_one_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = EvidenceSettings::default();
+    let pb = |x0: f32, y0: f32, x1: f32, y1: f32| PixelBox { x0, y0, x1, y1 };
+    let mut checked = 0;
+    for (width, height) in [(640u32, 272u32), (320, 240), (202, 100), (1280, 720)] {
+        let full = dir.path().join(format!("full-{width}x{height}.mp4"));
+        test_pattern_clip(&full, width, height, 10);
+        let (w, h) = (width as f32, height as f32);
+        let sets: Vec<(&str, Vec<PixelBox>)> = vec![
+            ("one box", vec![pb(0.3 * w, 0.3 * h, 0.5 * w, 0.6 * h)]),
+            (
+                "a box moving right",
+                (0..10).map(|i| pb(0.1 * w + 9.0 * i as f32, 0.2 * h, 0.25 * w + 9.0 * i as f32, 0.7 * h)).collect(),
+            ),
+            (
+                "growing at the edge",
+                (0..10).map(|i| pb(w - 20.0 - 7.0 * i as f32, 0.0, w, 10.0 + 5.0 * i as f32)).collect(),
+            ),
+            ("a thin pole", vec![pb(0.5 * w, 0.1 * h, 0.5 * w + 2.0, 0.9 * h)]),
+            (
+                "bigger than the frame",
+                vec![pb(-30.0, -10.0, w + 40.0, h + 5.0), pb(0.2 * w, 0.2 * h, 0.3 * w, 0.3 * h)],
+            ),
+        ];
+        for (what, set) in sets {
+            let frames: Vec<FrameBox> = set
+                .iter()
+                .enumerate()
+                .map(|(i, b)| FrameBox {
+                    frame: i as u64,
+                    pts_s: i as f64 / 25.0,
+                    bbox: *b,
+                    score: 0.3 + 0.01 * i as f32,
+                })
+                .collect();
+            // The peak is not the last box, nor the largest.
+            let peak = frames[frames.len() / 2];
+            let name = format!("{width}x{height}-{}", what.replace(' ', "-"));
+            let crop_clip = dir.path().join(format!("{name}-crop.mp4"));
+            let (jpg, crop_jpg) = (dir.path().join(format!("{name}.jpg")), dir.path().join(format!("{name}-crop.jpg")));
+            let region = write_crop_clip(&full, 0.0, &event(&frames, peak), &crop_clip, &s).unwrap();
+            write_snapshots(&full, 0.0, &event(&frames, peak), "ball", &jpg, &crop_jpg, &s).unwrap();
+            let clip = lookout::sink::probe_video(&crop_clip).unwrap();
+            let snapshot = image::open(&crop_jpg).unwrap().to_rgb8();
+            assert_eq!(
+                snapshot.dimensions(),
+                (clip.width, clip.height),
+                "{name}: crop snapshot and crop clip, region {region:?}"
+            );
+            assert_eq!((clip.width, clip.height), (region.out_width, region.out_height), "{name}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 20);
+}
+
+/// Mean colour of rows `rows` of `img`.
+fn mean_colour(img: &image::RgbImage, rows: std::ops::Range<u32>) -> [f64; 3] {
+    let mut sum = [0f64; 3];
+    let mut n = 0f64;
+    for y in rows {
+        for x in 0..img.width() {
+            let p = img.get_pixel(x, y);
+            (0..3).for_each(|c| sum[c] += p[c] as f64);
+            n += 1.0;
+        }
+    }
+    sum.map(|v| v / n.max(1.0))
+}
+
+/// Whether `c` is the banner's red (within the error of JPEG and H.264 on the white text it carries).
+fn is_banner_red(c: [f64; 3]) -> bool {
+    let red = lookout::draw::BANNER_COLOR;
+    c[0] > red[0] as f64 - 40.0 && c[0] > c[1] + 80.0 && c[0] > c[2] + 80.0
+}
+
+/// With the test model, the crop clip and both snapshots carry the banner of the annotated video ("test model:
+/// boxes are not meaningful") across their top: those rows are the banner's red, not the source's pixels; the
+/// rest is the source's. Without it, no banner.
+#[test]
+fn the_test_model_banner_is_on_the_snapshots_and_the_crop_clip() {
+    let (full, full_frames) = full_clip();
+    let dir = tempfile::tempdir().unwrap();
+    let b = boxes();
+    let peak = b[25];
+    // The banner is 14 rows per glyph scale: 14 at the narrowest, up to 56. Its first rows are checked.
+    let top = 0..12;
+    for test_model in [true, false] {
+        let s = EvidenceSettings { test_model, ..Default::default() };
+        let tag = if test_model { "test" } else { "real" };
+        let (jpg, crop_jpg, crop_clip) = (
+            dir.path().join(format!("{tag}.jpg")),
+            dir.path().join(format!("{tag}-crop.jpg")),
+            dir.path().join(format!("{tag}-crop.mp4")),
+        );
+        write_snapshots(full, CLIP_START_S, &event(&b, peak), "bike", &jpg, &crop_jpg, &s).unwrap();
+        let region = write_crop_clip(full, CLIP_START_S, &event(&b, peak), &crop_clip, &s).unwrap();
+
+        let snapshot = image::open(&jpg).unwrap().to_rgb8();
+        let crop = image::open(&crop_jpg).unwrap().to_rgb8();
+        let clip_frames = decode(&crop_clip, |i| i == 0 || i == CLIP_FRAMES - 1);
+        let mut pictures = vec![
+            ("snapshot", snapshot, full_frames[25].clone()),
+            ("crop snapshot", crop, expected_crop(&full_frames[25], &region)),
+        ];
+        for (i, f) in [(0usize, &clip_frames[0]), (CLIP_FRAMES as usize - 1, &clip_frames[CLIP_FRAMES as usize - 1])] {
+            pictures.push(("crop clip", f.image.clone().unwrap(), expected_crop(&full_frames[i], &region)));
+        }
+        for (what, got, source) in &pictures {
+            let (got_top, source_top) = (mean_colour(got, top.clone()), mean_colour(source, top.clone()));
+            assert!(!is_banner_red(source_top), "{what}: the source's top is not red already: {source_top:?}");
+            assert_eq!(is_banner_red(got_top), test_model, "{what} ({tag}): top rows {got_top:?}");
+            let top_diff = mean_abs_diff(got, source, |_, y| top.contains(&y));
+            let below = got.height() * 3 / 4..got.height();
+            let rest_diff = mean_abs_diff(got, source, |_, y| below.contains(&y));
+            eprintln!(
+                "{what} ({tag}): top rows differ by {top_diff:.1} from the source's, the bottom by {rest_diff:.1}"
+            );
+            if test_model {
+                assert!(top_diff > 40.0, "{what}: the banner's rows are not the source's ({top_diff:.1})");
+            } else {
+                assert!(top_diff < 15.0, "{what}: no banner ({top_diff:.1})");
+            }
+            assert!(rest_diff < 15.0, "{what}: below the banner, the source ({rest_diff:.1})");
+        }
+    }
 }

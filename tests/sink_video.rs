@@ -9,11 +9,12 @@ use lookout::draw::{Canvas, annotate_detections, draw_banner, draw_timestamp};
 use lookout::geom::{Detection, PixelBox};
 use lookout::gst::{EncoderPurpose, PipelineTemplate, encoder};
 use lookout::picture::{Picture, PixelFormat};
+use lookout::redact::redact_url;
+use lookout::sink::events::{EventLineKind, pts_seconds};
 use lookout::sink::{
     EVENTS_FILE_NAME, EventLog, EventLogSettings, EventRecord, SinkError, VideoEncoder, VideoSettings, VideoWriter,
     probe_video,
 };
-use lookout::track::{Tracker, TrackerSettings};
 
 const FPS: u64 = 30;
 
@@ -300,25 +301,36 @@ fn event_log_round_trip() {
     let out = dir.path().join("run/out");
     let settings = EventLogSettings { wall_time: false, ..Default::default() };
 
-    // A steady object seen on frames 0..=40, then gone: start, updates, end.
-    let mut tracker = Tracker::new(TrackerSettings { update_interval_frames: 15, ..Default::default() });
-    let mut records = Vec::new();
-    for frame in 0..60u64 {
-        let dets: Vec<Detection> = if frame <= 40 {
-            let x = 20.0 + frame as f32;
-            vec![Detection { query: 0, score: 0.5, bbox: PixelBox { x0: x, y0: 30.0, x1: x + 50.0, y1: 100.0 } }]
-        } else {
-            vec![]
-        };
-        tracker.update(frame, &dets);
-        for ev in tracker.drain_events() {
-            let pts = Some(frame_pts_ns(ev.frame));
-            records.push(EventRecord::from_track_event(&ev, "rtsp://user:secret@cam/1", "a person", "person", pts));
+    // A steady object seen on frames 0..=40 (moving 1 px a frame), then gone: start, updates, end, each line
+    // with only the fields up to `score`.
+    let line = |kind: EventLineKind, frame: u64, pts_ns: Option<u64>| {
+        let x = 20.0 + frame as f32;
+        EventRecord {
+            kind,
+            event_id: None,
+            source: redact_url("rtsp://user:secret@cam/1"),
+            query: "a person".into(),
+            label: "person".into(),
+            track_id: 1,
+            frame,
+            pts_s: pts_ns.map(pts_seconds),
+            wall_time: None,
+            bbox: PixelBox { x0: x, y0: 30.0, x1: x + 50.0, y1: 100.0 },
+            score: 0.5,
+            start: None,
+            end: None,
+            duration_s: None,
+            peak: None,
+            reason: None,
+            clips: None,
         }
-    }
-    for ev in tracker.finish() {
-        records.push(EventRecord::from_track_event(&ev, "rtsp://user:secret@cam/1", "a person", "person", None));
-    }
+    };
+    let records = vec![
+        line(EventLineKind::Start, 2, Some(frame_pts_ns(2))),
+        line(EventLineKind::Update, 17, Some(frame_pts_ns(17))),
+        line(EventLineKind::Update, 32, Some(frame_pts_ns(32))),
+        line(EventLineKind::End, 40, None),
+    ];
     let kinds: Vec<&str> = records.iter().map(|r| r.kind.as_str()).collect();
     assert_eq!(kinds, ["start", "update", "update", "end"]);
 

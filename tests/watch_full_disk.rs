@@ -7,8 +7,10 @@
 //! either. `LOOKOUT_TEST_NO_MOUNT=1` forces the fallback.
 //!
 //! What must hold: detection goes on to the end of the file (the summary's frame counts are complete), the
-//! failure is reported once, on one line that names the directory and says "disk full", and the events written
-//! before the disk filled are intact.
+//! failure is reported once, on one line that names the directory and says "disk full" (and no "writing again"
+//! while the disk flaps), and `events.jsonl` holds only whole lines: every line parses, none is there twice, they
+//! are in the order they were produced, and the lines written and the lines counted as lost (`event_lines_lost`
+//! in `summary.json`) add up to the lines of the same run on a disk with room.
 
 mod common;
 
@@ -45,6 +47,30 @@ fn watch(out: &Path, wrap: Option<u64>, extra: &[&str]) -> Output {
         }
     };
     cmd.args(&args).env("RUST_LOG", "warn").output().unwrap()
+}
+
+/// The lines of `events.jsonl` in `out`, after checking that every one is whole JSON and none is there twice.
+fn whole_lines(out: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(out.join("events.jsonl")).unwrap();
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "the file ends with a whole line: {:?}",
+        &text[text.len().saturating_sub(80)..]
+    );
+    let lines: Vec<String> = text.lines().map(String::from).collect();
+    for (i, l) in lines.iter().enumerate() {
+        assert!(serde_json::from_str::<serde_json::Value>(l).is_ok(), "line {} is not whole JSON: {l}", i + 1);
+    }
+    let mut seen = std::collections::HashSet::new();
+    for l in &lines {
+        assert!(seen.insert(l.as_str()), "a line is written twice: {l}");
+    }
+    lines
+}
+
+/// `event_lines_lost` of the summary, which must be there.
+fn lines_lost(s: &serde_json::Value) -> usize {
+    s["event_lines_lost"].as_u64().unwrap_or_else(|| panic!("no event_lines_lost in the summary: {s}")) as usize
 }
 
 fn summary(o: &Output) -> serde_json::Value {
@@ -160,15 +186,16 @@ fn a_full_disk_is_reported_once_and_detection_goes_on() {
     let error = src["error"].as_str().unwrap_or_default();
     assert!(error.contains("disk full") && error.contains(&out.display().to_string()), "{error}");
 
-    // Every line that made it is whole and is the line the reference run wrote; lines are lost only from the
-    // point where the disk filled.
-    let got = std::fs::read_to_string(out.join("events.jsonl")).unwrap();
-    let whole: Vec<&str> = got.lines().filter(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()).collect();
+    assert!(!stderr.contains("writing again"), "the disk never had room again:\n{stderr}");
+
+    // Every line is whole and is the line the reference run wrote, in its order; the lines that did not fit
+    // are counted as lost, and nothing else is missing.
+    let whole = whole_lines(&out);
     assert!(!whole.is_empty() && whole.len() < all.len(), "{} of {} lines written", whole.len(), all.len());
     assert_eq!(whole[..], all[..whole.len()], "the lines written are the first lines of the reference run");
-    let broken = got.lines().count() - whole.len();
-    assert!(broken <= 1, "at most the line being written when the disk filled is cut: {broken}");
-    eprintln!("{} of {} event lines written before the disk filled; report: {}", whole.len(), all.len(), reports[0]);
+    let lost = lines_lost(&s);
+    assert_eq!(whole.len() + lost, all.len(), "lines written + lines lost = lines produced");
+    eprintln!("{} of {} event lines written, {lost} lost; report: {}", whole.len(), all.len(), reports[0]);
 }
 
 #[test]
@@ -181,11 +208,30 @@ fn a_clip_that_does_not_fit_is_marked_failed_and_reported_once() {
     let src = &s["sources"][0];
     assert_eq!((src["frames_decoded"].as_u64(), src["frames_processed"].as_u64()), (Some(250), Some(250)), "{s}");
 
+    // The lines of the same run on a disk with room: a start, an end and a clips line for each event, on every run.
+    let reference_out = tmp.path().join("reference");
+    let reference = watch(&reference_out, None, &[]);
+    assert!(reference.status.success(), "{}", String::from_utf8_lossy(&reference.stderr));
+    let produced = whole_lines(&reference_out).len();
+
+    // A failed clip is deleted, which gives room back for a while: the lines kept meanwhile are written then,
+    // whole and in order; the rest are counted as lost.
+    let whole = whole_lines(&out);
+    let lost = lines_lost(&s);
+    assert_eq!(whole.len() + lost, produced, "lines written ({}) + lines lost ({lost}) = lines produced", whole.len());
+    let lines: Vec<serde_json::Value> = whole.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rank = |t: &serde_json::Value| ["start", "update", "end", "clips"].iter().position(|k| t == k).unwrap();
+    let mut last_of: std::collections::HashMap<String, usize> = Default::default();
+    for l in &lines {
+        let at = last_of.entry(l["event_id"].as_str().unwrap().to_string()).or_default();
+        assert!(rank(&l["type"]) >= *at, "an event's lines are in order: {l}");
+        *at = rank(&l["type"]);
+    }
+    eprintln!("{} of {produced} event lines written, {lost} lost", whole.len());
+
     // Every event's clip failed: each `clips` line that made it says so, and why.
-    let log = std::fs::read_to_string(out.join("events.jsonl")).unwrap();
-    let lines: Vec<serde_json::Value> = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     let clips: Vec<&serde_json::Value> = lines.iter().filter(|l| l["type"] == "clips").collect();
-    assert!(!clips.is_empty(), "clips lines are written (a failed clip frees its room):\n{log}");
+    assert!(!clips.is_empty(), "clips lines are written (a failed clip frees its room):\n{}", whole.join("\n"));
     for c in &clips {
         assert_eq!(c["clips"]["status"], "failed", "{c}");
     }
@@ -208,6 +254,8 @@ fn a_clip_that_does_not_fit_is_marked_failed_and_reported_once() {
         }
         let reports: Vec<&str> = stderr.lines().filter(|l| l.contains("disk full")).collect();
         assert_eq!(reports.len(), 1, "one report for every clip and line that failed:\n{stderr}");
+        // A deleted clip gave room for a moment, not for good: no "writing again" right after the report.
+        assert!(!stderr.contains("writing again"), "the disk flapped; it did not have room again:\n{stderr}");
         assert!(reports[0].contains(&out.display().to_string()), "names the directory: {}", reports[0]);
         assert!(!stderr.contains("clip failed"), "not one line per clip:\n{stderr}");
         eprintln!("{} clips failed and were marked so; report: {}", clips.len(), reports[0]);

@@ -253,6 +253,8 @@ pub fn exit_code_for(e: &anyhow::Error) -> u8 {
             return match ie {
                 InferError::EmptyQuery
                 | InferError::NoQueries
+                | InferError::Query { .. }
+                | InferError::Tokenizer { .. }
                 | InferError::MissingFile { .. }
                 | InferError::BadFile { .. }
                 | InferError::Model { .. } => 2,

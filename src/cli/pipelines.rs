@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use lookout::gst::{
     self, ElementRegistry, EncoderPurpose, GstRegistry, PipelineChoice, PipelineError, PipelineTemplate,
 };
-use lookout::infer::{Family, ModelDir};
+use lookout::infer::{FrameScale, ModelDir};
 use lookout::models::{self, OnMissing};
 use lookout::source::launch::{self, Credentials};
 use lookout::source::{FrameSettings, SourceKind, SourceSpec};
@@ -184,13 +184,18 @@ fn frame_settings(model: &str, annotate: bool) -> (FrameSettings, String) {
     let opened = models::resolve(model, &OnMissing::Fail).ok().and_then(|dir| ModelDir::open(&dir).ok());
     match opened {
         Some(m) => {
-            let size = m.image_size;
-            let owlv2 = m.family == Family::Owlv2;
-            let settings =
-                FrameSettings { model_size: (size, size), keep_aspect_longest: owlv2.then_some(size), ..base };
-            let shape =
-                if owlv2 { format!("longer side {size}, padded by the model") } else { format!("{size}x{size}") };
-            (settings, format!("{} ({shape})", m.name))
+            let scale = lookout::infer::frame_scale_of(&m);
+            let shape = match scale {
+                FrameScale::Stretch { width, height } => format!("{width}x{height}"),
+                FrameScale::FitLonger { side } => format!("longer side {side}, padded by the model"),
+                FrameScale::FitWithin { max_width, max_height } => {
+                    format!("within {max_width}x{max_height} keeping the aspect ratio, padded by the model")
+                }
+                FrameScale::ShortestEdge { shortest_edge, longest_edge } => {
+                    format!("shorter side {shortest_edge}, longer at most {longest_edge}, padded by the model")
+                }
+            };
+            (lookout::watch::frame_settings_for(scale, base), format!("{} ({shape})", m.name))
         }
         None => {
             let (w, h) = base.model_size;

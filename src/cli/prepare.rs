@@ -59,10 +59,7 @@ pub fn run(args: PrepareArgs) -> anyhow::Result<ExitCode> {
         (None, _) => common.model.clone(),
     };
     let model = ModelDir::open_with(&super::resolve_model(&name)?, layout)?;
-    let graphs: Vec<PathBuf> = match model.layout {
-        Layout::Split => vec![model.path("onnx/text_encoder.onnx"), model.path("onnx/image_embedder.onnx")],
-        Layout::Hf => vec![model.path("onnx/model.onnx")],
-    };
+    let graphs: Vec<PathBuf> = model.graphs();
     eprintln!("preparing {} ({} layout, {} graph(s))", model.dir.display(), model.layout, graphs.len());
     for g in &graphs {
         let device = opts.device_for(GraphRole::from_path(g));

@@ -32,10 +32,17 @@ pub struct WatchArgs {
     pub max_seconds: Option<f64>,
     #[command(flatten)]
     pub query: QueryArgs,
-    /// Score threshold (0 to 1) for the -q queries [default: 0.2; 0.65 with the test model]
+    /// Score threshold (0 to 1) for the -q queries [default: 0.2; 0.65 with the test model; 0.4 for Grounding DINO]
     #[arg(long, value_name = "T", help_heading = "Queries", allow_negative_numbers = true,
           value_parser = values::unit_interval)]
     pub threshold: Option<f32>,
+    /// Confirm each event of the -q queries with the verifier (--verifier or [verify] model): the same sentence
+    /// against the default contrast prompts (see README, "Verifying actions")
+    #[arg(long, help_heading = "Queries")]
+    pub verify: bool,
+    /// The verifier's model directory [default: [verify] model of --config]
+    #[arg(long, value_name = "DIR", help_heading = "Queries")]
+    pub verifier: Option<PathBuf>,
     /// Infer every Nth frame; the tracker carries the boxes in between [default: [inference] every of --config,
     /// else 1]
     #[arg(long, value_name = "N", help_heading = "Inference", conflicts_with = "fps",
@@ -103,8 +110,19 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
     // higher), so the list is made again once the model is known.
     let standing = |default_threshold: f32| -> Vec<StandingQuery> {
         let threshold = Some(args.threshold.unwrap_or(default_threshold));
-        let mut queries: Vec<StandingQuery> =
-            args.query.queries.iter().map(|q| StandingQuery::from_text(q, threshold)).collect();
+        let mut queries: Vec<StandingQuery> = args
+            .query
+            .queries
+            .iter()
+            .map(|q| StandingQuery {
+                verify: args.verify.then(|| lookout::config::QueryVerify::with_defaults(q)),
+                ..StandingQuery::from_text(q, threshold)
+            })
+            .collect();
+        // Given by the user or not decides whether a model's own default may replace it.
+        for q in &mut queries {
+            q.threshold_given = args.threshold.is_some();
+        }
         queries.extend(config.standing_queries_with(default_threshold));
         queries
     };
@@ -131,6 +149,34 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
         return Err(UsageError(format!(
             "empty query (label {:?}): give a sentence that describes what to find",
             q.label
+        ))
+        .into());
+    }
+
+    // Verification is checked before the model loads.
+    if args.verify && args.query.queries.is_empty() {
+        return Err(
+            UsageError("--verify confirms the events of the -q queries: give at least one -q \"...\"".into()).into()
+        );
+    }
+    let verifier_dir = args.verifier.clone().or(config.verify.model.clone());
+    if let Some(q) = queries.iter().find(|q| q.verify.is_some())
+        && verifier_dir.is_none()
+    {
+        return Err(UsageError(format!(
+            "query {:?} has verify, but no verifier model is configured: give --verifier DIR or set [verify] model in \
+             the config",
+            q.label
+        ))
+        .into());
+    }
+    if let Some(dir) = &verifier_dir
+        && !dir.join("config.json").is_file()
+    {
+        return Err(UsageError(format!(
+            "verifier {}: no config.json there; give a verifier model directory (models/tiny/verifier-brightness is \
+             the test one)",
+            dir.display()
         ))
         .into());
     }
@@ -219,7 +265,36 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let intra = config.model.intra_threads.unwrap_or(common.intra_threads);
-    let detector = lookout::infer::load(model, &common.session.options(intra, &config)?)?;
+    let session = common.session.options(intra, &config)?;
+    let detector = lookout::infer::load(model, &session)?;
+    let verify =
+        verifier_dir.filter(|_| queries.iter().any(|q| q.verify.is_some())).map(|model| watch::VerifySettings {
+            model,
+            session: session.clone(),
+            frames: config.verify.frames.unwrap_or(lookout::config::DEFAULT_VERIFY_FRAMES),
+            seconds: config.verify.seconds.unwrap_or(lookout::config::DEFAULT_VERIFY_SECONDS),
+            queue: config.verify.queue.unwrap_or(lookout::config::DEFAULT_VERIFY_QUEUE),
+        });
+    // Thresholds left unset take the model card's defaults; a text threshold means nothing to OWL.
+    let queries: Vec<StandingQuery> = match detector.default_thresholds() {
+        // The test model's threshold (above) wins over the card's: its random scores are no trained model's.
+        Some(d) => {
+            let box_threshold = (!test_model).then_some(d.box_threshold);
+            queries.into_iter().map(|q| q.with_model_defaults(box_threshold, d.text_threshold)).collect()
+        }
+        None => {
+            if let Some(q) = queries.iter().find(|q| q.text_threshold.is_some()) {
+                return Err(UsageError(format!(
+                    "query {:?} sets text_threshold, which only Grounding DINO models have; {} is {}: remove it",
+                    q.text,
+                    detector.model().name,
+                    detector.model().family.name()
+                ))
+                .into());
+            }
+            queries
+        }
+    };
 
     let r = &config.reconnect;
     let defaults = ReconnectSettings::default();
@@ -263,7 +338,11 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
                 .transpose()
                 .map_err(UsageError)?,
         },
+        shutdown_timeout: Duration::from_secs_f64(
+            config.output.shutdown_timeout_s.unwrap_or(lookout::watch::DEFAULT_SHUTDOWN_TIMEOUT_S),
+        ),
         not_started,
+        verify,
         ..WatchSettings::default()
     };
 
@@ -375,7 +454,11 @@ fn progress_bar(specs: &[SourceSpec], progress: Arc<watch::Progress>) -> Option<
         .spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 b.set_position(progress.frames_processed.load(Ordering::Relaxed));
-                b.set_message(format!("events {}", progress.events.load(Ordering::Relaxed)));
+                let events = progress.events.load(Ordering::Relaxed);
+                b.set_message(match progress.clips_pending.load(Ordering::Relaxed) {
+                    0 => format!("events {events}"),
+                    n => format!("events {events}, finishing: {n} clips being written"),
+                });
                 std::thread::sleep(Duration::from_millis(200));
             }
         })

@@ -4,7 +4,10 @@
 //! the temporary, [`PartFile::finish`] syncs it to disk and renames it, and a [`PartFile`] dropped without being
 //! finished removes the temporary. So a file under its final name is always whole, even after a crash or a
 //! power cut (the sync comes before the rename), and a failed write leaves nothing behind but, after a crash,
-//! a `.part` file that the next run removes (`sink::clips` and `sink::retention` know the names).
+//! a `.part` file that the next run removes (`sink::run` and `sink::retention` know the names).
+//!
+//! A finished file never replaces another: the rename refuses a final name that exists
+//! ([`PartError::Exists`]), so evidence already on disk is never overwritten, whatever the caller asks.
 
 use std::fs::File;
 use std::io;
@@ -48,6 +51,39 @@ pub enum PartError {
     /// The temporary could not be given its final name.
     #[error("cannot rename {} to {}: {error}", from.display(), to.display())]
     Rename { from: PathBuf, to: PathBuf, error: io::Error },
+    /// The final name is taken: the file there is kept, and the new one is not written.
+    #[error("{} already exists and is never overwritten; the new file was not kept", path.display())]
+    Exists { path: PathBuf },
+}
+
+/// Renames `from` to `to` unless `to` exists, atomically (`renameat2` with `RENAME_NOREPLACE`). On a file system
+/// without that flag, a hard link (which also refuses an existing name) and the removal of `from` do the same.
+fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other);
+    let (cf, ct) = (c(from)?, c(to)?);
+    // SAFETY: two valid NUL-terminated paths, relative to the working directory; no memory is shared.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            cf.as_ptr(),
+            libc::AT_FDCWD,
+            ct.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let error = io::Error::last_os_error();
+    match error.raw_os_error() {
+        Some(libc::EINVAL) | Some(libc::ENOSYS) => {
+            std::fs::hard_link(from, to)?;
+            std::fs::remove_file(from)
+        }
+        _ => Err(error),
+    }
 }
 
 /// A file being written under its temporary name: removed when dropped unless finished.
@@ -106,10 +142,9 @@ impl PartFile {
             None => File::open(&self.part).and_then(|f| f.sync_all()),
         };
         synced.map_err(|error| PartError::Sync { part: self.part.clone(), error })?;
-        std::fs::rename(&self.part, &self.path).map_err(|error| PartError::Rename {
-            from: self.part.clone(),
-            to: self.path.clone(),
-            error,
+        rename_no_replace(&self.part, &self.path).map_err(|error| match error.kind() {
+            io::ErrorKind::AlreadyExists => PartError::Exists { path: self.path.clone() },
+            _ => PartError::Rename { from: self.part.clone(), to: self.path.clone(), error },
         })?;
         self.done = true;
         Ok(self.path.clone())
@@ -140,6 +175,20 @@ mod tests {
     }
 
     #[test]
+    fn a_finished_file_never_replaces_one_already_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("ev1.mp4");
+        std::fs::write(&out, b"the first run's evidence").unwrap();
+        let part = PartFile::create(&out, PartName::Hidden).unwrap();
+        part.file().unwrap().write_all(b"a second file of the same name").unwrap();
+        let err = part.finish().unwrap_err();
+        assert!(matches!(err, PartError::Exists { .. }), "{err}");
+        assert!(err.to_string().contains("never overwritten"), "{err}");
+        assert_eq!(std::fs::read(&out).unwrap(), b"the first run's evidence");
+        assert!(!dir.path().join(".ev1.mp4.part").exists(), "the temporary is removed");
+    }
+
+    #[test]
     fn finish_renames_a_whole_file_into_place() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("new/sub/a.json");
@@ -163,7 +212,7 @@ mod tests {
         drop(part);
         assert!(!tmp.exists() && !out.exists());
 
-        // A rename that fails (the final name is a directory that is not empty): an error, and the temporary goes;
+        // A final name that is taken (here by a directory that is not empty): refused, the temporary goes, and
         // what was under the final name is untouched.
         let taken = dir.path().join("taken");
         std::fs::create_dir(&taken).unwrap();
@@ -172,9 +221,18 @@ mod tests {
         part.file().unwrap().write_all(b"half").unwrap();
         let tmp = part.part_path().to_path_buf();
         let error = part.finish().unwrap_err();
-        assert!(matches!(error, PartError::Rename { .. }), "{error:?}");
-        assert!(error.to_string().contains(".taken.part"), "{error}");
+        assert!(matches!(error, PartError::Exists { .. }), "{error:?}");
         assert!(!tmp.exists() && taken.join("keep").exists());
+
+        // A rename that fails (the temporary vanished under the writer): an error naming it; nothing appears.
+        let out = dir.path().join("c.mp4");
+        let part = PartFile::create(&out, PartName::Hidden).unwrap();
+        part.file().unwrap().write_all(b"half").unwrap();
+        std::fs::remove_file(part.part_path()).unwrap();
+        let error = part.finish().unwrap_err();
+        assert!(matches!(error, PartError::Rename { .. }), "{error:?}");
+        assert!(error.to_string().contains(".c.mp4.part"), "{error}");
+        assert!(!out.exists());
 
         // Written by another writer that never created it: syncing fails, naming the temporary; nothing appears.
         let out = dir.path().join("b.mp4");

@@ -15,13 +15,14 @@
 //! Every image of one `detect` call runs as one batch. A picture that cannot be preprocessed (a frame of the
 //! wrong size) fails alone; a failure of the model run fails the batch.
 
+use std::any::Any;
+use std::sync::Arc;
 use std::time::Duration;
 
 use image::RgbImage;
 
 use super::Result;
 use super::model::ModelDir;
-use super::owl::OwlQueries;
 use super::postprocess::Selection;
 use crate::geom::Detection;
 
@@ -55,43 +56,80 @@ pub enum FrameScale {
     Stretch { width: u32, height: u32 },
     /// The longer side to `side`, keeping the aspect ratio; the detector pads the rest (OWLv2 pads to a square).
     FitLonger { side: u32 },
+    /// The largest size of the frame's aspect ratio within `max_width` x `max_height`, with transformers'
+    /// arithmetic (`get_image_size_for_max_height_width`: each side `int(side * scale)`); the detector pads the
+    /// rest and masks it (Grounding DINO's graphs of one fixed size).
+    FitWithin { max_width: u32, max_height: u32 },
+    /// The shorter side to `shortest_edge` unless the longer would pass `longest_edge` (transformers'
+    /// `get_size_with_aspect_ratio`); the detector pads a batch to its largest frame (Grounding DINO with a graph
+    /// of dynamic size).
+    ShortestEdge { shortest_edge: u32, longest_edge: u32 },
 }
 
 impl FrameScale {
-    /// The size of the model's input, which bounds every scaled frame.
+    /// The size of the model's input `(width, height)`, which bounds every scaled frame.
     pub fn input_size(&self) -> (u32, u32) {
         match *self {
             FrameScale::Stretch { width, height } => (width, height),
             FrameScale::FitLonger { side } => (side, side),
+            FrameScale::FitWithin { max_width, max_height } => (max_width, max_height),
+            FrameScale::ShortestEdge { longest_edge, .. } => (longest_edge, longest_edge),
         }
+    }
+
+    /// `(width, height)` a decoded frame of `width` x `height` is scaled to.
+    pub fn size_for(&self, width: u32, height: u32) -> (u32, u32) {
+        use super::preprocess::ResizeRule;
+        let rule = match *self {
+            FrameScale::Stretch { width, height } => return (width, height),
+            FrameScale::FitLonger { side } => {
+                let (w, h) = (width.max(1) as f64, height.max(1) as f64);
+                let scale = side as f64 / w.max(h);
+                let fit = |v: f64| ((v * scale).round() as u32).clamp(1, side);
+                return if width >= height { (side, fit(h)) } else { (fit(w), side) };
+            }
+            FrameScale::FitWithin { max_width, max_height } => ResizeRule::MaxHeightWidth { max_height, max_width },
+            FrameScale::ShortestEdge { shortest_edge, longest_edge } => {
+                ResizeRule::ShortestEdge { shortest_edge, longest_edge }
+            }
+        };
+        let (h, w) = rule.output_hw((height, width), height, width);
+        (w, h)
     }
 }
 
 /// Queries encoded for one detector: made by [`Detector::encode`], reused for every picture until the queries
 /// change. Query `i` of every [`Detection`] is `texts()[i]`.
-#[derive(Debug, Clone)]
+///
+/// What a family keeps of its encoding is its own type, opaque here: the seam names no family, and a family
+/// finds its own with [`QuerySet::encoding`] (a set encoded by another model is refused, not misread).
+#[derive(Clone)]
 pub struct QuerySet {
     texts: Vec<String>,
-    pub(crate) encoding: QueryEncoding,
+    encoding: Option<Arc<dyn Any + Send + Sync>>,
 }
 
-/// What a family keeps of its encoded queries.
-#[derive(Debug, Clone)]
-pub(crate) enum QueryEncoding {
-    Owl(Box<OwlQueries>),
-    /// Nothing beyond the texts: a detector that keeps its own state ([`QuerySet::texts_only`]).
-    TextsOnly,
+impl std::fmt::Debug for QuerySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuerySet").field("texts", &self.texts).field("encoded", &self.encoding.is_some()).finish()
+    }
 }
 
 impl QuerySet {
-    pub(crate) fn new(texts: Vec<String>, encoding: QueryEncoding) -> Self {
-        QuerySet { texts, encoding }
+    /// The texts and what the family made of them.
+    pub fn new<T: Any + Send + Sync>(texts: Vec<String>, encoding: T) -> Self {
+        QuerySet { texts, encoding: Some(Arc::new(encoding)) }
     }
 
     /// A query set that carries only its texts. This is a test seam: a scripted [`Detector`] (a test's stand-in
     /// for a model) returns it from [`Detector::encode`]. A real family refuses it in `detect`.
     pub fn texts_only(texts: Vec<String>) -> Self {
-        QuerySet { texts, encoding: QueryEncoding::TextsOnly }
+        QuerySet { texts, encoding: None }
+    }
+
+    /// The family's encoding, if this set was encoded by that family.
+    pub fn encoding<T: Any>(&self) -> Option<&T> {
+        self.encoding.as_deref()?.downcast_ref::<T>()
     }
 
     /// The queries, in the order of [`Detection::query`].
@@ -136,6 +174,21 @@ pub trait Detector: Send {
 
     /// Where the time of the last [`Detector::detect`] went.
     fn last_timings(&self) -> DetectTimings;
+
+    /// The thresholds the model's card recommends, for queries that set none. `None`: the card states none
+    /// (OWL), and the application's defaults apply.
+    fn default_thresholds(&self) -> Option<ModelThresholds> {
+        None
+    }
+}
+
+/// A model's recommended thresholds ([`Detector::default_thresholds`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelThresholds {
+    /// A box counts as a match at or above this score.
+    pub box_threshold: f32,
+    /// Grounding DINO's text threshold (see `config::StandingQuery::text_threshold`).
+    pub text_threshold: Option<f32>,
 }
 
 /// The parts of one [`Detector::detect`] call, for `locate --timings` and the benchmarks.

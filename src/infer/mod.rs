@@ -7,6 +7,8 @@
 //!    frame until the queries change.
 //! 4. [`Detector::detect`] takes decoded pictures and gives [`Detection`]s in their pixels.
 //!
+//! Grounding DINO and MM-Grounding-DINO (LLMDet too) are the second family ([`gdino`]).
+//!
 //! Inside the OWL family ([`owl`]): [`preprocess`] turns the image into the model's input tensor and records the
 //! [`Transform`]; [`OwlDetector::run`] runs the image graph and the class head ([`head`]), giving a [`RawOutput`]
 //! per image; [`postprocess`] turns raw outputs into detections in pixels.
@@ -18,6 +20,7 @@
 
 pub mod detector;
 pub mod device;
+pub mod gdino;
 pub mod head;
 pub mod model;
 pub mod owl;
@@ -25,12 +28,15 @@ pub mod postprocess;
 pub mod preprocess;
 pub mod runtime;
 pub mod text;
+pub mod verify;
 
-pub use detector::{DetectTimings, Detector, FrameScale, Image, QuerySet, ScaledFrame};
+pub use detector::{DetectTimings, Detector, FrameScale, Image, ModelThresholds, QuerySet, ScaledFrame};
 pub use device::Device;
+pub use gdino::GdinoDetector;
 pub use model::{Family, Layout, ModelDir};
 pub use owl::{OwlDetector, OwlQueries, RawOutput};
 pub use runtime::SessionOptions;
+pub use verify::{PromptSet, Verdict, Verifier, load_verifier};
 
 use std::path::PathBuf;
 
@@ -65,6 +71,8 @@ pub enum InferError {
     EmptyQuery,
     #[error("no queries: give at least one with -q \"...\"")]
     NoQueries,
+    #[error("query \"{}\" {message}", short(query))]
+    Query { query: String, message: String },
     #[error("tokenizer {path}: {message}")]
     Tokenizer { path: PathBuf, message: String },
     #[error("ONNX Runtime failed in {graph}: {message}")]
@@ -75,10 +83,32 @@ pub enum InferError {
     Device(#[from] device::DeviceError),
 }
 
+/// A query for an error line: whole when short, else its start and an ellipsis.
+fn short(query: &str) -> String {
+    const MAX_CHARS: usize = 60;
+    match query.char_indices().nth(MAX_CHARS) {
+        Some((cut, _)) => format!("{}…", &query[..cut]),
+        None => query.to_string(),
+    }
+}
+
 /// Loads the detector of the model's family on ONNX Runtime sessions built with `opts`.
 pub fn load(model: ModelDir, opts: &SessionOptions) -> Result<Box<dyn Detector>> {
     match model.family {
         Family::OwlVit | Family::Owlv2 => Ok(Box::new(OwlDetector::load(model, opts)?)),
+        Family::GroundingDino | Family::MmGroundingDino => Ok(Box::new(GdinoDetector::load(model, opts)?)),
+    }
+}
+
+/// How frames should be scaled for a model, known from its directory alone (what [`Detector::frame_scale`] of
+/// its loaded detector gives; `lookout pipelines show` uses it without loading the graphs).
+pub fn frame_scale_of(model: &ModelDir) -> FrameScale {
+    let cfg = &model.preprocessor;
+    let (height, width) = cfg.size;
+    match model.family {
+        Family::Owlv2 if cfg.do_pad && width == height => FrameScale::FitLonger { side: width },
+        Family::OwlVit | Family::Owlv2 => FrameScale::Stretch { width, height },
+        Family::GroundingDino | Family::MmGroundingDino => gdino::frame_scale_for(cfg, model.graph_input_size),
     }
 }
 

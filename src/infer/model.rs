@@ -1,13 +1,17 @@
 //! A model directory in the Hugging Face layout, and which graph layout it offers.
 //!
 //! ```text
-//! config.json                 model_type: "owlvit" or "owlv2"
+//! config.json                 model_type: "owlvit", "owlv2", "grounding-dino" or "mm-grounding-dino"
 //! preprocessor_config.json    size, mean, std, padding
-//! tokenizer.json              CLIP BPE
+//! tokenizer.json              CLIP BPE (OWL), BERT WordPiece (Grounding DINO)
+//! export_info.json            only in lookout's own exports: graph input size, random weights or not
 //! onnx/model.onnx             "hf" layout: one graph, as the Hub's ONNX exports ship it
-//! onnx/text_encoder.onnx      "split" layout: ids, mask -> query embeddings
-//! onnx/image_embedder.onnx    "split" layout: pixels -> class embeddings, shift, scale, boxes
+//! onnx/text_encoder.onnx      "split" layout: ids, mask -> query embeddings (OWL) or text features (DINO)
+//! onnx/image_embedder.onnx    "split" layout, OWL: pixels -> class embeddings, shift, scale, boxes
+//! onnx/detector.onnx          "split" layout, Grounding DINO: pixels, mask, text features, phrase masks -> logits, boxes
 //! ```
+//!
+//! LLMDet has no `model_type` of its own: transformers runs it as MM-Grounding-DINO, and so does lookout.
 
 use std::path::{Path, PathBuf};
 
@@ -30,9 +34,16 @@ pub enum Layout {
 }
 
 impl Layout {
+    /// The graphs of this layout for an OWL model.
     pub fn files(self) -> &'static [&'static str] {
+        self.files_for(Family::OwlVit)
+    }
+
+    /// The graphs of this layout for a model of `family`.
+    pub fn files_for(self, family: Family) -> &'static [&'static str] {
         match self {
             Layout::Hf => &["onnx/model.onnx"],
+            Layout::Split if family.is_grounding_dino() => &["onnx/text_encoder.onnx", "onnx/detector.onnx"],
             Layout::Split => &["onnx/text_encoder.onnx", "onnx/image_embedder.onnx"],
         }
     }
@@ -63,6 +74,18 @@ struct ConfigJson {
     model_type: Option<String>,
     #[serde(default)]
     vision_config: VisionConfigJson,
+    /// Grounding DINO: the text limit, and the length of the logits' last axis.
+    max_text_len: Option<usize>,
+}
+
+/// What lookout's export scripts record next to the graphs (absent from the Hub's exports).
+#[derive(Debug, Default, Deserialize)]
+struct ExportInfoJson {
+    /// `"tiny"`, `"full"` (random weights at full size) or `"pretrained"` (real weights).
+    mode: Option<String>,
+    random_weights: Option<bool>,
+    /// `[H, W]`: the one pixel size the graphs were exported for.
+    graph_input_size: Option<[u32; 2]>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -85,9 +108,17 @@ pub struct ModelDir {
     pub patch_size: Option<u32>,
     /// A short name for logs and `--json` output: the directory's name.
     pub name: String,
-    /// True for models made by `models/export_owl.py` (random weights): their boxes mean nothing, and every
-    /// output made with them says so.
+    /// True for models made by `models/export_owl.py` or `models/export_gdino.py` with random weights: their
+    /// boxes mean nothing, and every output made with them says so.
     pub is_test_model: bool,
+    /// Grounding DINO: the most tokens the text may have (`max_text_len`, default 256). OWL: 16.
+    pub max_text_len: usize,
+    /// `(height, width)` the graphs were exported for (`export_info.json` `graph_input_size`), when known: a graph
+    /// of lookout's Grounding DINO export gives wrong outputs at any other size.
+    pub graph_input_size: Option<(u32, u32)>,
+    /// True when `export_info.json` is there: the graphs come from lookout's export scripts (and, for Grounding
+    /// DINO, compute the phrase masks for any prompt), not from the Hub.
+    pub exported_by_lookout: bool,
 }
 
 fn hint_for(dir: &Path) -> String {
@@ -134,12 +165,15 @@ impl ModelDir {
         let family = match config.model_type.as_deref() {
             Some("owlvit") => Family::OwlVit,
             Some("owlv2") => Family::Owlv2,
+            Some("grounding-dino") => Family::GroundingDino,
+            Some("mm-grounding-dino") => Family::MmGroundingDino,
             other => {
+                let named = other.map_or_else(|| "no model_type".to_string(), |t| format!("model_type {t:?}"));
                 return Err(InferError::Model {
                     dir: dir.to_path_buf(),
                     message: format!(
-                        "config.json has model_type {other:?}; lookout supports \"owlvit\" and \"owlv2\" \
-                         (OWL-ViT and OWLv2 ONNX exports)"
+                        "config.json has {named}, a family lookout does not know; it runs \"owlvit\", \"owlv2\", \
+                         \"grounding-dino\" and \"mm-grounding-dino\" (LLMDet too) in the Hugging Face layout"
                     ),
                 });
             }
@@ -154,12 +188,13 @@ impl ModelDir {
             })?;
         let available: Vec<Layout> = [Layout::Split, Layout::Hf]
             .into_iter()
-            .filter(|l| l.files().iter().all(|f| dir.join(f).is_file()))
+            .filter(|l| l.files_for(family).iter().all(|f| dir.join(f).is_file()))
             .collect();
+        let split = Layout::Split.files_for(family);
         let layout = match layout {
             Some(l) if available.contains(&l) => l,
             Some(l) => {
-                let missing = l.files().iter().find(|f| !dir.join(f).is_file()).copied().unwrap_or_default();
+                let missing = l.files_for(family).iter().find(|f| !dir.join(f).is_file()).copied().unwrap_or_default();
                 return Err(InferError::MissingFile {
                     dir: dir.to_path_buf(),
                     file: missing.into(),
@@ -168,11 +203,31 @@ impl ModelDir {
             }
             None => *available.first().ok_or_else(|| InferError::MissingFile {
                 dir: dir.to_path_buf(),
-                file: "onnx/model.onnx (or onnx/text_encoder.onnx + onnx/image_embedder.onnx)".into(),
+                file: format!("onnx/model.onnx (or {} + {})", split[0], split[1]),
                 hint: hint_for(dir),
             })?,
         };
-        let image_size = config.vision_config.image_size.unwrap_or(preprocessor.size.0);
+        let export_info: ExportInfoJson = match std::fs::read_to_string(dir.join("export_info.json")) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| InferError::BadFile {
+                dir: dir.to_path_buf(),
+                file: "export_info.json".into(),
+                message: e.to_string(),
+            })?,
+            Err(_) => ExportInfoJson::default(),
+        };
+        let is_test_model = dir.join("export_info.json").is_file()
+            && export_info.random_weights != Some(false)
+            && export_info.mode.as_deref() != Some("pretrained");
+        let graph_input_size = export_info.graph_input_size.map(|[h, w]| (h, w));
+        let image_size = match family {
+            // The side of a square that bounds the input; Grounding DINO's is not square in general.
+            f if f.is_grounding_dino() => preprocessor.size.0.max(preprocessor.size.1),
+            _ => config.vision_config.image_size.unwrap_or(preprocessor.size.0),
+        };
+        let max_text_len = match family {
+            f if f.is_grounding_dino() => config.max_text_len.unwrap_or(super::gdino::text::DEFAULT_MAX_TEXT_LEN),
+            _ => super::text::CONTEXT_LEN,
+        };
         let name = dir
             .canonicalize()
             .ok()
@@ -187,12 +242,20 @@ impl ModelDir {
             image_size,
             patch_size: config.vision_config.patch_size,
             name,
-            is_test_model: dir.join("export_info.json").is_file(),
+            is_test_model,
+            max_text_len,
+            graph_input_size,
+            exported_by_lookout: dir.join("export_info.json").is_file(),
         })
     }
 
     pub fn path(&self, file: &str) -> PathBuf {
         self.dir.join(file)
+    }
+
+    /// The graphs the chosen layout loads.
+    pub fn graphs(&self) -> Vec<PathBuf> {
+        self.layout.files_for(self.family).iter().map(|f| self.path(f)).collect()
     }
 }
 
@@ -216,6 +279,44 @@ mod tests {
         std::fs::write(dir.path().join("preprocessor_config.json"), "{}").unwrap();
         std::fs::write(dir.path().join("tokenizer.json"), "{}").unwrap();
         let err = ModelDir::open(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("\"bert\"") && err.contains("owlv2"), "{err}");
+        assert!(err.contains("\"bert\"") && err.contains("owlv2") && err.contains("grounding-dino"), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+    }
+
+    #[test]
+    fn grounding_dino_directories_open_in_both_layouts() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("config.json"), r#"{"model_type":"mm-grounding-dino","max_text_len":128}"#).unwrap();
+        std::fs::write(
+            d.join("preprocessor_config.json"),
+            r#"{"image_processor_type":"GroundingDinoImageProcessor","size":{"max_height":320,"max_width":480},
+                "pad_size":{"height":320,"width":480}}"#,
+        )
+        .unwrap();
+        std::fs::write(d.join("tokenizer.json"), "{}").unwrap();
+        std::fs::write(
+            d.join("export_info.json"),
+            r#"{"mode":"tiny","random_weights":true,"graph_input_size":[320,480]}"#,
+        )
+        .unwrap();
+        std::fs::create_dir(d.join("onnx")).unwrap();
+        std::fs::write(d.join("onnx/text_encoder.onnx"), "").unwrap();
+        // OWL's split layout is not Grounding DINO's.
+        std::fs::write(d.join("onnx/image_embedder.onnx"), "").unwrap();
+        let err = ModelDir::open(d).unwrap_err().to_string();
+        assert!(err.contains("onnx/detector.onnx"), "{err}");
+        std::fs::write(d.join("onnx/detector.onnx"), "").unwrap();
+        std::fs::write(d.join("onnx/model.onnx"), "").unwrap();
+        let m = ModelDir::open(d).unwrap();
+        assert_eq!(
+            (m.family, m.layout, m.available.clone()),
+            (Family::MmGroundingDino, Layout::Split, vec![Layout::Split, Layout::Hf])
+        );
+        assert_eq!((m.max_text_len, m.graph_input_size, m.is_test_model), (128, Some((320, 480)), true));
+        assert_eq!(m.preprocessor.size, (320, 480));
+        assert_eq!(m.graphs(), [d.join("onnx/text_encoder.onnx"), d.join("onnx/detector.onnx")]);
+        std::fs::write(d.join("export_info.json"), r#"{"mode":"pretrained","random_weights":false}"#).unwrap();
+        assert!(!ModelDir::open(d).unwrap().is_test_model);
     }
 }

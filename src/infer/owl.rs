@@ -11,11 +11,11 @@
 use std::path::Path;
 use std::time::Instant;
 
-use ndarray::{Array1, Array2, Array4, ArrayView4, Axis, Ix2, Ix3};
+use ndarray::{Array2, Array4, ArrayView4, Axis, Ix2, Ix3};
 use ort::session::Session;
 use ort::value::TensorRef;
 
-use super::detector::{DetectTimings, Detector, FrameScale, Image, QueryEncoding, QuerySet};
+use super::detector::{DetectTimings, Detector, FrameScale, Image, QuerySet};
 use super::head::{class_logits, normalize_queries};
 use super::model::{Layout, ModelDir};
 use super::postprocess::{Selection, select};
@@ -23,7 +23,7 @@ use super::preprocess::{self, Family};
 use super::runtime::{SessionOptions, build_session};
 use super::text::QueryTokenizer;
 use super::{InferError, Result};
-use crate::geom::{Detection, ModelBox, Transform};
+use crate::geom::{Detection, Transform};
 
 /// Queries, tokenized and (in the split layout) embedded.
 #[derive(Debug, Clone)]
@@ -45,27 +45,7 @@ impl OwlQueries {
     }
 }
 
-/// What the model says about one image, before any thresholding.
-#[derive(Debug, Clone)]
-pub struct RawOutput {
-    /// `[P, Q]`: one logit per patch and query.
-    pub logits: Array2<f32>,
-    /// `[P, 4]`: `(cx, cy, w, h)` relative to the model's square input.
-    pub boxes: Array2<f32>,
-    /// `[P]`: OWLv2's objectness logits, when the graph gives them.
-    pub objectness: Option<Array1<f32>>,
-}
-
-impl RawOutput {
-    pub fn num_patches(&self) -> usize {
-        self.logits.nrows()
-    }
-
-    pub fn model_box(&self, patch: usize) -> ModelBox {
-        let b = self.boxes.row(patch);
-        ModelBox { cx: b[0], cy: b[1], w: b[2], h: b[3] }
-    }
-}
+pub use super::postprocess::RawOutput;
 
 enum Backend {
     Hf { session: Session },
@@ -290,13 +270,10 @@ impl OwlDetector {
     }
 
     fn owl_queries<'q>(dir: &Path, queries: &'q QuerySet) -> Result<&'q OwlQueries> {
-        match &queries.encoding {
-            QueryEncoding::Owl(q) => Ok(q),
-            QueryEncoding::TextsOnly => Err(InferError::Model {
-                dir: dir.to_path_buf(),
-                message: "queries were not encoded by this model; encode them with Detector::encode".into(),
-            }),
-        }
+        queries.encoding::<OwlQueries>().ok_or_else(|| InferError::Model {
+            dir: dir.to_path_buf(),
+            message: "queries were not encoded by this model; encode them with Detector::encode".into(),
+        })
     }
 }
 
@@ -306,17 +283,12 @@ impl Detector for OwlDetector {
     }
 
     fn frame_scale(&self) -> FrameScale {
-        let (height, width) = self.model.preprocessor.input_hw();
-        let (width, height) = (width as u32, height as u32);
-        match self.model.family {
-            Family::Owlv2 if self.model.preprocessor.do_pad && width == height => FrameScale::FitLonger { side: width },
-            _ => FrameScale::Stretch { width, height },
-        }
+        super::frame_scale_of(&self.model)
     }
 
     fn encode(&mut self, texts: &[String]) -> Result<QuerySet> {
         let owl = self.encode_queries(texts)?;
-        Ok(QuerySet::new(texts.to_vec(), QueryEncoding::Owl(Box::new(owl))))
+        Ok(QuerySet::new(texts.to_vec(), owl))
     }
 
     fn detect(

@@ -23,7 +23,29 @@
 
 use crate::geom::{Detection, ModelBox, PixelBox, Transform};
 
-use super::owl::RawOutput;
+use ndarray::{Array1, Array2};
+
+/// What the model says about one image, before any thresholding.
+#[derive(Debug, Clone)]
+pub struct RawOutput {
+    /// `[P, Q]`: one logit per patch and query.
+    pub logits: Array2<f32>,
+    /// `[P, 4]`: `(cx, cy, w, h)` relative to the model's square input.
+    pub boxes: Array2<f32>,
+    /// `[P]`: OWLv2's objectness logits, when the graph gives them.
+    pub objectness: Option<Array1<f32>>,
+}
+
+impl RawOutput {
+    pub fn num_patches(&self) -> usize {
+        self.logits.nrows()
+    }
+
+    pub fn model_box(&self, patch: usize) -> ModelBox {
+        let b = self.boxes.row(patch);
+        ModelBox { cx: b[0], cy: b[1], w: b[2], h: b[3] }
+    }
+}
 
 /// The logistic function, as transformers applies it to logits.
 pub fn sigmoid(x: f32) -> f32 {
@@ -104,24 +126,36 @@ pub fn reportable_box(t: &Transform, m: &ModelBox) -> Option<PixelBox> {
 /// Per query: candidate boxes by score, NMS, clipped to the image; ordered by query, then by score (best first).
 /// Only boxes that pass [`reportable_box`] are candidates, the best box included.
 pub fn select(raw: &RawOutput, t: &Transform, sel: &Selection) -> Vec<Detection> {
-    let num_queries = raw.logits.ncols();
-    let mut out = Vec::new();
     // A patch's box is the same for every query: decide once which patches may be reported.
     let boxes: Vec<Option<PixelBox>> = (0..raw.num_patches()).map(|p| reportable_box(t, &raw.model_box(p))).collect();
-    let mut candidates: Vec<(f32, usize)> = Vec::with_capacity(raw.num_patches());
+    select_scored(&boxes, raw.logits.ncols(), |p, q| sigmoid(raw.logits[[p, q]]), |_, _| true, sel)
+}
+
+/// The selection of [`select`] over any family's boxes: `boxes[p]` is box `p` clipped to the picture (`None` when
+/// it cannot be reported), `score(p, q)` its score for query `q`, and `eligible(p, q)` whether it may be
+/// reported for `q` above the threshold (Grounding DINO gives each box to one query). The best box of a query is
+/// chosen among all reportable boxes, eligible or not.
+pub fn select_scored(
+    boxes: &[Option<PixelBox>],
+    num_queries: usize,
+    score: impl Fn(usize, usize) -> f32,
+    eligible: impl Fn(usize, usize) -> bool,
+    sel: &Selection,
+) -> Vec<Detection> {
+    let mut out = Vec::new();
+    let mut candidates: Vec<(f32, usize)> = Vec::with_capacity(boxes.len());
     for q in 0..num_queries {
         candidates.clear();
-        let column = raw.logits.column(q);
         let mut best = (f32::NEG_INFINITY, 0usize);
-        for (p, &logit) in column.iter().enumerate() {
-            if boxes[p].is_none() {
+        for (p, b) in boxes.iter().enumerate() {
+            if b.is_none() {
                 continue;
             }
-            let score = sigmoid(logit);
+            let score = score(p, q);
             if score > best.0 {
                 best = (score, p);
             }
-            if sel.threshold.is_some_and(|th| score >= th) {
+            if sel.threshold.is_some_and(|th| score >= th) && eligible(p, q) {
                 candidates.push((score, p));
             }
         }

@@ -367,7 +367,10 @@ pub fn tensorrt_cache_dir(
     trt: &TensorRtSettings,
 ) -> std::result::Result<(PathBuf, Option<device::ProfileShapes>), String> {
     let model = path.parent().and_then(Path::parent).and_then(|dir| super::ModelDir::open(dir).ok());
-    let shapes = model.as_ref().map(|m| role.profile_shapes(m.image_size, trt));
+    // The profiles name OWL's inputs; Grounding DINO's graphs get none, and TensorRT builds for the shapes it first
+    // sees (its pixel size is fixed by the graph anyway; only the batch and the text length vary).
+    let shapes =
+        model.as_ref().filter(|m| !m.family.is_grounding_dino()).map(|m| role.profile_shapes(m.image_size, trt));
     let model_name = model.as_ref().map(|m| m.name.clone()).unwrap_or_else(|| "graph".into());
     let started = std::time::Instant::now();
     let model_sha256 = device::file_sha256(path)

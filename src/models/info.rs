@@ -4,7 +4,7 @@
 //! models give no sizes at all), so absent keys are filled with those defaults and listed in
 //! [`ModelInfo::defaults_used`]. The defaults come from `OwlViTTextConfig`/`OwlViTVisionConfig` and
 //! `Owlv2TextConfig`/`Owlv2VisionConfig`; the two families differ only in the default patch size (32 for OWL-ViT,
-//! 16 for OWLv2).
+//! 16 for OWLv2). Grounding DINO's come from `GroundingDinoConfig` (Swin-T, BERT-base, 900 queries, 256 tokens).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -21,6 +21,8 @@ pub const REQUIRED_FILES: [&str; 3] = ["config.json", "preprocessor_config.json"
 pub const HF_GRAPH: &str = "onnx/model.onnx";
 /// The two graphs of the `split` layout, made by the project's export script.
 pub const SPLIT_GRAPHS: [&str; 2] = ["onnx/text_encoder.onnx", "onnx/image_embedder.onnx"];
+/// Grounding DINO's `split` layout (models/export_gdino.py).
+pub const GDINO_SPLIT_GRAPHS: [&str; 2] = ["onnx/text_encoder.onnx", "onnx/detector.onnx"];
 
 /// A summary of a model directory; `Display` is what `lookout models info` prints.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -43,8 +45,15 @@ pub struct ModelInfo {
     pub projection_dim: Option<u64>,
     /// Number of token ids the text model knows.
     pub vocab_size: Option<u64>,
-    /// Longest tokenized query, in tokens.
+    /// Longest tokenized query (OWL), or the whole text of all queries (Grounding DINO), in tokens.
     pub max_text_len: Option<u64>,
+    /// Grounding DINO: `[height, width]` the graphs take (`export_info.json`, or `pad_size` of
+    /// `preprocessor_config.json`); `None` for a graph of any size.
+    pub graph_input_size: Option<[u64; 2]>,
+    /// Grounding DINO: how `preprocessor_config.json` sizes a picture, e.g. `max_height 320, max_width 320`.
+    pub size_rule: Option<String>,
+    /// Grounding DINO: boxes the detector gives per picture (`num_queries`).
+    pub num_queries: Option<u64>,
     /// The `config.json` keys that were absent and filled with the `transformers` default.
     pub defaults_used: Vec<String>,
     /// Every `onnx/*.onnx` file, with its size.
@@ -100,6 +109,9 @@ pub fn info(dir: &Path) -> Result<ModelInfo, ModelsError> {
         projection_dim: None,
         vocab_size: None,
         max_text_len: None,
+        graph_input_size: None,
+        size_rule: None,
+        num_queries: None,
         defaults_used: Vec::new(),
         onnx_files: onnx_files(dir)?,
         layouts: Vec::new(),
@@ -117,6 +129,11 @@ pub fn info(dir: &Path) -> Result<ModelInfo, ModelsError> {
             .map_err(|source| ModelsError::ConfigParse { path: config_path.clone(), source })?;
         read_config(&config, &mut out);
     }
+    if out.family.is_some_and(Family::is_grounding_dino) {
+        read_gdino_sizes(dir, &mut out);
+    }
+    let split_graphs =
+        if out.family.is_some_and(Family::is_grounding_dino) { GDINO_SPLIT_GRAPHS } else { SPLIT_GRAPHS };
 
     let has = |p: &str| out.onnx_files.iter().any(|f| f.path == p);
     let mut layouts = Vec::new();
@@ -128,16 +145,16 @@ pub fn info(dir: &Path) -> Result<ModelInfo, ModelsError> {
             layouts.push(Layout { name: format!("hf:{variant}"), graphs: vec![f.path.clone()] });
         }
     }
-    if SPLIT_GRAPHS.iter().all(|g| has(g)) {
+    if split_graphs.iter().all(|g| has(g)) {
         layouts
-            .push(Layout { name: "split".to_owned(), graphs: SPLIT_GRAPHS.iter().map(|g| (*g).to_owned()).collect() });
-    } else if SPLIT_GRAPHS.iter().any(|g| has(g)) {
+            .push(Layout { name: "split".to_owned(), graphs: split_graphs.iter().map(|g| (*g).to_owned()).collect() });
+    } else if split_graphs.iter().any(|g| has(g)) {
         missing.extend(
-            SPLIT_GRAPHS.iter().filter(|g| !has(g)).map(|g| format!("{g} (the other half of the split layout)")),
+            split_graphs.iter().filter(|g| !has(g)).map(|g| format!("{g} (the other half of the split layout)")),
         );
     }
-    if layouts.is_empty() && !SPLIT_GRAPHS.iter().any(|g| has(g)) {
-        missing.push(format!("{HF_GRAPH} (or {} and {})", SPLIT_GRAPHS[0], SPLIT_GRAPHS[1]));
+    if layouts.is_empty() && !split_graphs.iter().any(|g| has(g)) {
+        missing.push(format!("{HF_GRAPH} (or {} and {})", split_graphs[0], split_graphs[1]));
     }
     out.layouts = layouts;
     out.missing = missing;
@@ -193,6 +210,18 @@ fn read_config(config: &Value, out: &mut ModelInfo) {
     let default_patch = match family {
         Family::Owlvit => 32,
         Family::Owlv2 => 16,
+        Family::GroundingDino | Family::MmGroundingDino => {
+            // `GroundingDinoConfig` defaults: Swin-T backbone, BERT-base text, d_model 256.
+            let backbone = config.get("backbone_config");
+            out.vision_hidden_size = get(backbone, "backbone_config.", "embed_dim", 96);
+            out.text_hidden_size = get(text, "text_config.", "hidden_size", 768);
+            out.vocab_size = get(text, "text_config.", "vocab_size", 30522);
+            out.max_text_len = get(None, "", "max_text_len", 256);
+            out.projection_dim = get(None, "", "d_model", 256);
+            out.num_queries = get(None, "", "num_queries", 900);
+            out.defaults_used = defaults;
+            return;
+        }
     };
     out.image_size = get(vision, "vision_config.", "image_size", 768);
     out.patch_size = get(vision, "vision_config.", "patch_size", default_patch);
@@ -204,6 +233,36 @@ fn read_config(config: &Value, out: &mut ModelInfo) {
     out.defaults_used = defaults;
 }
 
+/// The graphs' input size and the size rule, from `export_info.json` and `preprocessor_config.json` (either may be
+/// absent or unreadable: then nothing is filled in, as for any other missing key).
+fn read_gdino_sizes(dir: &Path, out: &mut ModelInfo) {
+    let read =
+        |file: &str| -> Option<Value> { serde_json::from_str(&std::fs::read_to_string(dir.join(file)).ok()?).ok() };
+    let pair = |v: Option<&Value>, a: &str, b: &str| -> Option<[u64; 2]> {
+        let v = v?;
+        Some([v.get(a)?.as_u64()?, v.get(b)?.as_u64()?])
+    };
+    let from_export = read("export_info.json").and_then(|e| {
+        let s = e.get("graph_input_size")?.as_array()?.clone();
+        Some([s.first()?.as_u64()?, s.get(1)?.as_u64()?])
+    });
+    let pre = read("preprocessor_config.json");
+    let size = pre.as_ref().and_then(|p| p.get("size"));
+    out.graph_input_size =
+        from_export.or_else(|| pair(pre.as_ref().and_then(|p| p.get("pad_size")), "height", "width"));
+    out.size_rule = if let Some([h, w]) = pair(size, "max_height", "max_width") {
+        Some(format!("fit within {w}x{h}"))
+    } else if let Some([s, l]) = pair(size, "shortest_edge", "longest_edge") {
+        Some(format!("shortest edge {s}, longest at most {l}"))
+    } else if let Some([h, w]) = pair(size, "height", "width") {
+        Some(format!("stretch to {w}x{h}"))
+    } else if pre.is_some() && size.is_none() {
+        Some("shortest edge 800, longest at most 1333 (transformers' default)".to_owned())
+    } else {
+        None
+    };
+}
+
 fn opt(v: Option<u64>) -> String {
     v.map_or_else(|| "?".to_owned(), |v| v.to_string())
 }
@@ -213,11 +272,38 @@ impl fmt::Display for ModelInfo {
         writeln!(f, "model directory: {}", self.dir.display())?;
         let family = match (&self.model_type, self.family) {
             (Some(t), Some(_)) => t.clone(),
-            (Some(t), None) => format!("{t} (not a family lookout runs: owlvit, owlv2)"),
+            (Some(t), None) => {
+                format!("{t} (not a family lookout runs: owlvit, owlv2, grounding-dino, mm-grounding-dino)")
+            }
             (None, _) => "? (no config.json)".to_owned(),
         };
         writeln!(f, "model_type:      {family}")?;
-        if self.family.is_some() {
+        if self.family.is_some_and(Family::is_grounding_dino) {
+            let rule = self.size_rule.as_deref().unwrap_or("?");
+            match self.graph_input_size {
+                Some([h, w]) => {
+                    writeln!(f, "image:           {w}x{h} graph input only ({rule}, zero padding, pixel mask)")?
+                }
+                None => writeln!(f, "image:           any size ({rule}; a batch pads to its largest, pixel mask)")?,
+            }
+            writeln!(
+                f,
+                "detector:        {} boxes per picture, d_model {}, Swin embed {}",
+                opt(self.num_queries),
+                opt(self.projection_dim),
+                opt(self.vision_hidden_size)
+            )?;
+            writeln!(
+                f,
+                "text:            BERT, vocab {}, hidden {}, max {} tokens for all queries together",
+                opt(self.vocab_size),
+                opt(self.text_hidden_size),
+                opt(self.max_text_len)
+            )?;
+            if !self.defaults_used.is_empty() {
+                writeln!(f, "                 (transformers defaults for: {})", self.defaults_used.join(", "))?;
+            }
+        } else if self.family.is_some() {
             let grid = match (self.image_size, self.patch_size) {
                 (Some(i), Some(p)) if p > 0 => format!(" ({0}x{0} patches)", i / p),
                 _ => String::new(),
@@ -307,6 +393,30 @@ mod tests {
     fn not_a_directory_is_an_error() {
         let err = info(Path::new("/nonexistent/lookout-model")).unwrap_err().to_string();
         assert!(err.contains("/nonexistent/lookout-model"), "{err}");
+    }
+
+    #[test]
+    fn grounding_dino_is_described_with_its_graph_size_and_split_graphs() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tiny/mm-grounding-dino");
+        let i = info(&dir).unwrap();
+        assert_eq!(i.family, Some(Family::MmGroundingDino));
+        assert_eq!((i.graph_input_size, i.num_queries, i.max_text_len), (Some([320, 320]), Some(30), Some(256)));
+        let names: Vec<&str> = i.layouts.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["hf", "split"]);
+        assert!(i.is_usable(), "{i}");
+        let shown = i.to_string();
+        assert!(shown.contains("320x320 graph input only (fit within 320x320"), "{shown}");
+        // A Hub export: no export_info.json, the Hub's size rule, only the hf graph.
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        write(d, "config.json", br#"{"model_type": "grounding-dino"}"#);
+        write(d, "preprocessor_config.json", br#"{"size": {"shortest_edge": 800, "longest_edge": 1333}}"#);
+        write(d, "tokenizer.json", b"{}");
+        write(d, "onnx/detector.onnx", b"x");
+        let i = info(d).unwrap();
+        assert_eq!((i.num_queries, i.vocab_size), (Some(900), Some(30522)));
+        assert!(i.missing.iter().any(|m| m.starts_with("onnx/text_encoder.onnx")), "{:?}", i.missing);
+        assert!(i.to_string().contains("any size (shortest edge 800, longest at most 1333"), "{i}");
     }
 
     #[test]

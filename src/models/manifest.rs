@@ -75,6 +75,12 @@ pub enum Family {
     Owlvit,
     /// OWLv2: pad to a square, then resize; boxes scaled by max(W, H); has an objectness head.
     Owlv2,
+    /// Grounding DINO: letterbox into the graph's fixed size with a pixel mask; BERT text, all queries in one prompt.
+    #[serde(rename = "grounding-dino")]
+    GroundingDino,
+    /// MM-Grounding-DINO, and LLMDet, which transformers runs through the same class.
+    #[serde(rename = "mm-grounding-dino")]
+    MmGroundingDino,
 }
 
 impl Family {
@@ -83,7 +89,14 @@ impl Family {
         match self {
             Family::Owlvit => "owlvit",
             Family::Owlv2 => "owlv2",
+            Family::GroundingDino => "grounding-dino",
+            Family::MmGroundingDino => "mm-grounding-dino",
         }
+    }
+
+    /// Grounding DINO or MM-Grounding-DINO (LLMDet too).
+    pub fn is_grounding_dino(self) -> bool {
+        matches!(self, Family::GroundingDino | Family::MmGroundingDino)
     }
 
     /// The family whose `config.json` says `model_type`, if it is one of ours.
@@ -91,6 +104,8 @@ impl Family {
         match model_type {
             "owlvit" => Some(Family::Owlvit),
             "owlv2" => Some(Family::Owlv2),
+            "grounding-dino" => Some(Family::GroundingDino),
+            "mm-grounding-dino" => Some(Family::MmGroundingDino),
             _ => None,
         }
     }
@@ -98,7 +113,8 @@ impl Family {
 
 impl fmt::Display for Family {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.model_type())
+        // `pad`, not `write_str`: `models list` aligns the column with a width.
+        f.pad(self.model_type())
     }
 }
 
@@ -258,6 +274,32 @@ path = "onnx/model.onnx"
             for required in ["config.json", "preprocessor_config.json", "tokenizer.json", "onnx/model.onnx"] {
                 assert!(e.file(required).is_some(), "{name} lacks {required}");
             }
+        }
+    }
+
+    #[test]
+    fn embedded_manifest_has_grounding_dino_in_three_precisions() {
+        let m = Manifest::embedded().unwrap();
+        for (name, graph) in [
+            ("grounding-dino-tiny", "onnx/model.onnx"),
+            ("grounding-dino-tiny-quantized", "onnx/model_quantized.onnx"),
+            ("grounding-dino-tiny-fp16", "onnx/model_fp16.onnx"),
+        ] {
+            let e = m.entry(name).unwrap();
+            assert_eq!(e.family, Family::GroundingDino, "{name}");
+            assert_eq!(e.graph(), graph, "{name}");
+            for required in ["config.json", "preprocessor_config.json", "tokenizer.json", graph] {
+                assert!(e.file(required).is_some(), "{name} lacks {required}");
+            }
+        }
+    }
+
+    #[test]
+    fn family_names_are_config_model_types() {
+        for f in [Family::Owlvit, Family::Owlv2, Family::GroundingDino, Family::MmGroundingDino] {
+            assert_eq!(Family::from_model_type(f.model_type()), Some(f));
+            let text = GOOD.replace("family = \"owlv2\"", &format!("family = \"{f}\""));
+            assert_eq!(Manifest::from_toml(&text, "test").unwrap().models[0].family, f);
         }
     }
 

@@ -7,8 +7,19 @@
 //! frame.
 //!
 //! A disk that is nearly full flaps: a clip that fails is deleted, which frees room for a few event lines, and
-//! the next clip fills it again. So a new episode is reported only [`REREPORT_AFTER`] after the last report;
-//! those in between are counted (see [`WriteFailureStats`]) and logged at debug level.
+//! the next clip fills it again. So an episode ends only when writes have worked for [`SETTLED_AFTER`] with no
+//! failure in between: a write that works sooner says nothing, and a failure after it belongs to the same
+//! episode (one "disk full" line, not a "writing again" at once after it). And a new episode is reported only
+//! [`REREPORT_AFTER`] after the last report; those in between are counted (see [`WriteFailureStats`]) and
+//! logged at debug level.
+//!
+//! States of the one [`State::episode`]:
+//!
+//! | now                          | a write fails                  | a write works                              |
+//! |------------------------------|--------------------------------|--------------------------------------------|
+//! | idle (`None`)                | failing; report (rate-limited) | idle                                       |
+//! | failing (`working_since` none)| failing, counted              | recovering (`working_since` = now)         |
+//! | recovering                   | failing, counted (no report)   | idle after [`SETTLED_AFTER`] ("writing again") |
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -19,6 +30,9 @@ use tracing::{debug, error, info};
 
 /// Least time between two reports of failing writes.
 pub const REREPORT_AFTER: Duration = Duration::from_secs(60);
+
+/// How long writes must work, with no failure, for an episode to end ("writing again").
+pub const SETTLED_AFTER: Duration = Duration::from_secs(10);
 
 /// Whether an I/O error means there is no room: a full disk, a quota, or a file size limit (RLIMIT_FSIZE).
 pub fn is_disk_full(kind: io::ErrorKind) -> bool {
@@ -43,6 +57,8 @@ struct Episode {
     failed: u64,
     /// Whether its beginning was reported (at error level).
     reported: bool,
+    /// The first of the writes that have worked since the last failure: `None` while writes fail.
+    working_since: Option<Instant>,
 }
 
 /// Idle: `episode` is `None`. Failing: `Some`, until a write works.
@@ -59,18 +75,20 @@ struct State {
 pub struct WriteFailures {
     dir: PathBuf,
     rereport_after: Duration,
+    settled_after: Duration,
     state: Mutex<State>,
 }
 
 impl WriteFailures {
     /// No failure yet, for the output directory `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self::with_rereport_after(dir, REREPORT_AFTER)
+        Self::with_times(dir, REREPORT_AFTER, SETTLED_AFTER)
     }
 
-    /// [`WriteFailures::new`] with another least time between two reports.
-    pub fn with_rereport_after(dir: impl Into<PathBuf>, rereport_after: Duration) -> Self {
-        WriteFailures { dir: dir.into(), rereport_after, state: Mutex::new(State::default()) }
+    /// [`WriteFailures::new`] with another least time between two reports, and another time for writes to work
+    /// before an episode ends.
+    pub fn with_times(dir: impl Into<PathBuf>, rereport_after: Duration, settled_after: Duration) -> Self {
+        WriteFailures { dir: dir.into(), rereport_after, settled_after, state: Mutex::new(State::default()) }
     }
 
     /// Records that writing `what` (a file) failed with `error`. Logs one line (and returns it) only when this
@@ -81,12 +99,13 @@ impl WriteFailures {
         state.stats.failed += 1;
         if let Some(e) = &mut state.episode {
             e.failed += 1;
+            e.working_since = None;
             return None;
         }
         state.stats.episodes += 1;
         let now = Instant::now();
         if state.last_report.is_some_and(|t| now.duration_since(t) < self.rereport_after) {
-            state.episode = Some(Episode { failed: 1, reported: false });
+            state.episode = Some(Episode { failed: 1, reported: false, working_since: None });
             drop(guard);
             debug!("output directory {}: writing {} failed again: {error}", self.dir.display(), what.display());
             return None;
@@ -106,7 +125,7 @@ impl WriteFailures {
                 what.display()
             )
         };
-        state.episode = Some(Episode { failed: 1, reported: true });
+        state.episode = Some(Episode { failed: 1, reported: true, working_since: None });
         state.last_report = Some(now);
         state.stats.first.get_or_insert_with(|| message.clone());
         drop(guard);
@@ -114,22 +133,30 @@ impl WriteFailures {
         Some(message)
     }
 
-    /// Records a write that worked; ends an episode if there was one (with a line at info level when the episode
-    /// was reported).
-    pub fn succeeded(&self) {
+    /// Records a write that worked. Ends an episode when writes have worked for [`SETTLED_AFTER`] since the
+    /// last failure, with a line at info level when the episode was reported (and returns that line).
+    pub fn succeeded(&self) -> Option<String> {
         let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(episode) = guard.episode.take() else { return };
+        let episode = guard.episode.as_mut()?;
+        let now = Instant::now();
+        let since = *episode.working_since.get_or_insert(now);
+        if now.duration_since(since) < self.settled_after {
+            return None;
+        }
+        let episode = guard.episode.take()?;
         drop(guard);
         let msg =
             format!("output directory {}: writing again, after {} failed writes", self.dir.display(), episode.failed);
         if episode.reported {
             info!("{msg}");
+            Some(msg)
         } else {
             debug!("{msg}");
+            None
         }
     }
 
-    /// Whether writes are failing now.
+    /// Whether writes are failing now (until an episode has ended, see [`WriteFailures::succeeded`]).
     pub fn failing(&self) -> bool {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).episode.is_some()
     }
@@ -146,7 +173,7 @@ mod tests {
 
     #[test]
     fn one_line_per_episode() {
-        let w = WriteFailures::with_rereport_after("/data/out", Duration::ZERO);
+        let w = WriteFailures::with_times("/data/out", Duration::ZERO, Duration::ZERO);
         let full = io::Error::from(io::ErrorKind::StorageFull);
         let first = w.failed(Path::new("/data/out/events.jsonl"), &full).expect("the first failure is reported");
         assert!(first.contains("/data/out") && first.contains("disk full") && !first.contains('\n'), "{first}");
@@ -154,7 +181,7 @@ mod tests {
             assert!(w.failed(Path::new("/data/out/events.jsonl"), &full).is_none(), "reported once");
         }
         assert!(w.failing());
-        w.succeeded();
+        assert!(w.succeeded().is_some_and(|m| m.contains("writing again, after 101 failed writes")));
         assert!(!w.failing());
         let other = w.failed(Path::new("/data/out/x.mp4"), &io::Error::from(io::ErrorKind::PermissionDenied));
         assert!(other.is_some_and(|m| !m.contains("disk full")), "a new episode is reported again");
@@ -165,16 +192,46 @@ mod tests {
     }
 
     #[test]
-    fn a_flapping_disk_is_reported_once_a_minute() {
+    fn a_flapping_disk_is_one_episode_with_no_writing_again() {
+        // A failed clip is deleted and a few lines fit, then the disk is full again: one episode, one report,
+        // and no "writing again" that the next failure makes false at once.
         let w = WriteFailures::new("/data/out");
         let full = io::Error::from(io::ErrorKind::StorageFull);
         let mut reports = 0;
         for _ in 0..50 {
             reports += usize::from(w.failed(Path::new("/data/out/events.jsonl"), &full).is_some());
-            w.succeeded();
+            for _ in 0..3 {
+                assert_eq!(w.succeeded(), None, "writes have not worked for long");
+            }
         }
         assert_eq!(reports, 1);
+        assert!(w.failing());
         let s = w.stats();
-        assert_eq!((s.failed, s.episodes), (50, 50));
+        assert_eq!((s.failed, s.episodes), (50, 1));
+    }
+
+    #[test]
+    fn an_episode_ends_when_writes_have_worked_for_a_while() {
+        let settle = Duration::from_millis(30);
+        let w = WriteFailures::with_times("/data/out", Duration::ZERO, settle);
+        let full = io::Error::from(io::ErrorKind::StorageFull);
+        assert!(w.failed(Path::new("/data/out/events.jsonl"), &full).is_some());
+        let first_ok = Instant::now();
+        assert_eq!(w.succeeded(), None);
+        // A failure while recovering starts the wait over, and is not reported again.
+        assert!(w.failed(Path::new("/data/out/events.jsonl"), &full).is_none());
+        assert_eq!(w.succeeded(), None);
+        let deadline = first_ok + Duration::from_secs(10);
+        let ended = loop {
+            if let Some(m) = w.succeeded() {
+                break m;
+            }
+            assert!(Instant::now() < deadline, "the episode never ended");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert!(first_ok.elapsed() >= settle, "ended after {:?}", first_ok.elapsed());
+        assert!(ended.contains("writing again, after 2 failed writes"), "{ended}");
+        assert!(!w.failing());
+        assert_eq!(w.stats().episodes, 1);
     }
 }

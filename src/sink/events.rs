@@ -1,10 +1,13 @@
 //! The event log: `<out>/events.jsonl`, one JSON object per line, appended.
 //!
-//! Each line is written with a single `write` to a file opened in append mode, so a line is either in the
-//! file or not, and whatever was recorded survives a crash of the process (the kernel holds it).
-//! `sync_each_line` also survives a power cut, at the cost of an fsync per line.
-//! If a write fails half way (a full disk), the next line starts on a new line, so one broken line never
-//! spoils the ones after it.
+//! Each line is written with a single `write` of the whole line to a file opened in append mode, and a write
+//! that the file takes only part of (a full disk) is cut back off, so a line is either in the file whole or not
+//! at all, and whatever was recorded survives a crash of the process (the kernel holds it). `sync_each_line`
+//! also survives a power cut, at the cost of an fsync per line.
+//!
+//! While the disk is full, lines are kept in memory (bounded) and written in order once there is room; those
+//! that cannot be kept, or are still kept when the run ends, are counted as lost (`event_lines_lost` in
+//! `summary.json`). See [`EventLog`].
 //!
 //! For file sources every field is deterministic except the wall-clock times (`wall_time`, and those of
 //! `start` and `end`), which [`EventLogSettings::wall_time`] turns off, so that two runs over the same file
@@ -42,23 +45,60 @@
 //! sidecar), the clip's path stays and the paths of the missing pieces are null. The `clips` line of an event comes after its `end` line, but other events'
 //! lines may come in between (clips are written on their own threads).
 //!
-//! A record made from a bare tracker event ([`EventRecord::from_track_event`]) has only the fields up to
-//! `score`.
+//! An event of a query with `verify` gets one `verification` line ([`VerificationRecord`]), after its `start`,
+//! once the verifier has seen its first seconds (or the event ended sooner):
+//!
+//! ```json
+//! {"type":"verification","event_id":"gate-r1-0-7-120","source":"...","query":"a person","label":"a person","track_id":7,"model":"xclip-base-patch32","score":0.83,"verdict":"confirmed","prompts":["a person snatching a chain","people walking past each other"],"frames":[122,134,147,159,172,184,197,209],"seconds":1.74}
+//! {"type":"verification","event_id":"gate-r1-0-8-300",...,"score":null,"verdict":"error","reason":"overloaded",...}
+//! ```
+//!
+//! `verdict` is `confirmed` or `rejected` (the sentence's probability `score` against the query's
+//! `verify_threshold`), or `error` with a `reason`: `overloaded` when the verifier's queue was full (the frame
+//! path never waits for it), or the verifier's error.
+//!
+//! `event_id` and the fields after `score` are left out when empty: a record with only the fields up to `score`
+//! is a line too (the unit tests' shortest).
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use tracing::warn;
 
 use super::SinkError;
 use crate::geom::PixelBox;
 use crate::redact::redact_url;
-use crate::track::{EndReason, FrameTime, LifecycleEvent, LifecycleKind, TrackEvent, TrackEventKind, TrackOutput};
+use crate::track::{EndReason, FrameTime, LifecycleEvent, LifecycleKind, TrackOutput};
 
 /// Name of the event log inside the output directory.
 pub const EVENTS_FILE_NAME: &str = "events.jsonl";
+
+/// The `type` of an [`EventRecord`]: which notification of the event engine the line is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventLineKind {
+    /// The event started.
+    Start,
+    /// The event is still going on (rate-limited by the query's `update_interval_s`).
+    Update,
+    /// The event ended.
+    End,
+}
+
+impl EventLineKind {
+    /// `"start"`, `"update"` or `"end"`, as in the event log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventLineKind::Start => "start",
+            EventLineKind::Update => "update",
+            EventLineKind::End => "end",
+        }
+    }
+}
 
 /// One line of `events.jsonl`. Fields are written in this order; the optional ones are left out when
 /// `None` (see the module documentation for which lines have which).
@@ -67,7 +107,7 @@ pub const EVENTS_FILE_NAME: &str = "events.jsonl";
 pub struct EventRecord {
     /// `"start"`, `"update"` or `"end"`.
     #[serde(rename = "type")]
-    pub kind: TrackEventKind,
+    pub kind: EventLineKind,
     /// The same on an event's `start`, `update`s and `end`; also the stem of its clip files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_id: Option<String>,
@@ -274,38 +314,69 @@ impl ClipsRecord {
     }
 }
 
-impl EventRecord {
-    /// The record of a tracker event. `source` is redacted here (see [`redact_url`]); `wall_time` is left
-    /// empty for the log to stamp. It has none of the event engine's fields (`event_id`, `start`, ...).
-    pub fn from_track_event(ev: &TrackEvent, source: &str, query: &str, label: &str, pts_ns: Option<u64>) -> Self {
-        EventRecord {
-            kind: ev.kind,
-            event_id: None,
-            source: redact_url(source),
-            query: query.to_string(),
-            label: label.to_string(),
-            track_id: ev.track_id,
-            frame: ev.frame,
-            pts_s: pts_ns.map(pts_seconds),
-            wall_time: None,
-            bbox: ev.bbox,
-            score: ev.score,
-            start: None,
-            end: None,
-            duration_s: None,
-            peak: None,
-            reason: None,
-            clips: None,
-        }
-    }
+/// The `type` of a [`VerificationRecord`]: always `"verification"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerificationLineKind {
+    Verification,
+}
 
+/// The verifier's answer on an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerdictField {
+    /// The sentence's probability is at or above the query's `verify_threshold`.
+    Confirmed,
+    /// It is below.
+    Rejected,
+    /// No verdict: `reason` says why (`overloaded`: the verifier's queue was full; or the verifier's error).
+    Error,
+}
+
+/// The verifier's line for an event (see the module documentation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerificationRecord {
+    /// Always `"verification"`.
+    #[serde(rename = "type")]
+    pub kind: VerificationLineKind,
+    /// The event's id, as on its other lines.
+    pub event_id: String,
+    /// Display name of the source, with any password removed.
+    pub source: String,
+    /// The query's text.
+    pub query: String,
+    /// The query's short label.
+    pub label: String,
+    /// The tracker's id of the object.
+    pub track_id: u64,
+    /// When the line was written, RFC 3339 in UTC; omitted when the log leaves wall-clock times out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wall_time: Option<String>,
+    /// The verifier's name (its model directory's name).
+    pub model: String,
+    /// The sentence's softmax probability over the prompts, 0..1; null on `error`.
+    pub score: Option<f32>,
+    pub verdict: VerdictField,
+    /// Why there is no verdict (`error` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The prompts: the sentence first, then the contrast prompts.
+    pub prompts: Vec<String>,
+    /// Indices of the video frames the verifier saw, in time order.
+    pub frames: Vec<u64>,
+    /// Stream seconds from the first of those frames to the last.
+    pub seconds: f64,
+}
+
+impl EventRecord {
     /// The line of an event engine notification, or `None` for `closed` (which has none). `source` is
     /// redacted here; `wall_time` is left empty for the log to stamp.
     pub fn from_lifecycle(ev: &LifecycleEvent, source: &str, query: &str, label: &str, clips: Clips) -> Option<Self> {
         let kind = match ev.kind {
-            LifecycleKind::Start => TrackEventKind::Start,
-            LifecycleKind::Update => TrackEventKind::Update,
-            LifecycleKind::End(_) => TrackEventKind::End,
+            LifecycleKind::Start => EventLineKind::Start,
+            LifecycleKind::Update => EventLineKind::Update,
+            LifecycleKind::End(_) => EventLineKind::End,
             LifecycleKind::Closed => return None,
         };
         Some(EventRecord {
@@ -384,38 +455,121 @@ pub struct EventLogSettings {
     pub wall_time: bool,
     /// fsync the file after each line, so lines survive a power cut too. Default false.
     pub sync_each_line: bool,
+    /// Bytes of lines kept in memory while the file takes no writes (a full disk), to be written in order once
+    /// it does; a line that does not fit in them is lost (and counted). Default [`DEFAULT_MAX_KEPT_BYTES`].
+    pub max_kept_bytes: usize,
 }
 
 /// Default [`EventLogSettings::wall_time`].
 pub const DEFAULT_WALL_TIME: bool = true;
 /// Default [`EventLogSettings::sync_each_line`].
 pub const DEFAULT_SYNC_EACH_LINE: bool = false;
+/// Default [`EventLogSettings::max_kept_bytes`]: 4 MiB, some 5000 lines.
+pub const DEFAULT_MAX_KEPT_BYTES: usize = 4 << 20;
+
+/// Least time between two tries of the kept lines by [`EventLog::retry_kept_if_due`].
+pub const RETRY_KEPT_EVERY: Duration = Duration::from_secs(1);
 
 impl Default for EventLogSettings {
     fn default() -> Self {
-        EventLogSettings { wall_time: DEFAULT_WALL_TIME, sync_each_line: DEFAULT_SYNC_EACH_LINE }
+        EventLogSettings {
+            wall_time: DEFAULT_WALL_TIME,
+            sync_each_line: DEFAULT_SYNC_EACH_LINE,
+            max_kept_bytes: DEFAULT_MAX_KEPT_BYTES,
+        }
     }
 }
 
 /// Counters of an event log.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EventLogStats {
-    /// Lines written whole.
+    /// Lines written whole (those written late, after being kept, too).
     pub lines: u64,
-    /// Lines that could not be written.
+    /// Writes that failed (a kept line tried again counts again).
     pub errors: u64,
+    /// Lines kept in memory now, waiting for room.
+    pub kept: u64,
+    /// Lines never written: there was no room to keep them, or the log was closed before they could be.
+    pub lost: u64,
 }
 
-/// The event log of one run. Owned by the one stage that writes events; not shared between threads.
+/// A line that [`EventLog::write`] could not write now: why, and whether it is kept to be written later (in
+/// order, before any line after it) or lost.
+#[derive(Debug, thiserror::Error)]
+#[error("{error} ({})", if *kept { "the line is kept in memory and written once there is room" } else { "the line is lost" })]
+pub struct LineNotWritten {
+    /// Why the file took no line.
+    pub error: SinkError,
+    /// The line is kept, and written once the file takes writes again (unless the log is closed first).
+    pub kept: bool,
+}
+
+/// The seam between [`EventLog`] and its file, so that a test can make writes fail, cut them short, and give
+/// room back. [`File`] opened for appending (`O_APPEND`) is the real one.
+trait LogFile: Send + std::fmt::Debug {
+    /// One `write` at the end of the file: how many bytes of `buf` it took.
+    fn append(&mut self, buf: &[u8]) -> io::Result<usize>;
+    /// The file's length now.
+    fn len(&self) -> io::Result<u64>;
+    /// Cuts the file to `len` bytes.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// fsync of the data.
+    fn sync_data(&self) -> io::Result<()>;
+    /// Takes (`true`) or releases the advisory lock that keeps other cooperating writers out while a line is
+    /// written and, when cut, taken back.
+    fn lock(&self, take: bool) -> io::Result<()>;
+}
+
+impl LogFile for File {
+    fn append(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Write::write(self, buf)
+    }
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        File::set_len(self, len)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        File::sync_data(self)
+    }
+    fn lock(&self, take: bool) -> io::Result<()> {
+        if take { File::lock(self) } else { File::unlock(self) }
+    }
+}
+
+/// The event log of one run. Shared (behind a mutex) by the post stages and the clip workers; the lock is held
+/// for one line at a time.
+///
+/// A line is written whole or not at all: with one `write` of the complete line, and, when the file takes only
+/// part of it (a full disk), by cutting the file back to its length before the write. While the file takes no
+/// writes, lines are kept in memory, in order, up to [`EventLogSettings::max_kept_bytes`]; each later write
+/// (and [`EventLog::retry_kept_if_due`]) first tries the kept lines, oldest first, so the file's lines stay in
+/// the order they were made. What cannot be kept, and what is still kept at [`EventLog::close`], is counted as
+/// lost ([`EventLogStats::lost`]).
+///
+/// Other writers: the file is opened with `O_APPEND`, so each `write` lands at the end whoever else appends,
+/// and the cut-back runs under an advisory lock (`flock`) that another lookout on the same file takes too. The
+/// file is cut back only when its length is exactly what this write left (so another writer's line is never
+/// cut); otherwise the next line starts with a newline, and the broken line stays alone on its line.
 #[derive(Debug)]
 pub struct EventLog {
     path: PathBuf,
-    file: File,
+    file: Box<dyn LogFile>,
     settings: EventLogSettings,
-    /// The line being written, reused.
+    /// The last line made (with its final newline): what [`EventLog::last_line`] gives.
     line: Vec<u8>,
-    /// The file does not end with a newline (a write failed half way): start the next line with one.
+    /// A newline and a line, for the rare write after a broken line.
+    scratch: Vec<u8>,
+    /// The file does not end with a newline (a previous run died half way through a line, or a cut line could
+    /// not be taken back): start the next line with one.
     broken_line: bool,
+    /// Lines made while the file took no writes, oldest first, each with its newline.
+    kept: VecDeque<Vec<u8>>,
+    /// Bytes in `kept`.
+    kept_bytes: usize,
+    /// When the kept lines were last tried.
+    last_try: Option<Instant>,
     stats: EventLogStats,
 }
 
@@ -431,16 +585,24 @@ impl EventLog {
     pub fn open_file(path: &Path, settings: EventLogSettings) -> Result<Self, SinkError> {
         let open_err = |error| SinkError::Open { path: path.to_path_buf(), error };
         let mut file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(open_err)?;
-        // A previous run that died half way through a line left the file without a final newline.
+        // A previous run that died half way through a line (a power cut) left the file without a final newline.
         let broken_line = ends_without_newline(&mut file).map_err(open_err)?;
-        Ok(EventLog {
+        Ok(Self::with_file(path, Box::new(file), broken_line, settings))
+    }
+
+    fn with_file(path: &Path, file: Box<dyn LogFile>, broken_line: bool, settings: EventLogSettings) -> Self {
+        EventLog {
             path: path.to_path_buf(),
             file,
             settings,
             line: Vec::with_capacity(512),
+            scratch: Vec::new(),
             broken_line,
+            kept: VecDeque::new(),
+            kept_bytes: 0,
+            last_try: None,
             stats: EventLogStats::default(),
-        })
+        }
     }
 
     /// The file written to.
@@ -448,29 +610,26 @@ impl EventLog {
         &self.path
     }
 
-    /// The last line [`EventLog::write`] wrote, without its newline: the bytes alerts send, so that an alert is
-    /// the line itself (same numbers, same wall-clock times). Empty before the first write; after a failed write,
-    /// the line that failed.
+    /// The last line [`EventLog::write`] or [`EventLog::write_clips`] made, without its newline: the bytes
+    /// alerts send, so that an alert is the line itself (same numbers, same wall-clock times). Empty before the
+    /// first write; after a failed write, the line that failed.
     pub fn last_line(&self) -> &[u8] {
-        let line = self.line.strip_suffix(b"\n").unwrap_or(&self.line);
-        line.strip_prefix(b"\n").unwrap_or(line)
+        self.line.strip_suffix(b"\n").unwrap_or(&self.line)
     }
 
-    /// Lines written and failed so far.
+    /// Lines written, failed, kept and lost so far.
     pub fn stats(&self) -> EventLogStats {
-        self.stats
+        EventLogStats { kept: self.kept.len() as u64, ..self.stats }
     }
 
     /// Appends `record` as one line. Without a `wall_time`, the log stamps it now (when set to); with
     /// `wall_time` turned off, every wall-clock time in the record is left out (`start` and `end` too).
     ///
-    /// On an error (such as a full disk) the record is lost, but the log stays usable: the caller logs the
-    /// error and goes on, and later lines are written once there is room again.
-    pub fn write(&mut self, record: &EventRecord) -> Result<(), SinkError> {
+    /// On an error (such as a full disk) the line is kept, and written before any later line once there is room
+    /// ([`LineNotWritten::kept`]), or lost when there is no more room to keep it; either way the log stays
+    /// usable: the caller logs the error and goes on.
+    pub fn write(&mut self, record: &EventRecord) -> Result<(), LineNotWritten> {
         self.line.clear();
-        if self.broken_line {
-            self.line.push(b'\n');
-        }
         let result = match (self.settings.wall_time, &record.wall_time) {
             (true, None) => {
                 let stamped = EventRecord { wall_time: Some(format_rfc3339_utc(SystemTime::now())), ..record.clone() };
@@ -480,37 +639,155 @@ impl EventLog {
             _ => serde_json::to_writer(&mut self.line, record),
         };
         // Serialising a struct of strings and numbers into memory does not fail (NaN becomes null).
-        result.map_err(|e| SinkError::Write { path: self.path.clone(), error: io::Error::other(e) })?;
+        if let Err(e) = result {
+            self.stats.lost += 1;
+            let error = SinkError::Write { path: self.path.clone(), error: io::Error::other(e) };
+            return Err(LineNotWritten { error, kept: false });
+        }
         self.finish_line()
     }
 
     /// Appends an event's final `clips` line, stamped with the time now when the log has wall-clock times.
-    pub fn write_clips(&mut self, record: &ClipsRecord) -> Result<(), SinkError> {
+    /// Errors as for [`EventLog::write`].
+    pub fn write_clips(&mut self, record: &ClipsRecord) -> Result<(), LineNotWritten> {
         self.line.clear();
-        if self.broken_line {
-            self.line.push(b'\n');
-        }
         let wall_time = self.settings.wall_time.then(|| format_rfc3339_utc(SystemTime::now()));
         let record = ClipsRecord { wall_time, ..record.clone() };
-        serde_json::to_writer(&mut self.line, &record)
-            .map_err(|e| SinkError::Write { path: self.path.clone(), error: io::Error::other(e) })?;
+        if let Err(e) = serde_json::to_writer(&mut self.line, &record) {
+            self.stats.lost += 1;
+            let error = SinkError::Write { path: self.path.clone(), error: io::Error::other(e) };
+            return Err(LineNotWritten { error, kept: false });
+        }
         self.finish_line()
     }
 
-    /// Ends the line in `self.line` and writes it.
-    fn finish_line(&mut self) -> Result<(), SinkError> {
-        self.line.push(b'\n');
+    /// Appends an event's `verification` line, stamped with the time now when the log has wall-clock times.
+    pub fn write_verification(&mut self, record: &VerificationRecord) -> Result<(), LineNotWritten> {
+        self.line.clear();
+        let wall_time = self.settings.wall_time.then(|| format_rfc3339_utc(SystemTime::now()));
+        let record = VerificationRecord { wall_time, source: redact_url(&record.source), ..record.clone() };
+        if let Err(e) = serde_json::to_writer(&mut self.line, &record) {
+            self.stats.lost += 1;
+            let error = SinkError::Write { path: self.path.clone(), error: io::Error::other(e) };
+            return Err(LineNotWritten { error, kept: false });
+        }
+        self.finish_line()
+    }
 
-        match write_line(&mut self.file, &self.line, self.settings.sync_each_line) {
+    /// Tries the kept lines again, when there are any and the last try is at least [`RETRY_KEPT_EVERY`] old:
+    /// for a caller that has no line to write (the watch loop, on every frame). `None` when nothing was tried;
+    /// else whether every kept line is now written.
+    pub fn retry_kept_if_due(&mut self) -> Option<Result<(), SinkError>> {
+        if self.kept.is_empty() || self.last_try.is_some_and(|t| t.elapsed() < RETRY_KEPT_EVERY) {
+            return None;
+        }
+        Some(self.write_kept())
+    }
+
+    /// The end of the run: tries the kept lines a last time and counts those still not written as lost.
+    /// Returns the final counters. The log can still be written after it.
+    pub fn close(&mut self) -> EventLogStats {
+        if !self.kept.is_empty() && self.write_kept().is_err() {
+            self.stats.lost += self.kept.len() as u64;
+            self.kept.clear();
+            self.kept_bytes = 0;
+        }
+        self.stats()
+    }
+
+    /// Ends the line in `self.line` and writes it after the kept lines, or keeps it.
+    fn finish_line(&mut self) -> Result<(), LineNotWritten> {
+        self.line.push(b'\n');
+        let written = match self.write_kept() {
+            Ok(()) => {
+                let line = std::mem::take(&mut self.line);
+                let r = self.write_whole(&line);
+                self.line = line;
+                r
+            }
+            Err(e) => Err(e),
+        };
+        let Err(error) = written else { return Ok(()) };
+        let kept = self.kept_bytes + self.line.len() <= self.settings.max_kept_bytes;
+        if kept {
+            self.kept_bytes += self.line.len();
+            self.kept.push_back(self.line.clone());
+        } else {
+            self.stats.lost += 1;
+        }
+        Err(LineNotWritten { error, kept })
+    }
+
+    /// Writes the kept lines, oldest first, until one fails.
+    fn write_kept(&mut self) -> Result<(), SinkError> {
+        if self.kept.is_empty() {
+            return Ok(());
+        }
+        self.last_try = Some(Instant::now());
+        while let Some(line) = self.kept.pop_front() {
+            if let Err(e) = self.write_whole(&line) {
+                self.kept.push_front(line);
+                return Err(e);
+            }
+            self.kept_bytes -= line.len();
+        }
+        Ok(())
+    }
+
+    /// Writes `line` (ending with a newline) whole, with one `write`, or not at all: a write the file took only
+    /// part of is cut back off. Syncs after it when set to.
+    fn write_whole(&mut self, line: &[u8]) -> Result<(), SinkError> {
+        let buf: &[u8] = if self.broken_line {
+            self.scratch.clear();
+            self.scratch.push(b'\n');
+            self.scratch.extend_from_slice(line);
+            &self.scratch
+        } else {
+            line
+        };
+        // Without the lock (a file system without flock) a line is still whole unless another writer appends
+        // between the write and the cut-back, which the length check below sees.
+        let locked = self.file.lock(true).is_ok();
+        let before = self.file.len();
+        let result = loop {
+            match self.file.append(buf) {
+                Ok(n) if n == buf.len() => break Ok(()),
+                Ok(n) => break Err((n, io::Error::new(io::ErrorKind::StorageFull, short_write(n, buf.len())))),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => break Err((0, e)),
+            }
+        };
+        if let Err((n, _)) = &result
+            && *n > 0
+        {
+            // Take the cut line back, if the file is as this write left it.
+            let cut_back = match before {
+                Ok(len) if self.file.len().ok() == Some(len + *n as u64) => self.file.set_len(len).is_ok(),
+                _ => false,
+            };
+            if !cut_back {
+                self.broken_line = buf[n - 1] != b'\n';
+            }
+        }
+        if locked {
+            let _ = self.file.lock(false);
+        }
+        match result {
             Ok(()) => {
                 self.broken_line = false;
                 self.stats.lines += 1;
+                if self.settings.sync_each_line
+                    && let Err(e) = self.file.sync_data()
+                {
+                    // The line is in the file (the kernel has it); writing it again would make it twice.
+                    warn!(
+                        "{}: fsync failed: {e}; the line is written but may not survive a power cut",
+                        self.path.display()
+                    );
+                }
                 Ok(())
             }
-            Err((written, error)) => {
-                if written > 0 {
-                    self.broken_line = self.line[written - 1] != b'\n';
-                }
+            Err((_, error)) => {
                 self.stats.errors += 1;
                 Err(SinkError::Write { path: self.path.clone(), error })
             }
@@ -518,22 +795,8 @@ impl EventLog {
     }
 }
 
-/// Writes all of `line`, then syncs if asked. On an error, returns how many bytes were written before it.
-fn write_line(file: &mut File, line: &[u8], sync: bool) -> Result<(), (usize, io::Error)> {
-    let mut written = 0;
-    while written < line.len() {
-        match file.write(&line[written..]) {
-            Ok(0) => return Err((written, io::ErrorKind::WriteZero.into())),
-            Ok(n) => written += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err((written, e)),
-        }
-    }
-    file.flush().map_err(|e| (written, e))?;
-    if sync {
-        file.sync_data().map_err(|e| (written, e))?;
-    }
-    Ok(())
+fn short_write(n: usize, len: usize) -> String {
+    format!("short write: the file took {n} of {len} bytes")
 }
 
 fn ends_without_newline(file: &mut File) -> io::Result<bool> {
@@ -552,16 +815,27 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn record(kind: TrackEventKind) -> EventRecord {
-        let ev = TrackEvent {
+    /// The shortest line: the fields up to `score`.
+    fn record(kind: EventLineKind) -> EventRecord {
+        EventRecord {
             kind,
+            event_id: None,
+            source: redact_url("rtsp://admin:pw@cam1/live"),
+            query: "a red car".into(),
+            label: "car".into(),
             track_id: 3,
-            query: 0,
+            frame: 46,
+            pts_s: Some(pts_seconds(1_533_333_333)),
+            wall_time: None,
             bbox: PixelBox { x0: 1.0, y0: 2.5, x1: 30.0, y1: 40.0 },
             score: 0.42,
-            frame: 46,
-        };
-        EventRecord::from_track_event(&ev, "rtsp://admin:pw@cam1/live", "a red car", "car", Some(1_533_333_333))
+            start: None,
+            end: None,
+            duration_s: None,
+            peak: None,
+            reason: None,
+            clips: None,
+        }
     }
 
     #[test]
@@ -576,12 +850,12 @@ mod tests {
 
     #[test]
     fn line_schema_is_stable() {
-        let json = serde_json::to_string(&record(TrackEventKind::Start)).unwrap();
+        let json = serde_json::to_string(&record(EventLineKind::Start)).unwrap();
         assert_eq!(
             json,
             r#"{"type":"start","source":"rtsp://***@cam1/live","query":"a red car","label":"car","track_id":3,"frame":46,"pts_s":1.533333,"box":[1.0,2.5,30.0,40.0],"score":0.42}"#
         );
-        let mut r = record(TrackEventKind::End);
+        let mut r = record(EventLineKind::End);
         r.pts_s = None;
         r.wall_time = Some("2023-11-14T22:13:20.999Z".into());
         let json = serde_json::to_string(&r).unwrap();
@@ -655,9 +929,9 @@ mod tests {
     fn stamps_or_omits_wall_time() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = EventLog::open(dir.path(), EventLogSettings::default()).unwrap();
-        log.write(&record(TrackEventKind::Start)).unwrap();
+        log.write(&record(EventLineKind::Start)).unwrap();
         let mut log = EventLog::open(dir.path(), EventLogSettings { wall_time: false, ..Default::default() }).unwrap();
-        let mut r = record(TrackEventKind::End);
+        let mut r = record(EventLineKind::End);
         r.wall_time = Some("2000-01-01T00:00:00.000Z".into());
         log.write(&r).unwrap();
         let text = std::fs::read_to_string(dir.path().join(EVENTS_FILE_NAME)).unwrap();
@@ -676,12 +950,150 @@ mod tests {
         }
         let mut log = EventLog::open_file(full, EventLogSettings::default()).unwrap();
         for _ in 0..2 {
-            let err = log.write(&record(TrackEventKind::Update)).unwrap_err();
-            assert!(matches!(err, SinkError::Write { .. }), "{err}");
-            assert_eq!(err.io_error_kind(), Some(io::ErrorKind::StorageFull));
-            assert!(err.to_string().contains("/dev/full"), "{err}");
+            let err = log.write(&record(EventLineKind::Update)).unwrap_err();
+            assert!(err.kept, "{err}");
+            assert!(matches!(err.error, SinkError::Write { .. }), "{err}");
+            assert_eq!(err.error.io_error_kind(), Some(io::ErrorKind::StorageFull));
+            assert!(err.to_string().contains("/dev/full") && err.to_string().contains("kept"), "{err}");
         }
-        assert_eq!(log.stats(), EventLogStats { lines: 0, errors: 2 });
+        // The second line is not tried before the first: one failed write for each.
+        assert_eq!(log.stats(), EventLogStats { lines: 0, errors: 2, kept: 2, lost: 0 });
+        assert_eq!(log.close(), EventLogStats { lines: 0, errors: 3, kept: 0, lost: 2 });
+    }
+
+    /// A file system with `room` bytes left, shared with the test so that it can give room back.
+    #[derive(Debug, Clone, Default)]
+    struct Disk(std::sync::Arc<std::sync::Mutex<DiskState>>);
+
+    #[derive(Debug, Default)]
+    struct DiskState {
+        data: Vec<u8>,
+        room: usize,
+        /// Bytes another writer appends just before each of our writes.
+        intruder: Vec<u8>,
+    }
+
+    impl Disk {
+        fn with_room(room: usize) -> Self {
+            let d = Disk::default();
+            d.0.lock().unwrap().room = room;
+            d
+        }
+        fn set_room(&self, room: usize) {
+            self.0.lock().unwrap().room = room;
+        }
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().data.clone()).unwrap()
+        }
+    }
+
+    impl LogFile for Disk {
+        fn append(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let mut d = self.0.lock().unwrap();
+            let intruder = d.intruder.clone();
+            d.data.extend_from_slice(&intruder);
+            if d.room == 0 {
+                return Err(io::ErrorKind::StorageFull.into());
+            }
+            let n = buf.len().min(d.room);
+            d.room -= n;
+            d.data.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn len(&self) -> io::Result<u64> {
+            Ok(self.0.lock().unwrap().data.len() as u64)
+        }
+        fn set_len(&self, len: u64) -> io::Result<()> {
+            let mut d = self.0.lock().unwrap();
+            let cut = d.data.len() - len as usize;
+            d.room += cut;
+            d.data.truncate(len as usize);
+            Ok(())
+        }
+        fn sync_data(&self) -> io::Result<()> {
+            Ok(())
+        }
+        fn lock(&self, _take: bool) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn log_on(disk: &Disk, max_kept_bytes: usize) -> EventLog {
+        let settings = EventLogSettings { wall_time: false, max_kept_bytes, ..Default::default() };
+        EventLog::with_file(Path::new("/data/out/events.jsonl"), Box::new(disk.clone()), false, settings)
+    }
+
+    fn numbered(i: u64) -> EventRecord {
+        EventRecord { frame: i, ..record(EventLineKind::Update) }
+    }
+
+    fn frames_in(text: &str) -> Vec<u64> {
+        text.lines().map(|l| serde_json::from_str::<EventRecord>(l).expect(l).frame).collect()
+    }
+
+    #[test]
+    fn a_line_the_disk_cuts_short_is_taken_back_kept_and_written_in_order_once_there_is_room() {
+        let line_len = serde_json::to_vec(&numbered(10)).unwrap().len() + 1;
+        // Room for two lines and half of a third.
+        let disk = Disk::with_room(line_len * 5 / 2);
+        let mut log = log_on(&disk, DEFAULT_MAX_KEPT_BYTES);
+        for i in 10..20 {
+            let r = log.write(&numbered(i));
+            assert_eq!(r.is_ok(), i < 12, "line {i}: {r:?}");
+            if let Err(e) = r {
+                assert!(e.kept);
+                // The line alerts send is the line made, even when it is kept.
+                assert_eq!(serde_json::from_slice::<EventRecord>(log.last_line()).unwrap().frame, i);
+            }
+        }
+        assert_eq!(frames_in(&disk.text()), [10, 11], "the cut third line is taken back: {}", disk.text());
+        assert_eq!(log.stats().kept, 8);
+        // Room comes back: the kept lines go first, in order, then the new one.
+        disk.set_room(1 << 20);
+        log.write(&numbered(20)).unwrap();
+        assert_eq!(frames_in(&disk.text()), (10..=20).collect::<Vec<_>>());
+        assert_eq!(log.close(), EventLogStats { lines: 11, errors: 8, kept: 0, lost: 0 });
+    }
+
+    #[test]
+    fn the_kept_lines_are_bounded_and_the_rest_counted_lost() {
+        let line_len = serde_json::to_vec(&numbered(10)).unwrap().len() + 1;
+        let disk = Disk::with_room(0);
+        let mut log = log_on(&disk, line_len * 3);
+        let kept: Vec<bool> = (10..15).map(|i| log.write(&numbered(i)).unwrap_err().kept).collect();
+        assert_eq!(kept, [true, true, true, false, false]);
+        assert_eq!(log.stats(), EventLogStats { lines: 0, errors: 5, kept: 3, lost: 2 });
+        // Nothing is due again at once; after room comes back, a retry writes the kept lines.
+        assert!(log.retry_kept_if_due().is_none(), "tried less than a second ago");
+        disk.set_room(1 << 20);
+        log.last_try = None;
+        assert!(matches!(log.retry_kept_if_due(), Some(Ok(()))));
+        assert_eq!(frames_in(&disk.text()), [10, 11, 12]);
+        assert!(log.retry_kept_if_due().is_none(), "nothing kept");
+        // What is kept when the log closes without room is lost.
+        disk.set_room(0);
+        log.write(&numbered(15)).unwrap_err();
+        // Six lines made: three written, three lost.
+        assert_eq!(log.close(), EventLogStats { lines: 3, errors: 7, kept: 0, lost: 3 });
+    }
+
+    #[test]
+    fn another_writers_line_is_never_cut() {
+        let line_len = serde_json::to_vec(&numbered(10)).unwrap().len() + 1;
+        let disk = Disk::with_room(line_len / 2);
+        // Another writer appends a whole line between our length check and our write.
+        disk.0.lock().unwrap().intruder = b"{\"other\":1}\n".to_vec();
+        let mut log = log_on(&disk, DEFAULT_MAX_KEPT_BYTES);
+        assert!(log.write(&numbered(10)).unwrap_err().kept);
+        disk.0.lock().unwrap().intruder.clear();
+        disk.set_room(1 << 20);
+        log.write(&numbered(11)).unwrap();
+        let text = disk.text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "{\"other\":1}", "{text}");
+        // Our cut half line stays (it could not be taken back safely), alone on its line; ours follow whole.
+        assert!(serde_json::from_str::<serde_json::Value>(lines[1]).is_err(), "{text}");
+        assert_eq!(frames_in(&lines[2..].join("\n")), [10, 11], "{text}");
     }
 
     #[test]
@@ -690,7 +1102,7 @@ mod tests {
         let path = dir.path().join(EVENTS_FILE_NAME);
         std::fs::write(&path, "{\"type\":\"sta").unwrap();
         let mut log = EventLog::open(dir.path(), EventLogSettings { wall_time: false, ..Default::default() }).unwrap();
-        log.write(&record(TrackEventKind::Start)).unwrap();
+        log.write(&record(EventLineKind::Start)).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2);

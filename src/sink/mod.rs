@@ -1,12 +1,15 @@
 //! Outputs: the event log and the annotated video.
 //!
 //! - [`events`]: `events.jsonl`, one JSON object per line for each track's start, update and end.
-//! - [`clips`]: each event's full-frame clip, cut from the source's encoded packets (pre-roll ring, clip workers).
+//! - [`clips`]: each event's full-frame clip, cut from the source's encoded packets (taken from the source's
+//!   [`crate::source::tap`]) by the clip workers.
 //! - [`evidence`]: what is made from an event's full-frame clip: the clip cropped to the event, the snapshots
 //!   and the sidecar JSON.
 //! - [`video`]: annotated RGB frames encoded to an H.264 MP4 through GStreamer, written under a temporary
 //!   name and renamed only once complete; and [`video::probe_video`], which decodes a file back to count
 //!   its frames.
+//!
+//! Files are written under a temporary name and renamed once whole ([`crate::gst::part`]).
 //!
 //! Every error names the file involved and is returned to the caller, which logs it and keeps running:
 //! a full disk must not stop the detection.
@@ -21,12 +24,13 @@ pub mod events;
 pub mod evidence;
 pub mod retention;
 pub mod rtsp;
+pub mod run;
 pub mod video;
 
 pub use events::{EVENTS_FILE_NAME, EventLog, EventLogSettings, EventLogStats, EventRecord, format_rfc3339_utc};
 pub use evidence::{
-    CropRegion, EvidenceError, EvidenceFiles, EvidenceSettings, FrameBox, Sidecar, write_crop_clip, write_sidecar,
-    write_snapshots,
+    CropRegion, EventBoxes, EvidenceError, EvidenceFiles, EvidenceSettings, FrameBox, Sidecar, write_crop_clip,
+    write_sidecar, write_snapshots,
 };
 pub use video::{SpeedPreset, VideoEncoder, VideoInfo, VideoSettings, VideoWriter, probe_video};
 

@@ -23,6 +23,7 @@
 //! - files being written: temporary names (`*.part`, `*.tmp`), and any file changed in the last
 //!   [`MIN_AGE`], for writers that update a file in place;
 //! - the alert spool (`alert-spool/`, or wherever [`RetentionSettings::protect`] says): undelivered alerts.
+//! - the run markers (`.lookout/runs/`): the numbers that keep event ids from repeating across runs.
 //!
 //! Sizes are file lengths (what `du --apparent-size` shows), not allocated blocks.
 
@@ -176,7 +177,9 @@ fn is_protected_name(name: &str) -> bool {
 pub fn enforce(settings: &RetentionSettings, now: SystemTime) -> Result<RetentionStats, RetentionError> {
     let root = &settings.dir;
     let root_meta = fs::metadata(root).map_err(|error| RetentionError::ReadDir { path: root.clone(), error })?;
-    let mut protect: Vec<PathBuf> = vec![root.join(crate::sink::alerts::spool::DEFAULT_SPOOL_DIR_NAME)];
+    // The run markers too: without them run numbers, and so event ids, could repeat.
+    let mut protect: Vec<PathBuf> =
+        vec![root.join(crate::sink::alerts::spool::DEFAULT_SPOOL_DIR_NAME), root.join(crate::sink::run::RUNS_DIR)];
     protect.extend(settings.protect.iter().cloned());
 
     let mut total: u64 = 0;
@@ -432,6 +435,7 @@ mod tests {
             file(d, "gate/x.tmp", 10, now, 20 * DAY),
             file(d, "alert-spool/mqtt/00000000000000000001.alert", 10, now, 20 * DAY),
             file(d, "elsewhere/spool/1.alert", 10, now, 20 * DAY),
+            file(d, ".lookout/runs/1", 10, now, 20 * DAY),
             // Just written: may be in use, even under the size limit.
             file(d, "gate/fresh.mp4", 10_000, now, Duration::from_secs(5)),
         ];

@@ -95,6 +95,10 @@ impl SpeedPreset {
 
 /// Default [`VideoSettings::key_int_max`].
 pub const DEFAULT_KEY_INT_MAX: u32 = 60;
+/// x264's constant-quality level (`pass=qual quantizer=`) when no bitrate is set; the generic template's too.
+const X264_QUANTIZER: u32 = 24;
+/// The bitrate x264 may not exceed at constant quality, in kbit/s.
+const X264_QUALITY_CAP_KBPS: u32 = 8192;
 /// Default [`VideoSettings::bitrate_kbps`].
 pub const DEFAULT_BITRATE_KBPS: u32 = 0;
 /// Bitrate given to openh264enc when [`VideoSettings::bitrate_kbps`] is 0 (its own default, 128 kbit/s, is
@@ -132,7 +136,8 @@ pub struct VideoSettings {
     pub zerolatency: bool,
     /// Longest distance between keyframes, in frames (x264 `key-int-max`, openh264 `gop-size`). Default 60.
     pub key_int_max: u32,
-    /// Target bitrate in kbit/s; 0 keeps the encoder's default (x264: 2048). Default 0.
+    /// Target bitrate in kbit/s; 0 is constant quality for x264 (quantizer 24, at most 8 Mbit/s) and 1 Mbit/s
+    /// for openh264. Default 0.
     pub bitrate_kbps: u32,
     /// Frames queued in front of the encoder before `push` blocks. Default 4.
     pub max_queued_frames: u32,
@@ -682,6 +687,12 @@ fn make_encoder(settings: &VideoSettings) -> Result<(gst::Element, &'static str)
         enc.set_property("key-int-max", settings.key_int_max);
         if settings.bitrate_kbps > 0 {
             enc.set_property("bitrate", settings.bitrate_kbps.min(2_048_000));
+        } else {
+            // Constant quality, as the generic template's encoder (pipelines/generic.toml): x264's default is a
+            // fixed 2 Mbit/s, which made small crops 4-5 times the bytes of their full-frame clip.
+            enc.set_property_from_str("pass", "qual");
+            enc.set_property("quantizer", X264_QUANTIZER);
+            enc.set_property("bitrate", X264_QUALITY_CAP_KBPS);
         }
         Ok((enc, "x264enc"))
     } else {

@@ -55,10 +55,10 @@ pub fn render(
         SourceKind::Rtsp | SourceKind::Http | SourceKind::Csi => uri,
     };
     let csi = spec.csi().unwrap_or_default();
-    let (model_caps, model_caps_rgba) = match settings.keep_aspect_longest {
+    let (model_caps, model_caps_rgba) = match settings.keeps_aspect() {
         // The size depends on the decoded size: the source sets it on `model_caps` when the caps are known.
-        Some(_) => ("video/x-raw,format=RGB".to_string(), "video/x-raw,format=RGBA".to_string()),
-        None => {
+        true => ("video/x-raw,format=RGB".to_string(), "video/x-raw,format=RGBA".to_string()),
+        false => {
             let (w, h) = settings.model_size;
             (
                 format!("video/x-raw,format=RGB,width={w},height={h}"),

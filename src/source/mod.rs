@@ -18,9 +18,16 @@
 //! A source is supervised like a camera in an NVR: `run()` loops over `run_once()`; a live source that ends, fails
 //! or stalls is restarted after an exponential backoff ([`ReconnectSettings`]), with the typed
 //! [`RestartReason`] logged. A file that ends is over; a file that fails ends with its error; other sources carry on.
+//!
+//! - [`launch`]: the pipeline's launch string, a template of [`crate::gst::template`] filled in for the source;
+//! - [`tap`]: the packet tap on the decoder's input, which keeps the source's encoded packets in its pre-roll
+//!   [`ring`] and hands them to the clips being recorded (the clip writer is `crate::sink::clips`'s; ingest
+//!   knows nothing of it); [`keyframe`] reads which packets are keyframes from the bitstream for the codecs
+//!   whose containers mark them wrong.
 
 mod explain;
 mod frame;
+pub mod keyframe;
 pub mod launch;
 mod media;
 mod queue;

@@ -23,7 +23,8 @@ pub struct Packet {
     pub pts_ns: Option<u64>,
     /// Decoding time, in ns (differs from `pts_ns` with B-frames).
     pub dts_ns: Option<u64>,
-    /// True for a packet a decoder can start from (no `DELTA_UNIT` flag).
+    /// True for a packet a decoder can start from: no `DELTA_UNIT` flag, or, for the codecs whose containers
+    /// mark keyframes wrong, an intra picture in the bitstream (see [`super::keyframe`], which the tap applies).
     pub keyframe: bool,
     /// Size in bytes.
     pub size: usize,

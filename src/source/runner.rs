@@ -478,7 +478,7 @@ impl Source {
                         {
                             let (w, h) = (w.max(1) as u32, h.max(1) as u32);
                             decoded.set_dims(w, h);
-                            if settings.keep_aspect_longest.is_some() {
+                            if settings.keeps_aspect() {
                                 let (mw, mh) = settings.model_size_for(w, h);
                                 let mut new = model_caps.property::<gst::Caps>("caps");
                                 if let Some(s) = new.make_mut().structure_mut(0) {

@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::SourceError;
+use crate::geom::ResizeRule;
 
 /// OWL-ViT (v1) B/32 input size.
 pub const DEFAULT_MODEL_SIZE: (u32, u32) = (768, 768);
@@ -34,6 +35,10 @@ pub struct FrameSettings {
     /// OWLv2-style: scale so that the longer side is this many pixels, keeping the aspect ratio
     /// (the consumer pads to a square). Default `None`.
     pub keep_aspect_longest: Option<u32>,
+    /// Grounding DINO-style: scale keeping the aspect ratio by one of transformers' size rules, into a box that
+    /// need not be square (the consumer pads and masks the rest). Takes precedence over `keep_aspect_longest`.
+    /// Default `None`.
+    pub resize_rule: Option<ResizeRule>,
     /// Also deliver a full-resolution RGB copy of each frame (for annotation and crops). Default `false`.
     pub full_frames: bool,
     /// Mark every Nth decoded frame (by decoded index, 0, N, 2N, ...) for inference; the frames in between are
@@ -52,6 +57,7 @@ impl Default for FrameSettings {
         FrameSettings {
             model_size: DEFAULT_MODEL_SIZE,
             keep_aspect_longest: None,
+            resize_rule: None,
             full_frames: false,
             every: DEFAULT_EVERY,
             fps: None,
@@ -88,6 +94,10 @@ impl FrameSettings {
     /// The model-branch size for a decoded frame of `width` x `height`: `model_size`, or the aspect-keeping size
     /// whose longer side is `keep_aspect_longest` (each side at least 1 pixel).
     pub fn model_size_for(&self, width: u32, height: u32) -> (u32, u32) {
+        if let Some(rule) = self.resize_rule {
+            let (h, w) = rule.output_hw((self.model_size.1, self.model_size.0), height.max(1), width.max(1));
+            return (w, h);
+        }
         match self.keep_aspect_longest {
             None => self.model_size,
             Some(longest) => {
@@ -97,6 +107,11 @@ impl FrameSettings {
                 if width >= height { (longest, side(h)) } else { (side(w), longest) }
             }
         }
+    }
+
+    /// Whether the model branch's size follows the decoded size (set on its caps once they are known).
+    pub fn keeps_aspect(&self) -> bool {
+        self.keep_aspect_longest.is_some() || self.resize_rule.is_some_and(|r| r != ResizeRule::Exact)
     }
 
     /// Queue capacity for a live or file source.
@@ -165,6 +180,20 @@ mod tests {
         assert_eq!(s.model_size_for(10_000, 1), (960, 1));
         let s = FrameSettings::default();
         assert_eq!(s.model_size_for(1920, 1080), DEFAULT_MODEL_SIZE);
+        // Grounding DINO's fixed 320x320 graph: transformers truncates, so 1232x693 is 319 wide.
+        let s = FrameSettings {
+            resize_rule: Some(ResizeRule::MaxHeightWidth { max_height: 320, max_width: 320 }),
+            ..Default::default()
+        };
+        assert!(s.keeps_aspect());
+        assert_eq!(s.model_size_for(1920, 1080), (320, 180));
+        assert_eq!(s.model_size_for(1232, 693), (319, 179));
+        let s = FrameSettings {
+            resize_rule: Some(ResizeRule::ShortestEdge { shortest_edge: 800, longest_edge: 1333 }),
+            ..Default::default()
+        };
+        assert_eq!(s.model_size_for(1280, 720), (1333, 750));
+        assert_eq!(s.model_size_for(640, 480), (1066, 800));
     }
 
     #[test]

@@ -21,6 +21,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
+use super::keyframe::KeyframeSyntax;
 use super::ring::{Packet, PreRollRing, RingSettings, RingStats};
 
 /// A source's packet tap: its pre-roll ring and the feeds of the clips being recorded.
@@ -36,6 +37,8 @@ struct TapState {
     ring: PreRollRing,
     /// The decoder's input caps: the codec of the packets.
     caps: Option<gst::Caps>,
+    /// How to read a keyframe from the packets of `caps`, for codecs whose container flags are not trusted.
+    syntax: Option<KeyframeSyntax>,
     /// The decoder whose packets are taken this run (decodebin may try and discard some first).
     owner: Option<String>,
     feeds: Vec<Arc<Feed>>,
@@ -45,7 +48,13 @@ impl PacketTap {
     /// A tap with an empty ring.
     pub fn new(ring: RingSettings) -> Arc<Self> {
         Arc::new(PacketTap {
-            state: Mutex::new(TapState { ring: PreRollRing::new(ring), caps: None, owner: None, feeds: Vec::new() }),
+            state: Mutex::new(TapState {
+                ring: PreRollRing::new(ring),
+                caps: None,
+                syntax: None,
+                owner: None,
+                feeds: Vec::new(),
+            }),
             dropped_packets: AtomicU64::new(0),
         })
     }
@@ -60,6 +69,7 @@ impl PacketTap {
         let mut s = self.lock();
         s.ring.clear();
         s.caps = None;
+        s.syntax = None;
         s.owner = None;
         for f in s.feeds.drain(..) {
             f.close();
@@ -80,9 +90,17 @@ impl PacketTap {
             for f in &s.feeds {
                 f.set_caps_if_unset(&caps);
             }
+            s.syntax = KeyframeSyntax::of_caps(&caps);
             s.caps = Some(caps);
         }
-        let packet = Packet::from_buffer(buffer);
+        let mut packet = Packet::from_buffer(buffer);
+        // The container's flag is wrong in many AVI files (see [`super::keyframe`]): the bitstream decides.
+        if let Some(syntax) = s.syntax
+            && let Ok(map) = buffer.map_readable()
+            && let Some(keyframe) = syntax.is_keyframe(&map)
+        {
+            packet.keyframe = keyframe;
+        }
         for f in &s.feeds {
             if !f.push(&packet) {
                 self.dropped_packets.fetch_add(1, Ordering::Relaxed);
@@ -210,7 +228,9 @@ impl FeedInner {
             if let Some(p) = self.held.pop_front() {
                 self.held_bytes -= p.size;
                 self.packets += 1;
-                if let Some(t) = p.pts_ns {
+                // A packet without a PTS (AVI gives one to the frames its index marks as keyframes only) is shown
+                // at its decoding time, as `rebased` stamps it.
+                if let Some(t) = p.time_ns() {
                     self.first_pts_ns = Some(self.first_pts_ns.map_or(t, |f| f.min(t)));
                     self.sent_max_pts_ns = Some(self.sent_max_pts_ns.map_or(t, |m| m.max(t)));
                 }
@@ -404,6 +424,13 @@ fn rebased(packet: &Packet, base: u64) -> gst::Buffer {
         let pts = packet.pts_ns.or(packet.dts_ns);
         b.set_pts(pts.map(|t| gst::ClockTime::from_nseconds(t.saturating_sub(base))));
         b.set_dts(packet.dts_ns.map(|t| gst::ClockTime::from_nseconds(t.saturating_sub(base))));
+        // The keyframe as the tap decided it (from the bitstream, for codecs whose container marks it wrong), so
+        // that the clip's decoder or muxer (its sync samples) sees the same.
+        if packet.keyframe {
+            b.unset_flags(gst::BufferFlags::DELTA_UNIT);
+        } else {
+            b.set_flags(gst::BufferFlags::DELTA_UNIT);
+        }
     }
     b
 }

@@ -48,10 +48,6 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use super::tracker::TrackOutput;
-use crate::config::{
-    DEFAULT_COOLDOWN_S, DEFAULT_END_AFTER_S, DEFAULT_MIN_FRAMES, DEFAULT_POST_ROLL_S, DEFAULT_PRE_ROLL_S,
-    DEFAULT_THRESHOLD, DEFAULT_UPDATE_INTERVAL_S, DEFAULT_WINDOW, StandingQuery,
-};
 use crate::geom::PixelBox;
 
 /// Frame rate assumed for frames without a timestamp: stream time is then `index / 25` (PAL, the common
@@ -62,7 +58,27 @@ pub const FALLBACK_FPS: f64 = 25.0;
 /// `frame / 25.0` is not exact in binary, so `3.96 + 2.0` must count as reached at `5.96`.
 const TIME_EPSILON_S: f64 = 1e-6;
 
-/// What one query's events obey. Times are seconds of stream time.
+/// Default score threshold of a standing query.
+pub const DEFAULT_THRESHOLD: f32 = 0.2;
+/// Default k of k-of-n hysteresis: matches needed among the last [`DEFAULT_WINDOW`] inference frames.
+pub const DEFAULT_MIN_FRAMES: u32 = 2;
+/// Default n of k-of-n hysteresis.
+pub const DEFAULT_WINDOW: u32 = 3;
+/// Default seconds without a match before an event ends: long enough to ride over a person walking behind a
+/// pillar or a few frames of motion blur, short enough that the `end` line follows the scene.
+pub const DEFAULT_END_AFTER_S: f64 = 2.0;
+/// Default seconds of evidence kept after an event's end (the clip's tail), as CCTV NVRs do.
+pub const DEFAULT_POST_ROLL_S: f64 = 5.0;
+/// Default seconds of evidence kept before an event's start (the clip's head, from the pre-roll ring).
+pub const DEFAULT_PRE_ROLL_S: f64 = 5.0;
+/// Default seconds after an event's end during which the same query and track cannot start another: one
+/// person pacing in and out of a doorway gives one alert, not one every few seconds.
+pub const DEFAULT_COOLDOWN_S: f64 = 10.0;
+/// Default least seconds between two `update` events of one event.
+pub const DEFAULT_UPDATE_INTERVAL_S: f64 = 5.0;
+
+/// What one query's events obey. Times are seconds of stream time. The `[[query]]` of the configuration
+/// (`crate::config::StandingQuery`) gives one per query.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventSettings {
     /// A matched detection counts when its score is at least this. Default [`DEFAULT_THRESHOLD`].
@@ -99,21 +115,6 @@ impl Default for EventSettings {
             pre_roll_s: DEFAULT_PRE_ROLL_S,
             cooldown_s: DEFAULT_COOLDOWN_S,
             update_interval_s: DEFAULT_UPDATE_INTERVAL_S,
-        }
-    }
-}
-
-impl From<&StandingQuery> for EventSettings {
-    fn from(q: &StandingQuery) -> Self {
-        EventSettings {
-            threshold: q.threshold,
-            min_frames: q.min_frames,
-            window: q.window,
-            end_after_s: q.end_after_s,
-            post_roll_s: q.post_roll_s,
-            pre_roll_s: q.pre_roll_s,
-            cooldown_s: q.cooldown_s,
-            update_interval_s: q.update_interval_s,
         }
     }
 }

@@ -24,24 +24,23 @@
 //!
 //! # Track states
 //!
-//! | state     | on an update                                    | next state | event            |
-//! |-----------|-------------------------------------------------|------------|------------------|
-//! | Tentative | matched, fewer than `min_hits` matches so far   | Tentative  | -                |
-//! | Tentative | matched for the `min_hits`-th time              | Tracked    | `Start`          |
-//! | Tentative | not matched                                     | removed    | -                |
-//! | Tracked   | matched                                         | Tracked    | `Update`, rate-limited |
-//! | Tracked   | not matched                                     | Lost       | -                |
-//! | Lost      | matched (high-score stage only)                 | Tracked    | `Update`, rate-limited |
-//! | Lost      | not matched for more than `max_age_frames`      | removed    | `End`            |
-//! | Tracked, Lost | [`Tracker::finish`]                         | removed    | `End`            |
+//! | state     | on an update                                    | next state | counted in [`TrackerStats`] |
+//! |-----------|-------------------------------------------------|------------|-----------------------------|
+//! | Tentative | matched, fewer than `min_hits` matches so far   | Tentative  | -                           |
+//! | Tentative | matched for the `min_hits`-th time              | Tracked    | `started`                   |
+//! | Tentative | not matched                                     | removed    | `dropped_tentative`         |
+//! | Tracked   | matched                                         | Tracked    | -                           |
+//! | Tracked   | not matched                                     | Lost       | -                           |
+//! | Lost      | matched (high-score stage only)                 | Tracked    | -                           |
+//! | Lost      | not matched for more than `max_age_frames`      | removed    | `ended`                     |
+//! | Tracked, Lost | [`Tracker::finish`]                         | removed    | `ended`                     |
 //!
-//! So every `Start` is followed by exactly one `End` once the stream is finished, and a detection seen on
-//! fewer than `min_hits` inference frames (flicker) produces no event at all.
-//! `Update` is emitted on a matched update at least `update_interval_frames` after the track's previous event.
+//! So every confirmed track ends exactly once when the stream is finished, and a detection seen on fewer than
+//! `min_hits` inference frames (flicker) is never confirmed. The tracker makes no events: the event engine
+//! ([`super::lifecycle`]) decides, from the tracks of each frame, when an event starts, is updated and ends.
 
 use serde::{Deserialize, Serialize};
 
-use crate::draw::Annotated;
 use crate::geom::{Detection, PixelBox};
 
 /// Default [`TrackerSettings::high_score`].
@@ -60,8 +59,6 @@ pub const DEFAULT_DUPLICATE_IOU: f32 = 0.7;
 pub const DEFAULT_MIN_HITS: u32 = 3;
 /// Default [`TrackerSettings::max_age_frames`].
 pub const DEFAULT_MAX_AGE_FRAMES: u64 = 30;
-/// Default [`TrackerSettings::update_interval_frames`].
-pub const DEFAULT_UPDATE_INTERVAL_FRAMES: u64 = 30;
 /// Default [`TrackerSettings::velocity_weight`].
 pub const DEFAULT_VELOCITY_WEIGHT: f32 = 0.5;
 
@@ -87,15 +84,11 @@ pub struct TrackerSettings {
     /// An unmatched detection that overlaps a track matched in the same frame by this IoU or more is taken as
     /// a second box for the same object and starts no track. Default 0.7.
     pub duplicate_iou: f32,
-    /// Matches (the first detection included) before a track is confirmed and its `Start` is emitted.
-    /// Default 3; 1 confirms on the first detection.
+    /// Matches (the first detection included) before a track is confirmed. Default 3; 1 confirms on the first
+    /// detection.
     pub min_hits: u32,
-    /// Frames a confirmed track is kept without a match before it is removed (and its `End` emitted).
-    /// Default 30 (1 s at 30 fps).
+    /// Frames a confirmed track is kept without a match before it is removed. Default 30 (1 s at 30 fps).
     pub max_age_frames: u64,
-    /// Least frames between two events of one track; `Update`s closer than this are not emitted.
-    /// 0 emits an `Update` on every match. Default 30 (1 s at 30 fps).
-    pub update_interval_frames: u64,
     /// Weight of the newest measurement in the velocity estimate (exponential smoothing), 0..=1.
     /// 1 takes the last displacement as it is. Default 0.5.
     pub velocity_weight: f32,
@@ -124,7 +117,6 @@ impl Default for TrackerSettings {
             duplicate_iou: DEFAULT_DUPLICATE_IOU,
             min_hits: DEFAULT_MIN_HITS,
             max_age_frames: DEFAULT_MAX_AGE_FRAMES,
-            update_interval_frames: DEFAULT_UPDATE_INTERVAL_FRAMES,
             velocity_weight: DEFAULT_VELOCITY_WEIGHT,
             query_high_scores: Vec::new(),
         }
@@ -136,9 +128,9 @@ impl Default for TrackerSettings {
 pub struct TrackerStats {
     /// Calls to [`Tracker::update`].
     pub updates: u64,
-    /// Tracks confirmed (`Start` events).
+    /// Tracks confirmed.
     pub started: u64,
-    /// Confirmed tracks removed (`End` events).
+    /// Confirmed tracks removed (lost for longer than `max_age_frames`, or at [`Tracker::finish`]).
     pub ended: u64,
     /// Tentative tracks dropped before confirmation (flicker).
     pub dropped_tentative: u64,
@@ -163,62 +155,6 @@ pub struct TrackOutput {
     /// True when the track was not matched at the last update: the object may have gone, and `bbox` is a
     /// guess. Annotations usually skip lost tracks.
     pub lost: bool,
-}
-
-impl Annotated for TrackOutput {
-    fn bbox(&self) -> PixelBox {
-        self.bbox
-    }
-    fn query(&self) -> usize {
-        self.query
-    }
-    fn score(&self) -> f32 {
-        self.score
-    }
-    fn track_id(&self) -> Option<u64> {
-        Some(self.track_id)
-    }
-}
-
-/// Which point of a track's life an event marks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TrackEventKind {
-    /// The track was confirmed.
-    Start,
-    /// The track was matched again (rate-limited by `update_interval_frames`).
-    Update,
-    /// The track was removed: lost for longer than `max_age_frames`, or the stream finished.
-    End,
-}
-
-impl TrackEventKind {
-    /// `"start"`, `"update"` or `"end"`, as in the event log.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TrackEventKind::Start => "start",
-            TrackEventKind::Update => "update",
-            TrackEventKind::End => "end",
-        }
-    }
-}
-
-/// A notification for the event log.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TrackEvent {
-    /// Start, update or end.
-    pub kind: TrackEventKind,
-    /// The track's id.
-    pub track_id: u64,
-    /// Index of the track's query.
-    pub query: usize,
-    /// The box of the detection that matched, on `frame`. For `End`: the last matched box.
-    pub bbox: PixelBox,
-    /// Its score.
-    pub score: f32,
-    /// The frame of that detection. For `End`, the frame the object was last seen, not the (later) frame
-    /// at which the tracker gave up on it.
-    pub frame: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,8 +190,6 @@ struct Track {
     score: f32,
     /// Change of centre and size per frame.
     velocity: Cxcywh,
-    /// Frame of the last event, once confirmed.
-    last_event_frame: u64,
 }
 
 impl Track {
@@ -287,17 +221,6 @@ impl Track {
             lost: self.state == TrackState::Lost,
         }
     }
-
-    fn event(&self, kind: TrackEventKind) -> TrackEvent {
-        TrackEvent {
-            kind,
-            track_id: self.id,
-            query: self.query,
-            bbox: self.last_box,
-            score: self.score,
-            frame: self.last_frame,
-        }
-    }
 }
 
 /// Buffers reused by every update, so that updates do not allocate once they reached their working size.
@@ -320,8 +243,6 @@ pub struct Tracker {
     /// Live tracks, in order of creation (so by id).
     tracks: Vec<Track>,
     next_id: u64,
-    /// Events not yet taken by [`Tracker::drain_events`].
-    events: Vec<TrackEvent>,
     stats: TrackerStats,
     scratch: Scratch,
 }
@@ -333,7 +254,6 @@ impl Tracker {
             settings,
             tracks: Vec::new(),
             next_id: 1,
-            events: Vec::new(),
             stats: TrackerStats::default(),
             scratch: Scratch::default(),
         }
@@ -362,8 +282,7 @@ impl Tracker {
     /// Takes the detections of inference frame `frame` and returns every live track on that frame, by id.
     ///
     /// Frame indices are expected to increase; a repeated or earlier index is treated as no time passing.
-    /// Detections whose score or box is not a finite number are ignored. Events are queued for
-    /// [`Tracker::drain_events`].
+    /// Detections whose score or box is not a finite number are ignored.
     pub fn update(&mut self, frame: u64, detections: &[Detection]) -> Vec<TrackOutput> {
         let mut out = Vec::with_capacity(self.tracks.len() + detections.len());
         self.update_into(frame, detections, &mut out);
@@ -418,7 +337,7 @@ impl Tracker {
         }
 
         // Unmatched tracks: tentative ones are dropped, tracked ones become lost, old lost ones end.
-        let (settings, events, stats) = (&self.settings, &mut self.events, &mut self.stats);
+        let (settings, stats) = (&self.settings, &mut self.stats);
         let mut i = 0;
         self.tracks.retain_mut(|t| {
             let matched = scratch.track_used[i];
@@ -434,7 +353,6 @@ impl Tracker {
                 TrackState::Tracked | TrackState::Lost => {
                     t.state = TrackState::Lost;
                     if frame.saturating_sub(t.last_frame) > settings.max_age_frames {
-                        events.push(t.event(TrackEventKind::End));
                         stats.ended += 1;
                         false
                     } else {
@@ -467,12 +385,10 @@ impl Tracker {
                 last_frame: frame,
                 score: d.score,
                 velocity: [0.0; 4],
-                last_event_frame: frame,
             };
             self.next_id += 1;
             if self.settings.min_hits <= 1 {
                 track.state = TrackState::Tracked;
-                self.events.push(track.event(TrackEventKind::Start));
                 self.stats.started += 1;
             }
             self.tracks.push(track);
@@ -502,18 +418,10 @@ impl Tracker {
         match t.state {
             TrackState::Tentative if t.hits >= s.min_hits => {
                 t.state = TrackState::Tracked;
-                t.last_event_frame = frame;
-                self.events.push(t.event(TrackEventKind::Start));
                 self.stats.started += 1;
             }
             TrackState::Tentative => {}
-            TrackState::Tracked | TrackState::Lost => {
-                t.state = TrackState::Tracked;
-                if frame.saturating_sub(t.last_event_frame) >= s.update_interval_frames {
-                    t.last_event_frame = frame;
-                    self.events.push(t.event(TrackEventKind::Update));
-                }
-            }
+            TrackState::Tracked | TrackState::Lost => t.state = TrackState::Tracked,
         }
     }
 
@@ -530,24 +438,16 @@ impl Tracker {
         out.extend(self.tracks.iter().map(|t| t.output(frame)));
     }
 
-    /// Takes the queued events, oldest first.
-    pub fn drain_events(&mut self) -> std::vec::Drain<'_, TrackEvent> {
-        self.events.drain(..)
-    }
-
-    /// Ends every live track (end of stream or shutdown) and returns every queued event, the `End`s last.
-    /// Tentative tracks are dropped without an event. The tracker can be used again afterwards; ids keep
-    /// increasing.
-    pub fn finish(&mut self) -> std::vec::Drain<'_, TrackEvent> {
+    /// Ends every live track (end of stream or shutdown): confirmed ones count as ended, tentative ones as
+    /// dropped. The tracker can be used again afterwards; ids keep increasing.
+    pub fn finish(&mut self) {
         for t in self.tracks.drain(..) {
             if t.confirmed() {
-                self.events.push(t.event(TrackEventKind::End));
                 self.stats.ended += 1;
             } else {
                 self.stats.dropped_tentative += 1;
             }
         }
-        self.events.drain(..)
     }
 }
 
@@ -605,37 +505,23 @@ mod tests {
         det(query, score, x, y, x + w, y + h)
     }
 
-    fn kinds(events: &[TrackEvent]) -> Vec<(TrackEventKind, u64)> {
-        events.iter().map(|e| (e.kind, e.track_id)).collect()
-    }
-
     fn settings() -> TrackerSettings {
-        TrackerSettings { update_interval_frames: 10, ..TrackerSettings::default() }
+        TrackerSettings::default()
     }
 
     #[test]
     fn steady_object_gives_one_track_with_one_start_and_one_end() {
         let mut tracker = Tracker::new(settings());
-        let mut events = Vec::new();
         for frame in 0..40 {
             let out = tracker.update(frame, &[at(0, 0.5, 100.0, 100.0, 50.0, 80.0)]);
             assert_eq!(out.len(), 1);
             assert_eq!(out[0].track_id, 1);
             assert_eq!(out[0].confirmed, frame >= 2, "confirmed after min_hits = 3 matches, frame {frame}");
             assert!(out[0].matched_this_frame);
-            events.extend(tracker.drain_events());
+            assert_eq!(tracker.stats().started, u64::from(frame >= 2), "started once, at frame 2 (frame {frame})");
         }
-        events.extend(tracker.finish());
-        let starts = events.iter().filter(|e| e.kind == TrackEventKind::Start).count();
-        let ends = events.iter().filter(|e| e.kind == TrackEventKind::End).count();
-        assert_eq!((starts, ends), (1, 1));
-        assert_eq!(events[0].kind, TrackEventKind::Start);
-        assert_eq!(events[0].frame, 2);
-        assert_eq!(events.last().unwrap().kind, TrackEventKind::End);
-        assert_eq!(events.last().unwrap().frame, 39, "End carries the frame the object was last seen");
-        // Updates at least 10 frames apart: 12, 22, 32.
-        let updates: Vec<u64> = events.iter().filter(|e| e.kind == TrackEventKind::Update).map(|e| e.frame).collect();
-        assert_eq!(updates, vec![12, 22, 32]);
+        assert_eq!(tracker.stats().ended, 0, "a track matched on every frame does not end");
+        tracker.finish();
         assert!(tracker.is_empty());
         assert_eq!(tracker.stats().started, 1);
         assert_eq!(tracker.stats().ended, 1);
@@ -658,8 +544,7 @@ mod tests {
             assert_eq!(out[0].bbox.x0, 10.0);
             assert_eq!(out[1].bbox.x0, 200.0);
         }
-        let starts: Vec<_> = kinds(&tracker.drain_events().collect::<Vec<_>>());
-        assert_eq!(starts, vec![(TrackEventKind::Start, 1), (TrackEventKind::Start, 2), (TrackEventKind::Start, 3)]);
+        assert_eq!(tracker.stats().started, 3);
     }
 
     #[test]
@@ -684,12 +569,7 @@ mod tests {
             tracker.update(frame, &[]);
         }
         assert!(tracker.is_empty());
-        let events: Vec<_> = tracker.drain_events().collect();
-        assert_eq!(
-            kinds(&events),
-            vec![(TrackEventKind::Start, 1), (TrackEventKind::Update, 1), (TrackEventKind::End, 1)]
-        );
-        assert_eq!(events[2].frame, 13);
+        assert_eq!((tracker.stats().started, tracker.stats().ended), (1, 1));
         for frame in 25..28 {
             tracker.update(frame, &d);
         }
@@ -741,8 +621,8 @@ mod tests {
         for frame in 4..10 {
             tracker.update(frame, &[]);
         }
-        assert_eq!(tracker.drain_events().count(), 0);
-        assert_eq!(tracker.finish().count(), 0);
+        tracker.finish();
+        assert_eq!(tracker.stats().ended, 0);
         assert_eq!(tracker.stats().started, 0);
         assert_eq!(tracker.stats().dropped_tentative, 2);
     }
@@ -805,9 +685,8 @@ mod tests {
             }
         }
         assert_ne!(id_a, id_b);
-        let events: Vec<_> = tracker.finish().collect();
-        assert_eq!(events.iter().filter(|e| e.kind == TrackEventKind::Start).count(), 2);
-        assert_eq!(events.iter().filter(|e| e.kind == TrackEventKind::End).count(), 2);
+        tracker.finish();
+        assert_eq!((tracker.stats().started, tracker.stats().ended), (2, 2));
     }
 
     #[test]
@@ -818,16 +697,15 @@ mod tests {
         assert!(out[0].confirmed);
         let bad = det(0, 0.9, f32::INFINITY, 0.0, 10.0, 10.0);
         assert_eq!(tracker.update(8, &[bad]).len(), 1);
-        let events: Vec<_> = tracker.drain_events().collect();
-        assert_eq!(kinds(&events), vec![(TrackEventKind::Start, 1)]);
-        assert_eq!(events[0].frame, 7);
+        assert_eq!(tracker.stats().started, 1, "started once, on its first frame (7)");
     }
 
     #[test]
     fn ids_keep_increasing_after_finish() {
         let mut tracker = Tracker::new(TrackerSettings { min_hits: 1, ..settings() });
         tracker.update(0, &[at(0, 0.9, 0.0, 0.0, 10.0, 10.0)]);
-        assert_eq!(tracker.finish().count(), 2);
+        tracker.finish();
+        assert_eq!((tracker.stats().started, tracker.stats().ended), (1, 1));
         let out = tracker.update(1, &[at(0, 0.9, 0.0, 0.0, 10.0, 10.0)]);
         assert_eq!(out[0].track_id, 2);
     }

@@ -34,7 +34,7 @@ pub(super) struct InferStats {
 }
 
 /// Per query, the lowest score passed on to the tracker: the query's threshold, or the tracker's low band
-/// (`low_score`) when that is lower. Detections between the two only keep a track the tracker already has
+/// (`low_score`) when that is lower, but never below the query's text threshold (Grounding DINO). Detections between the two only keep a track the tracker already has
 /// (ByteTrack's second association); they start no track and no event.
 #[derive(Debug, Clone)]
 pub(super) struct QueryBands {
@@ -42,8 +42,9 @@ pub(super) struct QueryBands {
 }
 
 impl QueryBands {
-    pub(super) fn new(thresholds: &[f32], low_score: f32) -> Self {
-        QueryBands { floors: thresholds.iter().map(|&t| t.min(low_score)).collect() }
+    /// Per query its threshold and its text threshold (Grounding DINO; 0 for none), which no box below passes.
+    pub(super) fn new(thresholds: &[(f32, f32)], low_score: f32) -> Self {
+        QueryBands { floors: thresholds.iter().map(|&(t, text)| t.min(low_score).max(text)).collect() }
     }
 
     /// The selection that keeps every box any query passes on.

@@ -25,10 +25,12 @@
 //! renamed into place, every open event gets its `end` line with `reason: shutdown` and its clip is finished at
 //! the last packet received); the caller exits at once on the second. When a file simply ends, open events end with `reason: eos`.
 
+mod drain;
 mod infer;
 mod post;
 pub mod stats;
 mod summary;
+mod verify;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -40,21 +42,26 @@ use tracing::{info, warn};
 
 use crate::config::StandingQuery;
 use crate::geom::Detection;
+use crate::geom::ResizeRule;
 use crate::gst::{self, EncoderPurpose, PipelineChoice};
 use crate::infer::{Detector, FrameScale};
 use crate::shutdown::ShutdownToken;
 use crate::sink::clips::{ClipSettings, ClipWriter};
 use crate::sink::disk::WriteFailures;
 use crate::sink::events::ClipSink;
+use crate::sink::run::{Run, remove_stale_parts};
 use crate::sink::{EventLog, EventLogSettings};
 use crate::source::{
     self, Frame, FrameQueue, FrameSettings, Notify, ReconnectSettings, SourceHandle, SourceSpec, SourceStatsSnapshot,
 };
 use crate::source::{PacketTap, RingSettings};
 use crate::track::{Tracker, TrackerSettings};
+use drain::{Drain, DrainSettings};
 use infer::{InferStage, InferStats, QueryBands};
-use post::{PostStage, PostStats, event_id_prefix, tracker_settings_for_events};
+use post::{PostStage, PostStats, tracker_settings_for_events};
 pub use summary::{SourceSummary, Summary};
+use verify::{AlertGate, Collector, VerdictWriter, VerifyJob, VerifyStage};
+pub use verify::{OVERLOADED, VerifySettings, VerifySummary};
 
 /// Frames in flight between the inference thread and one source's post thread.
 const POST_QUEUE: usize = 4;
@@ -64,8 +71,8 @@ const POLL: Duration = Duration::from_millis(100);
 /// queues between them), and an event's start is its earliest match in the k-of-n window, some frames before it
 /// is decided.
 const RING_LAG_S: f64 = 3.0;
-/// Text drawn on every frame made with a random-weight test model.
-pub const TEST_MODEL_BANNER: &str = "test model: boxes are not meaningful";
+/// Text drawn on every frame made with a random-weight test model (defined with the drawing code).
+pub use crate::draw::TEST_MODEL_BANNER;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
@@ -87,6 +94,13 @@ pub enum WatchError {
     Clip(#[from] crate::sink::clips::ClipError),
     #[error("could not start thread {name}: {error}")]
     Thread { name: String, error: std::io::Error },
+    #[error(
+        "query {query:?} has verify, but no verifier model is configured: set [verify] model in the config (or \
+         --verifier DIR)"
+    )]
+    NoVerifier { query: String },
+    #[error("verifier {model}: it takes {fixed} frames, but [verify] frames = {configured}; set frames = {fixed}")]
+    VerifierFrames { model: String, fixed: usize, configured: usize },
     #[error("every source failed to start; the first: {0}")]
     AllSourcesFailed(String),
 }
@@ -106,7 +120,7 @@ pub struct WatchSettings {
     pub max_duration: Option<Duration>,
     /// Put the wall-clock time in each event. Default true; off for byte-identical golden tests.
     pub wall_time: bool,
-    /// Draw [`TEST_MODEL_BANNER`] on every annotated frame.
+    /// Draw [`TEST_MODEL_BANNER`] on every annotated frame, and on the snapshots and crop clips of events.
     pub test_model: bool,
     pub tracker: TrackerSettings,
     pub reconnect: ReconnectSettings,
@@ -126,10 +140,20 @@ pub struct WatchSettings {
     /// Each event's clip (`<out>/<source>/<event-id>.mp4`, pre-roll to post-roll) and evidence. Default: off
     /// here; the `watch` command turns it on unless `--no-clips`.
     pub clips: Option<ClipSettings>,
+    /// The longest a stop waits for what is open (clips, evidence, alerts) once it is seen. Default
+    /// [`DEFAULT_SHUTDOWN_TIMEOUT_S`]; `[output] shutdown_timeout_s`.
+    pub shutdown_timeout: Duration,
     /// Sources refused before the run (a missing file, an unsupported URL), each as [`SourceSummary::not_started`]:
     /// listed in the summary with their error, after the sources that ran. Default: none.
     pub not_started: Vec<SourceSummary>,
+    /// The verifier of queries with `verify` (`[verify]`). Default: none (a query with `verify` is then an
+    /// error).
+    pub verify: Option<VerifySettings>,
 }
+
+/// Default [`WatchSettings::shutdown_timeout`], in seconds. `deploy/lookout.service` stops the service after
+/// `TimeoutStopSec=90s`, well above it (a test keeps it so).
+pub const DEFAULT_SHUTDOWN_TIMEOUT_S: f64 = 30.0;
 
 impl Default for WatchSettings {
     fn default() -> Self {
@@ -151,7 +175,9 @@ impl Default for WatchSettings {
             alerts: None,
             retention: None,
             clips: None,
+            shutdown_timeout: Duration::from_secs_f64(DEFAULT_SHUTDOWN_TIMEOUT_S),
             not_started: Vec::new(),
+            verify: None,
         }
     }
 }
@@ -164,6 +190,30 @@ pub struct Progress {
     /// Rounds of the inference loop, including rounds without frames: the systemd watchdog is fed while it moves,
     /// so cameras that are down do not cause restarts, but a stuck inference does.
     pub infer_rounds: std::sync::atomic::AtomicU64,
+    /// Clips still being written, once the last frame is processed or a stop began (0 before).
+    pub clips_pending: std::sync::atomic::AtomicU64,
+}
+
+/// The model branch's shape for a detector's [`FrameScale`], on top of `base` (what `watch` sets up and
+/// `lookout pipelines show` prints).
+pub fn frame_settings_for(scale: FrameScale, base: FrameSettings) -> FrameSettings {
+    FrameSettings {
+        model_size: scale.input_size(),
+        keep_aspect_longest: match scale {
+            FrameScale::FitLonger { side } => Some(side),
+            _ => None,
+        },
+        resize_rule: match scale {
+            FrameScale::FitWithin { max_width, max_height } => {
+                Some(ResizeRule::MaxHeightWidth { max_height, max_width })
+            }
+            FrameScale::ShortestEdge { shortest_edge, longest_edge } => {
+                Some(ResizeRule::ShortestEdge { shortest_edge, longest_edge })
+            }
+            FrameScale::Stretch { .. } | FrameScale::FitLonger { .. } => None,
+        },
+        ..base
+    }
 }
 
 /// Runs `watch` until every file has ended, `max_duration` passed, or a stop was requested on `shutdown`.
@@ -192,27 +242,56 @@ pub fn run(
     source::dedupe_short_names(&mut specs);
     check_query_sources(&queries, &specs)?;
 
+    let verifying = queries.iter().find(|q| q.verify.is_some());
+    if let Some(q) = verifying
+        && settings.verify.is_none()
+    {
+        return Err(WatchError::NoVerifier { query: q.label.clone() });
+    }
+
     let started = Instant::now();
     let texts: Vec<String> = queries.iter().map(|q| q.text.clone()).collect();
     let query_set = detector.encode(&texts)?;
     detector.warm_up(&query_set)?;
+    // The verifier, and each verifying query's prompts encoded once for the run.
+    let verifier = match (&settings.verify, verifying) {
+        (Some(v), Some(_)) => {
+            let mut verifier = crate::infer::load_verifier(&v.model, &v.session)?;
+            if let Some(fixed) = verifier.num_frames()
+                && fixed != v.frames
+            {
+                return Err(WatchError::VerifierFrames {
+                    model: v.model.display().to_string(),
+                    fixed,
+                    configured: v.frames,
+                });
+            }
+            let prompts = verify::encode_prompts(verifier.as_mut(), &queries)?;
+            Some((verifier, prompts, v.clone()))
+        }
+        _ => None,
+    };
 
     // Frames are scaled inside GStreamer the way the detector asks.
     let scale = detector.frame_scale();
-    let frame_settings = FrameSettings {
-        model_size: scale.input_size(),
-        keep_aspect_longest: match scale {
-            FrameScale::FitLonger { side } => Some(side),
-            FrameScale::Stretch { .. } => None,
+    let frame_settings = frame_settings_for(
+        scale,
+        FrameSettings {
+            // Verification crops the frames at their decoded size: the same frames, never decoded twice.
+            full_frames: settings.annotate || settings.serve_rtsp.is_some() || verifier.is_some(),
+            every: settings.every,
+            fps: settings.fps,
+            ..FrameSettings::default()
         },
-        full_frames: settings.annotate || settings.serve_rtsp.is_some(),
-        every: settings.every,
-        fps: settings.fps,
-        ..FrameSettings::default()
-    };
+    );
 
     std::fs::create_dir_all(&settings.out_dir)
         .map_err(|error| crate::sink::SinkError::CreateDir { path: settings.out_dir.clone(), error })?;
+    // A new number for this run (event ids never repeat across runs into one directory), and the temporary
+    // files of a run that crashed removed, whichever outputs are on.
+    let run = Run::start(&settings.out_dir, SystemTime::now())?;
+    remove_stale_parts(&settings.out_dir);
+    info!(run = run.number, out = %settings.out_dir.display(), "run {} in this output directory", run.number);
     let event_log = Arc::new(Mutex::new(EventLog::open(
         &settings.out_dir,
         EventLogSettings { wall_time: settings.wall_time, ..EventLogSettings::default() },
@@ -300,10 +379,35 @@ pub fn run(
             let mut c = c.clone();
             c.encoder = encoder_for(EncoderPurpose::Record);
             c.evidence.encoder = c.encoder.clone();
+            c.evidence.test_model = settings.test_model;
             Some(ClipWriter::start(c, event_log.clone(), alerter.clone(), write_failures.clone())?)
         }
         None => None,
     };
+
+    // The verify thread, fed by the post stages through one bounded queue.
+    let gate = Arc::new(AlertGate::default());
+    let mut verify_thread: Option<JoinHandle<()>> = None;
+    let mut verify_link: Option<(Sender<VerifyJob>, VerdictWriter, VerifySettings)> = None;
+    if let Some((verifier, prompts, v)) = verifier {
+        let (tx, rx) = bounded::<VerifyJob>(v.queue);
+        let writer = VerdictWriter {
+            log: event_log.clone(),
+            alerter: alerter.clone(),
+            gate: gate.clone(),
+            write_failures: write_failures.clone(),
+            model: verifier.name().to_string(),
+        };
+        let stage = VerifyStage { verifier, prompts, queries: queries.clone(), rx, writer: writer.clone() };
+        verify_thread = Some(
+            std::thread::Builder::new()
+                .name("verify".into())
+                .spawn(move || stage.run())
+                .map_err(|error| WatchError::Thread { name: "verify".into(), error })?,
+        );
+        verify_link = Some((tx, writer, v));
+    }
+    let evidence = settings.clips.as_ref().map(|c| c.evidence.clone()).unwrap_or_default();
 
     // Post stages, one per source.
     let mut post_threads: Vec<JoinHandle<PostStats>> = Vec::new();
@@ -326,7 +430,8 @@ pub fn run(
             rx,
             tracker: Tracker::new(tracker_settings_for_events(&settings.tracker, &queries, video_fps)),
             event_log: event_log.clone(),
-            event_id_prefix: event_id_prefix(&h.spec, SystemTime::now()),
+            event_id_prefix: run.event_id_prefix(&h.spec.short_name),
+            run_number: run.number,
             clip_sink,
             queries: queries.clone(),
             settings: settings.clone(),
@@ -338,6 +443,22 @@ pub fn run(
             alerter: alerter.clone(),
             record_encoder: record_encoder.clone(),
             write_failures: write_failures.clone(),
+            collector: verify_link
+                .as_ref()
+                .filter(|_| queries.iter().any(|q| q.verify.is_some() && q.applies_to(&h.spec.short_name)))
+                .map(|(tx, writer, v)| {
+                    Collector::new(
+                        v.frames,
+                        v.seconds,
+                        evidence.clone(),
+                        tx.clone(),
+                        writer.clone(),
+                        h.spec.display.clone(),
+                        h.spec.short_name.clone(),
+                        queries.clone(),
+                    )
+                }),
+            gate: gate.clone(),
         };
         let name = format!("post-{}", h.spec.short_name);
         let t = std::thread::Builder::new()
@@ -354,7 +475,10 @@ pub fn run(
         detector,
         query_set,
         applies: handles.iter().map(|h| queries.iter().map(|q| q.applies_to(&h.spec.short_name)).collect()).collect(),
-        bands: QueryBands::new(&queries.iter().map(|q| q.threshold).collect::<Vec<_>>(), settings.tracker.low_score),
+        bands: QueryBands::new(
+            &queries.iter().map(|q| (q.threshold, q.text_threshold.unwrap_or(0.0))).collect::<Vec<_>>(),
+            settings.tracker.low_score,
+        ),
         live: handles.iter().map(|h| h.spec.is_live()).collect(),
         every: settings.every,
         fps: settings.fps,
@@ -372,6 +496,14 @@ pub fn run(
         .spawn(move || infer.run())
         .map_err(|error| WatchError::Thread { name: "infer".into(), error })?;
 
+    let drain = Drain::spawn(DrainSettings {
+        shutdown: shutdown.clone(),
+        max_duration: settings.max_duration,
+        started,
+        timeout: settings.shutdown_timeout,
+        clips: clip_writer.as_ref().map(|w| (w.stats_handle(), w.stop_deadline())),
+        progress: progress.clone(),
+    });
     let infer_stats = infer_thread.join().unwrap_or_else(|_| {
         warn!("inference thread panicked");
         InferStats::default()
@@ -393,7 +525,16 @@ pub fn run(
             })
         })
         .collect();
-    // Every recorder is gone with its post thread: the workers finish the queued clips (each with a deadline).
+    // Every collector has gone with its post thread: the verifier finishes the queued events.
+    drop(verify_link);
+    if let Some(t) = verify_thread
+        && t.join().is_err()
+    {
+        warn!("the verify thread panicked");
+    }
+    drain.frames_done.store(true, std::sync::atomic::Ordering::Relaxed);
+    // Every recorder is gone with its post thread: the workers finish the queued clips (each with a deadline, and
+    // all of them by the stop's deadline when there is a stop).
     let clips = clip_writer.map(ClipWriter::finish).map(|mut c| {
         for tap in taps.iter().flatten() {
             c.dropped_packets += tap.dropped_packets.load(std::sync::atomic::Ordering::Relaxed);
@@ -401,12 +542,15 @@ pub fn run(
         }
         c
     });
+    let stop_deadline = drain.finish();
     // Every post thread and clip worker is done, so this is the last reference: deliver what can be delivered in time; the rest
     // stays in the spool for the next start.
     if let Some(alerter) = alerter.and_then(|a| Arc::try_unwrap(a).ok()) {
         let drain =
             settings.alerts.as_ref().map_or(Duration::from_secs(5), |a| Duration::from_millis(a.shutdown_timeout_ms));
-        let timeout = if shutdown.is_aborting() { Duration::ZERO } else { drain };
+        // Within what is left of the stop's limit.
+        let left = stop_deadline.map_or(drain, |d| d.saturating_duration_since(Instant::now()));
+        let timeout = if shutdown.is_aborting() { Duration::ZERO } else { drain.min(left) };
         let stats = alerter.stats();
         let spooled: u64 = stats.destinations.iter().map(|d| d.spool_entries).sum();
         let unsent = alerter.unsent();
@@ -423,6 +567,8 @@ pub fn run(
     if let Some(r) = retention {
         r.stop();
     }
+    // Every writer of the log is done: the lines still kept for want of room get a last try, the rest are lost.
+    let event_log_stats = event_log.lock().unwrap_or_else(|e| e.into_inner()).close();
 
     let mut summaries = Vec::new();
     for (i, (spec, exit)) in exits.into_iter().enumerate() {
@@ -454,11 +600,17 @@ pub fn run(
         inference: infer_stats.batch_latency.summary(),
         batches: infer_stats.batches,
         clips,
+        event_lines_lost: event_log_stats.lost,
+        verification: settings
+            .verify
+            .as_ref()
+            .filter(|_| queries.iter().any(|q| q.verify.is_some()))
+            .map(|_| gate.summary()),
         wall_seconds: started.elapsed().as_secs_f64(),
     };
     let path = settings.out_dir.join("summary.json");
     match std::fs::write(&path, serde_json::to_vec_pretty(&summary).unwrap_or_default()) {
-        Ok(()) => write_failures.succeeded(),
+        Ok(()) => _ = write_failures.succeeded(),
         Err(e) => {
             write_failures.failed(&path, &e);
         }
@@ -487,4 +639,30 @@ struct Processed {
     frame: Frame,
     /// `Some` on inference frames (possibly empty), `None` on frames the tracker carries.
     detections: Option<Vec<Detection>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// GStreamer must scale a frame to the size the detector expects: the source's arithmetic
+    /// ([`FrameSettings::model_size_for`]) and the detector's ([`FrameScale::size_for`]) agree.
+    #[test]
+    fn the_source_scales_frames_as_the_detector_asks() {
+        let scales = [
+            FrameScale::Stretch { width: 96, height: 64 },
+            FrameScale::FitLonger { side: 960 },
+            FrameScale::FitWithin { max_width: 320, max_height: 320 },
+            FrameScale::FitWithin { max_width: 1333, max_height: 800 },
+            FrameScale::ShortestEdge { shortest_edge: 800, longest_edge: 1333 },
+        ];
+        let frames = [(1920, 1080), (1080, 1920), (1232, 693), (640, 480), (352, 288), (7, 3000), (1, 1)];
+        for scale in scales {
+            let settings = frame_settings_for(scale, FrameSettings::default());
+            settings.validate().unwrap();
+            for (w, h) in frames {
+                assert_eq!(settings.model_size_for(w, h), scale.size_for(w, h), "{scale:?} {w}x{h}");
+            }
+        }
+    }
 }

@@ -13,6 +13,7 @@ use std::time::{Instant, SystemTime};
 use crossbeam_channel::Receiver;
 use tracing::{info, warn};
 
+use super::verify::{AlertGate, Collector, alerts_wait};
 use super::{Processed, Progress, TEST_MODEL_BANNER, WatchSettings};
 use crate::config::StandingQuery;
 use crate::draw::{
@@ -22,7 +23,7 @@ use crate::picture::Picture;
 use crate::shutdown::ShutdownToken;
 use crate::sink::disk::WriteFailures;
 use crate::sink::events::{ClipSink, Clips};
-use crate::sink::{EventLog, EventRecord, VideoSettings, VideoWriter, format_rfc3339_utc};
+use crate::sink::{EventLog, EventRecord, VideoSettings, VideoWriter};
 use crate::source::SourceSpec;
 use crate::track::lifecycle::FALLBACK_FPS;
 use crate::track::{
@@ -49,8 +50,10 @@ pub(super) struct PostStage {
     pub rx: Receiver<Processed>,
     pub tracker: Tracker,
     pub event_log: Arc<Mutex<EventLog>>,
-    /// Starts every event id of the source (see [`event_id_prefix`]).
+    /// Starts every event id of the source: `<source>-r<run>` ([`crate::sink::run::Run::event_id_prefix`]).
     pub event_id_prefix: String,
+    /// This run's number in the output directory, for naming the annotated video when an earlier run's is there.
+    pub run_number: u64,
     /// The clip writer, told of every frame and event; without one every event's `clips.status` is `none`.
     pub clip_sink: Option<Box<dyn ClipSink + Send>>,
     pub queries: Vec<StandingQuery>,
@@ -69,6 +72,10 @@ pub(super) struct PostStage {
     pub record_encoder: Option<String>,
     /// Failed writes of the output directory, shared by every source.
     pub write_failures: Arc<WriteFailures>,
+    /// Takes the frames of events to verify, when a query of the source verifies.
+    pub collector: Option<Collector>,
+    /// Holds the alerts of `alert_on = "verified"` events until their verdict.
+    pub gate: Arc<AlertGate>,
 }
 
 /// The tracker settings for a source: `base`, keeping a lost track at least as long as the longest
@@ -90,18 +97,6 @@ pub(super) fn tracker_settings_for_events(
     }
 }
 
-/// The prefix of a source's event ids: its short name. A live source adds the run's start time
-/// (`gate-20231114T221320Z`), so that the ids, and the clip files named after them, of a restarted service
-/// never collide with those of the run before; a file's ids stay the same on every run.
-pub(super) fn event_id_prefix(spec: &SourceSpec, run_started: SystemTime) -> String {
-    if !spec.is_live() {
-        return spec.short_name.clone();
-    }
-    // 2023-11-14T22:13:20.000Z → 20231114T221320Z
-    let stamp: String = format_rfc3339_utc(run_started)[..19].chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-    format!("{}-{stamp}Z", spec.short_name)
-}
-
 /// The post stage's [`EventSink`]: each notification goes to the clip writer (when there is one) and then, as a
 /// line, to `events.jsonl`.
 struct LogSink<'a> {
@@ -116,6 +111,8 @@ struct LogSink<'a> {
     /// Topic-safe source name for alerts.
     short_name: &'a str,
     write_failures: &'a WriteFailures,
+    collector: &'a mut Option<Collector>,
+    gate: &'a AlertGate,
 }
 
 impl EventSink for LogSink<'_> {
@@ -132,14 +129,37 @@ impl EventSink for LogSink<'_> {
         };
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
         let result = log.write(&record);
+        // events.jsonl first (the source of truth), then the alert: the very bytes of the line (also of a line
+        // kept while the disk is full: it is written once there is room). The alerter never blocks, so the log's
+        // lock is held only for a copy.
+        if let (Some(alerter), true) = (self.alerter, result.as_ref().map_or_else(|e| e.kept, |()| true)) {
+            // A query whose alerts wait for the verdict holds its start (and what follows) until it is confirmed.
+            let line = log.last_line();
+            let now = match (alerts_wait(q), ev.kind) {
+                (false, _) => true,
+                (true, LifecycleKind::Start) => {
+                    self.gate.hold_start(&ev.event_id, line);
+                    false
+                }
+                (true, LifecycleKind::Update) => self.gate.may_alert(&ev.event_id, line, false),
+                (true, LifecycleKind::End(_)) => self.gate.may_alert(&ev.event_id, line, true),
+                (true, LifecycleKind::Closed) => false,
+            };
+            if now {
+                alerter.send(self.short_name, line, None);
+            }
+        }
+        drop(log);
         match result {
             Ok(()) => {
-                // events.jsonl first (the source of truth), then the alert: the very bytes of the line. The
-                // alerter never blocks, so the log's lock is held only for a copy.
-                if let Some(alerter) = self.alerter {
-                    alerter.send(self.short_name, log.last_line(), None);
+                // Verification starts with the `start` line and is cut short by the `end` line.
+                if let Some(c) = self.collector.as_mut() {
+                    match ev.kind {
+                        LifecycleKind::Start => c.start(ev),
+                        LifecycleKind::End(_) => c.end(&ev.event_id),
+                        LifecycleKind::Update | LifecycleKind::Closed => {}
+                    }
                 }
-                drop(log);
                 self.write_failures.succeeded();
                 // An event is counted once, at its start; its updates apart; its end is the same event.
                 match ev.kind {
@@ -152,7 +172,7 @@ impl EventSink for LogSink<'_> {
                 }
             }
             Err(e) => {
-                drop(log);
+                let e = e.error;
                 // A full disk must not stop detection: report once (not once per event), count, go on.
                 let reported = match e.io_error() {
                     Some((path, io)) => self.write_failures.failed(path, io),
@@ -182,6 +202,8 @@ impl PostStage {
             alerter: self.alerter.as_deref(),
             short_name: &self.spec.short_name,
             write_failures: &self.write_failures,
+            collector: &mut self.collector,
+            gate: &self.gate,
         }
     }
 
@@ -227,8 +249,17 @@ impl PostStage {
                 Some(_) => lifecycle.update(at, &tracks, &mut sink),
                 None => lifecycle.advance(at, &mut sink),
             }
-            // The tracker's own start/end notifications are not events: the event engine decides those.
-            self.tracker.drain_events().for_each(drop);
+            // Lines kept while the disk was full go out once there is room, even when no new line comes.
+            match self.event_log.lock().unwrap_or_else(|e| e.into_inner()).retry_kept_if_due() {
+                Some(Ok(())) => _ = self.write_failures.succeeded(),
+                Some(Err(e)) => _ = e.io_error().map(|(path, io)| self.write_failures.failed(path, io)),
+                None => {}
+            }
+            if let Some(c) = self.collector.as_mut()
+                && c.is_collecting()
+            {
+                c.on_frame(&at, frame.full.as_ref(), &tracks);
+            }
 
             let want_video = self.settings.annotate && !video_failed;
             let want_rtsp = self.rtsp.is_some();
@@ -244,7 +275,7 @@ impl PostStage {
                         format: full.format,
                         ..VideoSettings::new(full.width, full.height, n, d)
                     };
-                    match VideoWriter::create(&dir.join("annotated.mp4"), video_settings) {
+                    match VideoWriter::create(&annotated_path(&dir, self.run_number), video_settings) {
                         Ok(w) => {
                             info!(source = %self.spec.display, encoder = %w.encoder(), "annotated video started");
                             stats.encoder = Some(w.encoder().to_string());
@@ -317,7 +348,11 @@ impl PostStage {
             self.shutdown.is_stopping() || self.settings.max_duration.is_some_and(|d| self.started.elapsed() >= d);
         let reason = if stopped { EndReason::Shutdown } else { EndReason::Eos };
         lifecycle.finish(reason, &mut self.log_sink(&mut stats));
-        self.tracker.finish().for_each(drop);
+        // Events still taking frames are verified on what they have; the sender goes with the collector.
+        if let Some(mut c) = self.collector.take() {
+            c.finish();
+        }
+        self.tracker.finish();
         if let Some(w) = video {
             match w.finish() {
                 Ok(path) => stats.annotated = Some(path),
@@ -329,6 +364,13 @@ impl PostStage {
         }
         stats
     }
+}
+
+/// `<dir>/annotated.mp4`, or `<dir>/annotated-r<run>.mp4` when an earlier run's annotated video is there: a
+/// run never replaces another's.
+fn annotated_path(dir: &std::path::Path, run_number: u64) -> PathBuf {
+    let first = dir.join("annotated.mp4");
+    if first.exists() { dir.join(format!("annotated-r{run_number}.mp4")) } else { first }
 }
 
 /// A frame rate as a GStreamer fraction (29.97 → 30000/1001).

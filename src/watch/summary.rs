@@ -71,6 +71,12 @@ pub struct Summary {
     /// Clips started, written and failed (when clips are on).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clips: Option<ClipStatsSnapshot>,
+    /// Lines of `events.jsonl` never written: no room on the disk, and no room left to keep them in memory, or
+    /// the run ended first. Lines written + lines lost = lines made.
+    pub event_lines_lost: u64,
+    /// Events verified, confirmed, rejected and overloaded (when a query verifies).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verification: Option<super::VerifySummary>,
     pub wall_seconds: f64,
 }
 
@@ -108,6 +114,16 @@ impl std::fmt::Display for Summary {
                 c.written, c.failed, c.over_cap, c.peak_open
             )?;
         }
+        if self.event_lines_lost > 0 {
+            writeln!(f, "  events.jsonl: {} event lines lost (no room on the disk)", self.event_lines_lost)?;
+        }
+        if let Some(v) = &self.verification {
+            writeln!(
+                f,
+                "  verification: {} events verified: {} confirmed, {} rejected, {} overloaded, {} errors",
+                v.verified, v.confirmed, v.rejected, v.overloaded, v.errors
+            )?;
+        }
         Ok(())
     }
 }
@@ -141,6 +157,8 @@ mod tests {
             events: 0,
             updates: 0,
             clips: None,
+            event_lines_lost: 0,
+            verification: None,
             wall_seconds: 1.0,
         };
         let text = summary.to_string();
@@ -151,5 +169,24 @@ mod tests {
         let json = serde_json::to_value(&summary).unwrap();
         assert_eq!(json["sources"][0]["decoder"], "nvv4l2decoder");
         assert!(json["sources"][1]["decoder"].is_null() && json["sources"][1].get("encoder").is_none());
+        assert_eq!(json["event_lines_lost"], 0);
+        assert!(!text.contains("lost"), "{text}");
+    }
+
+    #[test]
+    fn lost_event_lines_are_in_the_summary_line_and_the_json() {
+        let summary = Summary {
+            sources: Vec::new(),
+            inference: LatencySummary::default(),
+            batches: 0,
+            events: 0,
+            updates: 0,
+            clips: None,
+            event_lines_lost: 7,
+            verification: None,
+            wall_seconds: 1.0,
+        };
+        assert!(summary.to_string().contains("events.jsonl: 7 event lines lost (no room on the disk)"), "{summary}");
+        assert_eq!(serde_json::to_value(&summary).unwrap()["event_lines_lost"], 7);
     }
 }

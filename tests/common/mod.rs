@@ -53,7 +53,7 @@ pub fn tiny_model(family: &str) -> PathBuf {
     root().join("models/tiny").join(family)
 }
 
-/// A `.npy` array: shape and data as f64 (float32, float64, int64 and int32 are read).
+/// A `.npy` array: shape and data as f64 (float32, float64, int64, int32, uint8 and bool are read).
 #[derive(Debug, Clone)]
 pub struct Npy {
     pub shape: Vec<usize>,
@@ -80,6 +80,7 @@ pub fn read_npy(path: &Path) -> Npy {
         "<f8" => body.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
         "<i8" => body.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
         "<i4" => body.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+        "|b1" | "|u1" => body.iter().map(|&b| f64::from(b)).collect(),
         other => panic!("{}: unsupported dtype {other}", path.display()),
     };
     assert_eq!(data.len(), shape.iter().product::<usize>(), "{}: size", path.display());

@@ -1,12 +1,27 @@
 //! The parts of `preprocessor_config.json` that preprocessing uses, with transformers' defaults, and the
 //! lookup tables that turn a `u8` into the tensor value exactly as transformers' float steps do.
+//!
+//! One struct serves both processors: OWL's (`OwlViTImageProcessor`, `Owlv2ImageProcessor`: a fixed square or
+//! rectangle) and `GroundingDinoImageProcessor` (a size rule that keeps the aspect ratio, then zero padding to
+//! `pad_size` or to the batch; [`ResizeRule`]).
 
 use serde::Deserialize;
+
+pub use crate::geom::ResizeRule;
 
 use super::{Family, PreprocessError};
 
 /// Pillow's `Image.Resampling.BICUBIC`, the only filter OWL-ViT checkpoints use.
 pub const PIL_BICUBIC: u32 = 3;
+/// Pillow's `Image.Resampling.BILINEAR`, `GroundingDinoImageProcessor`'s default.
+pub const PIL_BILINEAR: u32 = 2;
+
+/// transformers' `IMAGENET_DEFAULT_MEAN` / `IMAGENET_DEFAULT_STD`, Grounding DINO's defaults.
+const IMAGENET_DEFAULT_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
+const IMAGENET_DEFAULT_STD: [f64; 3] = [0.229, 0.224, 0.225];
+/// `GroundingDinoImageProcessor()`'s size: `{"shortest_edge": 800, "longest_edge": 1333}`.
+const GDINO_SHORTEST_EDGE: u32 = 800;
+const GDINO_LONGEST_EDGE: u32 = 1333;
 
 /// transformers' `OPENAI_CLIP_MEAN` / `OPENAI_CLIP_STD`. Kept as f64 and rounded to f32 the way numpy does it
 /// (decimal to f64 to f32); for arbitrary decimals that can differ from rounding the decimal straight to f32.
@@ -42,8 +57,15 @@ pub struct PreprocessorConfig {
     /// stretched, as transformers does.
     pub do_pad: bool,
     /// Pillow filter for OWL-ViT's resize (`resample`). Default: 3 (bicubic), the only one supported.
-    /// OWLv2 ignores it, as transformers does (its configs say 2).
+    /// OWLv2 ignores it, as transformers does (its configs say 2). Grounding DINO: 2 (bilinear) by default;
+    /// 2 and 3 are supported.
     pub resample: u32,
+    /// How the image's size is chosen. OWL: always [`ResizeRule::Exact`] (`size`). Grounding DINO: from `size`;
+    /// default `{"shortest_edge": 800, "longest_edge": 1333}`.
+    pub resize: ResizeRule,
+    /// Grounding DINO's `pad_size` `(height, width)`: every image is padded to it. Default `None`: a batch is
+    /// padded to its largest image, as transformers pads it.
+    pub pad_size: Option<(u32, u32)>,
 }
 
 /// `size` / `crop_size`: transformers accepts an int (a square) or a dict.
@@ -51,7 +73,21 @@ pub struct PreprocessorConfig {
 #[serde(untagged)]
 enum RawSize {
     Square(u32),
-    Dict { height: Option<u32>, width: Option<u32>, shortest_edge: Option<u32> },
+    Dict {
+        height: Option<u32>,
+        width: Option<u32>,
+        shortest_edge: Option<u32>,
+        longest_edge: Option<u32>,
+        max_height: Option<u32>,
+        max_width: Option<u32>,
+    },
+}
+
+/// `pad_size`: `{"height", "width"}`.
+#[derive(Deserialize)]
+struct RawPadSize {
+    height: u32,
+    width: u32,
 }
 
 /// `image_mean` / `image_std`: a list per channel, or one float for all.
@@ -77,6 +113,9 @@ struct RawConfig {
     image_mean: Option<RawPerChannel>,
     image_std: Option<RawPerChannel>,
     resample: Option<u32>,
+    pad_size: Option<RawPadSize>,
+    /// Deprecated in transformers but still read by `GroundingDinoImageProcessor.from_dict`: the longest edge.
+    max_size: Option<u32>,
 }
 
 impl RawSize {
@@ -89,6 +128,12 @@ impl RawSize {
                 return Err(PreprocessError::Config {
                     field,
                     problem: "is a `shortest_edge`; OWL-ViT and OWLv2 need `height` and `width`".into(),
+                });
+            }
+            RawSize::Dict { max_height: Some(_), .. } => {
+                return Err(PreprocessError::Config {
+                    field,
+                    problem: "is a `max_height`/`max_width`; OWL-ViT and OWLv2 need `height` and `width`".into(),
                 });
             }
             RawSize::Dict { .. } => {
@@ -127,7 +172,29 @@ impl PreprocessorConfig {
         Self::defaults(Some(Family::Owlv2))
     }
 
+    /// transformers' `GroundingDinoImageProcessor()` defaults (Grounding DINO and MM-Grounding-DINO alike).
+    pub fn grounding_dino() -> Self {
+        Self::defaults(Some(Family::GroundingDino))
+    }
+
     fn defaults(family: Option<Family>) -> Self {
+        if family.is_some_and(Family::is_grounding_dino) {
+            let resize =
+                ResizeRule::ShortestEdge { shortest_edge: GDINO_SHORTEST_EDGE, longest_edge: GDINO_LONGEST_EDGE };
+            return PreprocessorConfig {
+                family,
+                size: resize.bound((0, 0)),
+                image_mean: IMAGENET_DEFAULT_MEAN.map(|v| v as f32),
+                image_std: IMAGENET_DEFAULT_STD.map(|v| v as f32),
+                do_rescale: true,
+                rescale_factor: 1.0 / 255.0,
+                do_normalize: true,
+                do_pad: true,
+                resample: PIL_BILINEAR,
+                resize,
+                pad_size: None,
+            };
+        }
         let side = if family == Some(Family::Owlv2) { 960 } else { 768 };
         PreprocessorConfig {
             family,
@@ -139,6 +206,8 @@ impl PreprocessorConfig {
             do_normalize: true,
             do_pad: true,
             resample: PIL_BICUBIC,
+            resize: ResizeRule::Exact,
+            pad_size: None,
         }
     }
 
@@ -167,13 +236,25 @@ impl PreprocessorConfig {
                 Some(Family::Owlv2)
             } else if t.starts_with("owlvit") {
                 Some(Family::OwlVit)
+            } else if t.starts_with("groundingdino") {
+                // MM-Grounding-DINO and LLMDet ship `GroundingDinoImageProcessor` too.
+                Some(Family::GroundingDino)
             } else {
                 None
             }
         });
         let mut cfg = Self::defaults(family.or(model_family));
         cfg.family = family;
+        if family.or(model_family).is_some_and(Family::is_grounding_dino) {
+            cfg.parse_grounding_dino_size(&raw)?;
+        } else if raw.pad_size.is_some() {
+            return Err(PreprocessError::Config {
+                field: "pad_size",
+                problem: "is a Grounding DINO setting; OWL-ViT and OWLv2 do not pad that way".into(),
+            });
+        }
         match &raw.size {
+            _ if cfg.resize != ResizeRule::Exact => {}
             Some(size) => cfg.size = size.height_width("size")?,
             // The two families default to different sizes; guessing would silently feed the wrong input size.
             None if family.or(model_family).is_none() => {
@@ -236,13 +317,99 @@ impl PreprocessorConfig {
         Ok(cfg)
     }
 
+    /// `size`, `max_size` and `pad_size` as `GroundingDinoImageProcessor.__init__` and `resize` read them.
+    fn parse_grounding_dino_size(&mut self, raw: &RawConfig) -> Result<(), PreprocessError> {
+        let bad = |problem: String| Err(PreprocessError::Config { field: "size", problem });
+        let positive = |v: u32, what: &str| {
+            if v == 0 {
+                Err(PreprocessError::Config { field: "size", problem: format!("has {what} 0") })
+            } else {
+                Ok(v)
+            }
+        };
+        match &raw.size {
+            None => {}
+            // `__init__` turns an int into a shortest edge, with 1333 (or `max_size`) as the longest.
+            Some(RawSize::Square(s)) => {
+                self.resize = ResizeRule::ShortestEdge {
+                    shortest_edge: positive(*s, "shortest edge")?,
+                    longest_edge: positive(raw.max_size.unwrap_or(GDINO_LONGEST_EDGE), "longest edge")?,
+                };
+            }
+            Some(RawSize::Dict { shortest_edge: Some(s), longest_edge: Some(l), .. }) => {
+                self.resize = ResizeRule::ShortestEdge {
+                    shortest_edge: positive(*s, "shortest_edge")?,
+                    longest_edge: positive(*l, "longest_edge")?,
+                };
+            }
+            Some(RawSize::Dict { max_height: Some(h), max_width: Some(w), .. }) => {
+                self.resize = ResizeRule::MaxHeightWidth {
+                    max_height: positive(*h, "max_height")?,
+                    max_width: positive(*w, "max_width")?,
+                };
+            }
+            Some(RawSize::Dict { height: Some(h), width: Some(w), .. }) => {
+                self.size = (positive(*h, "height")?, positive(*w, "width")?);
+                self.resize = ResizeRule::Exact;
+            }
+            Some(RawSize::Dict { .. }) => {
+                return bad("needs `shortest_edge` and `longest_edge`, `max_height` and `max_width`, or `height` \
+                            and `width` (as GroundingDinoImageProcessor.resize does)"
+                    .into());
+            }
+        }
+        if let Some(p) = &raw.pad_size {
+            if p.height == 0 || p.width == 0 {
+                return Err(PreprocessError::Config {
+                    field: "pad_size",
+                    problem: format!("is {}x{}; it must not be empty", p.width, p.height),
+                });
+            }
+            self.pad_size = Some((p.height, p.width));
+        }
+        self.size = self.pad_size.unwrap_or_else(|| self.resize.bound(self.size));
+        Ok(())
+    }
+
     /// Checks that this config can preprocess for `family`: the family it names (if any) matches, OWL-ViT resizes
     /// with bicubic, and OWLv2 rescales (transformers would pad and blur raw `u8` otherwise, which nobody ships).
     pub fn check(&self, family: Family) -> Result<(), PreprocessError> {
         if let Some(config) = self.family
             && config != family
+            && !(config.is_grounding_dino() && family.is_grounding_dino())
         {
             return Err(PreprocessError::FamilyMismatch { config, model: family });
+        }
+        if family.is_grounding_dino() {
+            if self.resample != PIL_BILINEAR && self.resample != PIL_BICUBIC {
+                return Err(PreprocessError::Config {
+                    field: "resample",
+                    problem: format!(
+                        "is {}; only 2 (bilinear, the default) and 3 (bicubic) are supported",
+                        self.resample
+                    ),
+                });
+            }
+            if !self.do_pad && self.resize != ResizeRule::Exact {
+                return Err(PreprocessError::Config {
+                    field: "do_pad",
+                    problem: "is false, but the size keeps the aspect ratio, so images differ in size; the graph \
+                              needs them padded (set do_pad to true)"
+                        .into(),
+                });
+            }
+            if let (Some((ph, pw)), ResizeRule::MaxHeightWidth { max_height, max_width }) = (self.pad_size, self.resize)
+                && (max_height > ph || max_width > pw)
+            {
+                return Err(PreprocessError::Config {
+                    field: "pad_size",
+                    problem: format!(
+                        "is {pw}x{ph}, smaller than the resized size of up to {max_width}x{max_height}; transformers \
+                         would fail to pad"
+                    ),
+                });
+            }
+            return Ok(());
         }
         if family == Family::OwlVit && self.resample != PIL_BICUBIC {
             return Err(PreprocessError::Config {

@@ -11,6 +11,9 @@
 //!   linear interpolation; both compute in f64 and store f32 after each pass), clip to the padded image's range and
 //!   normalise in f32. [`resize_owlv2`] follows scipy's arithmetic step by step.
 //!
+//! - **Grounding DINO** (`GroundingDinoImageProcessor`): Pillow bilinear resize keeping the aspect ratio, rescale,
+//!   ImageNet mean and std, zero padding bottom and right, and a pixel mask: see [`gdino`].
+//!
 //! [`tensor_from_scaled_rgb`] is the fast path for video frames that GStreamer has already scaled: close to the
 //! reference (the scaler differs), not identical.
 //!
@@ -30,15 +33,16 @@ use thiserror::Error;
 use crate::geom::Transform;
 
 mod config;
+pub mod gdino;
 mod owlv2;
 mod pil;
 
 use config::OWLV2_PAD_VALUE;
-pub use config::{PIL_BICUBIC, PreprocessorConfig};
+pub use config::{PIL_BICUBIC, PIL_BILINEAR, PreprocessorConfig, ResizeRule};
 
 pub use owlv2::resize_owlv2;
 use owlv2::resize_owlv2_rows;
-pub use pil::resize_bicubic_pil;
+pub use pil::{PilFilter, resize_bicubic_pil, resize_pil};
 
 /// Errors from reading a preprocessor config or from a video frame that does not fit the model input.
 #[derive(Debug, Error)]
@@ -67,11 +71,34 @@ pub enum Family {
     OwlVit,
     /// OWLv2: pad to a square with grey, then an anti-aliased linear resize.
     Owlv2,
+    /// Grounding DINO (`model_type` "grounding-dino"): bilinear resize keeping the aspect ratio, zero padding
+    /// bottom and right, and a pixel mask ([`gdino`]).
+    GroundingDino,
+    /// MM-Grounding-DINO (`model_type` "mm-grounding-dino"; LLMDet too): preprocessed as Grounding DINO.
+    MmGroundingDino,
+}
+
+impl Family {
+    /// Grounding DINO or MM-Grounding-DINO: one processor, one recipe.
+    pub fn is_grounding_dino(self) -> bool {
+        matches!(self, Family::GroundingDino | Family::MmGroundingDino)
+    }
+
+    /// The `model_type` of `config.json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::OwlVit => "owlvit",
+            Family::Owlv2 => "owlv2",
+            Family::GroundingDino => "grounding-dino",
+            Family::MmGroundingDino => "mm-grounding-dino",
+        }
+    }
 }
 
 /// Preprocesses `img` into `out`, the `[3, height, width]` slot of a batch (so batching needs no copy), and returns
 /// how boxes map back to `img`: [`Transform::stretch`] for OWL-ViT, [`Transform::pad_square`] for OWLv2 (or a
-/// stretch when `do_pad` is false).
+/// stretch when `do_pad` is false). Grounding DINO is letterboxed into the slot ([`gdino::letterbox_into`],
+/// which also gives the size for the pixel mask) and its boxes map back by a stretch.
 ///
 /// An empty image (0 pixels wide or high) yields a grey input, where transformers would raise.
 ///
@@ -140,6 +167,10 @@ pub fn preprocess_into(
             });
             if cfg.do_pad { Transform::pad_square(w as u32, h as u32) } else { Transform::stretch(w as u32, h as u32) }
         }
+        Family::GroundingDino | Family::MmGroundingDino => {
+            gdino::letterbox_into(cfg, img, out);
+            Transform::stretch(w, h)
+        }
     }
 }
 
@@ -173,6 +204,9 @@ pub fn tensor_from_scaled_rgb(
 ) -> Result<(), PreprocessError> {
     let (oh, ow) = cfg.input_hw();
     assert_eq!(out.shape(), &[3, oh, ow], "the output slot must be [3, height, width] of the preprocessor config");
+    if family.is_grounding_dino() {
+        return gdino::letterbox_scaled_into(cfg, rgb, width, height, stride, out);
+    }
     let frame_error = |problem: String| PreprocessError::Frame { width, height, stride, len: rgb.len(), problem };
     let (w, h) = (width as usize, height as usize);
     let fits = match family {

@@ -1,9 +1,42 @@
-//! Pillow's bicubic resize (libImaging/Resample.c, 8 bits per channel), bit for bit: OWL-ViT's resize.
+//! Pillow's convolution resize (libImaging/Resample.c, 8 bits per channel), bit for bit: bicubic is OWL-ViT's
+//! resize, bilinear is Grounding DINO's.
 
 use image::RgbImage;
 
 /// Pillow's fixed-point precision for 8-bit images: 32 bits less 8 for the value and 2 for overshoot and sign.
 const PRECISION_BITS: u32 = 32 - 8 - 2;
+
+/// A Pillow resampling filter: its kernel and support (`struct filter` in Resample.c).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PilFilter {
+    /// `Image.Resampling.BILINEAR` (2): the triangle kernel, support 1.
+    Bilinear,
+    /// `Image.Resampling.BICUBIC` (3): Keys' cubic with a = -0.5, support 2.
+    Bicubic,
+}
+
+impl PilFilter {
+    /// Half the kernel's width at a scale of one, in input pixels.
+    fn support(self) -> f64 {
+        match self {
+            PilFilter::Bilinear => 1.0,
+            PilFilter::Bicubic => 2.0,
+        }
+    }
+
+    fn eval(self, x: f64) -> f64 {
+        match self {
+            PilFilter::Bilinear => bilinear_filter(x),
+            PilFilter::Bicubic => bicubic_filter(x),
+        }
+    }
+}
+
+/// Pillow's triangle kernel (`bilinear_filter` in Resample.c).
+fn bilinear_filter(x: f64) -> f64 {
+    let x = x.abs();
+    if x < 1.0 { 1.0 - x } else { 0.0 }
+}
 
 /// Pillow's bicubic kernel, with a = -0.5 (`bicubic_filter` in Resample.c), same operation order.
 fn bicubic_filter(x: f64) -> f64 {
@@ -28,12 +61,12 @@ struct PilCoeffs {
 }
 
 impl PilCoeffs {
-    fn new(in_size: usize, out_size: usize) -> Self {
+    fn new(filter: PilFilter, in_size: usize, out_size: usize) -> Self {
         // Pillow takes the span from a float box `(0, 0, w, h)`: `(double)(in1 - in0) / outSize`.
         let scale = (in_size as f32) as f64 / out_size as f64;
         let filterscale = scale.max(1.0);
         // Widening the kernel by the scale when downscaling is what makes Pillow anti-alias.
-        let support = 2.0 * filterscale;
+        let support = filter.support() * filterscale;
         let ksize = support.ceil() as usize * 2 + 1;
         let ss = 1.0 / filterscale;
         let mut k = vec![0i32; out_size * ksize];
@@ -47,7 +80,7 @@ impl PilCoeffs {
             let n = (xmax - xmin).max(0) as usize;
             let mut ww = 0.0;
             for (x, wx) in w[..n].iter_mut().enumerate() {
-                *wx = bicubic_filter(((x as i64 + xmin) as f64 - center + 0.5) * ss);
+                *wx = filter.eval(((x as i64 + xmin) as f64 - center + 0.5) * ss);
                 ww += *wx;
             }
             for (kx, &wx) in kk.iter_mut().zip(&w[..n]) {
@@ -83,6 +116,12 @@ const PIL_HALF: i32 = 1 << (PRECISION_BITS - 1);
 /// level or two. A pass whose size does not change is skipped. Within a pass the sums are integers, so their order
 /// does not matter. An empty source gives a black image; an empty target an empty one.
 pub fn resize_bicubic_pil(src: &RgbImage, width: u32, height: u32) -> RgbImage {
+    resize_pil(src, width, height, PilFilter::Bicubic)
+}
+
+/// Pillow's `Image.resize((width, height), filter)` on 8-bit RGB, bit-exact with Pillow 13, for either filter;
+/// [`resize_bicubic_pil`] says what that takes. Bilinear is what `GroundingDinoImageProcessor` resizes with.
+pub fn resize_pil(src: &RgbImage, width: u32, height: u32, filter: PilFilter) -> RgbImage {
     let (in_w, in_h) = (src.width() as usize, src.height() as usize);
     let (out_w, out_h) = (width as usize, height as usize);
     if (in_w, in_h) == (out_w, out_h) {
@@ -93,19 +132,19 @@ pub fn resize_bicubic_pil(src: &RgbImage, width: u32, height: u32) -> RgbImage {
     }
     let raw: &[u8] = src.as_raw();
     let out = if out_w == in_w {
-        pil_vertical(raw, in_w * 3, 0, &PilCoeffs::new(in_h, out_h))
+        pil_vertical(raw, in_w * 3, 0, &PilCoeffs::new(filter, in_h, out_h))
     } else if out_h == in_h {
-        pil_horizontal(raw, in_w, out_w)
+        pil_horizontal(raw, in_w, out_w, filter)
     } else if in_h > out_h && (in_h - out_h) as i64 > 2 * (in_w as i64 - out_w as i64) {
         // Pillow 13's `ImagingResampleInner`: vertical first, over whole rows.
-        let rows = pil_vertical(raw, in_w * 3, 0, &PilCoeffs::new(in_h, out_h));
-        pil_horizontal(&rows, in_w, out_w)
+        let rows = pil_vertical(raw, in_w * 3, 0, &PilCoeffs::new(filter, in_h, out_h));
+        pil_horizontal(&rows, in_w, out_w, filter)
     } else {
         // Horizontal first, and only over the rows the vertical pass reads.
-        let vert = PilCoeffs::new(in_h, out_h);
+        let vert = PilCoeffs::new(filter, in_h, out_h);
         let first_row = vert.bounds[0].0;
         let last_row = vert.bounds[out_h - 1].0 + vert.bounds[out_h - 1].1;
-        let rows = pil_horizontal(&raw[first_row * in_w * 3..last_row * in_w * 3], in_w, out_w);
+        let rows = pil_horizontal(&raw[first_row * in_w * 3..last_row * in_w * 3], in_w, out_w, filter);
         pil_vertical(&rows, out_w * 3, first_row, &vert)
     };
     RgbImage::from_raw(width, height, out).expect("buffer sized for the output image")
@@ -115,8 +154,8 @@ pub fn resize_bicubic_pil(src: &RgbImage, width: u32, height: u32) -> RgbImage {
 ///
 /// (Running it as a vertical pass over the transposed image vectorises the sums; that was tried, and the two
 /// transposes made a 4000 x 3000 photo twice as slow for a few milliseconds saved on small ones.)
-fn pil_horizontal(rows: &[u8], in_w: usize, out_w: usize) -> Vec<u8> {
-    let coeffs = PilCoeffs::new(in_w, out_w);
+fn pil_horizontal(rows: &[u8], in_w: usize, out_w: usize, filter: PilFilter) -> Vec<u8> {
+    let coeffs = PilCoeffs::new(filter, in_w, out_w);
     let mut out = vec![0u8; rows.len() / (in_w * 3) * out_w * 3];
     for (src, dst) in rows.chunks_exact(in_w * 3).zip(out.chunks_exact_mut(out_w * 3)) {
         for (xx, px) in dst.chunks_exact_mut(3).enumerate() {
@@ -200,6 +239,43 @@ mod tests {
             let got = resize_bicubic_pil(&synth(w, h), ow, oh);
             let max = got.as_raw().iter().zip(want.data).map(|(&a, &b)| a.abs_diff(b)).max().unwrap();
             assert_eq!(max, 0, "{w}x{h} -> {ow}x{oh}: Pillow differs by up to {max}");
+        }
+    }
+
+    /// Bilinear is the same resampler with another kernel; downscales widen it by the scale (anti-aliasing).
+    #[test]
+    fn pil_bilinear_is_bit_exact() {
+        macro_rules! bilinear {
+            ($name:literal) => {
+                npy(include_bytes!(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/tests/golden/gdino_preprocess/bilinear_",
+                    $name,
+                    ".npy"
+                )))
+            };
+        }
+        let cases = [
+            ((37, 23, 16, 16), bilinear!("37x23_to_16x16")),
+            ((13, 9, 29, 31), bilinear!("13x9_to_29x31")),
+            ((50, 20, 20, 50), bilinear!("50x20_to_20x50")),
+            ((64, 48, 64, 20), bilinear!("64x48_to_64x20")),
+            ((31, 40, 12, 40), bilinear!("31x40_to_12x40")),
+            ((200, 150, 24, 24), bilinear!("200x150_to_24x24")),
+            ((30, 70, 16, 16), bilinear!("30x70_to_16x16")),
+            ((13, 40, 20, 12), bilinear!("13x40_to_20x12")),
+            ((97, 60, 80, 49), bilinear!("97x60_to_80x49")),
+            ((120, 90, 33, 25), bilinear!("120x90_to_33x25")),
+        ];
+        for ((w, h, ow, oh), want) in cases {
+            assert_eq!(want.shape, [oh as usize, ow as usize, 3]);
+            let got = resize_pil(&synth(w, h), ow, oh, PilFilter::Bilinear);
+            let max = got.as_raw().iter().zip(want.data).map(|(&a, &b)| a.abs_diff(b)).max().unwrap();
+            assert_eq!(max, 0, "{w}x{h} -> {ow}x{oh}: Pillow differs by up to {max}");
+            // Not the bicubic result by accident.
+            if (w, h) != (ow, oh) {
+                assert_ne!(got, resize_bicubic_pil(&synth(w, h), ow, oh), "{w}x{h} -> {ow}x{oh}");
+            }
         }
     }
 

@@ -1,0 +1,447 @@
+#!/usr/bin/env python3
+"""Benchmark Grounding DINO-T: `lookout locate` vs the transformers pipeline vs plain onnxruntime (`make bench-gdino`).
+
+All contestants run in this one invocation, on the same machine, with the same number of threads, on the golden
+photos tests/fixtures/{astronaut,coffee,grace_hopper}.png repeated --repeat times, with 1 query and with 10 queries,
+on the full-size random-weight Grounding DINO-T (Swin-T + BERT-base sizes, 900 queries, graph size 800x1333) that
+`models/export_gdino.py --full --only grounding-dino` writes to models/full/grounding-dino-t:
+
+  lookout split      `lookout locate --layout split`: text_encoder.onnx once per set of queries, detector.onnx per
+                     image with the cached text features. Per-image times from `--timings` (preprocess + infer + post).
+  lookout hf         `lookout locate --layout hf`: model.onnx per image (BERT runs again on every image).
+  transformers       GroundingDinoProcessor (GroundingDinoImageProcessor with the model directory's
+                     preprocessor_config.json, i.e. the same letterbox into 800x1333, + BertTokenizerFast, the text
+                     processed on every call as a pipeline user does) + PyTorch GroundingDinoForObjectDetection with the
+                     SAME weights (rebuilt from the same seed by export_gdino.build_model; the sanity check compares its
+                     logits with onnxruntime's) + post_process_grounded_object_detection, per image.
+  ort floor split    onnxruntime in Python: text_encoder.onnx once (not timed), detector.onnx per image on pixel tensors
+                     computed BEFORE timing, + each query's best box in numpy. No preprocessing: the floor.
+  ort floor hf       the same with model.onnx (BERT inside the graph, run per image).
+
+Steady-state images/s = timed images / sum of their per-image times, excluding model load, query encoding and the
+first (warm-up) image of each run. Each run is a process of its own. The set runs --rounds times, in reverse order
+every other round; the table shows each contestant's best round, the ratios the median of per-round ratios.
+
+Until the Rust side of Grounding DINO has landed, the lookout rows are skipped with the reason (e.g. `lookout
+locate` refusing the model directory); everything else runs. --no-lookout skips them on purpose.
+
+Sanity (like for like): per query, the query slot whose best token logit is highest (over the query's own tokens),
+its score and its box (clipped to the image) must agree on at least one image: lookout with the ort floor of its
+layout within 1e-3 / 0.5 px, the ort floors with transformers within 1e-2 / 2 px (the two-stage top-900 has near-ties
+that ONNX Runtime and PyTorch order differently; see export_gdino.check_full_size).
+
+Targets (from the issue): lookout split >= 1.5x the transformers pipeline with 10 queries, and >= 0.90x the ort floor
+(split) with 1 and with 10 queries; printed as a verdict (exit code 0 either way, 2 if a contestant could not run).
+
+    /work/venv/bin/python models/bench_gdino.py --model models/full/grounding-dino-t --lookout target/release/lookout
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_locate as bl  # noqa: E402  (log, loadavg, cpu_model, default_threads, steady, run_lookout, mean_ms)
+
+REPO = Path(__file__).resolve().parent.parent
+IMAGES = [REPO / "tests" / "fixtures" / f"{n}.png" for n in ("astronaut", "coffee", "grace_hopper")]
+QUERIES_1 = ["a person in a space suit"]
+QUERIES_10 = [
+    "a person in a space suit",
+    "a cup of coffee",
+    "a woman in a military uniform",
+    "an american flag",
+    "a white helmet",
+    "a saucer under a cup",
+    "a silver spoon",
+    "a black necktie",
+    "a pair of glasses",
+    "a man in a black coat next to a bicycle",
+]
+BOX_THRESHOLD, TEXT_THRESHOLD = 0.35, 0.25  # the model card's defaults; only affect how many boxes come back
+BOX_TOL_PX, SCORE_TOL = 0.5, 1e-3  # lookout vs the ort floor: the same graphs
+# vs PyTorch: the two-stage top-900 has near-ties that ONNX Runtime and PyTorch order differently (see
+# export_gdino.check_full_size), which moves the other queries' logits by up to ~1e-2.
+TORCH_BOX_TOL_PX, TORCH_SCORE_TOL = 2.0, 1e-2
+log = bl.log
+
+
+def query_spans(input_ids: list[int], n: int) -> list[list[int]]:
+    """Token positions of each query in the joined prompt (its word pieces, not the "." that ends it)."""
+    spans, cur = [], []
+    for j, t in enumerate(input_ids):
+        if t in (101, 102):
+            continue
+        if t == 1012:
+            spans.append(cur)
+            cur = []
+        else:
+            cur.append(j)
+    if cur:
+        spans.append(cur)
+    assert len(spans) == n, (len(spans), n)
+    return spans
+
+
+def best_per_query(logits: np.ndarray, boxes: np.ndarray, spans: list[list[int]], W: int, H: int) -> list[dict]:
+    """Per query: the slot with the highest logit over the query's tokens; sigmoid score; box in pixels, clipped."""
+    out = []
+    for sp in spans:
+        per_slot = logits[:, sp].max(axis=1)
+        p = int(np.argmax(per_slot))
+        cx, cy, w, h = (float(v) for v in boxes[p])
+        x0, y0, x1, y1 = (cx - w / 2) * W, (cy - h / 2) * H, (cx + w / 2) * W, (cy + h / 2) * H
+        clip = lambda v, m: min(max(v, 0.0), float(m))  # noqa: E731
+        out.append({"score": float(1 / (1 + np.exp(-per_slot[p]))),
+                    "box": [clip(x0, W), clip(y0, H), clip(x1, W), clip(y1, H)]})
+    return out
+
+
+def load_pil(paths: list[str]):
+    from PIL import Image
+
+    return [Image.open(p).convert("RGB") for p in paths]
+
+
+def worker_transformers(spec: dict) -> dict:
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    import export_gdino
+    from transformers import AutoTokenizer, GroundingDinoImageProcessor, GroundingDinoProcessor
+
+    model_dir = Path(spec["model"])
+    info = json.loads((model_dir / "export_info.json").read_text())
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    ip = GroundingDinoImageProcessor.from_pretrained(str(model_dir))
+    proc = GroundingDinoProcessor(image_processor=ip, tokenizer=tok)
+    t0 = time.perf_counter()
+    cfg = export_gdino.make_config(info["family"], False, len(tok))
+    model, _ = export_gdino.build_model(info["family"], cfg, info["seed"])
+    build_s = time.perf_counter() - t0
+    images = load_pil(spec["images"])
+    queries = spec["queries"]
+    times, stages, first = [], [], []
+    c0, w0 = time.process_time(), time.perf_counter()
+    for i, img in enumerate(images):
+        W, H = img.size
+        t0 = time.perf_counter()
+        inputs = proc(images=img, text=queries, return_tensors="pt")
+        t1 = time.perf_counter()
+        with torch.no_grad():
+            out = model(**inputs)
+        t2 = time.perf_counter()
+        res = proc.post_process_grounded_object_detection(out, inputs["input_ids"], threshold=BOX_THRESHOLD,
+                                                          text_threshold=TEXT_THRESHOLD, target_sizes=[(H, W)])
+        t3 = time.perf_counter()
+        assert len(res) == 1
+        times.append(t3 - t0)
+        stages.append((t1 - t0, t2 - t1, t3 - t2))
+        if i < spec["n_distinct"]:
+            spans = query_spans(inputs["input_ids"][0].tolist(), len(queries))
+            lg, bx = out.logits[0].numpy(), out.pred_boxes[0].numpy()
+            first.append(best_per_query(lg, bx, spans, W, H))
+            if spec.get("save_logits") and i == 0:
+                np.save(spec["save_logits"], lg)
+    util = (time.process_time() - c0) / max(time.perf_counter() - w0, 1e-9)
+    return {"times": times, "stages": stages, "best": first, "cpu_util": util, "build_s": build_s}
+
+
+def worker_ort(spec: dict) -> dict:
+    import onnxruntime as ort
+    from transformers import AutoTokenizer, GroundingDinoImageProcessor
+
+    import export_gdino
+
+    model_dir = Path(spec["model"])
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = spec["threads"]
+    so.log_severity_level = 3
+    cpu = ["CPUExecutionProvider"]
+    split = spec["variant"] == "split"
+    t0 = time.perf_counter()
+    if split:
+        s_txt = ort.InferenceSession(str(model_dir / "onnx/text_encoder.onnx"), so, providers=cpu)
+        s_det = ort.InferenceSession(str(model_dir / "onnx/detector.onnx"), so, providers=cpu)
+    else:
+        s_hf = ort.InferenceSession(str(model_dir / "onnx/model.onnx"), so, providers=cpu)
+    load_s = time.perf_counter() - t0
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    ip = GroundingDinoImageProcessor.from_pretrained(str(model_dir))
+    images = load_pil(spec["images"])
+    distinct: dict[str, dict] = {}
+    pixels = []
+    for p, img in zip(spec["images"], images):
+        if p not in distinct:
+            enc = ip(images=img, return_tensors="np")
+            distinct[p] = {"pixel_values": np.ascontiguousarray(enc["pixel_values"], dtype=np.float32),
+                           "pixel_mask": np.ascontiguousarray(enc["pixel_mask"], dtype=np.int64)}
+        pixels.append(distinct[p])
+    sizes = [img.size for img in images]
+    txt = export_gdino.text_inputs(tok, [". ".join(q.strip().lower() for q in spec["queries"]) + "."])
+    spans = query_spans(txt["input_ids"][0].tolist(), len(spec["queries"]))
+    if split:
+        import torch
+
+        feats = s_txt.run(["text_features"], {"input_ids": txt["input_ids"],
+                                              "token_type_ids": txt["token_type_ids"]})[0]
+        masks, pos = export_gdino.masks_loop_free(torch.from_numpy(txt["input_ids"]))
+        text_in = {"text_features": feats, "attention_mask": txt["attention_mask"],
+                   "text_self_attention_masks": masks.numpy(), "position_ids": pos.numpy()}
+    times, stages, first = [], [], []
+    c0, w0 = time.process_time(), time.perf_counter()
+    for i, px in enumerate(pixels):
+        t0 = time.perf_counter()
+        if split:
+            logits, boxes = s_det.run(["logits", "pred_boxes"], {**px, **text_in})
+        else:
+            logits, boxes = s_hf.run(["logits", "pred_boxes"], {**px, **txt})
+        t1 = time.perf_counter()
+        best = best_per_query(logits[0], boxes[0], spans, *sizes[i])
+        t2 = time.perf_counter()
+        times.append(t2 - t0)
+        stages.append((0.0, t1 - t0, t2 - t1))
+        if i < spec["n_distinct"]:
+            first.append(best)
+            if spec.get("save_logits") and i == 0:
+                np.save(spec["save_logits"], logits[0])
+    util = (time.process_time() - c0) / max(time.perf_counter() - w0, 1e-9)
+    return {"times": times, "stages": stages, "best": first, "cpu_util": util, "load_s": load_s}
+
+
+def run_worker(kind: str, spec: dict, tmp: Path) -> dict:
+    sp = tmp / f"spec_{kind}_{spec['variant']}.json"
+    sp.write_text(json.dumps(spec))
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if kind == "ort":
+        env.update(OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    p = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--spec", str(sp)],
+                       capture_output=True, text=True, env=env)
+    if p.returncode != 0:
+        raise RuntimeError(f"{kind} worker failed (exit {p.returncode}):\n{p.stderr[-4000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def lookout_best(reports: list[dict], queries: list[str]) -> list[list[dict]]:
+    out = []
+    for r in reports:
+        per_q = []
+        for q in queries:
+            items = [it for it in r["results"] if it["query"] == q]
+            best = max(items, key=lambda it: it["score"])
+            per_q.append({"score": best["score"], "box": best["box"]})
+        out.append(per_q)
+    return out
+
+
+def compare_best(name: str, got: list[list[dict]], want: list[list[dict]], labels: list[str], box_tol: float,
+                 score_tol: float) -> tuple[int, list[str]]:
+    lines, ok_images = [], 0
+    for img, g, w in zip(labels, got, want):
+        ok, worst_box, worst_score = 0, 0.0, 0.0
+        for gq, wq in zip(g, w):
+            db = max(abs(a - b) for a, b in zip(gq["box"], wq["box"]))
+            ds = abs(gq["score"] - wq["score"])
+            worst_box, worst_score = max(worst_box, db), max(worst_score, ds)
+            ok += db <= box_tol and ds <= score_tol
+        all_ok = ok == len(w)
+        ok_images += all_ok
+        lines.append(f"    {name:<28} {img:<14} {ok}/{len(w)} queries agree (max |dbox| {worst_box:.3g} px, "
+                     f"max |dscore| {worst_score:.2g}){'' if all_ok else '  <-- differs'}")
+    return ok_images, lines
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n", 1)[1])
+    ap.add_argument("--model", default=str(REPO / "models" / "full" / "grounding-dino-t"),
+                    help="full-size model directory written by export_gdino.py --full (default: %(default)s)")
+    ap.add_argument("--lookout", default=str(REPO / "target" / "release" / "lookout"), help="lookout binary")
+    ap.add_argument("--no-lookout", action="store_true", help="skip the lookout rows")
+    ap.add_argument("--threads", type=int, default=bl.default_threads(), help="intra-op threads for every "
+                    "contestant (default: all cores, %(default)s here)")
+    ap.add_argument("--repeat", type=int, default=2, help="pass the 3 photos this many times per run (default 2: 6 "
+                    "images, the first is warm-up)")
+    ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds (default 1)")
+    ap.add_argument("--json", type=Path, help="also write all raw measurements here")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--spec", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+
+    if args.worker:
+        spec = json.loads(Path(args.spec).read_text())
+        res = {"transformers": worker_transformers, "ort": worker_ort}[args.worker](spec)
+        print(json.dumps(res))
+        return 0
+
+    model = Path(args.model)
+    for f in ["config.json", "export_info.json", "onnx/model.onnx", "onnx/text_encoder.onnx", "onnx/detector.onnx"]:
+        if not (model / f).exists():
+            log(f"error: {model / f} is missing; run: python models/export_gdino.py --full --only grounding-dino")
+            return 2
+    info = json.loads((model / "export_info.json").read_text())
+    if info.get("family") != "grounding-dino" or info.get("mode") != "full":
+        log(f"error: {model} is not the full-size Grounding DINO export ({info.get('family')}/{info.get('mode')})")
+        return 2
+    lookout_note = None
+    if args.no_lookout:
+        lookout_note = "skipped (--no-lookout)"
+    elif not Path(args.lookout).is_file():
+        lookout_note = f"skipped: no lookout binary at {args.lookout} (cargo build --release)"
+    threads = max(1, args.threads)
+    images = [str(p) for p in IMAGES] * args.repeat
+    labels = [p.stem for p in IMAGES]
+    query_sets = {"1q": QUERIES_1, "10q": QUERIES_10}
+
+    import importlib.metadata as md
+
+    vers = {k: md.version(k) for k in ("torch", "transformers", "onnxruntime", "numpy", "pillow")}
+    H, W = info["graph_input_size"]
+    log(f"bench-gdino: lookout vs transformers vs plain onnxruntime, Grounding DINO-T at {H}x{W} (random weights, "
+        f"seed {info['seed']}, {info['config_summary']['num_parameters'] / 1e6:.0f}M params, "
+        f"{info['config_summary']['num_queries']} queries)")
+    log(f"  machine: {bl.cpu_model()}, {os.cpu_count()} logical CPUs; {platform.platform()}")
+    log(f"  threads: {threads}; images: {len(images)} per run ({', '.join(labels)} x{args.repeat}), first is warm-up; "
+        f"rounds: {args.rounds}")
+    log(f"  versions: python {platform.python_version()}; " + ", ".join(f"{k} {v}" for k, v in vers.items()))
+    log(f"  load average at start: {bl.loadavg()}")
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_gdino_"))
+    base_spec = {"model": str(model), "images": images, "threads": threads, "n_distinct": len(IMAGES)}
+    contestants = []
+    for qname in query_sets:
+        contestants += [("lookout split", qname), ("ort floor split", qname), ("transformers", qname),
+                        ("lookout hf", qname), ("ort floor hf", qname)]
+    meas: dict[str, list[dict]] = {}
+    loads = [bl.loadavg()]
+    t_all = time.perf_counter()
+    for r in range(args.rounds):
+        log(f"\nround {r + 1}/{args.rounds} (load {bl.loadavg()})")
+        order = contestants if r % 2 == 0 else contestants[::-1]
+        for name, qname in order:
+            queries = query_sets[qname]
+            spec = {**base_spec, "queries": queries}
+            if r == 0:
+                spec["save_logits"] = str(tmp / f"logits_{name.replace(' ', '_')}_{qname}.npy")
+            try:
+                if name.startswith("lookout"):
+                    if lookout_note:
+                        continue
+                    m = bl.run_lookout(args.lookout, str(model), images, queries, name.split()[1], threads)
+                    extra = (f"model load {m['model_load_ms'] / 1e3:.1f}s, queries {m['encode_queries_ms']:.0f}ms, "
+                             f"process cpu util {m['cpu_util_process']:.2f}")
+                elif name == "transformers":
+                    m = run_worker("transformers", {**spec, "variant": "per_call"}, tmp)
+                    extra = f"cpu util {m['cpu_util']:.2f}, torch model rebuilt in {m['build_s']:.1f}s"
+                else:
+                    m = run_worker("ort", {**spec, "variant": name.split()[2]}, tmp)
+                    extra = f"cpu util {m['cpu_util']:.2f}, sessions loaded in {m['load_s']:.1f}s"
+            except RuntimeError as e:
+                if name.startswith("lookout"):
+                    lookout_note = "skipped: " + str(e).strip().splitlines()[-1][:300]
+                    log(f"  {name:<18} {qname:>3}: {lookout_note}")
+                    continue
+                log(f"\nerror: {e}")
+                return 2
+            meas.setdefault(f"{name}/{qname}", []).append(m)
+            log(f"  {name:<18} {qname:>3}: {bl.steady(m['times'])['ips']:.4f} img/s, "
+                f"{1e3 / bl.steady(m['times'])['ips']:.0f} ms/img ({extra})")
+        loads.append(bl.loadavg())
+    elapsed = time.perf_counter() - t_all
+
+    def best(key: str) -> dict:
+        runs = meas[key]
+        i = max(range(len(runs)), key=lambda j: bl.steady(runs[j]["times"])["ips"])
+        return {**runs[i], **bl.steady(runs[i]["times"]), "all_ips": [bl.steady(x["times"])["ips"] for x in runs]}
+
+    log("\nsanity check: per query, best slot's score and box; ort floors and lookout vs transformers (same weights)")
+    sane = True
+    for qname, queries in query_sets.items():
+        want = meas[f"transformers/{qname}"][0]["best"]
+        lt = np.load(tmp / f"logits_transformers_{qname}.npy")
+        for floor in ("split", "hf"):
+            lo = np.load(tmp / f"logits_ort_floor_{floor}_{qname}.npy")
+            fin = np.isfinite(lt)
+            log(f"  {qname}: max |logit(torch) - logit(onnxruntime {floor})| on {labels[0]} = "
+                f"{np.abs(lt[fin] - lo[fin]).max():.2e}")
+        got_sets = [(f"ort floor split/{qname}", meas[f"ort floor split/{qname}"][0]["best"], want,
+                     TORCH_BOX_TOL_PX, TORCH_SCORE_TOL),
+                    (f"ort floor hf/{qname}", meas[f"ort floor hf/{qname}"][0]["best"], want,
+                     TORCH_BOX_TOL_PX, TORCH_SCORE_TOL)]
+        for lay in ("split", "hf"):
+            if f"lookout {lay}/{qname}" in meas:
+                got_sets.append((f"lookout {lay}/{qname} vs ort floor",
+                                 lookout_best(meas[f"lookout {lay}/{qname}"][0]["reports"][:len(IMAGES)], queries),
+                                 meas[f"ort floor {lay}/{qname}"][0]["best"], BOX_TOL_PX, SCORE_TOL))
+        for name, got, ref, btol, stol in got_sets:
+            n_ok, lines = compare_best(name, got, ref, labels, btol, stol)
+            for line in lines:
+                log(line)
+            sane &= n_ok >= 1
+    log(f"  => {'OK: identical detections on at least one image for every contestant' if sane else 'MISMATCH'}")
+
+    rows = ["lookout split", "lookout hf", "transformers", "ort floor split", "ort floor hf"]
+    log(f"\nresults: steady-state images/s (best of {args.rounds} round(s)), {threads} threads, "
+        f"{len(images) - 1} timed images per run")
+    log(f"  {'contestant':<18} {'1 query':>16} {'10 queries':>16}   ms/image 10q: pre / infer / post")
+    for row in rows:
+        if f"{row}/1q" not in meas:
+            log(f"  {row:<18} {'-':>16} {'-':>16}   ({lookout_note})")
+            continue
+        cells = [f"{best(f'{row}/{q}')['ips']:.4f}" for q in query_sets]
+        b10 = best(f"{row}/10q")
+        log(f"  {row:<18} {cells[0]:>16} {cells[1]:>16}   {bl.mean_ms(b10['stages'], 0):7.1f} / "
+            f"{bl.mean_ms(b10['stages'], 1):7.1f} / {bl.mean_ms(b10['stages'], 2):6.1f}")
+
+    def ratio(a: str, b: str, q: str) -> float | None:
+        if f"{a}/{q}" not in meas or f"{b}/{q}" not in meas:
+            return None
+        per_round = [bl.steady(x["times"])["ips"] / bl.steady(y["times"])["ips"]
+                     for x, y in zip(meas[f"{a}/{q}"], meas[f"{b}/{q}"])]
+        return float(np.median(per_round))
+
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    log("\nratios (images/s over images/s, median over rounds)")
+    checks = []
+    for q in query_sets:
+        log(f"  {q:>3}: ort floor split / transformers {fmt(ratio('ort floor split', 'transformers', q))}   "
+            f"ort floor split / ort floor hf {fmt(ratio('ort floor split', 'ort floor hf', q))}   "
+            f"lookout split / transformers {fmt(ratio('lookout split', 'transformers', q))}   "
+            f"lookout split / ort floor split {fmt(ratio('lookout split', 'ort floor split', q))}   "
+            f"lookout hf / ort floor hf {fmt(ratio('lookout hf', 'ort floor hf', q))}   "
+            f"lookout split / lookout hf {fmt(ratio('lookout split', 'lookout hf', q))}")
+        r_tr, r_fl = ratio("lookout split", "transformers", q), ratio("lookout split", "ort floor split", q)
+        if q == "10q":
+            checks.append((f"lookout >= 1.5x the transformers pipeline, 10 queries: {fmt(r_tr)}",
+                           None if r_tr is None else r_tr >= 1.5))
+        checks.append((f"lookout >= 0.90x the plain onnxruntime floor, {q}: {fmt(r_fl)}",
+                       None if r_fl is None else r_fl >= 0.90))
+    checks.append(("same detections as transformers (sanity)", sane))
+    log("\nwhat the split layout saves per image (ort floors, 10 queries): "
+        f"{bl.mean_ms(best('ort floor hf/10q')['stages'], 1) - bl.mean_ms(best('ort floor split/10q')['stages'], 1):.1f}"
+        " ms of BERT")
+    log(f"\nload average: start -> after each round: {' -> '.join(loads)}; total {elapsed:.0f}s")
+    log("\nverdict")
+    for text, ok in checks:
+        log(f"  [{'PASS' if ok else 'FAIL' if ok is not None else 'SKIP'}] {text}")
+    if args.json:
+        args.json.write_text(json.dumps({"threads": threads, "images": images, "loads": loads, "meas": meas,
+                                         "checks": checks, "lookout": lookout_note}, default=str, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+//! The end of a run: when a stop begins, its deadline; while what is open finishes, a report of what is left.
+//!
+//! A stop (the first Ctrl-C or SIGTERM, or `--max-seconds`) may take at most `shutdown_timeout` from the moment
+//! it is seen: the `drain` thread sets that deadline on the clip writer ([`StopDeadline`]); clips and evidence not
+//! finished by then are recorded as not finished, and the alerts get what time is left. When files simply end
+//! there is no deadline: every clip is finished.
+//!
+//! From the last frame on (or the stop), every [`REPORT_EVERY`] the thread logs the clips still being written,
+//! and keeps [`Progress::clips_pending`] current for the progress bar. It ends when [`Drain::finish`] is called,
+//! checking every [`POLL`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use super::Progress;
+use crate::shutdown::ShutdownToken;
+use crate::sink::clips::{ClipStats, StopDeadline};
+
+/// How often the thread looks at the stop and the counters.
+const POLL: Duration = Duration::from_millis(100);
+/// How often what is left is logged.
+pub const REPORT_EVERY: Duration = Duration::from_secs(2);
+
+/// What the `drain` thread watches.
+pub(super) struct DrainSettings {
+    pub shutdown: ShutdownToken,
+    /// `--max-seconds`, counted from `started`: reaching it is a stop too.
+    pub max_duration: Option<Duration>,
+    pub started: Instant,
+    /// The longest a stop may take.
+    pub timeout: Duration,
+    pub clips: Option<(Arc<ClipStats>, StopDeadline)>,
+    pub progress: Arc<Progress>,
+}
+
+/// The running `drain` thread.
+pub(super) struct Drain {
+    /// Set by the caller once the last frame has been processed (inference and post stages are over).
+    pub frames_done: Arc<AtomicBool>,
+    done: Arc<AtomicBool>,
+    deadline: Arc<std::sync::Mutex<Option<Instant>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drain {
+    pub(super) fn spawn(s: DrainSettings) -> Drain {
+        let frames_done = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicBool::new(false));
+        let deadline = Arc::new(std::sync::Mutex::new(None));
+        let (f, d, dl) = (frames_done.clone(), done.clone(), deadline.clone());
+        let thread = std::thread::Builder::new()
+            .name("drain".into())
+            .spawn(move || watch(s, &f, &d, &dl))
+            .map_err(|e| warn!(error = %e, "could not start the drain thread; a stop is not time-limited"))
+            .ok();
+        Drain { frames_done, done, deadline, thread }
+    }
+
+    /// Ends the thread and returns the stop's deadline, if a stop began.
+    pub(super) fn finish(mut self) -> Option<Instant> {
+        self.done.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            warn!("the drain thread panicked");
+        }
+        *self.deadline.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn pending(stats: &ClipStats) -> (u64, u64) {
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let finished = load(&stats.written) + load(&stats.failed);
+    (load(&stats.started).saturating_sub(finished), load(&stats.written))
+}
+
+fn watch(
+    s: DrainSettings,
+    frames_done: &AtomicBool,
+    done: &AtomicBool,
+    deadline_out: &std::sync::Mutex<Option<Instant>>,
+) {
+    let mut deadline: Option<Instant> = None;
+    let mut next_report = None;
+    while !done.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        let stopping = s.shutdown.is_stopping() || s.max_duration.is_some_and(|d| s.started.elapsed() >= d);
+        if deadline.is_none() && stopping {
+            let d = now + s.timeout;
+            deadline = Some(d);
+            *deadline_out.lock().unwrap_or_else(|e| e.into_inner()) = Some(d);
+            if let Some((_, stop)) = &s.clips {
+                stop.set(d);
+            }
+            info!(
+                "stopping: what is still open is finished within {:.0} s ([output] shutdown_timeout_s); what is not \
+                 is recorded as not finished (interrupt again to exit now)",
+                s.timeout.as_secs_f64()
+            );
+        }
+        if let Some((stats, _)) = &s.clips
+            && (frames_done.load(Ordering::Relaxed) || deadline.is_some())
+        {
+            let (left, written) = pending(stats);
+            s.progress.clips_pending.store(left, Ordering::Relaxed);
+            let due = next_report.is_none_or(|t| now >= t);
+            if left > 0 && due {
+                let limit = deadline.map(|d| format!(", {:.0} s left", d.saturating_duration_since(now).as_secs_f64()));
+                let clips = if left == 1 { "clip" } else { "clips" };
+                info!(
+                    "finishing: {left} {clips} being written ({written} written so far{})",
+                    limit.unwrap_or_default()
+                );
+                next_report = Some(now + REPORT_EVERY);
+            }
+        }
+        std::thread::sleep(POLL);
+    }
+}
