@@ -374,7 +374,15 @@ impl LabelPlacer {
         LabelPlacer { placed: [LabelRect { x0: 0, y0: 0, x1: 0, y1: 0 }; Self::CAPACITY], len: 0 }
     }
 
-    /// The labels placed so far.
+    /// Keeps labels off `r` (a banner, a timestamp), as if a label were there.
+    pub fn reserve(&mut self, r: LabelRect) {
+        if self.len < Self::CAPACITY {
+            self.placed[self.len] = r;
+            self.len += 1;
+        }
+    }
+
+    /// The labels placed so far (and the reserved rectangles).
     pub fn placed(&self) -> &[LabelRect] {
         &self.placed[..self.len]
     }
@@ -557,11 +565,21 @@ impl std::fmt::Write for LabelText {
 /// Labels are drawn after every box so that no box covers a label, and each where it covers no earlier label
 /// (see [`LabelPlacer`]).
 pub fn annotate_detections<A: Annotated>(canvas: &mut Canvas<'_>, items: &[A], labels: &[String]) {
+    annotate_detections_with(canvas, items, labels, &mut LabelPlacer::new());
+}
+
+/// [`annotate_detections`], with labels kept off what `placer` already holds: for example the strip a banner
+/// drawn afterwards will cover ([`banner_rect`], given to [`LabelPlacer::reserve`]).
+pub fn annotate_detections_with<A: Annotated>(
+    canvas: &mut Canvas<'_>,
+    items: &[A],
+    labels: &[String],
+    placer: &mut LabelPlacer,
+) {
     let thickness = box_thickness(canvas.width, canvas.height);
     for item in items {
         canvas.draw_box(&item.bbox(), color_for(item.query()), thickness);
     }
-    let mut placer = LabelPlacer::new();
     for item in items {
         let mut text = LabelText::new();
         // Writing to a LabelText never fails.
@@ -572,7 +590,7 @@ pub fn annotate_detections<A: Annotated>(canvas: &mut Canvas<'_>, items: &[A], l
         if let Some(id) = item.track_id() {
             let _ = write!(text, " #{id}");
         }
-        canvas.draw_label_avoiding(&item.bbox(), text.as_str(), color_for(item.query()), &mut placer);
+        canvas.draw_label_avoiding(&item.bbox(), text.as_str(), color_for(item.query()), placer);
     }
 }
 
@@ -581,10 +599,7 @@ pub fn annotate_detections<A: Annotated>(canvas: &mut Canvas<'_>, items: &[A], l
 ///
 /// Used for warnings that must not be missed on any frame, such as "test model: boxes are not meaningful".
 pub fn draw_banner(canvas: &mut Canvas<'_>, text: &str) -> u32 {
-    let fits = |s: u32| canvas.text_size(text, s).0 + 6 * s <= canvas.width;
-    let scale = (1..=4).rev().find(|&s| fits(s)).unwrap_or(1);
-    let pad = 3 * scale;
-    let (tw, th) = canvas.text_size(text, scale);
+    let (scale, pad, (tw, th)) = banner_layout(canvas, text);
     let height = th + 2 * pad;
     canvas.fill_rect(0, 0, canvas.width, height, BANNER_COLOR);
     let x = (canvas.width.saturating_sub(tw) / 2) as i32;
@@ -592,15 +607,36 @@ pub fn draw_banner(canvas: &mut Canvas<'_>, text: &str) -> u32 {
     height
 }
 
+/// Where [`draw_banner`] would put its banner for `text`: the full width, from the top.
+pub fn banner_rect(canvas: &Canvas<'_>, text: &str) -> LabelRect {
+    let (_, pad, (_, th)) = banner_layout(canvas, text);
+    LabelRect { x0: 0, y0: 0, x1: canvas.width as i64, y1: (th + 2 * pad) as i64 }
+}
+
+/// The banner's text scale (as large as fits, 1 to 4), padding and text size.
+fn banner_layout(canvas: &Canvas<'_>, text: &str) -> (u32, u32, (u32, u32)) {
+    let fits = |s: u32| canvas.text_size(text, s).0 + 6 * s <= canvas.width;
+    let scale = (1..=4).rev().find(|&s| fits(s)).unwrap_or(1);
+    (scale, 3 * scale, canvas.text_size(text, scale))
+}
+
 /// Draws `text` (a timestamp) in white on black at the bottom-left corner.
 pub fn draw_timestamp(canvas: &mut Canvas<'_>, text: &str) {
     let scale = label_scale(canvas.width, canvas.height);
     let pad = 2 * scale;
-    let (tw, th) = canvas.text_size(text, scale);
-    let y = canvas.height as i64 - th as i64 - 2 * pad as i64;
-    let y = clamp_i32(y);
-    canvas.fill_rect(0, y, tw + 2 * pad, th + 2 * pad, [0, 0, 0]);
+    let r = timestamp_rect(canvas, text);
+    let y = clamp_i32(r.y0);
+    canvas.fill_rect(0, y, (r.x1 - r.x0) as u32, (r.y1 - r.y0) as u32, [0, 0, 0]);
     canvas.draw_text(pad as i32, y.saturating_add(pad as i32), text, [255, 255, 255], None, scale);
+}
+
+/// Where [`draw_timestamp`] would put `text`: its strip at the bottom-left corner.
+pub fn timestamp_rect(canvas: &Canvas<'_>, text: &str) -> LabelRect {
+    let scale = label_scale(canvas.width, canvas.height);
+    let pad = 2 * scale as i64;
+    let (tw, th) = canvas.text_size(text, scale);
+    let y0 = canvas.height as i64 - th as i64 - 2 * pad;
+    LabelRect { x0: 0, y0, x1: tw as i64 + 2 * pad, y1: canvas.height as i64 }
 }
 
 #[cfg(test)]
@@ -808,6 +844,35 @@ mod tests {
                 assert!(!rects[i].overlaps(&rects[j]), "{:?} and {:?}", rects[i], rects[j]);
             }
         }
+    }
+
+    /// A box at the top of a picture with the test-model banner: its label is not under the banner.
+    #[test]
+    fn labels_keep_off_a_reserved_banner() {
+        let text = "test model: boxes are not meaningful";
+        let det = Detection { query: 0, score: 0.5, bbox: pb(40.0, 10.0, 200.0, 120.0) };
+        let labels = vec!["a cat".to_string()];
+        let mut img = image::RgbImage::new(320, 240);
+        let mut canvas = Canvas::from_image(&mut img);
+        let banner = banner_rect(&canvas, text);
+        let mut placer = LabelPlacer::new();
+        placer.reserve(banner);
+        annotate_detections_with(&mut canvas, &[det], &labels, &mut placer);
+        let label = placer.placed()[1];
+        assert!(label.y0 >= banner.y1, "{label:?} under {banner:?}");
+        assert_eq!(draw_banner(&mut canvas, text) as i64, banner.y1);
+        // The label is whole after the banner is drawn.
+        let color = color_for(0);
+        assert!((label.x0..label.x1).all(|x| img.get_pixel(x as u32, label.y0 as u32).0 == color));
+
+        // The timestamp's strip is where it is drawn.
+        let mut img = image::RgbImage::from_pixel(320, 240, image::Rgb([255, 255, 255]));
+        let mut canvas = Canvas::from_image(&mut img);
+        let r = timestamp_rect(&canvas, "cam #3 t=1.00s");
+        draw_timestamp(&mut canvas, "cam #3 t=1.00s");
+        let dark = |x: i64, y: i64| img.get_pixel(x as u32, y as u32).0 == [0, 0, 0];
+        assert!(dark(r.x0, r.y0) && dark(r.x1 - 1, r.y1 - 1), "{r:?}");
+        assert!(!dark(r.x1, r.y1 - 1) && !dark(r.x0, r.y0 - 1), "{r:?}");
     }
 
     #[test]

@@ -113,6 +113,10 @@ fn every_default_is_shown() {
         assert!(help_line(&h, flag).contains("[default: "), "locate {flag}: {}", help_line(&h, flag));
     }
     assert!(help_line(&h, "--out").contains("[default: out]"));
+    let h = help(&["retention"]);
+    for flag in ["--out", "--max-disk-gb", "--max-age-days"] {
+        assert!(help_line(&h, flag).contains("[default: "), "retention {flag}: {}", help_line(&h, flag));
+    }
 }
 
 /// Refused on one line that names the flag, with exit code 2, before any model loads.
@@ -152,6 +156,12 @@ fn bad_numbers_are_refused_with_exit_code_2() {
     refused(&locate(&["--nms-iou", "0"]), "'--nms-iou <IOU>': must be more than 0 and at most 1");
     refused(&locate(&["--nms-iou", "1.5"]), "'--nms-iou <IOU>'");
     refused(&locate(&["--nms-iou", "-0.2"]), "'--nms-iou <IOU>'");
+    // Negative sizes and ages reach the retention checks as numbers.
+    refused(&watch(&["--max-disk-gb", "-1"]), "max_disk_gb -1 must be a number above 0");
+    refused(
+        &["retention", "--out", "/nonexistent/out", "--max-age-days", "-2"],
+        "max_age_days -2 must be a number above 0",
+    );
     // A URL whose port is not a number, before any model loads.
     refused(
         &["watch", "rtsp://admin:secret@cam:55x4/live", "-q", "a car"],

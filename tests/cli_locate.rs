@@ -202,3 +202,23 @@ fn a_truncated_jpeg_is_named_and_the_others_still_run() {
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert_eq!(stdout.lines().count(), 1, "grace_hopper.jpg still reported: {stdout}");
 }
+
+/// The text report lines up its columns in a terminal whatever the script of the query: CJK characters and emoji
+/// take two columns each.
+#[test]
+fn the_text_report_lines_up_for_wide_characters() {
+    let o = lookout()
+        .args(["locate", "--no-images", "-q", "咖啡杯", "-q", "un café ☕", "-q", "a cup", "-m"])
+        .arg(tiny_model("owlvit"))
+        .arg(fixture("coffee.png"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8(o.stdout).unwrap();
+    let rows: Vec<&str> = stdout.lines().skip(1).collect();
+    assert_eq!(rows.len(), 3, "{stdout}");
+    for row in rows {
+        let score_at = row.find(" 0.").unwrap_or_else(|| panic!("no score in {row:?}"));
+        assert_eq!(unicode_width::UnicodeWidthStr::width(&row[..score_at]), 2 + 40, "{row:?}");
+    }
+}

@@ -13,10 +13,11 @@ use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
 
-use lookout::draw::{Canvas, annotate_detections, draw_banner};
+use lookout::draw::{Canvas, LabelPlacer, annotate_detections_with, banner_rect, draw_banner};
 use lookout::geom::{Detection, PixelBox};
 use lookout::infer::postprocess::{DEFAULT_NMS_IOU, Selection};
 use lookout::infer::{Detector, Image, ModelDir, QuerySet};
+use lookout::watch::TEST_MODEL_BANNER;
 
 use super::{ModelArgs, QueryArgs, UsageError, values};
 
@@ -155,7 +156,13 @@ fn print_report(out: &mut impl Write, r: &ImageReport) -> std::io::Result<()> {
     writeln!(out, "{} ({}x{}, model {})", r.image, r.width, r.height, r.model)?;
     for item in &r.results {
         let b = item.bbox;
-        write!(out, "  {:<40} {:.3}  [{:.0}, {:.0}, {:.0}, {:.0}]", item.query, item.score, b.x0, b.y0, b.x1, b.y1)?;
+        // Padded to 40 terminal columns, not characters: "咖啡杯" takes 6.
+        let pad = 40usize.saturating_sub(unicode_width::UnicodeWidthStr::width(item.query.as_str()));
+        write!(
+            out,
+            "  {}{:pad$} {:.3}  [{:.0}, {:.0}, {:.0}, {:.0}]",
+            item.query, "", item.score, b.x0, b.y0, b.x1, b.y1
+        )?;
         match &item.crop {
             Some(c) => writeln!(out, "  {c}")?,
             None => writeln!(out)?,
@@ -246,9 +253,14 @@ fn write_annotated(
 ) -> anyhow::Result<PathBuf> {
     {
         let mut canvas = Canvas::from_image(&mut img);
-        annotate_detections(&mut canvas, detections, labels);
+        // Labels keep off the banner, which is drawn last so that no box covers it.
+        let mut placer = LabelPlacer::new();
         if test_model {
-            draw_banner(&mut canvas, "test model: boxes are not meaningful");
+            placer.reserve(banner_rect(&canvas, TEST_MODEL_BANNER));
+        }
+        annotate_detections_with(&mut canvas, detections, labels, &mut placer);
+        if test_model {
+            draw_banner(&mut canvas, TEST_MODEL_BANNER);
         }
     }
     let path = out.join(format!("{stem}-annotated.jpg"));

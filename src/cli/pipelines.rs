@@ -29,7 +29,7 @@ pub enum PipelinesCommand {
         /// A video file, rtsp:// or http(s):// URL, /dev/videoN or csi://N; it need not be reachable from here.
         #[arg(value_name = "SOURCE")]
         source: String,
-        /// Pipeline template: auto, a built-in name (generic, jetson) or a template file.
+        /// Pipeline template: auto, a built-in name (generic, jetson) or a template file [default: auto]
         #[arg(long, value_name = "NAME|FILE")]
         pipeline: Option<String>,
         /// Include the full-size branch, as `watch --annotate` does.

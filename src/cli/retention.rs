@@ -14,17 +14,17 @@ use super::UsageError;
 
 #[derive(Debug, Args)]
 pub struct RetentionArgs {
-    /// The output directory. Default: [output] dir of --config, or "out".
-    #[arg(long)]
+    /// The output directory [default: [output] dir of --config, else out]
+    #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// A TOML config: its [retention] and [output] dir are used.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Keep the directory under this many GB (10^9 bytes). Overrides [retention] max_disk_gb.
-    #[arg(long, value_name = "GB")]
+    /// Keep the directory under this many GB (10^9 bytes). Overrides [retention] max_disk_gb [default: no limit]
+    #[arg(long, value_name = "GB", allow_negative_numbers = true)]
     pub max_disk_gb: Option<f64>,
-    /// Delete clips and snapshots older than this many days. Overrides [retention] max_age_days.
-    #[arg(long, value_name = "DAYS")]
+    /// Delete clips and snapshots older than this many days. Overrides [retention] max_age_days [default: keep]
+    #[arg(long, value_name = "DAYS", allow_negative_numbers = true)]
     pub max_age_days: Option<f64>,
 }
 

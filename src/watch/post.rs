@@ -16,7 +16,9 @@ use tracing::{info, warn};
 use super::verify::{AlertGate, Collector, alerts_wait};
 use super::{Processed, Progress, TEST_MODEL_BANNER, WatchSettings};
 use crate::config::StandingQuery;
-use crate::draw::{Canvas, annotate_detections, draw_banner, draw_timestamp};
+use crate::draw::{
+    Canvas, LabelPlacer, annotate_detections_with, banner_rect, draw_banner, draw_timestamp, timestamp_rect,
+};
 use crate::picture::Picture;
 use crate::shutdown::ShutdownToken;
 use crate::sink::disk::WriteFailures;
@@ -299,18 +301,22 @@ impl PostStage {
                 {
                     let mut canvas = Canvas::from_picture(picture);
                     let shown: Vec<TrackOutput> = tracks.iter().filter(|t| t.confirmed && !t.lost).copied().collect();
-                    annotate_detections(&mut canvas, &shown, &labels);
                     let pts = frame.pts_ns.unwrap_or(0);
                     let t0 = *first_pts.get_or_insert(pts);
-                    draw_timestamp(
-                        &mut canvas,
-                        &format!(
-                            "{} #{} t={:.2}s",
-                            self.spec.short_name,
-                            frame.index,
-                            (pts.saturating_sub(t0)) as f64 / 1e9
-                        ),
+                    let stamp = format!(
+                        "{} #{} t={:.2}s",
+                        self.spec.short_name,
+                        frame.index,
+                        (pts.saturating_sub(t0)) as f64 / 1e9
                     );
+                    // Labels keep off the timestamp and the banner, drawn after them.
+                    let mut placer = LabelPlacer::new();
+                    placer.reserve(timestamp_rect(&canvas, &stamp));
+                    if self.settings.test_model {
+                        placer.reserve(banner_rect(&canvas, TEST_MODEL_BANNER));
+                    }
+                    annotate_detections_with(&mut canvas, &shown, &labels, &mut placer);
+                    draw_timestamp(&mut canvas, &stamp);
                     if self.settings.test_model {
                         draw_banner(&mut canvas, TEST_MODEL_BANNER);
                     }
