@@ -26,6 +26,7 @@ APT_PACKAGES=(
   mosquitto  # the MQTT alert tests' broker
   bsdutils   # script(1): the progress-bar test's terminal (Essential on Debian, listed to be sure)
   fonts-dejavu-core  # DejaVu Sans: label text in the scripts it covers, not '?' (src/draw/font.rs)
+  fonts-droid-fallback  # Chinese, Japanese and Korean label text (DejaVu has no CJK glyphs)
 )
 
 say() { printf '[install-deps] %s\n' "$*" >&2; }
