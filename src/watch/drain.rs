@@ -121,3 +121,82 @@ fn watch(
         std::thread::sleep(POLL);
     }
 }
+
+/// Logs `finishing: N <what> (T s left)` every [`REPORT_EVERY`] while `count` is above 0, on its own thread, until
+/// dropped: for a stage of the stop that blocks the caller (the alerts' delivery).
+pub(super) struct Reporter {
+    done: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Reporter {
+    pub(super) fn spawn(
+        what: &'static str,
+        count: impl Fn() -> u64 + Send + 'static,
+        deadline: Instant,
+        log: impl Fn(String) + Send + 'static,
+    ) -> Reporter {
+        let done = Arc::new(AtomicBool::new(false));
+        let d = done.clone();
+        let thread = std::thread::Builder::new()
+            .name("drain-report".into())
+            .spawn(move || {
+                let mut next = Instant::now();
+                while !d.load(Ordering::Relaxed) {
+                    let now = Instant::now();
+                    if now >= next {
+                        let n = count();
+                        if n > 0 {
+                            let left = deadline.saturating_duration_since(now).as_secs_f64();
+                            log(format!("finishing: {n} {what} ({left:.0} s left)"));
+                        }
+                        next = now + REPORT_EVERY;
+                    }
+                    std::thread::sleep(POLL);
+                }
+            })
+            .ok();
+        Reporter { done, thread }
+    }
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicU64;
+
+    #[test]
+    fn the_reporter_says_what_is_left_as_it_goes_down_and_stops_when_dropped() {
+        let left = Arc::new(AtomicU64::new(3));
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (l, out) = (left.clone(), lines.clone());
+        let reporter = Reporter::spawn(
+            "alerts waiting to be delivered",
+            move || l.load(Ordering::Relaxed),
+            Instant::now() + Duration::from_secs(30),
+            move |line| out.lock().unwrap().push(line),
+        );
+        // The first report comes at once; then the count goes down to 0, and nothing more is said.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while lines.lock().unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "no report");
+            std::thread::sleep(POLL);
+        }
+        left.store(0, Ordering::Relaxed);
+        drop(reporter);
+        let lines = lines.lock().unwrap();
+        assert!(lines[0].starts_with("finishing: 3 alerts waiting to be delivered ("), "{lines:?}");
+        assert!(lines[0].ends_with(" s left)"), "{lines:?}");
+        assert!(lines.iter().all(|l| l.contains("finishing: 3")), "only non-zero counts are said: {lines:?}");
+    }
+}

@@ -562,6 +562,15 @@ pub fn run(
                 timeout.as_secs_f64()
             );
         }
+        // Counts that go down while the deliveries go out (the shutdown blocks this thread).
+        let _report = (!timeout.is_zero()).then(|| {
+            drain::Reporter::spawn(
+                "alerts waiting to be delivered",
+                alerter.waiting_counter(),
+                Instant::now() + timeout,
+                |line| info!("{line}"),
+            )
+        });
         alerter.shutdown(timeout);
     }
     if let Some(r) = retention {

@@ -353,6 +353,20 @@ impl Alerter {
         move || queues.iter().filter_map(std::sync::Weak::upgrade).map(|q| q.keep_unsent()).sum()
     }
 
+    /// A counter of the alerts still waiting (queued, in flight or in a spool), for reporting while a stop
+    /// drains. It holds the queues weakly: once the alerter is gone it gives 0.
+    pub fn waiting_counter(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
+        let queues: Vec<std::sync::Weak<Shared>> =
+            self.destinations.iter().map(|d| Arc::downgrade(&d.shared)).collect();
+        move || {
+            queues
+                .iter()
+                .filter_map(std::sync::Weak::upgrade)
+                .map(|q| q.unsent() as u64 + lock(&q.stats).spool_entries)
+                .sum()
+        }
+    }
+
     /// Counters of every destination, now.
     pub fn stats(&self) -> AlertStats {
         AlertStats { destinations: self.destinations.iter().map(|d| lock(&d.shared.stats).clone()).collect() }
