@@ -132,6 +132,14 @@ impl QuerySet {
         self.encoding.as_deref()?.downcast_ref::<T>()
     }
 
+    /// The family's encoding, or the error for a set encoded by another model (`dir`, the model asked to use it).
+    pub(crate) fn encoded_for<T: Any>(&self, dir: &std::path::Path) -> super::Result<&T> {
+        self.encoding::<T>().ok_or_else(|| super::InferError::Model {
+            dir: dir.to_path_buf(),
+            message: "queries were not encoded by this model; encode them with Detector::encode".into(),
+        })
+    }
+
     /// The queries, in the order of [`Detection::query`].
     pub fn texts(&self) -> &[String] {
         &self.texts

@@ -268,13 +268,6 @@ impl OwlDetector {
             _ => Transform::stretch(width, height),
         }
     }
-
-    fn owl_queries<'q>(dir: &Path, queries: &'q QuerySet) -> Result<&'q OwlQueries> {
-        queries.encoding::<OwlQueries>().ok_or_else(|| InferError::Model {
-            dir: dir.to_path_buf(),
-            message: "queries were not encoded by this model; encode them with Detector::encode".into(),
-        })
-    }
 }
 
 impl Detector for OwlDetector {
@@ -298,7 +291,7 @@ impl Detector for OwlDetector {
         selection: &Selection,
     ) -> Result<Vec<Result<Vec<Detection>>>> {
         let t0 = Instant::now();
-        let owl = Self::owl_queries(&self.model.dir, queries)?;
+        let owl = queries.encoded_for::<OwlQueries>(&self.model.dir)?;
         let (oh, ow) = self.model.preprocessor.input_hw();
         let mut batch = std::mem::replace(&mut self.batch, Array4::zeros((0, 3, 0, 0)));
         if batch.shape() != [images.len(), 3, oh, ow] {
@@ -334,7 +327,7 @@ impl Detector for OwlDetector {
     }
 
     fn warm_up(&mut self, queries: &QuerySet) -> Result<()> {
-        let owl = Self::owl_queries(&self.model.dir, queries)?;
+        let owl = queries.encoded_for::<OwlQueries>(&self.model.dir)?;
         OwlDetector::warm_up(self, owl)
     }
 

@@ -321,13 +321,6 @@ impl GdinoDetector {
             .collect())
     }
 
-    fn gdino_queries<'q>(dir: &Path, queries: &'q QuerySet) -> Result<&'q GdinoQueries> {
-        queries.encoding::<GdinoQueries>().ok_or_else(|| InferError::Model {
-            dir: dir.to_path_buf(),
-            message: "queries were not encoded by this model; encode them with Detector::encode".into(),
-        })
-    }
-
     /// `(height, width)` of the batch for pictures of the given `(width, height)` after resizing.
     fn batch_hw(&self, resized: &[(u32, u32)]) -> (u32, u32) {
         self.fixed_hw
@@ -429,7 +422,7 @@ impl Detector for GdinoDetector {
         selection: &Selection,
     ) -> Result<Vec<Result<Vec<Detection>>>> {
         let t0 = Instant::now();
-        let q = Self::gdino_queries(&self.model.dir, queries)?;
+        let q = queries.encoded_for::<GdinoQueries>(&self.model.dir)?;
         let mut pixels = std::mem::replace(&mut self.batch, Array4::zeros((0, 3, 0, 0)));
         let mut mask = std::mem::replace(&mut self.mask, Array3::zeros((0, 0, 0)));
         let prepared = self.preprocess_into(images, &mut pixels, &mut mask);
@@ -471,7 +464,7 @@ impl Detector for GdinoDetector {
     }
 
     fn warm_up(&mut self, queries: &QuerySet) -> Result<()> {
-        let q = Self::gdino_queries(&self.model.dir, queries)?;
+        let q = queries.encoded_for::<GdinoQueries>(&self.model.dir)?;
         let (h, w) = self.fixed_hw.unwrap_or(self.model.preprocessor.size);
         let pixels = Array4::<f32>::zeros((1, 3, h as usize, w as usize));
         let mask = Array3::<i64>::ones((1, h as usize, w as usize));
