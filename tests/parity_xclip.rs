@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::{decode, fixture, golden, max_abs_diff, read_npy, tiny_model};
 use lookout::infer::verify::{judge, softmax, spread};
@@ -104,22 +103,7 @@ fn xclip_refuses_a_frame_count_other_than_its_configs() {
 }
 
 fn watch(config: &str, out: &Path) -> std::process::Output {
-    std::fs::create_dir_all(out).unwrap();
-    let cfg = out.join("lookout.toml");
-    std::fs::write(&cfg, config).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_lookout"))
-        .env("RUST_LOG", "warn")
-        .arg("watch")
-        .arg(fixture("bikes.mp4"))
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--out")
-        .arg(out.join("run"))
-        .arg("-m")
-        .arg(tiny_model("owlvit"))
-        .args(["--intra-threads", "1", "--no-wall-time", "--json", "--no-clips"])
-        .output()
-        .unwrap()
+    common::watch_bikes(config, &[], out, &tiny_model("owlvit"))
 }
 
 /// `watch` with `[verify] model = models/tiny/xclip`: one verification line per event, naming the model, with

@@ -6,28 +6,12 @@ mod common;
 mod hook;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-use common::{fixture, tiny_model};
+use common::tiny_model;
 
 fn watch(config: &str, extra: &[&str], out: &Path, model: &Path) -> Output {
-    let cfg = out.join("lookout.toml");
-    std::fs::create_dir_all(out).unwrap();
-    std::fs::write(&cfg, config).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_lookout"))
-        .env("RUST_LOG", "warn")
-        .arg("watch")
-        .arg(fixture("bikes.mp4"))
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--out")
-        .arg(out.join("run"))
-        .arg("-m")
-        .arg(model)
-        .args(["--intra-threads", "1", "--no-wall-time", "--json", "--no-clips"])
-        .args(extra)
-        .output()
-        .unwrap()
+    common::watch_bikes(config, extra, out, model)
 }
 
 fn lines(out: &Path) -> Vec<serde_json::Value> {

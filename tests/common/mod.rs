@@ -155,3 +155,25 @@ pub fn rgb_image(sample: &gst::Sample) -> image::RgbImage {
     let pixels = (0..info.height() as usize).flat_map(|y| &data[y * stride..y * stride + row]).copied();
     image::RgbImage::from_raw(info.width(), info.height(), pixels.collect()).unwrap()
 }
+
+/// `lookout watch tests/fixtures/bikes.mp4` with `config` written to `<out>/lookout.toml`, model `model`, output
+/// in `<out>/run`, no clips, no wall time, the summary as JSON; `extra` arguments last.
+pub fn watch_bikes(config: &str, extra: &[&str], out: &Path, model: &Path) -> std::process::Output {
+    let cfg = out.join("lookout.toml");
+    std::fs::create_dir_all(out).unwrap();
+    std::fs::write(&cfg, config).unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .env("RUST_LOG", "warn")
+        .arg("watch")
+        .arg(fixture("bikes.mp4"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--out")
+        .arg(out.join("run"))
+        .arg("-m")
+        .arg(model)
+        .args(["--intra-threads", "1", "--no-wall-time", "--json", "--no-clips"])
+        .args(extra)
+        .output()
+        .unwrap()
+}
