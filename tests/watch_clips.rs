@@ -278,26 +278,16 @@ fn a_vp8_source_is_transcoded_to_h264() {
     no_part_files(&run.join("ball"));
 }
 
-#[test]
-fn sigterm_in_an_event_leaves_a_playable_clip_and_a_shutdown_end() {
-    let out = tempfile::tempdir().unwrap();
-    // Long enough that the run is still going when it is stopped.
-    let long = out.path().join("long.mp4");
-    make_clip(&long, 6000, "smpte", "x264enc speed-preset=ultrafast key-int-max=25 ! mp4mux");
-    let config = write_config(out.path(), "[[query]]\ntext = \"a test pattern\"\nthreshold = 0.0\n");
-    let run = out.path().join("run");
-    let mut child = watch_cmd(&long, &config, &run).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+/// Waits for the first `start` line of `run` (up to 120 s), sends `child` SIGTERM, and waits for it to exit (up
+/// to 60 s): its exit status and its stderr.
+fn sigterm_at_first_event(child: &mut std::process::Child, run: &Path) -> (std::process::ExitStatus, String) {
     let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if lines(&run).iter().any(|l| l["type"] == "start") {
-            break;
-        }
+    while !lines(run).iter().any(|l| l["type"] == "start") {
         assert!(child.try_wait().unwrap().is_none(), "lookout ended before any event");
         assert!(Instant::now() < deadline, "no start line within 120 s");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let ok = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap().success();
-    assert!(ok);
+    assert!(Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap().success());
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -308,6 +298,19 @@ fn sigterm_in_an_event_leaves_a_playable_clip_and_a_shutdown_end() {
     };
     let mut stderr = String::new();
     child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    (status, stderr)
+}
+
+#[test]
+fn sigterm_in_an_event_leaves_a_playable_clip_and_a_shutdown_end() {
+    let out = tempfile::tempdir().unwrap();
+    // Long enough that the run is still going when it is stopped.
+    let long = out.path().join("long.mp4");
+    make_clip(&long, 6000, "smpte", "x264enc speed-preset=ultrafast key-int-max=25 ! mp4mux");
+    let config = write_config(out.path(), "[[query]]\ntext = \"a test pattern\"\nthreshold = 0.0\n");
+    let run = out.path().join("run");
+    let mut child = watch_cmd(&long, &config, &run).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let (status, stderr) = sigterm_at_first_event(&mut child, &run);
     assert!(status.success(), "{status}: {stderr}");
     let all = lines(&run);
     let ends: Vec<&Value> = all.iter().filter(|l| l["type"] == "end").collect();
@@ -593,23 +596,7 @@ fn a_stop_is_bounded_by_shutdown_timeout_and_says_what_was_not_finished() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !lines(&run).iter().any(|l| l["type"] == "start") {
-        assert!(child.try_wait().unwrap().is_none(), "lookout ended before any event");
-        assert!(Instant::now() < deadline, "no start line within 120 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap().success());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "lookout did not stop within 60 s of SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    let (status, stderr) = sigterm_at_first_event(&mut child, &run);
     assert!(status.success(), "{status}: {stderr}");
     assert!(stderr.contains("stopping: what is still open is finished within 0 s"), "{stderr}");
     let all = lines(&run);
