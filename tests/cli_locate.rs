@@ -222,3 +222,40 @@ fn the_text_report_lines_up_for_wide_characters() {
         assert_eq!(unicode_width::UnicodeWidthStr::width(&row[..score_at]), 2 + 40, "{row:?}");
     }
 }
+
+/// A model fetched by a variant's name (`owlvit-base-patch32-quantized`) holds only `onnx/model_quantized.onnx`:
+/// it runs as `hf:<variant>`, the same graph gives the same boxes, and two variants without a choice are named.
+#[test]
+fn an_hf_graph_variant_runs_by_its_name() {
+    let variant = tempfile::tempdir().unwrap();
+    let src = tiny_model("owlvit");
+    std::fs::create_dir(variant.path().join("onnx")).unwrap();
+    for f in ["config.json", "preprocessor_config.json", "tokenizer.json", "export_info.json"] {
+        std::fs::copy(src.join(f), variant.path().join(f)).unwrap();
+    }
+    std::fs::copy(src.join("onnx/model.onnx"), variant.path().join("onnx/model_same.onnx")).unwrap();
+    let run = |model: &std::path::Path, layout: Option<&str>| {
+        let mut c = lookout();
+        c.args(["locate", "--json", "--no-images", "--intra-threads", "1", "-m"]).arg(model);
+        if let Some(l) = layout {
+            c.args(["--layout", l]);
+        }
+        c.arg(fixture("coffee.png")).args(["-q", "a cup of coffee"]).output().unwrap()
+    };
+    let reference = run(&src, Some("hf"));
+    let by_variant = run(variant.path(), None);
+    assert!(by_variant.status.success(), "{}", String::from_utf8_lossy(&by_variant.stderr));
+    let json = |o: &std::process::Output| -> serde_json::Value { serde_json::from_slice(&o.stdout).unwrap() };
+    let (reference, by_variant) = (json(&reference), json(&by_variant));
+    assert_eq!((reference["layout"].as_str(), by_variant["layout"].as_str()), (Some("hf"), Some("hf:same")));
+    assert_eq!(reference["results"], by_variant["results"]);
+
+    std::fs::copy(src.join("onnx/model.onnx"), variant.path().join("onnx/model_other.onnx")).unwrap();
+    let ambiguous = run(variant.path(), None);
+    let err = String::from_utf8_lossy(&ambiguous.stderr);
+    assert_eq!(ambiguous.status.code(), Some(2), "{err}");
+    assert!(err.contains("--layout hf:other, hf:same") && err.trim().lines().count() == 1, "{err}");
+    let chosen = run(variant.path(), Some("hf:other"));
+    assert!(chosen.status.success(), "{}", String::from_utf8_lossy(&chosen.stderr));
+    assert_eq!(json(&chosen)["layout"], "hf:other");
+}

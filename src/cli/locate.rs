@@ -79,6 +79,8 @@ pub struct ImageReport {
     pub width: u32,
     pub height: u32,
     pub model: String,
+    /// The graphs that ran, as `--layout` names them: `split`, `hf` or `hf:<variant>` (e.g. `hf:quantized`).
+    pub layout: String,
     pub results: Vec<ResultItem>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub annotated: Option<String>,
@@ -104,7 +106,7 @@ pub fn run(args: LocateArgs) -> anyhow::Result<ExitCode> {
         super::writable_out_dir(&args.out)?;
     }
     let model_dir = super::resolve_model(&common.model)?;
-    let model = ModelDir::open_with(&model_dir, common.layout)?;
+    let model = ModelDir::open_choice(&model_dir, common.layout.as_ref())?;
     let mut threshold = args.threshold;
     if model.is_test_model {
         tracing::warn!("{}: test model with random weights: boxes are not meaningful", model.dir.display());
@@ -153,7 +155,7 @@ pub fn run(args: LocateArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn print_report(out: &mut impl Write, r: &ImageReport) -> std::io::Result<()> {
-    writeln!(out, "{} ({}x{}, model {})", r.image, r.width, r.height, r.model)?;
+    writeln!(out, "{} ({}x{}, model {}, {})", r.image, r.width, r.height, r.model, r.layout)?;
     for item in &r.results {
         let b = item.bbox;
         // Padded to 40 terminal columns, not characters: "咖啡杯" takes 6.
@@ -226,6 +228,7 @@ fn locate_one(
         width: img.width(),
         height: img.height(),
         model: detector.model().name.clone(),
+        layout: detector.model().layout_choice().to_string(),
         results,
         annotated: annotated.map(|p| p.display().to_string()),
     })

@@ -52,10 +52,11 @@ pub struct ModelArgs {
     /// A model directory (Hugging Face layout) or a model name from `lookout models list`.
     #[arg(short = 'm', long = "model", value_name = "DIR|NAME", default_value = DEFAULT_MODEL)]
     pub model: String,
-    /// Graph layout to use when the model directory has both: "split" (queries encoded once) or "hf"
+    /// Graph layout to use when the model directory has both: "split" (queries encoded once) or "hf"; "hf:VARIANT"
+    /// runs onnx/model_VARIANT.onnx, e.g. hf:quantized or hf:fp16 (`lookout models info` lists them)
     /// [default: split when the directory has it]
-    #[arg(long, value_name = "hf|split")]
-    pub layout: Option<lookout::infer::Layout>,
+    #[arg(long, value_name = "hf|split|hf:VARIANT")]
+    pub layout: Option<lookout::infer::LayoutChoice>,
     /// Threads ONNX Runtime uses inside one operator (0: one per core).
     #[arg(long, value_name = "N", default_value_t = lookout::infer::runtime::DEFAULT_INTRA_THREADS)]
     pub intra_threads: usize,

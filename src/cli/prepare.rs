@@ -16,7 +16,7 @@ use clap::Args;
 
 use lookout::config::Config;
 use lookout::infer::device::{Device, GraphRole, Provider};
-use lookout::infer::{Layout, ModelDir, runtime};
+use lookout::infer::{LayoutChoice, ModelDir, runtime};
 
 use super::{ModelArgs, UsageError};
 
@@ -42,9 +42,9 @@ pub fn run(args: PrepareArgs) -> anyhow::Result<ExitCode> {
         Some(path) => Config::load(path).map_err(|e| UsageError(e.to_string()))?,
         None => Config::default(),
     };
-    let layout = match (common.layout, config.model.layout.as_deref()) {
-        (Some(l), _) => Some(l),
-        (None, Some(l)) => Some(l.parse::<Layout>().map_err(UsageError)?),
+    let layout = match (&common.layout, config.model.layout.as_deref()) {
+        (Some(l), _) => Some(l.clone()),
+        (None, Some(l)) => Some(l.parse::<LayoutChoice>().map_err(UsageError)?),
         (None, None) => None,
     };
     let intra = config.model.intra_threads.unwrap_or(common.intra_threads);
@@ -58,9 +58,9 @@ pub fn run(args: PrepareArgs) -> anyhow::Result<ExitCode> {
         (None, Some(c)) if common.model == super::DEFAULT_MODEL => c.clone(),
         (None, _) => common.model.clone(),
     };
-    let model = ModelDir::open_with(&super::resolve_model(&name)?, layout)?;
+    let model = ModelDir::open_choice(&super::resolve_model(&name)?, layout.as_ref())?;
     let graphs: Vec<PathBuf> = model.graphs();
-    eprintln!("preparing {} ({} layout, {} graph(s))", model.dir.display(), model.layout, graphs.len());
+    eprintln!("preparing {} ({} layout, {} graph(s))", model.dir.display(), model.layout_choice(), graphs.len());
     for g in &graphs {
         let device = opts.device_for(GraphRole::from_path(g));
         let size_mb = std::fs::metadata(g).map(|m| m.len() as f64 / 1e6).unwrap_or(0.0);

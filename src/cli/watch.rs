@@ -11,7 +11,7 @@ use clap::Args;
 
 use lookout::config::{Config, StandingQuery};
 use lookout::gst::PipelineChoice;
-use lookout::infer::{Layout, ModelDir};
+use lookout::infer::{LayoutChoice, ModelDir};
 use lookout::shutdown::{Level, Shutdown};
 use lookout::source::{ReconnectSettings, SourceSpec, probe_media};
 use lookout::watch::{self, WatchSettings};
@@ -224,9 +224,9 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
 
     let model_arg =
         config.model.name.clone().filter(|_| common.model == super::DEFAULT_MODEL).unwrap_or(common.model.clone());
-    let layout = match (common.layout, config.model.layout.as_deref()) {
-        (Some(l), _) => Some(l),
-        (None, Some(l)) => Some(l.parse::<Layout>().map_err(UsageError)?),
+    let layout = match (&common.layout, config.model.layout.as_deref()) {
+        (Some(l), _) => Some(l.clone()),
+        (None, Some(l)) => Some(l.parse::<LayoutChoice>().map_err(UsageError)?),
         (None, None) => None,
     };
     // Alerts and retention are checked before the model loads, so that a mistake shows at once.
@@ -246,7 +246,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
     )
     .map_err(|e| UsageError(e.to_string()))?;
     super::writable_out_dir(&out_dir)?;
-    let model = ModelDir::open_with(&super::resolve_model(&model_arg)?, layout)?;
+    let model = ModelDir::open_choice(&super::resolve_model(&model_arg)?, layout.as_ref())?;
     let test_model = model.is_test_model;
     if test_model {
         eprintln!("\n  *** {}: TEST MODEL with random weights: boxes are not meaningful ***\n", model.dir.display());

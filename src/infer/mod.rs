@@ -34,7 +34,7 @@ pub mod xclip;
 pub use detector::{DetectTimings, Detector, FrameScale, Image, ModelThresholds, QuerySet, ScaledFrame};
 pub use device::Device;
 pub use gdino::GdinoDetector;
-pub use model::{Family, Layout, ModelDir};
+pub use model::{Family, Layout, LayoutChoice, ModelDir};
 pub use owl::{OwlDetector, OwlQueries, RawOutput};
 pub use runtime::SessionOptions;
 pub use verify::{PromptSet, Verdict, Verifier, load_verifier};

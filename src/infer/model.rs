@@ -6,6 +6,7 @@
 //! tokenizer.json              CLIP BPE (OWL), BERT WordPiece (Grounding DINO)
 //! export_info.json            only in lookout's own exports: graph input size, random weights or not
 //! onnx/model.onnx             "hf" layout: one graph, as the Hub's ONNX exports ship it
+//! onnx/model_<variant>.onnx   "hf:<variant>": the same graph in another precision (model_fp16, model_quantized)
 //! onnx/text_encoder.onnx      "split" layout: ids, mask -> query embeddings (OWL) or text features (DINO)
 //! onnx/image_embedder.onnx    "split" layout, OWL: pixels -> class embeddings, shift, scale, boxes
 //! onnx/detector.onnx          "split" layout, Grounding DINO: pixels, mask, text features, phrase masks -> logits, boxes
@@ -69,6 +70,93 @@ impl std::fmt::Display for Layout {
     }
 }
 
+/// A layout and, for `hf`, which variant of its graph: what `--layout` and `[model] layout` take.
+///
+/// `"hf"`, `"split"`, or `"hf:<variant>"` for `onnx/model_<variant>.onnx` (the names `lookout models info` lists,
+/// e.g. `hf:fp16`, `hf:quantized`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayoutChoice {
+    pub layout: Layout,
+    /// `fp16` for `onnx/model_fp16.onnx`; `None` for `onnx/model.onnx` (or the one variant a directory holds).
+    pub variant: Option<String>,
+}
+
+impl From<Layout> for LayoutChoice {
+    fn from(layout: Layout) -> Self {
+        LayoutChoice { layout, variant: None }
+    }
+}
+
+impl std::str::FromStr for LayoutChoice {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.split_once(':') {
+            None => Ok(s.parse::<Layout>()?.into()),
+            Some(("hf", v))
+                if !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') =>
+            {
+                Ok(LayoutChoice { layout: Layout::Hf, variant: Some(v.to_owned()) })
+            }
+            Some(_) => Err(format!(
+                "unknown model layout {s:?}: use \"hf\", \"split\" or \"hf:VARIANT\" for onnx/model_VARIANT.onnx \
+                 (e.g. \"hf:quantized\"; `lookout models info` lists a directory's layouts)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for LayoutChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.variant {
+            Some(v) => write!(f, "{}:{v}", self.layout),
+            None => write!(f, "{}", self.layout),
+        }
+    }
+}
+
+/// The `onnx/model_<variant>.onnx` graphs in `dir`, by variant name, sorted.
+fn hf_variants(dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(dir.join("onnx"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let v = name.strip_prefix("model_")?.strip_suffix(".onnx")?.to_owned();
+            e.path().is_file().then_some(v)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The `hf` layout's graph in `dir`: `onnx/model_<variant>.onnx` when one is asked for; else `onnx/model.onnx`, or
+/// the single variant the directory holds (a model fetched by a variant's name, e.g. `owlvit-base-patch32-quantized`,
+/// holds only `onnx/model_quantized.onnx`). `Err` names what is there when the choice is missing or ambiguous.
+fn hf_graph(dir: &Path, variant: Option<&str>) -> std::result::Result<String, String> {
+    let variants = hf_variants(dir);
+    let listed = || {
+        let mut names: Vec<String> = variants.iter().map(|v| format!("hf:{v}")).collect();
+        if dir.join(DEFAULT_HF_GRAPH).is_file() {
+            names.insert(0, "hf".into());
+        }
+        if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+    };
+    match variant {
+        Some(v) if variants.iter().any(|x| x == v) => Ok(format!("onnx/model_{v}.onnx")),
+        Some(v) => Err(format!("onnx/model_{v}.onnx (the hf graphs here: {})", listed())),
+        None if dir.join(DEFAULT_HF_GRAPH).is_file() => Ok(DEFAULT_HF_GRAPH.to_owned()),
+        None => match variants.as_slice() {
+            [one] => Ok(format!("onnx/model_{one}.onnx")),
+            [] => Err(DEFAULT_HF_GRAPH.to_owned()),
+            _ => Err(format!("{DEFAULT_HF_GRAPH} (there are only variants: choose one with --layout {})", listed())),
+        },
+    }
+}
+
+/// The `hf` layout's graph when no variant is chosen.
+pub const DEFAULT_HF_GRAPH: &str = "onnx/model.onnx";
+
 #[derive(Debug, Deserialize)]
 struct ConfigJson {
     model_type: Option<String>,
@@ -119,6 +207,8 @@ pub struct ModelDir {
     /// True when `export_info.json` is there: the graphs come from lookout's export scripts (and, for Grounding
     /// DINO, compute the phrase masks for any prompt), not from the Hub.
     pub exported_by_lookout: bool,
+    /// The `hf` layout's graph, relative to `dir`: `onnx/model.onnx` or `onnx/model_<variant>.onnx`.
+    pub hf_graph: String,
 }
 
 fn hint_for(dir: &Path) -> String {
@@ -138,6 +228,12 @@ impl ModelDir {
 
     /// Opens `dir` with the given layout, or the best available one.
     pub fn open_with(dir: &Path, layout: Option<Layout>) -> Result<Self> {
+        Self::open_choice(dir, layout.map(LayoutChoice::from).as_ref())
+    }
+
+    /// Opens `dir` with the given layout and `hf` variant (`--layout hf:quantized`), or the best available one.
+    pub fn open_choice(dir: &Path, choice: Option<&LayoutChoice>) -> Result<Self> {
+        let layout = choice.map(|c| c.layout);
         if !dir.is_dir() {
             return Err(InferError::MissingFile {
                 dir: dir.to_path_buf(),
@@ -186,24 +282,31 @@ impl ModelDir {
                     message: e.to_string(),
                 }
             })?;
+        let hf = hf_graph(dir, choice.and_then(|c| c.variant.as_deref()));
+        let split = Layout::Split.files_for(family);
         let available: Vec<Layout> = [Layout::Split, Layout::Hf]
             .into_iter()
-            .filter(|l| l.files_for(family).iter().all(|f| dir.join(f).is_file()))
+            .filter(|l| match l {
+                Layout::Hf => hf.is_ok(),
+                Layout::Split => split.iter().all(|f| dir.join(f).is_file()),
+            })
             .collect();
-        let split = Layout::Split.files_for(family);
         let layout = match layout {
             Some(l) if available.contains(&l) => l,
             Some(l) => {
-                let missing = l.files_for(family).iter().find(|f| !dir.join(f).is_file()).copied().unwrap_or_default();
-                return Err(InferError::MissingFile {
-                    dir: dir.to_path_buf(),
-                    file: missing.into(),
-                    hint: hint_for(dir),
-                });
+                let missing = match (l, &hf) {
+                    (Layout::Hf, Err(what)) => what.clone(),
+                    _ => split.iter().find(|f| !dir.join(f).is_file()).copied().unwrap_or_default().to_owned(),
+                };
+                return Err(InferError::MissingFile { dir: dir.to_path_buf(), file: missing, hint: hint_for(dir) });
             }
             None => *available.first().ok_or_else(|| InferError::MissingFile {
                 dir: dir.to_path_buf(),
-                file: format!("onnx/model.onnx (or {} + {})", split[0], split[1]),
+                file: match &hf {
+                    // Only variants of the hf graph: say which, and how to choose.
+                    Err(what) if what != DEFAULT_HF_GRAPH => what.clone(),
+                    _ => format!("{DEFAULT_HF_GRAPH} (or {} + {})", split[0], split[1]),
+                },
                 hint: hint_for(dir),
             })?,
         };
@@ -246,6 +349,7 @@ impl ModelDir {
             max_text_len,
             graph_input_size,
             exported_by_lookout: dir.join("export_info.json").is_file(),
+            hf_graph: hf.unwrap_or_else(|_| DEFAULT_HF_GRAPH.to_owned()),
         })
     }
 
@@ -255,7 +359,24 @@ impl ModelDir {
 
     /// The graphs the chosen layout loads.
     pub fn graphs(&self) -> Vec<PathBuf> {
-        self.layout.files_for(self.family).iter().map(|f| self.path(f)).collect()
+        match self.layout {
+            Layout::Hf => vec![self.hf_graph_path()],
+            Layout::Split => self.layout.files_for(self.family).iter().map(|f| self.path(f)).collect(),
+        }
+    }
+
+    /// The `hf` layout's graph: `onnx/model.onnx` or the chosen `onnx/model_<variant>.onnx`.
+    pub fn hf_graph_path(&self) -> PathBuf {
+        self.path(&self.hf_graph)
+    }
+
+    /// What runs, as `--layout` names it: `split`, `hf` or `hf:<variant>`.
+    pub fn layout_choice(&self) -> LayoutChoice {
+        let variant = match self.layout {
+            Layout::Hf => self.hf_graph.strip_prefix("onnx/model_").and_then(|r| r.strip_suffix(".onnx")),
+            Layout::Split => None,
+        };
+        LayoutChoice { layout: self.layout, variant: variant.map(str::to_owned) }
     }
 }
 
@@ -318,5 +439,36 @@ mod tests {
         assert_eq!(m.graphs(), [d.join("onnx/text_encoder.onnx"), d.join("onnx/detector.onnx")]);
         std::fs::write(d.join("export_info.json"), r#"{"mode":"pretrained","random_weights":false}"#).unwrap();
         assert!(!ModelDir::open(d).unwrap().is_test_model);
+    }
+
+    #[test]
+    fn hf_variants_are_found_and_chosen() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("config.json"), r#"{"model_type":"owlvit"}"#).unwrap();
+        std::fs::write(d.join("preprocessor_config.json"), "{}").unwrap();
+        std::fs::write(d.join("tokenizer.json"), "{}").unwrap();
+        std::fs::create_dir(d.join("onnx")).unwrap();
+        // A directory fetched by a variant's name holds only that graph: it runs without --layout.
+        std::fs::write(d.join("onnx/model_quantized.onnx"), "").unwrap();
+        let m = ModelDir::open(d).unwrap();
+        assert_eq!((m.layout, m.graphs()), (Layout::Hf, vec![d.join("onnx/model_quantized.onnx")]));
+        assert_eq!(m.layout_choice().to_string(), "hf:quantized");
+        // Two variants and no model.onnx: the choice is the user's, and the error lists what is there.
+        std::fs::write(d.join("onnx/model_fp16.onnx"), "").unwrap();
+        let err = ModelDir::open(d).unwrap_err().to_string();
+        assert!(err.contains("--layout hf:fp16, hf:quantized"), "{err}");
+        let fp16: LayoutChoice = "hf:fp16".parse().unwrap();
+        let m = ModelDir::open_choice(d, Some(&fp16)).unwrap();
+        assert_eq!((m.graphs(), m.layout_choice()), (vec![d.join("onnx/model_fp16.onnx")], fp16));
+        // With model.onnx there, plain "hf" means it; an absent variant is named with what is there.
+        std::fs::write(d.join("onnx/model.onnx"), "").unwrap();
+        assert_eq!(ModelDir::open(d).unwrap().graphs(), vec![d.join("onnx/model.onnx")]);
+        let int4: LayoutChoice = "hf:q4".parse().unwrap();
+        let err = ModelDir::open_choice(d, Some(&int4)).unwrap_err().to_string();
+        assert!(err.contains("onnx/model_q4.onnx") && err.contains("hf, hf:fp16, hf:quantized"), "{err}");
+        assert!("split:x".parse::<LayoutChoice>().unwrap_err().contains("hf:VARIANT"));
+        assert!("hf:".parse::<LayoutChoice>().is_err());
+        assert_eq!("split".parse::<LayoutChoice>().unwrap(), LayoutChoice::from(Layout::Split));
     }
 }

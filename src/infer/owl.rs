@@ -128,7 +128,7 @@ impl OwlDetector {
         let tokenizer = QueryTokenizer::from_file(&model.path("tokenizer.json"))?;
         let backend = match model.layout {
             Layout::Hf => {
-                let path = model.path("onnx/model.onnx");
+                let path = model.hf_graph_path();
                 let session = build_session(&path, opts)?;
                 check_io(&session, &path, &["input_ids", "attention_mask", "pixel_values"], &["logits", "pred_boxes"])?;
                 Backend::Hf { session }
@@ -190,7 +190,7 @@ impl OwlDetector {
     pub fn run(&mut self, pixels: ArrayView4<f32>, queries: &OwlQueries) -> Result<Vec<RawOutput>> {
         match &mut self.backend {
             Backend::Hf { session } => {
-                let path = self.model.path("onnx/model.onnx");
+                let path = self.model.hf_graph_path();
                 let mut out = Vec::with_capacity(pixels.len_of(Axis(0)));
                 // The hf graph pairs each image with its own queries: run images one at a time.
                 for b in 0..pixels.len_of(Axis(0)) {

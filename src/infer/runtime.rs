@@ -150,6 +150,28 @@ impl SessionOptions {
 }
 
 /// The places the library is looked for, in order.
+/// Refuses a graph whose floating-point inputs or outputs are not `f32`: lookout feeds and reads `f32`, and an
+/// fp16 export made without `keep_io_types` (float16 pixel values) would otherwise fail at the first frame with
+/// ONNX Runtime's type error. Half precision on a GPU comes from TensorRT's `fp16` on the fp32 graph instead.
+pub fn check_f32_io(session: &ort::session::Session, graph: &Path) -> Result<()> {
+    use ort::value::TensorElementType as T;
+    let inputs = session.inputs().iter().map(|o| ("input", o.name(), o.dtype().tensor_type()));
+    let outputs = session.outputs().iter().map(|o| ("output", o.name(), o.dtype().tensor_type()));
+    for (what, name, ty) in inputs.chain(outputs) {
+        if let Some(ty @ (T::Float16 | T::Bfloat16 | T::Float64)) = ty {
+            return Err(InferError::Model {
+                dir: graph.to_path_buf(),
+                message: format!(
+                    "graph {what} {name:?} is {ty:?}, and lookout exchanges f32 with its graphs: use the fp32 graph \
+                     (on a GPU, TensorRT's fp16 = true gives half precision from it) or an fp16 export with f32 \
+                     inputs and outputs (onnxconverter_common's keep_io_types=True)"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 pub fn candidate_paths() -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
@@ -263,6 +285,7 @@ pub(crate) fn build_session(path: &Path, opts: &SessionOptions) -> Result<ort::s
     } else {
         tracing::info!("{name}: runs on {} (--device {device})", chosen.describe());
     }
+    check_f32_io(&chosen.value, path)?;
     if let Ok(mut used) = PROVIDERS_USED.lock() {
         used.push((path.to_path_buf(), chosen.provider));
     }
@@ -398,6 +421,14 @@ pub fn tensorrt_cache_dir(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_graph_with_float16_inputs_is_refused_by_name() {
+        let graph = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/f16-io.onnx");
+        let err = build_session(&graph, &SessionOptions::default()).unwrap_err().to_string();
+        assert!(err.contains("\"pixel_values\" is Float16") && err.contains("keep_io_types"), "{err}");
+        assert!(err.contains("f16-io.onnx") && !err.contains('\n'), "{err}");
+    }
 
     #[test]
     fn text_device_defaults_to_the_main_device() {

@@ -139,7 +139,7 @@ impl GdinoDetector {
         let tokenizer = BertTokenizer::from_file(&model.path("tokenizer.json"))?;
         let (backend, graph_hw) = match model.layout {
             Layout::Hf => {
-                let path = model.path("onnx/model.onnx");
+                let path = model.hf_graph_path();
                 let session = build_session(&path, opts)?;
                 check_io(&session, &path, &["pixel_values", "input_ids", "attention_mask"], &["logits", "pred_boxes"])?;
                 let hw = static_hw(&session);
@@ -191,7 +191,7 @@ impl GdinoDetector {
         let queries_per_pass = (model.layout == Layout::Hf && !model.exported_by_lookout).then_some(1);
         if queries_per_pass.is_some() {
             tracing::info!(
-                graph = %model.path("onnx/model.onnx").display(),
+                graph = %model.hf_graph_path().display(),
                 "not exported by lookout (no export_info.json): its phrase masks may be frozen to the one-query \
                  prompt it was traced with, so each query runs in a pass of its own"
             );
@@ -260,7 +260,7 @@ impl GdinoDetector {
         let attention = tile(&pass.pass.attention_mask(), b);
         let (path, outputs) = match &mut self.backend {
             Backend::Hf { session } => {
-                let path = self.model.path("onnx/model.onnx");
+                let path = self.model.hf_graph_path();
                 let types = tile(&pass.pass.token_type_ids(), b);
                 let mut inputs = ort::inputs![
                     "pixel_values" => TensorRef::from_array_view(pixels).map_err(ort_err(&path))?,
