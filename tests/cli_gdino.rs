@@ -372,3 +372,38 @@ fn watch_takes_the_cards_threshold_and_refuses_a_text_threshold_for_owl() {
         .unwrap();
     assert_bad_input(&o, &["\"a car\"", "text_threshold", "Grounding DINO"]);
 }
+
+/// `-m mm-grounding-dino-tiny` (and `llmdet-tiny`): the Hub has no ONNX of it, so lookout says how to export it and
+/// where to put it; once the export is in the cache, the name runs like any model.
+#[test]
+fn an_exported_model_runs_by_its_manifest_name() {
+    let cache = tempfile::tempdir().unwrap();
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_lookout"))
+            .env("RUST_LOG", "warn")
+            .env("LOOKOUT_CACHE", cache.path())
+            .args(["locate", "--json", "--no-images", "--intra-threads", "1", "-m", "mm-grounding-dino-tiny"])
+            .arg(fixture("coffee.png"))
+            .args(["-q", "a cup of coffee"])
+            .output()
+            .unwrap()
+    };
+    let o = run();
+    assert_bad_input(&o, &["has no ONNX export on the Hub", "--from-pretrained", "mm-grounding-dino-tiny"]);
+    // What the export writes (here the tiny random-weight export stands in for it).
+    let dir = cache.path().join("mm-grounding-dino-tiny");
+    std::fs::create_dir_all(dir.join("onnx")).unwrap();
+    let src = tiny_model("mm-grounding-dino");
+    for entry in std::fs::read_dir(&src).unwrap().chain(std::fs::read_dir(src.join("onnx")).unwrap()) {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            let rel = path.strip_prefix(&src).unwrap();
+            std::fs::copy(&path, dir.join(rel)).unwrap();
+        }
+    }
+    let o = run();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!((v["model"].as_str(), v["layout"].as_str()), (Some("mm-grounding-dino-tiny"), Some("split")));
+    assert_eq!(results(&o).len(), 1);
+}

@@ -246,7 +246,7 @@ pub fn exit_code_for(e: &anyhow::Error) -> u8 {
         if let Some(me) = cause.downcast_ref::<lookout::models::ModelsError>() {
             use lookout::models::ModelsError as M;
             return match me {
-                M::UnknownModel { .. } | M::NotADirectory { .. } | M::NotFetched { .. } => 2,
+                M::UnknownModel { .. } | M::NotADirectory { .. } | M::NotFetched { .. } | M::NeedsExport { .. } => 2,
                 _ => 1,
             };
         }

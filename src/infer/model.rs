@@ -348,7 +348,9 @@ impl ModelDir {
             is_test_model,
             max_text_len,
             graph_input_size,
-            exported_by_lookout: dir.join("export_info.json").is_file(),
+            // export_report.json: the same record for a real-weight export (`--from-pretrained`), which must not
+            // carry the test-model banner.
+            exported_by_lookout: dir.join("export_info.json").is_file() || dir.join("export_report.json").is_file(),
             hf_graph: hf.unwrap_or_else(|_| DEFAULT_HF_GRAPH.to_owned()),
         })
     }

@@ -189,6 +189,18 @@ pub fn file_url(base: &str, entry: &ModelEntry, file: &FileEntry) -> String {
 
 /// Downloads and verifies every file of `entry` into `dir`, which is created if needed.
 pub fn fetch_into(entry: &ModelEntry, dir: &Path, options: &FetchOptions) -> Result<FetchReport, ModelsError> {
+    if let Some(command) = &entry.export {
+        let missing = super::cache::missing_files(dir, entry);
+        if missing.is_empty() {
+            return Ok(FetchReport { dir: dir.to_owned(), files: Vec::new() });
+        }
+        return Err(ModelsError::NeedsExport {
+            name: entry.name.clone(),
+            dir: dir.to_owned(),
+            command: command.clone(),
+            missing: missing.iter().map(|f| f.path.as_str()).collect::<Vec<_>>().join(", "),
+        });
+    }
     std::fs::create_dir_all(dir).map_err(|source| io_error("create the model directory", dir, source))?;
     let ctx = Ctx { entry, dir, base: endpoint(options.base_url.as_deref()), agent: agent(options), options };
     let mut files = Vec::with_capacity(entry.files.len());

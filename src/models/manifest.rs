@@ -42,8 +42,16 @@ pub struct ModelEntry {
     pub description: String,
     /// The Hub repository, `owner/name`. Required.
     pub repo: String,
-    /// The commit to download from: a full 40-hex-digit sha, so that the hashes below stay true. Required.
+    /// The commit to download from: a full 40-hex-digit sha, so that the hashes below stay true. Required, except
+    /// for an entry with `export` (nothing is downloaded from the Hub by lookout), where it may be left out.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub revision: String,
+    /// For a model with no ONNX export on the Hub (MM-Grounding-DINO, LLMDet): the command that makes one from the
+    /// Hub's PyTorch weights, run on a machine with network (`models/export_gdino.py --from-pretrained REPO`). The
+    /// entry's files are then what that command writes, and lookout never downloads them: `models fetch` and `-m`
+    /// say how to make them and where to put them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export: Option<String>,
     /// The Hub path of the graph this entry is meant to run. Defaults to [`DEFAULT_GRAPH`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub graph: Option<String>,
@@ -200,7 +208,14 @@ impl ModelEntry {
         if parts.len() != 2 || parts.iter().any(|p| !is_safe_name(p)) {
             return Err(format!("repo `{}` is not of the form `owner/name`", self.repo));
         }
-        if self.revision.len() != 40 || !self.revision.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if let Some(export) = &self.export
+            && export.trim().is_empty()
+        {
+            return Err("its export command is empty".to_owned());
+        }
+        let exported_without_pin = self.export.is_some() && self.revision.is_empty();
+        if !exported_without_pin && (self.revision.len() != 40 || !self.revision.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
             return Err(format!(
                 "revision `{}` is not a full 40-digit commit sha; a branch name would let the files change under the \
                  hashes",
@@ -291,6 +306,21 @@ path = "onnx/model.onnx"
             for required in ["config.json", "preprocessor_config.json", "tokenizer.json", graph] {
                 assert!(e.file(required).is_some(), "{name} lacks {required}");
             }
+        }
+    }
+
+    #[test]
+    fn embedded_manifest_names_mm_grounding_dino_and_llmdet_as_exports() {
+        let m = Manifest::embedded().unwrap();
+        for (name, repo) in [
+            ("mm-grounding-dino-tiny", "openmmlab-community/mm_grounding_dino_tiny_o365v1_goldg_v3det"),
+            ("llmdet-tiny", "iSEE-Laboratory/llmdet_tiny"),
+        ] {
+            let e = m.entry(name).unwrap();
+            assert_eq!((e.family, e.repo.as_str()), (Family::MmGroundingDino, repo), "{name}");
+            let export = e.export.as_deref().unwrap();
+            assert!(export.starts_with("models/export_gdino.py --from-pretrained ") && export.ends_with(repo));
+            assert!(e.file("onnx/text_encoder.onnx").is_some() && e.file("onnx/detector.onnx").is_some());
         }
     }
 

@@ -90,6 +90,22 @@ pub enum ModelsError {
         /// The missing files, comma separated.
         missing: String,
     },
+    /// A manifest model that the Hub has no ONNX export of, and that is not in the cache yet.
+    #[error(
+        "model `{name}` has no ONNX export on the Hub, so lookout cannot download it: make it once on a machine with \
+         network with `python {command} --out DIR` (see models/GROUNDING_DINO.md), then copy DIR to {dir} (missing: \
+         {missing}), or pass the directory with -m"
+    )]
+    NeedsExport {
+        /// The model name.
+        name: String,
+        /// Its cache directory.
+        dir: PathBuf,
+        /// The manifest's export command.
+        command: String,
+        /// The missing files, comma separated.
+        missing: String,
+    },
     /// A file-system operation failed.
     #[error("could not {action} {path}: {source}")]
     Io {
@@ -238,6 +254,14 @@ impl Manifest {
         if missing.is_empty() {
             return Ok(dir);
         }
+        if let Some(command) = &entry.export {
+            return Err(ModelsError::NeedsExport {
+                name: entry.name.clone(),
+                dir,
+                command: command.clone(),
+                missing: missing.iter().map(|f| f.path.as_str()).collect::<Vec<_>>().join(", "),
+            });
+        }
         match on_missing {
             OnMissing::Fail => Err(ModelsError::NotFetched {
                 name: entry.name.clone(),
@@ -327,5 +351,46 @@ path = "onnx/model.onnx"
         let tmp = tempfile::tempdir().unwrap();
         let err = manifest().resolve("owl", &Cache::at(tmp.path()), &OnMissing::Fail).unwrap_err().to_string();
         assert!(err.contains("`owl` is not a model directory") && err.contains("known models: m"), "{err}");
+    }
+
+    #[test]
+    fn an_export_entry_says_how_to_make_it_and_never_downloads() {
+        let text = r#"
+[[model]]
+name = "mm"
+family = "mm-grounding-dino"
+description = "d"
+repo = "o/r"
+export = "models/export_gdino.py --from-pretrained o/r"
+[[model.file]]
+path = "config.json"
+[[model.file]]
+path = "onnx/model.onnx"
+"#;
+        let m = Manifest::from_toml(text, "test").unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::at(tmp.path());
+        // An unreachable endpoint: a download attempt would fail with Unreachable, not NeedsExport.
+        let fetch =
+            OnMissing::Fetch(FetchOptions { base_url: Some("http://127.0.0.1:9".into()), ..FetchOptions::default() });
+        for on_missing in [OnMissing::Fail, fetch] {
+            let err = m.resolve("mm", &cache, &on_missing).unwrap_err();
+            assert!(matches!(err, ModelsError::NeedsExport { .. }), "{err}");
+            let err = err.to_string();
+            assert!(err.contains("python models/export_gdino.py --from-pretrained o/r --out DIR"), "{err}");
+            assert!(err.contains(&cache.model_dir("mm").display().to_string()) && !err.contains('\n'), "{err}");
+        }
+        std::fs::create_dir_all(cache.model_dir("mm").join("onnx")).unwrap();
+        std::fs::write(cache.model_dir("mm").join("config.json"), b"{}").unwrap();
+        std::fs::write(cache.model_dir("mm").join("onnx/model.onnx"), b"graph").unwrap();
+        assert_eq!(m.resolve("mm", &cache, &OnMissing::Fail).unwrap(), cache.model_dir("mm"));
+
+        // Without `export`, a revision is still required; an empty export command is refused.
+        let err = Manifest::from_toml(&text.replace("export = ", "# "), "t").unwrap_err().to_string();
+        assert!(err.contains("revision"), "{err}");
+        let err = Manifest::from_toml(&text.replace("models/export_gdino.py --from-pretrained o/r", " "), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("export command is empty"), "{err}");
     }
 }
