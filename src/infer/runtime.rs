@@ -149,7 +149,6 @@ impl SessionOptions {
     }
 }
 
-/// The places the library is looked for, in order.
 /// Refuses a graph whose floating-point inputs or outputs are not `f32`: lookout feeds and reads `f32`, and an
 /// fp16 export made without `keep_io_types` (float16 pixel values) would otherwise fail at the first frame with
 /// ONNX Runtime's type error. Half precision on a GPU comes from TensorRT's `fp16` on the fp32 graph instead.
@@ -172,6 +171,7 @@ pub fn check_f32_io(session: &ort::session::Session, graph: &Path) -> Result<()>
     Ok(())
 }
 
+/// The places the library is looked for, in order.
 pub fn candidate_paths() -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
