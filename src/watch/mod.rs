@@ -380,6 +380,7 @@ pub fn run(
             c.encoder = encoder_for(EncoderPurpose::Record);
             c.evidence.encoder = c.encoder.clone();
             c.evidence.test_model = settings.test_model;
+            c.run = run.number;
             Some(ClipWriter::start(c, event_log.clone(), alerter.clone(), write_failures.clone())?)
         }
         None => None,
