@@ -36,6 +36,7 @@
 //! is held across I/O except the index append.
 
 pub mod cut;
+pub mod export;
 pub mod index;
 mod segment;
 
