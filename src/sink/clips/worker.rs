@@ -95,6 +95,8 @@ impl Worker {
                     crate::redact::redact_url(&job.record.source)
                 ));
             }
+            // The recording had no room to keep this span: the disk is full (reported once for the run).
+            Err(e) if recording.no_room() => return Err(format!("{e}: the recording is paused: {NO_SPACE}")),
             Err(e) => return Err(e.to_string()),
         };
         let first_s = span.first_s().unwrap_or(job.from_s);

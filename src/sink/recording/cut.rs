@@ -1,9 +1,9 @@
 //! Cutting a span out of the recording into one MP4: the packets from the keyframe at or before `from_s` to
 //! `to_s`, remuxed (H.264, H.265) or encoded to H.264 (other codecs), written as `.part` and renamed.
 //!
-//! The span is taken in decoding order: from that keyframe, every packet decoded up to `to_s`, then the
-//! B-frames decoded after it that are shown before the last frame taken (they fill holes in the presentation
-//! order). So a clip is never short of its span and at most one GOP longer, at its start.
+//! The span is taken in decoding order: from that keyframe up to the last packet shown at or before `to_s` (the
+//! packets between that are shown later are references the B-frames need). So a clip is never short of its span
+//! and at most one GOP longer, at its start (and a frame or two at its end, with B-frames).
 //!
 //! The packets come from the segments on disk (demuxed again: `filesrc ! qtdemux|matroskademux ! appsink`) and,
 //! for the segment being written, from memory. All are placed on the stream-time line of the run they were
@@ -247,23 +247,12 @@ fn select(parts: Vec<Part>, from_s: f64, to_s: f64, gaps: Vec<Gap>) -> Result<Sp
     let Some(start) = start else {
         return Err(CutError::Nothing(format!("no keyframe was recorded from {from_s:.3} s to {to_s:.3} s")));
     };
-    let mut taken = Vec::new();
-    let mut max_pts: Option<u64> = None;
-    let mut past = false;
-    for p in &all[start..] {
-        let beyond = p.decode_time_ns().is_some_and(|t| t > to_ns);
-        if beyond {
-            past = true;
-        }
-        let fills = !p.keyframe && matches!((p.pts_ns, max_pts), (Some(t), Some(m)) if t < m);
-        if past && !fills {
-            break;
-        }
-        if let Some(t) = p.pts_ns {
-            max_pts = Some(max_pts.map_or(t, |m| m.max(t)));
-        }
-        taken.push(p.clone());
-    }
+    // Up to the last packet, in decoding order, shown at or before `to_s`: what comes between it and earlier ones
+    // (a P-frame shown later) is a reference that a B-frame taken needs. (Presentation times, not decoding times:
+    // a demuxer may shift decoding times, as an MP4 edit list does.)
+    let rest = &all[start..];
+    let end = rest.iter().rposition(|p| p.time_ns().is_some_and(|t| t <= to_ns)).map_or(rest.len().min(1), |i| i + 1);
+    let taken: Vec<Packet> = rest[..end].to_vec();
     let gaps = gaps
         .into_iter()
         .filter(|g| taken.first().and_then(Packet::time_ns).is_some_and(|t| g.at_s * 1e9 >= t as f64))

@@ -180,6 +180,8 @@ struct State {
     ended: bool,
     /// Whether a packet ever came (a raw camera has none).
     any_packet: bool,
+    /// Paused for a full disk.
+    no_room: bool,
     gaps: Vec<Gap>,
     stats: RecordingStats,
 }
@@ -380,6 +382,11 @@ impl Shared {
         self.stop.store(true, Ordering::Release);
     }
 
+    /// Whether the recording is paused for a full disk.
+    pub fn no_room(&self) -> bool {
+        self.lock().no_room
+    }
+
     /// Whether any packet came (a raw camera's recording stays empty).
     pub fn any_packet(&self) -> bool {
         self.lock().any_packet
@@ -568,14 +575,16 @@ impl Recorder {
         let retry = Duration::from_secs_f64(self.settings.retry_after_s.max(0.01));
         match &e {
             SegmentFailure::NoSpace(_) => {
+                self.shared.lock().no_room = true;
                 let now = Instant::now();
                 match self.paused {
                     Some((since, _)) => self.paused = Some((since, now + retry)),
                     None => {
                         self.paused = Some((now, now + retry));
                         self.shared.lock().stats.pauses += 1;
+                        // (Not the words "disk full": the run's one report of a full disk is `sink::disk`'s.)
                         warn!(
-                            "recording of {} paused: no room in {} ({e}); detection goes on, and the recording \
+                            "recording of {} paused: no room left in {}; detection goes on, and the recording \
                              resumes when there is room: free space, or lower [recording] keep or max_gb",
                             self.name,
                             self.shared.dir.display()
@@ -603,6 +612,7 @@ impl Recorder {
             let _ = std::fs::remove_file(part);
             return self.segment_failed(e);
         }
+        self.shared.lock().no_room = false;
         if let Some((since, _)) = self.paused.take() {
             info!(
                 "recording of {} resumed after {:.0} s paused (nothing was recorded meanwhile)",
