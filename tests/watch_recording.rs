@@ -258,7 +258,7 @@ fn no_room_pauses_the_recording_and_it_resumes_when_there_is_room() {
     // `trap '' XFSZ`: a write over the limit fails with EFBIG instead of killing lookout.
     let mut wrapped = Command::new("bash");
     wrapped
-        .args(["-c", "trap '' XFSZ; exec prlimit --fsize=4096 -- \"$@\"", "sh"])
+        .args(["-c", "trap '' XFSZ; exec prlimit --fsize=4096:unlimited -- \"$@\"", "sh"])
         .arg(program)
         .args(args)
         .env("RUST_LOG", "info")
@@ -292,7 +292,8 @@ fn no_room_pauses_the_recording_and_it_resumes_when_there_is_room() {
         }
     };
     wait_line("recording of long paused", Duration::from_secs(60));
-    let lifted = Command::new("prlimit").arg("--pid").arg(pid.to_string()).arg("--fsize=unlimited").status().unwrap();
+    let lifted =
+        Command::new("prlimit").arg("--pid").arg(pid.to_string()).arg("--fsize=unlimited:unlimited").status().unwrap();
     assert!(lifted.success());
     wait_line("recording of long resumed", Duration::from_secs(60));
     let status = child.wait().unwrap();

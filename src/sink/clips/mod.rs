@@ -332,19 +332,23 @@ impl ClipWriter {
     pub fn finish(mut self) -> ClipStatsSnapshot {
         // The recordings write what they have first: the last clips need their last packets.
         let recordings = std::mem::take(&mut *self.recordings.lock().unwrap_or_else(|e| e.into_inner()));
-        let mut totals = super::recording::RecordingStats::default();
+        let shared: Vec<_> = recordings.iter().map(Recording::shared).collect();
         for r in recordings {
-            let s = r.finish();
-            totals.packets_lost += s.packets_lost;
-            totals.segments_written += s.segments_written;
-            totals.segments_removed += s.segments_removed;
-            totals.pauses += s.pauses;
+            r.finish();
         }
         self.sender = None;
         for (name, t) in self.threads.drain(..) {
             if t.join().is_err() {
                 warn!(thread = %name, "clip worker panicked");
             }
+        }
+        // After the workers: the last clips let go of their pins, which lets the ring remove what it keeps no more.
+        let mut totals = super::recording::RecordingStats::default();
+        for s in shared.iter().map(|s| s.stats()) {
+            totals.packets_lost += s.packets_lost;
+            totals.segments_written += s.segments_written;
+            totals.segments_removed += s.segments_removed;
+            totals.pauses += s.pauses;
         }
         ClipStatsSnapshot {
             dropped_packets: totals.packets_lost,

@@ -196,6 +196,12 @@ pub struct Shared {
     state: Mutex<State>,
     changed: Condvar,
     stop: AtomicBool,
+    /// The index, appended to by the recorder (a segment written) and by whoever trims (a segment removed). Taken
+    /// after the state's mutex is let go, never with it.
+    index: Mutex<index::Index>,
+    /// Seconds kept behind the newest packet ([`RecordingSettings::keep_s`], or its default).
+    keep_s: f64,
+    max_bytes: Option<u64>,
 }
 
 impl Shared {
@@ -273,15 +279,15 @@ impl Recording {
             }),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
+            index: Mutex::new(idx),
+            keep_s: settings.keep_s.unwrap_or(pre_roll_s + settings.segment_s),
+            max_bytes: settings.max_bytes,
         });
         let (tx, rx) = bounded::<TapMessage>(settings.queue_packets.max(16));
         tap.set_recorder(tx);
-        let keep_s = settings.keep_s.unwrap_or(pre_roll_s + settings.segment_s);
         let recorder = Recorder {
             shared: shared.clone(),
-            index: idx,
             settings: settings.clone(),
-            keep_s,
             name: short_name.to_string(),
             writer: None,
             prun: 0,
@@ -371,9 +377,39 @@ impl Shared {
         }
     }
 
-    /// Lets go of a pin.
+    /// Lets go of a pin, and removes what the ring's bounds no longer keep.
     pub fn unpin(&self, id: u64) {
         self.lock().pins.remove(&id);
+        self.trim();
+    }
+
+    /// Removes the oldest segments past `keep` or `max_gb`; never one a pin needs, except for `max_gb`.
+    pub fn trim(&self) {
+        let now = SystemTime::now();
+        loop {
+            let mut s = self.lock();
+            let Some(oldest) = s.segments.first().cloned() else { return };
+            let newest_s = s.newest_s.unwrap_or(0.0);
+            let too_old = if oldest.run == self.run {
+                newest_s - oldest.end_s > self.keep_s
+            } else {
+                parse_rfc3339_utc(&oldest.wall_end)
+                    .and_then(|w| now.duration_since(w).ok())
+                    .is_none_or(|age| age.as_secs_f64() > self.keep_s)
+            };
+            let pinned = oldest.run == self.run && s.pins.values().any(|&from| from < oldest.end_s);
+            let too_big = self.max_bytes.is_some_and(|m| s.stats.bytes > m) && s.segments.len() > 1;
+            if !(too_big || (too_old && !pinned)) {
+                return;
+            }
+            s.segments.remove(0);
+            s.stats.bytes = s.stats.bytes.saturating_sub(oldest.bytes);
+            s.stats.segments_removed += 1;
+            drop(s);
+            let _ = std::fs::remove_file(self.dir.join(&oldest.file));
+            let _ =
+                self.index.lock().unwrap_or_else(|e| e.into_inner()).append(&IndexLine::Removed { file: oldest.file });
+        }
     }
 
     /// The source is over: the recorder writes what is queued and finishes its last segment, without waiting
@@ -421,9 +457,7 @@ impl Shared {
 /// The `rec-<source>` thread.
 struct Recorder {
     shared: Arc<Shared>,
-    index: index::Index,
     settings: RecordingSettings,
-    keep_s: f64,
     name: String,
     writer: Option<SegmentWriter>,
     prun: u64,
@@ -641,39 +675,12 @@ impl Recorder {
         s.stats.segments_written += 1;
         s.stats.bytes += bytes;
         drop(s);
-        if let Err(error) = self.index.append(&IndexLine::Segment(entry)) {
-            warn!(file = %self.index.path().display(), %error, "could not add a segment to the recording's index");
+        let mut index = self.shared.index.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(error) = index.append(&IndexLine::Segment(entry)) {
+            warn!(file = %index.path().display(), %error, "could not add a segment to the recording's index");
         }
         self.shared.changed.notify_all();
-        self.trim();
-    }
-
-    /// Removes the oldest segments past `keep` or `max_gb`; never one a pin needs, except for `max_gb`.
-    fn trim(&mut self) {
-        let now = SystemTime::now();
-        loop {
-            let mut s = self.shared.lock();
-            let Some(oldest) = s.segments.first().cloned() else { return };
-            let newest_s = s.newest_s.unwrap_or(0.0);
-            let too_old = if oldest.run == self.shared.run {
-                newest_s - oldest.end_s > self.keep_s
-            } else {
-                parse_rfc3339_utc(&oldest.wall_end)
-                    .and_then(|w| now.duration_since(w).ok())
-                    .is_none_or(|age| age.as_secs_f64() > self.keep_s)
-            };
-            let pinned = oldest.run == self.shared.run && s.pins.values().any(|&from| from < oldest.end_s);
-            let too_big = self.settings.max_bytes.is_some_and(|m| s.stats.bytes > m) && s.segments.len() > 1;
-            if !(too_big || (too_old && !pinned)) {
-                return;
-            }
-            s.segments.remove(0);
-            s.stats.bytes = s.stats.bytes.saturating_sub(oldest.bytes);
-            s.stats.segments_removed += 1;
-            drop(s);
-            let _ = std::fs::remove_file(self.shared.dir.join(&oldest.file));
-            let _ = self.index.append(&IndexLine::Removed { file: oldest.file });
-        }
+        self.shared.trim();
     }
 }
 
@@ -812,6 +819,7 @@ mod tests {
 
     #[test]
     fn a_reconnect_continues_stream_time_and_marks_find_their_run() {
+        let dir = tempfile::tempdir().unwrap();
         let mut s = State { gens: vec![Gen::default()], ..State::default() };
         s.gens[0] = Gen { first_ns: Some(0), last_ns: Some(10_000_000_000), offset_s: Some(0.0), ..Gen::default() };
         // The second run's times start again near 0; no frame of it seen yet: it continues from the first.
@@ -823,6 +831,9 @@ mod tests {
             state: Mutex::new(s),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
+            index: Mutex::new(index::Index::open(dir.path()).unwrap()),
+            keep_s: 5.0,
+            max_bytes: None,
         };
         // A frame at 0.5 s of the second run, shown at stream time 10.04 s: the newest run that reaches it.
         shared.mark(500_000_000, 10.04, 251);
