@@ -6,6 +6,8 @@
 //! Every run uses the tiny test model on short fixtures; each test takes seconds.
 
 mod common;
+#[path = "common/rtsp.rs"]
+mod rtsp;
 
 use std::io::Read as _;
 use std::path::Path;
@@ -312,4 +314,66 @@ fn no_room_pauses_the_recording_and_it_resumes_when_there_is_room() {
         plays(&rec.join(seg["file"].as_str().unwrap()));
     }
     assert!(s["clips"]["recording_pauses"].as_u64() == Some(1), "{s}");
+}
+
+const CAMERA: &str = "( videotestsrc is-live=true pattern=smpte ! video/x-raw,width=320,height=240,framerate=25/1 \
+     ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10 bframes=0 \
+     ! rtph264pay name=pay0 pt=96 config-interval=-1 )";
+
+/// A camera that goes away for a while and comes back, in the middle of events (end_after_s is longer than the
+/// outage): their clips hold what was recorded before and after, play to the end, and the sidecar says where the
+/// gap is and how long it was.
+#[test]
+fn an_event_across_a_reconnect_gets_what_was_recorded_and_its_sidecar_states_the_gap() {
+    let server = rtsp::RtspServer::serve(0, "/cam", CAMERA);
+    let port = server.port;
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let config = "[reconnect]\ninitial_ms = 200\nmax_ms = 500\n\n[recording]\nsegment_s = 1.0\n\n[[query]]\n\
+                  text = \"a test pattern\"\nthreshold = 0.0\nend_after_s = 30.0\npre_roll_s = 1.0\npost_roll_s = 0.5\n";
+    let url = format!("rtsp://127.0.0.1:{port}/cam");
+    let mut child = watch_cmd(Path::new(&url), config, &run)
+        .args(["--max-seconds", "14"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let events = run.join("events.jsonl");
+    wait_for(&mut child, "an event and two segments", Duration::from_secs(60), || {
+        std::fs::read_to_string(&events).is_ok_and(|t| t.contains("\"start\""))
+            && std::fs::read_dir(&run).is_ok()
+            && run
+                .read_dir()
+                .unwrap()
+                .flatten()
+                .any(|d| d.path().join("rec/index.jsonl").is_file() && listed(&d.path().join("rec")).len() >= 2)
+    });
+    server.stop();
+    std::thread::sleep(Duration::from_millis(1500));
+    let server = rtsp::RtspServer::serve(port, "/cam", CAMERA);
+    let (status, stderr) = wait_exit(&mut child, Duration::from_secs(60));
+    drop(server);
+    assert!(status.success(), "{stderr}");
+    let text = std::fs::read_to_string(&events).unwrap();
+    let all: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let finals: Vec<&Value> = all.iter().filter(|l| l["type"] == "clips").collect();
+    assert!(!finals.is_empty(), "{stderr}");
+    let mut spanning = 0;
+    for fin in &finals {
+        assert_eq!(fin["clips"]["status"], "written", "{fin}");
+        let clip = run.join(fin["clips"]["clip"].as_str().unwrap());
+        plays(&clip);
+        let sidecar: Value =
+            serde_json::from_slice(&std::fs::read(run.join(fin["clips"]["sidecar"].as_str().unwrap())).unwrap())
+                .unwrap();
+        assert_eq!(sidecar["schema_version"], 2);
+        for gap in sidecar["gaps"].as_array().unwrap() {
+            assert_eq!(gap["reason"], "the source reconnected", "{gap}");
+            assert!(gap["missing_s"].as_f64().unwrap() >= 1.0, "the outage was 1.5 s at least: {gap}");
+            let at = gap["at_s"].as_f64().unwrap();
+            assert!(at > sidecar["clip_start_s"].as_f64().unwrap(), "{sidecar}");
+            spanning += 1;
+        }
+    }
+    assert!(spanning >= 1, "an event spanned the reconnect and its sidecar says so:\n{stderr}");
 }

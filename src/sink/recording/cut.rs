@@ -1,8 +1,8 @@
 //! Cutting a span out of the recording into one MP4: the packets from the keyframe at or before `from_s` to
 //! `to_s`, remuxed (H.264, H.265) or encoded to H.264 (other codecs), written as `.part` and renamed.
 //!
-//! The span is taken in decoding order: from that keyframe up to the last packet shown at or before `to_s` (the
-//! packets between that are shown later are references the B-frames need). So a clip is never short of its span
+//! The span is taken in decoding order: from that keyframe up to the last packet shown at or before the first
+//! frame shown at or after `to_s` (the packets between that are shown later are references the B-frames need). So a clip is never short of its span
 //! and at most one GOP longer, at its start (and a frame or two at its end, with B-frames).
 //!
 //! The packets come from the segments on disk (demuxed again: `filesrc ! qtdemux|matroskademux ! appsink`) and,
@@ -251,7 +251,10 @@ fn select(parts: Vec<Part>, from_s: f64, to_s: f64, gaps: Vec<Gap>) -> Result<Sp
     // (a P-frame shown later) is a reference that a B-frame taken needs. (Presentation times, not decoding times:
     // a demuxer may shift decoding times, as an MP4 edit list does.)
     let rest = &all[start..];
-    let end = rest.iter().rposition(|p| p.time_ns().is_some_and(|t| t <= to_ns)).map_or(rest.len().min(1), |i| i + 1);
+    // The first frame shown at or after `to_s` ends it, so the clip reaches `to_s` (as the event log's times
+    // count it: the last frame's time, not its end).
+    let last = rest.iter().filter_map(Packet::time_ns).filter(|&t| t >= to_ns).min().unwrap_or(to_ns);
+    let end = rest.iter().rposition(|p| p.time_ns().is_some_and(|t| t <= last)).map_or(rest.len().min(1), |i| i + 1);
     let taken: Vec<Packet> = rest[..end].to_vec();
     let gaps = gaps
         .into_iter()
