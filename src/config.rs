@@ -52,6 +52,7 @@
 //! segment_s = 4.0             # seconds of a segment (default 4)
 //! keep = "7d"                 # how much is kept: 90s, 30m, 12h, 7d (default: the longest pre-roll + a segment)
 //! max_gb = 50.0               # at most this much per source, in GB (default: no limit beyond keep)
+//! min_free_mb = 100           # no new segment while the disk has less free (default 100)
 //!
 //! [retention]
 //! max_disk_gb = 200.0         # see crate::sink::retention (default: no limit)
@@ -143,6 +144,9 @@ pub struct RecordingConfig {
     pub keep: Option<String>,
     /// Gigabytes (10^9 bytes) of each source's recording at most. Default: no limit beyond `keep`.
     pub max_gb: Option<f64>,
+    /// The recording starts no segment while its disk has less than this many MiB free (left to events.jsonl and
+    /// the clips). Default [`crate::sink::recording::DEFAULT_MIN_FREE_BYTES`] (100 MiB).
+    pub min_free_mb: Option<u64>,
 }
 
 /// `[verify]`: the verifier model and how many frames of each event it sees.

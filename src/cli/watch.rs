@@ -491,5 +491,6 @@ fn recording_settings(
         Some(g) => return Err(UsageError(format!("[recording] max_gb = {g} must be a number of GB above 0"))),
         None => None,
     };
-    Ok(lookout::sink::recording::RecordingSettings { segment_s, keep_s, max_bytes, ..d })
+    let min_free_bytes = c.min_free_mb.map_or(d.min_free_bytes, |mb| mb << 20);
+    Ok(lookout::sink::recording::RecordingSettings { segment_s, keep_s, max_bytes, min_free_bytes, ..d })
 }

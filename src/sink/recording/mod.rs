@@ -25,7 +25,9 @@
 //! - **Crashes:** a segment is under its final name only once whole. A `.part` left by a run that was killed
 //!   (a second Ctrl-C, SIGKILL, a power cut) is removed when the recording starts, with a log line; so is a
 //!   whole segment that the index does not list.
-//! - **Full disk:** a segment that cannot be written pauses the recording, with one log line; packets are
+//! - **Full disk:** a segment that cannot be written, or a disk with less than
+//!   [`RecordingSettings::min_free_bytes`] free (left to `events.jsonl` and the clips), pauses the recording, with
+//!   one log line; packets are
 //!   dropped (detection goes on) and every [`RecordingSettings::retry_after_s`] the next keyframe tries again;
 //!   when a segment is written again, one line says the recording resumed and how long it paused.
 //!
@@ -60,6 +62,8 @@ use segment::{SegmentFailure, SegmentWriter};
 pub const DEFAULT_SEGMENT_S: f64 = 4.0;
 /// Default [`RecordingSettings::queue_packets`]: 80 s of a 25 fps stream.
 pub const DEFAULT_QUEUE_PACKETS: usize = 2048;
+/// Default [`RecordingSettings::min_free_bytes`]: 100 MiB.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 100 << 20;
 /// Default [`RecordingSettings::retry_after_s`].
 pub const DEFAULT_RETRY_AFTER_S: f64 = 5.0;
 /// How long writing a segment's end may take.
@@ -84,6 +88,9 @@ pub struct RecordingSettings {
     pub queue_packets: usize,
     /// Seconds between two tries to write again after a full disk. Default [`DEFAULT_RETRY_AFTER_S`].
     pub retry_after_s: f64,
+    /// The recording starts no segment while its disk has less free than this: the last of the room is left to
+    /// `events.jsonl` (the record of what was seen) and the clips. Default [`DEFAULT_MIN_FREE_BYTES`].
+    pub min_free_bytes: u64,
 }
 
 impl Default for RecordingSettings {
@@ -94,6 +101,7 @@ impl Default for RecordingSettings {
             max_bytes: None,
             queue_packets: DEFAULT_QUEUE_PACKETS,
             retry_after_s: DEFAULT_RETRY_AFTER_S,
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
         }
     }
 }
@@ -582,6 +590,16 @@ impl Recorder {
     }
 
     fn open_segment(&mut self, caps: &gst::Caps, first: &Packet) {
+        // The recording leaves the last `min_free_bytes` of the disk to events.jsonl and the clips.
+        if let Some(free) = free_bytes(&self.shared.dir)
+            && free < self.settings.min_free_bytes
+        {
+            let mb = self.settings.min_free_bytes >> 20;
+            return self.segment_failed(SegmentFailure::NoSpace(format!(
+                "{} MiB free, less than the {mb} MiB the recording leaves to events and clips",
+                free >> 20
+            )));
+        }
         self.seg_no += 1;
         let name = format!("r{}-{:06}", self.shared.run, self.seg_no);
         match SegmentWriter::start(&self.shared.dir, &name, caps, self.prun, first) {
@@ -682,6 +700,16 @@ impl Recorder {
         self.shared.changed.notify_all();
         self.shared.trim();
     }
+}
+
+/// Bytes free for an unprivileged writer on the file system of `dir` (`statvfs`), if it can be read.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a statvfs struct to fill; nothing is kept.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 /// Rounds seconds to the microsecond, as in `events.jsonl`.
