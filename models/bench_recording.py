@@ -165,13 +165,15 @@ def storm_report(label: str, summary: dict, sampler: Sampler, wall: float, run: 
         if not e:
             continue
         want = min(e["end"]["pts_s"] + 1.0, last_s) - max(e["start"]["pts_s"] - 1.0, 0.08)
+        if not (run / f["clips"]["clip"]).exists():
+            continue
         got = mp4_duration_s(run / f["clips"]["clip"])
         if got + 0.05 < want:
             short += 1
         if got > want + 2.0 + 0.2:
             long_ += 1
     step = max(1, len(written) // max(1, sample))
-    checked = written[::step][:sample]
+    checked = [f for f in written[::step] if (run / f["clips"]["clip"]).exists()][:sample]
     bad = sum(0 if decodes(run / f["clips"]["clip"]) else 1 for f in checked)
     rss = sampler.rss
     n = max(1, len(rss) // 10)
@@ -226,11 +228,16 @@ def main(argv=None) -> int:
     ap.add_argument("--four-seconds", type=float, default=60.0, help="wall seconds of each 4-source run")
     ap.add_argument("--decode-sample", type=int, default=60)
     ap.add_argument("--parts", default="storm,four")
+    ap.add_argument("--max-disk-gb", type=float, default=2.0, help="[retention] of each run")
     a = ap.parse_args(argv)
     a.work.mkdir(parents=True, exist_ok=True)
     parts = a.parts.split(",")
     designs = [("recording", a.new)] + ([("per-event", a.old)] if a.old else [])
-    config = "[output]\nevidence = false\n\n" + STORM_QUERY
+    # Retention keeps the storm's clips within --max-disk-gb (the disk of a shared machine fills up otherwise);
+    # clips it deleted are counted as written by their `clips` line and left out of the span and decode checks.
+    config = (
+        f"[output]\nevidence = false\n\n[retention]\nmax_disk_gb = {a.max_disk_gb}\ninterval_s = 5\n\n" + STORM_QUERY
+    )
     results = {"machine": {"cores": os.cpu_count()}, "storm": [], "four": []}
     if "storm" in parts:
         copies = max(1, round(a.storm_minutes * 60 / 10))
