@@ -8,7 +8,7 @@ DEMO_MODEL ?= owlvit-base-patch32
 DEMO_OUT ?= out/demo
 export ORT_DYLIB_PATH ?= $(CURDIR)/.deps/onnxruntime/libonnxruntime.so
 
-.PHONY: all deps build demo test lint fmt clippy export export-full bench-locate bench-gdino bench-watch clean
+.PHONY: all deps build demo test lint fmt clippy export export-full bench-locate bench-gdino bench-watch bench-recording clean
 
 all: build
 
@@ -64,6 +64,11 @@ bench-gdino: build $(VENV)/bin/python
 bench-watch: build $(VENV)/bin/python
 	test -d models/full/owlvit-b32 || $(VENV)/bin/python models/export_owl.py --full --only owlvit
 	$(VENV)/bin/python models/bench_watch.py --model models/full/owlvit-b32 --lookout target/release/lookout
+
+## bench-recording: a 30-min event storm (every clip written and whole?) and 4 x 1080p CPU/RSS, against OLD=<a
+## build of the per-event clip design> when given (tiny model; see models/bench_recording.py)
+bench-recording: build
+	python3 models/bench_recording.py --new target/release/lookout $(if $(OLD),--old $(OLD))
 
 clean:
 	$(CARGO) clean

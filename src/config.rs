@@ -9,7 +9,7 @@
 //! dir = "runs/today"          # default "out"
 //! annotate = true             # default false
 //! clips = true                # each event's clip and evidence in dir/<source>/ (default true)
-//! max_open_clips = 16         # clips recorded at once; past it an event's clip fails at once (default 16)
+//! max_open_clips = 2          # clips cut from the recording at once; the others wait, never refused (default 2)
 //! shutdown_timeout_s = 30     # the longest a stop waits for clips, evidence and alerts (default 30)
 //! evidence = true             # crop clip, snapshots and sidecar of each clip (default true)
 //!
@@ -47,6 +47,12 @@
 //! [alerts.mqtt]
 //! url = "mqtt://broker.lan:1883"  # see crate::sink::alerts::config for every key
 //! password_file = "/etc/lookout/mqtt-password"
+//!
+//! [recording]                 # each source recorded once, in <dir>/<source>/rec/; clips are cut from it
+//! segment_s = 4.0             # seconds of a segment (default 4)
+//! keep = "7d"                 # how much is kept: 90s, 30m, 12h, 7d (default: the longest pre-roll + a segment)
+//! max_gb = 50.0               # at most this much per source, in GB (default: no limit beyond keep)
+//! min_free_mb = 100           # no new segment while the disk has less free (default 100)
 //!
 //! [retention]
 //! max_disk_gb = 200.0         # see crate::sink::retention (default: no limit)
@@ -122,6 +128,25 @@ pub struct Config {
     /// The second stage that confirms events of queries with `verify` (`[verify]`). Default: no verifier.
     #[serde(default)]
     pub verify: VerifyConfig,
+    /// The recording of each source (`[recording]`), from which clips are cut; see [`crate::sink::recording`].
+    #[serde(default)]
+    pub recording: RecordingConfig,
+}
+
+/// `[recording]`: each source's recording, a ring of segments on disk.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingConfig {
+    /// Seconds of a segment. Default [`crate::sink::recording::DEFAULT_SEGMENT_S`] (4).
+    pub segment_s: Option<f64>,
+    /// How much is kept behind the newest packet: a duration such as "90s", "30m", "12h", "7d". Default: the
+    /// longest pre-roll of the source's queries plus one segment (only what the next event needs).
+    pub keep: Option<String>,
+    /// Gigabytes (10^9 bytes) of each source's recording at most. Default: no limit beyond `keep`.
+    pub max_gb: Option<f64>,
+    /// The recording starts no segment while its disk has less than this many MiB free (left to events.jsonl and
+    /// the clips). Default [`crate::sink::recording::DEFAULT_MIN_FREE_BYTES`] (100 MiB).
+    pub min_free_mb: Option<u64>,
 }
 
 /// `[verify]`: the verifier model and how many frames of each event it sees.
@@ -218,9 +243,8 @@ pub struct OutputConfig {
     /// Write each event's clip (`<dir>/<source>/<event-id>.mp4`, pre-roll to post-roll) and evidence. Default
     /// true.
     pub clips: Option<bool>,
-    /// Clips being recorded at once, over every source; past it a new event's clip fails at once with a reason
-    /// (memory, threads and file descriptors stay bounded). Default
-    /// [`crate::sink::clips::DEFAULT_MAX_OPEN_CLIPS`].
+    /// Clips cut from the recording at once, over every source: the clip workers. The other clips wait (their
+    /// packets are on disk) and are never refused. Default [`crate::sink::clips::DEFAULT_MAX_OPEN_CLIPS`] (2).
     pub max_open_clips: Option<usize>,
     /// Make each clip's evidence: the cropped clip, the snapshots and the sidecar. Default true; false writes
     /// only the full-frame clip (cheaper when events are many).

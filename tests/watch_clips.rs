@@ -319,9 +319,10 @@ fn sigterm_in_an_event_leaves_a_playable_clip_and_a_shutdown_end() {
     let mut written = 0;
     for end in ends {
         let fin = all.iter().find(|l| l["type"] == "clips" && l["event_id"] == end["event_id"]).unwrap();
-        // Threshold 0 makes more tracks than the default max_open_clips: those past it have no clip.
+        // Threshold 0 makes many tracks: every clip is cut (none is refused); one whose turn comes after the
+        // stop's time limit fails and says so.
         if fin["clips"]["status"] == "failed" {
-            assert!(fin["clips"]["error"].as_str().unwrap().contains("max_open_clips"), "{fin}");
+            assert!(fin["clips"]["error"].as_str().unwrap().contains("shutdown_timeout_s"), "{fin}");
             continue;
         }
         written += 1;
@@ -396,49 +397,54 @@ fn a_live_rtsp_camera_gets_clips_from_its_own_packets() {
     drop(server);
 }
 
-/// Dozens of tracks at once (every box of the tiny model matches at threshold 0): never more than
-/// `max_open_clips` clips are recorded at once, the others fail at once and say why, every event still gets its
-/// one `clips` line, and those recorded are whole.
+/// An event storm: dozens of tracks at once (every box of the tiny model matches at threshold 0). Every event's
+/// clip is written (clips wait for one of `max_open_clips` workers, on disk; none is refused: before issue 14
+/// those past `max_open_clips` failed at once), at most `max_open_clips` are cut at once, each clip is at least
+/// its wanted span and at most one GOP more, and every packet of it decodes.
 #[test]
-fn many_simultaneous_events_never_open_more_clips_than_max_open_clips() {
+fn an_event_storm_gets_every_clip_written_each_its_whole_span() {
     let out = tempfile::tempdir().unwrap();
+    let (pre, post) = (0.5, 0.5);
     let config = write_config(
         out.path(),
-        "[output]\nmax_open_clips = 3\n\n[[query]]\ntext = \"a person riding a bicycle\"\nthreshold = 0.0\n\
-         min_frames = 1\nwindow = 1\npre_roll_s = 0.5\npost_roll_s = 0.5\n",
+        &format!(
+            "[output]\nmax_open_clips = 3\nevidence = false\n\n[[query]]\ntext = \"a person riding a bicycle\"\n\
+             threshold = 0.0\nmin_frames = 1\nwindow = 1\npre_roll_s = {pre}\npost_roll_s = {post}\n"
+        ),
     );
     let run = out.path().join("run");
     let o = watch_cmd(&fixture("bikes.mp4"), &config, &run).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let all = lines(&run);
-    let starts: Vec<&Value> = all.iter().filter(|l| l["type"] == "start").collect();
+    let ends: Vec<&Value> = all.iter().filter(|l| l["type"] == "end").collect();
     let finals: Vec<&Value> = all.iter().filter(|l| l["type"] == "clips").collect();
     let s: Value = serde_json::from_slice(&o.stdout).unwrap();
-    eprintln!("{} events; clips {}", starts.len(), s["clips"]);
-    assert!(starts.len() >= 12, "dozens of simultaneous tracks wanted, got {} events", starts.len());
-    assert_eq!(starts.len(), finals.len(), "one clips line per event");
+    eprintln!("{} events; clips {}", ends.len(), s["clips"]);
+    assert!(ends.len() >= 12, "dozens of simultaneous tracks wanted, got {} events", ends.len());
+    assert_eq!(ends.len(), finals.len(), "one clips line per event");
     let c = &s["clips"];
     let peak = c["peak_open"].as_u64().unwrap();
     assert!((1..=3).contains(&peak), "{c}");
-    assert!(c["over_cap"].as_u64().unwrap() > 0, "{c}");
-    assert_eq!(c["written"].as_u64().unwrap() + c["failed"].as_u64().unwrap(), finals.len() as u64, "{c}");
-    let mut written = 0;
-    for fin in &finals {
-        match fin["clips"]["status"].as_str().unwrap() {
-            "written" => {
-                written += 1;
-                let clip = run.join(fin["clips"]["clip"].as_str().unwrap());
-                let info = clip_info(&clip);
-                assert_eq!(lookout::sink::probe_video(&clip).unwrap().frames, info.packets, "{fin}");
-            }
-            _ => {
-                let error = fin["clips"]["error"].as_str().unwrap();
-                assert!(error.contains("max_open_clips") && !error.contains('\n'), "{fin}");
-            }
-        }
+    assert_eq!(c["written"].as_u64().unwrap(), finals.len() as u64, "{c}");
+    assert!(c["segments_written"].as_u64().unwrap() >= 2, "{c}");
+    for end in ends {
+        let id = end["event_id"].as_str().unwrap();
+        let fin = finals.iter().find(|f| f["event_id"] == id).unwrap();
+        assert_eq!(fin["clips"]["status"], "written", "{fin}");
+        let clip = run.join(fin["clips"]["clip"].as_str().unwrap());
+        let info = clip_info(&clip);
+        let decoded = lookout::sink::probe_video(&clip).unwrap();
+        assert_eq!(decoded.frames, info.packets, "every packet of {id} decodes (it starts on a keyframe)");
+        let (start, stop) = (end["start"]["pts_s"].as_f64().unwrap(), end["end"]["pts_s"].as_f64().unwrap());
+        let want_from = (start - pre).max(BIKES_FIRST_S);
+        let want_to = (stop + post).min(BIKES_LAST_S);
+        let want = want_to - want_from;
+        let got = info.last_pts_s - info.first_pts_s;
+        assert!(got + 1e-3 >= want, "{id}: {got:.3} s < {want:.3} s wanted ({want_from}..{want_to})");
+        assert!(got <= want + BIKES_MAX_GOP_S + 2.0 * FRAME_S + 1e-3, "{id}: {got:.3} s for {want:.3} s wanted");
     }
-    assert!(written >= 3, "{written} written");
     no_part_files(&run.join("bikes"));
+    no_part_files(&run.join("bikes/rec"));
 }
 
 /// bikes.mp4 re-encoded with B-frames (x264enc bframes=2 b-adapt=false, a keyframe every 25 frames) into `path`,
@@ -482,7 +488,7 @@ fn b_frame_clips_play_and_span_pre_roll_to_post_roll(pts_ahead_s: u64) {
     let config = write_config(
         out.path(),
         &format!(
-            "[output]\nmax_open_clips = 200\nevidence = false\n\n[[query]]\ntext = \"a person riding a bicycle\"\nthreshold = 0.0\n\
+            "[output]\nevidence = false\n\n[[query]]\ntext = \"a person riding a bicycle\"\nthreshold = 0.0\n\
              min_frames = 1\nwindow = 1\nend_after_s = 0.5\npre_roll_s = {pre}\npost_roll_s = {post}\n"
         ),
     );

@@ -1,5 +1,6 @@
 //! Subcommands. `anyhow` is used here and nowhere in the library.
 
+pub mod export;
 pub mod locate;
 pub mod models;
 pub mod pipelines;
@@ -80,6 +81,8 @@ pub enum Command {
     Pipelines(pipelines::PipelinesArgs),
     /// Delete the oldest clips and snapshots of an output directory to keep it within [retention] limits.
     Retention(retention::RetentionArgs),
+    /// Write a span of a source's recording as one MP4.
+    Export(export::ExportArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -89,6 +92,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Models(args) => models::run(args),
         Command::Pipelines(args) => pipelines::run(args),
         Command::Retention(args) => retention::run(args),
+        Command::Export(args) => export::run(args),
     }
 }
 

@@ -305,6 +305,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
         max_attempts: r.max_attempts.or(defaults.max_attempts),
         stall_timeout_ms: r.stall_timeout_ms.unwrap_or(defaults.stall_timeout_ms),
     };
+    let recording = recording_settings(&config.recording)?;
     let settings = WatchSettings {
         out_dir: out_dir.clone(),
         annotate: args.annotate || config.output.annotate.unwrap_or(false),
@@ -321,8 +322,9 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
         clips: (!args.no_clips && config.output.clips.unwrap_or(true)).then(|| {
             let d = lookout::sink::clips::ClipSettings::default();
             lookout::sink::clips::ClipSettings {
-                max_open_clips: config.output.max_open_clips.unwrap_or(d.max_open_clips).max(1),
+                workers: config.output.max_open_clips.unwrap_or(d.workers).max(1),
                 make_evidence: config.output.evidence.unwrap_or(true),
+                recording: recording.clone(),
                 ..d
             }
         }),
@@ -465,4 +467,30 @@ fn progress_bar(specs: &[SourceSpec], progress: Arc<watch::Progress>) -> Option<
         .ok()?;
     super::draw_above(Some(bar.clone()));
     Some((bar, stop, thread))
+}
+
+/// `[recording]` as the recording's settings; a bad value is a usage error that names the key.
+fn recording_settings(
+    c: &lookout::config::RecordingConfig,
+) -> Result<lookout::sink::recording::RecordingSettings, UsageError> {
+    let d = lookout::sink::recording::RecordingSettings::default();
+    let segment_s = c.segment_s.unwrap_or(d.segment_s);
+    if !(0.5..=3600.0).contains(&segment_s) {
+        return Err(UsageError(format!(
+            "[recording] segment_s = {segment_s} is out of range; give seconds from 0.5 to 3600"
+        )));
+    }
+    let keep_s = match &c.keep {
+        Some(k) => Some(
+            lookout::sink::recording::parse_duration_s(k).map_err(|e| UsageError(format!("[recording] keep: {e}")))?,
+        ),
+        None => None,
+    };
+    let max_bytes = match c.max_gb {
+        Some(g) if g.is_finite() && g > 0.0 => Some((g * 1e9) as u64),
+        Some(g) => return Err(UsageError(format!("[recording] max_gb = {g} must be a number of GB above 0"))),
+        None => None,
+    };
+    let min_free_bytes = c.min_free_mb.map_or(d.min_free_bytes, |mb| mb << 20);
+    Ok(lookout::sink::recording::RecordingSettings { segment_s, keep_s, max_bytes, min_free_bytes, ..d })
 }

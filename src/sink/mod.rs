@@ -22,6 +22,7 @@ pub mod clips;
 pub mod disk;
 pub mod events;
 pub mod evidence;
+pub mod recording;
 pub mod retention;
 pub mod rtsp;
 pub mod run;

@@ -24,6 +24,8 @@
 //!   [`MIN_AGE`], for writers that update a file in place;
 //! - the alert spool (`alert-spool/`, or wherever [`RetentionSettings::protect`] says): undelivered alerts.
 //! - the run markers (`.lookout/runs/`): the numbers that keep event ids from repeating across runs.
+//! - the recordings (`<source>/rec/`): they count towards `max_disk_gb`, but `[recording] keep`, `max_gb` and
+//!   `min_free_mb` bound them (a segment deleted here could be one a clip waiting to be cut needs).
 //!
 //! Sizes are file lengths (what `du --apparent-size` shows), not allocated blocks.
 
@@ -217,7 +219,10 @@ pub fn enforce(settings: &RetentionSettings, now: SystemTime) -> Result<Retentio
             let name = name.to_string_lossy();
             let modified = meta.modified().unwrap_or(now);
             let recent = now.duration_since(modified).map(|age| age < MIN_AGE).unwrap_or(true);
-            if is_protected_name(&name) || recent {
+            // A source's recording (`<source>/rec/`) counts towards the limit but is bounded by its own settings
+            // ([recording] keep, max_gb, min_free_mb): deleting a segment here could take one a waiting clip needs.
+            let in_recording = depth == 2 && dir.file_name().is_some_and(|n| n == crate::sink::recording::REC_DIR);
+            if is_protected_name(&name) || recent || in_recording {
                 continue;
             }
             candidates.push(Candidate { path, len: meta.len(), modified });
@@ -436,6 +441,9 @@ mod tests {
             file(d, "alert-spool/mqtt/00000000000000000001.alert", 10, now, 20 * DAY),
             file(d, "elsewhere/spool/1.alert", 10, now, 20 * DAY),
             file(d, ".lookout/runs/1", 10, now, 20 * DAY),
+            // A source's recording: [recording] bounds it, not retention.
+            file(d, "gate/rec/r1-000001.mp4", 10, now, 20 * DAY),
+            file(d, "gate/rec/index.jsonl", 10, now, 20 * DAY),
             // Just written: may be in use, even under the size limit.
             file(d, "gate/fresh.mp4", 10_000, now, Duration::from_secs(5)),
         ];

@@ -52,7 +52,7 @@ pub use spec::{
     dedupe_short_names,
 };
 pub use stats::{SourceState, SourceStats, SourceStatsSnapshot};
-pub use tap::{Feed, PacketTap};
+pub use tap::{Feed, PacketTap, TapMessage};
 
 use std::path::PathBuf;
 

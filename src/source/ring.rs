@@ -143,6 +143,11 @@ impl PreRollRing {
         self.packets.iter().skip(start).cloned().collect()
     }
 
+    /// The ring's bounds.
+    pub fn settings(&self) -> &RingSettings {
+        &self.settings
+    }
+
     /// Packets held.
     pub fn len(&self) -> usize {
         self.packets.len()

@@ -17,6 +17,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crossbeam_channel::{Sender, TrySendError};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
@@ -30,6 +31,8 @@ pub struct PacketTap {
     state: Mutex<TapState>,
     /// Packets a feed could not take because it was over its bound (its clip fails).
     pub dropped_packets: AtomicU64,
+    /// Packets the recorder's queue had no room for (the recording has a gap there).
+    pub recorder_dropped: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -42,6 +45,19 @@ struct TapState {
     /// The decoder whose packets are taken this run (decodebin may try and discard some first).
     owner: Option<String>,
     feeds: Vec<Arc<Feed>>,
+    /// The source's recorder (`crate::sink::recording`): every packet, after the keyframe decision.
+    recorder: Option<Sender<TapMessage>>,
+    /// Packets pushed since the tap was made, so that the recorder sees the ones its full queue lost.
+    seq: u64,
+}
+
+/// What the tap sends its recorder ([`PacketTap::set_recorder`]).
+#[derive(Debug, Clone)]
+pub enum TapMessage {
+    /// A packet of the current run; `seq` counts every packet the tap took, so a jump says some were lost.
+    Packet { packet: Packet, caps: Option<gst::Caps>, seq: u64 },
+    /// A new pipeline run starts (a reconnect): its timestamps start again.
+    NewRun,
 }
 
 impl PacketTap {
@@ -54,8 +70,11 @@ impl PacketTap {
                 syntax: None,
                 owner: None,
                 feeds: Vec::new(),
+                recorder: None,
+                seq: 0,
             }),
             dropped_packets: AtomicU64::new(0),
+            recorder_dropped: AtomicU64::new(0),
         })
     }
 
@@ -74,6 +93,22 @@ impl PacketTap {
         for f in s.feeds.drain(..) {
             f.close();
         }
+        if let Some(r) = &s.recorder {
+            // Never blocks the source: a run marker lost to a full queue shows as a gap in `seq` anyway.
+            let _ = r.try_send(TapMessage::NewRun);
+        }
+    }
+
+    /// Sends every later packet to `recorder` too. Its queue is bounded and the tap never waits on it: a packet
+    /// that does not fit is lost to the recording (counted in [`PacketTap::recorder_dropped`], and seen by the
+    /// recorder as a jump in `seq`).
+    pub fn set_recorder(&self, recorder: Sender<TapMessage>) {
+        self.lock().recorder = Some(recorder);
+    }
+
+    /// The ring's bounds (its time is the longest pre-roll of the source's queries, plus a margin).
+    pub fn ring_settings(&self) -> RingSettings {
+        self.lock().ring.settings().clone()
     }
 
     /// A packet at the input of `decoder`, whose input caps are `caps`. Called on the streaming thread.
@@ -104,6 +139,17 @@ impl PacketTap {
         for f in &s.feeds {
             if !f.push(&packet) {
                 self.dropped_packets.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        s.seq += 1;
+        if let Some(r) = &s.recorder {
+            let message = TapMessage::Packet { packet: packet.clone(), caps: s.caps.clone(), seq: s.seq };
+            match r.try_send(message) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    self.recorder_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(TrySendError::Disconnected(_)) => s.recorder = None,
             }
         }
         s.ring.push(packet);

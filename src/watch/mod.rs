@@ -10,9 +10,9 @@
 //!                             per source: crossbeam bounded(POST_QUEUE), blocking ◄─────────────┘
 //!                                                                                               ▼
 //! post-<name> (one per source): tracker (a box on every frame), event engine, events.jsonl, annotated.mp4
-//!                               │ ClipRecorder: on start a feed of the source's encoded packets (pre-roll
-//!                               ▼ ring), after the post-roll a Finish job (bounded queues, never blocks)
-//! clip-<n> (shared): remux/transcode each event's clip, rename it into place, its evidence, its `clips` line
+//!                               │ ClipRecorder: on start a pin on the source's recording (rec-<name>, fed by
+//!                               ▼ the packet tap), after the post-roll a job (bounded queue; waits, never refuses)
+//! clip-<n> (shared): cut each event's clip from the recording, rename it into place, its evidence, its `clips` line
 //! ```
 //! The post stage feeds the tracker's outputs to the event engine ([`crate::track::lifecycle`]), in stream time:
 //! the frame's PTS, or its index / 25 for a frame without one. The engine, not the tracker, decides when an event
@@ -22,8 +22,8 @@
 //! give the same output.
 //!
 //! Shutdown: the first request drains (sources stop, queued frames are finished, the video is closed and
-//! renamed into place, every open event gets its `end` line with `reason: shutdown` and its clip is finished at
-//! the last packet received); the caller exits at once on the second. When a file simply ends, open events end with `reason: eos`.
+//! renamed into place, every open event gets its `end` line with `reason: shutdown` and its clip is cut up to
+//! the last packet recorded); the caller exits at once on the second. When a file simply ends, open events end with `reason: eos`.
 
 mod drain;
 mod infer;
@@ -380,6 +380,7 @@ pub fn run(
             c.encoder = encoder_for(EncoderPurpose::Record);
             c.evidence.encoder = c.encoder.clone();
             c.evidence.test_model = settings.test_model;
+            c.run = run.number;
             Some(ClipWriter::start(c, event_log.clone(), alerter.clone(), write_failures.clone())?)
         }
         None => None,

@@ -110,8 +110,8 @@ impl std::fmt::Display for Summary {
         if let Some(c) = &self.clips {
             writeln!(
                 f,
-                "  clips: {} written, {} failed ({} over max_open_clips, {} at most at once)",
-                c.written, c.failed, c.over_cap, c.peak_open
+                "  clips: {} written, {} failed ({} cut at most at once, {} waited at most)",
+                c.written, c.failed, c.peak_open, c.peak_waiting
             )?;
         }
         if self.event_lines_lost > 0 {

@@ -1,43 +1,38 @@
 //! Event clips: `<out>/<source>/<event-id>.mp4`, the full frame from the pre-roll to the post-roll, cut from the
-//! source's own encoded packets.
+//! source's recording ([`crate::sink::recording`]).
 //!
 //! ```text
 //! source pipeline: … ─ parser ─▶ [probe: PacketTap] ─▶ decoder ─ …           (GStreamer streaming thread)
-//!                                    │ pre-roll ring (last pre_roll_s, keyframe aligned, bounded in bytes)
-//!                                    └─▶ Feed of each event being recorded ──▶ appsrc of its clip pipeline
-//! post-<source>: ClipRecorder (the ClipSink of the watch loop): start → open a Feed, Start job;
-//!                closed (after the post-roll) → close the Feed, Finish job
-//! clip-<n> workers (bounded job queues): Start: build `appsrc ! h264parse ! mp4mux ! filesink` (H.264/H.265:
-//!                remux, no re-encode; other codecs: decode and encode to H.264) and hand it the feed;
-//!                Finish: EOS, wait for the muxer (with a deadline), rename `.<id>.mp4.part` → `<id>.mp4`, the
+//!                                    └─▶ rec-<source>: the recording, segments on disk (sink::recording)
+//! post-<source>: ClipRecorder (the ClipSink of the watch loop): start → pin the recording from the pre-roll;
+//!                closed (after the post-roll) → one job in the clip queue
+//! clip-<n> (a pool of `workers`, `[output] max_open_clips`): take the oldest job, cut its span out of the
+//!                recording into `.<id>.mp4.part` (remux; other codecs: encode to H.264), rename it, make the
 //!                evidence (crop clip, snapshots, sidecar), then one `clips` line in events.jsonl.
 //! ```
 //!
-//! - **The tap** is a buffer probe on the input pad of the video decoder (found by its klass, inside decodebin
-//!   too), not a tee with an appsink: the packets are the ones the decoder decodes (frames are decoded once),
-//!   nothing is copied (the ring holds references), no template changes, and no leaky queue that could drop a
-//!   packet in the middle of a GOP and spoil the clip. The probe takes one mutex for microseconds and never waits
-//!   on a clip. A raw camera (V4L2 YUY2) has no decoder and so no packets: its events get `clips.status: failed`
-//!   with an error that says so.
-//! - **Timestamps:** packets and decoded frames share the pipeline's timeline; stream time (`FrameTime::pts_s`)
-//!   is that plus the [`crate::track::StreamClock`] offset, which [`ClipRecorder`] learns from each frame. A clip
-//!   starts at the keyframe at or before `start − pre_roll_s` (or the ring's first keyframe), and takes every
-//!   packet decoded up to `end + post_roll_s`, so it lasts at least pre + event + post (cut by the stream's own
-//!   start and end) and at most one GOP more. Its timestamps are moved to start near 0.
+//! - **Never refused:** every event's clip is cut. A job holds only the event's boxes and times; its packets
+//!   wait on disk, in the recording, which keeps them (pinned) until the clip is cut. The queue holds
+//!   [`ClipSettings::queue_capacity`] jobs; past that the post stage waits for room (a file source slows down, a
+//!   live one drops frames before inference), it never drops a clip. A clip fails only for a stated reason: a
+//!   full disk, a source without an encoded stream (a raw camera), a stop's time limit, `max_gb` removing what it
+//!   needed.
+//! - **Bounded:** at most `workers` clips are cut at once, each reading its segments one at a time and
+//!   pushing its packets into a muxer that holds a few MiB; so memory, threads and file descriptors stay bounded
+//!   however many events there are.
+//! - **Span:** from the keyframe at or before `start − pre_roll_s` to the packets decoded up to
+//!   `end + post_roll_s` (and the B-frames shown before them): at least the span (cut by the stream's own start
+//!   and end) and at most one GOP more. Its timestamps are moved to start near 0.
 //! - **Never half-written:** every clip is muxed to `.<event-id>.mp4.part` and renamed when the muxer has
-//!   finished. On shutdown the post stage ends every event (`reason: shutdown`), the clips are finished at the
-//!   last packet received, and [`ClipWriter::finish`] waits for the workers. Stale `.part` files of a crashed run
-//!   are removed when a source's recorder starts.
-//! - **Never stalls:** the job queues are bounded; when one is full the clip is marked failed at once. A feed
-//!   that grows past [`ClipSettings::max_clip_bytes`] (workers or disk too slow) fails its clip.
+//!   finished. On shutdown the post stage ends every event (`reason: shutdown`), each recording writes what it
+//!   has, and [`ClipWriter::finish`] waits for the workers, each clip bounded by the stop's deadline.
 //!
-//! Here: the settings, the counters' home (`stats`), the jobs and the [`ClipWriter`] that starts the workers;
-//! `recorder`: the [`ClipRecorder`] of one source (on its post thread); `worker`: the clip workers, which build,
-//! finish and rename each clip's pipeline and then make its evidence ([`super::evidence`]).
+//! Here: the settings, the jobs and the [`ClipWriter`] that starts the recordings and the workers; `recorder`:
+//! the [`ClipRecorder`] of one source (on its post thread); `worker`: the clip workers.
 //!
-//! Threads and locks: see [`crate::source::tap`] for the tap and feed mutexes. A worker owns its pipelines (a map by
-//! recording id); a recording's jobs always go to the same worker, so its Finish follows its Start. The event
-//! log's mutex is taken alone, for one line.
+//! Threads and locks: the job queue is one bounded channel that every worker takes from, oldest first. The
+//! recording's mutex is described in [`crate::sink::recording`]. The event log's mutex is taken alone, for one
+//! line.
 
 mod recorder;
 mod stats;
@@ -45,7 +40,6 @@ mod worker;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -57,23 +51,22 @@ use tracing::warn;
 use super::disk::WriteFailures;
 use super::events::{Clips, ClipsRecord, ClipsStatus, EventLog};
 pub use super::evidence::{EvidenceSettings, FrameBox};
-use crate::source::{Feed, PacketTap};
+use super::recording::{Recording, RecordingSettings};
+use crate::source::PacketTap;
 use crate::track::LifecycleEvent;
 pub use recorder::ClipRecorder;
-use stats::OpenSlot;
 pub use stats::{ClipStats, ClipStatsSnapshot};
 use worker::Worker;
 
 /// Default [`ClipSettings::workers`].
 pub const DEFAULT_WORKERS: usize = 2;
-/// Default [`ClipSettings::queue_capacity`].
-pub const DEFAULT_QUEUE_CAPACITY: usize = 32;
-/// Default [`ClipSettings::max_clip_bytes`]: 256 MiB.
-pub const DEFAULT_MAX_CLIP_BYTES: usize = 256 << 20;
+/// Default [`ClipSettings::queue_capacity`]: each job is the event's boxes and times (a few KiB), so 4096 of
+/// them are a few MiB at most.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
 /// Default [`ClipSettings::finish_timeout_ms`].
 pub const DEFAULT_FINISH_TIMEOUT_MS: u64 = 60_000;
-/// Default [`ClipSettings::max_open_clips`].
-pub const DEFAULT_MAX_OPEN_CLIPS: usize = 16;
+/// Default `[output] max_open_clips`: the clips cut at once, [`ClipSettings::workers`].
+pub const DEFAULT_MAX_OPEN_CLIPS: usize = DEFAULT_WORKERS;
 /// The frames of a source remembered for the sidecar's boxes before an event starts, beyond the pre-roll.
 const HISTORY_EXTRA_S: f64 = 15.0;
 /// At most this many frames are remembered for the sidecar before an event starts.
@@ -82,19 +75,16 @@ const HISTORY_MAX_FRAMES: usize = 4096;
 /// What the user sets for clips.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClipSettings {
-    /// Clip worker threads (shared by every source). Default [`DEFAULT_WORKERS`].
+    /// Clip worker threads, shared by every source: the clips cut at once (`[output] max_open_clips`). Each
+    /// holds one muxer (a few threads, a bus fd, a file) while it cuts. Default [`DEFAULT_WORKERS`].
     pub workers: usize,
-    /// Jobs waiting for each worker; when full, the clip is marked failed (never blocks). Default
+    /// Clips waiting for a worker; when full, the post stage waits for room (never drops a clip). Default
     /// [`DEFAULT_QUEUE_CAPACITY`].
     pub queue_capacity: usize,
-    /// Clips being recorded at once, over every source: each holds a pipeline (threads, a bus fd, a file) and
-    /// its packets from its event's start until its worker has finished it. Past it a new event's clip fails at
-    /// once (counted in [`ClipStatsSnapshot::over_cap`]), so memory, threads and fds stay bounded however many
-    /// events there are. Default [`DEFAULT_MAX_OPEN_CLIPS`].
-    pub max_open_clips: usize,
-    /// The bytes a clip may hold in memory (before its worker takes it, or waiting in its appsrc); past it the
-    /// clip fails. Default [`DEFAULT_MAX_CLIP_BYTES`].
-    pub max_clip_bytes: usize,
+    /// The recording of each source, from which the clips are cut.
+    pub recording: RecordingSettings,
+    /// The run number of the output directory ([`crate::sink::run::Run`]): the recording's segments carry it.
+    pub run: u64,
     /// Bytes of each source's pre-roll ring. Default [`crate::source::ring::DEFAULT_MAX_BYTES`].
     pub ring_max_bytes: usize,
     /// How long finishing a clip (EOS through the muxer, or the encoder for a transcode) may take. Default
@@ -116,8 +106,8 @@ impl Default for ClipSettings {
         ClipSettings {
             workers: DEFAULT_WORKERS,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
-            max_open_clips: DEFAULT_MAX_OPEN_CLIPS,
-            max_clip_bytes: DEFAULT_MAX_CLIP_BYTES,
+            recording: RecordingSettings::default(),
+            run: 0,
             ring_max_bytes: crate::source::ring::DEFAULT_MAX_BYTES,
             finish_timeout_ms: DEFAULT_FINISH_TIMEOUT_MS,
             encoder: crate::gst::generic_encoder(crate::gst::EncoderPurpose::Record),
@@ -153,7 +143,7 @@ pub enum ClipError {
 }
 
 /// The end of a clip's error when the disk is full (filesink's `GST_RESOURCE_ERROR_NO_SPACE_LEFT`).
-const NO_SPACE: &str = "disk full";
+const NO_SPACE: &str = crate::sink::recording::cut::NO_SPACE;
 
 /// Where the finished lines go: the event log (always), and the alerter (when there is one).
 #[derive(Clone)]
@@ -204,24 +194,15 @@ impl Outputs {
     }
 }
 
-/// A job for a clip worker.
-enum Job {
-    Start(StartJob),
-    Finish(Box<FinishJob>),
-}
-
-struct StartJob {
-    id: u64,
-    feed: Arc<Feed>,
-    /// The clip's final path, `<out>/<source>/<event-id>.mp4` (muxed to `.<event-id>.mp4.part` first).
-    out: PathBuf,
-}
-
-/// Everything the worker needs to finish an event's evidence and write its `clips` line.
+/// Everything a worker needs to cut an event's clip, make its evidence and write its `clips` line.
 struct FinishJob {
-    id: u64,
-    feed: Arc<Feed>,
-    out: PathBuf,
+    /// The source's recording, or why there is none.
+    recording: Result<Arc<crate::sink::recording::Shared>, String>,
+    /// The recording's pin on the clip's span, let go once it is cut.
+    pin: Option<u64>,
+    /// The span, in stream time.
+    from_s: f64,
+    to_s: f64,
     /// `<out>/<source>`.
     dir: PathBuf,
     /// Relative paths, as in the event's lines.
@@ -231,20 +212,17 @@ struct FinishJob {
     /// The event's last notification (its `end`, or whatever came last).
     event: LifecycleEvent,
     boxes: Vec<FrameBox>,
-    /// Stream time minus pipeline time, in seconds.
-    offset_s: f64,
-    /// Given back as soon as the clip's pipeline is closed (before the evidence, which works from the file).
-    slot: Option<OpenSlot>,
 }
 
 /// The clip writer: its workers, shared by every source of a run. Make one [`ClipRecorder`] per source with
 /// [`ClipWriter::recorder`]; [`ClipWriter::finish`] after the recorders are dropped.
 pub struct ClipWriter {
     settings: Arc<ClipSettings>,
-    senders: Vec<Sender<Job>>,
+    sender: Option<Sender<FinishJob>>,
     threads: Vec<(String, JoinHandle<()>)>,
     outputs: Outputs,
-    next_id: Arc<AtomicU64>,
+    /// One per source, made by [`ClipWriter::recorder`].
+    recordings: Mutex<Vec<Recording>>,
 }
 
 impl std::fmt::Debug for ClipWriter {
@@ -270,23 +248,19 @@ impl ClipWriter {
             stats: Arc::new(ClipStats::default()),
             write_failures,
         };
-        let mut senders = Vec::new();
         let mut threads = Vec::new();
-        // A clip in flight has at most one Start and one Finish waiting, and at most `max_open_clips` are in
-        // flight: with room for twice that, the Finish of a clip whose pipeline is open is never refused.
-        let capacity = settings.queue_capacity.max(2 * settings.max_open_clips).max(1);
+        let (tx, rx) = bounded::<FinishJob>(settings.queue_capacity.max(1));
         for i in 0..settings.workers.max(1) {
-            let (tx, rx) = bounded::<Job>(capacity);
-            let worker = Worker { settings: settings.clone(), outputs: outputs.clone(), running: HashMap::new() };
+            let worker = Worker { settings: settings.clone(), outputs: outputs.clone() };
             let name = format!("clip-{i}");
+            let rx = rx.clone();
             let handle = std::thread::Builder::new()
                 .name(name.clone())
                 .spawn(move || worker.run(rx))
                 .map_err(|error| ClipError::Thread { name: name.clone(), error })?;
-            senders.push(tx);
             threads.push((name, handle));
         }
-        Ok(ClipWriter { settings, senders, threads, outputs, next_id: Arc::new(AtomicU64::new(0)) })
+        Ok(ClipWriter { settings, sender: Some(tx), threads, outputs, recordings: Mutex::new(Vec::new()) })
     }
 
     /// The handle that begins a stop: once its deadline is set, a clip whose turn comes after it is recorded as
@@ -306,9 +280,9 @@ impl ClipWriter {
         &self.settings
     }
 
-    /// The recorder (the [`super::events::ClipSink`]) of one source: `tap` is the source's packet tap, `out_dir` the run's
-    /// output directory, `queries` the (text, label) of every query. (Stale `.part` files of an earlier run are
-    /// removed at the start of the run, by [`crate::sink::run::remove_stale_parts`].)
+    /// The recorder (the [`super::events::ClipSink`]) of one source: starts the source's recording, fed by
+    /// `tap`, in `<out_dir>/<short_name>/rec`. `queries` are the (text, label) of every query. If the recording
+    /// cannot start, every clip of the source fails and says why.
     pub fn recorder(
         &self,
         tap: Arc<PacketTap>,
@@ -318,17 +292,30 @@ impl ClipWriter {
         queries: Vec<(String, String)>,
     ) -> ClipRecorder {
         let dir = out_dir.join(short_name);
+        // The tap's ring keeps the longest pre-roll of the source's queries: the recording keeps as much.
+        let pre_roll_s = tap.ring_settings().max_time_s;
+        let recording =
+            match Recording::start(&tap, &dir, short_name, self.settings.run, pre_roll_s, &self.settings.recording) {
+                Ok(r) => {
+                    let shared = r.shared();
+                    self.recordings.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+                    Ok(shared)
+                }
+                Err(e) => {
+                    let source = crate::redact::redact_url(display);
+                    warn!(%source, error = %e, "no recording: its events get no clips");
+                    Err(e.to_string())
+                }
+            };
         ClipRecorder {
-            tap,
-            senders: self.senders.clone(),
-            next_id: self.next_id.clone(),
+            recording,
+            sender: self.sender.clone(),
             settings: self.settings.clone(),
             outputs: self.outputs.clone(),
             dir,
             short_name: short_name.to_string(),
             display: display.to_string(),
             queries,
-            offset_s: 0.0,
             history: VecDeque::new(),
             history_s: HISTORY_EXTRA_S,
             active: HashMap::new(),
@@ -343,12 +330,32 @@ impl ClipWriter {
     /// Waits for the workers to finish every queued clip (each bounded by `finish_timeout_ms`) and ends them.
     /// Call after every [`ClipRecorder`] is dropped (the workers end when the last sender is gone).
     pub fn finish(mut self) -> ClipStatsSnapshot {
-        self.senders.clear();
+        // The recordings write what they have first: the last clips need their last packets.
+        let recordings = std::mem::take(&mut *self.recordings.lock().unwrap_or_else(|e| e.into_inner()));
+        let shared: Vec<_> = recordings.iter().map(Recording::shared).collect();
+        for r in recordings {
+            r.finish();
+        }
+        self.sender = None;
         for (name, t) in self.threads.drain(..) {
             if t.join().is_err() {
                 warn!(thread = %name, "clip worker panicked");
             }
         }
-        self.outputs.stats.snapshot()
+        // After the workers: the last clips let go of their pins, which lets the ring remove what it keeps no more.
+        let mut totals = super::recording::RecordingStats::default();
+        for s in shared.iter().map(|s| s.stats()) {
+            totals.packets_lost += s.packets_lost;
+            totals.segments_written += s.segments_written;
+            totals.segments_removed += s.segments_removed;
+            totals.pauses += s.pauses;
+        }
+        ClipStatsSnapshot {
+            dropped_packets: totals.packets_lost,
+            segments_written: totals.segments_written,
+            segments_removed: totals.segments_removed,
+            recording_pauses: totals.pauses,
+            ..self.outputs.stats.snapshot()
+        }
     }
 }

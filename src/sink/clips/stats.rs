@@ -1,6 +1,5 @@
-//! The clip writer's counters, and the places of the clips being recorded ([`super::ClipSettings::max_open_clips`]).
+//! The clip writer's counters.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
@@ -14,14 +13,14 @@ pub struct ClipStats {
     pub written: AtomicU64,
     /// Clips that failed (the `clips` line says why).
     pub failed: AtomicU64,
-    /// Jobs refused because a worker's queue was full.
-    pub queue_full: AtomicU64,
-    /// Clips refused because [`super::ClipSettings::max_open_clips`] were being recorded.
-    pub over_cap: AtomicU64,
-    /// Clips being recorded now (each holds an [`OpenSlot`]).
+    /// Clips being cut now (at most [`super::ClipSettings::workers`]).
     pub open: AtomicU64,
-    /// The most clips recorded at once.
+    /// The most clips cut at once.
     pub peak_open: AtomicU64,
+    /// Clips waiting for a worker now (their packets wait on disk, in the recording).
+    pub waiting: AtomicU64,
+    /// The most clips waiting at once.
+    pub peak_waiting: AtomicU64,
 }
 
 /// The counters at the end of a run.
@@ -33,21 +32,43 @@ pub struct ClipStatsSnapshot {
     pub written: u64,
     /// Clips that failed (their `clips` line says why).
     pub failed: u64,
-    /// Jobs refused because a worker's queue was full.
-    pub queue_full: u64,
-    /// Clips refused at once because `max_open_clips` clips were being recorded.
-    pub over_cap: u64,
-    /// The most clips recorded at once (never more than `max_open_clips`).
+    /// The most clips cut at once (never more than the workers, `max_open_clips`).
     pub peak_open: u64,
-    /// Packets a clip could not take because it was over its bound (its clip failed), over every source.
+    /// The most clips waiting for a worker at once.
+    pub peak_waiting: u64,
+    /// Packets the recordings lost (a full queue, a full disk), over every source; the feeds' lost packets.
     pub dropped_packets: u64,
-    /// GOPs the pre-roll rings dropped to stay under their byte bound (a pre-roll shorter than asked).
+    /// GOPs the pre-roll rings dropped to stay under their byte bound.
     pub ring_gops_dropped_bytes: u64,
+    /// Segments of the recordings written, over every source.
+    pub segments_written: u64,
+    /// Segments removed by `[recording] keep` or `max_gb`.
+    pub segments_removed: u64,
+    /// Times a recording paused on a full disk.
+    pub recording_pauses: u64,
 }
 
 impl ClipStats {
     pub(super) fn add(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One more clip waiting for a worker.
+    pub(super) fn queued(&self) {
+        let n = self.waiting.fetch_add(1, Ordering::AcqRel) + 1;
+        self.peak_waiting.fetch_max(n, Ordering::Relaxed);
+    }
+
+    /// A worker took a waiting clip: it is being cut.
+    pub(super) fn taken(&self) {
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        let n = self.open.fetch_add(1, Ordering::AcqRel) + 1;
+        self.peak_open.fetch_max(n, Ordering::Relaxed);
+    }
+
+    /// A clip is done (written or failed).
+    pub(super) fn done(&self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// The counters now.
@@ -56,41 +77,9 @@ impl ClipStats {
             started: self.started.load(Ordering::Relaxed),
             written: self.written.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
-            queue_full: self.queue_full.load(Ordering::Relaxed),
-            over_cap: self.over_cap.load(Ordering::Relaxed),
             peak_open: self.peak_open.load(Ordering::Relaxed),
+            peak_waiting: self.peak_waiting.load(Ordering::Relaxed),
             ..ClipStatsSnapshot::default()
         }
-    }
-}
-
-/// One of the [`super::ClipSettings::max_open_clips`] places of a clip being recorded: taken when its event starts,
-/// given back when dropped (its worker has finished the clip, or the clip failed before it got a pipeline).
-#[derive(Debug)]
-pub(super) struct OpenSlot {
-    stats: Arc<ClipStats>,
-}
-
-impl OpenSlot {
-    /// A place, or `None` when `max` clips are open already (counted in `over_cap`). Never waits.
-    pub(super) fn take(stats: &Arc<ClipStats>, max: usize) -> Option<OpenSlot> {
-        let max = max.max(1) as u64;
-        let taken = stats.open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1));
-        match taken {
-            Ok(before) => {
-                stats.peak_open.fetch_max(before + 1, Ordering::Relaxed);
-                Some(OpenSlot { stats: stats.clone() })
-            }
-            Err(_) => {
-                ClipStats::add(&stats.over_cap);
-                None
-            }
-        }
-    }
-}
-
-impl Drop for OpenSlot {
-    fn drop(&mut self) {
-        self.stats.open.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -106,7 +106,7 @@ pub const PIPELINE_TIMEOUT: Duration = Duration::from_secs(600);
 /// its index: most times an error, sometimes nothing at all), so a clip that never prerolls is given up on.
 pub const PREROLL_TIMEOUT: Duration = Duration::from_secs(20);
 /// Version of the sidecar's schema ([`Sidecar::schema_version`]); raised on any change that breaks readers.
-pub const SIDECAR_SCHEMA_VERSION: u32 = 1;
+pub const SIDECAR_SCHEMA_VERSION: u32 = 2;
 
 /// One frame's box of an event (stream time, pixels of the full decoded frame).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -54,7 +54,8 @@ impl EvidenceFiles {
 ///   "files": {"clip": "gate-0-7-120.mp4", "crop_clip": "gate-0-7-120-crop.mp4",
 ///             "snapshot": "gate-0-7-120.jpg", "crop_snapshot": "gate-0-7-120-crop.jpg"},
 ///   "crop": {"x": 250, "y": 0, "width": 198, "height": 272, "out_width": 320, "out_height": 440},
-///   "frames": [{"frame": 120, "pts_s": 4.8, "box": [300.0, 40.0, 380.0, 250.0], "score": 0.35}, ...]
+///   "frames": [{"frame": 120, "pts_s": 4.8, "box": [300.0, 40.0, 380.0, 250.0], "score": 0.35}, ...],
+///   "gaps": [{"at_s": 9.2, "missing_s": 3.5, "reason": "the source reconnected"}]
 /// }
 /// ```
 ///
@@ -68,6 +69,8 @@ impl EvidenceFiles {
 ///   Frames without a box of the event (the pre- and post-roll, frames that were not run through the model,
 ///   frames where the match was missed) are **left out**, not listed as null: `frame` and `pts_s` say where
 ///   each entry is.
+/// - `gaps`: where the clip skips time that was not recorded: `at_s` is the stream time of the last frame
+///   before the gap, `missing_s` the wall-clock seconds missing; empty when the clip is whole (schema 2).
 /// - `source` is always written with its password removed ([`redact_url`]), whatever the struct holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -98,6 +101,8 @@ pub struct Sidecar {
     pub crop: Option<CropRegion>,
     /// Every frame of the clip with a box of the event, in frame order.
     pub frames: Vec<FrameBox>,
+    /// Spans inside the clip that were not recorded (the source reconnected, the disk was full), in order.
+    pub gaps: Vec<crate::sink::recording::Gap>,
 }
 
 impl Sidecar {
@@ -139,6 +144,7 @@ impl Sidecar {
             files: EvidenceFiles::planned(&event.event_id),
             crop: None,
             frames,
+            gaps: Vec::new(),
         }
     }
 }
@@ -192,7 +198,7 @@ mod tests {
         sidecar.files.crop_snapshot = None;
         assert_eq!(
             serde_json::to_string(&sidecar).unwrap(),
-            r#"{"schema_version":1,"event_id":"cam1-0-3-46","source":"rtsp://***@cam1/live","query":"a red car","label":"car","track_id":3,"start":{"frame":46,"pts_s":1.84},"end":{"frame":49,"pts_s":1.96},"peak":{"frame":47,"pts_s":1.88,"score":0.5,"box":[1.0,2.5,30.0,40.0]},"clip_start_s":0.04,"files":{"clip":"cam1-0-3-46.mp4","crop_clip":"cam1-0-3-46-crop.mp4","snapshot":"cam1-0-3-46.jpg","crop_snapshot":null},"crop":{"x":0,"y":0,"width":40,"height":50,"out_width":320,"out_height":400},"frames":[{"frame":47,"pts_s":1.88,"box":[1.0,2.5,30.0,40.0],"score":0.5},{"frame":48,"pts_s":1.92,"box":[2.0,3.0,31.0,41.0],"score":0.25}]}"#
+            r#"{"schema_version":2,"event_id":"cam1-0-3-46","source":"rtsp://***@cam1/live","query":"a red car","label":"car","track_id":3,"start":{"frame":46,"pts_s":1.84},"end":{"frame":49,"pts_s":1.96},"peak":{"frame":47,"pts_s":1.88,"score":0.5,"box":[1.0,2.5,30.0,40.0]},"clip_start_s":0.04,"files":{"clip":"cam1-0-3-46.mp4","crop_clip":"cam1-0-3-46-crop.mp4","snapshot":"cam1-0-3-46.jpg","crop_snapshot":null},"crop":{"x":0,"y":0,"width":40,"height":50,"out_width":320,"out_height":400},"frames":[{"frame":47,"pts_s":1.88,"box":[1.0,2.5,30.0,40.0],"score":0.5},{"frame":48,"pts_s":1.92,"box":[2.0,3.0,31.0,41.0],"score":0.25}],"gaps":[]}"#
         );
     }
 }
