@@ -259,7 +259,17 @@ impl Tracker {
         }
     }
 
-    /// The settings the tracker was created with.
+    /// Sets the score that starts a track of `query` (a query added while the run goes on).
+    pub fn set_query_high_score(&mut self, query: usize, score: f32) {
+        let default = self.settings.high_score;
+        let scores = &mut self.settings.query_high_scores;
+        if scores.len() <= query {
+            scores.resize(query + 1, default);
+        }
+        scores[query] = score;
+    }
+
+    /// The settings the tracker was created with (and the scores of queries added since).
     pub fn settings(&self) -> &TrackerSettings {
         &self.settings
     }

@@ -216,6 +216,10 @@ impl ClipRecorder {
 }
 
 impl ClipSink for ClipRecorder {
+    fn add_query(&mut self, text: &str, label: &str) {
+        self.queries.push((text.to_string(), label.to_string()));
+    }
+
     fn on_frame(&mut self, at: &FrameTime, pts_ns: Option<u64>, tracks: &[TrackOutput]) {
         if let Some(ns) = pts_ns {
             self.offset_s = at.pts_s - ns as f64 / 1e9;
