@@ -103,9 +103,11 @@ pub struct WatchArgs {
     /// Serve the control plane read-only: queries cannot be changed.
     #[arg(long, help_heading = "Control plane")]
     pub http_read_only: bool,
-    /// Pace files at their frame rate, as a camera would deliver them (for demos and tests of the control plane).
-    #[arg(long, help_heading = "Inference")]
-    pub realtime: bool,
+    /// Pace files at their frame rate, as a camera would deliver them, or at SPEED times it (0.5: half speed;
+    /// for demos and tests of the control plane) [default: as fast as they decode]
+    #[arg(long, value_name = "SPEED", help_heading = "Inference", num_args = 0..=1, default_missing_value = "1",
+          allow_negative_numbers = true, value_parser = values::positive)]
+    pub realtime: Option<f64>,
     /// Decode and track without running the model (to measure the video pipeline alone).
     #[arg(long, hide = true)]
     pub decode_only: bool,

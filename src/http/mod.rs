@@ -375,8 +375,15 @@ fn json_body<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("the body is not a query: {e}")))
 }
 
+/// `GET /api/v1/queries` (a struct, not `json!`, so that thresholds keep their short f32 form: 0.65, not
+/// 0.6499999761581421).
+#[derive(Serialize)]
+struct QueryList {
+    queries: Vec<QueryView>,
+}
+
 async fn query_list(State(state): State<AppState>) -> impl IntoResponse {
-    axum::Json(serde_json::json!({"queries": state.control.query_views()}))
+    axum::Json(QueryList { queries: state.control.query_views() })
 }
 
 async fn query_get(

@@ -83,15 +83,17 @@ pub(super) struct InferStage {
     pub control: Option<Arc<crate::http::Control>>,
     /// Per source, its entry in `control`.
     pub http_sources: Vec<Arc<crate::http::SourceEntry>>,
-    /// Files are paced at their frame rate (`--realtime`).
-    pub realtime: bool,
+    /// Files are paced at this many times their frame rate (`--realtime`).
+    pub realtime: Option<f64>,
 }
 
 /// Holds file frames back until their time comes, as a camera would deliver them (`--realtime`).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Pacer {
     /// Per source: its first PTS and when it was seen.
     first: Vec<Option<(u64, Instant)>>,
+    /// Times the frame rate (1: real time).
+    speed: f64,
 }
 
 impl Pacer {
@@ -102,7 +104,7 @@ impl Pacer {
             self.first.resize(src + 1, None);
         }
         let (pts0, t0) = *self.first[src].get_or_insert((pts, Instant::now()));
-        let due = t0 + Duration::from_nanos(pts.saturating_sub(pts0));
+        let due = t0 + Duration::from_secs_f64(pts.saturating_sub(pts0) as f64 / 1e9 / self.speed);
         due.saturating_duration_since(Instant::now())
     }
 }
@@ -122,7 +124,7 @@ impl InferStage {
         let mut version = live_queries.as_ref().map_or(0, |q| q.version);
         let mut set_slots: Vec<usize> = (0..self.query_set.texts().len()).collect();
         let mut has_queries = true;
-        let mut pacer = Pacer::default();
+        let mut pacer = Pacer { first: Vec::new(), speed: self.realtime.unwrap_or(1.0) };
         loop {
             if let Some(c) = &self.control
                 && c.query_version() != version
@@ -163,7 +165,7 @@ impl InferStage {
                 }
                 continue;
             }
-            if self.realtime {
+            if self.realtime.is_some() {
                 let wait = batch
                     .items
                     .iter()

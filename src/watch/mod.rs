@@ -152,8 +152,9 @@ pub struct WatchSettings {
     /// The HTTP control plane's shared state (`--http`): the run publishes its sources, frames and counters
     /// there and takes query changes from it. Default: none.
     pub control: Option<Arc<crate::http::Control>>,
-    /// Pace files at their frame rate, as a camera would deliver them (`--realtime`). Default false.
-    pub realtime: bool,
+    /// Pace files at this many times their frame rate, as a camera would deliver them (`--realtime`). Default:
+    /// off (as fast as they decode).
+    pub realtime: Option<f64>,
 }
 
 /// Default [`WatchSettings::shutdown_timeout`], in seconds. `deploy/lookout.service` stops the service after
@@ -184,7 +185,7 @@ impl Default for WatchSettings {
             not_started: Vec::new(),
             verify: None,
             control: None,
-            realtime: false,
+            realtime: None,
         }
     }
 }
