@@ -77,6 +77,17 @@ struct SourceView {
     last_error: Option<String>,
 }
 
+/// Frames dropped so far. A file's pipeline never drops (its appsink blocks): its frames decoded but not yet
+/// received are in flight, not dropped, and the snapshot (which counts them once the source ended) would show
+/// them as dropped while it runs.
+pub(super) fn dropped(source: &SourceEntry, snap: &crate::source::SourceStatsSnapshot) -> u64 {
+    if source.live || snap.state == SourceState::Ended {
+        snap.frames_dropped
+    } else {
+        snap.dropped_in_queue + snap.dropped_unpaired
+    }
+}
+
 pub(super) fn state_name(s: SourceState) -> &'static str {
     match s {
         SourceState::Connecting => "connecting",
@@ -94,6 +105,7 @@ pub(super) async fn sources(State(state): State<AppState>) -> impl IntoResponse 
         .map(|s| {
             let snap = s.stats.snapshot();
             let (fps_in, fps_out) = s.fps();
+            let frames_dropped = dropped(s, &snap);
             SourceView {
                 name: s.name.clone(),
                 source: s.display.clone(),
@@ -105,7 +117,7 @@ pub(super) async fn sources(State(state): State<AppState>) -> impl IntoResponse 
                 frames_decoded: snap.frames_decoded,
                 frames_inferred: s.inferred.load(Ordering::Relaxed),
                 frames_processed: s.processed.load(Ordering::Relaxed),
-                frames_dropped: snap.frames_dropped,
+                frames_dropped,
                 reconnects: snap.reconnects,
                 // Source errors are redacted where they are made; once more costs nothing.
                 last_error: snap.last_error.map(|e| redact_words(&e)),

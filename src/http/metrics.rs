@@ -41,7 +41,7 @@ fn render(state: &AppState) -> prometheus::Result<String> {
         let l = [s.name.as_str()];
         decoded.with_label_values(&l).inc_by(snap.frames_decoded);
         inferred.with_label_values(&l).inc_by(s.inferred.load(Ordering::Relaxed));
-        dropped.with_label_values(&l).inc_by(snap.frames_dropped);
+        dropped.with_label_values(&l).inc_by(super::frames::dropped(&s, &snap));
         reconnects.with_label_values(&l).inc_by(snap.reconnects);
         let (i, o) = s.fps();
         fps_in.with_label_values(&l).set(i);

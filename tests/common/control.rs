@@ -19,6 +19,8 @@ pub struct ControlRun {
     pub port: u16,
     pub out: PathBuf,
     stderr: Arc<Mutex<String>>,
+    /// The JSON summary, once the run ended.
+    stdout: Arc<Mutex<String>>,
     pub token: Option<String>,
 }
 
@@ -37,10 +39,19 @@ impl ControlRun {
             .arg(out)
             .args(["--intra-threads", "1", "--http", "127.0.0.1:0", "--realtime", &speed.to_string()])
             .args(extra)
-            .stdout(Stdio::null())
+            .arg("--json")
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let out_pipe = child.stdout.take().unwrap();
+        let summary = stdout.clone();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = BufReader::new(out_pipe).read_to_string(&mut text);
+            *summary.lock().unwrap() = text;
+        });
         let stderr = Arc::new(Mutex::new(String::new()));
         let pipe = child.stderr.take().unwrap();
         let log = stderr.clone();
@@ -51,7 +62,7 @@ impl ControlRun {
                 l.push('\n');
             }
         });
-        let mut run = ControlRun { child, port: 0, out: out.to_path_buf(), stderr, token: None };
+        let mut run = ControlRun { child, port: 0, out: out.to_path_buf(), stderr, stdout, token: None };
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(port) = run.stderr().lines().find_map(|l| {
@@ -108,12 +119,15 @@ impl ControlRun {
             .collect()
     }
 
-    /// Waits for the run to end by itself; its exit status.
-    pub fn wait(mut self) -> std::process::ExitStatus {
+    /// Waits for the run to end by itself; its exit status and its JSON summary.
+    pub fn wait(mut self) -> (std::process::ExitStatus, serde_json::Value) {
         let deadline = Instant::now() + WAIT * 2;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
+                let summary = wait_for("the summary on stdout", || {
+                    serde_json::from_str::<serde_json::Value>(&self.stdout.lock().unwrap()).ok()
+                });
+                return (status, summary);
             }
             assert!(Instant::now() < deadline, "the run did not end; stderr:\n{}", self.stderr());
             std::thread::sleep(Duration::from_millis(50));
