@@ -166,6 +166,13 @@ fn every_route_on_a_file_run_and_a_query_added_over_the_api_finds_events_from_th
     assert_eq!((jpg.status, jpg.header("content-type")), (200, Some("image/jpeg")));
     let img = image::load_from_memory(&jpg.body).unwrap();
     assert!(img.width() > 100 && img.height() > 100);
+    // The picture moves on while a client asks (the first asked for frames; they come at most every 100 ms).
+    let first: u64 = jpg.header("x-lookout-frame").unwrap().parse().unwrap();
+    wait_for("a newer frame from latest.jpg", || {
+        let r = run.get("/api/v1/sources/bikes/latest.jpg");
+        let index: u64 = r.header("x-lookout-frame")?.parse().ok()?;
+        (index > first).then_some(())
+    });
     let mjpeg = read_stream(run.port, "/api/v1/sources/bikes/stream.mjpeg", &[], Duration::from_secs(20), |b| {
         b.windows(2).filter(|w| w == b"\xff\xd9").count() >= 2
     });

@@ -25,26 +25,27 @@ const JPEG_QUALITY: u8 = 80;
 const MJPEG_POLL: Duration = Duration::from_millis(50);
 const BOUNDARY: &str = "lookout-frame";
 
-/// Per source, the JPEG of its latest published frame: `(seq, bytes)`.
+/// Per source, the JPEG of its latest published frame: `(seq, frame index, bytes)`.
 #[derive(Debug, Default)]
 pub(super) struct JpegCache {
-    jpegs: Mutex<HashMap<String, (u64, Bytes)>>,
+    jpegs: Mutex<HashMap<String, (u64, u64, Bytes)>>,
 }
 
 impl JpegCache {
-    /// The JPEG of the source's latest frame (made once per frame), with its seq; `None` before the first.
-    async fn latest(&self, source: &Arc<SourceEntry>) -> Option<(u64, Bytes)> {
+    /// The JPEG of the source's latest frame (made once per frame), with its seq and frame index; `None`
+    /// before the first.
+    async fn latest(&self, source: &Arc<SourceEntry>) -> Option<(u64, u64, Bytes)> {
         source.want_frames();
         let frame = source.latest()?;
-        if let Some((seq, bytes)) = self.jpegs.lock().unwrap_or_else(|e| e.into_inner()).get(&source.name)
+        if let Some((seq, index, bytes)) = self.jpegs.lock().unwrap_or_else(|e| e.into_inner()).get(&source.name)
             && *seq == frame.seq
         {
-            return Some((*seq, bytes.clone()));
+            return Some((*seq, *index, bytes.clone()));
         }
-        let seq = frame.seq;
+        let (seq, index) = (frame.seq, frame.frame);
         let bytes = tokio::task::spawn_blocking(move || encode_jpeg(&frame.picture)).await.ok()??;
-        self.jpegs.lock().unwrap_or_else(|e| e.into_inner()).insert(source.name.clone(), (seq, bytes.clone()));
-        Some((seq, bytes))
+        self.jpegs.lock().unwrap_or_else(|e| e.into_inner()).insert(source.name.clone(), (seq, index, bytes.clone()));
+        Some((seq, index, bytes))
     }
 }
 
@@ -141,12 +142,21 @@ fn source_of(state: &AppState, name: &str) -> Result<Arc<SourceEntry>, ApiError>
 
 pub(super) async fn latest_jpg(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
     let source = source_of(&state, &name)?;
-    let (_, jpeg) = state
+    let (_, index, jpeg) = state
         .frames
         .latest(&source)
         .await
         .ok_or_else(|| ApiError::unavailable(format!("source {name:?} has no frame yet; try again in a moment")))?;
-    Ok(([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "no-store")], jpeg).into_response())
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/jpeg".to_string()),
+            (header::CACHE_CONTROL, "no-store".to_string()),
+            // The source's frame index: a client sees whether the picture moved on.
+            (header::HeaderName::from_static("x-lookout-frame"), index.to_string()),
+        ],
+        jpeg,
+    )
+        .into_response())
 }
 
 pub(super) async fn mjpeg(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
@@ -154,7 +164,7 @@ pub(super) async fn mjpeg(State(state): State<AppState>, Path(name): Path<String
     let cache = state.frames.clone();
     let stream = futures_util::stream::unfold((cache, source, 0u64), |(cache, source, last)| async move {
         loop {
-            if let Some((seq, jpeg)) = cache.latest(&source).await
+            if let Some((seq, _, jpeg)) = cache.latest(&source).await
                 && seq != last
             {
                 let mut part = Vec::with_capacity(jpeg.len() + 128);
