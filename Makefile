@@ -8,7 +8,7 @@ DEMO_MODEL ?= owlvit-base-patch32
 DEMO_OUT ?= out/demo
 export ORT_DYLIB_PATH ?= $(CURDIR)/.deps/onnxruntime/libonnxruntime.so
 
-.PHONY: all deps build demo test lint fmt clippy export export-full bench-locate bench-gdino bench-watch clean
+.PHONY: all deps build demo test lint fmt clippy export export-full bench-locate bench-gdino bench-watch bench-http clean
 
 all: build
 
@@ -64,6 +64,11 @@ bench-gdino: build $(VENV)/bin/python
 bench-watch: build $(VENV)/bin/python
 	test -d models/full/owlvit-b32 || $(VENV)/bin/python models/export_owl.py --full --only owlvit
 	$(VENV)/bin/python models/bench_watch.py --model models/full/owlvit-b32 --lookout target/release/lookout
+
+## bench-http: 50 clients on the event stream and latest.jpg for 60 s vs none: inference per frame, RSS (run under flock)
+bench-http: build $(VENV)/bin/python
+	test -d models/full/owlvit-b32 || $(VENV)/bin/python models/export_owl.py --full --only owlvit
+	$(PYTHON) models/bench_http.py --model models/full/owlvit-b32 --lookout target/release/lookout
 
 clean:
 	$(CARGO) clean
