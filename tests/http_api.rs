@@ -309,3 +309,38 @@ fn another_address_without_a_token_is_refused_at_the_start() {
     // Refused before anything was written.
     assert!(!out.path().join("events.jsonl").exists());
 }
+
+#[test]
+fn no_camera_password_in_any_response_and_not_ready_while_a_camera_is_down() {
+    let out = tempfile::tempdir().unwrap();
+    // A camera that refuses connections: it reconnects, with its error, and never delivers a frame.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let camera = format!("rtsp://admin:hunter2@127.0.0.1:{closed}/cam");
+    let run = ControlRun::start(out.path(), 1.0, &[&camera, "--max-seconds", "8", "--no-clips"]);
+    let cam = wait_for("the camera's error and a reconnect", || {
+        let s = run.get("/api/v1/sources").json();
+        let cam = s["sources"].as_array()?.iter().find(|s| s["live"] == true)?.clone();
+        (cam["last_error"].is_string() && cam["reconnects"].as_u64()? >= 1).then_some(cam)
+    });
+    assert_eq!(cam["source"], format!("rtsp://***@127.0.0.1:{closed}/cam"), "{cam}");
+    let ready = run.get("/readyz");
+    assert_eq!(ready.status, 503);
+    let waiting = ready.json()["waiting"].clone();
+    assert!(
+        waiting.as_array().unwrap().iter().any(|w| w == &json!(format!("source {}", cam["name"].as_str().unwrap()))),
+        "{waiting}"
+    );
+    let mut bodies = String::new();
+    for path in
+        ["/api/v1/sources", "/readyz", "/metrics", "/api/v1/queries", "/api/v1/events?limit=1000", "/", "/app.js"]
+    {
+        let r = run.get(path);
+        assert!(r.status == 200 || path == "/readyz", "{path}: {}", r.status);
+        bodies.push_str(&String::from_utf8_lossy(&r.body));
+    }
+    bodies.push_str(&String::from_utf8_lossy(
+        &run.get(&format!("/api/v1/sources/{}/latest.jpg", cam["name"].as_str().unwrap())).body,
+    ));
+    assert!(!bodies.contains("hunter2") && !bodies.contains("admin:"), "a password in a response");
+    assert!(bodies.contains("lookout_source_reconnects_total"));
+}
