@@ -448,3 +448,135 @@ fn apply(
     }
     Ok(answer)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::geom::Detection;
+    use crate::infer::postprocess::Selection;
+    use crate::infer::{DetectTimings, FrameScale, Image, ModelDir};
+
+    /// Encodes texts as texts (a query set a scripted detector takes).
+    struct TextsOnly(ModelDir);
+
+    impl Detector for TextsOnly {
+        fn model(&self) -> &ModelDir {
+            &self.0
+        }
+        fn frame_scale(&self) -> FrameScale {
+            FrameScale::Stretch { width: 64, height: 64 }
+        }
+        fn encode(&mut self, texts: &[String]) -> crate::infer::Result<QuerySet> {
+            Ok(QuerySet::texts_only(texts.to_vec()))
+        }
+        fn detect(
+            &mut self,
+            _: &[Image<'_>],
+            _: &QuerySet,
+            _: &Selection,
+        ) -> crate::infer::Result<Vec<crate::infer::Result<Vec<Detection>>>> {
+            Ok(Vec::new())
+        }
+        fn warm_up(&mut self, _: &QuerySet) -> crate::infer::Result<()> {
+            Ok(())
+        }
+        fn last_timings(&self) -> DetectTimings {
+            DetectTimings::default()
+        }
+    }
+
+    fn control(out: &Path) -> Arc<Control> {
+        let model = ModelDir::open(&Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tiny/owlvit")).unwrap();
+        let loader: EncoderLoader = Box::new(move || Ok(Box::new(TextsOnly(model)) as Box<dyn Detector>));
+        let c = Control::new(
+            "m",
+            "cpu",
+            out,
+            false,
+            QuerySettings {
+                default_threshold: 0.3,
+                default_text_threshold: None,
+                has_text_threshold: false,
+                initial_ids: None,
+                loader: Mutex::new(Some(loader)),
+            },
+        );
+        let verifying = StandingQuery {
+            verify: Some(crate::config::QueryVerify::with_defaults("a fight")),
+            ..StandingQuery::from_text("two people", Some(0.4))
+        };
+        c.begin_queries(
+            &[StandingQuery::from_text("a dog", Some(0.4)), verifying],
+            QuerySet::texts_only(vec!["a dog".into(), "two people".into()]),
+        );
+        c
+    }
+
+    fn body(text: &str) -> QueryBody {
+        serde_json::from_value(serde_json::json!({ "text": text })).unwrap()
+    }
+
+    #[test]
+    fn slots_are_appended_and_retired_never_reused() {
+        let out = tempfile::tempdir().unwrap();
+        let c = control(out.path());
+        let mut detector = None;
+        let added = apply(&c, &mut detector, ChangeKind::Add(body("a cat"))).unwrap().unwrap();
+        assert_eq!((added.id.as_str(), added.threshold), ("q3", 0.3), "the next id, the default threshold");
+        apply(&c, &mut detector, ChangeKind::Remove("q1".into())).unwrap();
+        let q = c.queries();
+        assert_eq!(q.version, 2);
+        assert_eq!(
+            q.slots.iter().map(|s| (s.id.as_str(), s.active)).collect::<Vec<_>>(),
+            [("q1", false), ("q2", true), ("q3", true)]
+        );
+        assert_eq!(q.set_slots, [1, 2]);
+        assert_eq!(q.set.as_ref().unwrap().texts(), ["two people", "a cat"]);
+        assert_eq!(c.query_version(), 2);
+        // An edit is a new slot with the same id.
+        apply(&c, &mut detector, ChangeKind::Replace("q3".into(), body("a black cat"))).unwrap();
+        let q = c.queries();
+        assert_eq!(q.slots.len(), 4);
+        assert_eq!((q.slots[3].id.as_str(), q.slots[2].active), ("q3", false));
+        // Everything removed: no set, and the frames go on with nothing to find.
+        apply(&c, &mut detector, ChangeKind::Remove("q2".into())).unwrap();
+        apply(&c, &mut detector, ChangeKind::Remove("q3".into())).unwrap();
+        assert!(c.queries().set.is_none());
+        // Kept for the next start, ids included.
+        let saved = load_saved(out.path()).unwrap().unwrap();
+        assert!(saved.is_empty());
+    }
+
+    #[test]
+    fn bad_changes_are_refused_with_what_to_do() {
+        let out = tempfile::tempdir().unwrap();
+        let c = control(out.path());
+        let mut detector = None;
+        let e = apply(&c, &mut detector, ChangeKind::Replace("q2".into(), body("x"))).unwrap_err();
+        assert_eq!(e.status, axum::http::StatusCode::CONFLICT);
+        assert!(e.message.contains("config"), "{}", e.message);
+        let e = apply(&c, &mut detector, ChangeKind::Remove("q9".into())).unwrap_err();
+        assert_eq!(e.status, axum::http::StatusCode::NOT_FOUND);
+        let gate: QueryBody =
+            serde_json::from_value(serde_json::json!({"text": "a van", "sources": ["gate"]})).unwrap();
+        let e = apply(&c, &mut detector, ChangeKind::Add(gate)).unwrap_err();
+        assert!(e.message.contains("gate"), "{}", e.message);
+        assert_eq!(c.query_version(), 0, "nothing changed");
+        assert!(!out.path().join(QUERIES_FILE).exists());
+    }
+
+    #[test]
+    fn saved_queries_come_back_with_their_ids_and_a_damaged_file_is_named() {
+        let out = tempfile::tempdir().unwrap();
+        let c = control(out.path());
+        apply(&c, &mut None, ChangeKind::Add(body("a cat"))).unwrap();
+        let saved = load_saved(out.path()).unwrap().unwrap();
+        let ids: Vec<&str> = saved.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, ["q1", "q2", "q3"]);
+        assert_eq!(saved[1].1.verify.as_ref().unwrap().sentence, "a fight");
+        assert_eq!(saved[1].1, c.queries().slots[1].query, "every setting kept");
+        std::fs::write(out.path().join(QUERIES_FILE), "{\"queries\": [{\"text\": 3}]}").unwrap();
+        let e = load_saved(out.path()).unwrap_err();
+        assert!(e.contains("queries.json") && e.contains("delete"), "{e}");
+    }
+}

@@ -282,3 +282,18 @@ impl InferStage {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_paced_file_waits_for_its_frames_time_at_its_speed() {
+        let mut pacer = Pacer { first: Vec::new(), speed: 2.0 };
+        assert_eq!(pacer.wait_for(1, Some(5_000_000_000)), Duration::ZERO, "the first frame is due at once");
+        let wait = pacer.wait_for(1, Some(7_000_000_000));
+        // 2 s of stream at twice the speed: 1 s, less the moment since the first frame.
+        assert!(wait <= Duration::from_secs(1) && wait > Duration::from_millis(900), "{wait:?}");
+        assert_eq!(pacer.wait_for(0, None), Duration::ZERO, "a frame without a time is not held");
+    }
+}
