@@ -142,6 +142,9 @@ fn every_route_on_a_file_run_and_a_query_added_over_the_api_finds_events_from_th
         (!cars.is_empty()).then_some(cars)
     });
     assert!(cars.iter().all(|e| e["label"] == "car" && e["type"] == "start"), "{cars:?}");
+    // `since` as a time: the lines written at or after it.
+    assert!(!run.get("/api/v1/events?since=1970-01-01T00:00:00Z").json()["events"].as_array().unwrap().is_empty());
+    assert!(run.get("/api/v1/events?since=2999-01-01T00:00:00Z").json()["events"].as_array().unwrap().is_empty());
     let since = events[0]["seq"].as_i64().unwrap();
     let newer = run.get(&format!("/api/v1/events?since={since}")).json()["events"].as_array().unwrap().clone();
     assert!(newer.iter().all(|e| e["seq"].as_i64().unwrap() > since));

@@ -587,6 +587,16 @@ mod tests {
     }
 
     #[test]
+    fn a_query_added_later_starts_tracks_at_its_own_threshold() {
+        let mut tracker = Tracker::new(TrackerSettings { min_hits: 1, query_high_scores: vec![0.15], ..settings() });
+        tracker.set_query_high_score(2, 0.5);
+        assert_eq!(tracker.settings().query_high_scores, [0.15, settings().high_score, 0.5]);
+        let out = tracker.update(0, &[at(2, 0.3, 0.0, 0.0, 9.0, 9.0), at(2, 0.6, 50.0, 0.0, 9.0, 9.0)]);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!((out[0].query, out[0].score), (2, 0.6));
+    }
+
+    #[test]
     fn each_query_starts_tracks_at_its_own_threshold() {
         // Query 0 asks for 0.15 (below the default high_score 0.2), query 1 for 0.5; low band from 0.1.
         let mut tracker =
