@@ -240,8 +240,12 @@ fn every_route_on_a_file_run_and_a_query_added_over_the_api_finds_events_from_th
     image::load_from_memory(&snap.body).unwrap();
     assert_eq!(run.get(&format!("/api/v1/events/{ev}/sidecar.json")).json()["event_id"], ev);
 
+    // A client on the event stream does not hold the end of the run.
+    let mut held = std::net::TcpStream::connect(("127.0.0.1", run.port)).unwrap();
+    std::io::Write::write_all(&mut held, b"GET /api/v1/events/stream HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     // Four query changes, and no frame lost: a file blocks, and a change is taken between two frames.
     let (status, summary) = run.wait();
+    drop(held);
     assert!(status.success());
     let s = &summary["sources"][0];
     assert_eq!((s["frames_decoded"].as_u64(), s["frames_dropped"].as_u64()), (Some(250), Some(0)), "{s}");

@@ -60,6 +60,9 @@ pub use queries::{QuerySettings, QueryView};
 
 /// Largest request body accepted (a query is a few hundred bytes).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// After a stop, how long open requests get to finish. Streams (SSE, MJPEG) never finish by themselves: they are
+/// cut after it, so that a client cannot hold the end of the run.
+const STOP_GRACE: Duration = Duration::from_secs(1);
 /// Worker threads of the server's runtime: enough for many clients, few enough to leave the cores to inference.
 const HTTP_WORKERS: usize = 2;
 /// The cookie the page keeps the token in.
@@ -168,7 +171,7 @@ pub(crate) struct AppState {
 /// The running server. [`Server::stop`] ends it and joins its threads.
 pub struct Server {
     addr: SocketAddr,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    shutdown: Option<tokio::sync::watch::Sender<bool>>,
     thread: Option<JoinHandle<()>>,
     encoder: Option<JoinHandle<()>>,
     index: Arc<events::EventIndex>,
@@ -213,7 +216,7 @@ impl Server {
             frames: Arc::new(frames::JpegCache::default()),
         };
         let app = router(state.clone());
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let thread = std::thread::Builder::new()
             .name("http".into())
             .spawn(move || {
@@ -226,11 +229,17 @@ impl Server {
                         }
                     };
                     tokio::spawn(frames::sample_fps(state.control.clone()));
-                    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-                        let _ = stop_rx.await;
-                    });
-                    if let Err(e) = serve.await {
-                        warn!(error = %e, "the HTTP server stopped");
+                    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+                        let _ = rx.wait_for(|stop| *stop).await;
+                    };
+                    let serve = axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone()));
+                    tokio::select! {
+                        result = serve => {
+                            if let Err(e) = result {
+                                warn!(error = %e, "the HTTP server stopped");
+                            }
+                        }
+                        () = async { stopped(stop_rx).await; tokio::time::sleep(STOP_GRACE).await } => {}
                     }
                 });
                 // Streams (SSE, MJPEG) never end by themselves: do not wait for them.
@@ -253,7 +262,7 @@ impl Server {
 
     fn stop_threads(&mut self) {
         if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+            let _ = tx.send(true);
         }
         self.index.stop();
         // The encoder ends once its queue's sender is gone.
