@@ -224,6 +224,30 @@ fn the_page_shows_the_run_and_adds_a_query() {
     );
     assert!(run.lines().iter().any(|l| l["type"] == "start" && l["label"] == "green"));
 
+    // Edited and removed through the table's buttons.
+    browser.eval(
+        "(() => { [...document.querySelectorAll('#queries tbody tr')].find(r => r.textContent.includes('a green \
+         bicycle')).querySelector('button.edit').click(); const f = document.getElementById('query-form'); \
+         f.label.value = 'greenish'; document.getElementById('query-submit').click(); return true; })()",
+    );
+    browser.wait_true(
+        "the edited query",
+        "[...document.querySelectorAll('#queries tbody tr')].some(r => r.textContent.includes('greenish'))",
+    );
+    browser.eval(
+        "(() => { [...document.querySelectorAll('#queries tbody tr')].find(r => r.textContent.includes('greenish'))\
+         .querySelector('button.remove').click(); return true; })()",
+    );
+    browser
+        .wait_true("the query removed", "!document.querySelector('#queries tbody').textContent.includes('greenish')");
+    let changes: Vec<String> = run
+        .lines()
+        .iter()
+        .filter(|l| l["type"] == "queries")
+        .map(|l| l["change"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(changes, ["add", "update", "remove"]);
+
     // A bad query shows the server's error on the page.
     browser.eval(
         "(() => { const f = document.getElementById('query-form'); f.text.value = 'a dog'; f.min_frames.value = '9'; \
