@@ -52,28 +52,30 @@ def rss_kib(pid: int) -> int:
 class Client(threading.Thread):
     """One SSE stream held open and latest.jpg polled, until `stop` is set."""
 
-    def __init__(self, port: int, source: str, poll_s: float, stop: threading.Event):
+    def __init__(self, port: int, source: str, poll_s: float, stop: threading.Event, server):
         super().__init__(daemon=True)
-        self.port, self.source, self.poll_s, self.stop = port, source, poll_s, stop
+        self.port, self.source, self.poll_s, self.stop, self.server = port, source, poll_s, stop, server
         self.jpegs = 0
         self.sse_bytes = 0
         self.errors = 0
+        self.first_error = None
 
     def sse(self):
         try:
-            c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+            # No timeout: the server sends a keep-alive comment every 15 s, and ends the stream when it stops.
+            c = http.client.HTTPConnection("127.0.0.1", self.port)
             c.request("GET", "/api/v1/events/stream")
             r = c.getresponse()
             while not self.stop.is_set():
-                try:
-                    chunk = r.read1(65536)
-                except TimeoutError:
-                    continue
+                chunk = r.read1(65536)
                 if not chunk:
                     break
                 self.sse_bytes += len(chunk)
-        except OSError:
+        except OSError as e:
+            if self.server.poll() is not None:
+                return
             self.errors += 1
+            self.first_error = self.first_error or f"sse: {e!r}"
 
     def run(self):
         threading.Thread(target=self.sse, daemon=True).start()
@@ -87,8 +89,12 @@ class Client(threading.Thread):
                     self.jpegs += 1
                 elif r.status != 503:  # 503: no frame yet
                     self.errors += 1
-            except (OSError, http.client.HTTPException):
+                    self.first_error = self.first_error or f"latest.jpg: status {r.status}"
+            except (OSError, http.client.HTTPException) as e:
+                if self.server.poll() is not None or isinstance(e, ConnectionRefusedError):
+                    break  # the run ended (the server stops first): not an error of the server
                 self.errors += 1
+                self.first_error = self.first_error or f"latest.jpg: {e!r}"
                 c.close()
                 c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
             self.stop.wait(self.poll_s)
@@ -116,18 +122,34 @@ def run_once(args, clip: Path, clients: int) -> dict:
             p.kill()
             sys.exit("no 'http: serving on' line in 300 s")
     threading.Thread(target=p.stderr.read, daemon=True).start()
+    # The clients come once the source delivers frames (before, its routes answer 404 or 503).
+    while True:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            c.request("GET", "/readyz")
+            if c.getresponse().status == 200:
+                break
+        except OSError:
+            pass
+        if time.time() > deadline or p.poll() is not None:
+            p.kill()
+            sys.exit("the run never became ready")
+        time.sleep(0.2)
     stop = threading.Event()
-    threads = [Client(port, "bikes-70s", args.poll_ms / 1000, stop) for _ in range(clients)]
+    threads = [Client(port, "bikes-70s", args.poll_ms / 1000, stop, p) for _ in range(clients)]
     for t in threads:
         t.start()
     rss = []
     start = time.time()
+    next_sample = start
     while p.poll() is None:
-        try:
-            rss.append((round(time.time() - start, 1), rss_kib(p.pid)))
-        except OSError:
-            break
-        time.sleep(5)
+        if time.time() >= next_sample:
+            try:
+                rss.append((round(time.time() - start, 1), rss_kib(p.pid)))
+            except OSError:
+                break
+            next_sample += 5
+        time.sleep(0.2)
     stop.set()
     summary = json.loads(p.stdout.read())
     inf = summary["inference"]
@@ -141,6 +163,7 @@ def run_once(args, clip: Path, clients: int) -> dict:
         "jpegs": sum(t.jpegs for t in threads),
         "sse_bytes": sum(t.sse_bytes for t in threads),
         "client_errors": sum(t.errors for t in threads),
+        "first_errors": sorted({t.first_error for t in threads if t.first_error}),
     }
 
 
