@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Load benchmark of the HTTP control plane (issue 15): does serving many clients slow inference, does RSS grow?
 
-`lookout watch` runs a 70 s clip (bikes.mp4 seven times, made once with GStreamer) in real time for --seconds,
-with --http on 127.0.0.1, three times: without clients, with --clients clients, and without clients again (the
-two runs without clients bracket the one with them, so that a drift of the machine shows). Each client holds one
-Server-Sent Events stream (/api/v1/events/stream) open and fetches /api/v1/sources/<name>/latest.jpg every
---poll-ms. The figures: inference per frame (the run's summary: mean and p50 of the batch latency, one frame
-per batch), the RSS of the process sampled every 5 s, and the requests served.
+One `lookout watch` runs a 70 s clip (bikes.mp4 seven times, made once with GStreamer) in real time, with --http
+on 127.0.0.1, in three phases: --quiet seconds without clients, --seconds with --clients clients, and --quiet
+seconds without clients again (the two quiet phases bracket the loaded one within one process, so that a drift of
+the machine shows, and the model's loading is not in any phase). Each client holds one Server-Sent Events stream
+(/api/v1/events/stream) open and fetches /api/v1/sources/<name>/latest.jpg every --poll-ms. The figures:
+inference per frame in each phase (from the lookout_inference_seconds histogram of /metrics: its sum and count at
+the phase's ends; a batch is one frame, there is one source), the RSS of the process sampled every 5 s, and the
+requests served.
 
 Standard library only. Run it under the benchmark lock: `flock /work/notes/bench.lock make bench-http`.
 """
@@ -59,11 +61,13 @@ class Client(threading.Thread):
         self.sse_bytes = 0
         self.errors = 0
         self.first_error = None
+        self.sse_conn = None
 
     def sse(self):
         try:
             # No timeout: the server sends a keep-alive comment every 15 s, and ends the stream when it stops.
             c = http.client.HTTPConnection("127.0.0.1", self.port)
+            self.sse_conn = c
             c.request("GET", "/api/v1/events/stream")
             r = c.getresponse()
             while not self.stop.is_set():
@@ -71,8 +75,8 @@ class Client(threading.Thread):
                 if not chunk:
                     break
                 self.sse_bytes += len(chunk)
-        except OSError as e:
-            if self.server.poll() is not None:
+        except (OSError, http.client.HTTPException) as e:
+            if self.server.poll() is not None or self.stop.is_set():
                 return
             self.errors += 1
             self.first_error = self.first_error or f"sse: {e!r}"
@@ -91,7 +95,7 @@ class Client(threading.Thread):
                     self.errors += 1
                     self.first_error = self.first_error or f"latest.jpg: status {r.status}"
             except (OSError, http.client.HTTPException) as e:
-                if self.server.poll() is not None or isinstance(e, ConnectionRefusedError):
+                if self.server.poll() is not None or self.stop.is_set() or isinstance(e, ConnectionRefusedError):
                     break  # the run ended (the server stops first): not an error of the server
                 self.errors += 1
                 self.first_error = self.first_error or f"latest.jpg: {e!r}"
@@ -100,11 +104,28 @@ class Client(threading.Thread):
             self.stop.wait(self.poll_s)
 
 
-def run_once(args, clip: Path, clients: int) -> dict:
-    out = Path(args.out) / f"run-{clients}-{time.time_ns()}"
+def get(port: int, path: str) -> tuple[int, bytes]:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("GET", path)
+    r = c.getresponse()
+    return r.status, r.read()
+
+
+def inference_totals(port: int) -> tuple[float, int]:
+    """The inference histogram's sum (s) and count, from /metrics."""
+    _, body = get(port, "/metrics")
+    text = body.decode()
+    total = float(re.search(r"^lookout_inference_seconds_sum\{[^}]*\} (\S+)$", text, re.M).group(1))
+    count = int(re.search(r"^lookout_inference_seconds_count\{[^}]*\} (\S+)$", text, re.M).group(1))
+    return total, count
+
+
+def run(args, clip: Path) -> dict:
+    out = Path(args.out) / f"run-{time.time_ns()}"
+    total_s = 2 * args.quiet + args.seconds + 5
     cmd = [
         args.lookout, "watch", str(clip), "-q", "a person riding a bicycle", "-q", "a car", "-m", args.model,
-        "--out", str(out), "--http", "127.0.0.1:0", "--realtime", "--max-seconds", str(args.seconds),
+        "--out", str(out), "--http", "127.0.0.1:0", "--realtime", "--max-seconds", str(total_s),
         "--fps", str(args.fps), "--no-clips", "--json",
     ]
     env = dict(os.environ, RUST_LOG="warn")
@@ -122,12 +143,10 @@ def run_once(args, clip: Path, clients: int) -> dict:
             p.kill()
             sys.exit("no 'http: serving on' line in 300 s")
     threading.Thread(target=p.stderr.read, daemon=True).start()
-    # The clients come once the source delivers frames (before, its routes answer 404 or 503).
+    # The phases start once the source delivers frames and the model ran once.
     while True:
         try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            c.request("GET", "/readyz")
-            if c.getresponse().status == 200:
+            if get(port, "/readyz")[0] == 200 and inference_totals(port)[1] > 0:
                 break
         except OSError:
             pass
@@ -135,43 +154,61 @@ def run_once(args, clip: Path, clients: int) -> dict:
             p.kill()
             sys.exit("the run never became ready")
         time.sleep(0.2)
-    stop = threading.Event()
-    threads = [Client(port, "bikes-70s", args.poll_ms / 1000, stop, p) for _ in range(clients)]
-    for t in threads:
-        t.start()
+
     rss = []
-    start = time.time()
-    next_sample = start
-    while p.poll() is None:
-        if time.time() >= next_sample:
-            try:
-                rss.append((round(time.time() - start, 1), rss_kib(p.pid)))
-            except OSError:
-                break
-            next_sample += 5
-        time.sleep(0.2)
-    stop.set()
+
+    def phase(name: str, seconds: float, clients: int) -> dict:
+        stop = threading.Event()
+        threads = [Client(port, "bikes-70s", args.poll_ms / 1000, stop, p) for _ in range(clients)]
+        s0, n0 = inference_totals(port)
+        start = time.time()
+        for t in threads:
+            t.start()
+        next_sample = start
+        while time.time() < start + seconds and p.poll() is None:
+            if time.time() >= next_sample:
+                rss.append((name, round(time.time() - start, 1), rss_kib(p.pid)))
+                next_sample += 5
+            time.sleep(0.1)
+        s1, n1 = inference_totals(port)
+        stop.set()
+        for t in threads:
+            t.join(timeout=5)
+            # The event streams are closed too: the next phase has no clients at all.
+            if t.sse_conn is not None and t.sse_conn.sock is not None:
+                try:
+                    t.sse_conn.sock.shutdown(2)
+                except OSError:
+                    pass
+        n = n1 - n0
+        return {
+            "phase": name,
+            "clients": clients,
+            "seconds": round(time.time() - start, 1),
+            "inferred": n,
+            "infer_mean_ms": 1000 * (s1 - s0) / n if n else float("nan"),
+            "jpegs": sum(t.jpegs for t in threads),
+            "sse_bytes": sum(t.sse_bytes for t in threads),
+            "client_errors": sum(t.errors for t in threads),
+            "first_errors": sorted({t.first_error for t in threads if t.first_error}),
+        }
+
+    phases = [
+        phase("quiet before", args.quiet, 0),
+        phase("clients", args.seconds, args.clients),
+        phase("quiet after", args.quiet, 0),
+    ]
+    p.wait(timeout=120)
     summary = json.loads(p.stdout.read())
-    inf = summary["inference"]
-    return {
-        "clients": clients,
-        "inferred": summary["sources"][0]["frames_inferred"],
-        "infer_mean_ms": inf["mean_ms"],
-        "infer_p50_ms": inf["p50_ms"],
-        "infer_p95_ms": inf["p95_ms"],
-        "rss_kib": rss,
-        "jpegs": sum(t.jpegs for t in threads),
-        "sse_bytes": sum(t.sse_bytes for t in threads),
-        "client_errors": sum(t.errors for t in threads),
-        "first_errors": sorted({t.first_error for t in threads if t.first_error}),
-    }
+    return {"phases": phases, "rss_kib": rss, "summary_inference": summary["inference"]}
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lookout", default=str(ROOT / "target/release/lookout"))
     ap.add_argument("--model", default=str(ROOT / "models/full/owlvit-b32"))
-    ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--seconds", type=float, default=60, help="seconds with clients")
+    ap.add_argument("--quiet", type=float, default=30, help="seconds without clients before and after")
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--poll-ms", type=float, default=200, help="each client's pause between two latest.jpg")
     ap.add_argument("--fps", type=float, default=2, help="inferences per second of the source (--fps of watch)")
@@ -180,38 +217,28 @@ def main():
     clip = make_clip(Path(args.out))
     with open("/proc/loadavg") as f:
         load = f.read().split()[:3]
-    runs = [run_once(args, clip, n) for n in (0, args.clients, 0)]
-    base = (runs[0]["infer_mean_ms"] + runs[2]["infer_mean_ms"]) / 2
-    base_p50 = (runs[0]["infer_p50_ms"] + runs[2]["infer_p50_ms"]) / 2
-    loaded = runs[1]
+    r = run(args, clip)
     with open("/proc/loadavg") as f:
         load_after = f.read().split()[:3]
-    result = {
-        "model": args.model,
-        "seconds": args.seconds,
-        "clients": args.clients,
-        "poll_ms": args.poll_ms,
-        "load_before": load,
-        "load_after": load_after,
-        "runs": runs,
-        "ratio_mean": loaded["infer_mean_ms"] / base,
-        "ratio_p50": loaded["infer_p50_ms"] / base_p50,
-    }
+    quiet = [ph for ph in r["phases"] if ph["clients"] == 0]
+    base = sum(ph["infer_mean_ms"] * ph["inferred"] for ph in quiet) / max(1, sum(ph["inferred"] for ph in quiet))
+    loaded = r["phases"][1]
+    result = dict(r, model=args.model, clients=args.clients, poll_ms=args.poll_ms, load_before=load,
+                  load_after=load_after, ratio=loaded["infer_mean_ms"] / base)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "result.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
     print()
-    print("| run | clients | frames inferred | inference mean / p50 / p95 (ms) | RSS first → last sample (MiB) | latest.jpg served | SSE bytes | client errors |")
-    print("|---|---|---|---|---|---|---|---|")
-    for i, r in enumerate(runs):
-        rss = r["rss_kib"]
-        steady = [k for t, k in rss if t >= 10] or [k for _, k in rss]
+    print("| phase | clients | seconds | frames inferred | inference per frame (ms) | RSS first → last (MiB) | latest.jpg served | SSE bytes | client errors |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for ph in r["phases"]:
+        rss = [k for name, _, k in r["rss_kib"] if name == ph["phase"]]
         print(
-            f"| {i + 1} | {r['clients']} | {r['inferred']} | {r['infer_mean_ms']:.1f} / {r['infer_p50_ms']:.1f} / "
-            f"{r['infer_p95_ms']:.1f} | {steady[0] / 1024:.0f} → {steady[-1] / 1024:.0f} (max {max(steady) / 1024:.0f}) | "
-            f"{r['jpegs']} | {r['sse_bytes']} | {r['client_errors']} |"
+            f"| {ph['phase']} | {ph['clients']} | {ph['seconds']} | {ph['inferred']} | {ph['infer_mean_ms']:.1f} | "
+            f"{rss[0] / 1024:.0f} → {rss[-1] / 1024:.0f} (max {max(rss) / 1024:.0f}) | {ph['jpegs']} | "
+            f"{ph['sse_bytes']} | {ph['client_errors']} |"
         )
-    print(f"\ninference per frame with clients / without: mean {result['ratio_mean']:.3f}x, p50 {result['ratio_p50']:.3f}x")
+    print(f"\ninference per frame with clients / without (both quiet phases): {result['ratio']:.3f}x")
     print(f"load average before {' '.join(load)}, after {' '.join(load_after)}")
 
 
