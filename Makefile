@@ -8,7 +8,7 @@ DEMO_MODEL ?= owlvit-base-patch32
 DEMO_OUT ?= out/demo
 export ORT_DYLIB_PATH ?= $(CURDIR)/.deps/onnxruntime/libonnxruntime.so
 
-.PHONY: all deps build demo test lint fmt clippy export export-full bench-locate bench-gdino bench-watch bench-recording clean
+.PHONY: all deps build demo test lint fmt clippy export export-full bench-locate bench-gdino bench-watch bench-recording bench-http clean
 
 all: build
 
@@ -69,6 +69,11 @@ bench-watch: build $(VENV)/bin/python
 ## build of the per-event clip design> when given (tiny model; see models/bench_recording.py)
 bench-recording: build
 	python3 models/bench_recording.py --new target/release/lookout $(if $(OLD),--old $(OLD))
+
+## bench-http: 50 clients on the event stream and latest.jpg for 60 s vs none: inference per frame, RSS (run under flock)
+bench-http: build $(VENV)/bin/python
+	test -d models/full/owlvit-b32 || $(VENV)/bin/python models/export_owl.py --full --only owlvit
+	$(PYTHON) models/bench_http.py --model models/full/owlvit-b32 --lookout target/release/lookout
 
 clean:
 	$(CARGO) clean

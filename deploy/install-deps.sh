@@ -27,6 +27,8 @@ APT_PACKAGES=(
   bsdutils   # script(1): the progress-bar test's terminal (Essential on Debian, listed to be sure)
   fonts-dejavu-core  # DejaVu Sans: label text in the scripts it covers, not '?' (src/draw/font.rs)
   fonts-droid-fallback  # Chinese, Japanese and Korean label text (DejaVu has no CJK glyphs)
+  chromium    # the control plane's page test (headless)
+  prometheus  # promtool: the /metrics test checks the text format with `promtool check metrics`
 )
 
 say() { printf '[install-deps] %s\n' "$*" >&2; }

@@ -131,6 +131,32 @@ pub struct Config {
     /// The recording of each source (`[recording]`), from which clips are cut; see [`crate::sink::recording`].
     #[serde(default)]
     pub recording: RecordingConfig,
+    /// The HTTP control plane (`[http]`): REST API, page, metrics. Default: off.
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// `[http]`: the control plane's address and access (`--http`, `--http-token-file`, `--http-read-only` win).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `ADDR:PORT` (or `PORT` alone, on 127.0.0.1) to serve on. Default: no server.
+    pub listen: Option<String>,
+    /// A file holding the bearer token every request but `/healthz` must carry. Required for an address
+    /// other than loopback. Default: none (no token asked).
+    pub token_file: Option<PathBuf>,
+    /// Refuse every change (queries). Default false.
+    pub read_only: Option<bool>,
+}
+
+/// Checks queries as a config file's `[[query]]` are checked (for queries given another way: the HTTP API,
+/// `queries.json`); the message of the first that fails.
+pub fn check_queries(queries: &[QueryConfig]) -> Result<(), String> {
+    let config = Config { queries: queries.to_vec(), ..Config::default() };
+    config.validate(Path::new("")).map_err(|e| match e {
+        ConfigError::Invalid { message, .. } | ConfigError::Parse { message, .. } => message,
+        e => e.to_string(),
+    })
 }
 
 /// `[recording]`: each source's recording, a ring of segments on disk.

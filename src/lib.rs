@@ -13,6 +13,7 @@
 //! - [`picture`]: full-resolution frames (I420 or RGB) as lookout draws on and encodes them.
 //! - [`gst`]: GStreamer pipeline templates and the encoders they name, waiting on a bus with a deadline, and
 //!   files written as `.part` and renamed.
+//! - [`http`]: the control plane of `watch`: REST API, live page, events index and Prometheus metrics.
 //! - [`config`]: the TOML configuration for `watch`.
 //! - [`watchdog`]: systemd notifications (ready, watchdog, stopping).
 //! - [`memory`]: process-wide malloc settings.
@@ -21,6 +22,7 @@ pub mod config;
 pub mod draw;
 pub mod geom;
 pub mod gst;
+pub mod http;
 pub mod imageio;
 pub mod infer;
 pub mod memory;

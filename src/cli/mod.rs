@@ -74,7 +74,7 @@ pub enum Command {
     /// Find each query in still images: boxes, scores, crops and an annotated copy.
     Locate(locate::LocateArgs),
     /// Search every frame of files, streams and cameras for standing queries: events, annotated video.
-    Watch(watch::WatchArgs),
+    Watch(Box<watch::WatchArgs>),
     /// List, download, inspect and prepare models.
     Models(models::ModelsArgs),
     /// Show the GStreamer pipeline a source would run with, and the templates this machine can run.
@@ -88,7 +88,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Locate(args) => locate::run(args),
-        Command::Watch(args) => watch::run(args),
+        Command::Watch(args) => watch::run(*args),
         Command::Models(args) => models::run(args),
         Command::Pipelines(args) => pipelines::run(args),
         Command::Retention(args) => retention::run(args),

@@ -92,6 +92,22 @@ pub struct WatchArgs {
     /// Delete clips and snapshots older than this many days. Overrides [retention] max_age_days [default: keep]
     #[arg(long, value_name = "DAYS", help_heading = "Retention", allow_negative_numbers = true)]
     pub max_age_days: Option<f64>,
+    /// Serve the control plane on [ADDR:]PORT (a port alone: on 127.0.0.1): REST API, live page, events, /metrics.
+    /// Overrides [http] listen of --config [default: off]
+    #[arg(long, value_name = "[ADDR:]PORT", help_heading = "Control plane")]
+    pub http: Option<String>,
+    /// A file whose first line is the bearer token every request but /healthz must carry; required to listen on
+    /// an address other than 127.0.0.1 [default: [http] token_file, else no token]
+    #[arg(long, value_name = "FILE", help_heading = "Control plane")]
+    pub http_token_file: Option<PathBuf>,
+    /// Serve the control plane read-only: queries cannot be changed.
+    #[arg(long, help_heading = "Control plane")]
+    pub http_read_only: bool,
+    /// Pace files at their frame rate, as a camera would deliver them, or at SPEED times it (0.5: half speed;
+    /// for demos and tests of the control plane) [default: as fast as they decode]
+    #[arg(long, value_name = "SPEED", help_heading = "Inference", num_args = 0..=1, default_missing_value = "1",
+          allow_negative_numbers = true, value_parser = values::positive)]
+    pub realtime: Option<f64>,
     /// Decode and track without running the model (to measure the video pipeline alone).
     #[arg(long, hide = true)]
     pub decode_only: bool,
@@ -127,8 +143,33 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
         queries
     };
     let mut queries = standing(lookout::config::DEFAULT_THRESHOLD);
+    // The control plane is checked before anything loads: a refused address is a usage error.
+    let http = match args.http.as_deref().or(config.http.listen.as_deref()) {
+        Some(listen) => {
+            let listen = lookout::http::parse_listen(listen).map_err(UsageError)?;
+            let token = match args.http_token_file.as_ref().or(config.http.token_file.as_ref()) {
+                Some(path) => Some(lookout::http::read_token(path).map_err(UsageError)?),
+                None => None,
+            };
+            lookout::http::check_access(listen, token.as_deref()).map_err(UsageError)?;
+            let read_only = args.http_read_only || config.http.read_only.unwrap_or(false);
+            Some(lookout::http::HttpSettings { listen, token, read_only })
+        }
+        None => None,
+    };
+    // With the control plane, the queries the API left in <out>/queries.json win over -q and [[query]].
+    let saved = match &http {
+        Some(_) => {
+            let out = args.out.clone().or(config.output.dir.clone()).unwrap_or_else(|| PathBuf::from("out"));
+            lookout::http::queries::load_saved(&out).map_err(UsageError)?.filter(|s| !s.is_empty())
+        }
+        None => None,
+    };
+    if saved.is_some() {
+        queries = Vec::new();
+    }
     let no_sources = args.sources.is_empty() && config.sources.is_empty();
-    match (no_sources, queries.is_empty()) {
+    match (no_sources, queries.is_empty() && saved.is_none()) {
         (true, true) => {
             return Err(UsageError(
                 "no sources and no queries: give video files, rtsp:// URLs or /dev/videoN, and what to find with \
@@ -266,6 +307,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
     }
     let intra = config.model.intra_threads.unwrap_or(common.intra_threads);
     let session = common.session.options(intra, &config)?;
+    let encoder_model = model.clone();
     let detector = lookout::infer::load(model, &session)?;
     let verify =
         verifier_dir.filter(|_| queries.iter().any(|q| q.verify.is_some())).map(|model| watch::VerifySettings {
@@ -295,6 +337,43 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
             queries
         }
     };
+
+    let mut queries = queries;
+    let initial_ids = saved.map(|saved| {
+        eprintln!(
+            "queries: {} from {} (left there by the HTTP API; it wins over -q and [[query]]: delete it to use those)",
+            saved.len(),
+            out_dir.join(lookout::http::queries::QUERIES_FILE).display()
+        );
+        let (ids, saved): (Vec<String>, Vec<StandingQuery>) = saved.into_iter().unzip();
+        queries = saved;
+        ids
+    });
+    let control = http.as_ref().map(|h| {
+        let defaults = detector.default_thresholds();
+        let default_threshold = match (test_model, defaults) {
+            (true, _) => lookout::config::TEST_MODEL_THRESHOLD,
+            (false, Some(d)) => d.box_threshold,
+            (false, None) => lookout::config::DEFAULT_THRESHOLD,
+        };
+        let device = session.device.to_string();
+        let session = session.clone();
+        let loader: lookout::http::queries::EncoderLoader =
+            Box::new(move || lookout::infer::load(encoder_model, &session));
+        lookout::http::Control::new(
+            &detector.model().name,
+            &device,
+            &out_dir,
+            h.read_only,
+            lookout::http::QuerySettings {
+                default_threshold,
+                default_text_threshold: defaults.and_then(|d| d.text_threshold),
+                has_text_threshold: defaults.is_some_and(|d| d.text_threshold.is_some()),
+                initial_ids,
+                loader: std::sync::Mutex::new(Some(loader)),
+            },
+        )
+    });
 
     let r = &config.reconnect;
     let defaults = ReconnectSettings::default();
@@ -345,6 +424,8 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
         ),
         not_started,
         verify,
+        control: control.clone(),
+        realtime: args.realtime,
         ..WatchSettings::default()
     };
 
@@ -385,9 +466,20 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
         }
         _ => None,
     };
+    let server = match (http, control) {
+        (Some(h), Some(c)) => {
+            let server = lookout::http::Server::start(h, c).map_err(|e| UsageError(e.to_string()))?;
+            eprintln!("http: serving on http://{}/", server.local_addr());
+            Some(server)
+        }
+        _ => None,
+    };
     notifier.ready();
     let result = watch::run(detector, queries, specs, settings, shutdown.token(), progress.clone());
     notifier.stopping();
+    if let Some(s) = server {
+        s.stop();
+    }
     if let Some(d) = dog {
         d.stop();
     }

@@ -265,6 +265,12 @@ pub trait ClipSink {
     /// and the clip can be finished. Returns what it will write for the event: [`Clips::planned`] with status
     /// `pending`, or [`Clips::none`]. The answer to `closed` is not logged.
     fn on_event(&mut self, event: &LifecycleEvent) -> Clips;
+
+    /// Told of a query added while the run goes on (its index is the next one): its text and label, for the
+    /// sidecar. The default does nothing.
+    fn add_query(&mut self, text: &str, label: &str) {
+        let _ = (text, label);
+    }
 }
 
 /// The `type` of a [`ClipsRecord`]: always `"clips"`.
@@ -667,6 +673,17 @@ impl EventLog {
         let wall_time = self.settings.wall_time.then(|| format_rfc3339_utc(SystemTime::now()));
         let record = VerificationRecord { wall_time, source: redact_url(&record.source), ..record.clone() };
         if let Err(e) = serde_json::to_writer(&mut self.line, &record) {
+            self.stats.lost += 1;
+            let error = SinkError::Write { path: self.path.clone(), error: io::Error::other(e) };
+            return Err(LineNotWritten { error, kept: false });
+        }
+        self.finish_line()
+    }
+
+    /// Appends any serialisable line (the control plane's `queries` lines). Errors as for [`EventLog::write`].
+    pub fn write_json<T: Serialize>(&mut self, value: &T) -> Result<(), LineNotWritten> {
+        self.line.clear();
+        if let Err(e) = serde_json::to_writer(&mut self.line, value) {
             self.stats.lost += 1;
             let error = SinkError::Write { path: self.path.clone(), error: io::Error::other(e) };
             return Err(LineNotWritten { error, kept: false });

@@ -320,6 +320,12 @@ impl EventLifecycle {
         }
     }
 
+    /// Adds query `settings.len()` (a query added while the run goes on); returns its index.
+    pub fn add_query(&mut self, settings: EventSettings) -> usize {
+        self.settings.push(settings);
+        self.settings.len() - 1
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> LifecycleStats {
         self.stats

@@ -259,7 +259,17 @@ impl Tracker {
         }
     }
 
-    /// The settings the tracker was created with.
+    /// Sets the score that starts a track of `query` (a query added while the run goes on).
+    pub fn set_query_high_score(&mut self, query: usize, score: f32) {
+        let default = self.settings.high_score;
+        let scores = &mut self.settings.query_high_scores;
+        if scores.len() <= query {
+            scores.resize(query + 1, default);
+        }
+        scores[query] = score;
+    }
+
+    /// The settings the tracker was created with (and the scores of queries added since).
     pub fn settings(&self) -> &TrackerSettings {
         &self.settings
     }
@@ -574,6 +584,16 @@ mod tests {
             tracker.update(frame, &d);
         }
         assert_eq!(tracker.predict(28)[0].track_id, 2);
+    }
+
+    #[test]
+    fn a_query_added_later_starts_tracks_at_its_own_threshold() {
+        let mut tracker = Tracker::new(TrackerSettings { min_hits: 1, query_high_scores: vec![0.15], ..settings() });
+        tracker.set_query_high_score(2, 0.5);
+        assert_eq!(tracker.settings().query_high_scores, [0.15, settings().high_score, 0.5]);
+        let out = tracker.update(0, &[at(2, 0.3, 0.0, 0.0, 9.0, 9.0), at(2, 0.6, 50.0, 0.0, 9.0, 9.0)]);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!((out[0].query, out[0].score), (2, 0.6));
     }
 
     #[test]

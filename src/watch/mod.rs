@@ -149,6 +149,12 @@ pub struct WatchSettings {
     /// The verifier of queries with `verify` (`[verify]`). Default: none (a query with `verify` is then an
     /// error).
     pub verify: Option<VerifySettings>,
+    /// The HTTP control plane's shared state (`--http`): the run publishes its sources, frames and counters
+    /// there and takes query changes from it. Default: none.
+    pub control: Option<Arc<crate::http::Control>>,
+    /// Pace files at this many times their frame rate, as a camera would deliver them (`--realtime`). Default:
+    /// off (as fast as they decode).
+    pub realtime: Option<f64>,
 }
 
 /// Default [`WatchSettings::shutdown_timeout`], in seconds. `deploy/lookout.service` stops the service after
@@ -178,6 +184,8 @@ impl Default for WatchSettings {
             shutdown_timeout: Duration::from_secs_f64(DEFAULT_SHUTDOWN_TIMEOUT_S),
             not_started: Vec::new(),
             verify: None,
+            control: None,
+            realtime: None,
         }
     }
 }
@@ -253,6 +261,10 @@ pub fn run(
     let texts: Vec<String> = queries.iter().map(|q| q.text.clone()).collect();
     let query_set = detector.encode(&texts)?;
     detector.warm_up(&query_set)?;
+    if let Some(c) = &settings.control {
+        c.begin_queries(&queries, query_set.clone());
+        c.model_loaded();
+    }
     // The verifier, and each verifying query's prompts encoded once for the run.
     let verifier = match (&settings.verify, verifying) {
         (Some(v), Some(_)) => {
@@ -278,7 +290,11 @@ pub fn run(
         scale,
         FrameSettings {
             // Verification crops the frames at their decoded size: the same frames, never decoded twice.
-            full_frames: settings.annotate || settings.serve_rtsp.is_some() || verifier.is_some(),
+            // The control plane shows the annotated frames.
+            full_frames: settings.annotate
+                || settings.serve_rtsp.is_some()
+                || verifier.is_some()
+                || settings.control.is_some(),
             every: settings.every,
             fps: settings.fps,
             ..FrameSettings::default()
@@ -296,6 +312,9 @@ pub fn run(
         &settings.out_dir,
         EventLogSettings { wall_time: settings.wall_time, ..EventLogSettings::default() },
     )?));
+    if let Some(c) = &settings.control {
+        c.set_event_log(event_log.clone());
+    }
     // A full disk is reported once for the whole run, whichever writer meets it first.
     let write_failures = Arc::new(WriteFailures::new(&settings.out_dir));
 
@@ -330,6 +349,21 @@ pub fn run(
     if handles.is_empty() {
         return Err(WatchError::AllSourcesFailed(failed.first().and_then(|f| f.error.clone()).unwrap_or_default()));
     }
+    let http_sources: Vec<Arc<crate::http::SourceEntry>> = match &settings.control {
+        Some(c) => handles
+            .iter()
+            .map(|h| {
+                c.add_source(crate::http::SourceEntry::new(
+                    &h.spec.short_name,
+                    &h.spec.display,
+                    h.spec.is_live(),
+                    h.stats.clone(),
+                    started,
+                ))
+            })
+            .collect(),
+        None => Vec::new(),
+    };
 
     // The encoders come from the same template as the sources' decoders (NVENC on a Jetson), with the generic
     // software encoder where the template's cannot be made here.
@@ -359,7 +393,13 @@ pub fn run(
                     warn!("exiting: {kept} alerts not yet delivered were written to the spool for the next start");
                 }
             });
-            Some(Arc::new(alerter))
+            let alerter = Arc::new(alerter);
+            if let Some(c) = &settings.control {
+                // A weak reference: the alerter is unwrapped at the end to deliver what is left.
+                let weak = Arc::downgrade(&alerter);
+                c.set_alert_stats(Box::new(move || weak.upgrade().map(|a| a.stats()).unwrap_or_default()));
+            }
+            Some(alerter)
         }
         None => None,
     };
@@ -413,7 +453,7 @@ pub fn run(
     // Post stages, one per source.
     let mut post_threads: Vec<JoinHandle<PostStats>> = Vec::new();
     let mut post_senders: Vec<Sender<Processed>> = Vec::new();
-    for (h, tap) in handles.iter().zip(&taps) {
+    for (i, (h, tap)) in handles.iter().zip(&taps).enumerate() {
         let clip_sink: Option<Box<dyn ClipSink + Send>> = match (&clip_writer, tap) {
             (Some(w), Some(tap)) => Some(Box::new(w.recorder(
                 tap.clone(),
@@ -460,6 +500,7 @@ pub fn run(
                     )
                 }),
             gate: gate.clone(),
+            http: http_sources.get(i).cloned(),
         };
         let name = format!("post-{}", h.spec.short_name);
         let t = std::thread::Builder::new()
@@ -491,6 +532,9 @@ pub fn run(
         shutdown: shutdown.clone(),
         max_duration: settings.max_duration,
         started,
+        control: settings.control.clone(),
+        http_sources: http_sources.clone(),
+        realtime: settings.realtime,
     };
     let infer_thread = std::thread::Builder::new()
         .name("infer".into())
@@ -546,6 +590,10 @@ pub fn run(
     let stop_deadline = drain.finish();
     // Every post thread and clip worker is done, so this is the last reference: deliver what can be delivered in time; the rest
     // stays in the spool for the next start.
+    if let Some(c) = &settings.control {
+        // Waits for a scrape that holds the alerter for a moment, so that it can be unwrapped below.
+        c.clear_alert_stats();
+    }
     if let Some(alerter) = alerter.and_then(|a| Arc::try_unwrap(a).ok()) {
         let drain =
             settings.alerts.as_ref().map_or(Duration::from_secs(5), |a| Duration::from_millis(a.shutdown_timeout_ms));
@@ -649,6 +697,9 @@ struct Processed {
     frame: Frame,
     /// `Some` on inference frames (possibly empty), `None` on frames the tracker carries.
     detections: Option<Vec<Detection>>,
+    /// With the control plane: the queries in force for this frame (queries added since the start have new
+    /// indices, which the post stage learns here).
+    queries: Option<Arc<crate::http::queries::ActiveQueries>>,
 }
 
 #[cfg(test)]

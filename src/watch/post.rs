@@ -76,6 +76,9 @@ pub(super) struct PostStage {
     pub collector: Option<Collector>,
     /// Holds the alerts of `alert_on = "verified"` events until their verdict.
     pub gate: Arc<AlertGate>,
+    /// The source's entry in the control plane: counts frames, and takes the annotated frame while a client
+    /// watches. Default: none.
+    pub http: Option<Arc<crate::http::SourceEntry>>,
 }
 
 /// The tracker settings for a source: `base`, keeping a lost track at least as long as the longest
@@ -209,7 +212,7 @@ impl PostStage {
 
     pub(super) fn run(mut self) -> PostStats {
         let mut stats = PostStats::default();
-        let labels: Vec<String> = self.queries.iter().map(|q| q.label.clone()).collect();
+        let mut labels: Vec<String> = self.queries.iter().map(|q| q.label.clone()).collect();
         let mut lifecycle =
             EventLifecycle::new(self.event_id_prefix.clone(), self.queries.iter().map(EventSettings::from).collect());
         let mut clock = StreamClock::new();
@@ -224,8 +227,23 @@ impl PostStage {
         let mut annotated: Option<Picture> = None;
 
         while let Ok(p) = self.rx.recv() {
+            // Queries added over the control plane since the last frame: new indices, appended.
+            if let Some(q) = &p.queries {
+                for slot in q.slots.iter().skip(self.queries.len()) {
+                    let index = lifecycle.add_query(EventSettings::from(&slot.query));
+                    self.tracker.set_query_high_score(index, slot.query.threshold);
+                    if let Some(c) = self.clip_sink.as_mut() {
+                        c.add_query(&slot.query.text, &slot.query.label);
+                    }
+                    labels.push(slot.query.label.clone());
+                    self.queries.push(slot.query.clone());
+                }
+            }
             let frame = p.frame;
             stats.frames += 1;
+            if let Some(h) = &self.http {
+                h.processed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             self.progress.frames_processed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let at = FrameTime {
                 frame: frame.index,
@@ -263,7 +281,8 @@ impl PostStage {
 
             let want_video = self.settings.annotate && !video_failed;
             let want_rtsp = self.rtsp.is_some();
-            if (want_video || want_rtsp)
+            let want_http = self.http.as_ref().is_some_and(|h| h.wants_frame());
+            if (want_video || want_rtsp || want_http)
                 && let Some(full) = &frame.full
             {
                 if want_video && video.is_none() {
@@ -320,6 +339,9 @@ impl PostStage {
                     if self.settings.test_model {
                         draw_banner(&mut canvas, TEST_MODEL_BANNER);
                     }
+                }
+                if want_http && let Some(h) = &self.http {
+                    h.publish(frame.index, picture);
                 }
                 if let Some(publisher) = &self.rtsp {
                     if rtsp_feed.is_none() {

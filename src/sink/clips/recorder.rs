@@ -129,6 +129,10 @@ impl ClipRecorder {
 }
 
 impl ClipSink for ClipRecorder {
+    fn add_query(&mut self, text: &str, label: &str) {
+        self.queries.push((text.to_string(), label.to_string()));
+    }
+
     fn on_frame(&mut self, at: &FrameTime, pts_ns: Option<u64>, tracks: &[TrackOutput]) {
         if let (Some(ns), Ok(r)) = (pts_ns, &self.recording) {
             r.mark(ns, at.pts_s, at.frame);

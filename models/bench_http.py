@@ -1,0 +1,246 @@
+#!/usr/bin/env python3
+"""Load benchmark of the HTTP control plane (issue 15): does serving many clients slow inference, does RSS grow?
+
+One `lookout watch` runs a 70 s clip (bikes.mp4 seven times, made once with GStreamer) in real time, with --http
+on 127.0.0.1, in three phases: --quiet seconds without clients, --seconds with --clients clients, and --quiet
+seconds without clients again (the two quiet phases bracket the loaded one within one process, so that a drift of
+the machine shows, and the model's loading is not in any phase). Each client holds one Server-Sent Events stream
+(/api/v1/events/stream) open and fetches /api/v1/sources/<name>/latest.jpg every --poll-ms. The figures:
+inference per frame in each phase (from the lookout_inference_seconds histogram of /metrics: its sum and count at
+the phase's ends; a batch is one frame, there is one source), the RSS of the process sampled every 5 s, and the
+requests served.
+
+Standard library only. Run it under the benchmark lock: `flock /work/notes/bench.lock make bench-http`.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_clip(out: Path) -> Path:
+    clip = out / "bikes-70s.mp4"
+    if clip.exists():
+        return clip
+    out.mkdir(parents=True, exist_ok=True)
+    bikes = ROOT / "tests/fixtures/bikes.mp4"
+    branch = f"filesrc location={bikes} ! qtdemux ! h264parse ! avdec_h264 ! videoconvert ! c. "
+    desc = (
+        "concat name=c ! videoconvert ! x264enc speed-preset=ultrafast key-int-max=50 ! h264parse ! mp4mux ! "
+        f"filesink location={clip}.part " + branch * 7
+    )
+    subprocess.run(["gst-launch-1.0", "-q", *desc.split()], check=True)
+    os.rename(f"{clip}.part", clip)
+    return clip
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+class Client(threading.Thread):
+    """One SSE stream held open and latest.jpg polled, until `stop` is set."""
+
+    def __init__(self, port: int, source: str, poll_s: float, stop: threading.Event, server):
+        super().__init__(daemon=True)
+        self.port, self.source, self.poll_s, self.stop, self.server = port, source, poll_s, stop, server
+        self.jpegs = 0
+        self.sse_bytes = 0
+        self.errors = 0
+        self.first_error = None
+        self.sse_conn = None
+
+    def sse(self):
+        try:
+            # No timeout: the server sends a keep-alive comment every 15 s, and ends the stream when it stops.
+            c = http.client.HTTPConnection("127.0.0.1", self.port)
+            self.sse_conn = c
+            c.request("GET", "/api/v1/events/stream")
+            r = c.getresponse()
+            while not self.stop.is_set():
+                chunk = r.read1(65536)
+                if not chunk:
+                    break
+                self.sse_bytes += len(chunk)
+        except (OSError, http.client.HTTPException) as e:
+            if self.server.poll() is not None or self.stop.is_set():
+                return
+            self.errors += 1
+            self.first_error = self.first_error or f"sse: {e!r}"
+
+    def run(self):
+        threading.Thread(target=self.sse, daemon=True).start()
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        while not self.stop.is_set():
+            try:
+                c.request("GET", f"/api/v1/sources/{self.source}/latest.jpg")
+                r = c.getresponse()
+                body = r.read()
+                if r.status == 200 and body[:2] == b"\xff\xd8":
+                    self.jpegs += 1
+                elif r.status != 503:  # 503: no frame yet
+                    self.errors += 1
+                    self.first_error = self.first_error or f"latest.jpg: status {r.status}"
+            except (OSError, http.client.HTTPException) as e:
+                if self.server.poll() is not None or self.stop.is_set() or isinstance(e, ConnectionRefusedError):
+                    break  # the run ended (the server stops first): not an error of the server
+                self.errors += 1
+                self.first_error = self.first_error or f"latest.jpg: {e!r}"
+                c.close()
+                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            self.stop.wait(self.poll_s)
+
+
+def get(port: int, path: str) -> tuple[int, bytes]:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("GET", path)
+    r = c.getresponse()
+    return r.status, r.read()
+
+
+def inference_totals(port: int) -> tuple[float, int]:
+    """The inference histogram's sum (s) and count, from /metrics."""
+    _, body = get(port, "/metrics")
+    text = body.decode()
+    total = float(re.search(r"^lookout_inference_seconds_sum\{[^}]*\} (\S+)$", text, re.M).group(1))
+    count = int(re.search(r"^lookout_inference_seconds_count\{[^}]*\} (\S+)$", text, re.M).group(1))
+    return total, count
+
+
+def run(args, clip: Path) -> dict:
+    out = Path(args.out) / f"run-{time.time_ns()}"
+    total_s = 2 * args.quiet + args.seconds + 5
+    cmd = [
+        args.lookout, "watch", str(clip), "-q", "a person riding a bicycle", "-q", "a car", "-m", args.model,
+        "--out", str(out), "--http", "127.0.0.1:0", "--realtime", "--max-seconds", str(total_s),
+        "--fps", str(args.fps), "--no-clips", "--json",
+    ]
+    env = dict(os.environ, RUST_LOG="warn")
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    port = None
+    deadline = time.time() + 300
+    while port is None:
+        line = p.stderr.readline()
+        if not line:
+            sys.exit(f"lookout ended before serving: {p.wait()}")
+        m = re.match(r"http: serving on http://127\.0\.0\.1:(\d+)/", line)
+        if m:
+            port = int(m.group(1))
+        if time.time() > deadline:
+            p.kill()
+            sys.exit("no 'http: serving on' line in 300 s")
+    threading.Thread(target=p.stderr.read, daemon=True).start()
+    # The phases start once the source delivers frames and the model ran once.
+    while True:
+        try:
+            if get(port, "/readyz")[0] == 200 and inference_totals(port)[1] > 0:
+                break
+        except OSError:
+            pass
+        if time.time() > deadline or p.poll() is not None:
+            p.kill()
+            sys.exit("the run never became ready")
+        time.sleep(0.2)
+
+    rss = []
+
+    def phase(name: str, seconds: float, clients: int) -> dict:
+        stop = threading.Event()
+        threads = [Client(port, "bikes-70s", args.poll_ms / 1000, stop, p) for _ in range(clients)]
+        s0, n0 = inference_totals(port)
+        start = time.time()
+        for t in threads:
+            t.start()
+        next_sample = start
+        while time.time() < start + seconds and p.poll() is None:
+            if time.time() >= next_sample:
+                rss.append((name, round(time.time() - start, 1), rss_kib(p.pid)))
+                next_sample += 5
+            time.sleep(0.1)
+        s1, n1 = inference_totals(port)
+        stop.set()
+        for t in threads:
+            t.join(timeout=5)
+            # The event streams are closed too: the next phase has no clients at all.
+            if t.sse_conn is not None and t.sse_conn.sock is not None:
+                try:
+                    t.sse_conn.sock.shutdown(2)
+                except OSError:
+                    pass
+        n = n1 - n0
+        return {
+            "phase": name,
+            "clients": clients,
+            "seconds": round(time.time() - start, 1),
+            "inferred": n,
+            "infer_mean_ms": 1000 * (s1 - s0) / n if n else float("nan"),
+            "jpegs": sum(t.jpegs for t in threads),
+            "sse_bytes": sum(t.sse_bytes for t in threads),
+            "client_errors": sum(t.errors for t in threads),
+            "first_errors": sorted({t.first_error for t in threads if t.first_error}),
+        }
+
+    phases = [
+        phase("quiet before", args.quiet, 0),
+        phase("clients", args.seconds, args.clients),
+        phase("quiet after", args.quiet, 0),
+    ]
+    p.wait(timeout=120)
+    summary = json.loads(p.stdout.read())
+    return {"phases": phases, "rss_kib": rss, "summary_inference": summary["inference"]}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lookout", default=str(ROOT / "target/release/lookout"))
+    ap.add_argument("--model", default=str(ROOT / "models/full/owlvit-b32"))
+    ap.add_argument("--seconds", type=float, default=60, help="seconds with clients")
+    ap.add_argument("--quiet", type=float, default=30, help="seconds without clients before and after")
+    ap.add_argument("--clients", type=int, default=50)
+    ap.add_argument("--poll-ms", type=float, default=200, help="each client's pause between two latest.jpg")
+    ap.add_argument("--fps", type=float, default=2, help="inferences per second of the source (--fps of watch)")
+    ap.add_argument("--out", default=str(ROOT / "target/bench-http"))
+    args = ap.parse_args()
+    clip = make_clip(Path(args.out))
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[:3]
+    r = run(args, clip)
+    with open("/proc/loadavg") as f:
+        load_after = f.read().split()[:3]
+    quiet = [ph for ph in r["phases"] if ph["clients"] == 0]
+    base = sum(ph["infer_mean_ms"] * ph["inferred"] for ph in quiet) / max(1, sum(ph["inferred"] for ph in quiet))
+    loaded = r["phases"][1]
+    result = dict(r, model=args.model, clients=args.clients, poll_ms=args.poll_ms, load_before=load,
+                  load_after=load_after, ratio=loaded["infer_mean_ms"] / base)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "result.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
+    print()
+    print("| phase | clients | seconds | frames inferred | inference per frame (ms) | RSS first → last (MiB) | latest.jpg served | SSE bytes | client errors |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for ph in r["phases"]:
+        rss = [k for name, _, k in r["rss_kib"] if name == ph["phase"]]
+        print(
+            f"| {ph['phase']} | {ph['clients']} | {ph['seconds']} | {ph['inferred']} | {ph['infer_mean_ms']:.1f} | "
+            f"{rss[0] / 1024:.0f} → {rss[-1] / 1024:.0f} (max {max(rss) / 1024:.0f}) | {ph['jpegs']} | "
+            f"{ph['sse_bytes']} | {ph['client_errors']} |"
+        )
+    print(f"\ninference per frame with clients / without (both quiet phases): {result['ratio']:.3f}x")
+    print(f"load average before {' '.join(load)}, after {' '.join(load_after)}")
+
+
+if __name__ == "__main__":
+    main()
