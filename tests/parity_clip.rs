@@ -1,0 +1,167 @@
+//! CLIP against transformers' `CLIPProcessor` and `CLIPModel` on real frames of bikes.mp4, the golden photos and
+//! a crop (goldens made by `models/export_verifier.py --clip --golden tests/golden/clip` with the tiny model), and
+//! the CLIP verifier's rule (image embeddings averaged over the frames) against the same goldens.
+
+mod common;
+
+use common::{decode, fixture, golden, max_abs_diff, read_npy, tiny_model};
+use lookout::infer::clip::{ClipModel, crop_box, normalized};
+use lookout::infer::verify::{softmax, spread};
+use lookout::infer::{SessionOptions, Verifier};
+use sha2::{Digest, Sha256};
+
+/// The pixels are the same 8-bit images through the same Pillow arithmetic: the tensor is exact (to f32).
+const PIXEL_TOLERANCE: f64 = 1e-6;
+/// Embeddings and logits, ONNX Runtime against PyTorch with lookout's inputs (the export measured 2e-6).
+const TOLERANCE: f64 = 1e-4;
+
+fn golden_json() -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(golden("clip/golden.json")).unwrap()).unwrap()
+}
+
+fn load() -> ClipModel {
+    ClipModel::open(&tiny_model("clip"), &SessionOptions::default()).expect("load the tiny CLIP")
+}
+
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect()
+}
+
+/// The golden images: the 8 frames, the photos, then the crop of the first frame.
+fn images(g: &serde_json::Value) -> Vec<image::RgbImage> {
+    let frames: Vec<u64> = g["frames"].as_array().unwrap().iter().map(|f| f.as_u64().unwrap()).collect();
+    let want: Vec<u64> = spread(50, 8).into_iter().map(|i| 100 + i as u64).collect();
+    assert_eq!(frames, want, "the golden frames are lookout's spread");
+    let decoded = decode(&fixture("bikes.mp4"), |i| frames.contains(&i));
+    let mut out: Vec<image::RgbImage> = frames.iter().map(|&i| decoded[i as usize].image.clone().unwrap()).collect();
+    for (k, img) in out.iter().enumerate() {
+        let sha = format!("{:x}", Sha256::digest(img.as_raw()));
+        assert_eq!(sha, g["frame_sha256"][k].as_str().unwrap(), "frame {} decodes as for the goldens", frames[k]);
+    }
+    for p in strings(&g["photos"]) {
+        out.push(lookout::imageio::load_rgb(&fixture(&p)).unwrap());
+    }
+    let c = &g["crop"];
+    let v = |k: &str| c[k].as_f64().unwrap() as f32;
+    let b = lookout::geom::PixelBox { x0: v("x"), y0: v("y"), x1: v("x") + v("width"), y1: v("y") + v("height") };
+    let crop = crop_box(&out[0], &b);
+    assert_eq!((crop.width(), crop.height()), (90, 30));
+    out.push(crop);
+    out
+}
+
+fn diff(got: impl IntoIterator<Item = f32>, want: &common::Npy) -> (f64, usize) {
+    max_abs_diff(got.into_iter().map(f64::from), want.data.iter().copied())
+}
+
+#[test]
+fn clip_matches_transformers_on_frames_photos_and_a_crop() {
+    let g = golden_json();
+    let imgs = images(&g);
+    let mut m = load();
+    assert!(m.is_test_model());
+
+    let pixels = m.pixel_values(&imgs);
+    let want = read_npy(&golden("clip/pixel_values.npy"));
+    assert_eq!(pixels.shape(), want.shape.as_slice());
+    let (d, at) = diff(pixels.iter().copied(), &want);
+    println!("pixel_values: max |diff| {d:.3e} at {at}");
+    assert!(d <= PIXEL_TOLERANCE, "pixel_values differ by {d} at {at}");
+
+    let prompts = strings(&g["prompts"]);
+    let (ids, mask) = m.tokens(&prompts).unwrap();
+    let (want_ids, want_mask) = (read_npy(&golden("clip/input_ids.npy")), read_npy(&golden("clip/attention_mask.npy")));
+    assert_eq!(ids.shape(), want_ids.shape.as_slice());
+    assert_eq!(ids.iter().map(|&i| i as f64).collect::<Vec<_>>(), want_ids.data, "input_ids");
+    assert_eq!(mask.iter().map(|&i| i as f64).collect::<Vec<_>>(), want_mask.data, "attention_mask");
+
+    let text = m.text_embeds(&prompts).unwrap();
+    let (d, at) = diff(text.iter().copied(), &read_npy(&golden("clip/text_embeds.npy")));
+    println!("text_embeds: max |diff| {d:.3e}");
+    assert!(d <= TOLERANCE, "text_embeds differ by {d} at {at}");
+
+    let f = m.image_features(&pixels).unwrap();
+    let (d, at) = diff(f.embeds.iter().copied(), &read_npy(&golden("clip/image_embeds.npy")));
+    println!("image_embeds: max |diff| {d:.3e}");
+    assert!(d <= TOLERANCE, "image_embeds differ by {d} at {at}");
+    assert!((f64::from(f.logit_scale) - g["logit_scale"].as_f64().unwrap()).abs() < 1e-5);
+
+    let logits = m.logits_per_image(&imgs, &prompts).unwrap();
+    let want = read_npy(&golden("clip/logits_per_image.npy"));
+    assert_eq!(logits.shape(), want.shape.as_slice());
+    let (d, at) = diff(logits.iter().copied(), &want);
+    println!("logits_per_image: max |diff| {d:.3e}");
+    assert!(d <= TOLERANCE, "logits_per_image differ by {d} at {at}");
+}
+
+/// The verifier: the 8 frames' embeddings averaged, against the prompts; the same logits, probabilities and
+/// winner as the golden computed from transformers' embeddings.
+#[test]
+fn the_clip_verifier_averages_the_frames_as_documented() {
+    let g = golden_json();
+    let imgs = images(&g);
+    let mut m = load();
+    let prompts = strings(&g["prompts"]);
+    let set = m.encode(&prompts).unwrap();
+    let logits = m.logits(&imgs[..8], &set).unwrap();
+    let want: Vec<f64> = g["verify_logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    let (d, at) = max_abs_diff(logits.iter().map(|&x| f64::from(x)), want.iter().copied());
+    println!("verify logits {logits:?}, golden {want:?}, max |diff| {d:.3e}");
+    assert!(d <= TOLERANCE, "verify logits differ by {d} at {at}");
+    let probs = softmax(&logits);
+    let want: Vec<f64> = g["verify_probs"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    let (d, _) = max_abs_diff(probs.iter().map(|&x| f64::from(x)), want.iter().copied());
+    assert!(d <= TOLERANCE, "verify probabilities differ by {d}");
+    // One frame alone is that frame's own logits_per_image row: averaging one normalised embedding changes nothing.
+    let one = m.logits(&imgs[..1], &set).unwrap();
+    let row = m.logits_per_image(&imgs[..1], &prompts).unwrap();
+    let (d, _) = max_abs_diff(one.iter().map(|&x| f64::from(x)), row.iter().map(|&x| f64::from(x)));
+    assert!(d <= 1e-5, "{d}");
+    // Another family's prompt set is refused by name, not run.
+    let other = lookout::infer::PromptSet::texts_only(vec!["a".into()]);
+    let err = m.logits(&imgs[..2], &other).unwrap_err().to_string();
+    assert!(err.contains("encode them again"), "{err}");
+    assert!(normalized(&ndarray::array![[1.0f32, 0.0]])[[0, 0]] == 1.0);
+}
+
+/// A copy of the tiny CLIP with one file changed by `edit`; the error loading it.
+fn load_error(edit: impl Fn(&std::path::Path)) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("clip");
+    std::fs::create_dir_all(dir.join("onnx")).unwrap();
+    let src = tiny_model("clip");
+    for f in [
+        "config.json",
+        "preprocessor_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "onnx/text_encoder.onnx",
+        "onnx/image_encoder.onnx",
+    ] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    assert!(lookout::infer::load_verifier(&dir, &SessionOptions::default()).is_ok(), "the copy loads");
+    edit(&dir);
+    match ClipModel::open(&dir, &SessionOptions::default()) {
+        Ok(_) => panic!("loaded after the edit"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn a_broken_clip_directory_is_refused_by_name() {
+    let err = load_error(|d| std::fs::remove_file(d.join("onnx/image_encoder.onnx")).unwrap());
+    assert!(err.contains("onnx/image_encoder.onnx") && err.contains("export_verifier.py --clip"), "{err}");
+    let err = load_error(|d| {
+        let p = d.join("preprocessor_config.json");
+        let t = std::fs::read_to_string(&p).unwrap().replace("\"height\": 32", "\"height\": 16");
+        std::fs::write(p, t).unwrap();
+    });
+    assert!(err.contains("crop_size must be 32x32"), "{err}");
+    let err = load_error(|d| {
+        let p = d.join("config.json");
+        let t = std::fs::read_to_string(&p).unwrap().replace("\"model_type\": \"clip\"", "\"model_type\": \"owlvit\"");
+        std::fs::write(p, t).unwrap();
+    });
+    assert!(err.contains("is not CLIP"), "{err}");
+}
