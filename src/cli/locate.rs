@@ -78,7 +78,8 @@ pub struct LocateArgs {
 /// What `--rerank` scores the boxes again with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RerankWith {
-    /// CLIP (`CLIPModel`): image-text similarity of each box's crop and its sentence.
+    // CLIP (`CLIPModel`): image-text similarity of each box's crop and its sentence. (A `//` comment: a
+    // documented value would switch `--help` to its long layout.)
     Clip,
 }
 
