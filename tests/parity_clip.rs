@@ -165,3 +165,53 @@ fn a_broken_clip_directory_is_refused_by_name() {
     });
     assert!(err.contains("is not CLIP"), "{err}");
 }
+
+/// `watch` with the CLIP verifier, chosen by family (`--verifier clip`, `[verify] verifier = "clip"`): one
+/// verification line per event, naming the model, with a softmax probability over the query's prompts (random
+/// weights: the verdict itself means nothing).
+#[test]
+fn watch_verifies_each_event_with_clip() {
+    let clip = tiny_model("clip");
+    let query = "[[query]]\ntext = \"a person riding a bicycle\"\nthreshold = 0.6\nverify = \"a person riding a \
+                 bicycle\"\ncontrast = [\"a person standing still\", \"an empty street\"]\nverify_threshold = 0.3\n";
+    let by_cli = format!("[verify]\nmodel = \"{}\"\nqueue = 1000\n{query}", clip.display());
+    let by_config = format!("[verify]\nverifier = \"clip\"\nmodel = \"{}\"\nqueue = 1000\n{query}", clip.display());
+    let mut scores = Vec::new();
+    for (config, extra) in [(by_cli, &["--verifier", "clip"][..]), (by_config, &[][..])] {
+        let out = tempfile::tempdir().unwrap();
+        let o = common::watch_bikes(&config, extra, out.path(), &tiny_model("owlvit"));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let all: Vec<serde_json::Value> = std::fs::read_to_string(out.path().join("run/events.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let starts: Vec<_> = all.iter().filter(|l| l["type"] == "start").collect();
+        let verifications: Vec<_> = all.iter().filter(|l| l["type"] == "verification").collect();
+        assert!(!starts.is_empty(), "the tiny detector finds events on bikes.mp4");
+        assert_eq!(verifications.len(), starts.len(), "one verification line per event");
+        let mut confirmed = 0;
+        for v in &verifications {
+            assert_eq!(v["model"], "clip", "{v}");
+            assert!(starts.iter().any(|s| s["event_id"] == v["event_id"]), "{v}");
+            assert_eq!(v["frames"].as_array().unwrap().len(), 8, "{v}");
+            assert_eq!(
+                v["prompts"],
+                serde_json::json!(["a person riding a bicycle", "a person standing still", "an empty street"])
+            );
+            let score = v["score"].as_f64().unwrap();
+            assert!(score > 0.0 && score < 1.0, "a probability among three prompts: {v}");
+            let verdict = v["verdict"].as_str().unwrap();
+            assert_eq!(verdict, if score >= 0.3 { "confirmed" } else { "rejected" }, "{v}");
+            confirmed += u64::from(verdict == "confirmed");
+            scores.push(score);
+        }
+        let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(summary["verification"]["verified"], starts.len() as u64);
+        assert_eq!(summary["verification"]["confirmed"], confirmed);
+        assert_eq!(summary["verification"]["errors"], 0);
+    }
+    // The same run either way: the family chosen on the command line or in the config.
+    let half = scores.len() / 2;
+    assert_eq!(scores[..half], scores[half..]);
+}

@@ -157,6 +157,19 @@ fn bad_verification_settings_are_one_line_errors_before_the_model_loads() {
         "verify_threshold 1.5 is outside 0..1",
     );
     refused("", &["-q", "a person", "--verify"], "no verifier model is configured");
+    // The family asked for must be the model's.
+    refused(
+        &format!("[verify]\nmodel = \"{}\"\n", verifier()),
+        &["-q", "a person", "--verify", "--verifier", "clip"],
+        "its model_type is \"brightness\", but the verifier asked for is \"clip\"",
+    );
+    refused(
+        &format!("[verify]\nverifier = \"xclip\"\nmodel = \"{}\"\n", tiny_model("clip").display()),
+        &["-q", "a person", "--verify"],
+        "its model_type is \"clip\", but the verifier asked for is \"xclip\"",
+    );
+    refused("[verify]\nverifier = \"xclip\"\n", &["-q", "a person", "--verify"], "no X-CLIP model is configured");
+    refused("", &["-q", "a person", "--verify", "--verifier", "/nonexistent/verifier"], "/nonexistent/verifier");
     refused("[verify]\nframes = 0\n", &["-q", "a person"], "[verify] frames = 0");
 }
 
