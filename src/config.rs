@@ -12,6 +12,7 @@
 //! max_open_clips = 16         # clips recorded at once; past it an event's clip fails at once (default 16)
 //! shutdown_timeout_s = 30     # the longest a stop waits for clips, evidence and alerts (default 30)
 //! evidence = true             # crop clip, snapshots and sidecar of each clip (default true)
+//! keep_rejected = false       # remove the clips and snapshots of events the verifier rejects (default true)
 //!
 //! [inference]
 //! every = 3                   # infer every 3rd frame (default 1)
@@ -269,6 +270,10 @@ pub struct OutputConfig {
     /// Make each clip's evidence: the cropped clip, the snapshots and the sidecar. Default true; false writes
     /// only the full-frame clip (cheaper when events are many).
     pub evidence: Option<bool>,
+    /// Keep the clips and snapshots of events the verifier rejects. Default true; false removes them once the
+    /// verdict and the files are final (never a confirmed event's, never one whose verdict is an error), and the
+    /// `verification` line says `"evidence": "removed"` (see [`crate::sink::rejected`]).
+    pub keep_rejected: Option<bool>,
     /// The longest a stop (Ctrl-C, SIGTERM, `--max-seconds`) waits for what is still open: queued frames, clips
     /// and their evidence, alerts. What is not finished by then is recorded as not finished (its `clips` line
     /// says so; undelivered alerts stay in the spool). Default [`crate::watch::DEFAULT_SHUTDOWN_TIMEOUT_S`] (30);

@@ -257,6 +257,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
         frames: config.verify.frames.unwrap_or(lookout::config::DEFAULT_VERIFY_FRAMES),
         seconds: config.verify.seconds.unwrap_or(lookout::config::DEFAULT_VERIFY_SECONDS),
         queue: config.verify.queue.unwrap_or(lookout::config::DEFAULT_VERIFY_QUEUE),
+        keep_rejected: config.output.keep_rejected.unwrap_or(true),
     });
     // Thresholds left unset take the model card's defaults; a text threshold means nothing to OWL.
     let queries: Vec<StandingQuery> = match detector.default_thresholds() {

@@ -22,6 +22,7 @@ pub mod clips;
 pub mod disk;
 pub mod events;
 pub mod evidence;
+pub mod rejected;
 pub mod retention;
 pub mod rtsp;
 pub mod run;
