@@ -14,6 +14,11 @@ Graphs (text once per prompt set, images once per crop):
                            logit_scale float [N] (CLIPModel.logit_scale.exp(), repeated per image)
 lookout computes logits_per_image = logit_scale * normalise(image_embeds) @ normalise(text_embeds).T, as
 CLIPModel.forward does.
+
+In tiny mode it also writes the same model in the Hub's layout (Xenova/clip-vit-base-patch32's two graphs), next
+to it as `<out>-hub` (models/tiny/clip-hub), for the tests of that layout:
+  onnx/text_model.onnx     input_ids int64 [P, L] -> text_embeds [P, D]   (no attention_mask, as the Hub's)
+  onnx/vision_model.onnx   pixel_values [N, 3, S, S] -> image_embeds [N, D]   (no logit_scale, as the Hub's)
 """
 
 import json
@@ -92,6 +97,47 @@ def wrappers(model):
             return embeds, scale
 
     return Text(model).eval(), Image(model).eval()
+
+
+def hub_layout(model, out_dir: Path, ids, pixels) -> None:
+    """The same weights in the Hub's two-graph layout (see the module docstring), checked against PyTorch."""
+    import shutil
+
+    import torch
+
+    class Text(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids):
+            return self.m.get_text_features(input_ids=input_ids)
+
+    class Vision(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, pixel_values):
+            return self.m.get_image_features(pixel_values=pixel_values)
+
+    hub = out_dir.parent / (out_dir.name + "-hub")
+    (hub / "onnx").mkdir(parents=True, exist_ok=True)
+    for f in out_dir.iterdir():
+        if f.is_file() and f.suffix == ".json":
+            shutil.copy(f, hub / f.name)
+    with torch.no_grad():
+        onnx_export(Text(model).eval(), (ids,), hub / "onnx" / "text_model.onnx", ["input_ids"], ["text_embeds"],
+                    {"input_ids": {0: "prompts", 1: "tokens"}, "text_embeds": {0: "prompts"}})
+        onnx_export(Vision(model).eval(), (pixels,), hub / "onnx" / "vision_model.onnx", ["pixel_values"],
+                    ["image_embeds"], {"pixel_values": {0: "images"}, "image_embeds": {0: "images"}})
+        t = ort_session(hub / "onnx" / "text_model.onnx").run(None, {"input_ids": ids.numpy()})[0]
+        i = ort_session(hub / "onnx" / "vision_model.onnx").run(None, {"pixel_values": pixels.numpy()})[0]
+        d = max(max_diff(t, model.get_text_features(input_ids=ids).numpy()),
+                max_diff(i, model.get_image_features(pixel_values=pixels).numpy()))
+    log(f"hub layout ({hub}): ORT vs PyTorch {d:.3e}")
+    if d > TOL:
+        raise SystemExit(f"FAIL: the hub layout differs from PyTorch by {d}")
 
 
 def logits_from(image_embeds, text_embeds, scale: float):
@@ -173,6 +219,9 @@ def export(out: str, golden: str | None, seed: int, from_pretrained: str | None)
     log("ORT vs PyTorch (CLIPModel): max|diff| " + ", ".join(f"{k} {v:.3e}" for k, v in diffs.items()))
     if max(diffs.values()) > TOL:
         raise SystemExit(f"FAIL: ORT differs from PyTorch by more than {TOL}")
+
+    if not from_pretrained:
+        hub_layout(model, out_dir, ids, pixels)
 
     info = {
         "family": "clip",

@@ -215,3 +215,27 @@ fn watch_verifies_each_event_with_clip() {
     let half = scores.len() / 2;
     assert_eq!(scores[..half], scores[half..]);
 }
+
+/// The Hub's layout (Xenova/clip-vit-base-patch32: `text_model.onnx` without `attention_mask`,
+/// `vision_model.onnx` without the logit scale), here the tiny model's weights in it: the same embeddings as the
+/// golden, and the logit scale of OpenAI's checkpoints, 100.
+#[test]
+fn the_hub_layout_gives_the_same_embeddings_and_a_logit_scale_of_100() {
+    let g = golden_json();
+    let imgs = images(&g);
+    let mut hub = ClipModel::open(&tiny_model("clip-hub"), &SessionOptions::default()).expect("the hub layout loads");
+    assert!(hub.is_test_model());
+    let prompts = strings(&g["prompts"]);
+    let text = hub.text_embeds(&prompts).unwrap();
+    let (d, _) = diff(text.iter().copied(), &read_npy(&golden("clip/text_embeds.npy")));
+    assert!(d <= TOLERANCE, "text_embeds differ by {d}");
+    let f = hub.image_features(&hub.pixel_values(&imgs)).unwrap();
+    let (d, _) = diff(f.embeds.iter().copied(), &read_npy(&golden("clip/image_embeds.npy")));
+    assert!(d <= TOLERANCE, "image_embeds differ by {d}");
+    assert_eq!(f.logit_scale, lookout::infer::clip::HUB_LOGIT_SCALE);
+    let logits = hub.logits_per_image(&imgs, &prompts).unwrap();
+    let want = read_npy(&golden("clip/logits_per_image.npy"));
+    let scale = 100.0 / g["logit_scale"].as_f64().unwrap();
+    let (d, at) = max_abs_diff(logits.iter().map(|&x| f64::from(x)), want.data.iter().map(|x| x * scale));
+    assert!(d <= 1e-3, "logits at scale 100 differ by {d} at {at}");
+}
