@@ -14,6 +14,7 @@ text pooling takes the argmax id) set up as the Hub's (context 77, padded with e
 (decoded with gst-launch-1.0 the way lookout's tests decode: decodebin ! videoconvert ! RGB).
 
     /work/venv/bin/python models/export_verifier.py --xclip --out models/tiny/xclip --golden tests/golden/xclip
+    /work/venv/bin/python models/export_verifier.py --xclip --full --out models/full/xclip-b32   # for the benchmark
     /work/venv/bin/python models/export_verifier.py --xclip --from-pretrained microsoft/xclip-base-patch32 \
         --out models/full/xclip-base-patch32      # on a machine with network (the Hub has no X-CLIP ONNX)
 
@@ -91,6 +92,8 @@ def main() -> None:
     p.add_argument("--brightness", action="store_true", help="the deterministic brightness verifier")
     p.add_argument("--xclip", action="store_true", help="the tiny random-weight X-CLIP (or --from-pretrained)")
     p.add_argument("--clip", action="store_true", help="the tiny random-weight CLIP (or --from-pretrained)")
+    p.add_argument("--full", action="store_true",
+                   help="with --xclip: full-size X-CLIP B/32 with random weights (models/full/, never committed)")
     p.add_argument("--from-pretrained", metavar="HUB_ID", help="with --xclip or --clip: real weights (needs network)")
     p.add_argument("--golden", help="with --xclip or --clip: write goldens on bikes.mp4 into this directory")
     p.add_argument("--seed", type=int, default=0)
@@ -107,7 +110,7 @@ def main() -> None:
     else:
         import export_xclip
 
-        export_xclip.export(a.out, a.golden, a.seed, a.from_pretrained)
+        export_xclip.export(a.out, a.golden, a.seed, a.from_pretrained, a.full)
 
 
 if __name__ == "__main__":

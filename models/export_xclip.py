@@ -172,7 +172,10 @@ def versions() -> dict:
     return out
 
 
-def export(out: str, golden: str | None, seed: int, from_pretrained: str | None) -> None:
+def export(out: str, golden: str | None, seed: int, from_pretrained: str | None, full: bool = False) -> None:
+    """Tiny (default), full-size random weights (`full`: microsoft/xclip-base-patch32's architecture, the
+    `XCLIPConfig` defaults, with the real CLIP tokenizer of models/clip-tokenizer; for `make bench-verify`), or
+    `from_pretrained` real weights."""
     import torch
     from transformers import CLIPTokenizerFast, XCLIPModel, XCLIPProcessor
 
@@ -185,6 +188,16 @@ def export(out: str, golden: str | None, seed: int, from_pretrained: str | None)
         tok, ip = proc.tokenizer, proc.image_processor
         if tok.eos_token_id != len(tok) - 1:
             raise SystemExit(f"{from_pretrained}: end-of-text is not the largest id; X-CLIP's pooling needs it")
+    elif full:
+        from transformers import XCLIPConfig
+
+        tok = CLIPTokenizerFast.from_pretrained(
+            str(REPO / "models" / "clip-tokenizer"), model_max_length=CONTEXT, pad_token="<|endoftext|>"
+        )
+        assert tok.pad_token_id == tok.eos_token_id == len(tok) - 1
+        text = dict(pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+        model = XCLIPModel(XCLIPConfig(text_config=text)).eval()
+        ip = image_processor(model.config.vision_config.image_size)
     else:
         tok = CLIPTokenizerFast.from_pretrained(
             str(TOKENIZER_FROM), model_max_length=CONTEXT, pad_token="<|endoftext|>"
@@ -243,6 +256,7 @@ def export(out: str, golden: str | None, seed: int, from_pretrained: str | None)
     info = {
         "family": "xclip",
         "test_model": not from_pretrained,
+        "full_size": full,
         "note": ("random weights: a test model for the plumbing and parity, its verdicts mean nothing"
                  if not from_pretrained else f"weights of {from_pretrained}"),
         "seed": seed,
