@@ -16,9 +16,9 @@ threads for lookout, torch.set_num_threads for transformers):
                     Median over --events events after one warm-up event each. The weights are random (the
                     export does not keep them; transformers builds its own from the same config): the timing of
                     a forward pass does not depend on the values.
-  2. watch          `watch --every 5 --no-clips` with the full-size OWL-ViT B/32 detector on a clip made to fire
+  2. watch          `watch --every 10 --no-clips` with the full-size OWL-ViT B/32 detector on a clip made to fire
                     a verifying event every 4 s: 5 times [2 s of bikes.mp4, 2 s of black] (20 s, 500 frames,
-                    100 inferences). The query's threshold lies between the detector's best score on a black frame
+                    50 inferences; --every sets the cadence). The query's threshold lies between the detector's best score on a black frame
                     and on the bikes frames (measured with `locate` first), with min_frames 1 of 1 and
                     end_after_s 0.5, so each segment of one kind is one event. Three kinds of run, interleaved
                     (A, B, C, A, B, C, ...) so that the load of a shared machine drifts alike for all:
@@ -216,7 +216,7 @@ def watch(a, clip: Path, threshold: float, verify: bool) -> dict:
         cfg.write_text(text)
         before = load()
         r = subprocess.run([a.lookout, "watch", str(clip), "--config", str(cfg), "--out", f"{td}/run", "-m",
-                            a.detector, "--every", "5", "--no-clips", "--json", "--intra-threads", str(a.threads)],
+                            a.detector, "--every", str(a.every), "--no-clips", "--json", "--intra-threads", str(a.threads)],
                            capture_output=True, text=True, env=env())
         if r.returncode != 0:
             raise SystemExit(f"watch failed: {r.stderr}")
@@ -264,7 +264,8 @@ def main() -> int:
     p.add_argument("--detector", default=str(REPO / "models" / "full" / "owlvit-b32"))
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--events", type=int, default=5)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--every", type=int, default=10)
     p.add_argument("--parts", default="event,watch")
     p.add_argument("--json-out", default=str(BENCH / "result.json"))
     a = p.parse_args()
