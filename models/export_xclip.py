@@ -245,10 +245,10 @@ def export(out: str, golden: str | None, seed: int, from_pretrained: str | None,
             want_t = model.get_text_features(input_ids=i, attention_mask=m).numpy()
             got_t = ts.run(None, {"input_ids": i.numpy(), "attention_mask": m.numpy()})[0]
             diffs["text_embeds"] = max(diffs.get("text_embeds", 0.0), max_diff(got_t, want_t))
-            full = model(input_ids=i, attention_mask=m, pixel_values=pixels)
+            forward = model(input_ids=i, attention_mask=m, pixel_values=pixels)
             got_v = vs.run(None, {"pixel_values": pixels.numpy(), "text_embeds": got_t})[0]
             diffs["logits_per_video"] = max(diffs.get("logits_per_video", 0.0),
-                                            max_diff(got_v, full.logits_per_video.numpy()))
+                                            max_diff(got_v, forward.logits_per_video.numpy()))
     log(f"ORT vs PyTorch (XCLIPModel.forward): max|diff| text_embeds {diffs['text_embeds']:.3e}, "
         f"logits_per_video {diffs['logits_per_video']:.3e}")
     # At full size the sums are 24 times longer: float noise reaches 5e-5 in logits of ~14 (random weights); the
