@@ -317,13 +317,14 @@ def main() -> int:
     log(f"bench-verify: {a.xclip}, detector {a.detector}, {a.threads} threads, {os.cpu_count()} cpus; "
         f"load {open('/proc/loadavg').read().strip()}")
     result = {}
-    if "event" in a.parts:
-        result["event"] = part1(a)
-    if "watch" in a.parts:
-        result["watch"] = part2(a)
-    Path(a.json_out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.json_out).write_text(json.dumps(result, indent=2) + "\n")
-    log(f"written {a.json_out}")
+    out = Path(a.json_out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Written after each part: a part that fails later keeps what was measured.
+    for part, run in (("event", part1), ("watch", part2)):
+        if part in a.parts:
+            result[part] = run(a)
+            out.write_text(json.dumps(result, indent=2) + "\n")
+    log(f"written {out}")
     return 0
 
 
