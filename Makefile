@@ -8,7 +8,7 @@ DEMO_MODEL ?= owlvit-base-patch32
 DEMO_OUT ?= out/demo
 export ORT_DYLIB_PATH ?= $(CURDIR)/.deps/onnxruntime/libonnxruntime.so
 
-.PHONY: all deps build demo test lint fmt clippy export export-full bench-locate bench-gdino bench-watch bench-recording bench-http clean
+.PHONY: all deps build demo test lint fmt clippy export export-full bench-locate bench-gdino bench-watch bench-recording bench-http bench-verify clean
 
 all: build
 
@@ -74,6 +74,14 @@ bench-recording: build
 bench-http: build $(VENV)/bin/python
 	test -d models/full/owlvit-b32 || $(VENV)/bin/python models/export_owl.py --full --only owlvit
 	$(PYTHON) models/bench_http.py --model models/full/owlvit-b32 --lookout target/release/lookout
+
+## bench-verify: full-size X-CLIP B/32 (8 frames): ms per event, lookout vs the transformers pipeline; watch per frame
+## with a query verified every 4 s vs without and vs inference alone (OWL-ViT B/32)
+bench-verify: build $(VENV)/bin/python
+	$(CARGO) build --release --example verify_timing
+	test -f models/full/xclip-b32/export_info.json || $(VENV)/bin/python models/export_verifier.py --xclip --full --out models/full/xclip-b32
+	test -d models/full/owlvit-b32 || $(VENV)/bin/python models/export_owl.py --full --only owlvit
+	$(VENV)/bin/python models/bench_verify.py --xclip models/full/xclip-b32 --detector models/full/owlvit-b32 --lookout target/release/lookout
 
 clean:
 	$(CARGO) clean

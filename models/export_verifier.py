@@ -14,6 +14,7 @@ text pooling takes the argmax id) set up as the Hub's (context 77, padded with e
 (decoded with gst-launch-1.0 the way lookout's tests decode: decodebin ! videoconvert ! RGB).
 
     /work/venv/bin/python models/export_verifier.py --xclip --out models/tiny/xclip --golden tests/golden/xclip
+    /work/venv/bin/python models/export_verifier.py --xclip --full --out models/full/xclip-b32   # for the benchmark
     /work/venv/bin/python models/export_verifier.py --xclip --from-pretrained microsoft/xclip-base-patch32 \
         --out models/full/xclip-base-patch32      # on a machine with network (the Hub has no X-CLIP ONNX)
 
@@ -24,7 +25,15 @@ The graphs are split so that text is encoded once per prompt set (opset 17):
                           (vision tower, frame-mixing transformer, the prompt generator, which needs the video
                           features, and the scaled cosine similarity: XCLIPModel.forward from text_embeds on)
 
-Graph `onnx/video.onnx` (opset 17):
+`--clip`: a seeded random-weight tiny CLIP (`CLIPModel` from a `CLIPConfig`: the openai/clip-vit-base-patch32
+architecture with towers of width 32 and 32x32 images), with the same tiny tokenizer set up the same way, and
+goldens on real frames of bikes.mp4, the golden photos and a crop (see models/export_clip.py for the graphs):
+
+    /work/venv/bin/python models/export_verifier.py --clip --out models/tiny/clip --golden tests/golden/clip
+    /work/venv/bin/python models/export_verifier.py --clip --from-pretrained openai/clip-vit-base-patch32 \
+        --out models/full/clip-vit-base-patch32   # on a machine with network; or fetch Xenova's ONNX export
+
+Graph `onnx/video.onnx` of --brightness (opset 17):
   pixel_values  float [1, T, 3, H, W]  the crops, RGB scaled to 0..1 (T and H, W from config.json)
   text_embeds   float [P]              the prompts' targets, parsed by lookout from the prompt texts
   -> logits_per_video float [1, P]
@@ -82,19 +91,26 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--brightness", action="store_true", help="the deterministic brightness verifier")
     p.add_argument("--xclip", action="store_true", help="the tiny random-weight X-CLIP (or --from-pretrained)")
-    p.add_argument("--from-pretrained", metavar="HUB_ID", help="with --xclip: real weights (needs network)")
-    p.add_argument("--golden", help="with --xclip: write goldens on bikes.mp4 into this directory")
+    p.add_argument("--clip", action="store_true", help="the tiny random-weight CLIP (or --from-pretrained)")
+    p.add_argument("--full", action="store_true",
+                   help="with --xclip: full-size X-CLIP B/32 with random weights (models/full/, never committed)")
+    p.add_argument("--from-pretrained", metavar="HUB_ID", help="with --xclip or --clip: real weights (needs network)")
+    p.add_argument("--golden", help="with --xclip or --clip: write goldens on bikes.mp4 into this directory")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     a = p.parse_args()
-    if a.brightness == a.xclip:
-        p.error("give --brightness or --xclip")
+    if a.brightness + a.xclip + a.clip != 1:
+        p.error("give one of --brightness, --xclip, --clip")
     if a.brightness:
         brightness(a.out)
+    elif a.clip:
+        import export_clip
+
+        export_clip.export(a.out, a.golden, a.seed, a.from_pretrained)
     else:
         import export_xclip
 
-        export_xclip.export(a.out, a.golden, a.seed, a.from_pretrained)
+        export_xclip.export(a.out, a.golden, a.seed, a.from_pretrained, a.full)
 
 
 if __name__ == "__main__":

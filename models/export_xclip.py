@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 OPSET = 17
 # ORT against PyTorch, in logits (the issue's export probe measured 2e-5 or better).
 TOL = 2e-5
+TOL_FULL = 1e-4
 # The tiny model's frames: 8 of 32x32, the config's fixed frame count and image size.
 NUM_FRAMES = 8
 IMAGE_SIZE = 32
@@ -172,7 +173,10 @@ def versions() -> dict:
     return out
 
 
-def export(out: str, golden: str | None, seed: int, from_pretrained: str | None) -> None:
+def export(out: str, golden: str | None, seed: int, from_pretrained: str | None, full: bool = False) -> None:
+    """Tiny (default), full-size random weights (`full`: microsoft/xclip-base-patch32's architecture, the
+    `XCLIPConfig` defaults, with the real CLIP tokenizer of models/clip-tokenizer; for `make bench-verify`), or
+    `from_pretrained` real weights."""
     import torch
     from transformers import CLIPTokenizerFast, XCLIPModel, XCLIPProcessor
 
@@ -185,6 +189,16 @@ def export(out: str, golden: str | None, seed: int, from_pretrained: str | None)
         tok, ip = proc.tokenizer, proc.image_processor
         if tok.eos_token_id != len(tok) - 1:
             raise SystemExit(f"{from_pretrained}: end-of-text is not the largest id; X-CLIP's pooling needs it")
+    elif full:
+        from transformers import XCLIPConfig
+
+        tok = CLIPTokenizerFast.from_pretrained(
+            str(REPO / "models" / "clip-tokenizer"), model_max_length=CONTEXT, pad_token="<|endoftext|>"
+        )
+        assert tok.pad_token_id == tok.eos_token_id == len(tok) - 1
+        text = dict(pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+        model = XCLIPModel(XCLIPConfig(text_config=text)).eval()
+        ip = image_processor(model.config.vision_config.image_size)
     else:
         tok = CLIPTokenizerFast.from_pretrained(
             str(TOKENIZER_FROM), model_max_length=CONTEXT, pad_token="<|endoftext|>"
@@ -231,18 +245,22 @@ def export(out: str, golden: str | None, seed: int, from_pretrained: str | None)
             want_t = model.get_text_features(input_ids=i, attention_mask=m).numpy()
             got_t = ts.run(None, {"input_ids": i.numpy(), "attention_mask": m.numpy()})[0]
             diffs["text_embeds"] = max(diffs.get("text_embeds", 0.0), max_diff(got_t, want_t))
-            full = model(input_ids=i, attention_mask=m, pixel_values=pixels)
+            forward = model(input_ids=i, attention_mask=m, pixel_values=pixels)
             got_v = vs.run(None, {"pixel_values": pixels.numpy(), "text_embeds": got_t})[0]
             diffs["logits_per_video"] = max(diffs.get("logits_per_video", 0.0),
-                                            max_diff(got_v, full.logits_per_video.numpy()))
+                                            max_diff(got_v, forward.logits_per_video.numpy()))
     log(f"ORT vs PyTorch (XCLIPModel.forward): max|diff| text_embeds {diffs['text_embeds']:.3e}, "
         f"logits_per_video {diffs['logits_per_video']:.3e}")
-    if max(diffs.values()) > TOL:
-        raise SystemExit(f"FAIL: ORT differs from PyTorch by more than {TOL}")
+    # At full size the sums are 24 times longer: float noise reaches 5e-5 in logits of ~14 (random weights); the
+    # bound there is the parity tests' 1e-4.
+    tol = TOL_FULL if full else TOL
+    if max(diffs.values()) > tol:
+        raise SystemExit(f"FAIL: ORT differs from PyTorch by more than {tol}")
 
     info = {
         "family": "xclip",
         "test_model": not from_pretrained,
+        "full_size": full,
         "note": ("random weights: a test model for the plumbing and parity, its verdicts mean nothing"
                  if not from_pretrained else f"weights of {from_pretrained}"),
         "seed": seed,

@@ -12,6 +12,7 @@
 //! max_open_clips = 2          # clips cut from the recording at once; the others wait, never refused (default 2)
 //! shutdown_timeout_s = 30     # the longest a stop waits for clips, evidence and alerts (default 30)
 //! evidence = true             # crop clip, snapshots and sidecar of each clip (default true)
+//! keep_rejected = false       # remove the clips and snapshots of events the verifier rejects (default true)
 //!
 //! [inference]
 //! every = 3                   # infer every 3rd frame (default 1)
@@ -39,7 +40,9 @@
 //! alert_on = "verified"       # or "start" (default): when this query's alerts go out
 //!
 //! [verify]
-//! model = "models/xclip"      # the verifier's model directory (default: none)
+//! verifier = "xclip"          # or "clip": the family (default: the one the model's config.json names)
+//! model = "models/xclip"      # the verifier's model directory or manifest name (default: none; for
+//!                             # verifier = "clip", clip-vit-base-patch32)
 //! frames = 8                  # frames of each event it sees (default 8)
 //! seconds = 2.0               # spread over the event's first seconds (default 2)
 //! queue = 16                  # events waiting; past it the verdict is error/overloaded (default 16)
@@ -179,8 +182,12 @@ pub struct RecordingConfig {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyConfig {
-    /// The verifier's model directory (`config.json`, `onnx/`); `--verifier` overrides it. Default: none, and
-    /// then a query with `verify` is an error.
+    /// The verifier's family, `"xclip"` or `"clip"`: the model must be one (its `config.json`'s `model_type`).
+    /// Default: whichever family the model is.
+    pub verifier: Option<VerifierKind>,
+    /// The verifier's model directory (`config.json`, `onnx/`) or a name from the model manifest; `--verifier`
+    /// overrides it. Default: [`VerifierKind::default_model`] of `verifier`, else none, and then a query with
+    /// `verify` is an error.
     pub model: Option<PathBuf>,
     /// Frames of each event the verifier sees. Default [`DEFAULT_VERIFY_FRAMES`] (8).
     pub frames: Option<usize>,
@@ -190,6 +197,44 @@ pub struct VerifyConfig {
     /// Events waiting for the verifier; past it an event's verdict is `error` with reason `overloaded`.
     /// Default [`DEFAULT_VERIFY_QUEUE`] (16).
     pub queue: Option<usize>,
+}
+
+/// `[verify] verifier`: which video-text model confirms events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifierKind {
+    /// X-CLIP (`XCLIPModel`), the video verifier: frames mixed over time, then a prompt generator.
+    Xclip,
+    /// CLIP (`CLIPModel`), the cheap verifier: image embeddings averaged over the frames.
+    Clip,
+}
+
+impl VerifierKind {
+    /// `"xclip"` or `"clip"`: the value in the config, and the model's `model_type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerifierKind::Xclip => "xclip",
+            VerifierKind::Clip => "clip",
+        }
+    }
+
+    /// `"xclip"` or `"clip"` as a kind.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "xclip" => Some(VerifierKind::Xclip),
+            "clip" => Some(VerifierKind::Clip),
+            _ => None,
+        }
+    }
+
+    /// The model used when `[verify] model` is not given: CLIP's manifest entry (`lookout models fetch
+    /// clip-vit-base-patch32`); none for X-CLIP, which has no ONNX on the Hub to fetch.
+    pub fn default_model(self) -> Option<&'static str> {
+        match self {
+            VerifierKind::Xclip => None,
+            VerifierKind::Clip => Some("clip-vit-base-patch32"),
+        }
+    }
 }
 
 /// Default `[verify] frames`.
@@ -275,6 +320,10 @@ pub struct OutputConfig {
     /// Make each clip's evidence: the cropped clip, the snapshots and the sidecar. Default true; false writes
     /// only the full-frame clip (cheaper when events are many).
     pub evidence: Option<bool>,
+    /// Keep the clips and snapshots of events the verifier rejects. Default true; false removes them once the
+    /// verdict and the files are final (never a confirmed event's, never one whose verdict is an error), and the
+    /// `verification` line says `"evidence": "removed"` (see [`crate::sink::rejected`]).
+    pub keep_rejected: Option<bool>,
     /// The longest a stop (Ctrl-C, SIGTERM, `--max-seconds`) waits for what is still open: queued frames, clips
     /// and their evidence, alerts. What is not finished by then is recorded as not finished (its `clips` line
     /// says so; undelivered alerts stay in the spool). Default [`crate::watch::DEFAULT_SHUTDOWN_TIMEOUT_S`] (30);
@@ -720,7 +769,11 @@ mod tests {
             Path::new("c.toml"),
         )
         .unwrap();
-        assert_eq!((c.verify.frames, c.verify.seconds), (Some(4), None));
+        assert_eq!((c.verify.frames, c.verify.seconds, c.verify.verifier), (Some(4), None, None));
+        let c2 = Config::parse("[verify]\nverifier = \"clip\"\n", Path::new("c.toml")).unwrap();
+        assert_eq!(c2.verify.verifier, Some(VerifierKind::Clip));
+        assert_eq!(VerifierKind::Clip.default_model(), Some("clip-vit-base-patch32"));
+        assert_eq!(VerifierKind::parse("xclip"), Some(VerifierKind::Xclip));
         let q = c.standing_queries();
         let v = q[0].verify.as_ref().unwrap();
         assert_eq!(v.prompts()[0], "a falling");
@@ -739,6 +792,7 @@ mod tests {
             ("[[query]]\ntext = \"x\"\nverify = \"y\"\nalert_on = \"later\"\n", "later"),
             ("[verify]\nseconds = 0\n", "[verify] seconds = 0"),
             ("[verify]\nmodle = \"m\"\n", "modle"),
+            ("[verify]\nverifier = \"vit\"\n", "vit"),
         ] {
             let e = Config::parse(text, Path::new("c.toml")).unwrap_err().to_string();
             assert!(e.contains(expect) && !e.contains('\n'), "{text}: {e}");

@@ -259,3 +259,159 @@ fn an_hf_graph_variant_runs_by_its_name() {
     assert!(chosen.status.success(), "{}", String::from_utf8_lossy(&chosen.stderr));
     assert_eq!(json(&chosen)["layout"], "hf:other");
 }
+
+fn locate_json(extra: &[&str]) -> (serde_json::Value, String) {
+    let o = lookout()
+        .args(["locate", "--json", "--no-images", "-m"])
+        .arg(tiny_model("owlv2"))
+        .arg(fixture("astronaut.png"))
+        .args(["-q", "a flag", "-q", "a person"])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    (serde_json::from_slice(&o.stdout).unwrap(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+fn f(v: &serde_json::Value) -> f64 {
+    v.as_f64().unwrap()
+}
+
+/// `--rerank clip`: the detector's K best boxes of each query, scored again by CLIP (the crop against the
+/// sentence, computed here independently through the library), reported best first by sqrt(detector x clip).
+#[test]
+fn rerank_with_clip_scores_the_top_k_boxes_and_orders_them_by_the_combined_score() {
+    let clip_dir = tiny_model("clip");
+    let (plain, _) = locate_json(&["--threshold", "0.05", "--top-k", "3"]);
+    let (ranked, stderr) = locate_json(&[
+        "--threshold",
+        "0.05",
+        "--rerank",
+        "clip",
+        "--rerank-model",
+        clip_dir.to_str().unwrap(),
+        "--rerank-k",
+        "3",
+    ]);
+    // The test model is marked, as for the detector.
+    assert!(stderr.contains("test model with random weights: CLIP scores are not meaningful"), "{stderr}");
+    assert_eq!(ranked["rerank"]["model"], "clip");
+    assert_eq!(ranked["rerank"]["k"], 3);
+    assert_eq!(ranked["rerank"]["test_model"], true);
+    assert_eq!(ranked["rerank"]["rule"], "score = sqrt(detector_score * clip_score)");
+
+    let img = lookout::imageio::load_rgb(&fixture("astronaut.png")).unwrap();
+    let mut clip = lookout::infer::ClipModel::open(&clip_dir, &Default::default()).unwrap();
+    let mut reordered = false;
+    for q in ["a flag", "a person"] {
+        let of = |v: &serde_json::Value| -> Vec<serde_json::Value> {
+            v["results"].as_array().unwrap().iter().filter(|r| r["query"] == q).cloned().collect()
+        };
+        let (before, after) = (of(&plain), of(&ranked));
+        assert_eq!(after.len(), 3, "K boxes of {q}");
+        // The same candidates as the detector's top 3, with the detector's scores.
+        let mut want: Vec<(String, f64)> = before.iter().map(|r| (r["box"].to_string(), f(&r["score"]))).collect();
+        let mut got: Vec<(String, f64)> =
+            after.iter().map(|r| (r["box"].to_string(), f(&r["detector_score"]))).collect();
+        want.sort_by(|a, b| a.0.cmp(&b.0));
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        for (w, g) in want.iter().zip(&got) {
+            assert_eq!(w.0, g.0, "{q}");
+            assert!((w.1 - g.1).abs() < 1e-6, "{q}: {w:?} {g:?}");
+        }
+        // CLIP's scores, recomputed: softmax over the candidates of logit_scale * cos(crop, sentence).
+        let crops: Vec<image::RgbImage> = after
+            .iter()
+            .map(|r| {
+                let b: Vec<f32> = r["box"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+                let b = lookout::geom::PixelBox { x0: b[0], y0: b[1], x1: b[2], y1: b[3] };
+                lookout::infer::clip::crop_box(&img, &b)
+            })
+            .collect();
+        let logits = clip.logits_per_image(&crops, &[q.to_string()]).unwrap();
+        let probs = lookout::infer::verify::softmax(&logits.column(0).to_vec());
+        let mut sum = 0.0;
+        for (r, p) in after.iter().zip(&probs) {
+            assert!((f(&r["clip_score"]) - f64::from(*p)).abs() < 1e-4, "{q}: {r} vs {p}");
+            let combined = (f(&r["detector_score"]) * f(&r["clip_score"])).sqrt();
+            assert!((f(&r["score"]) - combined).abs() < 1e-5, "{r}");
+            assert!((-1.0..=1.0).contains(&f(&r["clip_similarity"])), "{r}");
+            sum += f(&r["clip_score"]);
+        }
+        assert!((sum - 1.0).abs() < 1e-4, "CLIP's probabilities over a query's candidates sum to 1: {sum}");
+        let scores: Vec<f64> = after.iter().map(|r| f(&r["score"])).collect();
+        assert!(scores.windows(2).all(|w| w[0] >= w[1]), "best first: {scores:?}");
+        reordered |= after[0]["box"] != before[0]["box"];
+    }
+    assert!(reordered, "CLIP changed the order of at least one query (else this test shows nothing)");
+
+    // --top-k cuts after the re-ranking: the best combined box of each query.
+    let (one, _) = locate_json(&[
+        "--threshold",
+        "0.05",
+        "--rerank",
+        "clip",
+        "--rerank-model",
+        clip_dir.to_str().unwrap(),
+        "--rerank-k",
+        "3",
+        "--top-k",
+        "1",
+    ]);
+    let firsts: Vec<&serde_json::Value> = ranked["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["query"] == "a flag")
+        .take(1)
+        .chain(ranked["results"].as_array().unwrap().iter().filter(|r| r["query"] == "a person").take(1))
+        .collect();
+    let got: Vec<&serde_json::Value> = one["results"].as_array().unwrap().iter().collect();
+    assert_eq!(got, firsts);
+    // Without --rerank, none of the re-ranking fields.
+    assert!(plain.get("rerank").is_none() && plain["results"][0].get("clip_score").is_none());
+}
+
+#[test]
+fn rerank_text_report_shows_both_scores() {
+    let o = lookout()
+        .args(["locate", "--no-images", "-q", "a flag", "--rerank", "clip", "--rerank-model"])
+        .arg(tiny_model("clip"))
+        .arg("-m")
+        .arg(tiny_model("owlv2"))
+        .arg(fixture("astronaut.png"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8(o.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].contains("re-ranked by clip (test model): score = sqrt(detector_score * clip_score)"), "{stdout}");
+    // The default K is 5.
+    assert_eq!(lines.len(), 1 + 5, "{stdout}");
+    for l in &lines[1..] {
+        assert!(l.contains("(detector 0.") && l.contains(", clip 0."), "{l}");
+    }
+}
+
+#[test]
+fn bad_rerank_arguments_exit_2_on_one_line_before_the_detector_loads() {
+    let run = |extra: &[&str]| {
+        let o = lookout()
+            .args(["locate", "--no-images", "-q", "a flag", "-m", "/nonexistent/detector"])
+            .arg(fixture("astronaut.png"))
+            .args(extra)
+            .output()
+            .unwrap();
+        (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let (code, err) = run(&["--rerank-model", "x"]);
+    assert_eq!(code, Some(2), "--rerank-model needs --rerank: {err}");
+    let (code, err) = run(&["--rerank", "clip", "--rerank-k", "0"]);
+    assert_eq!(code, Some(2), "{err}");
+    let (code, err) = run(&["--rerank", "sift"]);
+    assert_eq!(code, Some(2), "{err}");
+    let (code, err) = run(&["--rerank", "clip", "--rerank-model", "/nonexistent/clip"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("/nonexistent/clip") && !err.contains("/nonexistent/detector"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}

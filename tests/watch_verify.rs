@@ -157,6 +157,19 @@ fn bad_verification_settings_are_one_line_errors_before_the_model_loads() {
         "verify_threshold 1.5 is outside 0..1",
     );
     refused("", &["-q", "a person", "--verify"], "no verifier model is configured");
+    // The family asked for must be the model's.
+    refused(
+        &format!("[verify]\nmodel = \"{}\"\n", verifier()),
+        &["-q", "a person", "--verify", "--verifier", "clip"],
+        "its model_type is \"brightness\", but the verifier asked for is \"clip\"",
+    );
+    refused(
+        &format!("[verify]\nverifier = \"xclip\"\nmodel = \"{}\"\n", tiny_model("clip").display()),
+        &["-q", "a person", "--verify"],
+        "its model_type is \"clip\", but the verifier asked for is \"xclip\"",
+    );
+    refused("[verify]\nverifier = \"xclip\"\n", &["-q", "a person", "--verify"], "no X-CLIP model is configured");
+    refused("", &["-q", "a person", "--verify", "--verifier", "/nonexistent/verifier"], "/nonexistent/verifier");
     refused("[verify]\nframes = 0\n", &["-q", "a person"], "[verify] frames = 0");
 }
 
@@ -230,5 +243,94 @@ fn alert_on_verified_holds_the_start_until_confirmed() {
     for id in &rejected {
         assert_eq!(kinds(id), ["verification"], "{id}");
         assert!(all.iter().any(|l| l["event_id"] == id.as_str() && l["type"] == "start"), "the log has it all");
+    }
+}
+
+/// `watch` on bikes.mp4 with clips (and their evidence) on, `config` in `<out>/lookout.toml`.
+fn watch_with_clips(config: &str, out: &Path) -> Output {
+    let cfg = out.join("lookout.toml");
+    std::fs::write(&cfg, config).unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .env("RUST_LOG", "warn")
+        .arg("watch")
+        .arg(common::fixture("bikes.mp4"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--out")
+        .arg(out.join("run"))
+        .arg("-m")
+        .arg(tiny_model("owlvit"))
+        .args(["--intra-threads", "1", "--no-wall-time", "--json"])
+        .output()
+        .unwrap()
+}
+
+/// The files of event `id` in the run's source directory.
+fn files_of(out: &Path, id: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for dir in std::fs::read_dir(out.join("run")).unwrap().flatten().filter(|e| e.path().is_dir()) {
+        for f in std::fs::read_dir(dir.path()).unwrap().flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&format!("{id}.")) || name.starts_with(&format!("{id}-")) {
+                found.push(name);
+            }
+        }
+    }
+    found
+}
+
+/// `[output] keep_rejected = false`: a rejected event's clips and snapshots are gone after the run, and its lines
+/// say why; a confirmed event's are all there. By default a rejected event keeps them.
+#[test]
+fn keep_rejected_false_removes_a_rejected_events_evidence_and_says_so() {
+    let queries = r#"
+        [[query]]
+        text = "a person riding a bicycle"
+        threshold = 0.6
+        verify = "0.5"
+        contrast = ["5"]
+        [[query]]
+        text = "a car"
+        threshold = 0.6
+        verify = "5"
+        contrast = ["0.5"]
+        "#;
+    for keep in [false, true] {
+        let out = tempfile::tempdir().unwrap();
+        let output = format!("[output]\nmax_open_clips = 1000\n{}", if keep { "" } else { "keep_rejected = false\n" });
+        let config = format!("{output}[verify]\nmodel = \"{}\"\nqueue = 1000\n{queries}", verifier());
+        let o = watch_with_clips(&config, out.path());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let all = lines(out.path());
+        let (mut confirmed, mut rejected) = (0, 0);
+        for v in all.iter().filter(|l| l["type"] == "verification") {
+            let id = v["event_id"].as_str().unwrap();
+            let clips: Vec<&serde_json::Value> =
+                all.iter().filter(|l| l["type"] == "clips" && l["event_id"] == id).collect();
+            assert_eq!(clips.len(), 1, "{id}: one clips line");
+            let status = clips[0]["clips"]["status"].as_str().unwrap();
+            let files = files_of(out.path(), id);
+            if v["verdict"] == "rejected" && !keep {
+                rejected += 1;
+                assert_eq!(v["evidence"], "removed", "{v}");
+                // The verdict came first (2 s into the event, the clip after its post-roll): the clips line says
+                // the files were removed, and names what was.
+                assert_eq!(status, "removed", "{}", clips[0]);
+                assert!(clips[0]["clips"]["clip"].is_string());
+                assert!(files.is_empty(), "{id}: {files:?}");
+            } else {
+                confirmed += u64::from(v["verdict"] == "confirmed");
+                rejected += u64::from(v["verdict"] == "rejected");
+                assert!(v.get("evidence").is_none(), "{v}");
+                assert_eq!(status, "written", "{}", clips[0]);
+                for f in ["mp4", "jpg", "json"] {
+                    assert!(files.iter().any(|n| n == &format!("{id}.{f}")), "{id}.{f}: {files:?}");
+                }
+                assert!(files.iter().any(|n| n == &format!("{id}-crop.mp4")), "{files:?}");
+            }
+        }
+        assert!(confirmed > 0 && rejected > 0, "both verdicts: {confirmed} confirmed, {rejected} rejected");
+        let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(summary["verification"]["rejected"], rejected);
     }
 }

@@ -40,9 +40,10 @@ pub struct WatchArgs {
     /// against the default contrast prompts (see README, "Verifying actions")
     #[arg(long, help_heading = "Queries")]
     pub verify: bool,
-    /// The verifier's model directory [default: [verify] model of --config]
-    #[arg(long, value_name = "DIR", help_heading = "Queries")]
-    pub verifier: Option<PathBuf>,
+    /// The verifier: "xclip" or "clip" (the family; its model from [verify] model, CLIP's default
+    /// clip-vit-base-patch32), or a model directory or manifest name [default: [verify] of --config]
+    #[arg(long, value_name = "xclip|clip|DIR|NAME", help_heading = "Queries")]
+    pub verifier: Option<String>,
     /// Infer every Nth frame; the tracker carries the boxes in between [default: [inference] every of --config,
     /// else 1]
     #[arg(long, value_name = "N", help_heading = "Inference", conflicts_with = "fps",
@@ -200,27 +201,10 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
             UsageError("--verify confirms the events of the -q queries: give at least one -q \"...\"".into()).into()
         );
     }
-    let verifier_dir = args.verifier.clone().or(config.verify.model.clone());
-    if let Some(q) = queries.iter().find(|q| q.verify.is_some())
-        && verifier_dir.is_none()
-    {
-        return Err(UsageError(format!(
-            "query {:?} has verify, but no verifier model is configured: give --verifier DIR or set [verify] model in \
-             the config",
-            q.label
-        ))
-        .into());
-    }
-    if let Some(dir) = &verifier_dir
-        && !dir.join("config.json").is_file()
-    {
-        return Err(UsageError(format!(
-            "verifier {}: no config.json there; give a verifier model directory (models/tiny/verifier-brightness is \
-             the test one)",
-            dir.display()
-        ))
-        .into());
-    }
+    let verifier_dir = match queries.iter().find(|q| q.verify.is_some()) {
+        Some(q) => Some(verifier_model(args.verifier.as_deref(), &config.verify, &q.label)?),
+        None => None,
+    };
 
     // Sources: arguments first, then the config's. A bad one is reported and left out; the rest run.
     let mut specs = Vec::new();
@@ -309,14 +293,14 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
     let session = common.session.options(intra, &config)?;
     let encoder_model = model.clone();
     let detector = lookout::infer::load(model, &session)?;
-    let verify =
-        verifier_dir.filter(|_| queries.iter().any(|q| q.verify.is_some())).map(|model| watch::VerifySettings {
-            model,
-            session: session.clone(),
-            frames: config.verify.frames.unwrap_or(lookout::config::DEFAULT_VERIFY_FRAMES),
-            seconds: config.verify.seconds.unwrap_or(lookout::config::DEFAULT_VERIFY_SECONDS),
-            queue: config.verify.queue.unwrap_or(lookout::config::DEFAULT_VERIFY_QUEUE),
-        });
+    let verify = verifier_dir.map(|model| watch::VerifySettings {
+        model,
+        session: session.clone(),
+        frames: config.verify.frames.unwrap_or(lookout::config::DEFAULT_VERIFY_FRAMES),
+        seconds: config.verify.seconds.unwrap_or(lookout::config::DEFAULT_VERIFY_SECONDS),
+        queue: config.verify.queue.unwrap_or(lookout::config::DEFAULT_VERIFY_QUEUE),
+        keep_rejected: config.output.keep_rejected.unwrap_or(true),
+    });
     // Thresholds left unset take the model card's defaults; a text threshold means nothing to OWL.
     let queries: Vec<StandingQuery> = match detector.default_thresholds() {
         // The test model's threshold (above) wins over the card's: its random scores are no trained model's.
@@ -585,4 +569,64 @@ fn recording_settings(
     };
     let min_free_bytes = c.min_free_mb.map_or(d.min_free_bytes, |mb| mb << 20);
     Ok(lookout::sink::recording::RecordingSettings { segment_s, keep_s, max_bytes, min_free_bytes, ..d })
+}
+
+/// The verifier's model directory, from `--verifier` (a family, or a model directory or name) and `[verify]`
+/// (`verifier`, `model`), checked before any model loads: it exists and is of the family asked for. `query` is a
+/// query that verifies, for the error when no verifier is configured.
+fn verifier_model(cli: Option<&str>, config: &lookout::config::VerifyConfig, query: &str) -> anyhow::Result<PathBuf> {
+    use lookout::config::VerifierKind;
+    // A family name, unless a directory of that name is there (a directory always wins, as for -m).
+    let (cli_kind, cli_model) = match cli {
+        Some(v) if !std::path::Path::new(v).is_dir() && VerifierKind::parse(v).is_some() => {
+            (VerifierKind::parse(v), None)
+        }
+        Some(v) => (None, Some(v.to_string())),
+        None => (None, None),
+    };
+    let kind = cli_kind.or(config.verifier);
+    let spec = cli_model
+        .or_else(|| config.model.as_ref().map(|m| m.display().to_string()))
+        .or_else(|| kind.and_then(VerifierKind::default_model).map(str::to_string));
+    let Some(spec) = spec else {
+        return Err(UsageError(match kind {
+            Some(VerifierKind::Xclip) => format!(
+                "query {query:?} verifies with X-CLIP, but no X-CLIP model is configured: set [verify] model = DIR \
+                 (X-CLIP has no ONNX on the Hub; export one with models/export_verifier.py --xclip --from-pretrained \
+                 microsoft/xclip-base-patch32)"
+            ),
+            _ => format!(
+                "query {query:?} has verify, but no verifier model is configured: give --verifier DIR (or \
+                 --verifier clip) or set [verify] model in the config"
+            ),
+        })
+        .into());
+    };
+    let dir = super::resolve_model(&spec)?;
+    let config_json = dir.join("config.json");
+    let Ok(text) = std::fs::read_to_string(&config_json) else {
+        return Err(UsageError(format!(
+            "verifier {}: no config.json there; give a verifier model directory (models/tiny/clip and \
+             models/tiny/verifier-brightness are test ones)",
+            dir.display()
+        ))
+        .into());
+    };
+    if let Some(kind) = kind {
+        let model_type = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("model_type").and_then(|t| t.as_str()).map(str::to_string))
+            .unwrap_or_default();
+        if model_type != kind.as_str() {
+            return Err(UsageError(format!(
+                "verifier {}: its model_type is {model_type:?}, but the verifier asked for is \"{}\"; give a {} model \
+                 directory or leave out the verifier's family",
+                dir.display(),
+                kind.as_str(),
+                kind.as_str()
+            ))
+            .into());
+        }
+    }
+    Ok(dir)
 }

@@ -18,6 +18,7 @@
 //! [`Transform`]: crate::geom::Transform
 //! [`Detection`]: crate::geom::Detection
 
+pub mod clip;
 pub mod detector;
 pub mod device;
 pub mod gdino;
@@ -31,6 +32,7 @@ pub mod text;
 pub mod verify;
 pub mod xclip;
 
+pub use clip::ClipModel;
 pub use detector::{DetectTimings, Detector, FrameScale, Image, ModelThresholds, QuerySet, ScaledFrame};
 pub use device::Device;
 pub use gdino::GdinoDetector;

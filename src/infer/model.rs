@@ -263,6 +263,21 @@ impl ModelDir {
             Some("owlv2") => Family::Owlv2,
             Some("grounding-dino") => Family::GroundingDino,
             Some("mm-grounding-dino") => Family::MmGroundingDino,
+            // Second-stage models: lookout knows them, but not as detectors.
+            Some(t @ ("clip" | "xclip" | "brightness")) => {
+                let use_it = if t == "clip" {
+                    "give it to `locate --rerank clip --rerank-model DIR` or to `watch` as [verify] model"
+                } else {
+                    "give it to `watch` as [verify] model (or --verifier DIR)"
+                };
+                return Err(InferError::Model {
+                    dir: dir.to_path_buf(),
+                    message: format!(
+                        "config.json has model_type {t:?}: a verifier, not a detector; {use_it}, and to -m a \
+                         detector (owlvit, owlv2, grounding-dino, mm-grounding-dino)"
+                    ),
+                });
+            }
             other => {
                 let named = other.map_or_else(|| "no model_type".to_string(), |t| format!("model_type {t:?}"));
                 return Err(InferError::Model {
@@ -404,6 +419,16 @@ mod tests {
         let err = ModelDir::open(dir.path()).unwrap_err().to_string();
         assert!(err.contains("\"bert\"") && err.contains("owlv2") && err.contains("grounding-dino"), "{err}");
         assert!(!err.contains('\n'), "one line: {err}");
+    }
+
+    /// A verifier given as the detector says what it is and where it goes.
+    #[test]
+    fn a_verifier_as_the_detector_says_where_it_goes() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tiny");
+        let err = ModelDir::open(&root.join("clip")).unwrap_err().to_string();
+        assert!(err.contains("\"clip\": a verifier, not a detector") && err.contains("--rerank-model"), "{err}");
+        let err = ModelDir::open(&root.join("xclip")).unwrap_err().to_string();
+        assert!(err.contains("[verify] model") && !err.contains('\n'), "{err}");
     }
 
     #[test]

@@ -15,6 +15,8 @@
 //!   are numbers, target brightnesses from 0 (black) to 1 (white); the logit of a prompt is
 //!   `-logit_scale * |mean brightness of the crops - target|`. It lets a test decide the verdict on real footage.
 //! - `xclip`: X-CLIP ([`super::xclip`]), text encoded once per prompt set, the video graph once per event.
+//! - `clip`: CLIP ([`super::clip`]), the cheap verifier: text encoded once per prompt set, each crop's image
+//!   embedding once per event, averaged over the frames.
 //!
 //! This module never imports `source/`: crops reach it as [`RgbImage`]s.
 
@@ -145,10 +147,11 @@ pub fn load_verifier(dir: &Path, opts: &SessionOptions) -> Result<Box<dyn Verifi
     match config.get("model_type").and_then(|v| v.as_str()) {
         Some("brightness") => Ok(Box::new(BrightnessVerifier::load(dir, &config, opts)?)),
         Some("xclip") => Ok(Box::new(super::xclip::XclipVerifier::load(dir, &config, opts)?)),
+        Some("clip") => Ok(Box::new(super::clip::ClipModel::load(dir, &config, opts)?)),
         Some(other) => Err(InferError::Model {
             dir: dir.to_path_buf(),
             message: format!(
-                "model_type {other:?} is not a verifier lookout knows; use \"xclip\" (or the test \"brightness\")"
+                "model_type {other:?} is not a verifier lookout knows; use \"xclip\" or \"clip\" (or the test \"brightness\")"
             ),
         }),
         None => Err(InferError::BadFile {

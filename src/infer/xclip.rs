@@ -55,9 +55,31 @@ pub enum ResizeTo {
 /// transformers' `IMAGENET_STANDARD_MEAN` and `_STD`, VideoMAE's defaults when the config has none.
 const STANDARD_MEAN_STD: [f32; 3] = [0.5, 0.5, 0.5];
 
+/// What an image processor does when its `preprocessor_config.json` leaves a key out: the class's defaults.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProcessorDefaults {
+    /// `resample` when absent.
+    pub filter: PilFilter,
+    /// `image_mean` when absent.
+    pub mean: [f32; 3],
+    /// `image_std` when absent.
+    pub std: [f32; 3],
+}
+
+/// `VideoMAEImageProcessor`'s defaults (X-CLIP): bilinear, `IMAGENET_STANDARD_MEAN` and `_STD`.
+pub const VIDEOMAE_DEFAULTS: ProcessorDefaults =
+    ProcessorDefaults { filter: PilFilter::Bilinear, mean: STANDARD_MEAN_STD, std: STANDARD_MEAN_STD };
+
 impl XclipPreprocess {
-    /// Parses `preprocessor_config.json`; `Err` is a one-line reason.
+    /// Parses `preprocessor_config.json` of a `VideoMAEImageProcessor`; `Err` is a one-line reason.
     pub fn from_json(text: &str) -> std::result::Result<Self, String> {
+        Self::from_json_with(text, VIDEOMAE_DEFAULTS)
+    }
+
+    /// Parses `preprocessor_config.json` of an image processor that resizes the shortest edge, centre crops,
+    /// rescales and normalises as VideoMAE's does (CLIP's `CLIPImageProcessor` does the same steps with the same
+    /// arithmetic), with that class's `defaults` for the keys the file leaves out.
+    pub fn from_json_with(text: &str, defaults: ProcessorDefaults) -> std::result::Result<Self, String> {
         let v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
         let flag = |k: &str| v.get(k).and_then(|b| b.as_bool()).unwrap_or(true);
         let int = |x: &serde_json::Value| x.as_u64().filter(|&n| (1..=8192).contains(&n)).map(|n| n as u32);
@@ -88,18 +110,19 @@ impl XclipPreprocess {
         } else {
             None
         };
-        let filter = match v.get("resample").and_then(|r| r.as_u64()).unwrap_or(2) {
-            2 => PilFilter::Bilinear,
-            3 => PilFilter::Bicubic,
-            other => {
+        let filter = match v.get("resample").and_then(|r| r.as_u64()) {
+            None => defaults.filter,
+            Some(2) => PilFilter::Bilinear,
+            Some(3) => PilFilter::Bicubic,
+            Some(other) => {
                 return Err(format!("resample {other} is not supported; lookout has bilinear (2) and bicubic (3)"));
             }
         };
         let rescale =
             flag("do_rescale").then(|| v.get("rescale_factor").and_then(|r| r.as_f64()).unwrap_or(1.0 / 255.0));
-        let triple = |k: &str| -> std::result::Result<[f32; 3], String> {
+        let triple = |k: &str, default: [f32; 3]| -> std::result::Result<[f32; 3], String> {
             match v.get(k) {
-                None => Ok(STANDARD_MEAN_STD),
+                None => Ok(default),
                 Some(x) => {
                     let xs: Vec<f32> = x
                         .as_array()
@@ -110,7 +133,11 @@ impl XclipPreprocess {
                 }
             }
         };
-        let normalize = if flag("do_normalize") { Some((triple("image_mean")?, triple("image_std")?)) } else { None };
+        let normalize = if flag("do_normalize") {
+            Some((triple("image_mean", defaults.mean)?, triple("image_std", defaults.std)?))
+        } else {
+            None
+        };
         Ok(XclipPreprocess { resize, crop, filter, rescale, normalize })
     }
 
@@ -293,7 +320,7 @@ impl XclipVerifier {
 
 /// The padding id: `pad_token` of `tokenizer_config.json` (a string, or an object with `content`), else
 /// end-of-text, CLIPTokenizer's default.
-fn pad_id(dir: &Path, tokenizer: &QueryTokenizer) -> Result<i64> {
+pub(crate) fn pad_id(dir: &Path, tokenizer: &QueryTokenizer) -> Result<i64> {
     let path = dir.join("tokenizer_config.json");
     let pad = std::fs::read_to_string(&path)
         .ok()
@@ -310,7 +337,7 @@ fn pad_id(dir: &Path, tokenizer: &QueryTokenizer) -> Result<i64> {
     }
 }
 
-fn extract2(outputs: &ort::session::SessionOutputs, name: &str, graph: &Path) -> Result<Array2<f32>> {
+pub(crate) fn extract2(outputs: &ort::session::SessionOutputs, name: &str, graph: &Path) -> Result<Array2<f32>> {
     let out_err =
         |message: String| InferError::Output { graph: graph.display().to_string(), name: name.into(), message };
     let value = outputs.get(name).ok_or_else(|| out_err("missing".into()))?;

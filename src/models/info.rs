@@ -23,6 +23,10 @@ pub const HF_GRAPH: &str = "onnx/model.onnx";
 pub const SPLIT_GRAPHS: [&str; 2] = ["onnx/text_encoder.onnx", "onnx/image_embedder.onnx"];
 /// Grounding DINO's `split` layout (models/export_gdino.py).
 pub const GDINO_SPLIT_GRAPHS: [&str; 2] = ["onnx/text_encoder.onnx", "onnx/detector.onnx"];
+/// CLIP's graphs as the Hub's ONNX export ships them (Xenova/clip-vit-base-patch32).
+pub const CLIP_HUB_GRAPHS: [&str; 2] = ["onnx/text_model.onnx", "onnx/vision_model.onnx"];
+/// CLIP's graphs as lookout's export makes them (models/export_verifier.py --clip).
+pub const CLIP_SPLIT_GRAPHS: [&str; 2] = ["onnx/text_encoder.onnx", "onnx/image_encoder.onnx"];
 
 /// A summary of a model directory; `Display` is what `lookout models info` prints.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -132,10 +136,14 @@ pub fn info(dir: &Path) -> Result<ModelInfo, ModelsError> {
     if out.family.is_some_and(Family::is_grounding_dino) {
         read_gdino_sizes(dir, &mut out);
     }
-    let split_graphs =
-        if out.family.is_some_and(Family::is_grounding_dino) { GDINO_SPLIT_GRAPHS } else { SPLIT_GRAPHS };
-
     let has = |p: &str| out.onnx_files.iter().any(|f| f.path == p);
+    let split_graphs = match out.family {
+        Some(f) if f.is_grounding_dino() => GDINO_SPLIT_GRAPHS,
+        // CLIP: the Hub's two graphs, or lookout's export's.
+        Some(Family::Clip) if CLIP_HUB_GRAPHS.iter().any(|g| has(g)) => CLIP_HUB_GRAPHS,
+        Some(Family::Clip) => CLIP_SPLIT_GRAPHS,
+        _ => SPLIT_GRAPHS,
+    };
     let mut layouts = Vec::new();
     if has(HF_GRAPH) {
         layouts.push(Layout { name: "hf".to_owned(), graphs: vec![HF_GRAPH.to_owned()] });
@@ -208,7 +216,7 @@ fn read_config(config: &Value, out: &mut ModelInfo) {
         }
     };
     let default_patch = match family {
-        Family::Owlvit => 32,
+        Family::Owlvit | Family::Clip => 32,
         Family::Owlv2 => 16,
         Family::GroundingDino | Family::MmGroundingDino => {
             // `GroundingDinoConfig` defaults: Swin-T backbone, BERT-base text, d_model 256.
@@ -223,12 +231,15 @@ fn read_config(config: &Value, out: &mut ModelInfo) {
             return;
         }
     };
-    out.image_size = get(vision, "vision_config.", "image_size", 768);
+    // `CLIPVisionConfig` defaults to 224; OWL's to 768.
+    let default_image = if family == Family::Clip { 224 } else { 768 };
+    out.image_size = get(vision, "vision_config.", "image_size", default_image);
     out.patch_size = get(vision, "vision_config.", "patch_size", default_patch);
     out.vision_hidden_size = get(vision, "vision_config.", "hidden_size", 768);
     out.text_hidden_size = get(text, "text_config.", "hidden_size", 512);
     out.vocab_size = get(text, "text_config.", "vocab_size", 49408);
-    out.max_text_len = get(text, "text_config.", "max_position_embeddings", 16);
+    out.max_text_len =
+        get(text, "text_config.", "max_position_embeddings", if family == Family::Clip { 77 } else { 16 });
     out.projection_dim = get(None, "", "projection_dim", 512);
     out.defaults_used = defaults;
 }
@@ -273,7 +284,7 @@ impl fmt::Display for ModelInfo {
         let family = match (&self.model_type, self.family) {
             (Some(t), Some(_)) => t.clone(),
             (Some(t), None) => {
-                format!("{t} (not a family lookout runs: owlvit, owlv2, grounding-dino, mm-grounding-dino)")
+                format!("{t} (not a family lookout runs: owlvit, owlv2, grounding-dino, mm-grounding-dino, clip)")
             }
             (None, _) => "? (no config.json)".to_owned(),
         };

@@ -89,6 +89,8 @@ pub enum Family {
     /// MM-Grounding-DINO, and LLMDet, which transformers runs through the same class.
     #[serde(rename = "mm-grounding-dino")]
     MmGroundingDino,
+    /// CLIP: not a detector; `locate --rerank clip` and the `clip` verifier (text and vision graphs).
+    Clip,
 }
 
 impl Family {
@@ -99,6 +101,7 @@ impl Family {
             Family::Owlv2 => "owlv2",
             Family::GroundingDino => "grounding-dino",
             Family::MmGroundingDino => "mm-grounding-dino",
+            Family::Clip => "clip",
         }
     }
 
@@ -114,6 +117,7 @@ impl Family {
             "owlv2" => Some(Family::Owlv2),
             "grounding-dino" => Some(Family::GroundingDino),
             "mm-grounding-dino" => Some(Family::MmGroundingDino),
+            "clip" => Some(Family::Clip),
             _ => None,
         }
     }
@@ -325,8 +329,26 @@ path = "onnx/model.onnx"
     }
 
     #[test]
+    fn embedded_manifest_has_clip_with_both_graphs_pinned() {
+        let m = Manifest::embedded().unwrap();
+        let e = m.entry("clip-vit-base-patch32").unwrap();
+        assert_eq!((e.family, e.repo.as_str()), (Family::Clip, "Xenova/clip-vit-base-patch32"));
+        assert_eq!(e.revision, "d15189d7028b43f1d3e65039190477f6af591c2a");
+        assert_eq!(e.graph(), "onnx/vision_model.onnx");
+        for required in ["config.json", "preprocessor_config.json", "tokenizer.json"] {
+            assert!(e.file(required).is_some(), "lacks {required}");
+        }
+        for graph in ["onnx/text_model.onnx", "onnx/vision_model.onnx"] {
+            let f = e.file(graph).unwrap();
+            assert!(f.size.is_some() && f.sha256.is_some(), "{graph} is pinned by size and hash");
+        }
+        // X-CLIP has no ONNX on the Hub: no entry (the manifest's comment names the export instead).
+        assert!(m.models.iter().all(|m| !m.name.contains("xclip")));
+    }
+
+    #[test]
     fn family_names_are_config_model_types() {
-        for f in [Family::Owlvit, Family::Owlv2, Family::GroundingDino, Family::MmGroundingDino] {
+        for f in [Family::Owlvit, Family::Owlv2, Family::GroundingDino, Family::MmGroundingDino, Family::Clip] {
             assert_eq!(Family::from_model_type(f.model_type()), Some(f));
             let text = GOOD.replace("family = \"owlv2\"", &format!("family = \"{f}\""));
             assert_eq!(Manifest::from_toml(&text, "test").unwrap().models[0].family, f);

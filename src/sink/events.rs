@@ -57,6 +57,11 @@
 //! `verify_threshold`), or `error` with a `reason`: `overloaded` when the verifier's queue was full (the frame
 //! path never waits for it), or the verifier's error.
 //!
+//! With `[output] keep_rejected = false`, a rejected event's `verification` line ends with `"evidence":"removed"`:
+//! its clips and snapshots are removed once the verdict and the files are both final ([`crate::sink::rejected`]).
+//! When the verdict came before the files, its `clips` line has status `removed` (the paths are of what was
+//! removed); when it came after, that line said `written` and this one says the files are gone since.
+//!
 //! `event_id` and the fields after `score` are left out when empty: a record with only the fields up to `score`
 //! is a line too (the unit tests' shortest).
 
@@ -198,6 +203,9 @@ pub enum ClipsStatus {
     Written,
     /// The clip writer could not write them (a full disk, a failed encoder); the paths are of what was meant.
     Failed,
+    /// They were written and then removed, because the verifier rejected the event and `[output]
+    /// keep_rejected = false` ([`crate::sink::rejected`]); the paths are of what was removed.
+    Removed,
 }
 
 /// Where an event's evidence is, relative to the output directory.
@@ -373,6 +381,10 @@ pub struct VerificationRecord {
     pub frames: Vec<u64>,
     /// Stream seconds from the first of those frames to the last.
     pub seconds: f64,
+    /// `"removed"` on a rejected event when `[output] keep_rejected = false`: its clips and snapshots are removed,
+    /// now if they are written, else as soon as they are ([`crate::sink::rejected`]). Left out otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<String>,
 }
 
 impl EventRecord {

@@ -23,6 +23,7 @@ pub mod disk;
 pub mod events;
 pub mod evidence;
 pub mod recording;
+pub mod rejected;
 pub mod retention;
 pub mod rtsp;
 pub mod run;

@@ -414,6 +414,12 @@ pub fn run(
         None => None,
     };
 
+    // With keep_rejected = false, where the verdicts and the clips of verifying events meet.
+    let rejected_evidence = settings
+        .verify
+        .as_ref()
+        .filter(|v| !v.keep_rejected && verifier.is_some())
+        .map(|_| Arc::new(crate::sink::rejected::RejectedEvidence::new(&settings.out_dir)));
     let clip_writer = match &settings.clips {
         Some(c) => {
             let mut c = c.clone();
@@ -421,7 +427,13 @@ pub fn run(
             c.evidence.encoder = c.encoder.clone();
             c.evidence.test_model = settings.test_model;
             c.run = run.number;
-            Some(ClipWriter::start(c, event_log.clone(), alerter.clone(), write_failures.clone())?)
+            Some(ClipWriter::start_with(
+                c,
+                event_log.clone(),
+                alerter.clone(),
+                write_failures.clone(),
+                rejected_evidence.clone(),
+            )?)
         }
         None => None,
     };
@@ -438,6 +450,7 @@ pub fn run(
             gate: gate.clone(),
             write_failures: write_failures.clone(),
             model: verifier.name().to_string(),
+            rejected: rejected_evidence.clone(),
         };
         let stage = VerifyStage { verifier, prompts, queries: queries.clone(), rx, writer: writer.clone() };
         verify_thread = Some(

@@ -40,6 +40,7 @@ use crate::sink::alerts::Alerter;
 use crate::sink::disk::WriteFailures;
 use crate::sink::events::{VerdictField, VerificationLineKind, VerificationRecord};
 use crate::sink::evidence::{CropRegion, EvidenceSettings};
+use crate::sink::rejected::RejectedEvidence;
 use crate::source::FullFrame;
 use crate::track::{FrameTime, LifecycleEvent, TrackOutput};
 
@@ -56,6 +57,9 @@ pub struct VerifySettings {
     pub seconds: f64,
     /// Events waiting for the verifier before `overloaded`.
     pub queue: usize,
+    /// Keep the clips and snapshots of rejected events (`[output] keep_rejected`, default true); when false they
+    /// are removed after the verdict ([`crate::sink::rejected`]).
+    pub keep_rejected: bool,
 }
 
 /// The verification counters of a run, in the summary and `summary.json`.
@@ -163,11 +167,22 @@ pub(super) struct VerdictWriter {
     pub write_failures: Arc<WriteFailures>,
     /// The verifier's name, for the lines.
     pub model: String,
+    /// With `[output] keep_rejected = false`: a rejected event's clips and snapshots are removed.
+    pub rejected: Option<Arc<RejectedEvidence>>,
 }
 
 impl VerdictWriter {
     /// Writes the `verification` line, then alerts: the held `start` line first when confirmed.
     fn write(&self, short_name: &str, record: &VerificationRecord) {
+        let rejected = record.verdict == VerdictField::Rejected;
+        let removing = rejected && self.rejected.is_some();
+        let with_evidence;
+        let record = if removing {
+            with_evidence = VerificationRecord { evidence: Some(EVIDENCE_REMOVED.into()), ..record.clone() };
+            &with_evidence
+        } else {
+            record
+        };
         let g = &self.gate;
         g.verified.fetch_add(1, Ordering::Relaxed);
         let counter = match (record.verdict, record.reason.as_deref()) {
@@ -191,11 +206,19 @@ impl VerdictWriter {
                     }
                 }
                 drop(log);
+                // The line says the files go: only now are they removed (or, when not final yet, once they are).
+                if let Some(r) = &self.rejected {
+                    r.verdict(&record.event_id, rejected);
+                }
                 self.write_failures.succeeded();
             }
             Err(e) => {
                 drop(log);
                 g.settle(&record.event_id, false);
+                // No line says why they would be gone: the files stay.
+                if let Some(r) = &self.rejected {
+                    r.verdict(&record.event_id, false);
+                }
                 match e.error.io_error() {
                     Some((path, io)) => {
                         self.write_failures.failed(path, io);
@@ -206,6 +229,9 @@ impl VerdictWriter {
         }
     }
 }
+
+/// `evidence` of a rejected event's `verification` line when its files are removed.
+pub const EVIDENCE_REMOVED: &str = "removed";
 
 /// `reason` of a verdict that could not be queued.
 pub const OVERLOADED: &str = "overloaded";
@@ -316,6 +342,9 @@ impl Collector {
     /// An event started: when its query verifies, its frames are taken from this frame on.
     pub(super) fn start(&mut self, ev: &LifecycleEvent) {
         if self.queries.get(ev.query).is_some_and(|q| q.verify.is_some()) {
+            if let Some(r) = &self.writer.rejected {
+                r.expect(&ev.event_id);
+            }
             self.pending.push(Collecting {
                 event_id: ev.event_id.clone(),
                 query: ev.query,
@@ -400,6 +429,7 @@ impl Collector {
             prompts,
             frames: Vec::new(),
             seconds: 0.0,
+            evidence: None,
         };
         let crops = crops(&c.samples, &self.evidence);
         if crops.is_empty() {
@@ -565,6 +595,7 @@ mod tests {
             gate: gate.clone(),
             write_failures: Arc::new(WriteFailures::new(dir.path())),
             model: "gated".into(),
+            rejected: None,
         };
         let mut query = StandingQuery::from_text("a person", None);
         query.verify = Some(crate::config::QueryVerify::with_defaults("a person falling"));

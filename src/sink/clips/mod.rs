@@ -155,6 +155,8 @@ struct Outputs {
     stats: Arc<ClipStats>,
     /// Failed writes of the output directory (a full disk), reported once for the whole run.
     write_failures: Arc<WriteFailures>,
+    /// With `[output] keep_rejected = false`: where the clips of verifying events meet their verdicts.
+    rejected: Option<Arc<super::rejected::RejectedEvidence>>,
 }
 
 impl Outputs {
@@ -166,7 +168,8 @@ impl Outputs {
     /// Writes the final `clips` line of an event, then alerts it (events.jsonl first, the source of truth).
     fn write(&self, short_name: &str, record: &ClipsRecord, snapshot: Option<&[u8]>) {
         match record.clips.status {
-            ClipsStatus::Written => ClipStats::add(&self.stats.written),
+            // A removed clip was written: the verifier's rejection removed it, not a failure.
+            ClipsStatus::Written | ClipsStatus::Removed => ClipStats::add(&self.stats.written),
             _ => ClipStats::add(&self.stats.failed),
         }
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
@@ -239,6 +242,18 @@ impl ClipWriter {
         alerter: Option<Arc<crate::sink::alerts::Alerter>>,
         write_failures: Arc<WriteFailures>,
     ) -> Result<Self, ClipError> {
+        Self::start_with(settings, log, alerter, write_failures, None)
+    }
+
+    /// [`ClipWriter::start`], and with `rejected` the clips of events the verifier rejects are removed
+    /// (`[output] keep_rejected = false`, [`super::rejected`]).
+    pub fn start_with(
+        settings: ClipSettings,
+        log: Arc<Mutex<EventLog>>,
+        alerter: Option<Arc<crate::sink::alerts::Alerter>>,
+        write_failures: Arc<WriteFailures>,
+        rejected: Option<Arc<super::rejected::RejectedEvidence>>,
+    ) -> Result<Self, ClipError> {
         gst::init().map_err(|e| ClipError::GstInit(e.to_string()))?;
         let settings = Arc::new(settings);
         let outputs = Outputs {
@@ -247,6 +262,7 @@ impl ClipWriter {
             alerter,
             stats: Arc::new(ClipStats::default()),
             write_failures,
+            rejected,
         };
         let mut threads = Vec::new();
         let (tx, rx) = bounded::<FinishJob>(settings.queue_capacity.max(1));

@@ -231,6 +231,7 @@ mod tests {
             alerter: None,
             stats: Arc::new(ClipStats::default()),
             write_failures: Arc::new(WriteFailures::new(out)),
+            rejected: None,
         };
         let recorder = ClipRecorder {
             recording: Ok(rec.shared()),

@@ -57,6 +57,9 @@ impl Worker {
                     (clips.crop_clip, clips.snapshot, clips.crop_snapshot, clips.sidecar) = (None, None, None, None);
                     clips.status = ClipsStatus::Failed;
                     clips.error = Some(format!("the clip is written, its evidence is not: {STOP_LIMIT}"));
+                } else if self.outputs.rejected.as_ref().is_some_and(|r| r.is_rejected(&job.record.event_id)) {
+                    // Rejected already, with keep_rejected = false: the evidence would be removed at once.
+                    (clips.crop_clip, clips.snapshot, clips.crop_snapshot, clips.sidecar) = (None, None, None, None);
                 } else if self.settings.make_evidence {
                     snapshot = self.evidence(&job, &final_path, clip_start_s, gaps, &mut clips);
                     // Its decoder and encoder are gone: what they freed goes back to the system.
@@ -78,6 +81,10 @@ impl Worker {
                 clips.error = Some(error);
             }
         }
+        if let Some(r) = &self.outputs.rejected {
+            r.clips_final(&job.record.event_id, &mut clips);
+        }
+        let snapshot = snapshot.filter(|_| clips.status != ClipsStatus::Removed);
         let record = ClipsRecord { clips, ..job.record };
         self.outputs.write(&job.short_name, &record, snapshot.as_deref());
     }
