@@ -198,7 +198,7 @@ fn chart(models: &[ModelReport]) -> String {
     let mut s = String::new();
     let _ = write!(
         s,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height:.0}\" role=\"img\" \
+        "<svg width=\"{width:.0}\" height=\"{height:.0}\" role=\"img\" \
          aria-label=\"models compared\" font-family=\"sans-serif\" font-size=\"12\">"
     );
     for tick in 0..=4 {
