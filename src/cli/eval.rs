@@ -46,32 +46,34 @@ pub struct RefexpArgs {
     #[arg(value_name = "DATA")]
     pub data: PathBuf,
     /// A model to measure: a directory or a name from `lookout models list`. Repeat to compare models.
-    #[arg(short = 'm', long = "model", value_name = "DIR|NAME", required = true)]
+    #[arg(short = 'm', long = "model", value_name = "DIR|NAME", required = true, help_heading = "Model")]
     pub models: Vec<String>,
     /// RefCOCO layout: the COCO image directory (train2014) the refs point into.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", help_heading = "Data")]
     pub images: Option<PathBuf>,
     /// RefCOCO layout: the split to evaluate (umd: train, val, test; google: train, val).
-    #[arg(long, value_name = "NAME", default_value = "val")]
+    #[arg(long, value_name = "NAME", default_value = "val", help_heading = "Data")]
     pub split: String,
     /// RefCOCO layout: the refs pickle in DATA.
-    #[arg(long, value_name = "FILE", default_value = DEFAULT_REFS_FILE)]
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_REFS_FILE, help_heading = "Data")]
     pub refs: String,
     /// Report directory: results.json, index.html, worst/ and items/ (kept to resume an interrupted run).
-    #[arg(long, value_name = "DIR", default_value = "report")]
+    #[arg(long, value_name = "DIR", default_value = "report", help_heading = "Output")]
     pub out: PathBuf,
     /// Evaluate only the first N items of the set.
-    #[arg(long, value_name = "N", value_parser = values::at_least_one_usize)]
+    #[arg(long, value_name = "N", value_parser = values::at_least_one_usize, help_heading = "Data")]
     pub limit: Option<usize>,
     /// A best score below T means the model says "no target" [default: the model card's box threshold: 0.4
     /// for Grounding DINO, 0.2 for OWL; 0.65 for a test model]
-    #[arg(long, value_name = "T", allow_negative_numbers = true, value_parser = values::unit_interval)]
+    #[arg(long, value_name = "T", allow_negative_numbers = true, value_parser = values::unit_interval,
+          help_heading = "Model")]
     pub no_target_threshold: Option<f32>,
     /// Graph layout, for every model: "split", "hf" or "hf:VARIANT" [default: split when a directory has it]
-    #[arg(long, value_name = "hf|split|hf:VARIANT")]
+    #[arg(long, value_name = "hf|split|hf:VARIANT", help_heading = "Model")]
     pub layout: Option<lookout::infer::LayoutChoice>,
     /// Threads ONNX Runtime uses inside one operator (0: one per core).
-    #[arg(long, value_name = "N", default_value_t = lookout::infer::runtime::DEFAULT_INTRA_THREADS)]
+    #[arg(long, value_name = "N", default_value_t = lookout::infer::runtime::DEFAULT_INTRA_THREADS,
+          help_heading = "Model")]
     pub intra_threads: usize,
     #[command(flatten)]
     pub session: session::SessionArgs,
