@@ -266,6 +266,25 @@ pub fn load_refcoco(dir: &Path, refs_file: &str, images: &Path, split: &str) -> 
 mod tests {
     use super::*;
 
+    /// The toolkit's files were written by Python 2's `cPickle.dump` (protocol 0, `str` as byte strings): such a
+    /// pickle, made by hand (Python 3 can only write text strings), reads as the protocol-2 fixture does.
+    #[test]
+    fn reads_a_python2_pickle() {
+        let py2 =
+            b"(lp0\n(dp1\nS'ref_id'\np2\nI1\nsS'ann_id'\np3\nI10\nsS'image_id'\np4\nI1\nsS'split'\np5\nS'val'\np6\n\
+            sS'sentences'\np7\n(lp8\n(dp9\nS'sent_id'\np10\nI5\nsS'sent'\np11\nS'a cup'\np12\nsS'tokens'\np13\n(lp14\n\
+            S'a'\naS'cup'\nasasa.";
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("refs(umd).p");
+        std::fs::write(&path, py2).unwrap();
+        let refs = read_refs(&path).unwrap();
+        assert_eq!(refs.len(), 1);
+        assert_eq!((refs[0].ref_id, refs[0].ann_id, refs[0].image_id, refs[0].split.as_str()), (1, 10, 1, "val"));
+        assert_eq!((refs[0].sentences[0].sent_id, refs[0].sentences[0].sent.as_str()), (5, "a cup"));
+        std::fs::write(&path, b"not a pickle").unwrap();
+        assert!(read_refs(&path).unwrap_err().to_string().contains("not a pickled list of refs"));
+    }
+
     #[test]
     fn a_box_must_be_proper_and_inside_the_image() {
         let b = |a: [f32; 4]| PixelBox::from(a);
