@@ -365,3 +365,24 @@ fn events_against_annotated_intervals() {
     assert!(err.contains("truth.json: interval 0 (gate.mp4 \"a person\"): start_s 8 and end_s 3"), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1);
 }
+
+/// A sentence the model refuses (Grounding DINO: a `.` inside splits a query) is named with its entry.
+#[test]
+fn a_sentence_the_model_refuses_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = dir.path().join("set.jsonl");
+    std::fs::write(&set, jsonl_line(&fixture("coffee.png"), "a cup. a saucer", None)).unwrap();
+    let o = lookout()
+        .args(["eval", "refexp"])
+        .arg(&set)
+        .arg("-m")
+        .arg(tiny_model("grounding-dino"))
+        .arg("--out")
+        .arg(dir.path().join("report"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    let last = err.trim_end().lines().last().unwrap();
+    assert!(last.starts_with(&format!("error: {}: line 1: query \"a cup. a saucer\"", set.display())), "{err}");
+}

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use lookout::eval::dataset::{self, DEFAULT_REFS_FILE, Dataset};
@@ -246,7 +247,10 @@ fn refexp(args: RefexpArgs) -> anyhow::Result<ExitCode> {
             let img = &decoded.as_ref().expect("decoded above").1;
             // One sentence per pass: Grounding DINO's queries in one prompt attend to each other.
             let t0 = Instant::now();
-            let queries = detector.encode(std::slice::from_ref(&item.sentence))?;
+            // A sentence the model refuses stops the run naming the entry (still exit code 2: the cause is kept).
+            let queries = detector
+                .encode(std::slice::from_ref(&item.sentence))
+                .with_context(|| format!("{}: {}", set.annotations.display(), item.entry))?;
             let encode_ms = t0.elapsed().as_secs_f64() * 1e3;
             let t0 = Instant::now();
             let found = detector
