@@ -285,7 +285,7 @@ pub fn html(r: &Results) -> String {
     if !tests.is_empty() {
         let _ = writeln!(
             s,
-            "<p class=\"test\">Test model with random weights: {}. Its figures measure nothing but the code path.</p>",
+            "<p class=\"test\">Test model with random weights: {}. Their figures measure nothing but the code path.</p>",
             escape(&tests.join(", "))
         );
     }
