@@ -9,6 +9,7 @@
 //! - [`track`]: the tracker and the event engine (they depend on [`geom`] alone).
 //! - [`sink`]: outputs (event log, annotated video, images).
 //! - [`draw`]: drawing boxes and labels on RGB and I420 images.
+//! - [`eval`]: measuring a model on referring-expression sets and a run's events on annotated footage.
 //! - [`imageio`]: reading photos (PNG, and JPEG decoded as Pillow decodes it).
 //! - [`picture`]: full-resolution frames (I420 or RGB) as lookout draws on and encodes them.
 //! - [`gst`]: GStreamer pipeline templates and the encoders they name, waiting on a bus with a deadline, and
@@ -20,6 +21,7 @@
 
 pub mod config;
 pub mod draw;
+pub mod eval;
 pub mod geom;
 pub mod gst;
 pub mod http;

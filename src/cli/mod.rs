@@ -1,5 +1,6 @@
 //! Subcommands. `anyhow` is used here and nowhere in the library.
 
+pub mod eval;
 pub mod export;
 pub mod locate;
 pub mod models;
@@ -79,6 +80,9 @@ pub enum Command {
     Models(models::ModelsArgs),
     /// Show the GStreamer pipeline a source would run with, and the templates this machine can run.
     Pipelines(pipelines::PipelinesArgs),
+    /// Measure models: on a referring-expression set (RefCOCOg or your own JSONL), or a run's events against
+    /// annotated footage.
+    Eval(eval::EvalArgs),
     /// Delete the oldest clips and snapshots of an output directory to keep it within [retention] limits.
     Retention(retention::RetentionArgs),
     /// Write a span of a source's recording as one MP4.
@@ -93,6 +97,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pipelines(args) => pipelines::run(args),
         Command::Retention(args) => retention::run(args),
         Command::Export(args) => export::run(args),
+        Command::Eval(args) => eval::run(args),
     }
 }
 
