@@ -254,7 +254,9 @@ fn no_room_pauses_the_recording_and_it_resumes_when_there_is_room() {
     let config = "[output]\nevidence = false\n\n[recording]\nsegment_s = 1.0\nkeep = \"1h\"\n\n[[query]]\n\
                   text = \"a test pattern\"\nthreshold = 0.999\n";
     let run = tmp.path().join("run");
-    let cmd = watch_cmd(&long, config, &run);
+    let mut cmd = watch_cmd(&long, config, &run);
+    // Paced (60 s of video in 15 s): as fast as it decodes, the file could end before the limit is lifted.
+    cmd.args(["--realtime", "4"]);
     let program = cmd.get_program().to_owned();
     let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
     // `trap '' XFSZ`: a write over the limit fails with EFBIG instead of killing lookout.

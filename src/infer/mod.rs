@@ -39,9 +39,9 @@ pub use gdino::GdinoDetector;
 pub use model::{Family, Layout, LayoutChoice, ModelDir};
 pub use owl::{OwlDetector, OwlQueries, RawOutput};
 pub use runtime::SessionOptions;
-pub use verify::{PromptSet, Verdict, Verifier, load_verifier};
+pub use verify::{PromptSet, Verdict, Verifier};
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Errors of the model layer. Each names the file, model or query involved and says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +100,27 @@ pub fn load(model: ModelDir, opts: &SessionOptions) -> Result<Box<dyn Detector>>
     match model.family {
         Family::OwlVit | Family::Owlv2 => Ok(Box::new(OwlDetector::load(model, opts)?)),
         Family::GroundingDino | Family::MmGroundingDino => Ok(Box::new(GdinoDetector::load(model, opts)?)),
+    }
+}
+
+/// Loads the verifier in `dir` (its `config.json` names the family), on sessions built with `opts`.
+pub fn load_verifier(dir: &Path, opts: &SessionOptions) -> Result<Box<dyn Verifier>> {
+    let config = verify::read_config(dir)?;
+    match config.get("model_type").and_then(|v| v.as_str()) {
+        Some("brightness") => Ok(Box::new(verify::BrightnessVerifier::load(dir, &config, opts)?)),
+        Some("xclip") => Ok(Box::new(xclip::XclipVerifier::load(dir, &config, opts)?)),
+        Some("clip") => Ok(Box::new(clip::ClipModel::load(dir, &config, opts)?)),
+        Some(other) => Err(InferError::Model {
+            dir: dir.to_path_buf(),
+            message: format!(
+                "model_type {other:?} is not a verifier lookout knows; use \"xclip\" or \"clip\" (or the test \"brightness\")"
+            ),
+        }),
+        None => Err(InferError::BadFile {
+            dir: dir.to_path_buf(),
+            file: "config.json".into(),
+            message: "no model_type".into(),
+        }),
     }
 }
 

@@ -141,28 +141,7 @@ pub fn spread(available: usize, n: usize) -> Vec<usize> {
     (0..n).map(|i| i * available / n).collect()
 }
 
-/// Loads the verifier in `dir` (its `config.json` names the family), on sessions built with `opts`.
-pub fn load_verifier(dir: &Path, opts: &SessionOptions) -> Result<Box<dyn Verifier>> {
-    let config = read_config(dir)?;
-    match config.get("model_type").and_then(|v| v.as_str()) {
-        Some("brightness") => Ok(Box::new(BrightnessVerifier::load(dir, &config, opts)?)),
-        Some("xclip") => Ok(Box::new(super::xclip::XclipVerifier::load(dir, &config, opts)?)),
-        Some("clip") => Ok(Box::new(super::clip::ClipModel::load(dir, &config, opts)?)),
-        Some(other) => Err(InferError::Model {
-            dir: dir.to_path_buf(),
-            message: format!(
-                "model_type {other:?} is not a verifier lookout knows; use \"xclip\" or \"clip\" (or the test \"brightness\")"
-            ),
-        }),
-        None => Err(InferError::BadFile {
-            dir: dir.to_path_buf(),
-            file: "config.json".into(),
-            message: "no model_type".into(),
-        }),
-    }
-}
-
-fn read_config(dir: &Path) -> Result<serde_json::Value> {
+pub(crate) fn read_config(dir: &Path) -> Result<serde_json::Value> {
     let path = dir.join("config.json");
     let text = std::fs::read_to_string(&path).map_err(|_| InferError::MissingFile {
         dir: dir.to_path_buf(),
@@ -185,7 +164,7 @@ pub struct BrightnessVerifier {
 }
 
 impl BrightnessVerifier {
-    fn load(dir: &Path, config: &serde_json::Value, opts: &SessionOptions) -> Result<Self> {
+    pub(crate) fn load(dir: &Path, config: &serde_json::Value, opts: &SessionOptions) -> Result<Self> {
         let image_size = config.get("image_size").and_then(|v| v.as_u64()).unwrap_or(32).clamp(1, 4096) as u32;
         let graph = dir.join("onnx/video.onnx");
         if !graph.is_file() {
