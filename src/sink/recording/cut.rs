@@ -237,7 +237,7 @@ fn clip_pipeline(caps: &gst::Caps, tmp: &Path, encoder: &str) -> Result<(gst::Pi
     let (ext, middle) = super::segment::container(caps);
     let middle = if ext == "mp4" { middle } else { format!("decodebin ! {encoder} ! mp4mux") };
     let desc =
-        format!("appsrc name=src format=time is-live=false block=true ! {middle} ! filesink name=sink async=false");
+        format!("appsrc name=src format=time is-live=false block=false ! {middle} ! filesink name=sink async=false");
     let pipeline = gst::parse::launch(&desc)
         .map_err(|e| format!("clip pipeline for {codec} does not build: {e}; check the encoder `{encoder}`"))?
         .downcast::<gst::Pipeline>()
@@ -247,7 +247,8 @@ fn clip_pipeline(caps: &gst::Caps, tmp: &Path, encoder: &str) -> Result<(gst::Pi
         .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
         .ok_or_else(|| "clip pipeline has no appsrc".to_string())?;
     appsrc.set_caps(Some(caps));
-    appsrc.set_max_bytes(APPSRC_MAX_BYTES);
+    // Unbounded here; `write_span` waits for room itself (`segment::wait_for_room`).
+    appsrc.set_max_bytes(0);
     let sink = pipeline.by_name("sink").ok_or_else(|| "clip pipeline has no filesink".to_string())?;
     sink.set_property("location", tmp.to_string_lossy().as_ref());
     if pipeline.set_state(gst::State::Playing).is_err() {
@@ -324,11 +325,18 @@ pub fn write_span(span: &mut Span, out: &Path, encoder: &str, deadline: Instant)
             let (pipeline, appsrc) = clip_pipeline(&part.caps, file.part_path(), encoder).map_err(CutError::Write)?;
             muxer = Some((pipeline, appsrc, part.caps.clone(), base));
         }
-        let Some((_, appsrc, _, base)) = &muxer else { break };
+        let Some((pipeline, appsrc, _, base)) = &muxer else { break };
         for p in &packets {
-            if Instant::now() >= deadline {
-                failed = Some("the muxer did not finish in time".into());
-                break 'parts;
+            match super::segment::wait_for_room(pipeline, appsrc, APPSRC_MAX_BYTES, deadline) {
+                Ok(()) => {}
+                Err(Some(m)) => {
+                    failed = Some(wait_text(bus::WaitError::Error(m)));
+                    break 'parts;
+                }
+                Err(None) => {
+                    failed = Some("the muxer did not finish in time".into());
+                    break 'parts;
+                }
             }
             if appsrc.push_buffer(rebased(p, *base)).is_err() {
                 break 'parts;
