@@ -7,12 +7,13 @@ every box: a storm of events) and `[output] evidence = false` (the full-frame cl
 snapshots are the same work in both designs):
 
   storm   one source, a --storm-minutes loop of the bundled bikes clip (640x272, 25 fps, a keyframe every 50
-          frames), `--every 5`, threshold 0, pre-roll and post-roll 1 s, run to its end. Reports events, clips
+          frames), `--every 5` (--storm-every), threshold 0, pre-roll and post-roll 1 s, run to its end. Reports events, clips
           written / failed (and why), the clips that are not whole spans (each clip's span is checked against
           its event: at least pre + event + post, at most one GOP (2 s) + 0.2 s more, read from the MP4's own
-          header), the clips that do not decode to the end (a sample of --decode-sample, `gst-launch-1.0
-          filesrc ! decodebin ! fakesink`), RSS (start / end / max over the run, 1 s samples) and the recording's
-          disk use (largest `du` of rec/ sampled each second).
+          header), the clips that do not decode to the end (every --decode-every-th, `gst-launch-1.0 filesrc !
+          decodebin ! fakesink`), RSS (start / end / max over the run, 1 s samples) and the recording's disk use
+          (largest size of rec/ sampled each second). Each clip is checked as its `clips` line appears and then
+          deleted: a storm's clips fill a disk (15 000 clips of 0.5 MB).
   four    four sources of a 1080p clip (8 Mbit/s x264, keyframe every 50) looped --four-minutes, `--every 25`,
           the same storm query, for --four-seconds of wall time each: CPU seconds (utime + stime of lookout, from
           /proc) per decoded frame, and RSS (mean and max).
@@ -108,7 +109,72 @@ class Sampler:
         self.thread.join()
 
 
-def run_watch(binary: Path, sources: list, out: Path, config: str, extra: list, model: Path):
+class Consumer:
+    """Checks each clip as its `clips` line appears in events.jsonl (its span from the MP4 header against its
+    event's; every --decode-every-th decoded to the end) and deletes it: a storm's clips would fill the disk."""
+
+    def __init__(self, run: Path, pre_s: float, post_s: float, last_s: float, decode_every: int):
+        self.run, self.pre_s, self.post_s, self.last_s, self.decode_every = run, pre_s, post_s, last_s, decode_every
+        self.ends, self.written, self.failed, self.reasons = {}, 0, 0, {}
+        self.short, self.over, self.decoded, self.not_decoding, self.checked = 0, 0, 0, 0, 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+        self.thread.start()
+
+    def loop(self):
+        path = self.run / "events.jsonl"
+        pos, partial = 0, ""
+        while True:
+            stopping = self.stop.is_set()
+            if path.exists():
+                with open(path) as f:
+                    f.seek(pos)
+                    chunk = f.read()
+                    pos = f.tell()
+                text = partial + chunk
+                lines = text.split("\n")
+                partial = lines.pop()
+                for l in lines:
+                    if l.strip():
+                        self.line(json.loads(l))
+            if stopping:
+                return
+            self.stop.wait(0.5)
+
+    def line(self, l: dict):
+        if l["type"] == "end":
+            self.ends[l["event_id"]] = (l["start"]["pts_s"], l["end"]["pts_s"])
+        if l["type"] != "clips":
+            return
+        c = l["clips"]
+        if c["status"] != "written":
+            self.failed += 1
+            r = re.sub(r"[0-9.]+", "N", (c.get("error") or "")[:90])
+            self.reasons[r] = self.reasons.get(r, 0) + 1
+            return
+        self.written += 1
+        clip = self.run / c["clip"]
+        e = self.ends.pop(l["event_id"], None)
+        if e and clip.exists():
+            want = min(e[1] + self.post_s, self.last_s) - max(e[0] - self.pre_s, 0.08)
+            got = mp4_duration_s(clip)
+            self.checked += 1
+            self.short += got + 0.05 < want
+            self.over += got > want + 2.0 + 0.2
+            if self.written % self.decode_every == 0:
+                self.decoded += 1
+                self.not_decoding += not decodes(clip)
+        try:
+            clip.unlink()
+        except OSError:
+            pass
+
+    def done(self):
+        self.stop.set()
+        self.thread.join()
+
+
+def run_watch(binary: Path, sources: list, out: Path, config: str, extra: list, model: Path, consume=None):
     out.mkdir(parents=True, exist_ok=True)
     cfg = out / "lookout.toml"
     cfg.write_text(config)
@@ -120,8 +186,12 @@ def run_watch(binary: Path, sources: list, out: Path, config: str, extra: list, 
                          env={**os.environ, "RUST_LOG": "warn"})
     names = [Path(s).stem for s in sources]
     sampler = Sampler(p.pid, [out / "run" / n / "rec" for n in names])
+    consumer = consume(out / "run") if consume else None
     stdout, stderr = p.communicate()
     sampler.done()
+    if consumer:
+        consumer.done()
+        sampler.consumer = consumer
     wall = time.monotonic() - t0
     if p.returncode != 0:
         raise SystemExit(f"{binary} exited {p.returncode}:\n{stderr[-3000:]}")
@@ -148,33 +218,8 @@ def decodes(path: Path) -> bool:
     return r.returncode == 0 and "ERROR" not in r.stderr
 
 
-def storm_report(label: str, summary: dict, sampler: Sampler, wall: float, run: Path, loads, sample: int,
-                 last_s: float):
-    lines = [json.loads(l) for l in (run / "events.jsonl").read_text().splitlines()]
-    ends = {l["event_id"]: l for l in lines if l["type"] == "end"}
-    finals = [l for l in lines if l["type"] == "clips"]
-    written = [f for f in finals if f["clips"]["status"] == "written"]
-    reasons = {}
-    for f in finals:
-        if f["clips"]["status"] != "written":
-            r = re.sub(r"[0-9.]+", "N", (f["clips"].get("error") or "")[:90])
-            reasons[r] = reasons.get(r, 0) + 1
-    short, long_ = 0, 0
-    for f in written:
-        e = ends.get(f["event_id"])
-        if not e:
-            continue
-        want = min(e["end"]["pts_s"] + 1.0, last_s) - max(e["start"]["pts_s"] - 1.0, 0.08)
-        if not (run / f["clips"]["clip"]).exists():
-            continue
-        got = mp4_duration_s(run / f["clips"]["clip"])
-        if got + 0.05 < want:
-            short += 1
-        if got > want + 2.0 + 0.2:
-            long_ += 1
-    step = max(1, len(written) // max(1, sample))
-    checked = [f for f in written[::step] if (run / f["clips"]["clip"]).exists()][:sample]
-    bad = sum(0 if decodes(run / f["clips"]["clip"]) else 1 for f in checked)
+def storm_report(label: str, summary: dict, sampler: Sampler, wall: float, loads):
+    c = sampler.consumer
     rss = sampler.rss
     n = max(1, len(rss) // 10)
     return {
@@ -182,14 +227,15 @@ def storm_report(label: str, summary: dict, sampler: Sampler, wall: float, run: 
         "wall_s": round(wall, 1),
         "load_before_after": loads,
         "frames": summary["sources"][0].get("frames_decoded"),
-        "events": len(ends),
-        "clips_written": len(written),
-        "clips_failed": len(finals) - len(written),
-        "failed_because": reasons,
-        "clips_short_of_span": short,
-        "clips_over_span_plus_gop": long_,
-        "clips_checked_decode": len(checked),
-        "clips_not_decoding": bad,
+        "events": summary["sources"][0].get("events"),
+        "clips_written": c.written,
+        "clips_failed": c.failed,
+        "failed_because": c.reasons,
+        "clips_span_checked": c.checked,
+        "clips_short_of_span": c.short,
+        "clips_over_span_plus_gop": c.over,
+        "clips_decoded_to_the_end": c.decoded,
+        "clips_not_decoding": c.not_decoding,
         "rss_first_tenth_max_mib": round(max(rss[:n]), 1) if rss else None,
         "rss_last_tenth_max_mib": round(max(rss[-n:]), 1) if rss else None,
         "rss_max_mib": round(max(rss), 1) if rss else None,
@@ -226,8 +272,9 @@ def main(argv=None) -> int:
     ap.add_argument("--storm-minutes", type=float, default=30.0)
     ap.add_argument("--four-minutes", type=float, default=2.0, help="length of the 1080p loop")
     ap.add_argument("--four-seconds", type=float, default=60.0, help="wall seconds of each 4-source run")
-    ap.add_argument("--decode-sample", type=int, default=60)
+    ap.add_argument("--decode-every", type=int, default=100, help="decode every Nth clip of the storm to the end")
     ap.add_argument("--parts", default="storm,four")
+    ap.add_argument("--storm-every", type=int, default=5, help="--every of the storm (a storm's clips fill a disk fast)")
     ap.add_argument("--max-disk-gb", type=float, default=2.0, help="[retention] of each run")
     a = ap.parse_args(argv)
     a.work.mkdir(parents=True, exist_ok=True)
@@ -248,8 +295,10 @@ def main(argv=None) -> int:
             log(f"storm: {label} ({binary}) on {loop.name}")
             out = a.work / f"storm-{label}"
             subprocess.run(["rm", "-rf", str(out)], check=True)
-            s, sampler, wall, lb, la, run = run_watch(binary, [loop], out, config, ["--every", "5"], a.model)
-            r = storm_report(label, s, sampler, wall, run, [lb, la], a.decode_sample, last_s)
+            extra = ["--every", str(a.storm_every)]
+            consume = lambda run: Consumer(run, 1.0, 1.0, last_s, a.decode_every)  # noqa: E731
+            s, sampler, wall, lb, la, _ = run_watch(binary, [loop], out, config, extra, a.model, consume)
+            r = storm_report(label, s, sampler, wall, [lb, la])
             log(json.dumps(r, indent=1))
             results["storm"].append(r)
     if "four" in parts:

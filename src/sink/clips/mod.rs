@@ -60,9 +60,12 @@ use worker::Worker;
 
 /// Default [`ClipSettings::workers`].
 pub const DEFAULT_WORKERS: usize = 2;
-/// Default [`ClipSettings::queue_capacity`]: each job is the event's boxes and times (a few KiB), so 4096 of
-/// them are a few MiB at most.
-pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
+/// Default [`ClipSettings::queue_capacity`]. Each waiting clip holds its event's boxes (tens of KiB) and pins
+/// its span of the recording on disk; past this many the post stage waits for a worker (a file slows down, a live
+/// source drops frames before inference), so memory and the recording's disk stay flat under a storm (with 4096
+/// the 30-minute storm of BENCHMARKS.md grew RSS from 134 to 453 MiB). Two workers cut well over 100 clips a
+/// second, so only a file replayed far faster than real time ever fills it.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 256;
 /// Default [`ClipSettings::finish_timeout_ms`].
 pub const DEFAULT_FINISH_TIMEOUT_MS: u64 = 60_000;
 /// Default `[output] max_open_clips`: the clips cut at once, [`ClipSettings::workers`].

@@ -93,22 +93,23 @@ impl Worker {
     /// does.
     fn cut(&self, job: &FinishJob, out: &Path, deadline: Instant) -> Result<(f64, Vec<Gap>, Option<String>), String> {
         let recording = job.recording.as_ref().map_err(|e| format!("the source has no recording: {e}"))?;
-        let span = match cut::span_of_run(recording, job.from_s, job.to_s, deadline) {
-            Ok(span) => span,
-            Err(CutError::Nothing(_)) if !recording.any_packet() => {
-                return Err(format!(
-                    "no encoded video packets came from {}: its video is raw (not compressed), so there is \
-                     nothing to cut a clip from; for a camera, choose its MJPEG or H.264 mode",
-                    crate::redact::redact_url(&job.record.source)
-                ));
+        let written = cut::span_of_run(recording, job.from_s, job.to_s, deadline).and_then(|mut span| {
+            cut::write_span(&mut span, out, &self.settings.encoder, deadline).map(|w| (w, span.gaps))
+        });
+        match written {
+            Ok((w, gaps)) => {
+                let gaps = gaps.into_iter().filter(|g| g.at_s >= w.first_s && g.at_s <= w.end_s).collect();
+                Ok((w.first_s, gaps, w.cut_short))
             }
+            Err(CutError::Nothing(_)) if !recording.any_packet() => Err(format!(
+                "no encoded video packets came from {}: its video is raw (not compressed), so there is \
+                 nothing to cut a clip from; for a camera, choose its MJPEG or H.264 mode",
+                crate::redact::redact_url(&job.record.source)
+            )),
             // The recording had no room to keep this span: the disk is full (reported once for the run).
-            Err(e) if recording.no_room() => return Err(format!("{e}: the recording is paused: {NO_SPACE}")),
-            Err(e) => return Err(e.to_string()),
-        };
-        let first_s = span.first_s().unwrap_or(job.from_s);
-        cut::write_span(&span, out, &self.settings.encoder, deadline).map_err(|e| e.to_string())?;
-        Ok((first_s, span.gaps, span.cut_short))
+            Err(e) if recording.no_room() => Err(format!("{e}: the recording is paused: {NO_SPACE}")),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     /// A stop's limit came before this clip's turn: nothing is written, and the `clips` line says it was not

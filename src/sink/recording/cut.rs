@@ -26,35 +26,37 @@ use crate::source::Packet;
 /// The bytes waiting in a clip's appsrc before a push waits.
 const APPSRC_MAX_BYTES: u64 = 8 << 20;
 
-/// A span of the recording, ready to write: its packets on the stream-time line (ns) and their codec.
+/// A span of the recording to write: where its packets are (segments on disk, read one at a time when it is
+/// written, and the segment in memory), so that a clip of any length holds one segment in memory at most.
 #[derive(Debug)]
 pub struct Span {
-    /// In decoding order, times in stream time (ns).
-    pub packets: Vec<Packet>,
-    pub caps: gst::Caps,
+    dir: std::path::PathBuf,
+    sources: Vec<Source>,
+    from_s: f64,
+    to_s: f64,
     /// The gaps inside it.
     pub gaps: Vec<Gap>,
-    /// Set when the span ends before `to_s` for a stated reason (a change of codec).
+}
+
+#[derive(Debug)]
+enum Source {
+    Disk(SegmentEntry),
+    Memory(Part),
+}
+
+/// What was written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Written {
+    /// Stream time (s) of its first frame shown.
+    pub first_s: f64,
+    /// Stream time (s) of the end of its last frame shown.
+    pub end_s: f64,
+    /// Set when it ends before the span's end for a stated reason (a change of codec).
     pub cut_short: Option<String>,
 }
 
-impl Span {
-    /// Stream time (s) of the span's first frame shown.
-    pub fn first_s(&self) -> Option<f64> {
-        self.packets.iter().filter_map(Packet::time_ns).min().map(|t| t as f64 / 1e9)
-    }
-
-    /// Stream time (s) of the end of its last frame shown.
-    pub fn end_s(&self) -> Option<f64> {
-        self.packets
-            .iter()
-            .filter_map(|p| p.time_ns().map(|t| t + p.buffer.duration().map_or(0, |d| d.nseconds())))
-            .max()
-            .map(|t| t as f64 / 1e9)
-    }
-}
-
 /// One part of a span: the packets of one segment (on disk or in memory), on the stream-time line.
+#[derive(Debug)]
 struct Part {
     packets: Vec<Packet>,
     caps: gst::Caps,
@@ -95,10 +97,7 @@ pub fn span_of_run(shared: &Shared, from_s: f64, to_s: f64, deadline: Instant) -
         let gaps: Vec<Gap> = s.gaps.iter().filter(|g| g.at_s >= from_s - 60.0 && g.at_s <= to_s).cloned().collect();
         (on_disk, current, gaps)
     };
-    let mut parts = Vec::new();
-    for e in &on_disk {
-        parts.push(read_segment(&shared.dir, e)?);
-    }
+    let mut sources: Vec<Source> = on_disk.iter().cloned().map(Source::Disk).collect();
     // The segment in memory, unless it starts after the span (or was written to disk meanwhile: not listed then).
     if let Some(c) = current
         && c.packets.first().and_then(Packet::time_ns).is_some_and(|t| t as f64 / 1e9 <= to_s)
@@ -106,18 +105,29 @@ pub fn span_of_run(shared: &Shared, from_s: f64, to_s: f64, deadline: Instant) -
             c.packets.first().and_then(Packet::time_ns).is_some_and(|t| (t as f64 / 1e9 - e.start_s).abs() < 1e-6)
         })
     {
-        parts.push(c);
+        sources.push(Source::Memory(c));
     }
-    select(parts, from_s, to_s, gaps)
+    if sources.is_empty() {
+        return Err(nothing(from_s, to_s));
+    }
+    Ok(Span { dir: shared.dir.clone(), sources, from_s, to_s, gaps })
+}
+
+fn nothing(from_s: f64, to_s: f64) -> CutError {
+    CutError::Nothing(format!("nothing was recorded from {from_s:.3} s to {to_s:.3} s (stream time)"))
 }
 
 /// The packets of `[from_s, to_s]` from the segments `entries` (of one lookout run, in order) in `dir`.
 pub fn span_of_segments(dir: &Path, entries: &[SegmentEntry], from_s: f64, to_s: f64) -> Result<Span, CutError> {
     let first = entries.iter().rposition(|e| e.start_s <= from_s).unwrap_or(0);
-    let mut parts = Vec::new();
-    for e in entries[first.min(entries.len())..].iter().filter(|e| e.start_s <= to_s && e.end_s > from_s.min(e.start_s))
-    {
-        parts.push(read_segment(dir, e)?);
+    let sources: Vec<Source> = entries[first.min(entries.len())..]
+        .iter()
+        .filter(|e| e.start_s <= to_s && e.end_s > from_s.min(e.start_s))
+        .cloned()
+        .map(Source::Disk)
+        .collect();
+    if sources.is_empty() {
+        return Err(nothing(from_s, to_s));
     }
     // Gaps: between segments of two pipeline runs, or with time missing between them.
     let mut gaps = Vec::new();
@@ -134,7 +144,7 @@ pub fn span_of_segments(dir: &Path, entries: &[SegmentEntry], from_s: f64, to_s:
             });
         }
     }
-    select(parts, from_s, to_s, gaps)
+    Ok(Span { dir: dir.to_path_buf(), sources, from_s, to_s, gaps })
 }
 
 /// `p` moved by `offset_ns` (pipeline time → stream time).
@@ -220,49 +230,6 @@ fn same_codec(a: &gst::CapsRef, b: &gst::CapsRef) -> bool {
     }
 }
 
-/// From the keyframe at or before `from_s` to `to_s` (see the module documentation).
-fn select(parts: Vec<Part>, from_s: f64, to_s: f64, gaps: Vec<Gap>) -> Result<Span, CutError> {
-    let Some(caps) = parts.first().map(|p| p.caps.clone()) else {
-        return Err(CutError::Nothing(format!("nothing was recorded from {from_s:.3} s to {to_s:.3} s (stream time)")));
-    };
-    let mut all: Vec<Packet> = Vec::new();
-    let mut cut_short = None;
-    for part in parts {
-        if !same_codec(&caps, &part.caps) {
-            let at = part.packets.first().and_then(Packet::time_ns).map_or(0.0, |t| t as f64 / 1e9);
-            cut_short =
-                Some(format!("the source's stream changed (codec or resolution) at {at:.3} s: the clip ends there"));
-            break;
-        }
-        // A later segment never goes back in time (a reconnect is placed after what came before).
-        let floor = all.iter().filter_map(Packet::decode_time_ns).max();
-        all.extend(part.packets.into_iter().filter(|p| floor.is_none_or(|f| p.decode_time_ns().is_none_or(|t| t > f))));
-    }
-    let from_ns = (from_s.max(0.0) * 1e9) as u64;
-    let to_ns = (to_s.max(0.0) * 1e9) as u64;
-    let start = all
-        .iter()
-        .rposition(|p| p.keyframe && p.time_ns().is_some_and(|t| t <= from_ns))
-        .or_else(|| all.iter().position(|p| p.keyframe));
-    let Some(start) = start else {
-        return Err(CutError::Nothing(format!("no keyframe was recorded from {from_s:.3} s to {to_s:.3} s")));
-    };
-    // Up to the last packet, in decoding order, shown at or before `to_s`: what comes between it and earlier ones
-    // (a P-frame shown later) is a reference that a B-frame taken needs. (Presentation times, not decoding times:
-    // a demuxer may shift decoding times, as an MP4 edit list does.)
-    let rest = &all[start..];
-    // The first frame shown at or after `to_s` ends it, so the clip reaches `to_s` (as the event log's times
-    // count it: the last frame's time, not its end).
-    let last = rest.iter().filter_map(Packet::time_ns).filter(|&t| t >= to_ns).min().unwrap_or(to_ns);
-    let end = rest.iter().rposition(|p| p.time_ns().is_some_and(|t| t <= last)).map_or(rest.len().min(1), |i| i + 1);
-    let taken: Vec<Packet> = rest[..end].to_vec();
-    let gaps = gaps
-        .into_iter()
-        .filter(|g| taken.first().and_then(Packet::time_ns).is_some_and(|t| g.at_s * 1e9 >= t as f64))
-        .collect();
-    Ok(Span { packets: taken, caps, gaps, cut_short })
-}
-
 /// `appsrc ! [parser] ! mp4mux ! filesink` for H.264/H.265 (a remux); for any other codec
 /// `appsrc ! decodebin ! <encoder> ! mp4mux ! filesink` (the encoder fragment ends in h264parse).
 fn clip_pipeline(caps: &gst::Caps, tmp: &Path, encoder: &str) -> Result<(gst::Pipeline, gst_app::AppSrc), String> {
@@ -270,7 +237,7 @@ fn clip_pipeline(caps: &gst::Caps, tmp: &Path, encoder: &str) -> Result<(gst::Pi
     let (ext, middle) = super::segment::container(caps);
     let middle = if ext == "mp4" { middle } else { format!("decodebin ! {encoder} ! mp4mux") };
     let desc =
-        format!("appsrc name=src format=time is-live=false block=true ! {middle} ! filesink name=sink async=false");
+        format!("appsrc name=src format=time is-live=false block=false ! {middle} ! filesink name=sink async=false");
     let pipeline = gst::parse::launch(&desc)
         .map_err(|e| format!("clip pipeline for {codec} does not build: {e}; check the encoder `{encoder}`"))?
         .downcast::<gst::Pipeline>()
@@ -280,7 +247,8 @@ fn clip_pipeline(caps: &gst::Caps, tmp: &Path, encoder: &str) -> Result<(gst::Pi
         .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
         .ok_or_else(|| "clip pipeline has no appsrc".to_string())?;
     appsrc.set_caps(Some(caps));
-    appsrc.set_max_bytes(APPSRC_MAX_BYTES);
+    // Unbounded here; `write_span` waits for room itself (`segment::wait_for_room`).
+    appsrc.set_max_bytes(0);
     let sink = pipeline.by_name("sink").ok_or_else(|| "clip pipeline has no filesink".to_string())?;
     sink.set_property("location", tmp.to_string_lossy().as_ref());
     if pipeline.set_state(gst::State::Playing).is_err() {
@@ -294,59 +262,130 @@ fn clip_pipeline(caps: &gst::Caps, tmp: &Path, encoder: &str) -> Result<(gst::Pi
 pub const NO_SPACE: &str = "disk full";
 
 /// Writes `span` to `out` (as `.<name>.part`, synced, renamed; never over an existing file), its timestamps
-/// moved to start near 0, by `deadline`.
-pub fn write_span(span: &Span, out: &Path, encoder: &str, deadline: Instant) -> Result<(), CutError> {
-    let part = PartFile::named(out, PartName::Hidden).map_err(|e| CutError::Write(e.to_string()))?;
+/// moved to start near 0, by `deadline`: from the keyframe at or before its start to the first frame shown at or
+/// after its end (see the module documentation), one segment in memory at a time.
+pub fn write_span(span: &mut Span, out: &Path, encoder: &str, deadline: Instant) -> Result<Written, CutError> {
+    let from_ns = (span.from_s.max(0.0) * 1e9) as u64;
+    let to_ns = (span.to_s.max(0.0) * 1e9) as u64;
+    let file = PartFile::named(out, PartName::Hidden).map_err(|e| CutError::Write(e.to_string()))?;
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).map_err(|e| CutError::Write(format!("cannot create {}: {e}", dir.display())))?;
     }
-    let (pipeline, appsrc) = clip_pipeline(&span.caps, part.part_path(), encoder).map_err(CutError::Write)?;
-    let base = span
-        .packets
-        .iter()
-        .filter_map(|p| match (p.pts_ns, p.dts_ns) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        })
-        .min()
-        .unwrap_or(0);
-    let mut result = Ok(());
-    for p in &span.packets {
-        if Instant::now() >= deadline {
-            result = Err("the muxer did not finish in time".to_string());
+    let mut muxer: Option<(gst::Pipeline, gst_app::AppSrc, gst::Caps, u64)> = None;
+    let (mut first_ns, mut end_ns): (Option<u64>, u64) = (None, 0);
+    let mut floor: Option<u64> = None;
+    let mut cut_short = None;
+    let mut failed: Option<String> = None;
+    let sources = std::mem::take(&mut span.sources);
+    'parts: for source in sources {
+        let part = match source {
+            Source::Disk(e) => read_segment(&span.dir, &e)?,
+            Source::Memory(p) => p,
+        };
+        if let Some((_, _, caps, _)) = &muxer
+            && !same_codec(caps, &part.caps)
+        {
+            let at = part.packets.first().and_then(Packet::time_ns).map_or(0.0, |t| t as f64 / 1e9);
+            cut_short =
+                Some(format!("the source's stream changed (codec or resolution) at {at:.3} s: the clip ends there"));
             break;
         }
-        if appsrc.push_buffer(rebased(p, base)).is_err() {
+        // A later segment never goes back in time (a reconnect is placed after what came before).
+        let mut packets: Vec<Packet> = part
+            .packets
+            .into_iter()
+            .filter(|p| floor.is_none_or(|f| p.decode_time_ns().is_none_or(|t| t > f)))
+            .collect();
+        if muxer.is_none() {
+            // The keyframe at or before the start (or the first one: the recording starts later).
+            let start = packets
+                .iter()
+                .rposition(|p| p.keyframe && p.time_ns().is_some_and(|t| t <= from_ns))
+                .or_else(|| packets.iter().position(|p| p.keyframe));
+            let Some(start) = start else { continue };
+            packets.drain(..start);
+        }
+        // The part holding the end: up to the last packet shown at or before the first frame shown at or after
+        // the end (the packets between that are shown later are references the B-frames taken need).
+        let mut last_part = false;
+        if let Some(last) = packets.iter().filter_map(Packet::time_ns).filter(|&t| t >= to_ns).min() {
+            let end = packets.iter().rposition(|p| p.time_ns().is_some_and(|t| t <= last)).map_or(0, |i| i + 1);
+            packets.truncate(end.max(1));
+            last_part = true;
+        }
+        if muxer.is_none() {
+            let base = packets
+                .iter()
+                .filter_map(|p| match (p.pts_ns, p.dts_ns) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                })
+                .min()
+                .unwrap_or(0);
+            let (pipeline, appsrc) = clip_pipeline(&part.caps, file.part_path(), encoder).map_err(CutError::Write)?;
+            muxer = Some((pipeline, appsrc, part.caps.clone(), base));
+        }
+        let Some((pipeline, appsrc, _, base)) = &muxer else { break };
+        for p in &packets {
+            match super::segment::wait_for_room(pipeline, appsrc, APPSRC_MAX_BYTES, deadline) {
+                Ok(()) => {}
+                Err(Some(m)) => {
+                    failed = Some(wait_text(bus::WaitError::Error(m)));
+                    break 'parts;
+                }
+                Err(None) => {
+                    failed = Some("the muxer did not finish in time".into());
+                    break 'parts;
+                }
+            }
+            if appsrc.push_buffer(rebased(p, *base)).is_err() {
+                break 'parts;
+            }
+            if let Some(t) = p.time_ns() {
+                first_ns = Some(first_ns.map_or(t, |f| f.min(t)));
+                end_ns = end_ns.max(t + p.buffer.duration().map_or(0, |d| d.nseconds()));
+            }
+            floor = p.decode_time_ns().or(floor);
+        }
+        if last_part {
             break;
         }
     }
+    let Some((pipeline, appsrc, _, _)) = muxer else { return Err(nothing(span.from_s, span.to_s)) };
+    let mut result = failed.map_or(Ok(()), Err);
     if result.is_ok() {
         let _ = appsrc.end_of_stream();
-        result = bus::wait_eos(&pipeline, deadline).map_err(|e| match e {
-            bus::WaitError::Error(m) => {
-                let from = m.src().map(|s| s.name().to_string()).unwrap_or_default();
-                match m.view() {
-                    gst::MessageView::Error(e)
-                        if e.error().matches(gst::ResourceError::NoSpaceLeft)
-                            || e.debug().is_some_and(|d| d.contains("File too large")) =>
-                    {
-                        format!("{} ({from}): {NO_SPACE}", e.error())
-                    }
-                    gst::MessageView::Error(e) => format!("{} ({from})", e.error()),
-                    _ => format!("an error ({from})"),
-                }
-            }
-            bus::WaitError::Timeout => "the muxer did not finish in time".into(),
-            other => format!("could not wait for the muxer: {other:?}"),
-        });
+        result = bus::wait_eos(&pipeline, deadline).map_err(wait_text);
     }
     let _ = pipeline.set_state(gst::State::Null);
     if let Err(e) = result {
         return Err(CutError::Write(format!("writing {} failed: {e}", out.display())));
     }
-    match part.finish() {
-        Ok(_) => Ok(()),
-        Err(e @ (PartError::Rename { .. } | PartError::Exists { .. })) => Err(CutError::Write(e.to_string())),
-        Err(e) => Err(CutError::Write(format!("writing {} failed: {e}", out.display()))),
+    match file.finish() {
+        Ok(_) => {}
+        Err(e @ (PartError::Rename { .. } | PartError::Exists { .. })) => return Err(CutError::Write(e.to_string())),
+        Err(e) => return Err(CutError::Write(format!("writing {} failed: {e}", out.display()))),
+    }
+    Ok(Written { first_s: first_ns.unwrap_or(0) as f64 / 1e9, end_s: end_ns as f64 / 1e9, cut_short })
+}
+
+/// A wait on the muxer that did not end in EOS, as a clip's error (ending in [`NO_SPACE`] for a full disk).
+fn wait_text(e: bus::WaitError) -> String {
+    match e {
+        bus::WaitError::Error(m) => {
+            let from = m.src().map(|s| s.name().to_string()).unwrap_or_default();
+            match m.view() {
+                gst::MessageView::Error(e)
+                    if e.error().matches(gst::ResourceError::NoSpaceLeft)
+                        || e.debug().is_some_and(|d| d.contains("File too large")) =>
+                {
+                    format!("{} ({from}): {NO_SPACE}", e.error())
+                }
+                gst::MessageView::Error(e) => format!("{} ({from})", e.error()),
+                _ => format!("an error ({from})"),
+            }
+        }
+        bus::WaitError::Timeout => "the muxer did not finish in time".into(),
+        other => format!("could not wait for the muxer: {other:?}"),
     }
 }

@@ -148,13 +148,15 @@ pub fn export(
     if !of_run.iter().any(|e| e.end_s > from_s && e.start_s < to_s) {
         return Err(nothing());
     }
-    let span = cut::span_of_segments(&dir, &of_run, from_s, to_s).map_err(|e| match e {
+    let mut span = cut::span_of_segments(&dir, &of_run, from_s, to_s).map_err(|e| match e {
         CutError::Nothing(_) => nothing(),
         e => ExportError::Cut { dir: dir.clone(), message: e.to_string() },
     })?;
-    let (first_s, end_s) = (span.first_s().unwrap_or(from_s), span.end_s().unwrap_or(to_s));
     let path = path.unwrap_or_else(|| out.join(source).join(format!("export-r{run}-{from_s:.3}-{to_s:.3}.mp4")));
-    cut::write_span(&span, &path, encoder, Instant::now() + std::time::Duration::from_secs(600))
-        .map_err(|e| ExportError::Cut { dir: dir.clone(), message: e.to_string() })?;
-    Ok(Exported { path, run, first_s, end_s, gaps: span.gaps.len() })
+    let written = cut::write_span(&mut span, &path, encoder, Instant::now() + std::time::Duration::from_secs(600))
+        .map_err(|e| match e {
+            CutError::Nothing(_) => nothing(),
+            e => ExportError::Cut { dir: dir.clone(), message: e.to_string() },
+        })?;
+    Ok(Exported { path, run, first_s: written.first_s, end_s: written.end_s, gaps: span.gaps.len() })
 }

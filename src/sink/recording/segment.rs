@@ -113,8 +113,9 @@ impl SegmentWriter {
             }
             _ => SegmentFailure::Other(e.to_string()),
         })?;
-        let desc =
-            format!("appsrc name=src format=time is-live=false block=true ! {middle} ! filesink name=sink async=false");
+        let desc = format!(
+            "appsrc name=src format=time is-live=false block=false ! {middle} ! filesink name=sink async=false"
+        );
         let pipeline = gst::parse::launch(&desc)
             .map_err(|e| SegmentFailure::Other(format!("the recording pipeline does not build: {e}")))?
             .downcast::<gst::Pipeline>()
@@ -124,7 +125,8 @@ impl SegmentWriter {
             .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
             .ok_or_else(|| SegmentFailure::Other("the recording pipeline has no appsrc".into()))?;
         appsrc.set_caps(Some(caps));
-        appsrc.set_max_bytes(APPSRC_MAX_BYTES);
+        // Unbounded here; `push` waits for room itself (see `wait_for_room`).
+        appsrc.set_max_bytes(0);
         let sink = pipeline
             .by_name("sink")
             .ok_or_else(|| SegmentFailure::Other("the recording pipeline has no filesink".into()))?;
@@ -163,10 +165,13 @@ impl SegmentWriter {
         self.part.part_path().to_path_buf()
     }
 
-    /// Adds a packet (blocks while the muxer's input holds [`APPSRC_MAX_BYTES`]).
+    /// Adds a packet (waits while the muxer's input holds [`APPSRC_MAX_BYTES`]).
     pub(super) fn push(&mut self, packet: &Packet) -> Result<(), SegmentFailure> {
-        if let Some(e) = self.error_now() {
-            return Err(e);
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        match wait_for_room(&self.pipeline, &self.appsrc, APPSRC_MAX_BYTES, deadline) {
+            Ok(()) => {}
+            Err(Some(m)) => return Err(failure_of(&m)),
+            Err(None) => return Err(SegmentFailure::Other("the muxer took no packet for 30 s".into())),
         }
         if self.appsrc.push_buffer(rebased(packet, self.base_ns)).is_err() {
             return Err(self
@@ -222,7 +227,31 @@ impl SegmentWriter {
     }
 }
 
-fn failure_of(m: &gst::Message) -> SegmentFailure {
+/// Waits until `appsrc` holds at most `max` bytes; `Err(Some(error))` when the pipeline posted an error first
+/// (taken off its bus), `Err(None)` at `deadline`. Not a blocking appsrc: a muxer stopped by an error (a full
+/// disk) never takes another packet, and a blocked push would wait for ever (seen: a stop that never ended).
+pub(crate) fn wait_for_room(
+    pipeline: &gst::Pipeline,
+    appsrc: &gst_app::AppSrc,
+    max: u64,
+    deadline: Instant,
+) -> Result<(), Option<gst::Message>> {
+    loop {
+        if let Some(m) = pipeline.bus().and_then(|b| b.pop_filtered(&[gst::MessageType::Error])) {
+            return Err(Some(m));
+        }
+        if appsrc.current_level_bytes() <= max {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(None);
+        }
+        // The muxer drains its input in milliseconds; a short poll, bounded by the deadline.
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+pub(super) fn failure_of(m: &gst::Message) -> SegmentFailure {
     let from = m.src().map(|s| s.name().to_string()).unwrap_or_default();
     let gst::MessageView::Error(e) = m.view() else { return SegmentFailure::Other(format!("an error ({from})")) };
     let text = format!("{} ({from})", e.error());
