@@ -386,3 +386,123 @@ fn a_sentence_the_model_refuses_is_named() {
     let last = err.trim_end().lines().last().unwrap();
     assert!(last.starts_with(&format!("error: {}: line 1: query \"a cup. a saucer\"", set.display())), "{err}");
 }
+
+/// `eval events` on `lines` of events (two lines each: start and end), as a run directory's log.
+fn many_events(n: usize, from: usize) -> Vec<String> {
+    (from..from + n)
+        .flat_map(|i| {
+            let s = i as f64 * 10.0;
+            event_lines("/footage/gate.mp4", &format!("gate-0-{i}-{}", i * 250), "a person", s, Some(s + 3.0))
+        })
+        .collect()
+}
+
+fn eval_events(run_dir: &Path, truth: &Path, extra: &[&str]) -> (String, Value) {
+    let o = run(lookout().args(["eval", "events"]).arg(run_dir).arg("--truth").arg(truth).args(extra));
+    let report = std::fs::read_to_string(run_dir.join("eval-events.json")).unwrap();
+    (String::from_utf8_lossy(&o.stderr).into_owned(), serde_json::from_str(&report).unwrap())
+}
+
+/// `eval events` goes on from where the last run stopped (kept in eval-events.progress.json), on a log that has
+/// grown since, and starts over on a log that is not the one it read; every way, the report is a fresh run's.
+#[test]
+fn eval_events_resumes_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    std::fs::create_dir(&run_dir).unwrap();
+    let log = run_dir.join("events.jsonl");
+    let truth = dir.path().join("truth.json");
+    let intervals: Vec<Value> = (0..300)
+        .step_by(3)
+        .map(|i| serde_json::json!({"source": "gate.mp4", "query": "a person", "start_s": i as f64 * 10.0, "end_s": i as f64 * 10.0 + 4.0}))
+        .collect();
+    std::fs::write(&truth, Value::Array(intervals).to_string()).unwrap();
+    std::fs::write(&log, many_events(200, 0).join("\n") + "\n").unwrap();
+
+    // Stopped at line 150 (by --limit, as an interrupted run would be), then run to the end.
+    let (_, limited) = eval_events(&run_dir, &truth, &["--limit", "150"]);
+    assert!(limited["overall"]["events"].as_u64().unwrap() < 200, "{limited}");
+    assert!(run_dir.join("eval-events.progress.json").is_file());
+    let (err, resumed) = eval_events(&run_dir, &truth, &[]);
+    assert!(err.contains("at line 151 ("), "{err}");
+    let (err, fresh) = eval_events(&run_dir, &truth, &["--fresh"]);
+    assert!(!err.contains("resuming"), "{err}");
+    assert_eq!(resumed, fresh);
+    assert_eq!(fresh["overall"]["events"], 200);
+
+    // The log grows (a `watch` still running): only the new lines are read.
+    let mut text = std::fs::read_to_string(&log).unwrap();
+    let before = text.lines().count();
+    text += &(many_events(100, 200).join("\n") + "\n");
+    std::fs::write(&log, &text).unwrap();
+    let (err, grown) = eval_events(&run_dir, &truth, &[]);
+    assert!(err.contains(&format!("at line {} (200 events so far)", before + 1)), "{err}");
+    let (_, fresh) = eval_events(&run_dir, &truth, &["--fresh"]);
+    assert_eq!(grown, fresh);
+    assert_eq!(fresh["overall"]["events"], 300);
+
+    // Another log of the same length: its reading starts over, with one line saying why.
+    let other = text.replace("\"a person\"", "\"a horse!\"");
+    assert_eq!(other.len(), text.len());
+    std::fs::write(&log, &other).unwrap();
+    let (err, replaced) = eval_events(&run_dir, &truth, &[]);
+    assert!(err.contains("is not the log it was made from") && err.contains("reading from the start"), "{err}");
+    assert!(!err.contains("resuming"), "{err}");
+    assert_eq!(replaced["overall"]["events"], 0, "no event of an annotated query: {replaced}");
+
+    // A checkpoint that is not one (a crash cannot make it: it is renamed whole) is read from the start too.
+    std::fs::write(run_dir.join("eval-events.progress.json"), "{").unwrap();
+    let (err, _) = eval_events(&run_dir, &truth, &[]);
+    assert!(err.contains("not a checkpoint") && err.contains("reading from the start"), "{err}");
+}
+
+/// A run killed while it reads a long log leaves a checkpoint the next run reads on from, to the same report.
+#[test]
+fn eval_events_killed_resumes_to_the_same_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    std::fs::create_dir(&run_dir).unwrap();
+    let log = run_dir.join("events.jsonl");
+    let truth = dir.path().join("truth.json");
+    std::fs::write(&truth, r#"[{"source": "gate.mp4", "query": "a person", "start_s": 0, "end_s": 4}]"#).unwrap();
+    // About 200,000 lines: some seconds of reading, more than one checkpoint's interval (2 s).
+    let mut text = String::new();
+    for chunk in 0..100 {
+        text += &(many_events(1000, chunk * 1000).join("\n") + "\n");
+    }
+    std::fs::write(&log, &text).unwrap();
+    let progress = run_dir.join("eval-events.progress.json");
+    let mut child = lookout()
+        .args(["eval", "events"])
+        .arg(&run_dir)
+        .arg("--truth")
+        .arg(&truth)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let mut killed = false;
+    while t0.elapsed() < std::time::Duration::from_secs(120) {
+        if progress.is_file() {
+            killed = child.try_wait().unwrap().is_none();
+            let _ = child.kill();
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait().unwrap();
+    assert!(progress.is_file(), "no checkpoint within 120 s");
+    eprintln!("killed while reading: {killed}");
+    let (err, resumed) = eval_events(&run_dir, &truth, &[]);
+    if killed {
+        assert!(err.contains("resuming"), "{err}");
+    }
+    let (_, fresh) = eval_events(&run_dir, &truth, &["--fresh"]);
+    assert_eq!(resumed, fresh);
+    assert_eq!(fresh["overall"]["events"], 100_000);
+}

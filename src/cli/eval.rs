@@ -4,6 +4,9 @@
 //!
 //! `eval refexp` resumes: each model's results go to `<out>/items/<model>.jsonl` one whole line per item as they
 //! come (see `lookout::eval::runlog`), and a run with the same `--out` evaluates only the items not there yet.
+//! `eval events` resumes too: how far it has read `events.jsonl` and the events so far are kept every 2 s in
+//! `<out>.progress.json` (see `lookout::eval::events::Checkpoint`), and the next run reads on from there; this also
+//! makes a run again on the log of a `watch` that is still running read only the new lines.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -95,7 +98,14 @@ pub struct EventsArgs {
     /// Read only the first N lines of events.jsonl.
     #[arg(long, value_name = "N", value_parser = values::at_least_one_usize)]
     pub limit: Option<usize>,
+    /// Read events.jsonl from its first line, not from where the last run stopped (kept in
+    /// <out>.progress.json, e.g. RUN_DIR/eval-events.progress.json).
+    #[arg(long)]
+    pub fresh: bool,
 }
+
+/// How often `eval events` keeps how far it has read.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     match args.command {
@@ -378,15 +388,63 @@ fn events_cmd(args: EventsArgs) -> anyhow::Result<ExitCode> {
         .into());
     }
     let truth = events::read_truth(&args.truth).map_err(usage)?;
-    let size = std::fs::metadata(&events_file).map(|m| m.len()).unwrap_or(0);
-    let bar = progress_bar(size, "{msg} [{bar:30}] {bytes}/{total_bytes}");
-    bar.set_message("events.jsonl");
-    let spans = events::read_events(&events_file, args.limit, &mut |b| bar.set_position(b)).map_err(usage)?;
-    finish_bar(&bar);
-    let report = events::score(&spans, &truth, &events_file, &args.truth);
     let out = args.out.clone().unwrap_or_else(|| {
         if args.run_dir.is_dir() { args.run_dir.join("eval-events.json") } else { PathBuf::from("eval-events.json") }
     });
+    // The reading so far, kept beside the report: an interrupted run, or a run again on a log that has grown,
+    // reads on from there.
+    let progress_file = out.with_extension("progress.json");
+    let from = if args.fresh {
+        events::ReadState::default()
+    } else {
+        match events::Checkpoint::load(&progress_file, &events_file) {
+            Ok(Some(state)) if args.limit.is_none_or(|l| state.lines <= l) => {
+                eprintln!(
+                    "resuming {} at line {} ({} events so far), from {}",
+                    events_file.display(),
+                    state.lines + 1,
+                    state.spans.len(),
+                    progress_file.display()
+                );
+                state
+            }
+            Ok(Some(state)) => {
+                eprintln!(
+                    "{}: read to line {}, past --limit {}; reading from the start",
+                    progress_file.display(),
+                    state.lines,
+                    args.limit.unwrap_or_default()
+                );
+                events::ReadState::default()
+            }
+            Ok(None) => events::ReadState::default(),
+            Err(why) => {
+                eprintln!("{}: {why}; reading from the start", progress_file.display());
+                events::ReadState::default()
+            }
+        }
+    };
+    let size = std::fs::metadata(&events_file).map(|m| m.len()).unwrap_or(0);
+    let bar = progress_bar(size, "{msg} [{bar:30}] {bytes}/{total_bytes}");
+    bar.set_message("events.jsonl");
+    bar.set_position(from.offset);
+    let mut last_kept = Instant::now();
+    let mut keep_error = None;
+    let mut keep = |state: &events::ReadState| {
+        if keep_error.is_none() && last_kept.elapsed() >= CHECKPOINT_EVERY {
+            last_kept = Instant::now();
+            keep_error = events::Checkpoint::of(&events_file, state).and_then(|c| c.save(&progress_file)).err();
+        }
+    };
+    let read = events::resume_events(&events_file, from, args.limit, &mut |b| bar.set_position(b), &mut keep)
+        .map_err(usage)?;
+    if let Some(e) = keep_error {
+        return Err(UsageError(e.to_string()).into());
+    }
+    events::Checkpoint::of(&events_file, &read.state).and_then(|c| c.save(&progress_file)).map_err(usage)?;
+    finish_bar(&bar);
+    let spans = read.spans;
+    let report = events::score(&spans, &truth, &events_file, &args.truth);
     let text = serde_json::to_string_pretty(&report)? + "\n";
     std::fs::write(&out, text).map_err(|e| UsageError(format!("{}: cannot write ({e})", out.display())))?;
     print_events(&report, args.limit, &out);

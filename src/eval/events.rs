@@ -26,7 +26,7 @@
 //!   every annotated source.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::BufRead;
+use std::io::{BufRead, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -38,7 +38,7 @@ use super::{EvalError, Result};
 pub const MIN_TEMPORAL_IOU: f64 = 0.3;
 
 /// One event of the log, as an interval.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventSpan {
     pub event_id: String,
     pub source: String,
@@ -82,71 +82,209 @@ struct LogStamp {
 /// read so far, after each line. A line that is not JSON is an error naming it; a last line cut short (a crash
 /// while writing) is skipped.
 pub fn read_events(path: &Path, limit: Option<usize>, progress: &mut dyn FnMut(u64)) -> Result<Vec<EventSpan>> {
-    let file = std::fs::File::open(path).map_err(|err| EvalError::Read { path: path.into(), err })?;
+    Ok(resume_events(path, ReadState::default(), limit, progress, &mut |_| {})?.spans)
+}
+
+/// How far a reading of an `events.jsonl` has gone: the whole lines read, and the events they gave. This is what
+/// [`Checkpoint`] keeps, so that an interrupted `eval events` (or one run again on a log that has grown since)
+/// goes on from here instead of from the first line.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReadState {
+    /// Bytes of whole lines read (the file's offset to read on from).
+    pub offset: u64,
+    /// Lines read (the next line's number is `lines + 1`).
+    pub lines: usize,
+    /// The events so far, in the order of their first line.
+    pub spans: Vec<EventSpan>,
+}
+
+/// The result of [`resume_events`].
+pub struct EventsRead {
+    /// Where the reading stopped: past the last whole line (a last line without its newline is not in it, as the
+    /// writer may still be writing it).
+    pub state: ReadState,
+    /// The events to score: `state.spans`, and a last line without its newline if it is whole JSON.
+    pub spans: Vec<EventSpan>,
+}
+
+/// Reads the events of `path` from `from` on (its offset, its line count and its events; `ReadState::default()`
+/// reads from the start), until the end of the file or line `limit` (counted from the file's first line).
+/// `progress` is told the bytes read so far, and `checkpoint` the state after each whole line: it decides itself
+/// how often to keep it. A line that is not JSON is an error naming it.
+pub fn resume_events(
+    path: &Path,
+    from: ReadState,
+    limit: Option<usize>,
+    progress: &mut dyn FnMut(u64),
+    checkpoint: &mut dyn FnMut(&ReadState),
+) -> Result<EventsRead> {
+    let read_err = |err| EvalError::Read { path: path.into(), err };
+    let mut file = std::fs::File::open(path).map_err(read_err)?;
+    file.seek(SeekFrom::Start(from.offset)).map_err(read_err)?;
     let mut reader = std::io::BufReader::new(file);
-    let mut spans: Vec<EventSpan> = Vec::new();
-    let mut by_id: BTreeMap<String, usize> = BTreeMap::new();
-    let (mut bytes, mut buf) = (0u64, Vec::new());
-    for n in 1.. {
+    let mut state = from;
+    let mut by_id: BTreeMap<String, usize> =
+        state.spans.iter().enumerate().map(|(i, s)| (s.event_id.clone(), i)).collect();
+    let mut buf = Vec::new();
+    // A last line without its newline, applied to a copy of the events only.
+    let mut tail: Option<Vec<EventSpan>> = None;
+    loop {
+        let n = state.lines + 1;
         if limit.is_some_and(|l| n > l) {
             break;
         }
         buf.clear();
-        let read = reader.read_until(b'\n', &mut buf).map_err(|err| EvalError::Read { path: path.into(), err })?;
+        let read = reader.read_until(b'\n', &mut buf).map_err(read_err)?;
         if read == 0 {
             break;
         }
-        bytes += read as u64;
-        progress(bytes);
-        let whole = buf.ends_with(b"\n");
-        let text = String::from_utf8_lossy(&buf);
-        let text = text.trim();
-        if text.is_empty() {
-            continue;
-        }
-        let bad = |message: String| EvalError::Annotation { file: path.into(), entry: format!("line {n}"), message };
-        let line: LogLine = match serde_json::from_str(text) {
-            Ok(l) => l,
-            Err(_) if !whole => break,
-            Err(e) => return Err(bad(format!("not an event line ({e})"))),
-        };
-        if !matches!(line.kind.as_str(), "start" | "update" | "end") {
-            continue;
-        }
-        let (Some(source), Some(query)) = (line.source, line.query) else {
-            return Err(bad("an event line without source or query".into()));
-        };
-        // The line's time: the last match on `end`, else the frame's, else the event's start.
-        let at = line.end.as_ref().map(|s| s.pts_s).or(line.pts_s).or(line.start.as_ref().map(|s| s.pts_s));
-        let Some(at) = at else {
-            return Err(bad("an event line without a time (pts_s)".into()));
-        };
-        let start = line.start.as_ref().map_or(at, |s| s.pts_s);
-        // Logs always carry event_id; without one, the track and start time name the event.
-        let id = line.event_id.unwrap_or_else(|| format!("{source}|{query}|{:?}|{start}", line.track_id));
-        let i = *by_id.entry(id.clone()).or_insert_with(|| {
-            spans.push(EventSpan {
-                event_id: id,
-                source: source.clone(),
-                query: query.clone(),
-                label: line.label.clone().unwrap_or_default(),
-                start_s: start,
-                end_s: start,
-                open: true,
-            });
-            spans.len() - 1
-        });
-        let span = &mut spans[i];
-        span.start_s = span.start_s.min(start);
-        span.end_s = span.end_s.max(at);
-        if line.kind == "end" {
-            span.open = false;
-            if let Some(end) = &line.end {
-                span.end_s = end.pts_s;
+        progress(state.offset + read as u64);
+        if !buf.ends_with(b"\n") {
+            // Cut short by a crash, or still being written: counted if it is whole JSON, never kept as read.
+            let mut spans = state.spans.clone();
+            let mut ids = by_id.clone();
+            if apply_line(path, n, &buf, &mut spans, &mut ids).is_ok() {
+                tail = Some(spans);
             }
+            break;
+        }
+        apply_line(path, n, &buf, &mut state.spans, &mut by_id)?;
+        state.offset += read as u64;
+        state.lines = n;
+        checkpoint(&state);
+    }
+    let spans = tail.unwrap_or_else(|| state.spans.clone());
+    Ok(EventsRead { state, spans })
+}
+
+/// Applies line `n` of the log (`bytes`, with or without its newline) to the events.
+fn apply_line(
+    path: &Path,
+    n: usize,
+    bytes: &[u8],
+    spans: &mut Vec<EventSpan>,
+    by_id: &mut BTreeMap<String, usize>,
+) -> Result<()> {
+    let text = String::from_utf8_lossy(bytes);
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(());
+    }
+    let bad = |message: String| EvalError::Annotation { file: path.into(), entry: format!("line {n}"), message };
+    let line: LogLine = serde_json::from_str(text).map_err(|e| bad(format!("not an event line ({e})")))?;
+    if !matches!(line.kind.as_str(), "start" | "update" | "end") {
+        return Ok(());
+    }
+    let (Some(source), Some(query)) = (line.source, line.query) else {
+        return Err(bad("an event line without source or query".into()));
+    };
+    // The line's time: the last match on `end`, else the frame's, else the event's start.
+    let at = line.end.as_ref().map(|s| s.pts_s).or(line.pts_s).or(line.start.as_ref().map(|s| s.pts_s));
+    let Some(at) = at else {
+        return Err(bad("an event line without a time (pts_s)".into()));
+    };
+    let start = line.start.as_ref().map_or(at, |s| s.pts_s);
+    // Logs always carry event_id; without one, the track and start time name the event.
+    let id = line.event_id.unwrap_or_else(|| format!("{source}|{query}|{:?}|{start}", line.track_id));
+    let i = *by_id.entry(id.clone()).or_insert_with(|| {
+        spans.push(EventSpan {
+            event_id: id,
+            source: source.clone(),
+            query: query.clone(),
+            label: line.label.clone().unwrap_or_default(),
+            start_s: start,
+            end_s: start,
+            open: true,
+        });
+        spans.len() - 1
+    });
+    let span = &mut spans[i];
+    span.start_s = span.start_s.min(start);
+    span.end_s = span.end_s.max(at);
+    if line.kind == "end" {
+        span.open = false;
+        if let Some(end) = &line.end {
+            span.end_s = end.pts_s;
         }
     }
-    Ok(spans)
+    Ok(())
+}
+
+/// How many bytes at the start and at the end of what was read a [`Checkpoint`] fingerprints.
+const FINGERPRINT_BYTES: u64 = 64 * 1024;
+
+/// A reading of an `events.jsonl` kept on disk (`eval-events.progress.json` beside the report), so that the next
+/// `eval events` with the same report goes on where it stopped.
+///
+/// `events.jsonl` only grows, so a checkpoint is good for a file whose bytes up to its offset are the same: it is
+/// checked by the SHA-256 of the first and of the last 64 KiB read. A log that was replaced or cut is read from the
+/// start again.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The events file, as given (for a person reading the checkpoint; the fingerprints decide).
+    pub events_file: String,
+    pub head_sha256: String,
+    pub tail_sha256: String,
+    pub state: ReadState,
+}
+
+fn sha256_of_range(file: &mut std::fs::File, from: u64, len: u64) -> std::io::Result<String> {
+    use sha2::Digest;
+    file.seek(SeekFrom::Start(from))?;
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(len).read_to_end(&mut bytes)?;
+    if (bytes.len() as u64) < len {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the file is shorter than the checkpoint"));
+    }
+    Ok(format!("{:x}", sha2::Sha256::digest(&bytes)))
+}
+
+/// The fingerprints of the first `offset` bytes of `events`: (head, tail).
+fn fingerprints(events: &Path, offset: u64) -> std::io::Result<(String, String)> {
+    let mut file = std::fs::File::open(events)?;
+    let head = sha256_of_range(&mut file, 0, offset.min(FINGERPRINT_BYTES))?;
+    let tail_len = offset.min(FINGERPRINT_BYTES);
+    let tail = sha256_of_range(&mut file, offset - tail_len, tail_len)?;
+    Ok((head, tail))
+}
+
+impl Checkpoint {
+    /// The checkpoint of `state`, a reading of `events`.
+    pub fn of(events: &Path, state: &ReadState) -> Result<Checkpoint> {
+        let (head_sha256, tail_sha256) =
+            fingerprints(events, state.offset).map_err(|err| EvalError::Read { path: events.into(), err })?;
+        Ok(Checkpoint { events_file: events.display().to_string(), head_sha256, tail_sha256, state: state.clone() })
+    }
+
+    /// Writes the checkpoint to `path` whole: to a temporary file, then renamed over the last one.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let tmp = path.with_extension("json.tmp");
+        let text =
+            serde_json::to_vec(self).map_err(|e| EvalError::BadFile { path: path.into(), message: e.to_string() })?;
+        std::fs::write(&tmp, text).map_err(|err| EvalError::Write { path: tmp.clone(), err })?;
+        std::fs::rename(&tmp, path).map_err(|err| EvalError::Write { path: path.into(), err })
+    }
+
+    /// The reading kept at `path`, if there is one and it is a reading of `events` as it is now. `Err` says,
+    /// in words, why a checkpoint that is there cannot be used (the caller logs it and reads from the start).
+    pub fn load(path: &Path, events: &Path) -> std::result::Result<Option<ReadState>, String> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("cannot read it ({e})")),
+        };
+        let kept: Checkpoint = serde_json::from_slice(&bytes).map_err(|e| format!("not a checkpoint ({e})"))?;
+        let now = fingerprints(events, kept.state.offset)
+            .map_err(|e| format!("{} is not the log it was made from ({e})", events.display()))?;
+        if now != (kept.head_sha256, kept.tail_sha256) {
+            return Err(format!(
+                "{} is not the log it was made from (its first {} bytes differ)",
+                events.display(),
+                kept.state.offset
+            ));
+        }
+        Ok(Some(kept.state))
+    }
 }
 
 /// One annotated interval.
