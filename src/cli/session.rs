@@ -17,14 +17,14 @@ use super::UsageError;
 #[command(next_help_heading = "Device")]
 pub struct SessionArgs {
     /// Where the model runs: auto (TensorRT, then CUDA, then CPU: the first that works), cpu, cuda[:N] or
-    /// tensorrt[:N] [default: [model] device of --config, else auto]
+    /// tensorrt[:N] [default: [model] device of the config file, when one is given, else auto]
     #[arg(long, value_name = "DEVICE")]
     pub device: Option<Device>,
     /// Where the text encoder runs, if not on --device (it runs only when the queries change) [default: --device]
     #[arg(long, value_name = "DEVICE")]
     pub text_device: Option<Device>,
     /// ONNX Runtime graph optimisation: 0 none, 1 basic, 2 extended, 3 all [default: [model] optimization_level
-    /// of --config, else 3]
+    /// of the config file, when one is given, else 3]
     #[arg(long, value_name = "0-3", value_parser = clap::value_parser!(u8).range(0..=3))]
     pub graph_opt_level: Option<u8>,
     /// fp16 kernels [default: true on a Jetson, false elsewhere]
