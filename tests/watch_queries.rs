@@ -43,6 +43,9 @@ impl Detector for EveryQuery {
     fn frame_scale(&self) -> FrameScale {
         FrameScale::Stretch { width: 64, height: 64 }
     }
+    fn text_encoder(&self) -> Box<dyn lookout::infer::TextEncoder> {
+        Box::new(lookout::infer::TextsOnly)
+    }
     fn encode(&mut self, texts: &[String]) -> lookout::infer::Result<QuerySet> {
         Ok(QuerySet::texts_only(texts.to_vec()))
     }
@@ -97,7 +100,6 @@ fn query(text: &str) -> StandingQuery {
 fn a_removed_query_finds_nothing_more_and_the_others_keep_their_detections() {
     let out = tempfile::tempdir().unwrap();
     let model = ModelDir::open(&tiny_model("owlvit")).unwrap();
-    let encoder_model = model.clone();
     let control = Control::new(
         "scripted",
         "cpu",
@@ -108,9 +110,7 @@ fn a_removed_query_finds_nothing_more_and_the_others_keep_their_detections() {
             default_text_threshold: None,
             has_text_threshold: false,
             initial_ids: None,
-            loader: std::sync::Mutex::new(Some(Box::new(move || {
-                Ok(Box::new(EveryQuery { model: encoder_model }) as Box<dyn Detector>)
-            }))),
+            encoder: std::sync::Mutex::new(Some(Box::new(lookout::infer::TextsOnly))),
         },
     );
     let server = Server::start(

@@ -291,7 +291,6 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
     }
     let intra = config.model.intra_threads.unwrap_or(common.intra_threads);
     let session = common.session.options(intra, &config)?;
-    let encoder_model = model.clone();
     let detector = lookout::infer::load(model, &session)?;
     let verify = verifier_dir.map(|model| watch::VerifySettings {
         model,
@@ -341,9 +340,6 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
             (false, None) => lookout::config::DEFAULT_THRESHOLD,
         };
         let device = session.device.to_string();
-        let session = session.clone();
-        let loader: lookout::http::queries::EncoderLoader =
-            Box::new(move || lookout::infer::load(encoder_model, &session));
         lookout::http::Control::new(
             &detector.model().name,
             &device,
@@ -354,7 +350,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
                 default_text_threshold: defaults.and_then(|d| d.text_threshold),
                 has_text_threshold: defaults.is_some_and(|d| d.text_threshold.is_some()),
                 initial_ids,
-                loader: std::sync::Mutex::new(Some(loader)),
+                encoder: std::sync::Mutex::new(Some(detector.text_encoder())),
             },
         )
     });

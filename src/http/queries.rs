@@ -7,8 +7,9 @@
 //! under a frame in flight.
 //!
 //! A change goes: HTTP handler (validates the body as the command line validates `[[query]]`) → bounded
-//! channel [`CHANGE_QUEUE`] (full: 503) → the `query-encoder` thread, which encodes the texts with its own
-//! detector (loaded on the first change, so the infer thread never waits for a text encoder), publishes the
+//! channel [`CHANGE_QUEUE`] (full: 503) → the `query-encoder` thread, which encodes the texts with the infer
+//! thread's detector's [`TextEncoder`] (the same tokenizer and text graph, shared: no second copy of the model,
+//! and the infer thread never waits for a text encoder), publishes the
 //! new [`ActiveQueries`] (the infer thread picks it up at its next round: the next frame), writes a `queries`
 //! line to `events.jsonl` and saves `<out>/queries.json`, then answers the handler.
 //!
@@ -25,15 +26,12 @@ use tracing::{info, warn};
 use super::ApiError;
 use super::control::Control;
 use crate::config::{AlertOn, Config, QueryConfig, StandingQuery};
-use crate::infer::{Detector, InferError, QuerySet};
+use crate::infer::{QuerySet, TextEncoder};
 
 /// Changes waiting for the encoder; more get 503 (the client tries again).
 pub const CHANGE_QUEUE: usize = 16;
 /// The file the API's queries are kept in, in the output directory.
 pub const QUERIES_FILE: &str = "queries.json";
-
-/// Makes the encoder thread's own detector (the same model as the infer thread's).
-pub type EncoderLoader = Box<dyn FnOnce() -> Result<Box<dyn Detector>, InferError> + Send>;
 
 /// How queries added over the API get their defaults, and where their text is encoded.
 pub struct QuerySettings {
@@ -45,8 +43,8 @@ pub struct QuerySettings {
     pub has_text_threshold: bool,
     /// The ids of the queries the run starts with (from `queries.json`); `None`: `q1`, `q2`, ...
     pub initial_ids: Option<Vec<String>>,
-    /// Taken by the encoder thread.
-    pub loader: Mutex<Option<EncoderLoader>>,
+    /// The detector's text encoder ([`crate::infer::Detector::text_encoder`]); taken by the encoder thread.
+    pub encoder: Mutex<Option<Box<dyn TextEncoder>>>,
 }
 
 impl std::fmt::Debug for QuerySettings {
@@ -353,16 +351,16 @@ impl Control {
 
 /// The encoder thread: applies the changes one at a time (see the module documentation).
 pub(super) fn run_encoder(control: Arc<Control>, rx: crossbeam_channel::Receiver<Change>) {
-    let mut detector: Option<Box<dyn Detector>> = None;
+    let mut encoder = control.query_settings.encoder.lock().unwrap_or_else(|e| e.into_inner()).take();
     for change in rx {
-        let result = apply(&control, &mut detector, change.kind);
+        let result = apply(&control, &mut encoder, change.kind);
         let _ = change.reply.send(result);
     }
 }
 
 fn apply(
     control: &Control,
-    detector: &mut Option<Box<dyn Detector>>,
+    encoder: &mut Option<Box<dyn TextEncoder>>,
     change: ChangeKind,
 ) -> Result<Option<QueryView>, ApiError> {
     let current = control.queries();
@@ -407,19 +405,10 @@ fn apply(
     next.set = if texts.is_empty() {
         None
     } else {
-        if detector.is_none() {
-            let loader = settings.loader.lock().unwrap_or_else(|e| e.into_inner()).take();
-            let Some(loader) = loader else {
-                return Err(ApiError::unavailable("the query encoder could not be loaded (see the log)".into()));
-            };
-            info!("loading the model's text side for query changes");
-            *detector = Some(loader().map_err(|e| {
-                warn!(error = %e, "query encoder not loaded");
-                ApiError::unavailable(format!("the query encoder could not be loaded: {e}"))
-            })?);
-        }
-        let d = detector.as_mut().expect("loaded above");
-        Some(d.encode(&texts).map_err(|e| ApiError::bad_request(e.to_string()))?)
+        let Some(e) = encoder.as_mut() else {
+            return Err(ApiError::unavailable("this run has no query encoder (another encoder thread took it)".into()));
+        };
+        Some(e.encode(&texts).map_err(|e| ApiError::bad_request(e.to_string()))?)
     };
     next.set_slots = set_slots;
     // Published under the lock, so that two readers never see the version without its queries.
@@ -452,42 +441,8 @@ fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::geom::Detection;
-    use crate::infer::postprocess::Selection;
-    use crate::infer::{DetectTimings, FrameScale, Image, ModelDir};
-
-    /// Encodes texts as texts (a query set a scripted detector takes).
-    struct TextsOnly(ModelDir);
-
-    impl Detector for TextsOnly {
-        fn model(&self) -> &ModelDir {
-            &self.0
-        }
-        fn frame_scale(&self) -> FrameScale {
-            FrameScale::Stretch { width: 64, height: 64 }
-        }
-        fn encode(&mut self, texts: &[String]) -> crate::infer::Result<QuerySet> {
-            Ok(QuerySet::texts_only(texts.to_vec()))
-        }
-        fn detect(
-            &mut self,
-            _: &[Image<'_>],
-            _: &QuerySet,
-            _: &Selection,
-        ) -> crate::infer::Result<Vec<crate::infer::Result<Vec<Detection>>>> {
-            Ok(Vec::new())
-        }
-        fn warm_up(&mut self, _: &QuerySet) -> crate::infer::Result<()> {
-            Ok(())
-        }
-        fn last_timings(&self) -> DetectTimings {
-            DetectTimings::default()
-        }
-    }
 
     fn control(out: &Path) -> Arc<Control> {
-        let model = ModelDir::open(&Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tiny/owlvit")).unwrap();
-        let loader: EncoderLoader = Box::new(move || Ok(Box::new(TextsOnly(model)) as Box<dyn Detector>));
         let c = Control::new(
             "m",
             "cpu",
@@ -498,7 +453,7 @@ mod tests {
                 default_text_threshold: None,
                 has_text_threshold: false,
                 initial_ids: None,
-                loader: Mutex::new(Some(loader)),
+                encoder: Mutex::new(Some(Box::new(crate::infer::TextsOnly))),
             },
         );
         let verifying = StandingQuery {
@@ -520,7 +475,7 @@ mod tests {
     fn slots_are_appended_and_retired_never_reused() {
         let out = tempfile::tempdir().unwrap();
         let c = control(out.path());
-        let mut detector = None;
+        let mut detector: Option<Box<dyn TextEncoder>> = Some(Box::new(crate::infer::TextsOnly));
         let added = apply(&c, &mut detector, ChangeKind::Add(body("a cat"))).unwrap().unwrap();
         assert_eq!((added.id.as_str(), added.threshold), ("q3", 0.3), "the next id, the default threshold");
         apply(&c, &mut detector, ChangeKind::Remove("q1".into())).unwrap();
@@ -551,7 +506,7 @@ mod tests {
     fn bad_changes_are_refused_with_what_to_do() {
         let out = tempfile::tempdir().unwrap();
         let c = control(out.path());
-        let mut detector = None;
+        let mut detector: Option<Box<dyn TextEncoder>> = Some(Box::new(crate::infer::TextsOnly));
         let e = apply(&c, &mut detector, ChangeKind::Replace("q2".into(), body("x"))).unwrap_err();
         assert_eq!(e.status, axum::http::StatusCode::CONFLICT);
         assert!(e.message.contains("config"), "{}", e.message);
@@ -569,7 +524,8 @@ mod tests {
     fn saved_queries_come_back_with_their_ids_and_a_damaged_file_is_named() {
         let out = tempfile::tempdir().unwrap();
         let c = control(out.path());
-        apply(&c, &mut None, ChangeKind::Add(body("a cat"))).unwrap();
+        apply(&c, &mut Some(Box::new(crate::infer::TextsOnly) as Box<dyn TextEncoder>), ChangeKind::Add(body("a cat")))
+            .unwrap();
         let saved = load_saved(out.path()).unwrap().unwrap();
         let ids: Vec<&str> = saved.iter().map(|(id, _)| id.as_str()).collect();
         assert_eq!(ids, ["q1", "q2", "q3"]);

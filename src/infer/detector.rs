@@ -177,6 +177,11 @@ pub trait Detector: Send {
         selection: &Selection,
     ) -> Result<Vec<Result<Vec<Detection>>>>;
 
+    /// An encoder of queries for this model that shares its text side (tokenizer and text graph): it encodes on
+    /// another thread while this detector detects, with no second copy of the model. A text graph is locked
+    /// while it runs, so an [`Detector::encode`] at the same time waits for it.
+    fn text_encoder(&self) -> Box<dyn TextEncoder>;
+
     /// Runs once on a blank picture so that the first real one does not pay for ONNX Runtime's lazy setup.
     fn warm_up(&mut self, queries: &QuerySet) -> Result<()>;
 
@@ -187,6 +192,23 @@ pub trait Detector: Send {
     /// (OWL), and the application's defaults apply.
     fn default_thresholds(&self) -> Option<ModelThresholds> {
         None
+    }
+}
+
+/// Encodes queries for one loaded model ([`Detector::text_encoder`]), on any thread.
+pub trait TextEncoder: Send {
+    /// As [`Detector::encode`] of the detector it came from: the same [`QuerySet`].
+    fn encode(&mut self, texts: &[String]) -> Result<QuerySet>;
+}
+
+/// A [`TextEncoder`] whose query sets carry only their texts ([`QuerySet::texts_only`]): the test seam's encoder,
+/// for a scripted [`Detector`] with nothing to encode.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TextsOnly;
+
+impl TextEncoder for TextsOnly {
+    fn encode(&mut self, texts: &[String]) -> Result<QuerySet> {
+        Ok(QuerySet::texts_only(texts.to_vec()))
     }
 }
 

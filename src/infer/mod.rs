@@ -33,7 +33,9 @@ pub mod verify;
 pub mod xclip;
 
 pub use clip::ClipModel;
-pub use detector::{DetectTimings, Detector, FrameScale, Image, ModelThresholds, QuerySet, ScaledFrame};
+pub use detector::{
+    DetectTimings, Detector, FrameScale, Image, ModelThresholds, QuerySet, ScaledFrame, TextEncoder, TextsOnly,
+};
 pub use device::Device;
 pub use gdino::GdinoDetector;
 pub use model::{Family, Layout, LayoutChoice, ModelDir};

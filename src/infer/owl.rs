@@ -9,13 +9,14 @@
 //! The raw steps stay public ([`OwlDetector::run`], [`RawOutput`]) for the parity tests.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ndarray::{Array2, Array4, ArrayView4, Axis, Ix2, Ix3};
 use ort::session::Session;
 use ort::value::TensorRef;
 
-use super::detector::{DetectTimings, Detector, FrameScale, Image, QuerySet};
+use super::detector::{DetectTimings, Detector, FrameScale, Image, QuerySet, TextEncoder};
 use super::head::{class_logits, normalize_queries};
 use super::model::{Layout, ModelDir};
 use super::postprocess::{Selection, select};
@@ -48,14 +49,60 @@ impl OwlQueries {
 pub use super::postprocess::RawOutput;
 
 enum Backend {
-    Hf { session: Session },
-    Split { text: Session, image: Session },
+    Hf {
+        session: Session,
+    },
+    /// The image side; the text encoder is in [`OwlText`].
+    Split {
+        image: Session,
+    },
+}
+
+/// The text side of a loaded model: the tokenizer and, in the split layout, the text encoder's session. The
+/// detector and every [`TextEncoder`] it gives share it: a query change encoded on another thread loads nothing
+/// more.
+#[derive(Clone)]
+struct OwlText {
+    text_graph: std::path::PathBuf,
+    tokenizer: Arc<QueryTokenizer>,
+    /// `None` in the hf layout, whose one graph takes the token ids with every image.
+    session: Option<Arc<Mutex<Session>>>,
+}
+
+impl OwlText {
+    fn encode_queries(&self, texts: &[String]) -> Result<OwlQueries> {
+        let (ids, mask) = self.tokenizer.encode_all(texts)?;
+        let embeds = match &self.session {
+            None => None,
+            Some(session) => {
+                let path = &self.text_graph;
+                // The lock is held by one encoding at a time: the infer thread's (at the start) or the query
+                // encoder's, never for a frame.
+                let mut text = session.lock().unwrap_or_else(|e| e.into_inner());
+                let outputs = text
+                    .run(ort::inputs![
+                        "input_ids" => TensorRef::from_array_view(&ids).map_err(ort_err(path))?,
+                        "attention_mask" => TensorRef::from_array_view(&mask).map_err(ort_err(path))?,
+                    ])
+                    .map_err(ort_err(path))?;
+                let embeds: Array2<f32> = extract::<Ix2>(&outputs, path, "text_embeds")?;
+                Some(normalize_queries(embeds.view()))
+            }
+        };
+        Ok(OwlQueries { texts: texts.to_vec(), ids, mask, embeds })
+    }
+}
+
+impl TextEncoder for OwlText {
+    fn encode(&mut self, texts: &[String]) -> Result<QuerySet> {
+        Ok(QuerySet::new(texts.to_vec(), self.encode_queries(texts)?))
+    }
 }
 
 /// A loaded OWL-ViT or OWLv2 model, ready to run.
 pub struct OwlDetector {
     pub model: ModelDir,
-    tokenizer: QueryTokenizer,
+    text: OwlText,
     backend: Backend,
     /// The input batch of [`Detector::detect`], kept between calls so that a video does not allocate per frame.
     batch: Array4<f32>,
@@ -125,13 +172,14 @@ fn extract<D: ndarray::Dimension>(
 impl OwlDetector {
     /// Loads the tokenizer and builds the sessions for the model's layout.
     pub fn load(model: ModelDir, opts: &SessionOptions) -> Result<Self> {
-        let tokenizer = QueryTokenizer::from_file(&model.path("tokenizer.json"))?;
-        let backend = match model.layout {
+        let tokenizer = Arc::new(QueryTokenizer::from_file(&model.path("tokenizer.json"))?);
+        let text_graph = model.path("onnx/text_encoder.onnx");
+        let (backend, text_session) = match model.layout {
             Layout::Hf => {
                 let path = model.hf_graph_path();
                 let session = build_session(&path, opts)?;
                 check_io(&session, &path, &["input_ids", "attention_mask", "pixel_values"], &["logits", "pred_boxes"])?;
-                Backend::Hf { session }
+                (Backend::Hf { session }, None)
             }
             Layout::Split => {
                 let tpath = model.path("onnx/text_encoder.onnx");
@@ -145,12 +193,12 @@ impl OwlDetector {
                     &["pixel_values"],
                     &["class_embeds", "logit_shift", "logit_scale", "pred_boxes"],
                 )?;
-                Backend::Split { text, image }
+                (Backend::Split { image }, Some(Arc::new(Mutex::new(text))))
             }
         };
         Ok(OwlDetector {
             model,
-            tokenizer,
+            text: OwlText { text_graph, tokenizer, session: text_session },
             backend,
             batch: Array4::zeros((0, 3, 0, 0)),
             timings: DetectTimings::default(),
@@ -158,7 +206,7 @@ impl OwlDetector {
     }
 
     pub fn tokenizer(&self) -> &QueryTokenizer {
-        &self.tokenizer
+        &self.text.tokenizer
     }
 
     /// Side of the square input tensor.
@@ -168,22 +216,7 @@ impl OwlDetector {
 
     /// Tokenizes the queries and, in the split layout, runs the text encoder once for all of them.
     pub fn encode_queries(&mut self, texts: &[String]) -> Result<OwlQueries> {
-        let (ids, mask) = self.tokenizer.encode_all(texts)?;
-        let embeds = match &mut self.backend {
-            Backend::Hf { .. } => None,
-            Backend::Split { text, .. } => {
-                let path = self.model.path("onnx/text_encoder.onnx");
-                let outputs = text
-                    .run(ort::inputs![
-                        "input_ids" => TensorRef::from_array_view(&ids).map_err(ort_err(&path))?,
-                        "attention_mask" => TensorRef::from_array_view(&mask).map_err(ort_err(&path))?,
-                    ])
-                    .map_err(ort_err(&path))?;
-                let embeds: Array2<f32> = extract::<Ix2>(&outputs, &path, "text_embeds")?;
-                Some(normalize_queries(embeds.view()))
-            }
-        };
-        Ok(OwlQueries { texts: texts.to_vec(), ids, mask, embeds })
+        self.text.encode_queries(texts)
     }
 
     /// Runs a batch of preprocessed images `[B, 3, S, S]` against the queries.
@@ -282,6 +315,10 @@ impl Detector for OwlDetector {
     fn encode(&mut self, texts: &[String]) -> Result<QuerySet> {
         let owl = self.encode_queries(texts)?;
         Ok(QuerySet::new(texts.to_vec(), owl))
+    }
+
+    fn text_encoder(&self) -> Box<dyn TextEncoder> {
+        Box::new(self.text.clone())
     }
 
     fn detect(

@@ -16,6 +16,7 @@ pub mod post;
 pub mod text;
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ndarray::{Array2, Array3, Array4, Axis, Ix3};
@@ -23,7 +24,7 @@ use ort::session::Session;
 use ort::value::TensorRef;
 
 use self::text::{BertTokenizer, TextPass};
-use super::detector::{DetectTimings, Detector, FrameScale, Image, ModelThresholds, QuerySet};
+use super::detector::{DetectTimings, Detector, FrameScale, Image, ModelThresholds, QuerySet, TextEncoder};
 use super::model::{Layout, ModelDir};
 use super::postprocess::Selection;
 use super::preprocess::{PreprocessorConfig, ResizeRule, gdino as prep};
@@ -63,19 +64,22 @@ pub struct RawGdino {
 }
 
 enum Backend {
-    Hf { session: Session },
-    Split { text: Session, detector: Session },
+    Hf {
+        session: Session,
+    },
+    /// The image side; the text encoder is in [`GdinoText`].
+    Split {
+        detector: Session,
+    },
 }
 
 /// A loaded Grounding DINO model, ready to run.
 pub struct GdinoDetector {
     pub model: ModelDir,
-    tokenizer: BertTokenizer,
+    text: GdinoText,
     backend: Backend,
     /// `(height, width)` every batch must have, when the graph takes one size only.
     fixed_hw: Option<(u32, u32)>,
-    /// At most this many queries per text pass: 1 for an hf graph lookout did not export (see [`Self::load`]).
-    queries_per_pass: Option<usize>,
     /// The input batch and pixel mask of [`Detector::detect`], kept between calls.
     batch: Array4<f32>,
     mask: Array3<i64>,
@@ -133,17 +137,75 @@ fn tile<T: Clone, D: ndarray::Dimension>(one: &ndarray::Array<T, D>, batch: usiz
     view.broadcast(shape).expect("broadcast along a new axis").to_owned()
 }
 
+/// The text side of a loaded model: the tokenizer, how queries go into passes, and in the split layout the text
+/// encoder's session. The detector and every [`TextEncoder`] it gives share it: a query change encoded on another
+/// thread loads nothing more.
+#[derive(Clone)]
+struct GdinoText {
+    text_graph: std::path::PathBuf,
+    tokenizer: Arc<BertTokenizer>,
+    max_text_len: usize,
+    /// At most this many queries per text pass: 1 for an hf graph lookout did not export (see
+    /// [`GdinoDetector::load`]).
+    queries_per_pass: Option<usize>,
+    /// `None` in the hf layout, whose one graph takes the token ids with every image.
+    session: Option<Arc<Mutex<Session>>>,
+}
+
+impl GdinoText {
+    /// Tokenizes the queries into passes and, in the split layout, runs the text encoder once per pass.
+    fn encode_queries(&self, texts: &[String]) -> Result<GdinoQueries> {
+        let passes = self.tokenizer.passes(texts, self.max_text_len, self.queries_per_pass)?;
+        let mut encoded = Vec::with_capacity(passes.len());
+        for pass in passes {
+            let text_features = match &self.session {
+                None => None,
+                Some(session) => {
+                    let path = &self.text_graph;
+                    let ids = pass.input_ids.view().insert_axis(Axis(0));
+                    let types = pass.token_type_ids().insert_axis(Axis(0));
+                    let mask = pass.attention_mask().insert_axis(Axis(0));
+                    // Held by one encoding at a time (the infer thread's at the start, or the query encoder's),
+                    // never for a frame.
+                    let mut text = session.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut inputs = ort::inputs![
+                        "input_ids" => TensorRef::from_array_view(ids).map_err(ort_err(path))?,
+                        "token_type_ids" => TensorRef::from_array_view(&types).map_err(ort_err(path))?,
+                    ];
+                    if text.inputs().iter().any(|i| i.name() == "attention_mask") {
+                        inputs.push((
+                            "attention_mask".into(),
+                            TensorRef::from_array_view(&mask).map_err(ort_err(path))?.into(),
+                        ));
+                    }
+                    let outputs = text.run(inputs).map_err(ort_err(path))?;
+                    Some(extract3(&outputs, path, "text_features")?)
+                }
+            };
+            encoded.push(EncodedPass { pass, text_features });
+        }
+        Ok(GdinoQueries { texts: texts.to_vec(), passes: encoded })
+    }
+}
+
+impl TextEncoder for GdinoText {
+    fn encode(&mut self, texts: &[String]) -> Result<QuerySet> {
+        Ok(QuerySet::new(texts.to_vec(), self.encode_queries(texts)?))
+    }
+}
+
 impl GdinoDetector {
     /// Loads the tokenizer and builds the sessions for the model's layout.
     pub fn load(model: ModelDir, opts: &SessionOptions) -> Result<Self> {
-        let tokenizer = BertTokenizer::from_file(&model.path("tokenizer.json"))?;
-        let (backend, graph_hw) = match model.layout {
+        let tokenizer = Arc::new(BertTokenizer::from_file(&model.path("tokenizer.json"))?);
+        let text_graph = model.path("onnx/text_encoder.onnx");
+        let (backend, graph_hw, text_session) = match model.layout {
             Layout::Hf => {
                 let path = model.hf_graph_path();
                 let session = build_session(&path, opts)?;
                 check_io(&session, &path, &["pixel_values", "input_ids", "attention_mask"], &["logits", "pred_boxes"])?;
                 let hw = static_hw(&session);
-                (Backend::Hf { session }, hw)
+                (Backend::Hf { session }, hw, None)
             }
             Layout::Split => {
                 let tpath = model.path("onnx/text_encoder.onnx");
@@ -166,7 +228,7 @@ impl GdinoDetector {
                     &["logits", "pred_boxes"],
                 )?;
                 let hw = static_hw(&detector);
-                (Backend::Split { text, detector }, hw)
+                (Backend::Split { detector }, hw, Some(Arc::new(Mutex::new(text))))
             }
         };
         // The graph's own shape wins; export_info.json and pad_size say the same for lookout's exports.
@@ -196,12 +258,18 @@ impl GdinoDetector {
                  prompt it was traced with, so each query runs in a pass of its own"
             );
         }
+        let text = GdinoText {
+            text_graph,
+            tokenizer,
+            max_text_len: model.max_text_len,
+            queries_per_pass,
+            session: text_session,
+        };
         Ok(GdinoDetector {
             model,
-            tokenizer,
+            text,
             backend,
             fixed_hw,
-            queries_per_pass,
             batch: Array4::zeros((0, 3, 0, 0)),
             mask: Array3::zeros((0, 0, 0)),
             timings: DetectTimings::default(),
@@ -209,7 +277,7 @@ impl GdinoDetector {
     }
 
     pub fn tokenizer(&self) -> &BertTokenizer {
-        &self.tokenizer
+        &self.text.tokenizer
     }
 
     /// `(height, width)` every batch is padded to when the graph takes one size only.
@@ -219,33 +287,7 @@ impl GdinoDetector {
 
     /// Tokenizes the queries into passes and, in the split layout, runs the text encoder once per pass.
     pub fn encode_queries(&mut self, texts: &[String]) -> Result<GdinoQueries> {
-        let passes = self.tokenizer.passes(texts, self.model.max_text_len, self.queries_per_pass)?;
-        let mut encoded = Vec::with_capacity(passes.len());
-        for pass in passes {
-            let text_features = match &mut self.backend {
-                Backend::Hf { .. } => None,
-                Backend::Split { text, .. } => {
-                    let path = self.model.path("onnx/text_encoder.onnx");
-                    let ids = pass.input_ids.view().insert_axis(Axis(0));
-                    let types = pass.token_type_ids().insert_axis(Axis(0));
-                    let mask = pass.attention_mask().insert_axis(Axis(0));
-                    let mut inputs = ort::inputs![
-                        "input_ids" => TensorRef::from_array_view(ids).map_err(ort_err(&path))?,
-                        "token_type_ids" => TensorRef::from_array_view(&types).map_err(ort_err(&path))?,
-                    ];
-                    if text.inputs().iter().any(|i| i.name() == "attention_mask") {
-                        inputs.push((
-                            "attention_mask".into(),
-                            TensorRef::from_array_view(&mask).map_err(ort_err(&path))?.into(),
-                        ));
-                    }
-                    let outputs = text.run(inputs).map_err(ort_err(&path))?;
-                    Some(extract3(&outputs, &path, "text_features")?)
-                }
-            };
-            encoded.push(EncodedPass { pass, text_features });
-        }
-        Ok(GdinoQueries { texts: texts.to_vec(), passes: encoded })
+        self.text.encode_queries(texts)
     }
 
     /// Runs a batch of preprocessed pictures (`pixels` `[B, 3, H, W]`, `mask` `[B, H, W]`) with one text pass.
@@ -413,6 +455,10 @@ impl Detector for GdinoDetector {
     fn encode(&mut self, texts: &[String]) -> Result<QuerySet> {
         let q = self.encode_queries(texts)?;
         Ok(QuerySet::new(texts.to_vec(), q))
+    }
+
+    fn text_encoder(&self) -> Box<dyn TextEncoder> {
+        Box::new(self.text.clone())
     }
 
     fn detect(
