@@ -19,7 +19,7 @@ use crate::sink::EventLog;
 use crate::sink::alerts::AlertStats;
 use crate::source::SourceStats;
 
-use super::queries::ActiveQueries;
+use super::table::{ActiveQueries, Change, QuerySettings};
 
 /// A source's annotated frame is copied for the server at most this often.
 pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);
@@ -137,8 +137,8 @@ pub struct Control {
     pub(super) event_log: Mutex<Option<Arc<Mutex<EventLog>>>>,
     pub(super) alerts: Mutex<Option<Box<dyn Fn() -> AlertStats + Send + Sync>>>,
     /// Query changes for the encoder thread, which the server starts.
-    pub(super) changes: Mutex<Option<crossbeam_channel::Sender<super::queries::Change>>>,
-    pub(super) query_settings: super::queries::QuerySettings,
+    pub(super) changes: Mutex<Option<crossbeam_channel::Sender<Change>>>,
+    pub(super) query_settings: QuerySettings,
 }
 
 impl std::fmt::Debug for Control {
@@ -150,13 +150,7 @@ impl std::fmt::Debug for Control {
 impl Control {
     /// The shared state of a run into `out_dir` with `model` on `device`; `query_settings` says how queries
     /// added over the API get their defaults and their encoder.
-    pub fn new(
-        model: &str,
-        device: &str,
-        out_dir: &Path,
-        read_only: bool,
-        query_settings: super::queries::QuerySettings,
-    ) -> Arc<Self> {
+    pub fn new(model: &str, device: &str, out_dir: &Path, read_only: bool, query_settings: QuerySettings) -> Arc<Self> {
         let inference_seconds = prometheus::Histogram::with_opts(
             prometheus::HistogramOpts::new("lookout_inference_seconds", "Time of one inference batch")
                 .const_label("model", model)

@@ -39,6 +39,7 @@ mod frames;
 mod metrics;
 mod page;
 pub mod queries;
+pub mod table;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -408,13 +409,13 @@ async fn query_get(
         .ok_or_else(|| ApiError::not_found(format!("no query with id {id:?}; GET /api/v1/queries lists them")))
 }
 
-async fn change(state: &AppState, kind: queries::ChangeKind) -> Result<Option<QueryView>, ApiError> {
+async fn change(state: &AppState, kind: table::ChangeKind) -> Result<Option<QueryView>, ApiError> {
     let (reply, answer) = tokio::sync::oneshot::channel();
     let sender = state.control.changes.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let Some(sender) = sender else {
         return Err(ApiError::unavailable("the run is stopping: queries can no longer change".into()));
     };
-    sender.try_send(queries::Change { kind, reply }).map_err(|_| {
+    sender.try_send(table::Change { kind, reply }).map_err(|_| {
         ApiError::unavailable(format!("{} query changes are waiting already; try again", queries::CHANGE_QUEUE))
     })?;
     answer.await.map_err(|_| ApiError::unavailable("the query encoder stopped".into()))?
@@ -425,7 +426,7 @@ async fn query_add(
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = json_body(body)?;
-    let view = change(&state, queries::ChangeKind::Add(body)).await?;
+    let view = change(&state, table::ChangeKind::Add(body)).await?;
     Ok((StatusCode::CREATED, axum::Json(view)).into_response())
 }
 
@@ -435,7 +436,7 @@ async fn query_replace(
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = json_body(body)?;
-    let view = change(&state, queries::ChangeKind::Replace(id, body)).await?;
+    let view = change(&state, table::ChangeKind::Replace(id, body)).await?;
     Ok(axum::Json(view).into_response())
 }
 
@@ -443,7 +444,7 @@ async fn query_remove(
     State(state): State<AppState>,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<Response, ApiError> {
-    change(&state, queries::ChangeKind::Remove(id)).await?;
+    change(&state, table::ChangeKind::Remove(id)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
