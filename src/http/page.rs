@@ -18,3 +18,16 @@ pub(super) async fn script() -> impl IntoResponse {
 pub(super) async fn style() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE)
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every field a person fills in has a name a screen reader reads out (the form has no visible labels).
+    #[test]
+    fn every_visible_input_is_labelled() {
+        let inputs: Vec<&str> = super::INDEX.split("<input").skip(1).map(|s| &s[..s.find('>').unwrap()]).collect();
+        assert!(inputs.len() >= 6, "{inputs:?}");
+        for input in inputs.iter().filter(|i| !i.contains("type=\"hidden\"")) {
+            assert!(input.contains("aria-label=\"") && input.contains("title=\""), "unlabelled: <input{input}>");
+        }
+    }
+}
