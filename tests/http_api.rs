@@ -115,6 +115,8 @@ fn every_route_on_a_file_run_and_a_query_added_over_the_api_finds_events_from_th
     assert!(bad(r#"{"text": "a dog", "threshold": 1.5}"#).error(400).contains("threshold"));
     assert!(bad(r#"{"text": "a dog", "sources": ["gate"]}"#).error(400).contains("gate"));
     assert!(bad(r#"{"text": "a dog", "text_threshold": 0.3}"#).error(400).contains("Grounding DINO"));
+    assert!(bad(r#"{"text": "a dog", "verify": "a dog barking"}"#).error(400).contains("no verifier model"));
+    assert!(bad(r#"{"text": "a dog", "alert_on": "verified"}"#).error(400).contains("not verify"));
     let big = format!(r#"{{"text": "{}"}}"#, "a".repeat(100_000));
     bad(&big).error(413);
     run.json("PUT", "/api/v1/queries/nope", &json!({"text": "a dog"})).error(404);
@@ -350,4 +352,37 @@ fn no_camera_password_in_any_response_and_not_ready_while_a_camera_is_down() {
     ));
     assert!(!bodies.contains("hunter2") && !bodies.contains("admin:"), "a password in a response");
     assert!(bodies.contains("lookout_source_reconnects_total"));
+}
+
+/// With a verifier (the deterministic brightness one: prompts are target brightnesses, "0.5" beats "5"), a query
+/// added over the API verifies its events: each gets its `verification` line, confirmed, and with
+/// `alert_on = "verified"` its alert waits for the verdict. Replacing a verifying query works as any other.
+#[test]
+fn a_query_added_over_the_api_verifies_its_events() {
+    let out = tempfile::tempdir().unwrap();
+    let verifier = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tiny/verifier-brightness");
+    let run = ControlRun::start(out.path(), 1.0, &["--verifier", verifier.to_str().unwrap(), "--no-clips"]);
+    // Changes are taken once the run's queries and sources are in place (a 503 before).
+    wait_for("readyz 200", || Some(run.get("/readyz")).filter(|r| r.status == 200));
+    let body = json!({"text": "a red car", "threshold": 0.0, "min_frames": 1, "window": 1, "verify": "0.5",
+                      "contrast": ["5"], "verify_threshold": 0.4, "alert_on": "verified"});
+    let added = run.json("POST", "/api/v1/queries", &body);
+    assert_eq!(added.status, 201, "{}", String::from_utf8_lossy(&added.body));
+    let added = added.json();
+    assert_eq!((added["verify"].as_str(), added["alert_on"].as_str()), (Some("0.5"), Some("verified")));
+    let id = added["id"].as_str().unwrap().to_string();
+    let v = wait_for("a verification line of the added query", || {
+        run.lines().into_iter().find(|l| l["type"] == "verification" && l["query"] == "a red car")
+    });
+    assert_eq!(v["verdict"], "confirmed", "{v}");
+    assert_eq!(v["prompts"], json!(["0.5", "5"]));
+    assert_eq!(v["model"], "verifier-brightness");
+    // The query of the command line does not verify: no line of its own.
+    assert!(!run.lines().iter().any(|l| l["type"] == "verification" && l["query"] == "a person riding a bicycle"));
+    let put = run.json("PUT", &format!("/api/v1/queries/{id}"), &json!({"text": "a red car", "verify": "5"}));
+    assert_eq!(put.status, 200, "{}", String::from_utf8_lossy(&put.body));
+    assert_eq!(put.json()["contrast"], json!(lookout::infer::verify::DEFAULT_CONTRAST), "the default contrast");
+    let (status, summary) = run.wait();
+    assert!(status.success(), "{summary}");
+    assert!(summary["verification"]["confirmed"].as_u64().unwrap() >= 1, "{summary}");
 }

@@ -109,6 +109,7 @@ fn a_removed_query_finds_nothing_more_and_the_others_keep_their_detections() {
             default_threshold: 0.5,
             default_text_threshold: None,
             has_text_threshold: false,
+            has_verifier: false,
             initial_ids: None,
             encoder: std::sync::Mutex::new(Some(Box::new(lookout::infer::TextsOnly))),
         },

@@ -201,8 +201,15 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
             UsageError("--verify confirms the events of the -q queries: give at least one -q \"...\"".into()).into()
         );
     }
+    // The verifier: needed by a query that verifies; with the control plane, loaded also when one is configured
+    // (--verifier, [verify] model or verifier), for the queries that verify added over the API.
+    let verifier_configured =
+        args.verifier.is_some() || config.verify.model.is_some() || config.verify.verifier.is_some();
     let verifier_dir = match queries.iter().find(|q| q.verify.is_some()) {
         Some(q) => Some(verifier_model(args.verifier.as_deref(), &config.verify, &q.label)?),
+        None if http.is_some() && verifier_configured => {
+            Some(verifier_model(args.verifier.as_deref(), &config.verify, "(added over the API)")?)
+        }
         None => None,
     };
 
@@ -349,6 +356,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
                 default_threshold,
                 default_text_threshold: defaults.and_then(|d| d.text_threshold),
                 has_text_threshold: defaults.is_some_and(|d| d.text_threshold.is_some()),
+                has_verifier: verify.is_some(),
                 initial_ids,
                 encoder: std::sync::Mutex::new(Some(detector.text_encoder())),
             },

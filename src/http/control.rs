@@ -129,6 +129,9 @@ pub struct Control {
     pub out_dir: PathBuf,
     pub read_only: bool,
     model_loaded: AtomicBool,
+    /// The run's queries and sources are in place: query changes are taken from then on (see
+    /// [`Control::open_changes`]).
+    changes_open: AtomicBool,
     sources: RwLock<Vec<Arc<SourceEntry>>>,
     /// Inference latency per batch, in seconds.
     pub inference_seconds: prometheus::Histogram,
@@ -165,6 +168,7 @@ impl Control {
             out_dir: out_dir.to_path_buf(),
             read_only,
             model_loaded: AtomicBool::new(false),
+            changes_open: AtomicBool::new(false),
             sources: RwLock::new(Vec::new()),
             inference_seconds,
             version: AtomicU64::new(0),
@@ -179,6 +183,17 @@ impl Control {
     /// Marks the model as loaded (for `/readyz`).
     pub fn model_loaded(&self) {
         self.model_loaded.store(true, Ordering::Relaxed);
+    }
+
+    /// The run's queries ([`Control::begin_queries`]) and sources are in place: query changes are taken from now
+    /// on. Before, a change would be applied to a table the start then replaces, and lost; it gets a 503.
+    pub fn open_changes(&self) {
+        self.changes_open.store(true, Ordering::Release);
+    }
+
+    /// Whether query changes are taken ([`Control::open_changes`]).
+    pub fn changes_open(&self) -> bool {
+        self.changes_open.load(Ordering::Acquire)
     }
 
     /// Ready: the model is loaded and every source delivered a frame.

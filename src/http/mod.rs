@@ -141,9 +141,6 @@ impl ApiError {
     pub fn not_found(message: String) -> Self {
         Self::new(StatusCode::NOT_FOUND, message)
     }
-    pub fn conflict(message: String) -> Self {
-        Self::new(StatusCode::CONFLICT, message)
-    }
     pub fn unavailable(message: String) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
     }

@@ -116,6 +116,13 @@ fn apply(
     encoder: &mut Option<Box<dyn TextEncoder>>,
     change: ChangeKind,
 ) -> Result<Option<QueryView>, ApiError> {
+    if !control.changes_open() {
+        return Err(ApiError::unavailable(
+            "the run is starting (the model and the sources are not in place yet); try again in a moment (GET \
+             /readyz says when it is ready)"
+                .into(),
+        ));
+    }
     let current = control.queries();
     let mut next = (*current).clone();
     let sources: Vec<String> = control.sources().iter().map(|s| s.name.clone()).collect();
@@ -136,12 +143,6 @@ fn apply(
         }
         ChangeKind::Replace(id, body) => {
             let i = find(&next, &id)?;
-            if next.slots[i].query.verify.is_some() {
-                return Err(ApiError::conflict(format!(
-                    "query {id:?} verifies its events, which is set in the config only; change it there, or DELETE \
-                     it and POST a new one"
-                )));
-            }
             let q = body.to_query(settings, &sources).map_err(ApiError::bad_request)?;
             next.slots[i].active = false;
             next.slots.push(Slot { id: id.clone(), query: q.clone(), active: true });
@@ -205,6 +206,7 @@ mod tests {
                 default_threshold: 0.3,
                 default_text_threshold: None,
                 has_text_threshold: false,
+                has_verifier: false,
                 initial_ids: None,
                 encoder: std::sync::Mutex::new(Some(Box::new(crate::infer::TextsOnly))),
             },
@@ -213,10 +215,13 @@ mod tests {
             verify: Some(crate::config::QueryVerify::with_defaults("a fight")),
             ..StandingQuery::from_text("two people", Some(0.4))
         };
+        let refused = apply(&c, &mut Some(Box::new(crate::infer::TextsOnly)), ChangeKind::Remove("q1".into()));
+        assert_eq!(refused.unwrap_err().status, axum::http::StatusCode::SERVICE_UNAVAILABLE, "before the start");
         c.begin_queries(
             &[StandingQuery::from_text("a dog", Some(0.4)), verifying],
             QuerySet::texts_only(vec!["a dog".into(), "two people".into()]),
         );
+        c.open_changes();
         c
     }
 
@@ -260,9 +265,11 @@ mod tests {
         let out = tempfile::tempdir().unwrap();
         let c = control(out.path());
         let mut detector: Option<Box<dyn TextEncoder>> = Some(Box::new(crate::infer::TextsOnly));
-        let e = apply(&c, &mut detector, ChangeKind::Replace("q2".into(), body("x"))).unwrap_err();
-        assert_eq!(e.status, axum::http::StatusCode::CONFLICT);
-        assert!(e.message.contains("config"), "{}", e.message);
+        let verifying: QueryBody =
+            serde_json::from_value(serde_json::json!({"text": "two people", "verify": "a fight"})).unwrap();
+        let e = apply(&c, &mut detector, ChangeKind::Replace("q2".into(), verifying)).unwrap_err();
+        assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
+        assert!(e.message.contains("no verifier model") && e.message.contains("[verify] model"), "{}", e.message);
         let e = apply(&c, &mut detector, ChangeKind::Remove("q9".into())).unwrap_err();
         assert_eq!(e.status, axum::http::StatusCode::NOT_FOUND);
         let gate: QueryBody =

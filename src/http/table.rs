@@ -26,6 +26,8 @@ pub struct QuerySettings {
     pub default_text_threshold: Option<f32>,
     /// Whether the model has a text threshold at all.
     pub has_text_threshold: bool,
+    /// Whether the run has a verifier (`[verify] model`): queries with `verify` can then be added.
+    pub has_verifier: bool,
     /// The ids of the queries the run starts with (from `queries.json`); `None`: `q1`, `q2`, ...
     pub initial_ids: Option<Vec<String>>,
     /// The detector's text encoder ([`crate::infer::Detector::text_encoder`]); taken by the encoder thread.
@@ -99,7 +101,7 @@ pub struct QueryView {
     pub update_interval_s: f64,
     /// Empty: every source.
     pub sources: Vec<String>,
-    /// The verifier's sentence, for a query that verifies (set in the config; not changeable over the API).
+    /// The verifier's sentence, for a query that verifies its events (`[verify]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -189,6 +191,12 @@ pub struct QueryBody {
     pub update_interval_s: Option<f64>,
     #[serde(default)]
     pub sources: Vec<String>,
+    /// What must be happening for an event to be confirmed (needs a verifier model: `[verify] model`).
+    pub verify: Option<String>,
+    pub contrast: Option<Vec<String>>,
+    pub verify_threshold: Option<f32>,
+    /// `"start"` or `"verified"`.
+    pub alert_on: Option<String>,
 }
 
 fn standing(config: QueryConfig, default_threshold: f32) -> StandingQuery {
@@ -208,6 +216,31 @@ impl QueryBody {
                 self.text
             ));
         }
+        if self.verify.is_none()
+            && let Some(field) = [
+                self.contrast.is_some().then_some("contrast"),
+                self.verify_threshold.is_some().then_some("verify_threshold"),
+                self.alert_on.is_some().then_some("alert_on"),
+            ]
+            .into_iter()
+            .flatten()
+            .next()
+        {
+            return Err(format!("query {:?} sets {field} but not verify: add the sentence to verify", self.text));
+        }
+        if self.verify.is_some() && !settings.has_verifier {
+            return Err(format!(
+                "query {:?} has verify, but this run has no verifier model: set [verify] model in the config (or \
+                 --verifier DIR) and start again",
+                self.text
+            ));
+        }
+        let alert_on = match self.alert_on.as_deref() {
+            None => None,
+            Some("start") => Some(AlertOn::Start),
+            Some("verified") => Some(AlertOn::Verified),
+            Some(other) => return Err(format!("query {:?}: alert_on {other:?} is not start or verified", self.text)),
+        };
         for s in &self.sources {
             if !sources.contains(s) {
                 return Err(format!(
@@ -230,13 +263,16 @@ impl QueryBody {
             cooldown_s: self.cooldown_s,
             update_interval_s: self.update_interval_s,
             sources: self.sources.clone(),
-            verify: None,
-            contrast: None,
-            verify_threshold: None,
-            alert_on: None,
+            verify: self.verify.clone(),
+            contrast: self.contrast.clone(),
+            verify_threshold: self.verify_threshold,
+            alert_on,
         };
         crate::config::check_queries(std::slice::from_ref(&config))?;
-        let q = standing(config, settings.default_threshold);
+        let mut q = standing(config, settings.default_threshold);
+        if let (Some(v), Some(contrast)) = (q.verify.as_mut(), &self.contrast) {
+            v.contrast = contrast.clone();
+        }
         Ok(q.with_model_defaults(None, settings.default_text_threshold))
     }
 }

@@ -265,9 +265,10 @@ pub fn run(
         c.begin_queries(&queries, query_set.clone());
         c.model_loaded();
     }
-    // The verifier, and each verifying query's prompts encoded once for the run.
-    let verifier = match (&settings.verify, verifying) {
-        (Some(v), Some(_)) => {
+    // The verifier, and each verifying query's prompts encoded once for the run. With the control plane it is
+    // loaded even when no query verifies yet: one added over the API may.
+    let verifier = match (&settings.verify, verifying.is_some() || settings.control.is_some()) {
+        (Some(v), true) => {
             let mut verifier = crate::infer::load_verifier(&v.model, &v.session)?;
             if let Some(fixed) = verifier.num_frames()
                 && fixed != v.frames
@@ -364,6 +365,9 @@ pub fn run(
             .collect(),
         None => Vec::new(),
     };
+    if let Some(c) = &settings.control {
+        c.open_changes();
+    }
 
     // The encoders come from the same template as the sources' decoders (NVENC on a Jetson), with the generic
     // software encoder where the template's cannot be made here.
@@ -439,6 +443,7 @@ pub fn run(
     };
 
     // The verify thread, fed by the post stages through one bounded queue.
+    let has_verifier = verifier.is_some();
     let gate = Arc::new(AlertGate::default());
     let mut verify_thread: Option<JoinHandle<()>> = None;
     let mut verify_link: Option<(Sender<VerifyJob>, VerdictWriter, VerifySettings)> = None;
@@ -452,7 +457,7 @@ pub fn run(
             model: verifier.name().to_string(),
             rejected: rejected_evidence.clone(),
         };
-        let stage = VerifyStage { verifier, prompts, queries: queries.clone(), rx, writer: writer.clone() };
+        let stage = VerifyStage { verifier, prompts, rx, writer: writer.clone() };
         verify_thread = Some(
             std::thread::Builder::new()
                 .name("verify".into())
@@ -499,7 +504,10 @@ pub fn run(
             write_failures: write_failures.clone(),
             collector: verify_link
                 .as_ref()
-                .filter(|_| queries.iter().any(|q| q.verify.is_some() && q.applies_to(&h.spec.short_name)))
+                .filter(|_| {
+                    settings.control.is_some()
+                        || queries.iter().any(|q| q.verify.is_some() && q.applies_to(&h.spec.short_name))
+                })
                 .map(|(tx, writer, v)| {
                     Collector::new(
                         v.frames,
@@ -672,11 +680,7 @@ pub fn run(
         batches: infer_stats.batches,
         clips,
         event_lines_lost: event_log_stats.lost,
-        verification: settings
-            .verify
-            .as_ref()
-            .filter(|_| queries.iter().any(|q| q.verify.is_some()))
-            .map(|_| gate.summary()),
+        verification: has_verifier.then(|| gate.summary()),
         wall_seconds: started.elapsed().as_secs_f64(),
     };
     let path = settings.out_dir.join("summary.json");

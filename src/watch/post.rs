@@ -235,6 +235,9 @@ impl PostStage {
                     if let Some(c) = self.clip_sink.as_mut() {
                         c.add_query(&slot.query.text, &slot.query.label);
                     }
+                    if let Some(c) = self.collector.as_mut() {
+                        c.add_query(slot.query.clone());
+                    }
                     labels.push(slot.query.label.clone());
                     self.queries.push(slot.query.clone());
                 }

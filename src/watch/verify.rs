@@ -238,18 +238,22 @@ pub const OVERLOADED: &str = "overloaded";
 
 /// An event's crops on their way to the verify thread.
 pub(super) struct VerifyJob {
+    /// The line to write; its `prompts` are the query's.
     pub record: VerificationRecord,
     pub short_name: String,
+    /// The query's slot: its prompts are encoded once per slot (a slot never changes its query).
     pub query: usize,
+    /// The query's `verify_threshold`.
+    pub threshold: f32,
     pub frames: Vec<RgbImage>,
 }
 
 /// The `verify` thread: one verifier for every source.
 pub(super) struct VerifyStage {
     pub verifier: Box<dyn Verifier>,
-    /// Per query, its prompts encoded (`None` for a query without `verify`).
-    pub prompts: Vec<Option<PromptSet>>,
-    pub queries: Vec<StandingQuery>,
+    /// Per query slot, its prompts encoded: the run's queries at the start, and those added over the control plane
+    /// when their first event comes (encoded here, off the frame path).
+    pub prompts: HashMap<usize, PromptSet>,
     pub rx: Receiver<VerifyJob>,
     pub writer: VerdictWriter,
 }
@@ -258,12 +262,19 @@ impl VerifyStage {
     /// Verifies every job until every post stage has gone.
     pub(super) fn run(mut self) {
         while let Ok(mut job) = self.rx.recv() {
-            let result = match (self.prompts.get(job.query).and_then(Option::as_ref), self.queries.get(job.query)) {
-                (Some(prompts), Some(q)) => {
-                    let threshold = q.verify.as_ref().map_or(0.5, |v| v.threshold);
-                    self.verifier.logits(&job.frames, prompts).map(|l| judge(&l, threshold)).map_err(|e| e.to_string())
+            if !self.prompts.contains_key(&job.query) {
+                match self.verifier.encode(&job.record.prompts) {
+                    Ok(p) => _ = self.prompts.insert(job.query, p),
+                    Err(e) => warn!(query = %job.record.query, error = %e, "the verifier cannot take the prompts"),
                 }
-                _ => Err(format!("query {} has no prompts", job.query)),
+            }
+            let result = match self.prompts.get(&job.query) {
+                Some(prompts) => self
+                    .verifier
+                    .logits(&job.frames, prompts)
+                    .map(|l| judge(&l, job.threshold))
+                    .map_err(|e| e.to_string()),
+                None => Err(format!("the verifier cannot take the prompts of query {:?}", job.record.query)),
             };
             match result {
                 Ok((score, verdict)) => {
@@ -283,12 +294,18 @@ impl VerifyStage {
     }
 }
 
-/// Encodes each verifying query's prompts once, for the run.
+/// Encodes each verifying query's prompts once, for the run, by query slot.
 pub(super) fn encode_prompts(
     verifier: &mut dyn Verifier,
     queries: &[StandingQuery],
-) -> crate::infer::Result<Vec<Option<PromptSet>>> {
-    queries.iter().map(|q| q.verify.as_ref().map(|v| verifier.encode(&v.prompts())).transpose()).collect()
+) -> crate::infer::Result<HashMap<usize, PromptSet>> {
+    let mut prompts = HashMap::new();
+    for (i, q) in queries.iter().enumerate() {
+        if let Some(v) = &q.verify {
+            prompts.insert(i, verifier.encode(&v.prompts())?);
+        }
+    }
+    Ok(prompts)
 }
 
 /// One frame taken for an event.
@@ -337,6 +354,11 @@ impl Collector {
         queries: Vec<StandingQuery>,
     ) -> Self {
         Collector { frames, seconds, evidence, tx, writer, source, short_name, queries, pending: Vec::new() }
+    }
+
+    /// A query added over the control plane (its slot is the next index).
+    pub(super) fn add_query(&mut self, query: StandingQuery) {
+        self.queries.push(query);
     }
 
     /// An event started: when its query verifies, its frames are taken from this frame on.
@@ -442,7 +464,8 @@ impl Collector {
         let (first, last) = (c.samples[0].pts_s, c.samples[c.samples.len() - 1].pts_s);
         record.seconds = ((last - first) * 1e6).round() / 1e6;
         let frames: Vec<RgbImage> = picked.iter().map(|&i| crops[i].clone()).collect();
-        let job = VerifyJob { record, short_name: self.short_name.clone(), query: c.query, frames };
+        let threshold = q.verify.as_ref().map_or(crate::infer::verify::DEFAULT_VERIFY_THRESHOLD, |v| v.threshold);
+        let job = VerifyJob { record, short_name: self.short_name.clone(), query: c.query, threshold, frames };
         match self.tx.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(mut job)) => {
@@ -604,13 +627,7 @@ mod tests {
         let mut verifier = Gated { started: started_tx, go: go_rx };
         let prompts = encode_prompts(&mut verifier, std::slice::from_ref(&query)).unwrap();
         let (tx, rx) = crossbeam_channel::bounded(1);
-        let stage = VerifyStage {
-            verifier: Box::new(verifier),
-            prompts,
-            queries: vec![query.clone()],
-            rx,
-            writer: writer.clone(),
-        };
+        let stage = VerifyStage { verifier: Box::new(verifier), prompts, rx, writer: writer.clone() };
         let thread = std::thread::spawn(move || stage.run());
         let mut c =
             Collector::new(8, 2.0, EvidenceSettings::default(), tx, writer, "cam".into(), "cam".into(), vec![query]);
