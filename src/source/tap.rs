@@ -99,11 +99,23 @@ impl PacketTap {
         }
     }
 
-    /// Sends every later packet to `recorder` too. Its queue is bounded and the tap never waits on it: a packet
-    /// that does not fit is lost to the recording (counted in [`PacketTap::recorder_dropped`], and seen by the
-    /// recorder as a jump in `seq`).
+    /// Sends the packets in the ring now (from its oldest keyframe: what passed since the source started, or its
+    /// last pre-roll), then every later packet, to `recorder` too. The source starts before its recording: without
+    /// the ring, the first GOPs of a file would be lost to it, and with them the clips of events at its start.
+    /// Its queue is bounded and the tap never waits on it: a packet that does not fit is lost to the recording
+    /// (counted in [`PacketTap::recorder_dropped`], and seen by the recorder as a jump in `seq`).
     pub fn set_recorder(&self, recorder: Sender<TapMessage>) {
-        self.lock().recorder = Some(recorder);
+        let mut s = self.lock();
+        // The ring holds the last packets taken, in order: the newest is `seq`.
+        let held = s.ring.since(0);
+        let first_seq = s.seq + 1 - held.len() as u64;
+        for (i, packet) in held.into_iter().enumerate() {
+            let message = TapMessage::Packet { packet, caps: s.caps.clone(), seq: first_seq + i as u64 };
+            if recorder.try_send(message).is_err() {
+                self.recorder_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        s.recorder = Some(recorder);
     }
 
     /// The ring's bounds (its time is the longest pre-roll of the source's queries, plus a margin).
@@ -650,5 +662,32 @@ mod tests {
         assert!(appsrc.is_none());
         assert!(summary.error.unwrap().contains("MiB"));
         assert_eq!(tap.dropped_packets.load(Ordering::Relaxed), 1);
+    }
+
+    /// The source runs before its recording starts: the recorder gets what the ring holds first (from its
+    /// first keyframe, with the packets' own `seq`), then every later packet, with no gap.
+    #[test]
+    fn the_recorder_gets_the_ring_first_then_every_later_packet() {
+        gst::init().unwrap();
+        let tap = PacketTap::new(RingSettings { max_time_s: 10.0, max_bytes: 1 << 20 });
+        let caps = gst::Caps::builder("video/x-h264").build();
+        for i in 0..25 {
+            tap.push("dec", Some(caps.clone()), &buffer(i));
+        }
+        let (tx, rx) = crossbeam_channel::bounded(100);
+        tap.set_recorder(tx);
+        for i in 25..40 {
+            tap.push("dec", None, &buffer(i));
+        }
+        let got: Vec<(u64, u64, bool)> = rx
+            .try_iter()
+            .map(|m| match m {
+                TapMessage::Packet { packet, seq, .. } => (seq, packet.pts_ns.unwrap() / (40 * MS), packet.keyframe),
+                TapMessage::NewRun => panic!("no new run here"),
+            })
+            .collect();
+        let expected: Vec<(u64, u64, bool)> = (0..40).map(|i| (i + 1, i, i % 10 == 0)).collect();
+        assert_eq!(got, expected, "every packet since the first keyframe, in order, seq without a jump");
+        assert_eq!(tap.recorder_dropped.load(Ordering::Relaxed), 0);
     }
 }
