@@ -29,21 +29,36 @@ const BOUNDARY: &str = "lookout-frame";
 #[derive(Debug, Default)]
 pub(super) struct JpegCache {
     jpegs: Mutex<HashMap<String, (u64, u64, Bytes)>>,
+    /// Held while a JPEG is made: the clients that ask for a new frame at once wait for the first one's JPEG
+    /// instead of each making their own (50 clients polling `latest.jpg` made up to 50 per frame).
+    making: tokio::sync::Mutex<()>,
+    /// JPEGs made, for the tests.
+    made: std::sync::atomic::AtomicU64,
 }
 
 impl JpegCache {
-    /// The JPEG of the source's latest frame (made once per frame), with its seq and frame index; `None`
-    /// before the first.
+    fn cached(&self, source: &SourceEntry, seq: u64) -> Option<(u64, u64, Bytes)> {
+        let jpegs = self.jpegs.lock().unwrap_or_else(|e| e.into_inner());
+        jpegs.get(&source.name).filter(|(s, _, _)| *s == seq).cloned()
+    }
+
+    /// The JPEG of the source's latest frame (made once per frame, whatever the number of clients asking at
+    /// once), with its seq and frame index; `None` before the first.
     async fn latest(&self, source: &Arc<SourceEntry>) -> Option<(u64, u64, Bytes)> {
         source.want_frames();
         let frame = source.latest()?;
-        if let Some((seq, index, bytes)) = self.jpegs.lock().unwrap_or_else(|e| e.into_inner()).get(&source.name)
-            && *seq == frame.seq
-        {
-            return Some((*seq, *index, bytes.clone()));
+        if let Some(hit) = self.cached(source, frame.seq) {
+            return Some(hit);
+        }
+        let _making = self.making.lock().await;
+        // Another client may have made it while this one waited; the frame may be newer by now too.
+        let frame = source.latest()?;
+        if let Some(hit) = self.cached(source, frame.seq) {
+            return Some(hit);
         }
         let (seq, index) = (frame.seq, frame.frame);
         let bytes = tokio::task::spawn_blocking(move || encode_jpeg(&frame.picture)).await.ok()??;
+        self.made.fetch_add(1, Ordering::Relaxed);
         self.jpegs.lock().unwrap_or_else(|e| e.into_inner()).insert(source.name.clone(), (seq, index, bytes.clone()));
         Some((seq, index, bytes))
     }
@@ -211,6 +226,40 @@ pub(super) async fn sample_fps(control: Arc<Control>) {
                 s.fps_in.store(fps_in.to_bits(), Ordering::Relaxed);
                 s.fps_out.store(fps_out.to_bits(), Ordering::Relaxed);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::picture::{Picture, PixelFormat};
+
+    /// Fifty clients asking for the same new frame at once get one JPEG, made once.
+    #[test]
+    fn clients_asking_at_once_share_one_jpeg() {
+        gstreamer::init().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
+        let stats = Arc::new(crate::source::SourceStats::default());
+        let source = Arc::new(SourceEntry::new("cam", "cam", true, stats, std::time::Instant::now()));
+        let cache = Arc::new(JpegCache::default());
+        for (frame, expected) in [(1u64, 1u64), (2, 2)] {
+            source.publish(frame, &Picture::black(PixelFormat::I420, 640, 360).unwrap());
+            let answers: Vec<_> = rt.block_on(async {
+                let clients: Vec<_> = (0..50)
+                    .map(|_| {
+                        let (cache, source) = (cache.clone(), source.clone());
+                        tokio::spawn(async move { cache.latest(&source).await })
+                    })
+                    .collect();
+                let mut answers = Vec::new();
+                for c in clients {
+                    answers.push(c.await.unwrap().expect("a frame"));
+                }
+                answers
+            });
+            assert!(answers.iter().all(|a| a.1 == frame && a.2 == answers[0].2), "every client, frame {frame}");
+            assert_eq!(cache.made.load(Ordering::Relaxed), expected, "one JPEG per frame");
         }
     }
 }
