@@ -44,7 +44,7 @@ use crate::config::StandingQuery;
 use crate::geom::Detection;
 use crate::geom::ResizeRule;
 use crate::gst::{self, EncoderPurpose, PipelineChoice};
-use crate::infer::{Detector, FrameScale};
+use crate::infer::{Detector, FrameScale, SessionOptions};
 use crate::shutdown::ShutdownToken;
 use crate::sink::clips::{ClipSettings, ClipWriter};
 use crate::sink::disk::WriteFailures;
@@ -61,7 +61,7 @@ use infer::{InferStage, InferStats, QueryBands};
 use post::{PostStage, PostStats, tracker_settings_for_events};
 pub use summary::{SourceSummary, Summary};
 use verify::{AlertGate, Collector, VerdictWriter, VerifyJob, VerifyStage};
-pub use verify::{OVERLOADED, VerifySettings, VerifySummary};
+pub use verify::{OVERLOADED, VERIFY_INTRA_THREADS, VERIFY_NICE, VerifySettings, VerifySummary};
 
 /// Frames in flight between the inference thread and one source's post thread.
 const POST_QUEUE: usize = 4;
@@ -269,7 +269,10 @@ pub fn run(
     // loaded even when no query verifies yet: one added over the API may.
     let verifier = match (&settings.verify, verifying.is_some() || settings.control.is_some()) {
         (Some(v), true) => {
-            let mut verifier = crate::infer::load_verifier(&v.model, &v.session)?;
+            // One thread, on the verify thread itself: the verifier runs beside inference, which has the cores;
+            // ONNX Runtime's own pool would spin on them (see VERIFY_INTRA_THREADS).
+            let opts = SessionOptions { intra_threads: VERIFY_INTRA_THREADS, ..v.session.clone() };
+            let mut verifier = crate::infer::load_verifier(&v.model, &opts)?;
             if let Some(fixed) = verifier.num_frames()
                 && fixed != v.frames
             {
@@ -461,7 +464,10 @@ pub fn run(
         verify_thread = Some(
             std::thread::Builder::new()
                 .name("verify".into())
-                .spawn(move || stage.run())
+                .spawn(move || {
+                    verify::lower_this_threads_priority(VERIFY_NICE);
+                    stage.run()
+                })
                 .map_err(|error| WatchError::Thread { name: "verify".into(), error })?,
         );
         verify_link = Some((tx, writer, v));

@@ -44,6 +44,29 @@ use crate::sink::rejected::RejectedEvidence;
 use crate::source::FullFrame;
 use crate::track::{FrameTime, LifecycleEvent, TrackOutput};
 
+/// Intra-op threads of the verifier's session: one, the verify thread itself. The verifier runs beside the
+/// detector, whose session has the cores; a pool of its own would contend with it (ONNX Runtime's pool threads spin
+/// while they wait for work), and a verdict a few hundred milliseconds later costs nothing (its frames take
+/// `[verify] seconds` to come).
+pub const VERIFY_INTRA_THREADS: usize = 1;
+
+/// How much lower than the other threads the verify thread runs (a nice increment): inference keeps its speed, and
+/// the verifier takes what is left (an event every few seconds needs a few percent of a core).
+pub const VERIFY_NICE: i32 = 5;
+
+/// Lowers the calling thread's scheduling priority by `nice` (Linux: a thread's nice value is its own). Best
+/// effort: a failure leaves the priority as it was.
+pub(super) fn lower_this_threads_priority(nice: i32) {
+    // SAFETY: gettid and setpriority take no pointers; PRIO_PROCESS with a thread id affects only that thread.
+    unsafe {
+        let tid = libc::gettid();
+        let now = libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t);
+        if libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, (now + nice).min(19)) != 0 {
+            tracing::debug!("could not lower the verify thread's priority");
+        }
+    }
+}
+
 /// What `watch` verifies with (`[verify]`; see [`crate::config::VerifyConfig`] for the defaults).
 #[derive(Debug, Clone)]
 pub struct VerifySettings {
@@ -538,6 +561,22 @@ pub(super) fn alerts_wait(q: &StandingQuery) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The verify thread's priority is lowered, and only its own.
+    #[test]
+    fn only_the_calling_thread_is_lowered() {
+        let prio = || unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
+        let here = prio();
+        let there = std::thread::spawn(move || {
+            let before = prio();
+            lower_this_threads_priority(VERIFY_NICE);
+            (before, prio())
+        })
+        .join()
+        .unwrap();
+        assert_eq!(there, (here, (here + VERIFY_NICE).min(19)));
+        assert_eq!(prio(), here, "the test thread is as it was");
+    }
 
     #[test]
     fn crop_of_i420_matches_the_whole_conversion() {
