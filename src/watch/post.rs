@@ -2,7 +2,8 @@
 //! clips, alerts and the annotated video.
 //!
 //! The tracker gets a box on every frame ([`Tracker::update_into`] on inference frames, [`Tracker::predict_into`]
-//! in between). The event engine ([`EventLifecycle`]) is fed in stream time (the frame's PTS, or its index / 25
+//! in between, [`Tracker::hold_into`] on the frames the motion gate skipped because nothing moved, which are not
+//! misses). The event engine ([`EventLifecycle`]) is fed in stream time (the frame's PTS, or its index / 25
 //! for a frame without one) and decides when an event starts and ends; each of its notifications becomes a line
 //! of `events.jsonl`, then goes to the clip writer and the alerts.
 
@@ -255,8 +256,11 @@ impl PostStage {
                 },
             };
             tracks.clear();
+            // A frame the motion gate found still is not a miss: the tracks and events are held on it.
+            let still = p.detections.is_none() && frame.is_still();
             match &p.detections {
                 Some(dets) => self.tracker.update_into(frame.index, dets, &mut tracks),
+                None if still => self.tracker.hold_into(frame.index, &mut tracks),
                 None => self.tracker.predict_into(frame.index, &mut tracks),
             }
             let mut sink = self.log_sink(&mut stats);
@@ -265,6 +269,7 @@ impl PostStage {
             }
             match &p.detections {
                 Some(_) => lifecycle.update(at, &tracks, &mut sink),
+                None if still => lifecycle.hold(at, &mut sink),
                 None => lifecycle.advance(at, &mut sink),
             }
             // Lines kept while the disk was full go out once there is room, even when no new line comes.
