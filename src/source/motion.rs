@@ -92,6 +92,13 @@ impl MotionSettings {
         MotionSettings { enabled: true, ..Default::default() }
     }
 
+    /// The default settings of a source: on for a live source (a camera that mostly watches nothing move, where
+    /// each skipped frame is compute saved for the other cameras), off for a file (footage replayed to be
+    /// searched, where every picked frame is wanted and there is no hurry).
+    pub fn default_for(live: bool) -> Self {
+        MotionSettings { enabled: live, ..Default::default() }
+    }
+
     /// The grey levels a pixel must differ from the background by to count as changed.
     pub fn diff_threshold(&self) -> f32 {
         MIN_DIFF + (MAX_DIFF - MIN_DIFF) * (1.0 - self.sensitivity.clamp(0.0, 1.0))

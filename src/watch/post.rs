@@ -18,7 +18,8 @@ use super::verify::{AlertGate, Collector, alerts_wait};
 use super::{Processed, Progress, TEST_MODEL_BANNER, WatchSettings};
 use crate::config::StandingQuery;
 use crate::draw::{
-    Canvas, LabelPlacer, annotate_detections_with, banner_rect, draw_banner, draw_timestamp, timestamp_rect,
+    Canvas, LabelPlacer, annotate_detections_with, banner_rect, draw_banner, draw_motion, draw_timestamp, motion_rect,
+    timestamp_rect,
 };
 use crate::picture::Picture;
 use crate::shutdown::ShutdownToken;
@@ -338,6 +339,11 @@ impl PostStage {
                     placer.reserve(timestamp_rect(&canvas, &stamp));
                     if self.settings.test_model {
                         placer.reserve(banner_rect(&canvas, TEST_MODEL_BANNER));
+                    }
+                    // The motion gate's state, under the detections.
+                    if let Some(m) = &frame.motion {
+                        placer.reserve(motion_rect(&canvas, m.moving));
+                        draw_motion(&mut canvas, m.moving, m.region.as_ref());
                     }
                     annotate_detections_with(&mut canvas, &shown, &labels, &mut placer);
                     draw_timestamp(&mut canvas, &stamp);
