@@ -370,9 +370,8 @@ fn a_live_rtsp_camera_gets_clips_from_its_own_packets() {
     );
     let url = format!("rtsp://viewer:s3cret@127.0.0.1:{}/cam", server.port);
     let run = out.path().join("run");
-    // --max-seconds stops the run as a shutdown does: open events end with `reason: shutdown`. The test pattern
-    // never moves: without --motion off the motion gate would infer it only every 5 s.
-    let o = watch_cmd(Path::new(&url), &config, &run).args(["--max-seconds", "6", "--motion", "off"]).output().unwrap();
+    // --max-seconds stops the run as a shutdown does: open events end with `reason: shutdown`.
+    let o = watch_cmd(Path::new(&url), &config, &run).args(["--max-seconds", "6"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
     assert!(!stderr.contains("s3cret"), "password leaked: {stderr}");

@@ -3,6 +3,8 @@
 //! sees exactly which frames were inferred.
 
 mod common;
+#[path = "common/rtsp.rs"]
+mod rtsp;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -328,4 +330,43 @@ fn real_footage_the_gate_infers_the_moving_spans_and_keeps_their_events() {
     let (gs, us) = (starts(&gated_events), starts(&ungated_events));
     assert!(us.len() >= 10, "the test model's events at this threshold: {us:?}");
     assert_eq!(gs, us);
+}
+
+/// A still camera: a static pattern, live over RTSP, 25 fps. (Not `smpte`: its corner of snow is motion.)
+const STILL_CAMERA: &str = "( videotestsrc is-live=true pattern=colors ! video/x-raw,width=320,height=240,framerate=25/1 \
+     ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10 bframes=0 \
+     ! rtph264pay name=pay0 pt=96 config-interval=-1 )";
+
+/// The gate is on by default for live sources: of two RTSP cameras, the one that shows a still pattern is
+/// inferred about once every 5 s, the one with a moving ball on most frames.
+#[test]
+fn live_sources_have_the_gate_by_default() {
+    let still = rtsp::RtspServer::serve(0, "/still", STILL_CAMERA);
+    let moving = rtsp::RtspServer::start(0, "/ball");
+    let tmp = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .env("RUST_LOG", "warn")
+        .arg("watch")
+        .arg(format!("rtsp://127.0.0.1:{}/still", still.port))
+        .arg(format!("rtsp://127.0.0.1:{}/ball", moving.port))
+        .args(["-q", "a ball", "-m"])
+        .arg(tiny_model("owlvit"))
+        .arg("--out")
+        .arg(tmp.path())
+        .args(["--intra-threads", "1", "--json", "--no-clips", "--max-seconds", "6"])
+        .output()
+        .unwrap();
+    drop((still, moving));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (s, m) = (&summary["sources"][0], &summary["sources"][1]);
+    let n = |v: &Value, key: &str| v[key].as_u64().unwrap();
+    eprintln!("still camera: {s}\nmoving camera: {m}");
+    assert!(s["motion_gate"].as_bool().unwrap() && m["motion_gate"].as_bool().unwrap(), "{summary}");
+    // The still camera: its first frame, then one every 5 s (frames whose grey copy a live appsink dropped count
+    // as moving: a few more).
+    assert!(n(s, "frames_processed") > 30, "{s}");
+    assert!(n(s, "frames_inferred") <= 8 && n(s, "frames_skipped_still") > 20, "{s}");
+    // The moving camera: nothing skipped.
+    assert!(n(m, "frames_inferred") > 30 && n(m, "frames_skipped_still") * 10 <= n(m, "frames_inferred"), "{m}");
 }

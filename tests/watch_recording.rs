@@ -334,9 +334,8 @@ fn an_event_across_a_reconnect_gets_what_was_recorded_and_its_sidecar_states_the
     let config = "[reconnect]\ninitial_ms = 200\nmax_ms = 500\n\n[recording]\nsegment_s = 1.0\n\n[[query]]\n\
                   text = \"a test pattern\"\nthreshold = 0.0\nend_after_s = 30.0\npre_roll_s = 1.0\npost_roll_s = 0.5\n";
     let url = format!("rtsp://127.0.0.1:{port}/cam");
-    // The test pattern never moves: without --motion off the motion gate would infer it only every 5 s.
     let mut child = watch_cmd(Path::new(&url), config, &run)
-        .args(["--max-seconds", "14", "--motion", "off"])
+        .args(["--max-seconds", "14"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

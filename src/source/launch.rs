@@ -247,6 +247,25 @@ mod tests {
     }
 
     #[test]
+    fn the_motion_branch_is_there_only_when_the_gate_is_on() {
+        let spec = SourceSpec::parse_unchecked("rtsp://cam/live", 0).unwrap();
+        for name in ["generic", "jetson"] {
+            let t = PipelineTemplate::builtin(name).unwrap();
+            let off = render(&t, &spec, &FrameSettings::default(), Credentials::Redact).unwrap();
+            assert!(!off.contains(MOTION_SINK), "{off}");
+            let settings = FrameSettings { motion: crate::source::MotionSettings::on(), ..Default::default() };
+            let on = render(&t, &spec, &settings, Credentials::Redact).unwrap();
+            let branch = on.split("  t. ! ").last().unwrap();
+            assert!(branch.contains("name=motion_caps") && branch.contains("width=160"), "{name}: {branch}");
+            assert!(branch.ends_with(&format!("appsink name=motion_sink enable-last-sample=false {LIVE_SINK_PROPS}")));
+        }
+        // A template without a motion branch gets the default one.
+        let mut t = PipelineTemplate::builtin("generic").unwrap();
+        t.motion_branch = None;
+        assert_eq!(t.motion_branch(), crate::gst::template::DEFAULT_MOTION_BRANCH);
+    }
+
+    #[test]
     fn render_redacts_and_keeps_secret_for_launch() {
         let spec = SourceSpec::parse_unchecked("rtsp://u:hunter2@cam/live", 0).unwrap();
         let t = PipelineTemplate::builtin("generic").unwrap();
