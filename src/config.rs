@@ -17,9 +17,16 @@
 //! [inference]
 //! every = 3                   # infer every 3rd frame (default 1)
 //!
+//! [motion]                    # the motion gate: frames where nothing moves skip inference (README, "Motion gate")
+//! enabled = true              # default: on for live sources, off for files; `--motion on|off` wins
+//! sensitivity = 0.7           # 0..1: a pixel changed when it differs by 8 + 72 × (1 − s) grey levels (default 0.7: 30)
+//! min_area = 0.001            # fraction of the frame that must change (default 0.001)
+//! max_interval = "5s"         # infer anyway after this long without inference (default 5s)
+//!
 //! [[source]]
 //! name = "gate"               # default: derived from the URL or file name
 //! url = "rtsp://user:pass@10.0.0.5/stream"
+//! motion = { min_area = 0.01 }  # this source's own [motion] keys; the others come from [motion]
 //!
 //! [[query]]
 //! text = "a person snatching a chain"
@@ -112,6 +119,9 @@ pub struct Config {
     /// Reconnection of live sources.
     #[serde(default)]
     pub reconnect: ReconnectConfig,
+    /// The motion gate of every source (`[motion]`); a source's `motion` overrides it key by key.
+    #[serde(default)]
+    pub motion: MotionConfig,
     /// Sources, in addition to those on the command line.
     #[serde(default, rename = "source")]
     pub sources: Vec<SourceConfig>,
@@ -362,6 +372,37 @@ pub struct SourceConfig {
     pub name: Option<String>,
     /// A file path, `rtsp://`, `http(s)://` or `/dev/videoN`.
     pub url: String,
+    /// This source's motion gate: each key set here wins over `[motion]`'s. Default: `[motion]`.
+    #[serde(default)]
+    pub motion: Option<MotionConfig>,
+}
+
+/// `[motion]`, or a source's `motion = { ... }`: the motion gate ([`crate::source::motion`]). Every key is
+/// optional; the defaults are the gate's.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MotionConfig {
+    /// Run the gate. Default: on for live sources (RTSP, HTTP, V4L2, CSI), off for files.
+    pub enabled: Option<bool>,
+    /// 0 to 1: a pixel has changed when it differs from the background by more than `8 + 72 × (1 − sensitivity)`
+    /// grey levels. Default 0.7 (30 levels).
+    pub sensitivity: Option<f32>,
+    /// The least fraction of the frame that must change for it to count as moving. Default 0.001.
+    pub min_area: Option<f32>,
+    /// A duration ("5s", "1m"): a frame is inferred anyway once none was for this long. Default "5s".
+    pub max_interval: Option<String>,
+}
+
+impl MotionConfig {
+    /// Each key of `self`, or else `base`'s.
+    pub fn over(&self, base: &MotionConfig) -> MotionConfig {
+        MotionConfig {
+            enabled: self.enabled.or(base.enabled),
+            sensitivity: self.sensitivity.or(base.sensitivity),
+            min_area: self.min_area.or(base.min_area),
+            max_interval: self.max_interval.clone().or_else(|| base.max_interval.clone()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -694,6 +735,24 @@ mod tests {
         assert_eq!((q.threshold, q.min_frames, q.window), (0.3, 3, 5));
         assert_eq!(q.label, "a person lying on the ground");
         assert!(q.applies_to("gate") && !q.applies_to("other"));
+    }
+
+    #[test]
+    fn motion_keys_of_a_source_win_over_the_motion_section_one_by_one() {
+        let c = Config::parse(
+            "[motion]\nenabled = true\nsensitivity = 0.5\nmax_interval = \"10s\"\n\n[[source]]\nurl = \"a.mp4\"\n\
+             motion = { min_area = 0.01, max_interval = \"2s\" }\n\n[[source]]\nurl = \"b.mp4\"\n",
+            Path::new("m.toml"),
+        )
+        .unwrap();
+        let a = c.sources[0].motion.as_ref().unwrap().over(&c.motion);
+        assert_eq!(a.enabled, Some(true));
+        assert_eq!(a.sensitivity, Some(0.5));
+        assert_eq!(a.min_area, Some(0.01));
+        assert_eq!(a.max_interval.as_deref(), Some("2s"));
+        assert!(c.sources[1].motion.is_none());
+        let err = Config::parse("[motion]\nthreshold = 3\n", Path::new("m.toml")).unwrap_err().to_string();
+        assert!(err.contains("threshold"), "{err}");
     }
 
     #[test]

@@ -620,6 +620,46 @@ fn banner_layout(canvas: &Canvas<'_>, text: &str) -> (u32, u32, (u32, u32)) {
     (scale, 3 * scale, canvas.text_size(text, scale))
 }
 
+/// The motion gate's label while something moves, and the outline of the moving region: amber.
+pub const MOTION_COLOR: [u8; 3] = [255, 176, 0];
+/// The motion gate's label while nothing moves: grey.
+pub const STILL_COLOR: [u8; 3] = [110, 110, 110];
+
+/// The motion gate's label: "motion" or "still".
+fn motion_text(moving: bool) -> &'static str {
+    if moving { "motion" } else { "still" }
+}
+
+/// Draws the motion gate's state at the bottom-right corner ("motion" in black on amber, "still" in white on
+/// grey) and, when given, the outline of the moving region, one pixel wide in amber. Draw it before the
+/// detections, so that their boxes and labels are on top.
+pub fn draw_motion(canvas: &mut Canvas<'_>, moving: bool, region: Option<&PixelBox>) {
+    if let Some(r) = region {
+        canvas.draw_box(r, MOTION_COLOR, 1);
+    }
+    let scale = label_scale(canvas.width, canvas.height);
+    let pad = 2 * scale as i32;
+    let r = motion_rect(canvas, moving);
+    let (bg, fg) = if moving { (MOTION_COLOR, [0, 0, 0]) } else { (STILL_COLOR, [255, 255, 255]) };
+    let (x, y) = (clamp_i32(r.x0), clamp_i32(r.y0));
+    canvas.fill_rect(x, y, (r.x1 - r.x0) as u32, (r.y1 - r.y0) as u32, bg);
+    canvas.draw_text(x.saturating_add(pad), y.saturating_add(pad), motion_text(moving), fg, None, scale);
+}
+
+/// Where [`draw_motion`] puts its label: a strip at the bottom-right corner.
+pub fn motion_rect(canvas: &Canvas<'_>, moving: bool) -> LabelRect {
+    let scale = label_scale(canvas.width, canvas.height);
+    let pad = 2 * scale as i64;
+    let (tw, th) = canvas.text_size(motion_text(moving), scale);
+    let (w, h) = (tw as i64 + 2 * pad, th as i64 + 2 * pad);
+    LabelRect {
+        x0: canvas.width as i64 - w,
+        y0: canvas.height as i64 - h,
+        x1: canvas.width as i64,
+        y1: canvas.height as i64,
+    }
+}
+
 /// Draws `text` (a timestamp) in white on black at the bottom-left corner.
 pub fn draw_timestamp(canvas: &mut Canvas<'_>, text: &str) {
     let scale = label_scale(canvas.width, canvas.height);
@@ -642,6 +682,23 @@ pub fn timestamp_rect(canvas: &Canvas<'_>, text: &str) -> LabelRect {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_motion_state_is_labelled_bottom_right_and_its_region_outlined() {
+        let mut img = image::RgbImage::new(200, 100);
+        let mut canvas = Canvas::from_image(&mut img);
+        let region = PixelBox { x0: 20.0, y0: 10.0, x1: 60.0, y1: 40.0 };
+        draw_motion(&mut canvas, true, Some(&region));
+        let r = motion_rect(&canvas, true);
+        assert_eq!((r.x1, r.y1), (200, 100));
+        // The label's background in its corner, the outline on the region's edge, nothing inside it.
+        assert_eq!(canvas.pixel(199, 99), Some(MOTION_COLOR));
+        assert_eq!(canvas.pixel(20, 20), Some(MOTION_COLOR));
+        assert_eq!(canvas.pixel(40, 25), Some([0, 0, 0]));
+        draw_motion(&mut canvas, false, None);
+        assert_eq!(canvas.pixel(199, 99), Some(STILL_COLOR));
+        assert!(motion_rect(&canvas, false).x0 > r.x0, "\"still\" is shorter than \"motion\"");
+    }
 
     const BLACK: [u8; 3] = [0, 0, 0];
     const RED: [u8; 3] = [255, 0, 0];

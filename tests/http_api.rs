@@ -42,6 +42,7 @@ fn every_route_on_a_file_run_and_a_query_added_over_the_api_finds_events_from_th
         "frames_decoded",
         "frames_inferred",
         "frames_dropped",
+        "frames_skipped_still",
         "reconnects",
         "last_error",
     ] {
@@ -193,6 +194,7 @@ fn every_route_on_a_file_run_and_a_query_added_over_the_api_finds_events_from_th
         "lookout_source_frames_decoded_total{device=\"auto\",model=\"owlvit\",source=\"bikes\"}",
         "lookout_source_frames_inferred_total",
         "lookout_source_frames_dropped_total",
+        "lookout_source_frames_skipped_still_total",
         "lookout_source_fps_in",
         "lookout_source_reconnects_total",
         "lookout_inference_seconds_bucket",

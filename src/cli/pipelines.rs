@@ -102,6 +102,8 @@ fn show(model: &str, source: &str, choice: Option<&str>, annotate: bool, bare: b
         Err(e) => return Err(UsageError(e.to_string()).into()),
     };
     let (settings, model_note) = frame_settings(model, annotate);
+    // With the motion gate's branch where `watch` runs it by default (live sources).
+    let settings = FrameSettings { motion: lookout::source::MotionSettings::default_for(spec.is_live()), ..settings };
     let description = launch::render(&template, &spec, &settings, Credentials::Redact)
         .map_err(|e| UsageError(format!("source `{}`: {e}", spec.display)))?;
     if bare {

@@ -54,6 +54,11 @@ pub struct WatchArgs {
     #[arg(long, value_name = "F", help_heading = "Inference", allow_negative_numbers = true,
           value_parser = values::positive)]
     pub fps: Option<f64>,
+    /// The motion gate: frames where nothing moves skip inference (the tracks and events are held), and a still
+    /// scene is checked every [motion] max_interval (5 s). on/off for every source; auto: [motion] and the
+    /// sources' motion of --config, else on for live sources and off for files [default: auto]
+    #[arg(long, value_name = "on|off|auto", help_heading = "Inference", value_parser = ["on", "off", "auto"])]
+    pub motion: Option<String>,
     /// Pipeline template: auto, a built-in name (generic, jetson) or a template file [default: auto]
     #[arg(long, value_name = "NAME|FILE", help_heading = "Inference")]
     pub pipeline: Option<String>,
@@ -216,13 +221,14 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
     // Sources: arguments first, then the config's. A bad one is reported and left out; the rest run.
     let mut specs = Vec::new();
     let mut names = Vec::new();
+    let mut motion = Vec::new();
     let mut bad = Vec::new();
     let mut not_started = Vec::new();
-    let all: Vec<(String, Option<String>)> = args
+    let all: Vec<(String, Option<String>, Option<&lookout::config::MotionConfig>)> = args
         .sources
         .iter()
-        .map(|s| (s.clone(), None))
-        .chain(config.sources.iter().map(|s| (s.url.clone(), s.name.clone())))
+        .map(|s| (s.clone(), None, None))
+        .chain(config.sources.iter().map(|s| (s.url.clone(), s.name.clone(), s.motion.as_ref())))
         .collect();
     if all.is_empty() {
         return Err(UsageError(
@@ -230,9 +236,15 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
         )
         .into());
     }
-    for (i, (arg, name)) in all.iter().enumerate() {
+    for (i, (arg, name, source_motion)) in all.iter().enumerate() {
         match SourceSpec::parse(arg, i) {
             Ok(spec) => {
+                let m = source_motion.map_or_else(|| config.motion.clone(), |m| m.over(&config.motion));
+                let where_ = match source_motion {
+                    Some(_) => format!("{}: [[source]] {arg:?} motion", config_name(&args)),
+                    None => format!("{}: [motion]", config_name(&args)),
+                };
+                motion.push(motion_settings(&m, args.motion.as_deref(), spec.is_live(), &where_)?);
                 specs.push(spec);
                 names.push(name.clone());
             }
@@ -385,6 +397,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
         pipeline: PipelineChoice::from_arg(args.pipeline.as_deref()),
         progress: true,
         source_names: names,
+        motion,
         decode_only: args.decode_only,
         clips: (!args.no_clips && config.output.clips.unwrap_or(true)).then(|| {
             let d = lookout::sink::clips::ClipSettings::default();
@@ -486,6 +499,40 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
     }
     let any_error = summary.sources.iter().any(|s| s.error.is_some()) || !bad.is_empty();
     Ok(if any_error { ExitCode::from(2) } else { ExitCode::SUCCESS })
+}
+
+/// A source's motion gate: `--motion on|off` decides whether it runs, else the config's `enabled` (the source's,
+/// then `[motion]`'s), else its kind (on for live sources, off for files); the other keys come from the config,
+/// else the defaults. `where_` names the config section for errors.
+fn motion_settings(
+    config: &lookout::config::MotionConfig,
+    cli: Option<&str>,
+    live: bool,
+    where_: &str,
+) -> Result<lookout::source::MotionSettings, UsageError> {
+    let d = lookout::source::MotionSettings::default_for(live);
+    let enabled = match cli {
+        Some("on") => true,
+        Some("off") => false,
+        _ => config.enabled.unwrap_or(d.enabled),
+    };
+    let max_interval = match &config.max_interval {
+        Some(text) => {
+            let s = lookout::sink::recording::parse_duration_s(text)
+                .map_err(|e| UsageError(format!("{where_} max_interval: {e}")))?;
+            Duration::from_secs_f64(s)
+        }
+        None => d.max_interval,
+    };
+    let settings = lookout::source::MotionSettings {
+        enabled,
+        sensitivity: config.sensitivity.unwrap_or(d.sensitivity),
+        min_area: config.min_area.unwrap_or(d.min_area),
+        max_interval,
+        ..d
+    };
+    settings.validate().map_err(|e| UsageError(format!("{where_}: {e}")))?;
+    Ok(settings)
 }
 
 /// How many of the queries have a threshold of their own: all the -q ones with --threshold, and each [[query]]

@@ -38,6 +38,8 @@ pub const PLACEHOLDERS: &[&str] = &[
     "height",
     "framerate",
     "sink_props",
+    "motion_caps",
+    "motion_caps_i420",
 ];
 
 /// The tee after the decoder (the built pipeline must contain these names).
@@ -48,6 +50,14 @@ pub const MODEL_SINK: &str = "model_sink";
 pub const MODEL_CAPS: &str = "model_caps";
 /// The appsink of the full-size branch.
 pub const FULL_SINK: &str = "full_sink";
+/// The appsink of the motion branch (GRAY8, small).
+pub const MOTION_SINK: &str = "motion_sink";
+/// The capsfilter that sets the motion branch's size.
+pub const MOTION_CAPS: &str = "motion_caps";
+/// The motion branch of a template that has none: software scaling and conversion, from frames in system memory.
+pub const DEFAULT_MOTION_BRANCH: &str = "queue max-size-buffers=3 max-size-bytes=0 max-size-time=0 ! videoscale ! \
+     videoconvert ! capsfilter name=motion_caps caps={motion_caps} ! appsink name=motion_sink \
+     enable-last-sample=false {sink_props}";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -56,7 +66,7 @@ pub enum PipelineError {
     #[error("could not read pipeline template `{}`: {source}", path.display())]
     Read { path: PathBuf, source: std::io::Error },
     #[error(
-        "pipeline template `{name}` is not valid (TOML with keys file, rtsp, http, v4l2, csi, model_branch, full_branch, encoder, encoder_live, requires): {message}"
+        "pipeline template `{name}` is not valid (TOML with keys file, rtsp, http, v4l2, csi, model_branch, full_branch, motion_branch, encoder, encoder_live, requires): {message}"
     )]
     Invalid { name: String, message: String },
     #[error("pipeline template `{name}` needs GStreamer elements that are not installed here: {}; use `--pipeline generic`", missing.join(", "))]
@@ -163,6 +173,10 @@ pub struct PipelineTemplate {
     pub model_branch: String,
     /// Tee branch to I420 (or RGB) at full size: appsink `full_sink`.
     pub full_branch: String,
+    /// Tee branch to a small GRAY8 copy for the motion gate: capsfilter `motion_caps`, appsink `motion_sink`.
+    /// Default: [`DEFAULT_MOTION_BRANCH`]. Read it with [`PipelineTemplate::motion_branch`].
+    #[serde(default)]
+    pub motion_branch: Option<String>,
     /// H.264 encoder for recordings: a gst-launch fragment from raw video (system memory) to `h264parse`.
     /// Read it with [`PipelineTemplate::encoder`].
     pub encoder: String,
@@ -201,6 +215,11 @@ impl PipelineTemplate {
             EncoderPurpose::Record => &self.encoder,
             EncoderPurpose::Live => self.encoder_live.as_deref().unwrap_or(&self.encoder),
         }
+    }
+
+    /// The motion branch: the template's, or [`DEFAULT_MOTION_BRANCH`].
+    pub fn motion_branch(&self) -> &str {
+        self.motion_branch.as_deref().unwrap_or(DEFAULT_MOTION_BRANCH)
     }
 
     /// The required elements the registry lacks.

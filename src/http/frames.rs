@@ -89,6 +89,8 @@ struct SourceView {
     frames_inferred: u64,
     frames_processed: u64,
     frames_dropped: u64,
+    /// Frames the motion gate skipped because nothing moved (0 when the gate is off for the source).
+    frames_skipped_still: u64,
     reconnects: u64,
     last_error: Option<String>,
 }
@@ -134,6 +136,7 @@ pub(super) async fn sources(State(state): State<AppState>) -> impl IntoResponse 
                 frames_inferred: s.inferred.load(Ordering::Relaxed),
                 frames_processed: s.processed.load(Ordering::Relaxed),
                 frames_dropped,
+                frames_skipped_still: snap.frames_skipped_still,
                 reconnects: snap.reconnects,
                 // Source errors are redacted where they are made; once more costs nothing.
                 last_error: snap.last_error.map(|e| redact_words(&e)),

@@ -32,6 +32,11 @@ fn render(state: &AppState) -> prometheus::Result<String> {
     let decoded = counter("lookout_source_frames_decoded_total", "Frames out of the source's decoder", &["source"])?;
     let inferred = counter("lookout_source_frames_inferred_total", "Frames run through the model", &["source"])?;
     let dropped = counter("lookout_source_frames_dropped_total", "Frames dropped before inference", &["source"])?;
+    let skipped_still = counter(
+        "lookout_source_frames_skipped_still_total",
+        "Frames the motion gate let skip inference because nothing moved",
+        &["source"],
+    )?;
     let reconnects = counter("lookout_source_reconnects_total", "Connection attempts after the first", &["source"])?;
     let fps_in = gauge("lookout_source_fps_in", "Frames decoded per second, over the last second", &["source"])?;
     let fps_out = gauge("lookout_source_fps_out", "Frames inferred per second, over the last second", &["source"])?;
@@ -42,6 +47,7 @@ fn render(state: &AppState) -> prometheus::Result<String> {
         decoded.with_label_values(&l).inc_by(snap.frames_decoded);
         inferred.with_label_values(&l).inc_by(s.inferred.load(Ordering::Relaxed));
         dropped.with_label_values(&l).inc_by(super::frames::dropped(&s, &snap));
+        skipped_still.with_label_values(&l).inc_by(snap.frames_skipped_still);
         reconnects.with_label_values(&l).inc_by(snap.reconnects);
         let (i, o) = s.fps();
         fps_in.with_label_values(&l).set(i);

@@ -17,7 +17,7 @@
 //! |---|---|
 //! | `GET /healthz` | always 200 while the server runs; never asks for the token |
 //! | `GET /readyz` | 200 once the model is loaded and every source delivered a frame, else 503 and what is missing |
-//! | `GET /api/v1/sources` | per source: state, decoder, fps in and out, frames decoded, inferred and dropped, reconnects, last error |
+//! | `GET /api/v1/sources` | per source: state, decoder, fps in and out, frames decoded, inferred, dropped and skipped still (motion gate), reconnects, last error |
 //! | `GET /api/v1/sources/{name}/latest.jpg` | the latest frame with its boxes drawn |
 //! | `GET /api/v1/sources/{name}/stream.mjpeg` | the same, as an MJPEG stream (`multipart/x-mixed-replace`) |
 //! | `GET, POST /api/v1/queries` | the standing queries; add one |

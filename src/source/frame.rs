@@ -33,6 +33,17 @@ pub struct Frame {
     pub orig_width: u32,
     /// Decoded height, in pixels.
     pub orig_height: u32,
+    /// What the motion gate saw, when it runs for the source ([`super::MotionSettings`]). A frame that is
+    /// not inferred and does not move is *still*: see [`Frame::is_still`].
+    pub motion: Option<super::Motion>,
+}
+
+impl Frame {
+    /// True when the motion gate ran on this frame and nothing moved. A still frame that is not inferred holds
+    /// the tracks: it is not a miss (see `crate::track`).
+    pub fn is_still(&self) -> bool {
+        self.motion.is_some_and(|m| !m.moving)
+    }
 }
 
 /// An RGB image, 3 bytes per pixel, rows `stride` bytes apart (GStreamer pads rows to 4 bytes).

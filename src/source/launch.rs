@@ -1,9 +1,9 @@
 //! The launch string of a source's pipeline: a [`PipelineTemplate`]'s source chain for the kind of source and its
 //! branches, with the source's placeholders filled in, and the parsed pipeline with the elements the source drives.
 //!
-//! The built pipeline is always `<source chain> ! tee name=t  t. ! <model branch>  [t. ! <full branch>]`: decode
-//! once, then scale for the model in one branch and, only when full frames are wanted, convert at full size in the
-//! other. The templates themselves, and the encoders they name, are [`crate::gst`]'s.
+//! The built pipeline is always `<source chain> ! tee name=t  t. ! <model branch>  [t. ! <full branch>]
+//! [t. ! <motion branch>]`: decode once, then scale for the model in one branch, convert at full size in another
+//! only when full frames are wanted, and make a small grey copy in a third only when the motion gate is on. The templates themselves, and the encoders they name, are [`crate::gst`]'s.
 
 use std::path::Path;
 
@@ -13,7 +13,8 @@ use gstreamer_app as gst_app;
 
 use super::{FrameSettings, SourceKind, SourceSpec};
 use crate::gst::template::{
-    FULL_SINK, GstRegistry, MODEL_CAPS, MODEL_SINK, PipelineChoice, PipelineError, PipelineTemplate, TEE, select,
+    FULL_SINK, GstRegistry, MODEL_CAPS, MODEL_SINK, MOTION_CAPS, MOTION_SINK, PipelineChoice, PipelineError,
+    PipelineTemplate, TEE, select,
 };
 
 /// Appsink behaviour for live sources (RTSP, V4L2): keep only the newest frame, hand it over at once.
@@ -85,6 +86,9 @@ pub fn render(
             "height" => csi.height.to_string(),
             "framerate" => format!("{}/{}", csi.fps_n, csi.fps_d),
             "sink_props" => sink_props.to_string(),
+            // The height follows the decoded size: the source sets it (and the width again) once it is known.
+            "motion_caps" => quote(&format!("video/x-raw,format=GRAY8,width={}", settings.motion.grey_width)),
+            "motion_caps_i420" => quote(&format!("video/x-raw,format=I420,width={}", settings.motion.grey_width)),
             _ => return None,
         })
     };
@@ -96,6 +100,9 @@ pub fn render(
     );
     if settings.full_frames {
         out.push_str(&format!("  {TEE}. ! {}", fill(&template.full_branch)?));
+    }
+    if settings.motion.enabled {
+        out.push_str(&format!("  {TEE}. ! {}", fill(template.motion_branch())?));
     }
     Ok(out)
 }
@@ -123,6 +130,8 @@ pub struct BuiltPipeline {
     pub model_sink: gst_app::AppSink,
     /// Present when the description has a full branch.
     pub full_sink: Option<gst_app::AppSink>,
+    /// The motion branch's capsfilter and GRAY8 appsink, when the description has one (the motion gate is on).
+    pub motion: Option<(gst::Element, gst_app::AppSink)>,
 }
 
 /// Parses a rendered description and finds the named elements. `template_name` is for errors.
@@ -154,7 +163,12 @@ pub fn build(description: &str, template_name: &str, full_frames: bool) -> Resul
     let model_caps = find(MODEL_CAPS, "capsfilter")?;
     let model_sink = sink(MODEL_SINK)?;
     let full_sink = if full_frames { Some(sink(FULL_SINK)?) } else { None };
-    Ok(BuiltPipeline { pipeline, tee, model_caps, model_sink, full_sink })
+    // Looked for by name: a description has the motion branch exactly when the gate is on.
+    let motion = match pipeline.by_name(MOTION_SINK) {
+        Some(_) => Some((find(MOTION_CAPS, "capsfilter")?, sink(MOTION_SINK)?)),
+        None => None,
+    };
+    Ok(BuiltPipeline { pipeline, tee, model_caps, model_sink, full_sink, motion })
 }
 
 /// Replaces `{key}` placeholders; `{` not followed by `key}` is left alone.
@@ -230,6 +244,25 @@ mod tests {
     #[test]
     fn quoting() {
         assert_eq!(quote(r#"a "b"\c"#), r#""a \"b\"\\c""#);
+    }
+
+    #[test]
+    fn the_motion_branch_is_there_only_when_the_gate_is_on() {
+        let spec = SourceSpec::parse_unchecked("rtsp://cam/live", 0).unwrap();
+        for name in ["generic", "jetson"] {
+            let t = PipelineTemplate::builtin(name).unwrap();
+            let off = render(&t, &spec, &FrameSettings::default(), Credentials::Redact).unwrap();
+            assert!(!off.contains(MOTION_SINK), "{off}");
+            let settings = FrameSettings { motion: crate::source::MotionSettings::on(), ..Default::default() };
+            let on = render(&t, &spec, &settings, Credentials::Redact).unwrap();
+            let branch = on.split("  t. ! ").last().unwrap();
+            assert!(branch.contains("name=motion_caps") && branch.contains("width=160"), "{name}: {branch}");
+            assert!(branch.ends_with(&format!("appsink name=motion_sink enable-last-sample=false {LIVE_SINK_PROPS}")));
+        }
+        // A template without a motion branch gets the default one.
+        let mut t = PipelineTemplate::builtin("generic").unwrap();
+        t.motion_branch = None;
+        assert_eq!(t.motion_branch(), crate::gst::template::DEFAULT_MOTION_BRANCH);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! source chain (decode once) ─ tee ─┬─ scale + RGB at model size ─► appsink model_sink ─┐
-//!                                   └─ RGB at full size (if asked) ─► appsink full_sink ─┴─ paired by PTS ─► Frame
+//!                                   ├─ RGB at full size (if asked) ─► appsink full_sink ─┼─ paired by PTS ─► Frame
+//!                                   └─ grey, 160 wide (motion gate) ─► appsink motion_sink ┘
 //! Frame ─► FrameQueue (bounded) ─► consumer (waits on a shared Notify; one frame per source per round)
 //! ```
 //!
@@ -23,13 +24,15 @@
 //! - [`tap`]: the packet tap on the decoder's input, which keeps the source's encoded packets in its pre-roll
 //!   [`ring`] and hands them to the clips being recorded (the clip writer is `crate::sink::clips`'s; ingest
 //!   knows nothing of it); [`keyframe`] reads which packets are keyframes from the bitstream for the codecs
-//!   whose containers mark them wrong.
+//!   whose containers mark them wrong;
+//! - [`motion`]: the motion gate, which lets frames where nothing moves skip inference.
 
 mod explain;
 mod frame;
 pub mod keyframe;
 pub mod launch;
 mod media;
+pub mod motion;
 mod queue;
 pub mod ring;
 mod runner;
@@ -40,6 +43,7 @@ pub mod tap;
 
 pub use frame::{Frame, FrameData, FullFrame, RgbFrame};
 pub use media::{MediaInfo, probe_duration, probe_media, probe_video_caps};
+pub use motion::{GreyImage, Motion, MotionSettings};
 pub use queue::{Batch, FrameQueue, Notify, Popped, Pushed, QueueCounters, QueuePolicy, next_batch};
 pub use ring::{Packet, PreRollRing, RingSettings, RingStats};
 pub use runner::{RestartReason, SourceExit, SourceHandle, SpawnOptions, spawn, spawn_with};

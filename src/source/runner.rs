@@ -21,6 +21,7 @@ use gstreamer_app as gst_app;
 use tracing::{debug, error, info, warn};
 
 use super::launch::{self, BuiltPipeline, Credentials};
+use super::motion::{GreyImage, MotionGate};
 use super::{
     Frame, FrameQueue, FrameSettings, FullFrame, Notify, Pushed, QueuePolicy, ReconnectSettings, RgbFrame, SourceError,
     SourceKind, SourceSpec, SourceState, SourceStats, SourceStatsSnapshot, explain,
@@ -34,6 +35,8 @@ const POLL: Duration = Duration::from_millis(100);
 const LIVE_PAIR_TIMEOUT: Duration = Duration::from_secs(1);
 /// Decoded frames remembered for matching pulled frames back to their decoded index.
 const DECODED_LOG_LEN: usize = 256;
+/// Stream time per frame assumed for the motion gate when a frame has no PTS (25 fps, as the event engine).
+const FALLBACK_FRAME_NS: u64 = 40_000_000;
 /// PTS jitter tolerated by the `fps` gate: containers round timestamps (30 fps in a 1/1000 timebase).
 const FPS_TOLERANCE_NS: u64 = 1_000_000;
 /// A file whose video stops this much (and over 10%) short of its stated duration is reported as truncated.
@@ -180,6 +183,7 @@ pub fn spawn_with(
         template,
         description,
         gate: InferGate::new(settings),
+        motion: settings.motion.enabled.then(|| MotionGate::new(settings.motion.clone())),
         packet_tap: options.packet_tap,
         last_index: None,
         last_end_ns: None,
@@ -230,6 +234,8 @@ struct Source {
     /// The launch description, with credentials: never logged.
     description: String,
     gate: InferGate,
+    /// The motion gate, when it is on: runs after `gate` on the frames it picked.
+    motion: Option<MotionGate>,
     /// The clips' packet tap, installed on every run's decoder.
     packet_tap: Option<Arc<super::PacketTap>>,
     /// The last decoded index handed out, for frames the decoded log cannot match.
@@ -381,6 +387,10 @@ impl Source {
         self.last_end_ns = None;
         self.last_warning = None;
         self.auth_failed = false;
+        // A new connection: the camera may have moved, and its timestamps start again.
+        if let Some(m) = &mut self.motion {
+            m.reset();
+        }
         let decoded = Arc::new(DecodedLog::default());
         self.install_probe(&built, decoded.clone());
         if let Some(tap) = &self.packet_tap {
@@ -401,7 +411,7 @@ impl Source {
 
         let stall = self.reconnect.stall_timeout();
         let pair_timeout = if self.spec.is_live() { LIVE_PAIR_TIMEOUT } else { stall };
-        let mut pending_full: Option<gst::Sample> = None;
+        let mut pending = Pending::default();
         let mut last_frame = Instant::now();
         let mut frames: u64 = 0;
         loop {
@@ -418,7 +428,7 @@ impl Source {
             }
             match built.model_sink.try_pull_sample(gst::ClockTime::from_nseconds(POLL.as_nanos() as u64)) {
                 Some(sample) => {
-                    match self.deliver(&sample, &built, &decoded, &mut pending_full, pair_timeout) {
+                    match self.deliver(&sample, &built, &decoded, &mut pending, pair_timeout) {
                         Delivery::Delivered => {
                             if frames == 0 {
                                 self.stats.set_state(SourceState::Streaming);
@@ -464,6 +474,7 @@ impl Source {
         let stats = self.stats.clone();
         let settings = self.settings.clone();
         let model_caps = built.model_caps.clone();
+        let motion_caps = built.motion.as_ref().map(|(caps, _)| caps.clone());
         let name = self.spec.display.clone();
         pad.add_probe(
             gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST | gst::PadProbeType::EVENT_DOWNSTREAM,
@@ -487,6 +498,10 @@ impl Source {
                                 }
                                 model_caps.set_property("caps", &new);
                             }
+                            if let Some(caps) = &motion_caps {
+                                let (gw, gh) = settings.motion.grey_size_for(w, h);
+                                set_size(caps, gw, gh);
+                            }
                             debug!(source = %name, width = w, height = h, "decoded size");
                         }
                     }
@@ -503,7 +518,7 @@ impl Source {
         sample: &gst::Sample,
         built: &BuiltPipeline,
         decoded: &DecodedLog,
-        pending_full: &mut Option<gst::Sample>,
+        pending: &mut Pending,
         pair_timeout: Duration,
     ) -> Delivery {
         let received = Instant::now();
@@ -519,7 +534,7 @@ impl Source {
         };
         let full = match &built.full_sink {
             None => None,
-            Some(sink) => match take_full(sink, pts_ns, pending_full, pair_timeout) {
+            Some(sink) => match take_twin(sink, pts_ns, &mut pending.full, pair_timeout) {
                 Some(s) => match FullFrame::from_sample(&s) {
                     Ok(f) => Some(f),
                     Err(e) => return Delivery::Failed(format!("full frame: {e}")),
@@ -539,9 +554,33 @@ impl Source {
             }
         };
         self.last_index = Some(index);
-        let infer = self.gate.decide(index, pts_ns);
-        let frame =
-            Frame { source: self.spec.id, index, pts_ns, received, infer, model, full, orig_width, orig_height };
+        let picked = self.gate.decide(index, pts_ns);
+        let (infer, motion) = match (&mut self.motion, &built.motion) {
+            (Some(gate), Some((_, sink))) => {
+                // A grey copy that did not come (a live appsink dropped it) leaves the frame counted as moving.
+                let grey = take_twin(sink, pts_ns, &mut pending.grey, pair_timeout);
+                let t_ns = pts_ns.unwrap_or(index.saturating_mul(FALLBACK_FRAME_NS));
+                let (decision, motion) =
+                    with_grey(grey.as_ref(), |g| gate.decide(picked, g, t_ns, (orig_width, orig_height)));
+                if decision.skipped {
+                    SourceStats::add(&self.stats.skipped_still, 1);
+                }
+                (decision.infer, Some(motion))
+            }
+            _ => (picked, None),
+        };
+        let frame = Frame {
+            source: self.spec.id,
+            index,
+            pts_ns,
+            received,
+            infer,
+            model,
+            full,
+            orig_width,
+            orig_height,
+            motion,
+        };
         let pushed = match self.queue.policy() {
             // Live: never wait; the oldest queued frame makes room.
             QueuePolicy::DropOldest => self.queue.push(frame),
@@ -637,11 +676,54 @@ impl Source {
     }
 }
 
-/// Pulls the full-size sample with the same PTS as the model sample.
+/// Samples pulled from a twin branch ahead of their model frame, kept for it.
+#[derive(Default)]
+struct Pending {
+    full: Option<gst::Sample>,
+    grey: Option<gst::Sample>,
+}
+
+/// Sets the width and height of a capsfilter's caps.
+fn set_size(capsfilter: &gst::Element, width: u32, height: u32) {
+    let mut caps = capsfilter.property::<gst::Caps>("caps");
+    if let Some(s) = caps.make_mut().structure_mut(0) {
+        s.set("width", width as i32);
+        s.set("height", height as i32);
+    }
+    capsfilter.set_property("caps", &caps);
+}
+
+/// Maps a GRAY8 sample (no copy) and hands it to `f`; `None` to `f` when there is no sample or it cannot be read.
+fn with_grey<R>(sample: Option<&gst::Sample>, f: impl FnOnce(Option<&GreyImage<'_>>) -> R) -> R {
+    use gstreamer_video::prelude::*;
+    let mapped = sample.and_then(|sample| {
+        let info = gstreamer_video::VideoInfo::from_caps(sample.caps()?).ok()?;
+        if info.format() != gstreamer_video::VideoFormat::Gray8 {
+            return None;
+        }
+        gstreamer_video::VideoFrame::from_buffer_readable(sample.buffer_owned()?, &info).ok()
+    });
+    let grey = mapped.as_ref().and_then(|frame| {
+        Some(GreyImage {
+            width: frame.width(),
+            height: frame.height(),
+            stride: usize::try_from(frame.plane_stride()[0]).ok()?,
+            data: frame.plane_data(0).ok()?,
+        })
+    });
+    f(grey.as_ref())
+}
+
+/// Pulls the sample of a twin branch (full size, grey) with the same PTS as the model sample.
 ///
-/// Files deliver every frame on both branches, so the twin is next. A live source's appsinks may drop different
-/// frames: older full samples are skipped, a newer one is kept for the next model frame and this one is dropped.
-fn take_full(
+/// The motion gate's grey copy comes from its own branch of the tee and is paired here by PTS, as the full-size
+/// frame is, rather than made from the model frame in Rust: GStreamer scales it (in hardware on a Jetson) from the
+/// decoded frame while the other branches work, and the model frame's size and aspect are the model's, not the
+/// scene's. A buffer meta carrying the grey copy would need a custom element; pairing needs nothing new.
+///
+/// Files deliver every frame on every branch, so the twin is next. A live source's appsinks may drop different
+/// frames: older twin samples are skipped, a newer one is kept for the next model frame and `None` returned.
+fn take_twin(
     sink: &gst_app::AppSink,
     pts_ns: Option<u64>,
     pending: &mut Option<gst::Sample>,

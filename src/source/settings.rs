@@ -50,6 +50,9 @@ pub struct FrameSettings {
     pub live_queue: usize,
     /// Queue capacity for files (block when full). Default [`DEFAULT_FILE_QUEUE`].
     pub file_queue: usize,
+    /// The motion gate ([`super::motion`]): when on, the pipeline also makes a small grey copy of each frame,
+    /// and picked frames where nothing moves are delivered with `infer = false`. Default: off.
+    pub motion: super::MotionSettings,
 }
 
 impl Default for FrameSettings {
@@ -63,6 +66,7 @@ impl Default for FrameSettings {
             fps: None,
             live_queue: DEFAULT_LIVE_QUEUE,
             file_queue: DEFAULT_FILE_QUEUE,
+            motion: super::MotionSettings::default(),
         }
     }
 }
@@ -87,6 +91,9 @@ impl FrameSettings {
         }
         if self.live_queue == 0 || self.file_queue == 0 {
             return bad("queue capacities must be at least 1".into());
+        }
+        if self.motion.enabled {
+            self.motion.validate().map_err(SourceError::Settings)?;
         }
         Ok(())
     }

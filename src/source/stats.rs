@@ -49,6 +49,7 @@ pub struct SourceStats {
     pub(crate) dropped_queue: AtomicU64,
     pub(crate) dropped_unpaired: AtomicU64,
     pub(crate) inference_frames: AtomicU64,
+    pub(crate) skipped_still: AtomicU64,
     pub(crate) reconnects: AtomicU64,
     state: AtomicU8,
     /// Redacted; only the source thread writes it.
@@ -78,6 +79,9 @@ pub struct SourceStatsSnapshot {
     pub dropped_unpaired: u64,
     /// Delivered frames marked `infer = true`.
     pub inference_frames: u64,
+    /// Frames picked for inference (by `every`/`fps`) that the motion gate skipped because nothing moved
+    /// (delivered with `infer = false`).
+    pub frames_skipped_still: u64,
     /// Connection attempts after the first.
     pub reconnects: u64,
     /// The last error, password removed.
@@ -104,6 +108,9 @@ impl std::fmt::Display for SourceStatsSnapshot {
                 self.dropped_in_pipeline, self.dropped_in_queue, self.dropped_unpaired
             )?;
         }
+        if self.frames_skipped_still > 0 {
+            write!(f, ", skipped still {}", self.frames_skipped_still)?;
+        }
         write!(f, ", reconnects {}, decoder {}", self.reconnects, self.decoder.as_deref().unwrap_or("unknown"))?;
         if let Some(e) = &self.last_error {
             write!(f, ", last error: {e}")?;
@@ -129,6 +136,7 @@ impl SourceStats {
             dropped_in_queue: dropped_queue,
             dropped_unpaired,
             inference_frames: self.inference_frames.load(Ordering::Relaxed),
+            frames_skipped_still: self.skipped_still.load(Ordering::Relaxed),
             reconnects: self.reconnects.load(Ordering::Relaxed),
             last_error: self.last_error(),
             decoder: self.decoder(),

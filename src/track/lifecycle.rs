@@ -19,7 +19,7 @@
 //! | Pending | `min_frames` of the last `window` inference frames matched             | Active  | `start`   |
 //! | Pending | none of the last `window` inference frames matched (flicker)           | Idle    | -         |
 //! | Active  | match, `update_interval_s` since the last `start`/`update`             | Active  | `update`  |
-//! | Active  | no match since `t - end_after_s` (the match is gone)                   | Ending  | `end` (`lost`) |
+//! | Active  | no match nor still frame since `t - end_after_s` (the match is gone)   | Ending  | `end` (`lost`) |
 //! | Ending  | `t >= end + post_roll_s` (end: the last match)                         | Idle, cooldown until `t_end + cooldown_s` | `closed` |
 //! | Pending | [`EventLifecycle::finish`]                                             | Idle    | -         |
 //! | Active  | [`EventLifecycle::finish`]                                             | Idle    | `end` (`eos` or `shutdown`), `closed` |
@@ -27,6 +27,9 @@
 //!
 //! - Windows count inference frames of the source, not frames of the video: with inference on every 5th
 //!   frame, `window = 3` spans 15 video frames. A track the tracker dropped counts as not matching.
+//! - A frame the motion gate skipped because nothing moved ([`EventLifecycle::hold`]) is not a miss: an Active
+//!   event's match counts as missing only from the last such frame on, so a target that stands still for
+//!   longer than `end_after_s` keeps its event. Windows do not move on it.
 //! - Time only drives Active → Ending and Ending → Idle and the cooldown, so [`EventLifecycle::advance`]
 //!   applies them on the frames between inference frames too.
 //! - The `end` line is written as soon as the match has been gone for `end_after_s`; its end time is that of
@@ -259,6 +262,9 @@ struct Open {
     peak: Sample,
     /// Stream time of the last `start` or `update`.
     last_emit_s: f64,
+    /// Stream time of the last still frame ([`EventLifecycle::hold`]) since the event started; the match is
+    /// missing only from the later of this and the last match.
+    held_s: f64,
 }
 
 /// The state of one (query, track). Idle without a cooldown is the absence of an entry.
@@ -391,6 +397,19 @@ impl EventLifecycle {
         self.step(at, false, sink);
     }
 
+    /// Moves the timers on for a frame the motion gate skipped because nothing moved: such a frame is not a miss,
+    /// so every Active event is held (its match is missing only from the last still frame on), while Ending,
+    /// Idle and the cooldowns go on as on any frame without inference.
+    pub fn hold(&mut self, at: FrameTime, sink: &mut dyn EventSink) {
+        let at = self.monotonic(at);
+        for entry in self.entries.values_mut() {
+            if let EventState::Active(open) = &mut entry.state {
+                open.held_s = at.pts_s;
+            }
+        }
+        self.step(at, false, sink);
+    }
+
     /// Ends every open event with `reason` (end of stream or shutdown) and forgets every state; Pending runs
     /// end without an event. Uses the latest frame seen as the time of the `end`. The engine can be used
     /// again afterwards.
@@ -452,7 +471,7 @@ impl EventLifecycle {
                     // The earliest of equal scores: a later frame must beat the peak, not tie it.
                     let peak = matches.iter().map(|m| m.1).fold(first, |p, m| if m.score > p.score { m } else { p });
                     let event_id = format!("{id_prefix}-{query}-{track_id}-{}", first.at.frame);
-                    let open = Open { event_id, start: first, last, peak, last_emit_s: t };
+                    let open = Open { event_id, start: first, last, peak, last_emit_s: t, held_s: last.at.pts_s };
                     stats.started += 1;
                     sink.on_event(&ev(LifecycleKind::Start, &open));
                     entry.state = EventState::Active(open);
@@ -469,7 +488,7 @@ impl EventLifecycle {
                         stats.updates += 1;
                         sink.on_event(&ev(LifecycleKind::Update, open));
                     }
-                } else if t - open.last.at.pts_s + TIME_EPSILON_S >= s.end_after_s {
+                } else if t - open.last.at.pts_s.max(open.held_s) + TIME_EPSILON_S >= s.end_after_s {
                     stats.ended += 1;
                     sink.on_event(&ev(LifecycleKind::End(EndReason::Lost), open));
                     let open = open.clone();
@@ -625,6 +644,52 @@ mod tests {
         assert!(events.is_empty(), "{events:?}");
         assert_eq!(lc.stats().started, 0);
         assert!(lc.stats().flickers > 0);
+    }
+
+    /// A target matched until frame 24 stands still; the motion gate skips frames 25..250 (9 s, far beyond
+    /// `end_after_s` = 1 s), with an inference frame forced every 2 s (frames 75, 125, 175, 225) that still finds it.
+    /// Nothing ends during the still span; the event ends 1 s after the scene moves again without the target.
+    #[test]
+    fn still_frames_hold_an_event_and_forced_frames_keep_it() {
+        let mut lc = EventLifecycle::new("cam", vec![settings()]);
+        let mut events = Vec::new();
+        for f in 0..25 {
+            lc.update(at(f), &[out(1, 0.5, true)], &mut events);
+        }
+        for f in 25..250 {
+            if f % 50 == 25 && f > 25 {
+                lc.update(at(f), &[out(1, 0.5, true)], &mut events);
+            } else {
+                lc.hold(at(f), &mut events);
+            }
+        }
+        assert_eq!(
+            kinds(&events),
+            [
+                (LifecycleKind::Start, 1),
+                (LifecycleKind::Update, 75),
+                (LifecycleKind::Update, 125),
+                (LifecycleKind::Update, 175),
+                (LifecycleKind::Update, 225)
+            ]
+        );
+        // The target left while the scene moved: inference frames without a match from 250 on; the last still frame
+        // was 249, the last match 225: the end comes 1 s after the still frame, at frame 274.
+        for f in 250..300 {
+            lc.update(at(f), &[], &mut events);
+        }
+        let end = events.iter().find(|e| matches!(e.kind, LifecycleKind::End(_))).expect("ends");
+        assert_eq!((end.at.frame, end.reason(), end.end.map(|e| e.frame)), (274, Some(EndReason::Lost), Some(225)));
+        // Without holding, the same frames end the event 1 s after its last match.
+        let mut lc = EventLifecycle::new("cam", vec![settings()]);
+        let mut events = Vec::new();
+        for f in 0..25 {
+            lc.update(at(f), &[out(1, 0.5, true)], &mut events);
+        }
+        for f in 25..70 {
+            lc.advance(at(f), &mut events);
+        }
+        assert_eq!(kinds(&events), [(LifecycleKind::Start, 1), (LifecycleKind::End(EndReason::Lost), 49)]);
     }
 
     #[test]

@@ -35,6 +35,9 @@
 //! | Lost      | not matched for more than `max_age_frames`      | removed    | `ended`                     |
 //! | Tracked, Lost | [`Tracker::finish`]                         | removed    | `ended`                     |
 //!
+//! A frame the motion gate skipped because nothing moved is not an update: [`Tracker::hold_into`] keeps every
+//! track where it is, and the frame does not count towards `max_age_frames`.
+//!
 //! So every confirmed track ends exactly once when the stream is finished, and a detection seen on fewer than
 //! `min_hits` inference frames (flicker) is never confirmed. The tracker makes no events: the event engine
 //! ([`super::lifecycle`]) decides, from the tracks of each frame, when an event starts, is updated and ends.
@@ -187,6 +190,9 @@ struct Track {
     /// The last matched detection, and the frame and score it came with.
     last_box: PixelBox,
     last_frame: u64,
+    /// The frame `last_box` stands for: `last_frame`, or a later frame on which the track was held
+    /// ([`Tracker::hold_into`]). Prediction and ageing count from it.
+    ref_frame: u64,
     score: f32,
     /// Change of centre and size per frame.
     velocity: Cxcywh,
@@ -199,7 +205,7 @@ impl Track {
 
     /// The box extrapolated to `frame` with constant velocity (no extrapolation backwards).
     fn predict(&self, frame: u64) -> PixelBox {
-        let dt = frame.saturating_sub(self.last_frame);
+        let dt = frame.saturating_sub(self.ref_frame);
         if dt == 0 || self.velocity == [0.0; 4] {
             return self.last_box;
         }
@@ -362,7 +368,7 @@ impl Tracker {
                 }
                 TrackState::Tracked | TrackState::Lost => {
                     t.state = TrackState::Lost;
-                    if frame.saturating_sub(t.last_frame) > settings.max_age_frames {
+                    if frame.saturating_sub(t.ref_frame) > settings.max_age_frames {
                         stats.ended += 1;
                         false
                     } else {
@@ -393,6 +399,7 @@ impl Tracker {
                 hits: 1,
                 last_box: d.bbox,
                 last_frame: frame,
+                ref_frame: frame,
                 score: d.score,
                 velocity: [0.0; 4],
             };
@@ -412,7 +419,7 @@ impl Tracker {
     fn apply_match(&mut self, ti: usize, frame: u64, d: &Detection) {
         let s = &self.settings;
         let t = &mut self.tracks[ti];
-        let dt = frame.saturating_sub(t.last_frame);
+        let dt = frame.saturating_sub(t.ref_frame);
         if dt > 0 {
             let (prev, now) = (to_cxcywh(&t.last_box), to_cxcywh(&d.bbox));
             let w = if t.hits == 1 { 1.0 } else { s.velocity_weight.clamp(0.0, 1.0) };
@@ -424,6 +431,7 @@ impl Tracker {
         t.hits = t.hits.saturating_add(1);
         t.last_box = d.bbox;
         t.last_frame = frame;
+        t.ref_frame = frame;
         t.score = d.score;
         match t.state {
             TrackState::Tentative if t.hits >= s.min_hits => {
@@ -446,6 +454,22 @@ impl Tracker {
     pub fn predict_into(&self, frame: u64, out: &mut Vec<TrackOutput>) {
         out.clear();
         out.extend(self.tracks.iter().map(|t| t.output(frame)));
+    }
+
+    /// Holds every track on `frame`, a frame the motion gate found still and so did not infer, and returns them
+    /// as [`Tracker::predict_into`] does. Nothing moved, so each box stays where it was predicted to be when the
+    /// scene became still and its velocity is forgotten; and a skipped frame is not a miss, so the frame does not
+    /// age a track: a lost track's `max_age_frames` counts from its last match or its last held frame, and a
+    /// tentative track waits for the next inference frame.
+    pub fn hold_into(&mut self, frame: u64, out: &mut Vec<TrackOutput>) {
+        for t in &mut self.tracks {
+            if frame > t.ref_frame {
+                t.last_box = t.predict(frame);
+                t.ref_frame = frame;
+                t.velocity = [0.0; 4];
+            }
+        }
+        self.predict_into(frame, out);
     }
 
     /// Ends every live track (end of stream or shutdown): confirmed ones count as ended, tentative ones as
@@ -680,6 +704,42 @@ mod tests {
         }
         // No extrapolation into the past.
         assert_eq!(tracker.predict(5)[0].bbox, pos(9).bbox);
+    }
+
+    /// A person walks, stops, and the motion gate skips 10 s of still frames: the track is neither aged out nor
+    /// carried away by its old velocity, and the next inference frame finds it where it stopped.
+    #[test]
+    fn held_frames_neither_age_nor_move_a_track() {
+        let mut tracker = Tracker::new(TrackerSettings { max_age_frames: 30, ..settings() });
+        let pos = |f: u64| at(0, 0.5, 100.0 + 5.0 * f.min(9) as f32, 50.0, 40.0, 60.0);
+        for frame in 0..=9 {
+            tracker.update(frame, &[pos(frame)]);
+        }
+        let mut out = Vec::new();
+        // 250 still frames (10 s at 25 fps): far more than max_age_frames.
+        for frame in 10..260 {
+            tracker.hold_into(frame, &mut out);
+            assert_eq!(out.len(), 1, "frame {frame}");
+            assert!(!out[0].matched_this_frame && out[0].confirmed && !out[0].lost);
+            // The box predicted on the first still frame (one step on), then kept.
+            assert!((out[0].bbox.x0 - 150.0).abs() < 1e-3, "{:?}", out[0].bbox);
+        }
+        // Without velocity now: a prediction stays put too.
+        assert_eq!(tracker.predict(265)[0].bbox, out[0].bbox);
+        // Inference again: the object is where it stopped (x0 145, IoU 0.78 with the held box): same track.
+        let out = tracker.update(260, &[pos(260)]);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].track_id, out[0].matched_this_frame), (1, true));
+        assert_eq!(tracker.stats().ended, 0);
+        // Predicting instead of holding over the same span ages the track out and sends its box away.
+        let mut tracker = Tracker::new(TrackerSettings { max_age_frames: 30, ..settings() });
+        for frame in 0..=9 {
+            tracker.update(frame, &[pos(frame)]);
+        }
+        assert!(tracker.predict(259)[0].bbox.x0 > 1000.0);
+        let out = tracker.update(260, &[pos(260)]);
+        assert_eq!(tracker.stats().ended, 1, "aged out");
+        assert_ne!(out[0].track_id, 1);
     }
 
     /// Two people walk through each other; the motion model keeps each id on its own person.

@@ -270,7 +270,8 @@ impl InferStage {
         if frame.infer {
             return true;
         }
-        if !self.live[src] {
+        // The motion gate skipped it: nothing moved, and it was not due.
+        if frame.is_still() || !self.live[src] {
             return false;
         }
         match (last[src], self.fps) {

@@ -54,7 +54,7 @@ use crate::sink::{EventLog, EventLogSettings};
 use crate::source::{
     self, Frame, FrameQueue, FrameSettings, Notify, ReconnectSettings, SourceHandle, SourceSpec, SourceStatsSnapshot,
 };
-use crate::source::{PacketTap, RingSettings};
+use crate::source::{MotionSettings, PacketTap, RingSettings};
 use crate::track::{Tracker, TrackerSettings};
 use drain::{Drain, DrainSettings};
 use infer::{InferStage, InferStats, QueryBands};
@@ -129,6 +129,9 @@ pub struct WatchSettings {
     pub progress: bool,
     /// Source names as the config gives them, by position; `None` keeps the derived name.
     pub source_names: Vec<Option<String>>,
+    /// The motion gate of each source, by position (as `source_names`). A source without an entry gets
+    /// [`MotionSettings::default_for`] its kind: on for live sources, off for files.
+    pub motion: Vec<MotionSettings>,
     /// Decode, scale and track but never run the model: measures the pipeline alone (`make bench-watch`).
     pub decode_only: bool,
     /// Republish each source's annotated video at `rtsp://ADDRESS:PORT/<source>`. Default: off.
@@ -176,6 +179,7 @@ impl Default for WatchSettings {
             pipeline: PipelineChoice::Auto,
             progress: true,
             source_names: Vec::new(),
+            motion: Vec::new(),
             decode_only: false,
             serve_rtsp: None,
             alerts: None,
@@ -327,7 +331,13 @@ pub fn run(
     let mut handles: Vec<SourceHandle> = Vec::new();
     let mut taps: Vec<Option<Arc<PacketTap>>> = Vec::new();
     let mut failed: Vec<SourceSummary> = Vec::new();
-    for spec in specs {
+    let mut gated: Vec<bool> = Vec::new();
+    for (position, spec) in specs.into_iter().enumerate() {
+        let motion =
+            settings.motion.get(position).cloned().unwrap_or_else(|| MotionSettings::default_for(spec.is_live()));
+        // Decoding only measures the pipeline: no inference to skip.
+        let motion = MotionSettings { enabled: motion.enabled && !settings.decode_only, ..motion };
+        let frame_settings = FrameSettings { motion, ..frame_settings.clone() };
         // The ring keeps the longest pre-roll of the queries that apply to the source.
         let tap = settings.clips.as_ref().map(|c| {
             let pre_roll_s =
@@ -341,8 +351,10 @@ pub fn run(
         };
         match source::spawn_with(spec.clone(), &frame_settings, &settings.reconnect, shutdown.clone(), options) {
             Ok(h) => {
+                info!(source = %h.spec.display, motion_gate = frame_settings.motion.enabled, "motion gate");
                 handles.push(h);
                 taps.push(tap);
+                gated.push(frame_settings.motion.enabled);
             }
             Err(e) => {
                 warn!(source = %spec.display, error = %e, "source not started");
@@ -666,6 +678,8 @@ pub fn run(
             frames_decoded: s.frames_decoded,
             frames_processed: post.frames,
             frames_inferred: infer_stats.inferred.get(i).copied().unwrap_or(0),
+            motion_gate: gated.get(i).copied().unwrap_or(false),
+            frames_skipped_still: s.frames_skipped_still,
             frames_dropped: s.frames_dropped,
             reconnects: s.reconnects,
             events: post.events,

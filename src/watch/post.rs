@@ -2,7 +2,8 @@
 //! clips, alerts and the annotated video.
 //!
 //! The tracker gets a box on every frame ([`Tracker::update_into`] on inference frames, [`Tracker::predict_into`]
-//! in between). The event engine ([`EventLifecycle`]) is fed in stream time (the frame's PTS, or its index / 25
+//! in between, [`Tracker::hold_into`] on the frames the motion gate skipped because nothing moved, which are not
+//! misses). The event engine ([`EventLifecycle`]) is fed in stream time (the frame's PTS, or its index / 25
 //! for a frame without one) and decides when an event starts and ends; each of its notifications becomes a line
 //! of `events.jsonl`, then goes to the clip writer and the alerts.
 
@@ -17,7 +18,8 @@ use super::verify::{AlertGate, Collector, alerts_wait};
 use super::{Processed, Progress, TEST_MODEL_BANNER, WatchSettings};
 use crate::config::StandingQuery;
 use crate::draw::{
-    Canvas, LabelPlacer, annotate_detections_with, banner_rect, draw_banner, draw_timestamp, timestamp_rect,
+    Canvas, LabelPlacer, annotate_detections_with, banner_rect, draw_banner, draw_motion, draw_timestamp, motion_rect,
+    timestamp_rect,
 };
 use crate::picture::Picture;
 use crate::shutdown::ShutdownToken;
@@ -258,8 +260,11 @@ impl PostStage {
                 },
             };
             tracks.clear();
+            // A frame the motion gate found still is not a miss: the tracks and events are held on it.
+            let still = p.detections.is_none() && frame.is_still();
             match &p.detections {
                 Some(dets) => self.tracker.update_into(frame.index, dets, &mut tracks),
+                None if still => self.tracker.hold_into(frame.index, &mut tracks),
                 None => self.tracker.predict_into(frame.index, &mut tracks),
             }
             let mut sink = self.log_sink(&mut stats);
@@ -268,6 +273,7 @@ impl PostStage {
             }
             match &p.detections {
                 Some(_) => lifecycle.update(at, &tracks, &mut sink),
+                None if still => lifecycle.hold(at, &mut sink),
                 None => lifecycle.advance(at, &mut sink),
             }
             // Lines kept while the disk was full go out once there is room, even when no new line comes.
@@ -336,6 +342,11 @@ impl PostStage {
                     placer.reserve(timestamp_rect(&canvas, &stamp));
                     if self.settings.test_model {
                         placer.reserve(banner_rect(&canvas, TEST_MODEL_BANNER));
+                    }
+                    // The motion gate's state, under the detections.
+                    if let Some(m) = &frame.motion {
+                        placer.reserve(motion_rect(&canvas, m.moving));
+                        draw_motion(&mut canvas, m.moving, m.region.as_ref());
                     }
                     annotate_detections_with(&mut canvas, &shown, &labels, &mut placer);
                     draw_timestamp(&mut canvas, &stamp);

@@ -18,6 +18,10 @@ pub struct SourceSummary {
     pub frames_decoded: u64,
     pub frames_processed: u64,
     pub frames_inferred: u64,
+    /// Whether the motion gate ran for the source.
+    pub motion_gate: bool,
+    /// Frames picked for inference that the motion gate skipped because nothing moved.
+    pub frames_skipped_still: u64,
     pub frames_dropped: u64,
     pub reconnects: u64,
     /// Events started: one per event, however many lines (`start`, `update`s, `end`) it has in `events.jsonl`.
@@ -45,6 +49,8 @@ impl SourceSummary {
             frames_decoded: 0,
             frames_processed: 0,
             frames_inferred: 0,
+            motion_gate: false,
+            frames_skipped_still: 0,
             frames_dropped: 0,
             reconnects: 0,
             events: 0,
@@ -86,12 +92,13 @@ impl std::fmt::Display for Summary {
         for s in &self.sources {
             writeln!(
                 f,
-                "  {}: decoder {}, decoded {}, processed {}, inferred {}, dropped {}, reconnects {}, events {} (updates {}), frame age p50 {:.0} ms p95 {:.0} ms{}{}",
+                "  {}: decoder {}, decoded {}, processed {}, inferred {}{}, dropped {}, reconnects {}, events {} (updates {}), frame age p50 {:.0} ms p95 {:.0} ms{}{}",
                 s.source,
                 s.decoder.as_deref().unwrap_or("unknown (no frame)"),
                 s.frames_decoded,
                 s.frames_processed,
                 s.frames_inferred,
+                if s.motion_gate { format!(", skipped still {}", s.frames_skipped_still) } else { String::new() },
                 s.frames_dropped,
                 s.reconnects,
                 s.events,
@@ -141,6 +148,8 @@ mod tests {
             frames_decoded: 10,
             frames_processed: 10,
             frames_inferred: 10,
+            motion_gate: false,
+            frames_skipped_still: 0,
             frames_dropped: 0,
             reconnects: 0,
             events: 0,
