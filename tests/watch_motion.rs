@@ -94,6 +94,9 @@ impl Detector for SquareFinder {
     fn frame_scale(&self) -> FrameScale {
         FrameScale::Stretch { width: 160, height: 120 }
     }
+    fn text_encoder(&self) -> Box<dyn lookout::infer::TextEncoder> {
+        Box::new(lookout::infer::TextsOnly)
+    }
     fn encode(&mut self, texts: &[String]) -> lookout::infer::Result<QuerySet> {
         Ok(QuerySet::texts_only(texts.to_vec()))
     }
