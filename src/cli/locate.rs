@@ -111,6 +111,9 @@ pub struct ImageReport {
     pub model: String,
     /// The graphs that ran, as `--layout` names them: `split`, `hf` or `hf:<variant>` (e.g. `hf:quantized`).
     pub layout: String,
+    /// The image side's precision: `fp32`, `int8` (`--precision int8`, or an 8-bit hf variant), or the name of
+    /// another hf variant (`fp16`).
+    pub precision: String,
     pub results: Vec<ResultItem>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub annotated: Option<String>,
@@ -182,7 +185,7 @@ pub fn run(args: LocateArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let model_dir = super::resolve_model(&common.model)?;
-    let model = ModelDir::open_choice(&model_dir, common.layout.as_ref())?;
+    let model = ModelDir::open_precision(&model_dir, common.layout.as_ref(), common.precision)?;
     let mut threshold = args.threshold;
     if model.is_test_model {
         tracing::warn!("{}: test model with random weights: boxes are not meaningful", model.dir.display());
@@ -257,15 +260,18 @@ pub fn run(args: LocateArgs) -> anyhow::Result<ExitCode> {
 
 fn print_report(out: &mut impl Write, r: &ImageReport) -> std::io::Result<()> {
     match &r.rerank {
-        None => writeln!(out, "{} ({}x{}, model {}, {})", r.image, r.width, r.height, r.model, r.layout)?,
+        None => {
+            writeln!(out, "{} ({}x{}, model {}, {}, {})", r.image, r.width, r.height, r.model, r.layout, r.precision)?
+        }
         Some(k) => writeln!(
             out,
-            "{} ({}x{}, model {}, {}, re-ranked by {}{}: {})",
+            "{} ({}x{}, model {}, {}, {}, re-ranked by {}{}: {})",
             r.image,
             r.width,
             r.height,
             r.model,
             r.layout,
+            r.precision,
             k.model,
             if k.test_model { " (test model)" } else { "" },
             k.rule
@@ -367,6 +373,7 @@ fn locate_one(
         height: img.height(),
         model: detector.model().name.clone(),
         layout: detector.model().layout_choice().to_string(),
+        precision: detector.model().precision_label(),
         results,
         annotated: annotated.map(|p| p.display().to_string()),
         rerank: rerank_info,

@@ -57,9 +57,34 @@ impl SourceSummary {
     }
 }
 
+/// Which model ran, and how: the summary's first line and `summary.json`'s `model`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModelRun {
+    /// The model directory's name.
+    pub name: String,
+    /// As `--layout` names it: `split`, `hf` or `hf:<variant>`.
+    pub layout: String,
+    /// The image side's precision: `fp32`, `int8`, or another hf variant's name (`fp16`).
+    pub precision: String,
+}
+
+impl ModelRun {
+    /// What runs for `model`.
+    pub fn of(model: &crate::infer::ModelDir) -> Self {
+        ModelRun {
+            name: model.name.clone(),
+            layout: model.layout_choice().to_string(),
+            precision: model.precision_label(),
+        }
+    }
+}
+
 /// The end-of-run report, also written to `<out>/summary.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
+    /// The model that ran (`None` only in tests that build a summary by hand).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelRun>,
     pub sources: Vec<SourceSummary>,
     /// Time of one inference batch (preprocess + model + class head + selection).
     pub inference: LatencySummary,
@@ -82,7 +107,12 @@ pub struct Summary {
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "summary ({:.1} s):", self.wall_seconds)?;
+        match &self.model {
+            Some(m) => {
+                writeln!(f, "summary ({:.1} s, model {}, {}, {}):", self.wall_seconds, m.name, m.layout, m.precision)?
+            }
+            None => writeln!(f, "summary ({:.1} s):", self.wall_seconds)?,
+        }
         for s in &self.sources {
             writeln!(
                 f,
@@ -151,6 +181,7 @@ mod tests {
             encoder: encoder.map(String::from),
         };
         let summary = Summary {
+            model: None,
             sources: vec![source(Some("nvv4l2decoder"), Some("nvv4l2h264enc")), source(None, None)],
             inference: LatencySummary::default(),
             batches: 1,
@@ -176,6 +207,7 @@ mod tests {
     #[test]
     fn lost_event_lines_are_in_the_summary_line_and_the_json() {
         let summary = Summary {
+            model: None,
             sources: Vec::new(),
             inference: LatencySummary::default(),
             batches: 0,
