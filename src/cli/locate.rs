@@ -96,6 +96,20 @@ struct Timings {
     preprocess_ms: Vec<f64>,
     infer_ms: Vec<f64>,
     post_ms: Vec<f64>,
+    /// CPU time of the whole process (every thread) over each image's detection, so that the cores used while
+    /// inferring can be compared with another runtime's (`make bench-locate`).
+    cpu_ms: Vec<f64>,
+}
+
+/// CPU time used so far by every thread of this process, in ms.
+fn process_cpu_ms() -> f64 {
+    // SAFETY: getrusage fills the struct it is given and has no other effect.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return f64::NAN;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3;
+    tv(u.ru_utime) + tv(u.ru_stime)
 }
 
 fn ms(d: std::time::Duration) -> f64 {
@@ -316,6 +330,7 @@ fn locate_one(
     timings: &mut Timings,
 ) -> anyhow::Result<ImageReport> {
     let img = load_image(path)?;
+    let cpu0 = process_cpu_ms();
     let detections = detector
         .detect(&[Image::Rgb(&img)], queries, selection)
         .and_then(|mut per_image| per_image.remove(0))
@@ -324,6 +339,7 @@ fn locate_one(
     timings.preprocess_ms.push(ms(t.preprocess));
     timings.infer_ms.push(ms(t.run));
     timings.post_ms.push(ms(t.select));
+    timings.cpu_ms.push(process_cpu_ms() - cpu0);
 
     // Each result: the box (with the score it is ranked by), and the detector's and CLIP's scores when re-ranked.
     let rerank_info = reranker.as_ref().map(|r| r.info.clone());
