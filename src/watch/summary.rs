@@ -201,6 +201,11 @@ mod tests {
         assert_eq!(json["sources"][0]["decoder"], "nvv4l2decoder");
         assert!(json["sources"][1]["decoder"].is_null() && json["sources"][1].get("encoder").is_none());
         assert_eq!(json["event_lines_lost"], 0);
+        // The model that ran, and in which precision, heads the summary and is in summary.json.
+        let model = ModelRun { name: "owlvit-b32".into(), layout: "split".into(), precision: "int8".into() };
+        let summary = Summary { model: Some(model), ..summary };
+        assert!(summary.to_string().starts_with("summary (1.0 s, model owlvit-b32, split, int8):"), "{summary}");
+        assert_eq!(serde_json::to_value(&summary).unwrap()["model"]["precision"], "int8");
         assert!(!text.contains("lost"), "{text}");
     }
 
