@@ -173,7 +173,8 @@ def worker_ort(spec: dict) -> dict:
     t0 = time.perf_counter()
     if split:
         s_txt = ort.InferenceSession(str(model_dir / "onnx/text_encoder.onnx"), so, providers=cpu)
-        s_det = ort.InferenceSession(str(model_dir / "onnx/detector.onnx"), so, providers=cpu)
+        det = "onnx/detector_int8.onnx" if spec.get("int8") else "onnx/detector.onnx"
+        s_det = ort.InferenceSession(str(model_dir / det), so, providers=cpu)
     else:
         s_hf = ort.InferenceSession(str(model_dir / "onnx/model.onnx"), so, providers=cpu)
     load_s = time.perf_counter() - t0
@@ -221,7 +222,7 @@ def worker_ort(spec: dict) -> dict:
 
 
 def run_worker(kind: str, spec: dict, tmp: Path) -> dict:
-    sp = tmp / f"spec_{kind}_{spec['variant']}.json"
+    sp = tmp / f"spec_{kind}_{spec['variant']}{'_int8' if spec.get('int8') else ''}.json"
     sp.write_text(json.dumps(spec))
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -298,6 +299,10 @@ def main(argv=None):
                     "images, the first is warm-up)")
     ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds (default 1)")
     ap.add_argument("--json", type=Path, help="also write all raw measurements here")
+    ap.add_argument("--int8", action="store_true", help="add the int8 rows: lookout --precision int8 and the ort "
+                    "floor on onnx/detector_int8.onnx (python models/quantize_int8.py MODEL makes it), with the drift "
+                    "of each query's best box against fp32")
+    ap.add_argument("--no-hf", action="store_true", help="leave out the hf-layout rows (shorter run)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -342,10 +347,16 @@ def main(argv=None):
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_gdino_"))
     base_spec = {"model": str(model), "images": images, "threads": threads, "n_distinct": len(IMAGES)}
+    if args.int8 and not (model / "onnx/detector_int8.onnx").is_file():
+        log(f"error: --int8: no {model / 'onnx/detector_int8.onnx'}; run: python models/quantize_int8.py {model}")
+        return 2
     contestants = []
     for qname in query_sets:
-        contestants += [("lookout split", qname), ("ort floor split", qname), ("transformers", qname),
-                        ("lookout hf", qname), ("ort floor hf", qname)]
+        contestants += [("lookout split", qname), ("ort floor split", qname), ("transformers", qname)]
+        if args.int8:
+            contestants += [("lookout split int8", qname), ("ort floor split int8", qname)]
+        if not args.no_hf:
+            contestants += [("lookout hf", qname), ("ort floor hf", qname)]
     meas: dict[str, list[dict]] = {}
     loads = [bl.loadavg()]
     t_all = time.perf_counter()
@@ -361,14 +372,15 @@ def main(argv=None):
                 if name.startswith("lookout"):
                     if lookout_note:
                         continue
-                    m = bl.run_lookout(args.lookout, str(model), images, queries, name.split()[1], threads)
+                    m = bl.run_lookout(args.lookout, str(model), images, queries, name.split()[1], threads,
+                                       "int8" if name.endswith("int8") else "fp32")
                     extra = (f"model load {m['model_load_ms'] / 1e3:.1f}s, queries {m['encode_queries_ms']:.0f}ms, "
-                             f"process cpu util {m['cpu_util_process']:.2f}")
+                             f"cpu util {m['cpu_util']:.2f} (whole process {m['cpu_util_process']:.2f})")
                 elif name == "transformers":
                     m = run_worker("transformers", {**spec, "variant": "per_call"}, tmp)
                     extra = f"cpu util {m['cpu_util']:.2f}, torch model rebuilt in {m['build_s']:.1f}s"
                 else:
-                    m = run_worker("ort", {**spec, "variant": name.split()[2]}, tmp)
+                    m = run_worker("ort", {**spec, "variant": name.split()[2], "int8": name.endswith("int8")}, tmp)
                     extra = f"cpu util {m['cpu_util']:.2f}, sessions loaded in {m['load_s']:.1f}s"
             except RuntimeError as e:
                 if name.startswith("lookout"):
@@ -378,7 +390,7 @@ def main(argv=None):
                 log(f"\nerror: {e}")
                 return 2
             meas.setdefault(f"{name}/{qname}", []).append(m)
-            log(f"  {name:<18} {qname:>3}: {bl.steady(m['times'])['ips']:.4f} img/s, "
+            log(f"  {name:<20} {qname:>3}: {bl.steady(m['times'])['ips']:.4f} img/s, "
                 f"{1e3 / bl.steady(m['times'])['ips']:.0f} ms/img ({extra})")
         loads.append(bl.loadavg())
     elapsed = time.perf_counter() - t_all
@@ -393,7 +405,7 @@ def main(argv=None):
     for qname, queries in query_sets.items():
         want = meas[f"transformers/{qname}"][0]["best"]
         lt = np.load(tmp / f"logits_transformers_{qname}.npy")
-        for floor in ("split", "hf"):
+        for floor in ("split",) if args.no_hf else ("split", "hf"):
             lo = np.load(tmp / f"logits_ort_floor_{floor}_{qname}.npy")
             fin = np.isfinite(lt)
             with np.errstate(invalid="ignore"):  # -inf - -inf at the masked token positions, left out by `where`
@@ -402,10 +414,11 @@ def main(argv=None):
                 f"{np.median(d):.1e}, worst slot {d.max():.2e}, slots above 1e-2: {int((d > 1e-2).sum())} of "
                 f"{len(d)} (top-k near-ties, see export_gdino.check_full_size)")
         got_sets = [(f"ort floor split/{qname}", meas[f"ort floor split/{qname}"][0]["best"], want,
-                     TORCH_BOX_TOL_PX, TORCH_SCORE_TOL),
-                    (f"ort floor hf/{qname}", meas[f"ort floor hf/{qname}"][0]["best"], want,
                      TORCH_BOX_TOL_PX, TORCH_SCORE_TOL)]
-        for lay in ("split", "hf"):
+        if not args.no_hf:
+            got_sets.append((f"ort floor hf/{qname}", meas[f"ort floor hf/{qname}"][0]["best"], want,
+                             TORCH_BOX_TOL_PX, TORCH_SCORE_TOL))
+        for lay in ("split", "hf", "split int8"):
             if f"lookout {lay}/{qname}" in meas:
                 got_sets.append((f"lookout {lay}/{qname} vs ort floor",
                                  lookout_best(meas[f"lookout {lay}/{qname}"][0]["reports"][:len(IMAGES)], queries),
@@ -416,18 +429,42 @@ def main(argv=None):
                 log(line)
             sane &= n_ok >= 1
     log(f"  => {'OK: identical detections on at least one image for every contestant' if sane else 'MISMATCH'}")
+    drift = None
+    if args.int8 and "lookout split int8/1q" in meas:
+        # Each query's best box and score, lookout int8 against lookout fp32, over the golden photos.
+        drift = {"box_px": 0.0, "box_frac": 0.0, "score": 0.0, "same_box": 0, "n": 0}
+        for qname, queries in query_sets.items():
+            reps = meas[f"lookout split/{qname}"][0]["reports"][:len(IMAGES)]
+            a = lookout_best(reps, queries)
+            b = lookout_best(meas[f"lookout split int8/{qname}"][0]["reports"][:len(IMAGES)], queries)
+            for r, x, y in zip(reps, a, b):
+                side = max(r["width"], r["height"])
+                for xq, yq in zip(x, y):
+                    db = max(abs(u - v) for u, v in zip(xq["box"], yq["box"]))
+                    drift["box_px"], drift["box_frac"] = max(drift["box_px"], db), max(drift["box_frac"], db / side)
+                    drift["score"] = max(drift["score"], abs(xq["score"] - yq["score"]))
+                    drift["same_box"] += db < 1e-3 * side
+                    drift["n"] += 1
+        log(f"\nint8 drift vs fp32 (best box per query, {drift['n']} query-photo pairs over 1 and 10 queries, random "
+            f"weights: a pessimistic proxy for a trained model): largest box difference {drift['box_px']:.1f} px "
+            f"({100 * drift['box_frac']:.2f}% of the longer side), largest score difference {drift['score']:.4f}; "
+            f"same box (within 0.1% of the side) for {drift['same_box']}/{drift['n']}")
 
     rows = ["lookout split", "lookout hf", "transformers", "ort floor split", "ort floor hf"]
+    if args.no_hf:
+        rows = [r for r in rows if not r.endswith("hf")]
+    if args.int8:
+        rows += ["lookout split int8", "ort floor split int8"]
     log(f"\nresults: steady-state images/s (best of {args.rounds} round(s)), {threads} threads, "
         f"{len(images) - 1} timed images per run")
-    log(f"  {'contestant':<18} {'1 query':>16} {'10 queries':>16}   ms/image 10q: pre / infer / post")
+    log(f"  {'contestant':<20} {'1 query':>16} {'10 queries':>16}   ms/image 10q: pre / infer / post")
     for row in rows:
         if f"{row}/1q" not in meas:
-            log(f"  {row:<18} {'-':>16} {'-':>16}   ({lookout_note})")
+            log(f"  {row:<20} {'-':>16} {'-':>16}   ({lookout_note})")
             continue
         cells = [f"{best(f'{row}/{q}')['ips']:.4f}" for q in query_sets]
         b10 = best(f"{row}/10q")
-        log(f"  {row:<18} {cells[0]:>16} {cells[1]:>16}   {bl.mean_ms(b10['stages'], 0):7.1f} / "
+        log(f"  {row:<20} {cells[0]:>16} {cells[1]:>16}   {bl.mean_ms(b10['stages'], 0):7.1f} / "
             f"{bl.mean_ms(b10['stages'], 1):7.1f} / {bl.mean_ms(b10['stages'], 2):6.1f}")
 
     def ratio(a: str, b: str, q: str) -> float | None:
@@ -447,6 +484,19 @@ def main(argv=None):
             f"lookout split / ort floor split {fmt(ratio('lookout split', 'ort floor split', q))}   "
             f"lookout hf / ort floor hf {fmt(ratio('lookout hf', 'ort floor hf', q))}   "
             f"lookout split / lookout hf {fmt(ratio('lookout split', 'lookout hf', q))}")
+        if args.int8:
+            log(f"  {q:>3} int8: lookout int8 / transformers (fp32) "
+                f"{fmt(ratio('lookout split int8', 'transformers', q))}   lookout int8 / ort floor int8 "
+                f"{fmt(ratio('lookout split int8', 'ort floor split int8', q))}   lookout int8 / lookout fp32 "
+                f"{fmt(ratio('lookout split int8', 'lookout split', q))}   ort floor int8 / ort floor fp32 "
+                f"{fmt(ratio('ort floor split int8', 'ort floor split', q))}")
+            r8_tr = ratio("lookout split int8", "transformers", q)
+            r8_fl = ratio("lookout split int8", "ort floor split int8", q)
+            if q == "10q":
+                checks.append((f"int8: lookout int8 >= 1.5x the transformers pipeline (fp32), 10 queries: {fmt(r8_tr)}",
+                               None if r8_tr is None else r8_tr >= 1.5))
+            checks.append((f"int8: lookout int8 >= 0.90x the ort floor on the same int8 graph, {q}: {fmt(r8_fl)}",
+                           None if r8_fl is None else r8_fl >= 0.90))
         r_tr, r_fl = ratio("lookout split", "transformers", q), ratio("lookout split", "ort floor split", q)
         if q == "10q":
             checks.append((f"lookout >= 1.5x the transformers pipeline, 10 queries: {fmt(r_tr)}",
@@ -454,9 +504,10 @@ def main(argv=None):
         checks.append((f"lookout >= 0.90x the plain onnxruntime floor, {q}: {fmt(r_fl)}",
                        None if r_fl is None else r_fl >= 0.90))
     checks.append(("same detections as transformers (sanity)", sane))
-    log("\nwhat the split layout saves per image (ort floors, 10 queries): "
-        f"{bl.mean_ms(best('ort floor hf/10q')['stages'], 1) - bl.mean_ms(best('ort floor split/10q')['stages'], 1):.1f}"
-        " ms of BERT")
+    if not args.no_hf:
+        log("\nwhat the split layout saves per image (ort floors, 10 queries): "
+            f"{bl.mean_ms(best('ort floor hf/10q')['stages'], 1) - bl.mean_ms(best('ort floor split/10q')['stages'], 1):.1f}"
+            " ms of BERT")
     if "lookout hf/10q" in meas and "lookout split/10q" in meas:
         for q in query_sets:
             saved = bl.mean_ms(best(f"lookout hf/{q}")["stages"], 1) - bl.mean_ms(best(f"lookout split/{q}")["stages"], 1)
@@ -479,7 +530,7 @@ def main(argv=None):
         log(f"  [{'PASS' if ok else 'FAIL' if ok is not None else 'SKIP'}] {text}")
     if args.json:
         args.json.write_text(json.dumps({"threads": threads, "images": images, "loads": loads, "meas": meas,
-                                         "watch_1080p": watch_fig,
+                                         "watch_1080p": watch_fig, "int8_drift": drift,
                                          "checks": checks, "lookout": lookout_note}, default=str, indent=1))
     return 0
 

@@ -228,7 +228,8 @@ def worker_ort(spec: dict) -> dict:
     t0 = time.perf_counter()
     if split:  # the same two sessions lookout holds
         s_txt = ort.InferenceSession(str(model_dir / "onnx/text_encoder.onnx"), so, providers=cpu)
-        s_img = ort.InferenceSession(str(model_dir / "onnx/image_embedder.onnx"), so, providers=cpu)
+        image_graph = "onnx/image_embedder_int8.onnx" if spec.get("int8") else "onnx/image_embedder.onnx"
+        s_img = ort.InferenceSession(str(model_dir / image_graph), so, providers=cpu)
     else:
         s_hf = ort.InferenceSession(str(model_dir / "onnx/model.onnx"), so, providers=cpu)
     load_s = time.perf_counter() - t0
@@ -276,7 +277,7 @@ def worker_ort(spec: dict) -> dict:
 
 
 def run_worker(kind: str, spec: dict, tmp: Path) -> dict:
-    sp = tmp / f"spec_{kind}_{spec['variant']}.json"
+    sp = tmp / f"spec_{kind}_{spec['variant']}{'_int8' if spec.get('int8') else ''}.json"
     sp.write_text(json.dumps(spec))
     env = dict(os.environ)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -297,9 +298,10 @@ def run_worker(kind: str, spec: dict, tmp: Path) -> dict:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def run_lookout(binary: str, model: str, images: list[str], queries: list[str], layout: str, threads: int) -> dict:
-    cmd = [binary, "locate", *images, "-m", model, "--layout", layout, "--intra-threads", str(threads), "--no-images",
-           "--timings", "--json", "--quiet"]
+def run_lookout(binary: str, model: str, images: list[str], queries: list[str], layout: str, threads: int,
+                precision: str = "fp32") -> dict:
+    cmd = [binary, "locate", *images, "-m", model, "--layout", layout, "--precision", precision, "--intra-threads",
+           str(threads), "--no-images", "--timings", "--json", "--quiet"]
     for q in queries:
         cmd += ["-q", q]
     env = dict(os.environ)
@@ -327,8 +329,13 @@ def run_lookout(binary: str, model: str, images: list[str], queries: list[str], 
     stages = [(timings["preprocess_ms"][i] / 1e3, timings["infer_ms"][i] / 1e3, timings["post_ms"][i] / 1e3)
               for i in range(n)]
     cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    # Cores used while detecting (the timed images only, as for the Python contestants' cpu_util); the whole
+    # process's figure also counts model load, tokenizer and image decoding.
+    cpu_ms = timings.get("cpu_ms") or []
+    util = (sum(cpu_ms[1:]) / 1e3 / sum(times[1:])) if len(cpu_ms) > 1 and sum(times[1:]) > 0 else float("nan")
     return {"times": times, "stages": stages, "reports": reports, "model_load_ms": timings["model_load_ms"],
-            "encode_queries_ms": timings["encode_queries_ms"], "wall_s": wall, "cpu_util_process": cpu / wall}
+            "encode_queries_ms": timings["encode_queries_ms"], "wall_s": wall, "cpu_util_process": cpu / wall,
+            "cpu_util": util}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -385,6 +392,9 @@ def main(argv=None):
     ap.add_argument("--nice", type=int, default=0, help="run every contestant at this niceness (e.g. -15 as root on "
                     "a shared machine so that other work disturbs the measurement less; default 0: unchanged)")
     ap.add_argument("--json", type=Path, help="also write all raw measurements here")
+    ap.add_argument("--no-int8", action="store_true", help="leave out the int8 rows (lookout --precision int8 and "
+                    "the ort floor on onnx/image_embedder_int8.onnx; default: run them when that graph exists)")
+    ap.add_argument("--no-hf", action="store_true", help="leave out the hf-layout rows (shorter run)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -458,10 +468,18 @@ def main(argv=None):
     base_spec = {"model": str(model), "images": images, "threads": threads, "n_distinct": len(IMAGES)}
     # Contestants in the order they run; the order is reversed every other round so that a drift in the machine's
     # load does not favour one side. Pairs compared by the targets run next to each other.
+    int8 = not args.no_int8 and (model / "onnx/image_embedder_int8.onnx").is_file()
+    if not args.no_int8 and not int8:
+        log(f"  int8 rows skipped: no {model / 'onnx/image_embedder_int8.onnx'} (python models/quantize_int8.py {model})")
     contestants = []
     for qname in query_sets:
-        contestants += [("lookout split", qname), ("ort floor split", qname), ("transformers", qname),
-                        ("transformers text-once", qname), ("lookout hf", qname), ("ort floor hf", qname)]
+        # The int8 pair sits next to the transformers run it is compared with, and next to each other.
+        contestants += [("lookout split", qname), ("ort floor split", qname), ("transformers", qname)]
+        if int8:
+            contestants += [("lookout split int8", qname), ("ort floor split int8", qname)]
+        contestants += [("transformers text-once", qname)]
+        if not args.no_hf:
+            contestants += [("lookout hf", qname), ("ort floor hf", qname)]
     meas: dict[str, list[dict]] = {}  # "contestant/qname" -> one measurement per round
     loads = [loadavg()]
     t_all = time.perf_counter()
@@ -475,15 +493,16 @@ def main(argv=None):
                 if r == 0:
                     spec["save_logits"] = str(tmp / f"logits_{name.replace(' ', '_')}_{qname}.npy")
                 if name.startswith("lookout"):
-                    m = run_lookout(args.lookout, str(model), images, queries, name.split()[1], threads)
+                    m = run_lookout(args.lookout, str(model), images, queries, name.split()[1], threads,
+                                    "int8" if name.endswith("int8") else "fp32")
                     extra = (f"model load {m['model_load_ms'] / 1e3:.1f}s, queries {m['encode_queries_ms']:.0f}ms, "
-                             f"process cpu util {m['cpu_util_process']:.2f}")
+                             f"cpu util {m['cpu_util']:.2f} (whole process {m['cpu_util_process']:.2f})")
                 elif name.startswith("transformers"):
                     m = run_worker("transformers", {**spec, "variant": "per_call" if name == "transformers"
                                                     else "text_once"}, tmp)
                     extra = f"cpu util {m['cpu_util']:.2f}, torch model rebuilt in {m['build_s']:.1f}s"
                 else:
-                    m = run_worker("ort", {**spec, "variant": name.split()[2]}, tmp)
+                    m = run_worker("ort", {**spec, "variant": name.split()[2], "int8": name.endswith("int8")}, tmp)
                     extra = f"cpu util {m['cpu_util']:.2f}"
                 meas.setdefault(f"{name}/{qname}", []).append(m)
                 log(f"  {name:<24} {qname:>3}: {steady(m['times'])['ips']:.3f} img/s ({extra})")
@@ -506,20 +525,56 @@ def main(argv=None):
         lt = np.load(tmp / f"logits_transformers_{qname}.npy")
         lo = np.load(tmp / f"logits_ort_floor_split_{qname}.npy")
         log(f"  {qname}: max |logit(torch) - logit(onnxruntime split)| on {labels[0]} = {np.abs(lt - lo).max():.2e}")
-        for name, got in [
+        pairs = [
             (f"lookout split/{qname}", lookout_best(meas[f"lookout split/{qname}"][0]["reports"][:len(IMAGES)], queries)),
-            (f"lookout hf/{qname}", lookout_best(meas[f"lookout hf/{qname}"][0]["reports"][:len(IMAGES)], queries)),
             (f"ort floor split/{qname}", meas[f"ort floor split/{qname}"][0]["best"]),
-            (f"ort floor hf/{qname}", meas[f"ort floor hf/{qname}"][0]["best"]),
-        ]:
+        ]
+        if not args.no_hf:
+            pairs += [
+                (f"lookout hf/{qname}", lookout_best(meas[f"lookout hf/{qname}"][0]["reports"][:len(IMAGES)], queries)),
+                (f"ort floor hf/{qname}", meas[f"ort floor hf/{qname}"][0]["best"]),
+            ]
+        for name, got in pairs:
             n_ok, lines = compare_best(name, got, want, labels)
             for line in lines:
                 log(line)
             sane &= n_ok >= 1
     log(f"  => {'OK: identical detections on at least one image for every contestant' if sane else 'MISMATCH: the comparison is not like for like'}")
+    drift = None
+    if int8:
+        log("\nsanity check, int8: lookout --precision int8 vs the ort floor on the same int8 graph (like for like)")
+        for qname, queries in query_sets.items():
+            want = meas[f"ort floor split int8/{qname}"][0]["best"]
+            got = lookout_best(meas[f"lookout split int8/{qname}"][0]["reports"][:len(IMAGES)], queries)
+            n_ok, lines = compare_best(f"lookout split int8/{qname}", got, want, labels)
+            for line in lines:
+                log(line)
+            sane &= n_ok >= 1
+        # Drift: each query's best box and score, int8 against fp32 (lookout both), over the golden photos.
+        drift = {"box_px": 0.0, "box_frac": 0.0, "score": 0.0, "same_patch": 0, "n": 0}
+        for qname, queries in query_sets.items():
+            a = lookout_best(meas[f"lookout split/{qname}"][0]["reports"][:len(IMAGES)], queries)
+            b = lookout_best(meas[f"lookout split int8/{qname}"][0]["reports"][:len(IMAGES)], queries)
+            for img, r, x, y in zip(labels, meas[f"lookout split/{qname}"][0]["reports"], a, b):
+                side = max(r["width"], r["height"])
+                for xq, yq in zip(x, y):
+                    db = max(abs(u - v) for u, v in zip(xq["box"], yq["box"]))
+                    drift["box_px"] = max(drift["box_px"], db)
+                    drift["box_frac"] = max(drift["box_frac"], db / side)
+                    drift["score"] = max(drift["score"], abs(xq["score"] - yq["score"]))
+                    drift["same_patch"] += db < 1e-3 * side
+                    drift["n"] += 1
+        log(f"\nint8 drift vs fp32 (best box per query, {drift['n']} query-photo pairs over 1 and 10 queries, random "
+            f"weights: a pessimistic proxy for a trained model): largest box difference {drift['box_px']:.1f} px "
+            f"({100 * drift['box_frac']:.2f}% of the longer side), largest score difference {drift['score']:.4f}; "
+            f"same box (within 0.1% of the side) for {drift['same_patch']}/{drift['n']}")
 
     # ---- table ---------------------------------------------------------------------------------------------------
     rows = ["lookout split", "lookout hf", "transformers", "transformers text-once", "ort floor split", "ort floor hf"]
+    if args.no_hf:
+        rows = [r for r in rows if not r.endswith("hf")]
+    if int8:
+        rows += ["lookout split int8", "ort floor split int8"]
     log(f"\nresults: steady-state images/s (best of {args.rounds} rounds; all rounds in brackets), {threads} threads, "
         f"{len(images) - 1} timed images per run")
     log(f"  {'contestant':<24} {'1 query':>22} {'10 queries':>22}   ms/image 10q: pre / infer / post")
@@ -544,10 +599,24 @@ def main(argv=None):
         r_tr, m_tr = ratio("lookout split", "transformers", q)
         r_tro, m_tro = ratio("lookout split", "transformers text-once", q)
         r_fl, m_fl = ratio("lookout split", "ort floor split", q)
-        r_hf, m_hf = ratio("lookout hf", "ort floor hf", q)
+        hf_note = ""
+        if not args.no_hf:
+            r_hf, m_hf = ratio("lookout hf", "ort floor hf", q)
+            hf_note = f"   [hf layout: lookout/ort floor {r_hf:.3f} ({m_hf:.3f})]"
         log(f"  {q:>3}: lookout/transformers {r_tr:.2f}x ({m_tr:.2f}x)   lookout/transformers text-once {r_tro:.2f}x "
-            f"({m_tro:.2f}x)   lookout/ort floor {r_fl:.3f} ({m_fl:.3f})   [hf layout: lookout/ort floor {r_hf:.3f} "
-            f"({m_hf:.3f})]")
+            f"({m_tro:.2f}x)   lookout/ort floor {r_fl:.3f} ({m_fl:.3f}){hf_note}")
+        if int8:
+            r8_tr, m8_tr = ratio("lookout split int8", "transformers", q)
+            r8_fl, m8_fl = ratio("lookout split int8", "ort floor split int8", q)
+            r8_32, m8_32 = ratio("lookout split int8", "lookout split", q)
+            log(f"  {q:>3} int8: lookout int8/transformers fp32 {r8_tr:.2f}x ({m8_tr:.2f}x)   lookout int8/ort floor "
+                f"int8 {r8_fl:.3f} ({m8_fl:.3f})   lookout int8/lookout fp32 {r8_32:.2f}x ({m8_32:.2f}x)")
+            if q == "10q":
+                checks.append((f"int8: lookout int8 >= 2x the transformers pipeline (fp32), 10 queries: {m8_tr:.2f}x "
+                               f"(best/best {r8_tr:.2f}x)", m8_tr >= 2.0))
+            checks.append((f"int8: lookout int8 >= 0.90x the plain onnxruntime floor on the same int8 graph, "
+                           f"{q[:-1]} quer{'y' if q == '1q' else 'ies'}: {m8_fl:.3f} (best/best {r8_fl:.3f})",
+                           m8_fl >= 0.90))
         # The verdict uses the per-round ratio (both sides measured minutes apart at most), median over rounds.
         if q == "10q":
             checks.append((f"lookout >= 1.5x the transformers pipeline, 10 queries: {m_tr:.2f}x (best/best {r_tr:.2f}x)",
@@ -582,7 +651,7 @@ def main(argv=None):
 
     if args.json:
         args.json.write_text(json.dumps({"threads": threads, "images": images, "loads": loads, "meas": meas,
-                                         "checks": checks}, default=str, indent=1))
+                                         "checks": checks, "int8_drift": drift}, default=str, indent=1))
     return 0
 
 

@@ -60,6 +60,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import export_owl as owl  # noqa: E402  (shared helpers: versions, npy/json writers, ORT session, synth image)
+import quantize_int8  # noqa: E402  (the int8 variants of the image side)
 
 REPO = Path(__file__).resolve().parent.parent
 SEED = 0
@@ -1088,6 +1089,7 @@ def main(argv=None):
         if not args.out:
             raise SystemExit("--from-pretrained needs --out DIR")
         r = from_pretrained(args.from_pretrained, args.out, tuple(args.size or FULL_SIZE))
+        quantize_int8.quantize_dir(args.out, quantize_int8.default_layouts(args.out))
         log(f"worst ONNX-vs-torch diff {worst_diff(r['diffs']):.2e}; total {time.time() - t_start:.1f}s")
         return
     tiny = not args.full
@@ -1105,6 +1107,8 @@ def main(argv=None):
         d = root / (CLASSES[c]["tiny_dir"] if tiny else CLASSES[c]["full_dir"])
         results[c] = export_class(c, d, tok, "tiny" if tiny else "full", args.seed, size,
                                   reuse_graphs=args.reuse_graphs)
+        # The int8 variant of the image side (onnx/detector_int8.onnx) for `--precision int8`.
+        quantize_int8.quantize_dir(d, quantize_int8.default_layouts(d))
 
     if assets:
         log("writing goldens")

@@ -35,6 +35,9 @@ Model directory layout (Hugging Face style):
   onnx/text_encoder.onnx      "split": input_ids [N,16], attention_mask [N,16] -> text_embeds [N,D]. N dynamic.
                                 text_embeds are exactly the query embeddings the class head receives (projected and
                                 L2-normalised without epsilon by OwlViTModel/Owlv2Model.forward).
+  onnx/image_embedder_int8.onnx, onnx/model_quantized.onnx
+                              int8 variants of the image side and of the hf graph (models/quantize_int8.py), for
+                              `lookout --precision int8`
   onnx/image_embedder.onnx    "split": pixel_values [B,3,S,S] -> class_embeds [B,P,D] (already divided by
                                 (|x|+1e-6)), logit_shift [B,P,1], logit_scale [B,P,1] (elu(x)+1 applied),
                                 pred_boxes [B,P,4] (cx,cy,w,h in [0,1], sigmoid applied) (+ objectness_logits [B,P]).
@@ -1002,6 +1005,8 @@ def main(argv=None):
 
     import torch
 
+    import quantize_int8  # models/ is on the path when this runs as a script
+
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     tiny = not args.full
     fams = [args.only] if args.only else list(FAMILIES)
@@ -1024,6 +1029,8 @@ def main(argv=None):
         size = (96 if fam == "owlvit" else 128) if tiny else (768 if fam == "owlvit" else 960)
         ip = make_image_processor(fam, size)
         results[fam] = export_family(fam, d, tok, tiny, args.seed, ip)
+        # int8 variants for `--precision int8`: onnx/image_embedder_int8.onnx and onnx/model_quantized.onnx.
+        quantize_int8.quantize_dir(d, quantize_int8.default_layouts(d))
 
     if assets:
         log("writing assets")

@@ -302,6 +302,8 @@ pub struct ModelConfig {
     pub name: Option<String>,
     /// "split" or "hf". Default: split when the directory has it.
     pub layout: Option<String>,
+    /// "fp32" or "int8": the image side's graph (`--precision`). Default "fp32"; `--precision` overrides.
+    pub precision: Option<crate::infer::Precision>,
     /// ONNX Runtime intra-op threads; default 0 (one per core).
     pub intra_threads: Option<usize>,
     /// Where the model runs: "auto", "cpu", "cuda[:N]" or "tensorrt[:N]". Default "auto"; `--device` overrides.

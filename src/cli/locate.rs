@@ -96,6 +96,20 @@ struct Timings {
     preprocess_ms: Vec<f64>,
     infer_ms: Vec<f64>,
     post_ms: Vec<f64>,
+    /// CPU time of the whole process (every thread) over each image's detection, so that the cores used while
+    /// inferring can be compared with another runtime's (`make bench-locate`).
+    cpu_ms: Vec<f64>,
+}
+
+/// CPU time used so far by every thread of this process, in ms.
+fn process_cpu_ms() -> f64 {
+    // SAFETY: getrusage fills the struct it is given and has no other effect.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return f64::NAN;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3;
+    tv(u.ru_utime) + tv(u.ru_stime)
 }
 
 fn ms(d: std::time::Duration) -> f64 {
@@ -111,6 +125,9 @@ pub struct ImageReport {
     pub model: String,
     /// The graphs that ran, as `--layout` names them: `split`, `hf` or `hf:<variant>` (e.g. `hf:quantized`).
     pub layout: String,
+    /// The image side's precision: `fp32`, `int8` (`--precision int8`, or an 8-bit hf variant), or the name of
+    /// another hf variant (`fp16`).
+    pub precision: String,
     pub results: Vec<ResultItem>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub annotated: Option<String>,
@@ -182,7 +199,7 @@ pub fn run(args: LocateArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let model_dir = super::resolve_model(&common.model)?;
-    let model = ModelDir::open_choice(&model_dir, common.layout.as_ref())?;
+    let model = ModelDir::open_precision(&model_dir, common.layout.as_ref(), common.precision)?;
     let mut threshold = args.threshold;
     if model.is_test_model {
         tracing::warn!("{}: test model with random weights: boxes are not meaningful", model.dir.display());
@@ -257,15 +274,18 @@ pub fn run(args: LocateArgs) -> anyhow::Result<ExitCode> {
 
 fn print_report(out: &mut impl Write, r: &ImageReport) -> std::io::Result<()> {
     match &r.rerank {
-        None => writeln!(out, "{} ({}x{}, model {}, {})", r.image, r.width, r.height, r.model, r.layout)?,
+        None => {
+            writeln!(out, "{} ({}x{}, model {}, {}, {})", r.image, r.width, r.height, r.model, r.layout, r.precision)?
+        }
         Some(k) => writeln!(
             out,
-            "{} ({}x{}, model {}, {}, re-ranked by {}{}: {})",
+            "{} ({}x{}, model {}, {}, {}, re-ranked by {}{}: {})",
             r.image,
             r.width,
             r.height,
             r.model,
             r.layout,
+            r.precision,
             k.model,
             if k.test_model { " (test model)" } else { "" },
             k.rule
@@ -310,6 +330,7 @@ fn locate_one(
     timings: &mut Timings,
 ) -> anyhow::Result<ImageReport> {
     let img = load_image(path)?;
+    let cpu0 = process_cpu_ms();
     let detections = detector
         .detect(&[Image::Rgb(&img)], queries, selection)
         .and_then(|mut per_image| per_image.remove(0))
@@ -318,6 +339,7 @@ fn locate_one(
     timings.preprocess_ms.push(ms(t.preprocess));
     timings.infer_ms.push(ms(t.run));
     timings.post_ms.push(ms(t.select));
+    timings.cpu_ms.push(process_cpu_ms() - cpu0);
 
     // Each result: the box (with the score it is ranked by), and the detector's and CLIP's scores when re-ranked.
     let rerank_info = reranker.as_ref().map(|r| r.info.clone());
@@ -367,6 +389,7 @@ fn locate_one(
         height: img.height(),
         model: detector.model().name.clone(),
         layout: detector.model().layout_choice().to_string(),
+        precision: detector.model().precision_label(),
         results,
         annotated: annotated.map(|p| p.display().to_string()),
         rerank: rerank_info,

@@ -58,9 +58,16 @@ pub fn run(args: PrepareArgs) -> anyhow::Result<ExitCode> {
         (None, Some(c)) if common.model == super::DEFAULT_MODEL => c.clone(),
         (None, _) => common.model.clone(),
     };
-    let model = ModelDir::open_choice(&super::resolve_model(&name)?, layout.as_ref())?;
+    let precision = common.precision.or(config.model.precision);
+    let model = ModelDir::open_precision(&super::resolve_model(&name)?, layout.as_ref(), precision)?;
     let graphs: Vec<PathBuf> = model.graphs();
-    eprintln!("preparing {} ({} layout, {} graph(s))", model.dir.display(), model.layout_choice(), graphs.len());
+    eprintln!(
+        "preparing {} ({} layout, {}, {} graph(s))",
+        model.dir.display(),
+        model.layout_choice(),
+        model.precision_label(),
+        graphs.len()
+    );
     for g in &graphs {
         let device = opts.device_for(GraphRole::from_path(g));
         let size_mb = std::fs::metadata(g).map(|m| m.len() as f64 / 1e6).unwrap_or(0.0);

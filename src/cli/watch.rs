@@ -290,7 +290,8 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
     )
     .map_err(|e| UsageError(e.to_string()))?;
     super::writable_out_dir(&out_dir)?;
-    let model = ModelDir::open_choice(&super::resolve_model(&model_arg)?, layout.as_ref())?;
+    let precision = common.precision.or(config.model.precision);
+    let model = ModelDir::open_precision(&super::resolve_model(&model_arg)?, layout.as_ref(), precision)?;
     let test_model = model.is_test_model;
     if test_model {
         eprintln!("\n  *** {}: TEST MODEL with random weights: boxes are not meaningful ***\n", model.dir.display());

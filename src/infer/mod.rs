@@ -38,7 +38,7 @@ pub use detector::{
 };
 pub use device::Device;
 pub use gdino::GdinoDetector;
-pub use model::{Family, Layout, LayoutChoice, ModelDir};
+pub use model::{Family, Layout, LayoutChoice, ModelDir, Precision};
 pub use owl::{OwlDetector, OwlQueries, RawOutput};
 pub use runtime::SessionOptions;
 pub use verify::{PromptSet, Verdict, Verifier};

@@ -10,7 +10,14 @@
 //! onnx/text_encoder.onnx      "split" layout: ids, mask -> query embeddings (OWL) or text features (DINO)
 //! onnx/image_embedder.onnx    "split" layout, OWL: pixels -> class embeddings, shift, scale, boxes
 //! onnx/detector.onnx          "split" layout, Grounding DINO: pixels, mask, text features, phrase masks -> logits, boxes
+//! onnx/image_embedder_int8.onnx, onnx/detector_int8.onnx
+//!                             "split" with `--precision int8`: the image side in int8 (models/quantize_int8.py);
+//!                             the text encoder stays fp32 (it runs once per set of queries)
 //! ```
+//!
+//! `--precision int8` picks, for the split layout, the `_int8` image graph, and for the hf layout the first of
+//! `onnx/model_quantized.onnx` (the Hub's name, and what lookout's export writes), `model_int8.onnx`,
+//! `model_uint8.onnx`.
 //!
 //! LLMDet has no `model_type` of its own: transformers runs it as MM-Grounding-DINO, and so does lookout.
 
@@ -67,6 +74,61 @@ impl std::fmt::Display for Layout {
             Layout::Hf => "hf",
             Layout::Split => "split",
         })
+    }
+}
+
+/// The arithmetic of the image-side graph: what `--precision` and `[model] precision` take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// The exported graphs as they are.
+    #[default]
+    Fp32,
+    /// 8-bit weights (and activations, quantized per run) for the image side: about 2x faster on a CPU with
+    /// AVX-512 VNNI, at a small drift of boxes and scores (BENCHMARKS.md, "int8").
+    Int8,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "fp32" => Ok(Precision::Fp32),
+            "int8" => Ok(Precision::Int8),
+            other => Err(format!("unknown precision {other:?}: use \"fp32\" or \"int8\"")),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::Fp32 => "fp32",
+            Precision::Int8 => "int8",
+        })
+    }
+}
+
+/// The `hf` variants that are 8-bit graphs, in the order `--precision int8` looks for them (the Hub's names).
+pub const HF_INT8_VARIANTS: [&str; 3] = ["quantized", "int8", "uint8"];
+
+/// The split layout's image graph of `family` in `precision`, relative to the model directory.
+pub fn split_image_graph(family: Family, precision: Precision) -> &'static str {
+    match (family.is_grounding_dino(), precision) {
+        (true, Precision::Fp32) => "onnx/detector.onnx",
+        (true, Precision::Int8) => "onnx/detector_int8.onnx",
+        (false, Precision::Fp32) => "onnx/image_embedder.onnx",
+        (false, Precision::Int8) => "onnx/image_embedder_int8.onnx",
+    }
+}
+
+/// What precision an `hf` variant runs in, as reports name it: `int8` for the 8-bit ones, else the variant's
+/// own name (`fp16`, `q4`), and `fp32` for `onnx/model.onnx`.
+pub fn hf_variant_precision(variant: Option<&str>) -> String {
+    match variant {
+        None => "fp32".to_owned(),
+        Some(v) if HF_INT8_VARIANTS.contains(&v) => "int8".to_owned(),
+        Some(v) => v.to_owned(),
     }
 }
 
@@ -209,6 +271,11 @@ pub struct ModelDir {
     pub exported_by_lookout: bool,
     /// The `hf` layout's graph, relative to `dir`: `onnx/model.onnx` or `onnx/model_<variant>.onnx`.
     pub hf_graph: String,
+    /// The precision asked for (`--precision`); `None` when not given (fp32, unless an `hf` variant says otherwise).
+    pub precision: Option<Precision>,
+    /// The `split` layout's image graph, relative to `dir`: `onnx/image_embedder.onnx` / `onnx/detector.onnx`, or
+    /// their `_int8` variants with `--precision int8`.
+    pub split_image_graph: String,
 }
 
 fn hint_for(dir: &Path) -> String {
@@ -216,6 +283,16 @@ fn hint_for(dir: &Path) -> String {
         "Fetch a complete model with `lookout models fetch NAME` (see `lookout models list`), \
          or export one with models/export_owl.py; {} must hold config.json, preprocessor_config.json, \
          tokenizer.json and onnx/",
+        dir.display()
+    )
+}
+
+/// What to do when `--precision int8` finds no int8 graph in `dir`.
+fn int8_hint(dir: &Path) -> String {
+    format!(
+        "Make the int8 graphs with `python models/quantize_int8.py {}` (for a directory exported by lookout's \
+         scripts), or fetch a quantized model (`lookout models list`, names ending in -quantized), or run with \
+         --precision fp32",
         dir.display()
     )
 }
@@ -233,6 +310,15 @@ impl ModelDir {
 
     /// Opens `dir` with the given layout and `hf` variant (`--layout hf:quantized`), or the best available one.
     pub fn open_choice(dir: &Path, choice: Option<&LayoutChoice>) -> Result<Self> {
+        Self::open_precision(dir, choice, None)
+    }
+
+    /// Opens `dir` with the given layout and precision (`--layout`, `--precision`), or the best available ones.
+    ///
+    /// With `--precision int8` the split layout runs `onnx/<image graph>_int8.onnx` and the hf layout the first
+    /// 8-bit variant there is ([`HF_INT8_VARIANTS`]); without a layout, split is preferred as for fp32. A missing
+    /// int8 graph is an error that says how to make one.
+    pub fn open_precision(dir: &Path, choice: Option<&LayoutChoice>, precision: Option<Precision>) -> Result<Self> {
         let layout = choice.map(|c| c.layout);
         if !dir.is_dir() {
             return Err(InferError::MissingFile {
@@ -297,8 +383,31 @@ impl ModelDir {
                     message: e.to_string(),
                 }
             })?;
-        let hf = hf_graph(dir, choice.and_then(|c| c.variant.as_deref()));
-        let split = Layout::Split.files_for(family);
+        let variant = choice.and_then(|c| c.variant.as_deref());
+        if let (Some(p), Some(v)) = (precision, variant) {
+            let of_variant = hf_variant_precision(Some(v));
+            if of_variant != p.to_string() {
+                return Err(InferError::Model {
+                    dir: dir.to_path_buf(),
+                    message: format!(
+                        "--layout hf:{v} runs a {of_variant} graph and --precision asks for {p}: give one of them \
+                         (--precision {p} alone picks the {p} graph of the layout)"
+                    ),
+                });
+            }
+        }
+        let hf = match (precision, variant) {
+            (Some(Precision::Int8), None) => HF_INT8_VARIANTS
+                .iter()
+                .map(|v| format!("onnx/model_{v}.onnx"))
+                .find(|f| dir.join(f).is_file())
+                .ok_or_else(|| format!("onnx/model_{}.onnx", HF_INT8_VARIANTS[0])),
+            (Some(Precision::Fp32), None) if dir.join(DEFAULT_HF_GRAPH).is_file() => Ok(DEFAULT_HF_GRAPH.to_owned()),
+            (Some(Precision::Fp32), None) => Err(DEFAULT_HF_GRAPH.to_owned()),
+            _ => hf_graph(dir, variant),
+        };
+        let split_image = split_image_graph(family, precision.unwrap_or_default());
+        let split = ["onnx/text_encoder.onnx", split_image];
         let available: Vec<Layout> = [Layout::Split, Layout::Hf]
             .into_iter()
             .filter(|l| match l {
@@ -306,6 +415,8 @@ impl ModelDir {
                 Layout::Split => split.iter().all(|f| dir.join(f).is_file()),
             })
             .collect();
+        let int8 = precision == Some(Precision::Int8);
+        let hint = if int8 { int8_hint(dir) } else { hint_for(dir) };
         let layout = match layout {
             Some(l) if available.contains(&l) => l,
             Some(l) => {
@@ -313,16 +424,21 @@ impl ModelDir {
                     (Layout::Hf, Err(what)) => what.clone(),
                     _ => split.iter().find(|f| !dir.join(f).is_file()).copied().unwrap_or_default().to_owned(),
                 };
-                return Err(InferError::MissingFile { dir: dir.to_path_buf(), file: missing, hint: hint_for(dir) });
+                let missing = if int8 { format!("{missing} (the int8 graph of the {l} layout)") } else { missing };
+                return Err(InferError::MissingFile { dir: dir.to_path_buf(), file: missing, hint });
             }
             None => *available.first().ok_or_else(|| InferError::MissingFile {
                 dir: dir.to_path_buf(),
                 file: match &hf {
+                    // (The hf graph is missing too, or its layout would be available.)
+                    Err(what) if int8 => {
+                        format!("an int8 graph ({split_image} for the split layout, or {what} for hf)")
+                    }
                     // Only variants of the hf graph: say which, and how to choose.
                     Err(what) if what != DEFAULT_HF_GRAPH => what.clone(),
                     _ => format!("{DEFAULT_HF_GRAPH} (or {} + {})", split[0], split[1]),
                 },
-                hint: hint_for(dir),
+                hint,
             })?,
         };
         let export_info: ExportInfoJson = match std::fs::read_to_string(dir.join("export_info.json")) {
@@ -367,6 +483,8 @@ impl ModelDir {
             // carry the test-model banner.
             exported_by_lookout: dir.join("export_info.json").is_file() || dir.join("export_report.json").is_file(),
             hf_graph: hf.unwrap_or_else(|_| DEFAULT_HF_GRAPH.to_owned()),
+            precision,
+            split_image_graph: split_image.to_owned(),
         })
     }
 
@@ -378,7 +496,20 @@ impl ModelDir {
     pub fn graphs(&self) -> Vec<PathBuf> {
         match self.layout {
             Layout::Hf => vec![self.hf_graph_path()],
-            Layout::Split => self.layout.files_for(self.family).iter().map(|f| self.path(f)).collect(),
+            Layout::Split => vec![self.path("onnx/text_encoder.onnx"), self.split_image_graph_path()],
+        }
+    }
+
+    /// The `split` layout's image graph (OWL's image embedder, Grounding DINO's detector) in the chosen precision.
+    pub fn split_image_graph_path(&self) -> PathBuf {
+        self.path(&self.split_image_graph)
+    }
+
+    /// The precision that runs, as reports name it: `fp32`, `int8`, or an `hf` variant's own name (`fp16`).
+    pub fn precision_label(&self) -> String {
+        match self.layout {
+            Layout::Split => self.precision.unwrap_or_default().to_string(),
+            Layout::Hf => hf_variant_precision(self.layout_choice().variant.as_deref()),
         }
     }
 
@@ -466,6 +597,35 @@ mod tests {
         assert_eq!(m.graphs(), [d.join("onnx/text_encoder.onnx"), d.join("onnx/detector.onnx")]);
         std::fs::write(d.join("export_info.json"), r#"{"mode":"pretrained","random_weights":false}"#).unwrap();
         assert!(!ModelDir::open(d).unwrap().is_test_model);
+    }
+
+    /// `--precision` on a directory of the Hub's layout: int8 finds the 8-bit hf variant, fp32 wants model.onnx.
+    #[test]
+    fn precision_picks_the_hf_variant_and_names_what_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("config.json"), r#"{"model_type":"owlvit"}"#).unwrap();
+        std::fs::write(d.join("preprocessor_config.json"), "{}").unwrap();
+        std::fs::write(d.join("tokenizer.json"), "{}").unwrap();
+        std::fs::create_dir(d.join("onnx")).unwrap();
+        std::fs::write(d.join("onnx/model_int8.onnx"), "").unwrap();
+        let m = ModelDir::open_precision(d, None, Some(Precision::Int8)).unwrap();
+        assert_eq!((m.graphs(), m.precision_label()), (vec![d.join("onnx/model_int8.onnx")], "int8".to_owned()));
+        // Without --precision the one variant runs, and is reported as what it is.
+        assert_eq!(ModelDir::open(d).unwrap().precision_label(), "int8");
+        let err = ModelDir::open_precision(d, None, Some(Precision::Fp32)).unwrap_err().to_string();
+        assert!(err.contains("onnx/model.onnx"), "{err}");
+        std::fs::write(d.join("onnx/model_quantized.onnx"), "").unwrap();
+        let m = ModelDir::open_precision(d, None, Some(Precision::Int8)).unwrap();
+        assert_eq!(m.graphs(), vec![d.join("onnx/model_quantized.onnx")], "the Hub's name first");
+        let fp16: LayoutChoice = "hf:fp16".parse().unwrap();
+        let err = ModelDir::open_precision(d, Some(&fp16), Some(Precision::Int8)).unwrap_err().to_string();
+        assert!(err.contains("hf:fp16 runs a fp16 graph") && !err.contains('\n'), "{err}");
+        let err = ModelDir::open_precision(d, Some(&Layout::Split.into()), Some(Precision::Int8)).unwrap_err();
+        let err = err.to_string();
+        assert!(err.contains("onnx/text_encoder.onnx") && err.contains("quantize_int8.py"), "{err}");
+        assert_eq!("int8".parse::<Precision>(), Ok(Precision::Int8));
+        assert!("int4".parse::<Precision>().unwrap_err().contains("\"fp32\" or \"int8\""));
     }
 
     #[test]

@@ -183,7 +183,7 @@ impl OwlDetector {
             }
             Layout::Split => {
                 let tpath = model.path("onnx/text_encoder.onnx");
-                let ipath = model.path("onnx/image_embedder.onnx");
+                let ipath = model.split_image_graph_path();
                 let text = build_session(&tpath, opts)?;
                 check_io(&text, &tpath, &["input_ids", "attention_mask"], &["text_embeds"])?;
                 let image = build_session(&ipath, opts)?;
@@ -248,7 +248,7 @@ impl OwlDetector {
                 Ok(out)
             }
             Backend::Split { image, .. } => {
-                let path = self.model.path("onnx/image_embedder.onnx");
+                let path = self.model.split_image_graph_path();
                 let q = queries.embeds.as_ref().ok_or_else(|| InferError::Model {
                     dir: self.model.dir.clone(),
                     message: "queries were encoded for another model; encode them again".into(),

@@ -64,6 +64,9 @@ pub struct ModelInfo {
     pub onnx_files: Vec<OnnxFile>,
     /// The graph layouts the directory can be run with.
     pub layouts: Vec<Layout>,
+    /// The layouts that `--precision int8` can run, with their graphs (the text encoder stays fp32); empty when
+    /// there is no int8 graph.
+    pub int8: Vec<Layout>,
     /// Files that are needed and not there; empty when the directory is usable.
     pub missing: Vec<String>,
 }
@@ -119,6 +122,7 @@ pub fn info(dir: &Path) -> Result<ModelInfo, ModelsError> {
         defaults_used: Vec::new(),
         onnx_files: onnx_files(dir)?,
         layouts: Vec::new(),
+        int8: Vec::new(),
         missing: Vec::new(),
     };
 
@@ -163,6 +167,17 @@ pub fn info(dir: &Path) -> Result<ModelInfo, ModelsError> {
     }
     if layouts.is_empty() && !split_graphs.iter().any(|g| has(g)) {
         missing.push(format!("{HF_GRAPH} (or {} and {})", split_graphs[0], split_graphs[1]));
+    }
+    if let Some(f) = out.family.filter(|f| *f != Family::Clip) {
+        let image = if f.is_grounding_dino() { "onnx/detector_int8.onnx" } else { "onnx/image_embedder_int8.onnx" };
+        if has(split_graphs[0]) && has(image) {
+            out.int8
+                .push(Layout { name: "split".to_owned(), graphs: vec![split_graphs[0].to_owned(), image.to_owned()] });
+        }
+        let hf_int8 = crate::infer::model::HF_INT8_VARIANTS.iter().find(|v| has(&format!("onnx/model_{v}.onnx")));
+        if let Some(v) = hf_int8 {
+            out.int8.push(Layout { name: format!("hf:{v}"), graphs: vec![format!("onnx/model_{v}.onnx")] });
+        }
     }
     out.layouts = layouts;
     out.missing = missing;
@@ -346,6 +361,19 @@ impl fmt::Display for ModelInfo {
             let names: Vec<String> =
                 self.layouts.iter().map(|l| format!("{} ({})", l.name, l.graphs.join(" + "))).collect();
             writeln!(f, "layouts:         {}", names.join(", "))?;
+        }
+        if self.family.is_some_and(|f| f != Family::Clip) {
+            if self.int8.is_empty() {
+                writeln!(
+                    f,
+                    "int8:            none (make it with `python models/quantize_int8.py {}`, or fetch a -quantized model)",
+                    self.dir.display()
+                )?;
+            } else {
+                let names: Vec<String> =
+                    self.int8.iter().map(|l| format!("{} ({})", l.name, l.graphs.join(" + "))).collect();
+                writeln!(f, "int8:            {} (run with --precision int8; fp32 by default)", names.join(", "))?;
+            }
         }
         if self.missing.is_empty() {
             write!(f, "missing:         nothing")

@@ -59,7 +59,7 @@ use crate::track::{Tracker, TrackerSettings};
 use drain::{Drain, DrainSettings};
 use infer::{InferStage, InferStats, QueryBands};
 use post::{PostStage, PostStats, tracker_settings_for_events};
-pub use summary::{SourceSummary, Summary};
+pub use summary::{ModelRun, SourceSummary, Summary};
 use verify::{AlertGate, Collector, VerdictWriter, VerifyJob, VerifyStage};
 pub use verify::{OVERLOADED, VERIFY_INTRA_THREADS, VERIFY_NICE, VerifySettings, VerifySummary};
 
@@ -550,6 +550,7 @@ pub fn run(
         post_senders.push(tx);
     }
 
+    let model_run = summary::ModelRun::of(detector.model());
     // Inference on this thread's child; the caller's thread only supervises.
     let queues: Vec<FrameQueue> = handles.iter().map(|h| h.queue.clone()).collect();
     let infer = InferStage {
@@ -693,6 +694,7 @@ pub fn run(
     summaries.extend(failed);
     summaries.extend(settings.not_started.iter().cloned());
     let summary = Summary {
+        model: Some(model_run),
         events: summaries.iter().map(|s| s.events).sum(),
         updates: summaries.iter().map(|s| s.updates).sum(),
         sources: summaries,

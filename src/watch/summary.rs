@@ -63,9 +63,34 @@ impl SourceSummary {
     }
 }
 
+/// Which model ran, and how: the summary's first line and `summary.json`'s `model`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModelRun {
+    /// The model directory's name.
+    pub name: String,
+    /// As `--layout` names it: `split`, `hf` or `hf:<variant>`.
+    pub layout: String,
+    /// The image side's precision: `fp32`, `int8`, or another hf variant's name (`fp16`).
+    pub precision: String,
+}
+
+impl ModelRun {
+    /// What runs for `model`.
+    pub fn of(model: &crate::infer::ModelDir) -> Self {
+        ModelRun {
+            name: model.name.clone(),
+            layout: model.layout_choice().to_string(),
+            precision: model.precision_label(),
+        }
+    }
+}
+
 /// The end-of-run report, also written to `<out>/summary.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
+    /// The model that ran (`None` only in tests that build a summary by hand).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelRun>,
     pub sources: Vec<SourceSummary>,
     /// Time of one inference batch (preprocess + model + class head + selection).
     pub inference: LatencySummary,
@@ -88,7 +113,12 @@ pub struct Summary {
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "summary ({:.1} s):", self.wall_seconds)?;
+        match &self.model {
+            Some(m) => {
+                writeln!(f, "summary ({:.1} s, model {}, {}, {}):", self.wall_seconds, m.name, m.layout, m.precision)?
+            }
+            None => writeln!(f, "summary ({:.1} s):", self.wall_seconds)?,
+        }
         for s in &self.sources {
             writeln!(
                 f,
@@ -160,6 +190,7 @@ mod tests {
             encoder: encoder.map(String::from),
         };
         let summary = Summary {
+            model: None,
             sources: vec![source(Some("nvv4l2decoder"), Some("nvv4l2h264enc")), source(None, None)],
             inference: LatencySummary::default(),
             batches: 1,
@@ -179,12 +210,18 @@ mod tests {
         assert_eq!(json["sources"][0]["decoder"], "nvv4l2decoder");
         assert!(json["sources"][1]["decoder"].is_null() && json["sources"][1].get("encoder").is_none());
         assert_eq!(json["event_lines_lost"], 0);
+        // The model that ran, and in which precision, heads the summary and is in summary.json.
+        let model = ModelRun { name: "owlvit-b32".into(), layout: "split".into(), precision: "int8".into() };
+        let summary = Summary { model: Some(model), ..summary };
+        assert!(summary.to_string().starts_with("summary (1.0 s, model owlvit-b32, split, int8):"), "{summary}");
+        assert_eq!(serde_json::to_value(&summary).unwrap()["model"]["precision"], "int8");
         assert!(!text.contains("lost"), "{text}");
     }
 
     #[test]
     fn lost_event_lines_are_in_the_summary_line_and_the_json() {
         let summary = Summary {
+            model: None,
             sources: Vec::new(),
             inference: LatencySummary::default(),
             batches: 0,

@@ -154,7 +154,8 @@ impl GraphRole {
     pub fn from_path(path: &Path) -> GraphRole {
         match path.file_stem().and_then(|s| s.to_str()) {
             Some("text_encoder") => GraphRole::Text,
-            Some("model") => GraphRole::Combined,
+            // The hf graph and its variants (`model_quantized`, `model_fp16`).
+            Some(s) if s == "model" || s.starts_with("model_") => GraphRole::Combined,
             _ => GraphRole::Image,
         }
     }
@@ -312,6 +313,9 @@ mod tests {
         let hf = GraphRole::from_path(Path::new("x/onnx/model.onnx")).profile_shapes(960, &t);
         assert_eq!(hf.opt, "input_ids:4x16,attention_mask:4x16,pixel_values:1x3x960x960");
         assert_eq!(GraphRole::from_path(Path::new("x/onnx/other.onnx")), GraphRole::Image);
+        // The hf graph's variants are the whole model too (their profile needs the text inputs).
+        assert_eq!(GraphRole::from_path(Path::new("x/onnx/model_quantized.onnx")), GraphRole::Combined);
+        assert_eq!(GraphRole::from_path(Path::new("x/onnx/image_embedder_int8.onnx")), GraphRole::Image);
     }
 
     #[test]

@@ -209,7 +209,7 @@ impl GdinoDetector {
             }
             Layout::Split => {
                 let tpath = model.path("onnx/text_encoder.onnx");
-                let dpath = model.path("onnx/detector.onnx");
+                let dpath = model.split_image_graph_path();
                 let text = build_session(&tpath, opts)?;
                 // No `attention_mask`: the text encoder attends by the phrase masks it computes from the ids.
                 check_io(&text, &tpath, &["input_ids", "token_type_ids"], &["text_features"])?;
@@ -324,7 +324,7 @@ impl GdinoDetector {
                 (path, outputs)
             }
             Backend::Split { detector, .. } => {
-                let path = self.model.path("onnx/detector.onnx");
+                let path = self.model.split_image_graph_path();
                 let features = pass.text_features.as_ref().ok_or_else(|| InferError::Model {
                     dir: self.model.dir.clone(),
                     message: "queries were encoded for another layout; encode them again".into(),
