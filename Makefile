@@ -60,10 +60,11 @@ bench-gdino: build $(VENV)/bin/python
 	test -f models/full/grounding-dino-t/export_info.json || $(VENV)/bin/python models/export_gdino.py --full --only grounding-dino
 	$(VENV)/bin/python models/bench_gdino.py --model models/full/grounding-dino-t --lookout target/release/lookout
 
-## bench-watch: watch end to end vs inference alone, decode-only 1/2/4 x 1080p, 1 vs 20 queries, RSS over a 10-min replay
+## bench-watch: watch end to end vs inference alone (interleaved rounds), decode-only 1/2/4 x 1080p, 1 vs 20 queries,
+## RSS over a 10-min replay, live RTSP cameras kept at --fps 1 (PARTS=ratio,cameras,... to choose; under flock)
 bench-watch: build $(VENV)/bin/python
 	test -d models/full/owlvit-b32 || $(VENV)/bin/python models/export_owl.py --full --only owlvit
-	$(VENV)/bin/python models/bench_watch.py --model models/full/owlvit-b32 --lookout target/release/lookout
+	$(VENV)/bin/python models/bench_watch.py --model models/full/owlvit-b32 --lookout target/release/lookout $(if $(PARTS),--parts $(PARTS))
 
 ## bench-recording: a 30-min event storm (every clip written and whole?) and 4 x 1080p CPU/RSS, against OLD=<a
 ## build of the per-event clip design> when given (tiny model; see models/bench_recording.py)
