@@ -915,7 +915,7 @@ def main(argv=None) -> int:
         make_1080p(ratio_clip, BIKES_FRAMES)
     log(f"  {clip_long.name}, {clip_short.name}, {clip_loop.name} in {WORK}")
 
-    load_note = "no wait (--quick)" if wait_load <= 0 else wait_for_load(wait_load, a.wait_minutes)
+    load_note = "no wait for the load (--wait-load 0 or --quick)" if wait_load <= 0 else wait_for_load(wait_load, a.wait_minutes)
     log(f"load: {load_note}")
     load_start = loadavg()
     others_start = busy_processes()
@@ -1039,9 +1039,15 @@ def main(argv=None) -> int:
     log(f"bench-watch results{' (--quick: tiny model, figures mean nothing)' if a.quick else ''}")
     log(f"  machine: {m['cpu']}, {m['cores']} cores, {m['memory']}; GStreamer {m['gstreamer']}, "
         f"ONNX Runtime {m['onnxruntime']}, threads {THREADS or 'default'}; lookout {m['lookout']}")
-    log(f"  model {model.relative_to(REPO) if model.is_relative_to(REPO) else model}; clip {clip_long.name} "
-        f"(differenced against {clip_short.name}); load at start {fmt_load(load_start)}, at end {fmt_load(load_end)}; "
-        f"{load_note}")
+    clips_note = []
+    if "ratio" in parts:
+        clips_note.append(f"ratio on {ratio_clip.name}")
+    if parts & {"queries", "decode"}:
+        clips_note.append(f"queries/decode on {clip_long.name} differenced against {clip_short.name}")
+    if "cameras" in parts:
+        clips_note.append(f"cameras: {cam_clip.name} over RTSP")
+    log(f"  model {model.relative_to(REPO) if model.is_relative_to(REPO) else model}; {'; '.join(clips_note)}; "
+        f"load at start {fmt_load(load_start)}, at end {fmt_load(load_end)}; {load_note}")
     log(f"  busiest processes at the start: {others_start}; at the end: {others_end}")
     head = ("figure", "value", "target", "notes")
     log("  " + "  ".join(h.ljust(w[i]) for i, h in enumerate(head)))
