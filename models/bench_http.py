@@ -166,6 +166,7 @@ def run(args, clip: Path) -> dict:
         stop = threading.Event()
         threads = [Client(port, clip.stem, args.poll_ms / 1000, stop, p) for _ in range(clients)]
         s0, n0 = inference_totals(port)
+        c0 = bp.cpu_seconds(p.pid)
         start = time.time()
         for t in threads:
             t.start()
@@ -176,6 +177,7 @@ def run(args, clip: Path) -> dict:
                 next_sample += 5
             time.sleep(0.1)
         s1, n1 = inference_totals(port)
+        c1 = bp.cpu_seconds(p.pid)
         stop.set()
         for t in threads:
             t.join(timeout=5)
@@ -192,6 +194,8 @@ def run(args, clip: Path) -> dict:
             "seconds": round(time.time() - start, 1),
             "inferred": n,
             "infer_mean_ms": 1000 * (s1 - s0) / n if n else float("nan"),
+            # lookout's own CPU time per inferred frame: the serving's work, not the clients' (another process)
+            "cpu_ms_per_frame": 1000 * (c1 - c0) / n if n and c0 is not None and c1 is not None else float("nan"),
             "jpegs": sum(t.jpegs for t in threads),
             "sse_bytes": sum(t.sse_bytes for t in threads),
             "client_errors": sum(t.errors for t in threads),
@@ -240,8 +244,11 @@ def main():
         before, loaded, after = ph[k - 1], ph[k], ph[k + 1]
         quiet_ms = (before["infer_mean_ms"] * before["inferred"] + after["infer_mean_ms"] * after["inferred"]) / max(
             1, before["inferred"] + after["inferred"])
+        quiet_cpu = (before["cpu_ms_per_frame"] * before["inferred"] + after["cpu_ms_per_frame"] * after["inferred"]) / max(
+            1, before["inferred"] + after["inferred"])
         pairs.append({"phase": loaded["phase"], "quiet_ms": quiet_ms, "clients_ms": loaded["infer_mean_ms"],
-                      "ratio": loaded["infer_mean_ms"] / quiet_ms})
+                      "ratio": loaded["infer_mean_ms"] / quiet_ms, "quiet_cpu_ms": quiet_cpu,
+                      "clients_cpu_ms": loaded["cpu_ms_per_frame"], "cpu_ratio": loaded["cpu_ms_per_frame"] / quiet_cpu})
     ratios = [x["ratio"] for x in pairs]
     st = bp.spread(ratios)
     # RSS: the peak of each loaded phase; flat if the last is within 5 % of the first.
@@ -253,17 +260,19 @@ def main():
     (Path(args.out) / "result.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
     print()
-    print("| phase | clients | seconds | frames inferred | inference per frame (ms) | RSS first → last (MiB) | latest.jpg served | SSE bytes | client errors |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| phase | clients | seconds | frames inferred | inference per frame (ms) | lookout CPU per frame (ms) | RSS first → last (MiB) | latest.jpg served | SSE bytes | client errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for x in ph:
         rss = [k for name, _, k in r["rss_kib"] if name == x["phase"]] or [0]
         print(
             f"| {x['phase']} | {x['clients']} | {x['seconds']} | {x['inferred']} | {x['infer_mean_ms']:.1f} | "
+            f"{x['cpu_ms_per_frame']:.0f} | "
             f"{rss[0] / 1024:.0f} → {rss[-1] / 1024:.0f} (max {max(rss) / 1024:.0f}) | {x['jpegs']} | "
             f"{x['sse_bytes']} | {x['client_errors']} |"
         )
     print(f"\ninference per frame with clients / the quiet phases on either side: {bp.fmt_pairs(ratios)}")
     print(f"target <= 1.10 (median): {'met' if st['median'] <= 1.10 else 'NOT met'}")
+    print(f"lookout's CPU per frame with clients / quiet: {bp.fmt_pairs([x['cpu_ratio'] for x in pairs])}")
     print(f"RSS peak of the first and last loaded phase: {peaks[0] / 1024:.0f} → {peaks[-1] / 1024:.0f} MiB "
           f"({rss_growth:+.1%}; flat if within 5 %: {'met' if abs(rss_growth) <= 0.05 else 'NOT met'})")
     print(f"load average before {' '.join(load)}, after {' '.join(load_after)}")

@@ -51,6 +51,16 @@ def fmt_load(l) -> str:
     return " ".join(f"{x:.2f}" for x in l)
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (all its threads) so far, from /proc/<pid>/stat."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        f = stat[stat.rindex(")") + 2:].split()
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def parse_metrics(text: str) -> dict[tuple[str, tuple], float]:
     """Prometheus text format -> {(name, ((label, value), ...)): value}."""
     out = {}
@@ -104,23 +114,49 @@ def fmt_pairs(ratios: list[float]) -> str:
             f"spread {s['min']:.3f}-{s['max']:.3f} ({s['spread']:.3f})")
 
 
+def _locate(argv: list[str], env: dict) -> tuple[list[float], float]:
+    """Runs `locate --timings`; returns its infer_ms and the CPU seconds the process used (from its rusage)."""
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    out: list[str] = []
+    t = threading.Thread(target=lambda: out.append(p.stdout.read()), daemon=True)
+    t.start()
+    err = p.stderr.read()
+    _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    t.join(10)
+    line = next((l for l in reversed(err.splitlines()) if l.startswith("{") and "infer_ms" in l), None)
+    if p.returncode != 0 or line is None:
+        raise SystemExit(f"locate --timings failed ({p.returncode}):\n  {' '.join(argv)}\n{err[-2000:]}")
+    return json.loads(line)["infer_ms"], ru.ru_utime + ru.ru_stime
+
+
 def locate_alone(lookout: Path, model: Path, image: Path, queries: list[str], n: int, threads: int, env: dict,
-                 extra: list[str] | None = None) -> dict:
+                 extra: list[str] | None = None, cpu: bool = True) -> dict:
     """Inference alone: `locate --timings` on `n` + 1 copies of one image; its infer_ms (the image graph and the
-    class head on a tensor already resized and normalised), the first dropped as warm-up."""
-    argv = [str(lookout), "locate", *([str(image)] * (n + 1)), "-m", str(model), "--no-images", "--timings",
-            "--json", "--intra-threads", str(threads), "--quiet", *(extra or [])]
-    for q in queries:
-        argv += ["-q", q]
+    class head on a tensor already resized and normalised), the first dropped as warm-up.
+
+    With `cpu`, also the CPU time per image: a second run on 3 images, and (CPU of the long run - CPU of the short
+    one) / (n + 1 - 3): the CPU seconds one more image costs (PNG decode, preprocessing, the model), whatever else
+    runs on the machine. Compared with watch's CPU per frame, it measures the work lookout adds per frame, which
+    other processes' load does not change (they change how long the work waits, not how much there is)."""
+    def argv_for(k: int) -> list[str]:
+        a = [str(lookout), "locate", *([str(image)] * k), "-m", str(model), "--no-images", "--timings",
+             "--json", "--intra-threads", str(threads), "--quiet", *(extra or [])]
+        for q in queries:
+            a += ["-q", q]
+        return a
+
     lb, t0 = loadavg(), time.monotonic()
-    r = subprocess.run(argv, capture_output=True, text=True, env=env)
+    infer_ms, cpu_long = _locate(argv_for(n + 1), env)
+    seconds = time.monotonic() - t0
+    cpu_ms = float("nan")
+    if cpu and n + 1 > 3:
+        _, cpu_short = _locate(argv_for(3), env)
+        cpu_ms = 1e3 * (cpu_long - cpu_short) / (n + 1 - 3)
     la = loadavg()
-    line = next((l for l in reversed(r.stderr.splitlines()) if l.startswith("{") and "infer_ms" in l), None)
-    if r.returncode != 0 or line is None:
-        raise SystemExit(f"locate --timings failed ({r.returncode}):\n  {' '.join(argv)}\n{r.stderr[-2000:]}")
-    timed = json.loads(line)["infer_ms"][1:]
+    timed = infer_ms[1:]
     return {"ms": statistics.median(timed), "mean_ms": statistics.mean(timed), "min_ms": min(timed), "n": len(timed),
-            "seconds": time.monotonic() - t0, "load": [lb, la]}
+            "cpu_ms_per_image": cpu_ms, "seconds": seconds, "load": [lb, la]}
 
 
 class Watch:
@@ -192,7 +228,7 @@ class Watch:
                 n = None if m is None else total(m, "lookout_source_frames_inferred_total")
                 if n is not None:
                     if before is not None and n > before:
-                        return time.monotonic(), n, m
+                        return time.monotonic(), n, m, cpu_seconds(self.proc.pid)
                     before = n
                 time.sleep(0.05)
             raise TimeoutError
@@ -207,10 +243,10 @@ class Watch:
 
         try:
             wait_until(warm - 1)
-            ta, na, ma = edge()
+            ta, na, ma, ca = edge()
             while time.monotonic() < ta + seconds - 1.5 and time.monotonic() < end_by and self.alive():
                 time.sleep(1.0)
-            tb, nb, mb = edge()
+            tb, nb, mb, cb = edge()
         except TimeoutError:
             raise SystemExit(f"lookout watch: no steady window of {seconds:g} s after {warm} frames within "
                              f"{deadline_s:g} s (ended: {self.proc.poll()}):\n  {' '.join(self.argv)}\n  "
@@ -220,7 +256,8 @@ class Watch:
         batches = total(mb, "lookout_inference_seconds_count") - total(ma, "lookout_inference_seconds_count")
         return {"seconds": tb - ta, "frames": frames, "ms_per_frame": 1e3 * (tb - ta) / frames,
                 "infer_ms_per_batch": 1e3 * busy / batches if batches else float("nan"),
-                "infer_ms_per_frame": 1e3 * busy / frames, "batches": batches}
+                "infer_ms_per_frame": 1e3 * busy / frames, "batches": batches,
+                "cpu_ms_per_frame": 1e3 * (cb - ca) / frames if ca is not None and cb is not None else float("nan")}
 
     def stop(self, timeout_s: float = 120) -> dict | None:
         """Asks the run to drain (SIGINT, as Ctrl-C), waits, kills it past `timeout_s`; returns its summary."""

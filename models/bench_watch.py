@@ -418,8 +418,11 @@ def ratio_pairs(model: Path, clip: Path, still: Path, rounds: int, kinds: list[s
                 got[k] = e2e_window(f"e2e {k} r{i + 1}", clip, model, QUERIES_5, warm, seconds, k == "annotate", extra)
         alone.append(got["alone"])
         for k in kinds:
-            per[k].append(got[k] | {"ratio": got[k]["ms_per_frame"] / got["alone"]["ms"]})
-        log("   ratios: " + ", ".join(f"{k} {per[k][-1]['ratio']:.3f}" for k in kinds))
+            per[k].append(got[k] | {"ratio": got[k]["ms_per_frame"] / got["alone"]["ms"],
+                                    "cpu_ratio": got[k]["cpu_ms_per_frame"] / got["alone"]["cpu_ms_per_image"]})
+        log("   ratios (wall): " + ", ".join(f"{k} {per[k][-1]['ratio']:.3f}" for k in kinds)
+            + f"; CPU per frame / CPU per image alone ({got['alone']['cpu_ms_per_image']:.0f} ms): "
+            + ", ".join(f"{k} {per[k][-1]['cpu_ratio']:.3f}" for k in kinds))
     return alone, per
 
 
@@ -946,7 +949,18 @@ def main(argv=None) -> int:
                  f"<= {TARGET_RATIO:.2f}  {verdict(st['median'] <= TARGET_RATIO)}",
                  "spread wider than the margin: not conclusive" if st['min'] <= TARGET_RATIO < st['max'] else ""),
             ]
-            result.setdefault("e2e_pairs", {})[k] = {"rounds": per[k], "ratios": ratios, **st}
+            cpu = [r["cpu_ratio"] for r in per[k]]
+            cst = bp.spread(cpu)
+            rows += [
+                ("  CPU per frame (ms), e2e / alone per image",
+                 ", ".join(f"{r['cpu_ms_per_frame']:.0f}/{x['cpu_ms_per_image']:.0f}" for r, x in zip(per[k], alone)),
+                 "", "process CPU time: the work done, whatever else runs"),
+                ("  CPU ratio: per round; median (min-max)",
+                 ", ".join(f"{x:.3f}" for x in cpu) + f"; {cst['median']:.3f} ({cst['min']:.3f}-{cst['max']:.3f})", "",
+                 ""),
+            ]
+            result.setdefault("e2e_pairs", {})[k] = {"rounds": per[k], "ratios": ratios, **st, "cpu_ratios": cpu,
+                                                     "cpu": cst}
         result["alone_rounds"] = alone
 
     if "queries" in parts:
