@@ -41,7 +41,7 @@ threads for lookout, torch.set_num_threads for transformers):
                     division was right, but wall_seconds starts before the queries are encoded and the verifier is
                     loaded (which inflates A, not B), and "alone" ran a minute or more from the watch runs it was
                     compared with, while this machine's inference alone moves between about 440 and 2300 ms with
-                    the load of other sessions. A B of 431 ms per frame against a C of 1098 ms is that drift (the
+                    the load of other sessions. A B of 431 ms per frame against a C of 1098 ms is most likely that drift (the
                     machine was fast during B), not a count of the wrong frames; the cross-check above (wall per
                     frame >= watch's own inference per frame, in the same window) now shows it in every round.
 
