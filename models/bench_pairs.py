@@ -291,7 +291,12 @@ def lookout_env(repo: Path) -> dict:
     return env
 
 
+def watch_flags_from_help(text: str) -> set[str]:
+    """The long options a `--help` text lists."""
+    return set(re.findall(r"(--[a-z][a-z0-9-]*)", text))
+
+
 def watch_flags(lookout: Path, env: dict) -> set[str]:
     """The long options `lookout watch --help` lists: what this build can do (`--precision`, `--motion`, ...)."""
     r = subprocess.run([str(lookout), "watch", "--help"], capture_output=True, text=True, env=env)
-    return set(re.findall(r"(--[a-z][a-z0-9-]*)", r.stdout))
+    return watch_flags_from_help(r.stdout)

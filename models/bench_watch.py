@@ -436,6 +436,13 @@ KEPT_BIN_S, KEPT_BIN_MIN = 10.0, 8  # and at least this many in every 10 s of it
 KEPT_AGE_P95_MS = 1000.0  # frame age (decode -> inference) p95: no lag
 
 
+def kept(handled_per_s: float, bins: list[float], age_p95_ms: float, reconnects: float, error) -> bool:
+    """Whether one camera was kept over a window (see KEPT_*): handled often enough on the whole and in every
+    10 s of it, frames inferred fresh, no reconnect, no error. A window too short for one bin keeps nothing."""
+    return bool(handled_per_s >= KEPT_RATE and bins and min(bins) >= KEPT_BIN_MIN and age_p95_ms <= KEPT_AGE_P95_MS
+                and not reconnects and not error)
+
+
 def make_camera_clip(path: Path, width: int, height: int):
     """A CCTV-like clip for the RTSP cameras: CAM_CYCLES x [CAM_MOVING_S s of bikes.mp4 (all of it: 10 s), then
     CAM_STILL_S s of its last frame held still], scaled to width x height, 25 fps, x264 without B-frames (as
@@ -575,8 +582,7 @@ def camera_run(model: Path, clip: Path, n: int, variant: dict, warm_s: float, se
             "frame_age_p95_ms": age["p95_ms"] if age else float("nan"), "error": err,
         }
         p = per[src]
-        p["kept"] = bool(rate >= KEPT_RATE and bins and min(bins) >= KEPT_BIN_MIN
-                         and p["frame_age_p95_ms"] <= KEPT_AGE_P95_MS and not p["reconnects"] and not err)
+        p["kept"] = kept(rate, bins, p["frame_age_p95_ms"], p["reconnects"], err)
     r = {
         "n": n, "variant": variant["name"], "seconds": dur, "sources": per,
         "inferred_per_s": sum(p["inferred_per_s"] for p in per.values()),
