@@ -3,6 +3,9 @@
 
 CARGO ?= cargo
 PYTHON ?= python3
+# The timed benchmarks: AUTOGROUP_NICE=-19 gives their session's scheduler autogroup priority over other sessions'
+# niced builds for the run (see BENCHMARKS.md, "Running benchmarks on this machine"); unset, nothing is changed.
+AG = $(if $(AUTOGROUP_NICE),--autogroup-nice $(AUTOGROUP_NICE))
 VENV ?= .venv
 DEMO_MODEL ?= owlvit-base-patch32
 DEMO_OUT ?= out/demo
@@ -64,7 +67,7 @@ bench-gdino: build $(VENV)/bin/python
 ## RSS over a 10-min replay, live RTSP cameras kept at --fps 1 (PARTS=ratio,cameras,... to choose; under flock)
 bench-watch: build $(VENV)/bin/python
 	test -d models/full/owlvit-b32 || $(VENV)/bin/python models/export_owl.py --full --only owlvit
-	$(VENV)/bin/python models/bench_watch.py --model models/full/owlvit-b32 --lookout target/release/lookout $(if $(PARTS),--parts $(PARTS))
+	$(VENV)/bin/python models/bench_watch.py --model models/full/owlvit-b32 --lookout target/release/lookout $(if $(PARTS),--parts $(PARTS)) $(AG)
 
 ## bench-recording: a 30-min event storm (every clip written and whole?) and 4 x 1080p CPU/RSS, against OLD=<a
 ## build of the per-event clip design> when given (tiny model; see models/bench_recording.py)
@@ -74,7 +77,7 @@ bench-recording: build
 ## bench-http: 50 clients on the event stream and latest.jpg for 60 s vs none: inference per frame, RSS (run under flock)
 bench-http: build $(VENV)/bin/python
 	test -d models/full/owlvit-b32 || $(VENV)/bin/python models/export_owl.py --full --only owlvit
-	$(PYTHON) models/bench_http.py --model models/full/owlvit-b32 --lookout target/release/lookout
+	$(PYTHON) models/bench_http.py --model models/full/owlvit-b32 --lookout target/release/lookout $(AG)
 
 ## bench-verify: full-size X-CLIP B/32 (8 frames): ms per event, lookout vs the transformers pipeline; watch per frame
 ## with a query verified every 4 s vs without and vs inference alone (OWL-ViT B/32)
@@ -82,7 +85,7 @@ bench-verify: build $(VENV)/bin/python
 	$(CARGO) build --release --example verify_timing
 	test -f models/full/xclip-b32/export_info.json || $(VENV)/bin/python models/export_verifier.py --xclip --full --out models/full/xclip-b32
 	test -d models/full/owlvit-b32 || $(VENV)/bin/python models/export_owl.py --full --only owlvit
-	$(VENV)/bin/python models/bench_verify.py --xclip models/full/xclip-b32 --detector models/full/owlvit-b32 --lookout target/release/lookout
+	$(VENV)/bin/python models/bench_verify.py --xclip models/full/xclip-b32 --detector models/full/owlvit-b32 --lookout target/release/lookout $(AG)
 
 clean:
 	$(CARGO) clean

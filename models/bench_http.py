@@ -230,7 +230,10 @@ def main():
     ap.add_argument("--poll-ms", type=float, default=200, help="each client's pause between two latest.jpg")
     ap.add_argument("--fps", type=float, default=2, help="inferences per second of the source (--fps of watch)")
     ap.add_argument("--out", default=str(ROOT / "target/bench-http"))
+    ap.add_argument("--autogroup-nice", type=int, default=None,
+                    help="set this session's scheduler autogroup nice for the run, e.g. -19 (see bench_pairs.py)")
     args = ap.parse_args()
+    print(bp.autogroup_nice(args.autogroup_nice))
     need_s = (args.pairs + 1) * args.quiet + args.pairs * args.seconds + 60
     clip = make_clip(Path(args.out), loops=max(7, int(need_s // 10) + 1))
     with open("/proc/loadavg") as f:

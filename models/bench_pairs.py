@@ -282,6 +282,32 @@ class Watch:
             self.proc.wait()
 
 
+def autogroup_nice(nice: int | None) -> str:
+    """Sets the scheduler autogroup's nice of this process's session (and so of every lookout it starts) for the
+    rest of the run, and puts the old value back at exit; None leaves it alone. Why: with
+    kernel.sched_autogroup_enabled = 1, a task's nice only weighs within its own session, so other sessions'
+    `nice -n 19` builds share the CPU evenly with the benchmark (see BENCHMARKS.md, "Running benchmarks on this
+    machine"). Needs root for a negative value. Returns what was done, for the report."""
+    if nice is None:
+        return "autogroup left as it is"
+    path = Path("/proc/self/autogroup")
+    try:
+        old = int(path.read_text().split("nice")[-1])
+        path.write_text(str(nice))
+    except (OSError, ValueError) as e:
+        return f"autogroup nice not set ({e})"
+    import atexit
+
+    def restore():
+        try:
+            path.write_text(str(old))
+        except OSError:
+            pass
+
+    atexit.register(restore)
+    return f"autogroup nice {old} -> {nice} for the run (restored at exit)"
+
+
 def lookout_env(repo: Path) -> dict:
     env = dict(os.environ)
     lib = repo / ".deps" / "onnxruntime" / "libonnxruntime.so"

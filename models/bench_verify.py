@@ -346,7 +346,10 @@ def main() -> int:
     p.add_argument("--every", type=int, default=10)
     p.add_argument("--parts", default="event,watch")
     p.add_argument("--json-out", default=str(BENCH / "result.json"))
+    p.add_argument("--autogroup-nice", type=int, default=None,
+                   help="set this session's scheduler autogroup nice for the run, e.g. -19 (see bench_pairs.py)")
     a = p.parse_args()
+    log(bp.autogroup_nice(a.autogroup_nice))
     log(f"bench-verify: {a.xclip}, detector {a.detector}, {a.threads} threads, {os.cpu_count()} cpus; "
         f"load {open('/proc/loadavg').read().strip()}")
     result = {}

@@ -868,6 +868,8 @@ def main(argv=None) -> int:
                     help="cameras: seconds after every camera's first inference before the window (default 10)")
     ap.add_argument("--cam-fps", type=float, default=1.0, help="cameras: watch --fps (default 1)")
     ap.add_argument("--cam-budget", type=float, default=1500, help="cameras: seconds for the whole part at most")
+    ap.add_argument("--autogroup-nice", type=int, default=None,
+                    help="set this session's scheduler autogroup nice for the run, e.g. -19 (see bench_pairs.py)")
     ap.add_argument("--parts", default=",".join(PARTS),
                     help=f"what to measure, comma-separated from {','.join(PARTS)} (default: all)")
     a = ap.parse_args(argv)
@@ -901,11 +903,13 @@ def main(argv=None) -> int:
         ap.error("--e2e: choose from plain,annotate")
 
     WORK.mkdir(parents=True, exist_ok=True)
+    priority = bp.autogroup_nice(a.autogroup_nice)
     m = machine()
     log(f"bench-watch{' --quick (smoke test: figures mean nothing)' if a.quick else ''}")
     log(f"  machine: {m['cpu']}, {m['cores']} cores, {m['memory']}, Linux {m['kernel']}; GStreamer {m['gstreamer']}, "
         f"ONNX Runtime {m['onnxruntime']}; lookout {m['lookout']}")
-    log(f"  model: {model}; ONNX Runtime intra-op threads: {THREADS or 'ORT default (one per core)'}")
+    log(f"  model: {model}; ONNX Runtime intra-op threads: {THREADS or 'ORT default (one per core)'}; {priority}; "
+        f"{Path('/proc/self/autogroup').read_text().strip()}")
 
     log("clips:")
     clip_long = WORK / f"bikes-1080p-{long_n}f.mp4"
@@ -1077,7 +1081,7 @@ def main(argv=None) -> int:
 
     result = {
         "machine": m, "model": str(model), "threads": THREADS, "quick": a.quick, "parts": sorted(parts),
-        "load_note": load_note, "load_start": load_start, "load_end": load_end, "busy_start": others_start,
+        "load_note": load_note, "autogroup": priority, "load_start": load_start, "load_end": load_end, "busy_start": others_start,
         "busy_end": others_end, **result,
         "runs": [{"label": r.label, "wall_seconds": r.wall, "proc_wall_seconds": r.proc_wall,
                   "load_before": r.load_before, "load_after": r.load_after, "summary": r.summary} for r in RUNS],
