@@ -3,6 +3,9 @@
 
 CARGO ?= cargo
 PYTHON ?= python3
+# The timed benchmarks: AUTOGROUP_NICE=-19 gives their session's scheduler autogroup priority over other sessions'
+# niced builds for the run (see BENCHMARKS.md, "Running benchmarks on this machine"); unset, nothing is changed.
+AG = $(if $(AUTOGROUP_NICE),--autogroup-nice $(AUTOGROUP_NICE))
 VENV ?= .venv
 DEMO_MODEL ?= owlvit-base-patch32
 DEMO_OUT ?= out/demo
@@ -60,10 +63,11 @@ bench-gdino: build $(VENV)/bin/python
 	test -f models/full/grounding-dino-t/export_info.json || $(VENV)/bin/python models/export_gdino.py --full --only grounding-dino
 	$(VENV)/bin/python models/bench_gdino.py --model models/full/grounding-dino-t --lookout target/release/lookout
 
-## bench-watch: watch end to end vs inference alone, decode-only 1/2/4 x 1080p, 1 vs 20 queries, RSS over a 10-min replay
+## bench-watch: watch end to end vs inference alone (interleaved rounds), decode-only 1/2/4 x 1080p, 1 vs 20 queries,
+## RSS over a 10-min replay, live RTSP cameras kept at --fps 1 (PARTS=ratio,cameras,... to choose; under flock)
 bench-watch: build $(VENV)/bin/python
 	test -d models/full/owlvit-b32 || $(VENV)/bin/python models/export_owl.py --full --only owlvit
-	$(VENV)/bin/python models/bench_watch.py --model models/full/owlvit-b32 --lookout target/release/lookout
+	$(VENV)/bin/python models/bench_watch.py --model models/full/owlvit-b32 --lookout target/release/lookout $(if $(PARTS),--parts $(PARTS)) $(AG)
 
 ## bench-recording: a 30-min event storm (every clip written and whole?) and 4 x 1080p CPU/RSS, against OLD=<a
 ## build of the per-event clip design> when given (tiny model; see models/bench_recording.py)
@@ -73,7 +77,7 @@ bench-recording: build
 ## bench-http: 50 clients on the event stream and latest.jpg for 60 s vs none: inference per frame, RSS (run under flock)
 bench-http: build $(VENV)/bin/python
 	test -d models/full/owlvit-b32 || $(VENV)/bin/python models/export_owl.py --full --only owlvit
-	$(PYTHON) models/bench_http.py --model models/full/owlvit-b32 --lookout target/release/lookout
+	$(PYTHON) models/bench_http.py --model models/full/owlvit-b32 --lookout target/release/lookout $(AG)
 
 ## bench-verify: full-size X-CLIP B/32 (8 frames): ms per event, lookout vs the transformers pipeline; watch per frame
 ## with a query verified every 4 s vs without and vs inference alone (OWL-ViT B/32)
@@ -81,7 +85,7 @@ bench-verify: build $(VENV)/bin/python
 	$(CARGO) build --release --example verify_timing
 	test -f models/full/xclip-b32/export_info.json || $(VENV)/bin/python models/export_verifier.py --xclip --full --out models/full/xclip-b32
 	test -d models/full/owlvit-b32 || $(VENV)/bin/python models/export_owl.py --full --only owlvit
-	$(VENV)/bin/python models/bench_verify.py --xclip models/full/xclip-b32 --detector models/full/owlvit-b32 --lookout target/release/lookout
+	$(VENV)/bin/python models/bench_verify.py --xclip models/full/xclip-b32 --detector models/full/owlvit-b32 --lookout target/release/lookout $(AG)
 
 clean:
 	$(CARGO) clean

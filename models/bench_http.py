@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """Load benchmark of the HTTP control plane (issue 15): does serving many clients slow inference, does RSS grow?
 
-One `lookout watch` runs a 70 s clip (bikes.mp4 seven times, made once with GStreamer) in real time, with --http
-on 127.0.0.1, in three phases: --quiet seconds without clients, --seconds with --clients clients, and --quiet
-seconds without clients again (the two quiet phases bracket the loaded one within one process, so that a drift of
-the machine shows, and the model's loading is not in any phase). Each client holds one Server-Sent Events stream
-(/api/v1/events/stream) open and fetches /api/v1/sources/<name>/latest.jpg every --poll-ms. The figures:
+One `lookout watch` runs a clip long enough for the whole run (bikes.mp4 looped, made once with GStreamer) in
+real time, with --http on 127.0.0.1, in alternating phases: --quiet seconds (30) without clients, --seconds (60)
+with --clients (50) clients, quiet again, and so on for --pairs (4) loaded phases, quiet first and last. Each
+loaded phase is compared with the two quiet phases on either side of it, which ran next to it in the same process
+(the method of bench_pairs.py: this machine's speed drifts by more than 10 % within minutes, so a loaded phase is
+only ever compared with its neighbours; the model's loading is in no phase). The report gives each pair's ratio,
+their median (the figure the target 1.10 applies to) and their spread. Each client holds one Server-Sent Events
+stream (/api/v1/events/stream) open and fetches /api/v1/sources/<name>/latest.jpg every --poll-ms. The figures:
 inference per frame in each phase (from the lookout_inference_seconds histogram of /metrics: its sum and count at
-the phase's ends; a batch is one frame, there is one source), the RSS of the process sampled every 5 s, and the
-requests served.
+the phase's ends; a batch is one frame, there is one source), the RSS of the process sampled every 5 s (flat: the
+peak of the last loaded phase within 5 % of the first's), and the requests served.
 
 Standard library only. Run it under the benchmark lock: `flock /work/notes/bench.lock make bench-http`.
 """
@@ -25,10 +28,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "models"))
+import bench_pairs as bp  # noqa: E402
 
 
-def make_clip(out: Path) -> Path:
-    clip = out / "bikes-70s.mp4"
+def make_clip(out: Path, loops: int) -> Path:
+    clip = out / f"bikes-{10 * loops}s.mp4"
     if clip.exists():
         return clip
     out.mkdir(parents=True, exist_ok=True)
@@ -36,7 +41,7 @@ def make_clip(out: Path) -> Path:
     branch = f"filesrc location={bikes} ! qtdemux ! h264parse ! avdec_h264 ! videoconvert ! c. "
     desc = (
         "concat name=c ! videoconvert ! x264enc speed-preset=ultrafast key-int-max=50 ! h264parse ! mp4mux ! "
-        f"filesink location={clip}.part " + branch * 7
+        f"filesink location={clip}.part " + branch * loops
     )
     subprocess.run(["gst-launch-1.0", "-q", *desc.split()], check=True)
     os.rename(f"{clip}.part", clip)
@@ -122,7 +127,7 @@ def inference_totals(port: int) -> tuple[float, int]:
 
 def run(args, clip: Path) -> dict:
     out = Path(args.out) / f"run-{time.time_ns()}"
-    total_s = 2 * args.quiet + args.seconds + 5
+    total_s = (args.pairs + 1) * args.quiet + args.pairs * args.seconds + 30
     cmd = [
         args.lookout, "watch", str(clip), "-q", "a person riding a bicycle", "-q", "a car", "-m", args.model,
         "--out", str(out), "--http", "127.0.0.1:0", "--realtime", "--max-seconds", str(total_s),
@@ -159,8 +164,9 @@ def run(args, clip: Path) -> dict:
 
     def phase(name: str, seconds: float, clients: int) -> dict:
         stop = threading.Event()
-        threads = [Client(port, "bikes-70s", args.poll_ms / 1000, stop, p) for _ in range(clients)]
+        threads = [Client(port, clip.stem, args.poll_ms / 1000, stop, p) for _ in range(clients)]
         s0, n0 = inference_totals(port)
+        c0 = bp.cpu_seconds(p.pid)
         start = time.time()
         for t in threads:
             t.start()
@@ -171,6 +177,7 @@ def run(args, clip: Path) -> dict:
                 next_sample += 5
             time.sleep(0.1)
         s1, n1 = inference_totals(port)
+        c1 = bp.cpu_seconds(p.pid)
         stop.set()
         for t in threads:
             t.join(timeout=5)
@@ -187,58 +194,90 @@ def run(args, clip: Path) -> dict:
             "seconds": round(time.time() - start, 1),
             "inferred": n,
             "infer_mean_ms": 1000 * (s1 - s0) / n if n else float("nan"),
+            # lookout's own CPU time per inferred frame: the serving's work, not the clients' (another process)
+            "cpu_ms_per_frame": 1000 * (c1 - c0) / n if n and c0 is not None and c1 is not None else float("nan"),
             "jpegs": sum(t.jpegs for t in threads),
             "sse_bytes": sum(t.sse_bytes for t in threads),
             "client_errors": sum(t.errors for t in threads),
             "first_errors": sorted({t.first_error for t in threads if t.first_error}),
         }
 
-    phases = [
-        phase("quiet before", args.quiet, 0),
-        phase("clients", args.seconds, args.clients),
-        phase("quiet after", args.quiet, 0),
-    ]
-    p.wait(timeout=120)
-    summary = json.loads(p.stdout.read())
-    return {"phases": phases, "rss_kib": rss, "summary_inference": summary["inference"]}
+    # Quiet and loaded phases alternate, quiet first and last: each loaded phase is compared with the quiet
+    # phases on either side of it (adjacent in time), so that a drift of the machine cancels to first order.
+    phases = [phase("quiet 1", args.quiet, 0)]
+    for k in range(args.pairs):
+        phases.append(phase(f"clients {k + 1}", args.seconds, args.clients))
+        phases.append(phase(f"quiet {k + 2}", args.quiet, 0))
+    p.send_signal(2)  # SIGINT: drain and print the summary
+    try:
+        p.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+    out_text = p.stdout.read()
+    summary = json.loads(out_text[out_text.index("{"):]) if "{" in out_text else {}
+    return {"phases": phases, "rss_kib": rss, "summary_inference": summary.get("inference")}
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lookout", default=str(ROOT / "target/release/lookout"))
     ap.add_argument("--model", default=str(ROOT / "models/full/owlvit-b32"))
-    ap.add_argument("--seconds", type=float, default=60, help="seconds with clients")
-    ap.add_argument("--quiet", type=float, default=30, help="seconds without clients before and after")
+    ap.add_argument("--seconds", type=float, default=60, help="seconds of each phase with clients")
+    ap.add_argument("--quiet", type=float, default=30, help="seconds of each phase without clients")
+    ap.add_argument("--pairs", type=int, default=4, help="phases with clients (each between two quiet ones)")
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--poll-ms", type=float, default=200, help="each client's pause between two latest.jpg")
     ap.add_argument("--fps", type=float, default=2, help="inferences per second of the source (--fps of watch)")
     ap.add_argument("--out", default=str(ROOT / "target/bench-http"))
+    ap.add_argument("--autogroup-nice", type=int, default=None,
+                    help="set this session's scheduler autogroup nice for the run, e.g. -19 (see bench_pairs.py)")
     args = ap.parse_args()
-    clip = make_clip(Path(args.out))
+    print(bp.autogroup_nice(args.autogroup_nice))
+    need_s = (args.pairs + 1) * args.quiet + args.pairs * args.seconds + 60
+    clip = make_clip(Path(args.out), loops=max(7, int(need_s // 10) + 1))
     with open("/proc/loadavg") as f:
         load = f.read().split()[:3]
     r = run(args, clip)
     with open("/proc/loadavg") as f:
         load_after = f.read().split()[:3]
-    quiet = [ph for ph in r["phases"] if ph["clients"] == 0]
-    base = sum(ph["infer_mean_ms"] * ph["inferred"] for ph in quiet) / max(1, sum(ph["inferred"] for ph in quiet))
-    loaded = r["phases"][1]
+    ph = r["phases"]
+    pairs = []
+    for k in range(1, len(ph) - 1, 2):
+        before, loaded, after = ph[k - 1], ph[k], ph[k + 1]
+        quiet_ms = (before["infer_mean_ms"] * before["inferred"] + after["infer_mean_ms"] * after["inferred"]) / max(
+            1, before["inferred"] + after["inferred"])
+        quiet_cpu = (before["cpu_ms_per_frame"] * before["inferred"] + after["cpu_ms_per_frame"] * after["inferred"]) / max(
+            1, before["inferred"] + after["inferred"])
+        pairs.append({"phase": loaded["phase"], "quiet_ms": quiet_ms, "clients_ms": loaded["infer_mean_ms"],
+                      "ratio": loaded["infer_mean_ms"] / quiet_ms, "quiet_cpu_ms": quiet_cpu,
+                      "clients_cpu_ms": loaded["cpu_ms_per_frame"], "cpu_ratio": loaded["cpu_ms_per_frame"] / quiet_cpu})
+    ratios = [x["ratio"] for x in pairs]
+    st = bp.spread(ratios)
+    # RSS: the peak of each loaded phase; flat if the last is within 5 % of the first.
+    peaks = [max((k for name, _, k in r["rss_kib"] if name == x["phase"]), default=0) for x in ph[1::2]]
+    rss_growth = (peaks[-1] - peaks[0]) / peaks[0] if peaks and peaks[0] else float("nan")
     result = dict(r, model=args.model, clients=args.clients, poll_ms=args.poll_ms, load_before=load,
-                  load_after=load_after, ratio=loaded["infer_mean_ms"] / base)
+                  load_after=load_after, pairs=pairs, ratio=st, rss_peaks_kib=peaks, rss_growth=rss_growth)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "result.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
     print()
-    print("| phase | clients | seconds | frames inferred | inference per frame (ms) | RSS first → last (MiB) | latest.jpg served | SSE bytes | client errors |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for ph in r["phases"]:
-        rss = [k for name, _, k in r["rss_kib"] if name == ph["phase"]]
+    print("| phase | clients | seconds | frames inferred | inference per frame (ms) | lookout CPU per frame (ms) | RSS first → last (MiB) | latest.jpg served | SSE bytes | client errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for x in ph:
+        rss = [k for name, _, k in r["rss_kib"] if name == x["phase"]] or [0]
         print(
-            f"| {ph['phase']} | {ph['clients']} | {ph['seconds']} | {ph['inferred']} | {ph['infer_mean_ms']:.1f} | "
-            f"{rss[0] / 1024:.0f} → {rss[-1] / 1024:.0f} (max {max(rss) / 1024:.0f}) | {ph['jpegs']} | "
-            f"{ph['sse_bytes']} | {ph['client_errors']} |"
+            f"| {x['phase']} | {x['clients']} | {x['seconds']} | {x['inferred']} | {x['infer_mean_ms']:.1f} | "
+            f"{x['cpu_ms_per_frame']:.0f} | "
+            f"{rss[0] / 1024:.0f} → {rss[-1] / 1024:.0f} (max {max(rss) / 1024:.0f}) | {x['jpegs']} | "
+            f"{x['sse_bytes']} | {x['client_errors']} |"
         )
-    print(f"\ninference per frame with clients / without (both quiet phases): {result['ratio']:.3f}x")
+    print(f"\ninference per frame with clients / the quiet phases on either side: {bp.fmt_pairs(ratios)}")
+    print(f"target <= 1.10 (median): {'met' if st['median'] <= 1.10 else 'NOT met'}")
+    print(f"lookout's CPU per frame with clients / quiet: {bp.fmt_pairs([x['cpu_ratio'] for x in pairs])}")
+    print(f"RSS peak of the first and last loaded phase: {peaks[0] / 1024:.0f} → {peaks[-1] / 1024:.0f} MiB "
+          f"({rss_growth:+.1%}; flat if within 5 %: {'met' if abs(rss_growth) <= 0.05 else 'NOT met'})")
     print(f"load average before {' '.join(load)}, after {' '.join(load_after)}")
 
 
