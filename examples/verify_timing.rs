@@ -6,6 +6,7 @@
 //! cargo run --release --example verify_timing -- VERIFIER_DIR THREADS EVENTS PROMPTS_JSON FRAME.png...
 //! ```
 //! Prints one JSON object: `load_ms`, `encode_ms`, `event_ms` (one per event), `logits` (of the last event).
+//! `PRECISION=int8` in the environment runs the verifier's int8 per-event graph (`[verify] precision`).
 
 use std::time::Instant;
 
@@ -31,7 +32,9 @@ fn main() {
         ..Default::default()
     };
     let t = Instant::now();
-    let mut v = lookout::infer::load_verifier(&dir, &opts).expect("the verifier loads");
+    let precision: lookout::infer::Precision =
+        std::env::var("PRECISION").unwrap_or_else(|_| "fp32".into()).parse().expect("PRECISION is fp32 or int8");
+    let mut v = lookout::infer::load_verifier(&dir, &opts, precision).expect("the verifier loads");
     let load_ms = ms(t);
     let t = Instant::now();
     let set = v.encode(&prompts).expect("the prompts encode");

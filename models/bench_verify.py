@@ -13,6 +13,8 @@ threads for lookout, torch.set_num_threads for transformers):
                     - transformers: the pipeline on the same frames, per event XCLIPProcessor(text, images)
                       + XCLIPModel.forward (the text model runs every time, as the pipeline does), and, beside
                       it, XCLIPModel.forward alone on inputs prepared once.
+                    Beside them, lookout on one thread in each precision (fp32, int8), as watch's verify
+                    thread runs it (VERIFY_INTRA_THREADS = 1).
                     Median over --events events after one warm-up event each. The weights are random (the
                     export does not keep them; transformers builds its own from the same config): the timing of
                     a forward pass does not depend on the values.
@@ -23,9 +25,12 @@ threads for lookout, torch.set_num_threads for transformers):
                     one segment of each, threshold 0: above every frame's second-best box and every box of the
                     other kind, below the best boxes of the kind that fires), with min_frames 1 of 1 and
                     end_after_s 1.9, so each segment of that kind is one event (the run reports the events it got).
-                    Three kinds of run, interleaved in --rounds rounds (4), the order reversed every other round
-                    (A B C, C B A, ...: see bench_pairs.py), so that the drift of a shared machine falls alike on all:
+                    Three kinds of run (four with I), interleaved in --rounds rounds (4), the order reversed every
+                    other round (A B C, C B A, ...: see bench_pairs.py), so that the drift of a shared machine falls
+                    alike on all:
                       A  the query verifies (`[verify] model = models/full/xclip-b32`, 8 frames over 1.5 s);
+                      I  the same with `[verify] precision = "int8"` (when the directory has onnx/video_int8.onnx,
+                         made by models/quantize_int8.py);
                       B  the same query without verify;
                       C  inference alone: `locate --timings` infer_ms (image graph and class head on a prepared
                          tensor) on a 640x272 frame, median of --alone-n (20) after one warm-up;
@@ -34,7 +39,7 @@ threads for lookout, torch.set_num_threads for transformers):
                     detector and the verifier, encoding the prompts and draining are outside it. Beside it, watch's
                     own inference time per frame over the same window (the histogram of /metrics): the wall time per
                     frame cannot be below it, which checks the arithmetic. Ratios are taken within each round, and
-                    their median and spread reported. Target: A / C <= 1.10.
+                    their median and spread reported. Target: A / C <= 1.10 (and I / C).
 
                     The previous version divided the whole run's wall_seconds by the summary's frames_inferred:
                     frames inferred (not decoded: --every 10 infers 1 in 10; verifier runs are not counted), so the
@@ -166,6 +171,18 @@ def part1(a) -> dict:
     lookout_ms = statistics.median(lk["event_ms"][1:])
     log(f"  lookout: {lookout_ms:.0f} ms per event (median of {a.events}; load {lk['load_ms']:.0f} ms, prompts "
         f"{lk['encode_ms']:.0f} ms once); load {load()}")
+    # The verifier as watch runs it (VERIFY_INTRA_THREADS = 1), in each precision the model directory has.
+    per_precision = {}
+    for precision in precisions(a):
+        r = subprocess.run([str(timing), a.xclip, "1", str(a.events + 1), json.dumps(PROMPTS)]
+                           + [str(p) for p in frames], capture_output=True, text=True, env=env() | {"PRECISION": precision})
+        if r.returncode != 0:
+            raise SystemExit(f"verify_timing ({precision}, 1 thread) failed: {r.stderr}")
+        got = json.loads(r.stdout)
+        per_precision[precision] = {"ms_per_event": statistics.median(got["event_ms"][1:]),
+                                    "event_ms": got["event_ms"][1:], "logits": got["logits"]}
+        log(f"  lookout, 1 thread (as watch runs it), {precision}: {per_precision[precision]['ms_per_event']:.0f} ms "
+            f"per event; logits {[round(x, 3) for x in got['logits']]}; load {load()}")
 
     import torch
     from PIL import Image
@@ -204,6 +221,7 @@ def part1(a) -> dict:
         "transformers_pipeline_ms_per_event": statistics.median(pipe_ms[1:]),
         "transformers_forward_ms_per_event": statistics.median(fwd_ms[1:]),
         "threads": a.threads,
+        "one_thread": per_precision,
     }
     log(f"  transformers: pipeline {out['transformers_pipeline_ms_per_event']:.0f} ms per event, forward alone "
         f"{out['transformers_forward_ms_per_event']:.0f} ms; lookout / pipeline "
@@ -258,7 +276,12 @@ def calibrate(a) -> tuple[float, dict]:
     return threshold, {"kind": kind, "best": best, "others_max": low, "firing_frames": firing}
 
 
-def watch(a, clip: Path, threshold: float, verify: bool, label: str) -> dict:
+def precisions(a) -> list[str]:
+    """fp32, and int8 when the X-CLIP directory has its int8 graph (models/quantize_int8.py)."""
+    return ["fp32"] + (["int8"] if (Path(a.xclip) / "onnx" / "video_int8.onnx").is_file() else [])
+
+
+def watch(a, clip: Path, threshold: float, verify: str | None, label: str) -> dict:
     """One watch run (A with verification, B without), timed over a steady window from its /metrics (see
     bench_pairs): window seconds / frames inferred in the window; and watch's own inference time per frame over the
     same window, which the wall time per frame can never be below (a check of the arithmetic)."""
@@ -269,7 +292,7 @@ def watch(a, clip: Path, threshold: float, verify: bool, label: str) -> dict:
     cfg = run / "lookout.toml"
     text = ""
     if verify:
-        text += f'[verify]\nmodel = "{a.xclip}"\nframes = 8\nseconds = 1.5\nqueue = 16\n'
+        text += f'[verify]\nmodel = "{a.xclip}"\nframes = 8\nseconds = 1.5\nqueue = 16\nprecision = "{verify}"\n'
     text += (f'[[query]]\ntext = "{QUERY}"\nthreshold = {threshold}\nmin_frames = 1\nwindow = 1\n'
              "end_after_s = 1.9\ncooldown_s = 0\n")
     if verify:
@@ -302,33 +325,45 @@ def part2(a) -> dict:
     clip, black, bikes = alternating_clip(a.every)
     threshold, calib = calibrate(a)
     rounds = []
-    log(f"part 2: {a.rounds} interleaved rounds (the order reversed every other round); watch timed over a "
-        f"{a.window:g} s window after 3 inferred frames; alone = locate --timings, {a.alone_n} images")
-    for i, order in enumerate(bp.alternate(["A", "B", "C"], a.rounds)):
+    # A = verifying with the fp32 graph, I = with the int8 graph (when there is one), B = not verifying, C = alone.
+    kinds = ["A"] + (["I"] if "int8" in precisions(a) else []) + ["B", "C"]
+    log(f"part 2: {a.rounds} interleaved rounds of {' '.join(kinds)} (the order reversed every other round); watch "
+        f"timed over a {a.window:g} s window after 3 inferred frames; alone = locate --timings, {a.alone_n} images")
+    verify_with = {"A": "fp32", "I": "int8", "B": None}
+    for i, order in enumerate(bp.alternate(kinds, a.rounds)):
         got = {}
         for k in order:
             if k == "C":
                 got[k] = bp.locate_alone(Path(a.lookout), Path(a.detector), bikes[0], [QUERY], a.alone_n, a.threads,
                                          env())
             else:
-                got[k] = watch(a, clip, threshold, k == "A", f"{k}-r{i + 1}")
-        ra, rb, c = got["A"], got["B"], got["C"]["ms"]
-        cc = got["C"]["cpu_ms_per_image"]
-        rnd = {"order": order, "A": ra, "B": rb, "C": got["C"], "C_ms": c, "A/C": ra["ms_per_frame"] / c,
-               "B/C": rb["ms_per_frame"] / c, "A/B": ra["ms_per_frame"] / rb["ms_per_frame"],
-               "cpu A/C": ra["cpu_ms_per_frame"] / cc, "cpu B/C": rb["cpu_ms_per_frame"] / cc,
-               "cpu A/B": ra["cpu_ms_per_frame"] / rb["cpu_ms_per_frame"]}
+                got[k] = watch(a, clip, threshold, verify_with[k], f"{k}-r{i + 1}")
+        c, cc = got["C"]["ms"], got["C"]["cpu_ms_per_image"]
+        rnd = {"order": order, "C": got["C"], "C_ms": c}
+        for k in kinds[:-1]:
+            rnd[k] = got[k]
+            rnd[f"{k}/C"] = got[k]["ms_per_frame"] / c
+            rnd[f"cpu {k}/C"] = got[k]["cpu_ms_per_frame"] / cc
+            if k != "B":
+                rnd[f"{k}/B"] = got[k]["ms_per_frame"] / got["B"]["ms_per_frame"]
+                rnd[f"cpu {k}/B"] = got[k]["cpu_ms_per_frame"] / got["B"]["cpu_ms_per_frame"]
         rounds.append(rnd)
-        log(f"  round {i + 1} ({' '.join(order)}): A {ra['ms_per_frame']:.0f} ms/frame (watch's inference "
-            f"{ra['infer_ms_per_frame']:.0f}; {ra['events']} events, {ra['verified']} verified, {ra['overloaded']} "
-            f"overloaded), B {rb['ms_per_frame']:.0f} ms/frame (inference {rb['infer_ms_per_frame']:.0f}), C {c:.0f} "
-            f"ms; A/C {rnd['A/C']:.3f}, B/C {rnd['B/C']:.3f}, A/B {rnd['A/B']:.3f}; CPU per frame A "
-            f"{ra['cpu_ms_per_frame']:.0f} ms, B {rb['cpu_ms_per_frame']:.0f} ms, C {cc:.0f} ms per image: A/C "
-            f"{rnd['cpu A/C']:.3f}, A/B {rnd['cpu A/B']:.3f}; load {ra['load_before']} -> {fmt_load(bp.loadavg())}")
-    stats = {k: bp.spread([r[k] for r in rounds]) for k in ("A/C", "B/C", "A/B", "cpu A/C", "cpu B/C", "cpu A/B")}
+        parts = []
+        for k in kinds[:-1]:
+            r = got[k]
+            what = {"A": "verifying fp32", "I": "verifying int8", "B": "not verifying"}[k]
+            parts.append(f"{k} ({what}) {r['ms_per_frame']:.0f} ms/frame (watch's inference {r['infer_ms_per_frame']:.0f}; "
+                         f"{r['events']} events, {r['verified']} verified, {r['overloaded']} overloaded; CPU "
+                         f"{r['cpu_ms_per_frame']:.0f} ms) {k}/C {rnd[f'{k}/C']:.3f}")
+        log(f"  round {i + 1} ({' '.join(order)}): " + "; ".join(parts) + f"; C {c:.0f} ms (CPU {cc:.0f}); load "
+            f"{got[kinds[0]]['load_before']} -> {fmt_load(bp.loadavg())}")
+    keys = [k for k in rounds[0] if "/" in k]
+    stats = {k: bp.spread([r[k] for r in rounds]) for k in keys}
     for k, st in stats.items():
         log(f"  {k}: {bp.fmt_pairs([r[k] for r in rounds])}")
-    log(f"  target A/C <= 1.10: {'met' if stats['A/C']['median'] <= 1.10 else 'NOT met'} (median)")
+    for k in kinds[:-2]:
+        log(f"  target {k}/C <= 1.10 ({verify_with[k]}): {'met' if stats[f'{k}/C']['median'] <= 1.10 else 'NOT met'} "
+            "(median)")
     return {"threshold": threshold, "calibration": calib, "rounds": rounds, "stats": stats,
             "median": {k: st["median"] for k, st in stats.items()}}
 

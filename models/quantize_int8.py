@@ -13,8 +13,12 @@ What it writes (the names `lookout --precision int8` looks for):
                  Grounding DINO:  onnx/detector.onnx       -> onnx/detector_int8.onnx
   hf layout      onnx/model.onnx -> onnx/model_quantized.onnx (the Hub's name for its 8-bit graph, so
                  `--layout hf:quantized` and `--precision int8` find lookout's export and the Hub's alike)
+  verifiers      X-CLIP: onnx/video.onnx -> onnx/video_int8.onnx; CLIP: onnx/image_encoder.onnx ->
+                 onnx/image_encoder_int8.onnx (the graph run once per event; `[verify] precision = "int8"`,
+                 `watch --verifier-precision int8`). The Hub's CLIP ships its own onnx/vision_model_quantized.onnx.
 
-The text encoder stays fp32: it runs once per set of queries, off the frame path, so int8 would buy nothing there.
+The text encoder stays fp32: it runs once per set of queries (or of a verifier's prompts), off the frame path, so
+int8 would buy nothing there.
 
 Method (the default, `--method dynamic`): `quantize_dynamic` on MatMul and Gemm only, weights int8 per output
 channel (`per_channel=True`), activations quantized per run (uint8, one scale per tensor, computed from the
@@ -24,7 +28,7 @@ that each input gets its own range. Convolutions (the patch embedding) stay fp32
 (OWL families only): fixed activation ranges, no per-run quantization cost. It is kept only when it is faster: see
 BENCHMARKS.md ("int8") for the measured figures and the choice.
 
-Every int8 graph is checked against its fp32 graph on the golden photos: the largest differences of the outputs
+Every int8 graph is checked against its fp32 graph on the golden photos (verifiers: on 8 frames of bikes.mp4): the largest differences of the outputs
 (boxes in normalised units, logits or class embeddings) are printed and recorded in export_info.json under "int8".
 """
 
@@ -50,7 +54,11 @@ PHOTOS = [REPO / "tests" / "fixtures" / f"{n}.png" for n in ("astronaut", "coffe
 OP_TYPES = ["MatMul", "Gemm"]
 # The graph of each layout and family, and the name of its int8 variant.
 SPLIT_IMAGE_GRAPH = {"owl": ("onnx/image_embedder.onnx", "onnx/image_embedder_int8.onnx"),
-                     "gdino": ("onnx/detector.onnx", "onnx/detector_int8.onnx")}
+                     "gdino": ("onnx/detector.onnx", "onnx/detector_int8.onnx"),
+                     # The verifiers' per-event graphs (their only layout is lookout's split export).
+                     "xclip": ("onnx/video.onnx", "onnx/video_int8.onnx"),
+                     "clip": ("onnx/image_encoder.onnx", "onnx/image_encoder_int8.onnx")}
+VERIFIERS = ("xclip", "clip")
 HF_GRAPH = ("onnx/model.onnx", "onnx/model_quantized.onnx")
 # Queries the Grounding DINO check (and the hf check) runs with.
 CHECK_QUERIES = ["a photo of an astronaut", "a cup of coffee", "a flag"]
@@ -66,8 +74,10 @@ def family_of(model_dir: Path) -> str:
         return "owl"
     if mt in ("grounding-dino", "mm-grounding-dino"):
         return "gdino"
-    raise SystemExit(f"{model_dir}: model_type {mt!r} is not a detector lookout quantizes (owlvit, owlv2, "
-                     "grounding-dino, mm-grounding-dino)")
+    if mt in VERIFIERS:
+        return mt
+    raise SystemExit(f"{model_dir}: model_type {mt!r} is not a model lookout quantizes (owlvit, owlv2, "
+                     "grounding-dino, mm-grounding-dino, xclip, clip)")
 
 
 def session(path: Path, threads: int | None = None):
@@ -134,7 +144,34 @@ def gdino_inputs(model_dir: Path, split: bool) -> list[dict]:
     return out
 
 
+def verifier_inputs(model_dir: Path, fam: str) -> list[dict]:
+    """The per-event graph's inputs on one event's frames of bikes.mp4 (the frames the goldens use): X-CLIP's
+    pixel tensor with its prompts' embeddings from the model's own text graph, or CLIP's batch of frames."""
+    from transformers import CLIPProcessor, XCLIPProcessor
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import export_xclip
+
+    cfg = json.loads((model_dir / "config.json").read_text())
+    n = int(cfg.get("vision_config", {}).get("num_frames", 8)) if fam == "xclip" else 8
+    indices = [export_xclip.EVENT_START + i for i in export_xclip.spread(export_xclip.EVENT_FRAMES, n)]
+    frames = list(export_xclip.decode_frames(REPO / "tests" / "fixtures" / "bikes.mp4", indices))
+    if fam == "clip":
+        proc = CLIPProcessor.from_pretrained(str(model_dir))
+        return [{"pixel_values": np.ascontiguousarray(proc(images=frames, return_tensors="np")["pixel_values"],
+                                                      dtype=np.float32)}]
+    proc = XCLIPProcessor.from_pretrained(str(model_dir))
+    enc = proc(text=export_xclip.PROMPTS, images=frames, padding="max_length", truncation=True,
+               max_length=proc.tokenizer.model_max_length, return_tensors="np")
+    text_embeds = session(model_dir / "onnx/text_encoder.onnx").run(
+        ["text_embeds"], {"input_ids": enc["input_ids"].astype(np.int64),
+                          "attention_mask": enc["attention_mask"].astype(np.int64)})[0]
+    return [{"pixel_values": np.ascontiguousarray(enc["pixel_values"], dtype=np.float32), "text_embeds": text_embeds}]
+
+
 def graph_inputs(model_dir: Path, fam: str, layout: str) -> list[dict]:
+    if fam in VERIFIERS:
+        return verifier_inputs(model_dir, fam)
     if fam == "owl":
         px = owl_pixels(model_dir)
         if layout == "split":
@@ -226,7 +263,7 @@ def drift(src: Path, dst: Path, inputs: list[dict]) -> dict:
 
 
 def default_layouts(model_dir: Path) -> list[str]:
-    """Both layouts for OWL; split only for Grounding DINO (see --layouts)."""
+    """Both layouts for OWL; split only for Grounding DINO (see --layouts) and the verifiers (their only one)."""
     return ["split", "hf"] if family_of(model_dir) == "owl" else ["split"]
 
 
@@ -234,7 +271,9 @@ def quantize_dir(model_dir: Path, layouts: list[str], method: str = "dynamic", k
     """Writes the int8 variants of `model_dir`'s graphs for `layouts`; returns (and records) what was done."""
     fam = family_of(model_dir)
     if method == "static" and fam != "owl":
-        raise SystemExit("--method static is implemented for the OWL families only (dynamic for Grounding DINO)")
+        raise SystemExit("--method static is implemented for the OWL families only (dynamic for the others)")
+    if fam in VERIFIERS and layouts != ["split"]:
+        raise SystemExit(f"{model_dir}: a verifier has one layout, lookout's export; leave out --layouts")
     done = {}
     for layout in layouts:
         src_rel, dst_rel = SPLIT_IMAGE_GRAPH[fam] if layout == "split" else HF_GRAPH

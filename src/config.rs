@@ -53,6 +53,7 @@
 //! frames = 8                  # frames of each event it sees (default 8)
 //! seconds = 2.0               # spread over the event's first seconds (default 2)
 //! queue = 16                  # events waiting; past it the verdict is error/overloaded (default 16)
+//! precision = "fp32"          # or "int8": the per-event graph (models/quantize_int8.py makes it; default fp32)
 //!
 //! [alerts.mqtt]
 //! url = "mqtt://broker.lan:1883"  # see crate::sink::alerts::config for every key
@@ -207,6 +208,10 @@ pub struct VerifyConfig {
     /// Events waiting for the verifier; past it an event's verdict is `error` with reason `overloaded`.
     /// Default [`DEFAULT_VERIFY_QUEUE`] (16).
     pub queue: Option<usize>,
+    /// `"fp32"` or `"int8"`: the arithmetic of the graph the verifier runs once per event (X-CLIP's video graph,
+    /// CLIP's image encoder; see [`crate::infer::verifier_event_graph`]). Default fp32; `--verifier-precision`
+    /// overrides. Independent of `[model] precision`, the detector's.
+    pub precision: Option<crate::infer::Precision>,
 }
 
 /// `[verify] verifier`: which video-text model confirms events.

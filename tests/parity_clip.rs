@@ -7,7 +7,7 @@ mod common;
 use common::{decode, fixture, golden, max_abs_diff, read_npy, tiny_model};
 use lookout::infer::clip::{ClipModel, crop_box, normalized};
 use lookout::infer::verify::{softmax, spread};
-use lookout::infer::{SessionOptions, Verifier};
+use lookout::infer::{Precision, SessionOptions, Verifier};
 use sha2::{Digest, Sha256};
 
 /// The pixels are the same 8-bit images through the same Pillow arithmetic: the tensor is exact (to f32).
@@ -140,7 +140,7 @@ fn load_error(edit: impl Fn(&std::path::Path)) -> String {
     ] {
         std::fs::copy(src.join(f), dir.join(f)).unwrap();
     }
-    assert!(lookout::infer::load_verifier(&dir, &SessionOptions::default()).is_ok(), "the copy loads");
+    assert!(lookout::infer::load_verifier(&dir, &SessionOptions::default(), Precision::Fp32).is_ok(), "the copy loads");
     edit(&dir);
     match ClipModel::open(&dir, &SessionOptions::default()) {
         Ok(_) => panic!("loaded after the edit"),

@@ -9,7 +9,7 @@ use std::path::Path;
 use common::{decode, fixture, golden, max_abs_diff, read_npy, tiny_model};
 use lookout::infer::verify::{judge, softmax, spread};
 use lookout::infer::xclip::XclipVerifier;
-use lookout::infer::{SessionOptions, Verifier};
+use lookout::infer::{Precision, SessionOptions, Verifier};
 use sha2::{Digest, Sha256};
 
 /// The pixels are the same 8-bit frames through the same Pillow arithmetic: the tensor is exact.
@@ -24,7 +24,7 @@ fn golden_json() -> serde_json::Value {
 fn load() -> XclipVerifier {
     let dir = tiny_model("xclip");
     let config: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
-    XclipVerifier::load(&dir, &config, &SessionOptions::default()).expect("load the tiny X-CLIP")
+    XclipVerifier::load(&dir, &config, &SessionOptions::default(), "onnx/video.onnx").expect("load the tiny X-CLIP")
 }
 
 fn strings(v: &serde_json::Value) -> Vec<String> {
@@ -161,9 +161,9 @@ fn load_error(edit: impl Fn(&Path)) -> String {
     for f in ["onnx/text_encoder.onnx", "onnx/video.onnx"] {
         std::fs::copy(src.join(f), dir.join(f)).unwrap();
     }
-    assert!(lookout::infer::load_verifier(&dir, &SessionOptions::default()).is_ok(), "the copy loads");
+    assert!(lookout::infer::load_verifier(&dir, &SessionOptions::default(), Precision::Fp32).is_ok(), "the copy loads");
     edit(&dir);
-    match lookout::infer::load_verifier(&dir, &SessionOptions::default()) {
+    match lookout::infer::load_verifier(&dir, &SessionOptions::default(), Precision::Fp32) {
         Ok(_) => panic!("loaded after the edit"),
         Err(e) => e.to_string(),
     }

@@ -64,6 +64,20 @@ enum ClipLayout {
     Hub,
 }
 
+/// The layout of the graphs in `dir`: lookout's when its text graph is there or the Hub's is not.
+fn layout_of(dir: &Path) -> ClipLayout {
+    if dir.join(ClipLayout::Lookout.graphs().0).is_file() || !dir.join("onnx/text_model.onnx").is_file() {
+        ClipLayout::Lookout
+    } else {
+        ClipLayout::Hub
+    }
+}
+
+/// True when `dir` holds the Hub's graphs (`text_model.onnx`, `vision_model.onnx`) rather than lookout's export.
+pub(crate) fn is_hub_layout(dir: &Path) -> bool {
+    layout_of(dir) == ClipLayout::Hub
+}
+
 impl ClipLayout {
     fn graphs(self) -> (&'static str, &'static str) {
         match self {
@@ -80,6 +94,8 @@ pub struct ClipModel {
     name: String,
     is_test_model: bool,
     layout: ClipLayout,
+    /// The image graph that runs, relative to `dir` (the layout's, or its int8 variant).
+    image_graph: String,
     image_size: u32,
     preprocess: XclipPreprocess,
     tokenizer: QueryTokenizer,
@@ -106,7 +122,7 @@ impl ClipModel {
     pub fn open(dir: &Path, opts: &SessionOptions) -> Result<Self> {
         let config = read_json(dir, "config.json", "a CLIP model is a directory with config.json and onnx/")?;
         match config.get("model_type").and_then(|v| v.as_str()) {
-            Some("clip") => Self::load(dir, &config, opts),
+            Some("clip") => Self::load(dir, &config, opts, layout_of(dir).graphs().1),
             other => Err(InferError::Model {
                 dir: dir.to_path_buf(),
                 message: format!(
@@ -118,8 +134,9 @@ impl ClipModel {
         }
     }
 
-    /// Loads the model in `dir` whose parsed `config.json` is `config`.
-    pub fn load(dir: &Path, config: &serde_json::Value, opts: &SessionOptions) -> Result<Self> {
+    /// Loads the model in `dir` whose parsed `config.json` is `config`, with `image_graph` (relative to `dir`: the
+    /// layout's image graph or its int8 variant, see [`crate::infer::verifier_event_graph`]) as the image side.
+    pub fn load(dir: &Path, config: &serde_json::Value, opts: &SessionOptions, image_graph: &str) -> Result<Self> {
         let get = |v: Option<&serde_json::Value>, k: &str| v.and_then(|v| v.get(k)).and_then(|x| x.as_u64());
         let image_size = get(config.get("vision_config"), "image_size").unwrap_or(224).clamp(1, 8192) as u32;
         let context = get(config.get("text_config"), "max_position_embeddings").unwrap_or(77).clamp(2, 4096) as usize;
@@ -146,13 +163,8 @@ impl ClipModel {
         }
         let tokenizer = QueryTokenizer::from_file(&file("tokenizer.json")?)?;
         let pad_id = pad_id(dir, &tokenizer)?;
-        let layout =
-            if dir.join(ClipLayout::Lookout.graphs().0).is_file() || !dir.join("onnx/text_model.onnx").is_file() {
-                ClipLayout::Lookout
-            } else {
-                ClipLayout::Hub
-            };
-        let (text_graph, image_graph) = layout.graphs();
+        let layout = layout_of(dir);
+        let text_graph = layout.graphs().0;
         let text = build_session(&file(text_graph)?, opts)?;
         let image = build_session(&file(image_graph)?, opts)?;
         let text_takes_mask = text.inputs().iter().any(|i| i.name() == "attention_mask");
@@ -169,6 +181,7 @@ impl ClipModel {
             name,
             is_test_model,
             layout,
+            image_graph: image_graph.to_owned(),
             image_size,
             preprocess,
             tokenizer,
@@ -222,7 +235,7 @@ impl ClipModel {
 
     /// The image graph on a pixel tensor made by [`ClipModel::pixel_values`].
     pub fn image_features(&mut self, pixels: &Array4<f32>) -> Result<ImageFeatures> {
-        let graph = self.layout.graphs().1;
+        let graph = self.image_graph.as_str();
         let path = self.dir.join(graph);
         let err = |e: ort::Error| InferError::Ort { graph: graph.into(), message: e.to_string() };
         let outputs = self

@@ -106,12 +106,13 @@ pub fn load(model: ModelDir, opts: &SessionOptions) -> Result<Box<dyn Detector>>
 }
 
 /// Loads the verifier in `dir` (its `config.json` names the family), on sessions built with `opts`.
-pub fn load_verifier(dir: &Path, opts: &SessionOptions) -> Result<Box<dyn Verifier>> {
+pub fn load_verifier(dir: &Path, opts: &SessionOptions, precision: Precision) -> Result<Box<dyn Verifier>> {
     let config = verify::read_config(dir)?;
+    let event_graph = verifier_event_graph_in(dir, &config, precision)?;
     match config.get("model_type").and_then(|v| v.as_str()) {
-        Some("brightness") => Ok(Box::new(verify::BrightnessVerifier::load(dir, &config, opts)?)),
-        Some("xclip") => Ok(Box::new(xclip::XclipVerifier::load(dir, &config, opts)?)),
-        Some("clip") => Ok(Box::new(clip::ClipModel::load(dir, &config, opts)?)),
+        Some("brightness") => Ok(Box::new(verify::BrightnessVerifier::load(dir, &config, opts, &event_graph)?)),
+        Some("xclip") => Ok(Box::new(xclip::XclipVerifier::load(dir, &config, opts, &event_graph)?)),
+        Some("clip") => Ok(Box::new(clip::ClipModel::load(dir, &config, opts, &event_graph)?)),
         Some(other) => Err(InferError::Model {
             dir: dir.to_path_buf(),
             message: format!(
@@ -122,6 +123,38 @@ pub fn load_verifier(dir: &Path, opts: &SessionOptions) -> Result<Box<dyn Verifi
             dir: dir.to_path_buf(),
             file: "config.json".into(),
             message: "no model_type".into(),
+        }),
+    }
+}
+
+/// The graph a verifier runs once per event, in `precision`, relative to its directory `dir`: X-CLIP's
+/// `onnx/video.onnx` (vision tower, frame mixing, prompt generator), CLIP's image encoder (lookout's
+/// `onnx/image_encoder.onnx` or the Hub's `onnx/vision_model.onnx`). Its int8 variant is the same name with `_int8`
+/// (what models/quantize_int8.py writes), or `_quantized` for the Hub's CLIP. The prompts' text graph stays fp32:
+/// it runs once per set of prompts, off the frame path.
+///
+/// An int8 graph that is not there is an error naming the file and how to make it, given before any graph loads.
+pub fn verifier_event_graph(dir: &Path, precision: Precision) -> Result<String> {
+    verifier_event_graph_in(dir, &verify::read_config(dir)?, precision)
+}
+
+fn verifier_event_graph_in(dir: &Path, config: &serde_json::Value, precision: Precision) -> Result<String> {
+    let (fp32, int8) = match config.get("model_type").and_then(|v| v.as_str()) {
+        Some("clip") if clip::is_hub_layout(dir) => ("onnx/vision_model.onnx", "onnx/vision_model_quantized.onnx"),
+        Some("clip") => ("onnx/image_encoder.onnx", "onnx/image_encoder_int8.onnx"),
+        _ => ("onnx/video.onnx", "onnx/video_int8.onnx"),
+    };
+    match precision {
+        Precision::Fp32 => Ok(fp32.to_owned()),
+        Precision::Int8 if dir.join(int8).is_file() => Ok(int8.to_owned()),
+        Precision::Int8 => Err(InferError::MissingFile {
+            dir: dir.to_path_buf(),
+            file: int8.into(),
+            hint: format!(
+                "it is the verifier's int8 graph ([verify] precision = \"int8\"): make it with \
+                 models/quantize_int8.py {}, or set [verify] precision = \"fp32\"",
+                dir.display()
+            ),
         }),
     }
 }

@@ -160,23 +160,25 @@ pub struct BrightnessVerifier {
     dir: PathBuf,
     name: String,
     image_size: u32,
+    /// The graph that runs (`onnx/video.onnx`, or its int8 variant).
+    graph: PathBuf,
     session: ort::session::Session,
 }
 
 impl BrightnessVerifier {
-    pub(crate) fn load(dir: &Path, config: &serde_json::Value, opts: &SessionOptions) -> Result<Self> {
+    pub(crate) fn load(dir: &Path, config: &serde_json::Value, opts: &SessionOptions, graph: &str) -> Result<Self> {
         let image_size = config.get("image_size").and_then(|v| v.as_u64()).unwrap_or(32).clamp(1, 4096) as u32;
-        let graph = dir.join("onnx/video.onnx");
-        if !graph.is_file() {
+        let path = dir.join(graph);
+        if !path.is_file() {
             return Err(InferError::MissingFile {
                 dir: dir.to_path_buf(),
-                file: "onnx/video.onnx".into(),
+                file: graph.into(),
                 hint: "make it with models/export_verifier.py --brightness".into(),
             });
         }
-        let session = build_session(&graph, opts)?;
+        let session = build_session(&path, opts)?;
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "verifier".into());
-        Ok(BrightnessVerifier { dir: dir.to_path_buf(), name, image_size, session })
+        Ok(BrightnessVerifier { dir: dir.to_path_buf(), name, image_size, graph: path, session })
     }
 }
 
@@ -221,8 +223,8 @@ impl Verifier for BrightnessVerifier {
                 }
             }
         }
-        let graph = self.dir.join("onnx/video.onnx");
-        let err = |e: ort::Error| InferError::Ort { graph: "video.onnx".into(), message: e.to_string() };
+        let graph = &self.graph;
+        let err = |e: ort::Error| InferError::Ort { graph: graph.display().to_string(), message: e.to_string() };
         let outputs = self
             .session
             .run(ort::inputs![

@@ -227,11 +227,14 @@ pub struct XclipVerifier {
     pad_id: i64,
     text: ort::session::Session,
     video: ort::session::Session,
+    /// The per-event graph's path (`onnx/video.onnx`, or its int8 variant).
+    video_graph: PathBuf,
 }
 
 impl XclipVerifier {
-    /// Loads the model in `dir` whose parsed `config.json` is `config`.
-    pub fn load(dir: &Path, config: &serde_json::Value, opts: &SessionOptions) -> Result<Self> {
+    /// Loads the model in `dir` whose parsed `config.json` is `config`, with `video_graph` (relative to `dir`:
+    /// `onnx/video.onnx` or its int8 variant, see [`crate::infer::verifier_event_graph`]) as the per-event graph.
+    pub fn load(dir: &Path, config: &serde_json::Value, opts: &SessionOptions, video_graph: &str) -> Result<Self> {
         let vision = config.get("vision_config");
         let get = |v: Option<&serde_json::Value>, k: &str| v.and_then(|v| v.get(k)).and_then(|x| x.as_u64());
         let num_frames = get(vision, "num_frames").unwrap_or(8).clamp(1, 1024) as usize;
@@ -261,7 +264,8 @@ impl XclipVerifier {
         let tokenizer = QueryTokenizer::from_file(&file("tokenizer.json", export)?)?;
         let pad_id = pad_id(dir, &tokenizer)?;
         let text = build_session(&file("onnx/text_encoder.onnx", export)?, opts)?;
-        let video = build_session(&file("onnx/video.onnx", export)?, opts)?;
+        let video_path = file(video_graph, export)?;
+        let video = build_session(&video_path, opts)?;
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "xclip".into());
         Ok(XclipVerifier {
             dir: dir.to_path_buf(),
@@ -274,6 +278,7 @@ impl XclipVerifier {
             pad_id,
             text,
             video,
+            video_graph: video_path,
         })
     }
 
@@ -298,7 +303,8 @@ impl XclipVerifier {
             dir: self.dir.clone(),
             message: "prompts were encoded for another verifier; encode them again".into(),
         })?;
-        let err = |e: ort::Error| InferError::Ort { graph: "video.onnx".into(), message: e.to_string() };
+        let graph = self.video_graph.display().to_string();
+        let err = |e: ort::Error| InferError::Ort { graph: graph.clone(), message: e.to_string() };
         let outputs = self
             .video
             .run(ort::inputs![
@@ -306,10 +312,10 @@ impl XclipVerifier {
                 "text_embeds" => TensorRef::from_array_view(embeds).map_err(err)?,
             ])
             .map_err(err)?;
-        let logits = extract2(&outputs, "logits_per_video", &self.dir.join("onnx/video.onnx"))?;
+        let logits = extract2(&outputs, "logits_per_video", &self.video_graph)?;
         if logits.dim() != (1, prompts.texts().len()) {
             return Err(InferError::Output {
-                graph: "video.onnx".into(),
+                graph,
                 name: "logits_per_video".into(),
                 message: format!("shape {:?}, expected [1, {}]", logits.dim(), prompts.texts().len()),
             });

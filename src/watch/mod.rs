@@ -276,7 +276,7 @@ pub fn run(
             // One thread, on the verify thread itself: the verifier runs beside inference, which has the cores;
             // ONNX Runtime's own pool would spin on them (see VERIFY_INTRA_THREADS).
             let opts = SessionOptions { intra_threads: VERIFY_INTRA_THREADS, ..v.session.clone() };
-            let mut verifier = crate::infer::load_verifier(&v.model, &opts)?;
+            let mut verifier = crate::infer::load_verifier(&v.model, &opts, v.precision)?;
             if let Some(fixed) = verifier.num_frames()
                 && fixed != v.frames
             {
@@ -458,7 +458,7 @@ pub fn run(
     };
 
     // The verify thread, fed by the post stages through one bounded queue.
-    let has_verifier = verifier.is_some();
+    let verifier_precision = verifier.as_ref().map(|(_, _, v)| v.precision);
     let gate = Arc::new(AlertGate::default());
     let mut verify_thread: Option<JoinHandle<()>> = None;
     let mut verify_link: Option<(Sender<VerifyJob>, VerdictWriter, VerifySettings)> = None;
@@ -702,7 +702,7 @@ pub fn run(
         batches: infer_stats.batches,
         clips,
         event_lines_lost: event_log_stats.lost,
-        verification: has_verifier.then(|| gate.summary()),
+        verification: verifier_precision.map(|p| VerifySummary { precision: Some(p), ..gate.summary() }),
         wall_seconds: started.elapsed().as_secs_f64(),
     };
     let path = settings.out_dir.join("summary.json");

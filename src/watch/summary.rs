@@ -157,8 +157,13 @@ impl std::fmt::Display for Summary {
         if let Some(v) = &self.verification {
             writeln!(
                 f,
-                "  verification: {} events verified: {} confirmed, {} rejected, {} overloaded, {} errors",
-                v.verified, v.confirmed, v.rejected, v.overloaded, v.errors
+                "  verification{}: {} events verified: {} confirmed, {} rejected, {} overloaded, {} errors",
+                v.precision.map(|p| format!(" ({p})")).unwrap_or_default(),
+                v.verified,
+                v.confirmed,
+                v.rejected,
+                v.overloaded,
+                v.errors
             )?;
         }
         Ok(())

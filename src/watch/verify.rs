@@ -74,6 +74,8 @@ pub struct VerifySettings {
     pub model: PathBuf,
     /// ONNX Runtime settings for its session.
     pub session: SessionOptions,
+    /// The per-event graph's arithmetic (`[verify] precision`).
+    pub precision: crate::infer::Precision,
     /// Frames of each event the verifier sees.
     pub frames: usize,
     /// Seconds of stream time, from the event's start, the frames are spread over.
@@ -96,6 +98,9 @@ pub struct VerifySummary {
     pub overloaded: u64,
     /// Events whose verdict is `error` for another reason (the verifier failed, no frame of the track).
     pub errors: u64,
+    /// The verifier's per-event graph precision (`[verify] precision`), when a verifier ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub precision: Option<crate::infer::Precision>,
 }
 
 /// One gate entry: an event of an `alert_on = "verified"` query.
@@ -177,6 +182,7 @@ impl AlertGate {
             rejected: self.rejected.load(Ordering::Relaxed),
             overloaded: self.overloaded.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            precision: None,
         }
     }
 }
@@ -690,7 +696,10 @@ mod tests {
         assert_eq!(verdicts, [("c", "error"), ("a", "confirmed"), ("b", "confirmed")]);
         // One frame taken, spread over the 8 the verifier sees.
         assert_eq!(lines[1]["frames"], serde_json::json!([5, 5, 5, 5, 5, 5, 5, 5]));
-        assert_eq!(gate.summary(), VerifySummary { verified: 3, confirmed: 2, rejected: 0, overloaded: 1, errors: 0 });
+        assert_eq!(
+            gate.summary(),
+            VerifySummary { verified: 3, confirmed: 2, rejected: 0, overloaded: 1, errors: 0, precision: None }
+        );
     }
 
     #[test]
