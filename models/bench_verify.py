@@ -13,8 +13,8 @@ threads for lookout, torch.set_num_threads for transformers):
                     - transformers: the pipeline on the same frames, per event XCLIPProcessor(text, images)
                       + XCLIPModel.forward (the text model runs every time, as the pipeline does), and, beside
                       it, XCLIPModel.forward alone on inputs prepared once.
-                    Beside them, lookout on one thread in each precision (fp32, int8), as watch's verify
-                    thread runs it (VERIFY_INTRA_THREADS = 1).
+                    Beside them, lookout in each precision (fp32, int8), on --threads as watch runs it (in its
+                    turn on the cores, with the detector's threads: src/watch/turn.rs).
                     Median over --events events after one warm-up event each. The weights are random (the
                     export does not keep them; transformers builds its own from the same config): the timing of
                     a forward pass does not depend on the values.
@@ -171,17 +171,17 @@ def part1(a) -> dict:
     lookout_ms = statistics.median(lk["event_ms"][1:])
     log(f"  lookout: {lookout_ms:.0f} ms per event (median of {a.events}; load {lk['load_ms']:.0f} ms, prompts "
         f"{lk['encode_ms']:.0f} ms once); load {load()}")
-    # The verifier as watch runs it (VERIFY_INTRA_THREADS = 1), in each precision the model directory has.
+    # The verifier in each precision the model directory has, on the threads watch gives it (the detector's).
     per_precision = {}
     for precision in precisions(a):
-        r = subprocess.run([str(timing), a.xclip, "1", str(a.events + 1), json.dumps(PROMPTS)]
+        r = subprocess.run([str(timing), a.xclip, str(a.threads), str(a.events + 1), json.dumps(PROMPTS)]
                            + [str(p) for p in frames], capture_output=True, text=True, env=env() | {"PRECISION": precision})
         if r.returncode != 0:
-            raise SystemExit(f"verify_timing ({precision}, 1 thread) failed: {r.stderr}")
+            raise SystemExit(f"verify_timing ({precision}) failed: {r.stderr}")
         got = json.loads(r.stdout)
         per_precision[precision] = {"ms_per_event": statistics.median(got["event_ms"][1:]),
                                     "event_ms": got["event_ms"][1:], "logits": got["logits"]}
-        log(f"  lookout, 1 thread (as watch runs it), {precision}: {per_precision[precision]['ms_per_event']:.0f} ms "
+        log(f"  lookout, {a.threads} threads, {precision}: {per_precision[precision]['ms_per_event']:.0f} ms "
             f"per event; logits {[round(x, 3) for x in got['logits']]}; load {load()}")
 
     import torch
@@ -221,7 +221,7 @@ def part1(a) -> dict:
         "transformers_pipeline_ms_per_event": statistics.median(pipe_ms[1:]),
         "transformers_forward_ms_per_event": statistics.median(fwd_ms[1:]),
         "threads": a.threads,
-        "one_thread": per_precision,
+        "per_precision": per_precision,
     }
     log(f"  transformers: pipeline {out['transformers_pipeline_ms_per_event']:.0f} ms per event, forward alone "
         f"{out['transformers_forward_ms_per_event']:.0f} ms; lookout / pipeline "

@@ -85,6 +85,8 @@ pub(super) struct InferStage {
     pub http_sources: Vec<Arc<crate::http::SourceEntry>>,
     /// Files are paced at this many times their frame rate (`--realtime`).
     pub realtime: Option<f64>,
+    /// Turns on the cores with the verifier, when there is one (see `turn.rs`).
+    pub turns: Option<Arc<super::turn::Turns>>,
 }
 
 /// Holds file frames back until their time comes, as a camera would deliver them (`--realtime`).
@@ -213,7 +215,10 @@ impl InferStage {
                         })
                     })
                     .collect();
-                match self.detector.detect(&images, &self.query_set, &selection) {
+                let turn = self.turns.as_ref().map(|t| t.inference());
+                let detected = self.detector.detect(&images, &self.query_set, &selection);
+                drop(turn);
+                match detected {
                     Ok(per_frame) => {
                         for (&k, detections) in to_infer.iter().zip(per_frame) {
                             let src = batch.items[k].0;

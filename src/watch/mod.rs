@@ -30,6 +30,7 @@ mod infer;
 mod post;
 pub mod stats;
 mod summary;
+mod turn;
 mod verify;
 
 use std::path::PathBuf;
@@ -44,7 +45,7 @@ use crate::config::StandingQuery;
 use crate::geom::Detection;
 use crate::geom::ResizeRule;
 use crate::gst::{self, EncoderPurpose, PipelineChoice};
-use crate::infer::{Detector, FrameScale, SessionOptions};
+use crate::infer::{Detector, FrameScale};
 use crate::shutdown::ShutdownToken;
 use crate::sink::clips::{ClipSettings, ClipWriter};
 use crate::sink::disk::WriteFailures;
@@ -61,7 +62,7 @@ use infer::{InferStage, InferStats, QueryBands};
 use post::{PostStage, PostStats, tracker_settings_for_events};
 pub use summary::{ModelRun, SourceSummary, Summary};
 use verify::{AlertGate, Collector, VerdictWriter, VerifyJob, VerifyStage};
-pub use verify::{OVERLOADED, VERIFY_INTRA_THREADS, VERIFY_NICE, VerifySettings, VerifySummary};
+pub use verify::{OVERLOADED, VERIFY_NICE, VerifySettings, VerifySummary};
 
 /// Frames in flight between the inference thread and one source's post thread.
 const POST_QUEUE: usize = 4;
@@ -273,10 +274,8 @@ pub fn run(
     // loaded even when no query verifies yet: one added over the API may.
     let verifier = match (&settings.verify, verifying.is_some() || settings.control.is_some()) {
         (Some(v), true) => {
-            // One thread, on the verify thread itself: the verifier runs beside inference, which has the cores;
-            // ONNX Runtime's own pool would spin on them (see VERIFY_INTRA_THREADS).
-            let opts = SessionOptions { intra_threads: VERIFY_INTRA_THREADS, ..v.session.clone() };
-            let mut verifier = crate::infer::load_verifier(&v.model, &opts, v.precision)?;
+            // The detector's session options and threads: the two take turns on the cores (turn.rs).
+            let mut verifier = crate::infer::load_verifier(&v.model, &v.session, v.precision)?;
             if let Some(fixed) = verifier.num_frames()
                 && fixed != v.frames
             {
@@ -459,6 +458,8 @@ pub fn run(
 
     // The verify thread, fed by the post stages through one bounded queue.
     let verifier_precision = verifier.as_ref().map(|(_, _, v)| v.precision);
+    // Inference and the verifier take turns on the cores (see turn.rs); without a verifier there is no one to wait for.
+    let turns = Arc::new(turn::Turns::default());
     let gate = Arc::new(AlertGate::default());
     let mut verify_thread: Option<JoinHandle<()>> = None;
     let mut verify_link: Option<(Sender<VerifyJob>, VerdictWriter, VerifySettings)> = None;
@@ -472,7 +473,7 @@ pub fn run(
             model: verifier.name().to_string(),
             rejected: rejected_evidence.clone(),
         };
-        let stage = VerifyStage { verifier, prompts, rx, writer: writer.clone() };
+        let stage = VerifyStage { verifier, prompts, rx, writer: writer.clone(), turns: turns.clone() };
         verify_thread = Some(
             std::thread::Builder::new()
                 .name("verify".into())
@@ -575,6 +576,7 @@ pub fn run(
         control: settings.control.clone(),
         http_sources: http_sources.clone(),
         realtime: settings.realtime,
+        turns: verifier_precision.is_some().then(|| turns.clone()),
     };
     let infer_thread = std::thread::Builder::new()
         .name("infer".into())

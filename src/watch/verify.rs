@@ -44,14 +44,8 @@ use crate::sink::rejected::RejectedEvidence;
 use crate::source::FullFrame;
 use crate::track::{FrameTime, LifecycleEvent, TrackOutput};
 
-/// Intra-op threads of the verifier's session: one, the verify thread itself. The verifier runs beside the
-/// detector, whose session has the cores; a pool of its own would contend with it (ONNX Runtime's pool threads spin
-/// while they wait for work), and a verdict a few hundred milliseconds later costs nothing (its frames take
-/// `[verify] seconds` to come).
-pub const VERIFY_INTRA_THREADS: usize = 1;
-
-/// How much lower than the other threads the verify thread runs (a nice increment): inference keeps its speed, and
-/// the verifier takes what is left (an event every few seconds needs a few percent of a core).
+/// How much lower than the other threads the verify thread runs (a nice increment): its work outside its turn
+/// (taking jobs, writing verdicts) never delays inference.
 pub const VERIFY_NICE: i32 = 5;
 
 /// Lowers the calling thread's scheduling priority by `nice` (Linux: a thread's nice value is its own). Best
@@ -285,6 +279,8 @@ pub(super) struct VerifyStage {
     pub prompts: HashMap<usize, PromptSet>,
     pub rx: Receiver<VerifyJob>,
     pub writer: VerdictWriter,
+    /// Turns on the cores with inference (see `turn.rs`): the verifier's graphs run only in its turn.
+    pub turns: Arc<super::turn::Turns>,
 }
 
 impl VerifyStage {
@@ -292,17 +288,20 @@ impl VerifyStage {
     pub(super) fn run(mut self) {
         while let Ok(mut job) = self.rx.recv() {
             if !self.prompts.contains_key(&job.query) {
+                let _turn = self.turns.verifier();
                 match self.verifier.encode(&job.record.prompts) {
                     Ok(p) => _ = self.prompts.insert(job.query, p),
                     Err(e) => warn!(query = %job.record.query, error = %e, "the verifier cannot take the prompts"),
                 }
             }
             let result = match self.prompts.get(&job.query) {
-                Some(prompts) => self
-                    .verifier
-                    .logits(&job.frames, prompts)
-                    .map(|l| judge(&l, job.threshold))
-                    .map_err(|e| e.to_string()),
+                Some(prompts) => {
+                    let _turn = self.turns.verifier();
+                    self.verifier
+                        .logits(&job.frames, prompts)
+                        .map(|l| judge(&l, job.threshold))
+                        .map_err(|e| e.to_string())
+                }
                 None => Err(format!("the verifier cannot take the prompts of query {:?}", job.record.query)),
             };
             match result {
@@ -672,7 +671,13 @@ mod tests {
         let mut verifier = Gated { started: started_tx, go: go_rx };
         let prompts = encode_prompts(&mut verifier, std::slice::from_ref(&query)).unwrap();
         let (tx, rx) = crossbeam_channel::bounded(1);
-        let stage = VerifyStage { verifier: Box::new(verifier), prompts, rx, writer: writer.clone() };
+        let stage = VerifyStage {
+            verifier: Box::new(verifier),
+            prompts,
+            rx,
+            writer: writer.clone(),
+            turns: Default::default(),
+        };
         let thread = std::thread::spawn(move || stage.run());
         let mut c =
             Collector::new(8, 2.0, EvidenceSettings::default(), tx, writer, "cam".into(), "cam".into(), vec![query]);
