@@ -317,6 +317,12 @@ def watch(a, clip: Path, threshold: float, verify: str | None, label: str) -> di
         # verifier loaded, so wall / inferred over a whole run counts those too (the window does not).
         "run_wall_s": (s or {}).get("wall_seconds"), "run_inferred": src.get("frames_inferred"),
         "run_decoded": src.get("frames_decoded"), "run_batches": ((s or {}).get("inference") or {}).get("count"),
+        # Within the run, immune to the machine's drift between runs: the inference thread's time (its batches,
+        # waits for the verifier's turns included) against the same less those waits (watch/turn.rs).
+        "run_infer_ms": (((s or {}).get("inference") or {}).get("mean_ms") or 0)
+        * (((s or {}).get("inference") or {}).get("count") or 0),
+        "run_waited_ms": ((s or {}).get("verification") or {}).get("inference_waited_ms"),
+        "run_verifier_ms": ((s or {}).get("verification") or {}).get("verifier_ms"),
         "load_before": fmt_load(w.load_before), "load_after": fmt_load(w.load_after),
     }
 
@@ -347,13 +353,19 @@ def part2(a) -> dict:
             if k != "B":
                 rnd[f"{k}/B"] = got[k]["ms_per_frame"] / got["B"]["ms_per_frame"]
                 rnd[f"cpu {k}/B"] = got[k]["cpu_ms_per_frame"] / got["B"]["cpu_ms_per_frame"]
+                total, waited = got[k]["run_infer_ms"], got[k]["run_waited_ms"]
+                if waited is not None and total > waited:
+                    rnd[f"within {k}/(itself less the waits)"] = total / (total - waited)
         rounds.append(rnd)
         parts = []
         for k in kinds[:-1]:
             r = got[k]
             what = {"A": "verifying fp32", "I": "verifying int8", "B": "not verifying"}[k]
+            within = rnd.get(f"within {k}/(itself less the waits)")
             parts.append(f"{k} ({what}) {r['ms_per_frame']:.0f} ms/frame (watch's inference {r['infer_ms_per_frame']:.0f}; "
-                         f"{r['events']} events, {r['verified']} verified, {r['overloaded']} overloaded; CPU "
+                         + (f"verifier {r['run_verifier_ms']} ms, inference waited {r['run_waited_ms']} ms over the run: "
+                            f"x{within:.3f}; " if within else "")
+                         + f"{r['events']} events, {r['verified']} verified, {r['overloaded']} overloaded; CPU "
                          f"{r['cpu_ms_per_frame']:.0f} ms) {k}/C {rnd[f'{k}/C']:.3f}")
         log(f"  round {i + 1} ({' '.join(order)}): " + "; ".join(parts) + f"; C {c:.0f} ms (CPU {cc:.0f}); load "
             f"{got[kinds[0]]['load_before']} -> {fmt_load(bp.loadavg())}")

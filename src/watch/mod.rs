@@ -704,7 +704,15 @@ pub fn run(
         batches: infer_stats.batches,
         clips,
         event_lines_lost: event_log_stats.lost,
-        verification: verifier_precision.map(|p| VerifySummary { precision: Some(p), ..gate.summary() }),
+        verification: verifier_precision.map(|p| {
+            let t = turns.totals();
+            VerifySummary {
+                precision: Some(p),
+                inference_waited_ms: t.inference_waited.as_millis() as u64,
+                verifier_ms: t.verifier_held.as_millis() as u64,
+                ..gate.summary()
+            }
+        }),
         wall_seconds: started.elapsed().as_secs_f64(),
     };
     let path = settings.out_dir.join("summary.json");

@@ -157,13 +157,16 @@ impl std::fmt::Display for Summary {
         if let Some(v) = &self.verification {
             writeln!(
                 f,
-                "  verification{}: {} events verified: {} confirmed, {} rejected, {} overloaded, {} errors",
+                "  verification{}: {} events verified: {} confirmed, {} rejected, {} overloaded, {} errors; verifier {:.1} s, \
+                 inference waited {:.1} s for it",
                 v.precision.map(|p| format!(" ({p})")).unwrap_or_default(),
                 v.verified,
                 v.confirmed,
                 v.rejected,
                 v.overloaded,
-                v.errors
+                v.errors,
+                v.verifier_ms as f64 / 1e3,
+                v.inference_waited_ms as f64 / 1e3
             )?;
         }
         Ok(())

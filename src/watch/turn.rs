@@ -12,6 +12,7 @@
 //! queues drop the oldest), files wait. Nothing else is held in a turn, so neither side can wait on the other twice.
 
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 /// Whose turn it is (see the module documentation). One per run, shared by the inference and verify threads.
 #[derive(Debug, Default)]
@@ -25,6 +26,18 @@ struct State {
     inferring: bool,
     verifier_waiting: bool,
     verifier_running: bool,
+    /// Time inference waited for the verifier's turns, and the verifier's turns themselves, over the run.
+    inference_waited: Duration,
+    verifier_held: Duration,
+}
+
+/// What the turns cost inference over a run (the summary's `verification`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TurnTotals {
+    /// Time inference waited for the verifier, in total.
+    pub inference_waited: Duration,
+    /// Time the verifier held its turns, in total.
+    pub verifier_held: Duration,
 }
 
 /// Who holds a turn.
@@ -39,6 +52,7 @@ enum Role {
 pub struct Turn<'a> {
     turns: &'a Turns,
     role: Role,
+    since: Instant,
 }
 
 impl Turns {
@@ -52,12 +66,18 @@ impl Turns {
 
     /// A turn for one inference batch: waits while the verifier runs or has asked for the next turn.
     pub fn inference(&self) -> Turn<'_> {
+        let asked = Instant::now();
         let mut s = self.lock();
+        let waits = s.verifier_waiting || s.verifier_running;
         while s.verifier_waiting || s.verifier_running {
             s = self.wait(s);
         }
         s.inferring = true;
-        Turn { turns: self, role: Role::Inference }
+        let since = Instant::now();
+        if waits {
+            s.inference_waited += since - asked;
+        }
+        Turn { turns: self, role: Role::Inference, since }
     }
 
     /// A turn for one verifier run: the next one, once the batch being inferred (if any) has ended.
@@ -69,7 +89,13 @@ impl Turns {
         }
         s.verifier_waiting = false;
         s.verifier_running = true;
-        Turn { turns: self, role: Role::Verifier }
+        Turn { turns: self, role: Role::Verifier, since: Instant::now() }
+    }
+
+    /// What the turns have cost so far.
+    pub fn totals(&self) -> TurnTotals {
+        let s = self.lock();
+        TurnTotals { inference_waited: s.inference_waited, verifier_held: s.verifier_held }
     }
 }
 
@@ -78,7 +104,10 @@ impl Drop for Turn<'_> {
         let mut s = self.turns.lock();
         match self.role {
             Role::Inference => s.inferring = false,
-            Role::Verifier => s.verifier_running = false,
+            Role::Verifier => {
+                s.verifier_running = false;
+                s.verifier_held += self.since.elapsed();
+            }
         }
         drop(s);
         self.turns.changed.notify_all();
@@ -90,7 +119,6 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    use std::time::{Duration, Instant};
 
     /// The two never hold a turn at once, however their requests interleave, and both make progress.
     #[test]
@@ -146,5 +174,11 @@ mod tests {
         let waited = waited.join().unwrap();
         assert!(waited >= Duration::from_millis(90), "inference started during the verifier's run: {waited:?}");
         assert!(waited < Duration::from_secs(5), "{waited:?}");
+        // The totals: the wait as inference saw it (less the time to ask), the verifier's turn as it held it.
+        let t = turns.totals();
+        assert!(t.inference_waited >= Duration::from_millis(80) && t.inference_waited <= waited, "{t:?}");
+        assert!(t.verifier_held >= t.inference_waited, "{t:?}");
+        let _turn = turns.inference();
+        assert_eq!(turns.totals().inference_waited, t.inference_waited, "a turn not waited for adds nothing");
     }
 }

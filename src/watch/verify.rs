@@ -95,6 +95,10 @@ pub struct VerifySummary {
     /// The verifier's per-event graph precision (`[verify] precision`), when a verifier ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub precision: Option<crate::infer::Precision>,
+    /// Milliseconds inference waited for the verifier's turns on the cores (`watch/turn.rs`), over the run.
+    pub inference_waited_ms: u64,
+    /// Milliseconds the verifier held its turns (its runs, prompts included), over the run.
+    pub verifier_ms: u64,
 }
 
 /// One gate entry: an event of an `alert_on = "verified"` query.
@@ -177,6 +181,8 @@ impl AlertGate {
             overloaded: self.overloaded.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             precision: None,
+            inference_waited_ms: 0,
+            verifier_ms: 0,
         }
     }
 }
@@ -703,7 +709,16 @@ mod tests {
         assert_eq!(lines[1]["frames"], serde_json::json!([5, 5, 5, 5, 5, 5, 5, 5]));
         assert_eq!(
             gate.summary(),
-            VerifySummary { verified: 3, confirmed: 2, rejected: 0, overloaded: 1, errors: 0, precision: None }
+            VerifySummary {
+                verified: 3,
+                confirmed: 2,
+                rejected: 0,
+                overloaded: 1,
+                errors: 0,
+                precision: None,
+                inference_waited_ms: 0,
+                verifier_ms: 0
+            }
         );
     }
 
