@@ -236,10 +236,11 @@ def main():
     ap.add_argument("--pairs", type=int, default=4, help="phases with clients (each between two quiet ones)")
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--poll-ms", type=float, default=200, help="each client's pause between two latest.jpg")
-    ap.add_argument("--fps", type=float, default=2, help="inferences per second of the source (--fps of watch)")
-    ap.add_argument("--clients-nice", type=int, default=0,
-                    help="run the clients at this niceness (lookout keeps its own): 19 models clients on other "
-                         "machines (default 0: they compete with lookout for the cores)")
+    ap.add_argument("--fps", type=float, default=1, help="inferences per second of the source (--fps of watch; "
+                    "default 1: below what this 2-core machine infers, as a deployment sized for its cameras)")
+    ap.add_argument("--clients-nice", type=int, default=19,
+                    help="run the clients at this niceness (lookout keeps its own): 19 (the default) models clients "
+                         "on other machines; 0 makes them compete with lookout for the cores")
     ap.add_argument("--out", default=str(ROOT / "target/bench-http"))
     ap.add_argument("--autogroup-nice", type=int, default=None,
                     help="set this session's scheduler autogroup nice for the run, e.g. -19 (see bench_pairs.py)")
