@@ -44,7 +44,7 @@ pub struct WatchArgs {
     /// clip-vit-base-patch32), or a model directory or manifest name [default: [verify] of --config]
     #[arg(long, value_name = "xclip|clip|DIR|NAME", help_heading = "Queries")]
     pub verifier: Option<String>,
-    /// The verifier's per-event graph: "fp32", or "int8" (about twice as fast on a CPU with AVX-512 VNNI; made by
+    /// The verifier's per-event graph: "fp32", or "int8" (2-3 times as fast on a CPU with AVX-512 VNNI; made by
     /// models/quantize_int8.py) [default: [verify] precision of --config, else fp32]
     #[arg(long, value_name = "fp32|int8", help_heading = "Queries")]
     pub verifier_precision: Option<lookout::infer::Precision>,

@@ -151,7 +151,7 @@ fn verifier_event_graph_in(dir: &Path, config: &serde_json::Value, precision: Pr
             dir: dir.to_path_buf(),
             file: int8.into(),
             hint: format!(
-                "it is the verifier's int8 graph ([verify] precision = \"int8\"): make it with \
+                "It is the verifier's int8 graph ([verify] precision = \"int8\"): make it with \
                  models/quantize_int8.py {}, or set [verify] precision = \"fp32\"",
                 dir.display()
             ),
