@@ -108,10 +108,11 @@ fn watch_verifies_with_the_int8_graph() {
     assert_eq!(summary["verification"]["precision"], "int8", "{summary}");
     assert_eq!(summary["verification"]["verified"], starts as u64);
     // What verifying cost inference: its waits for the verifier's turns (watch/turn.rs), never more than the
-    // verifier's turns themselves (one per event), but for the moment each hand-over takes to wake the thread.
+    // verifier's turns themselves (one per event), but for the moment each hand-over takes to wake the thread (on
+    // a loaded machine, up to a scheduler's time slice or more).
     let v = &summary["verification"];
     let (waited, verifier) = (v["inference_waited_ms"].as_u64().unwrap(), v["verifier_ms"].as_u64().unwrap());
-    assert!(waited <= verifier + 20 * starts as u64 + 5, "{v}");
+    assert!(waited <= verifier + 250 * starts as u64 + 1000, "{v}");
 }
 
 /// A verifier without an int8 graph: one line at start that names the file and the command that makes it, before
