@@ -164,12 +164,7 @@ impl QueryView {
             verify_threshold: self.verify_threshold,
             alert_on,
         };
-        crate::config::check_queries(std::slice::from_ref(&config))?;
-        let mut q = standing(config, self.threshold);
-        if let (Some(v), Some(contrast)) = (q.verify.as_mut(), &self.contrast) {
-            v.contrast = contrast.clone();
-        }
-        Ok(q)
+        checked_standing(config, self.threshold)
     }
 }
 
@@ -199,9 +194,12 @@ pub struct QueryBody {
     pub alert_on: Option<String>,
 }
 
-fn standing(config: QueryConfig, default_threshold: f32) -> StandingQuery {
+/// The query of `config`, checked as `[[query]]` is, as the config's own queries are made (its contrast prompts
+/// included).
+fn checked_standing(config: QueryConfig, default_threshold: f32) -> Result<StandingQuery, String> {
+    crate::config::check_queries(std::slice::from_ref(&config))?;
     let mut queries = Config { queries: vec![config], ..Config::default() }.standing_queries_with(default_threshold);
-    queries.remove(0)
+    Ok(queries.remove(0))
 }
 
 impl QueryBody {
@@ -268,12 +266,8 @@ impl QueryBody {
             verify_threshold: self.verify_threshold,
             alert_on,
         };
-        crate::config::check_queries(std::slice::from_ref(&config))?;
-        let mut q = standing(config, settings.default_threshold);
-        if let (Some(v), Some(contrast)) = (q.verify.as_mut(), &self.contrast) {
-            v.contrast = contrast.clone();
-        }
-        Ok(q.with_model_defaults(None, settings.default_text_threshold))
+        Ok(checked_standing(config, settings.default_threshold)?
+            .with_model_defaults(None, settings.default_text_threshold))
     }
 }
 
